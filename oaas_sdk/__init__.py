@@ -1,0 +1,41 @@
+"""oaas-sdk: write Object-as-a-Service classes in Python; state persisted by a Rust core.
+
+Public API (see ``docs/api.md``)::
+
+    from oaas_sdk import oaas, OaasObject, OaasConfig, ref, ObjectRef, getter, setter
+"""
+
+from __future__ import annotations
+
+from ._native_loader import native_available
+from .config import OaasConfig
+from .errors import (
+    ConfigError,
+    ConflictError,
+    OaasError,
+    ObjectNotFound,
+    SerializationError,
+    StorageError,
+    ValidationError,
+)
+from .invocation import (
+    InvocationRequest,
+    InvocationResponse,
+    ObjectInvocationRequest,
+    ResponseStatus,
+)
+from .methods import constructor, function, getter, method, setter
+from .object import ObjectMeta, OaasObject, field
+from .ref import ObjectRef, ref
+from .service import AgentError, OaasService, ServerError, oaas
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "oaas", "OaasService", "OaasObject", "OaasConfig", "ObjectMeta", "ObjectRef", "ref",
+    "field", "getter", "setter", "method", "function", "constructor",
+    "InvocationRequest", "ObjectInvocationRequest", "InvocationResponse", "ResponseStatus",
+    "OaasError", "ObjectNotFound", "ValidationError", "SerializationError", "ConflictError",
+    "StorageError", "ConfigError", "ServerError", "AgentError", "native_available",
+    "__version__",
+]

@@ -1,0 +1,289 @@
+"""The write path: batcher + background persister doing group commit, and commit tickets.
+
+A commit becomes a :class:`~oaas_sdk.stores.WriteRecord` on the caller's thread (encoding
+done); :meth:`Engine.submit` queues it and returns a :class:`CommitTicket`. One background
+thread (the persister) takes records off the queue, closes a batch at ``batch_max_entries``
+entries or ``batch_max_delay_ms`` after the batch's first record, and writes the batch in
+one store transaction: one fsync for all its commits (group commit). Each ticket then
+completes with ``None`` or the exception for that commit (:class:`ConflictError` for a
+version mismatch, :class:`StorageError` when the whole transaction failed).
+
+Until a record is written it stays in a pending overlay, so reads in this process see
+every acknowledged commit (read-your-writes) even with ``durability="async"``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from .errors import StorageError
+from .stores import ObjectKey, Store, StoredObject, WriteRecord
+
+__all__ = ["Engine", "CommitTicket"]
+
+log = logging.getLogger("oaas_sdk")
+
+
+class CommitTicket:
+    """Completion of one submitted commit (or of a flush marker).
+
+    ``error`` is ``None`` after success. Callbacks added with :meth:`add_done_callback`
+    run on the persister thread (or at once, on the caller's thread, when already done).
+    """
+
+    __slots__ = ("record", "error", "_done", "_callbacks", "_event", "submitted_ns")
+
+    def __init__(self, record: WriteRecord | None) -> None:
+        self.record = record
+        self.error: BaseException | None = None
+        self._done = False
+        self._callbacks: list[Callable[[CommitTicket], Any]] = []
+        self._event: threading.Event | None = None
+        self.submitted_ns = time.perf_counter_ns()
+
+    def done(self) -> bool:
+        return self._done
+
+    def _complete(self, error: BaseException | None) -> None:
+        self.error = error
+        self._done = True
+        if self._event is not None:
+            self._event.set()
+        for cb in self._callbacks:
+            try:
+                cb(self)
+            except Exception:  # a callback must never stop the persister
+                log.exception("commit callback failed")
+
+    def add_done_callback(self, fn: Callable[[CommitTicket], Any]) -> None:
+        if self._done:
+            fn(self)
+        else:
+            self._callbacks.append(fn)
+            if self._done and fn in self._callbacks:  # completed meanwhile
+                self._callbacks.remove(fn)
+                fn(self)
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Block until done; raise the commit's error, if any."""
+        if not self._done:
+            if self._event is None:
+                self._event = threading.Event()
+                if self._done:
+                    self._event.set()
+            if not self._event.wait(timeout):
+                raise TimeoutError("commit did not complete in time")
+        if self.error is not None:
+            raise self.error
+
+
+_STOP = object()
+
+
+class Engine:
+    """Batches commits from every object and persists them in the background.
+
+    ``durability``: ``"sync"`` completes a ticket once its batch is durable;
+    ``"async"`` once queued. ``batch_max_entries`` (count) and ``batch_max_delay_ms``
+    (milliseconds) bound a batch. ``inline=True`` writes in the caller's thread, one
+    commit a batch (used for the memory store, where there is nothing to wait for).
+    """
+
+    def __init__(self, store: Store, *, durability: str = "sync", batch_max_entries: int = 4096,
+                 batch_max_delay_ms: float = 2.0, inline: bool = False) -> None:
+        self.store = store
+        self.durability = durability
+        self.batch_max_entries = batch_max_entries
+        self.batch_max_delay_s = batch_max_delay_ms / 1000.0
+        self.inline = inline
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._pending: dict[ObjectKey, list[WriteRecord]] = {}
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._pid = os.getpid()
+        self._closed = False
+        self._depth = 0
+        self.commits = 0
+        self.failed_commits = 0
+        self.entries_written = 0
+        self.bytes_written = 0
+        self.batches = 0
+        self.records_in_batches = 0
+        self._latencies_us: deque[float] = deque(maxlen=8192)
+        self.last_error: BaseException | None = None
+
+    # -- submission ---------------------------------------------------------------------
+    def submit(self, record: WriteRecord) -> CommitTicket:
+        """Queue one commit; returns its ticket. Raises :class:`StorageError` when closed."""
+        if self._closed:
+            raise StorageError(f"{self.store.name}: the engine is closed")
+        ticket = CommitTicket(record)
+        if self.inline:
+            self._write([ticket])
+            return ticket
+        self._ensure_thread()
+        with self._lock:
+            self._pending.setdefault(record.key, []).append(record)
+            self._depth += 1
+        if self.durability == "async":
+            ticket._complete(None)  # write-back: acknowledged once queued
+        self._queue.put(ticket)
+        return ticket
+
+    def _ensure_thread(self) -> None:
+        if self._pid != os.getpid():  # forked: the parent's thread is not ours
+            self._pid = os.getpid()
+            self._thread = None
+            self._queue = queue.SimpleQueue()
+            with self._lock:
+                self._pending.clear()
+                self._depth = 0
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="oaas-persister", daemon=True)
+            self._thread.start()
+
+    # -- reads ----------------------------------------------------------------------------
+    def read(self, key: ObjectKey) -> StoredObject | None:
+        """The object as committed through this engine: store state plus pending commits."""
+        stored = self.store.read(key)
+        with self._lock:
+            pending = list(self._pending.get(key, ()))
+        for r in pending:
+            found = stored.version if stored is not None else 0
+            if found != r.expected_version:
+                continue  # written meanwhile (already in `stored`) or bound to conflict
+            if r.delete_object:
+                stored = None
+            elif stored is None:
+                stored = StoredObject(1, r.time_ms, r.time_ms, dict(r.entries))
+            else:
+                stored.version += 1
+                stored.updated_ms = r.time_ms
+                stored.entries.update(r.entries)
+                for name in r.deletes:
+                    stored.entries.pop(name, None)
+        return stored
+
+    # -- persister ----------------------------------------------------------------------
+    def _run(self) -> None:
+        q = self._queue
+        while True:
+            first = q.get()
+            if first is _STOP:
+                return
+            batch = [first]
+            n = len(first.record.entries) if first.record is not None else 0
+            deadline = time.monotonic() + self.batch_max_delay_s
+            stop = False
+            while n < self.batch_max_entries and first.record is not None:
+                remaining = deadline - time.monotonic()
+                try:
+                    item = q.get(timeout=remaining) if remaining > 0 else q.get_nowait()
+                except queue.Empty:
+                    break
+                if item is _STOP:
+                    stop = True
+                    break
+                batch.append(item)
+                if item.record is None:  # a flush marker closes the batch
+                    break
+                n += len(item.record.entries)
+            self._write(batch)
+            if stop:
+                return
+
+    def _write(self, tickets: list[CommitTicket]) -> None:
+        records = [t.record for t in tickets if t.record is not None]
+        results: list[Exception | None]
+        error: BaseException | None = None
+        try:
+            results = self.store.write_batch(records) if records else []
+        except BaseException as e:  # the whole transaction failed
+            error = e if isinstance(e, StorageError) else StorageError(
+                f"{self.store.name}: write failed: {e!r}")
+            results = [error] * len(records)  # type: ignore[list-item]
+            self.last_error = error
+            log.error("batch of %d commits failed: %s", len(records), error)
+        now = time.perf_counter_ns()
+        with self._lock:
+            for r in records:
+                lst = self._pending.get(r.key)
+                if lst:
+                    try:
+                        lst.remove(r)
+                    except ValueError:
+                        pass
+                    if not lst:
+                        del self._pending[r.key]
+            self._depth -= len(records) if not self.inline else 0
+        if records:
+            self.batches += 1
+            self.records_in_batches += len(records)
+        it = iter(results)
+        for t in tickets:
+            if t.record is None:
+                t._complete(None)
+                continue
+            res = next(it)
+            if res is None:
+                self.commits += 1
+                self.entries_written += len(t.record.entries)
+                self.bytes_written += t.record.nbytes()
+                self._latencies_us.append((now - t.submitted_ns) / 1000.0)
+            else:
+                self.failed_commits += 1
+                if t.done():  # durability="async": already acknowledged
+                    log.error("write-back of %s failed after acknowledgement: %s",
+                              t.record.key, res)
+                    self.last_error = res
+            if not t.done():
+                t._complete(res)
+
+    # -- control --------------------------------------------------------------------------
+    def flush(self, timeout: float | None = None) -> None:
+        """Block until every commit submitted so far is written (or failed)."""
+        if self.inline or self._thread is None or self._pid != os.getpid():
+            return
+        marker = CommitTicket(None)
+        self._queue.put(marker)
+        marker.wait(timeout)
+
+    def close(self) -> None:
+        """Flush, stop the persister and close the store. Idempotent."""
+        if self._closed:
+            return
+        try:
+            self.flush()
+        finally:
+            self._closed = True
+            if self._thread is not None and self._pid == os.getpid():
+                self._queue.put(_STOP)
+                self._thread.join()
+            self._thread = None
+            self.store.close()
+
+    def stats(self) -> dict[str, Any]:
+        """Counters of this engine (see ``oaas.stats()``)."""
+        lat = sorted(self._latencies_us)
+
+        def pct(p: float) -> float:
+            return round(lat[min(len(lat) - 1, int(p * len(lat)))], 1) if lat else 0.0
+
+        return {
+            "commits": self.commits,
+            "failed_commits": self.failed_commits,
+            "entries_written": self.entries_written,
+            "bytes_written": self.bytes_written,
+            "batches": self.batches,
+            "mean_batch_size": (self.records_in_batches / self.batches) if self.batches else 0.0,
+            "persist_latency_p50_us": pct(0.50),
+            "persist_latency_p99_us": pct(0.99),
+            "queue_depth": self._depth,
+        }

@@ -1,0 +1,65 @@
+"""Errors raised by oaas-sdk.
+
+Every error the SDK raises on purpose derives from :class:`OaasError`. Errors from the native
+extension are converted to these classes at the boundary; a Rust panic never reaches users
+as anything but one of them.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "OaasError",
+    "ObjectNotFound",
+    "ValidationError",
+    "SerializationError",
+    "ConflictError",
+    "StorageError",
+    "ConfigError",
+]
+
+
+class OaasError(Exception):
+    """Base class of every error raised by oaas-sdk."""
+
+
+class ObjectNotFound(OaasError, KeyError):
+    """No object with the requested identity exists in the store.
+
+    Also a :class:`KeyError`, so ``except KeyError`` keeps working. ``str()`` gives the plain
+    message (not the quoted form ``KeyError`` uses).
+    """
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class ValidationError(OaasError, ValueError):
+    """A value could not be converted to a field's or parameter's declared type.
+
+    Also a :class:`ValueError`. The message names the class and field (or method and
+    parameter); the field keeps its old value.
+    """
+
+
+class SerializationError(OaasError):
+    """A value could not be encoded, or stored bytes could not be decoded.
+
+    On decode the message names the object and the field whose entry is corrupt.
+    """
+
+
+class ConflictError(OaasError):
+    """Another writer committed the object since this process loaded it.
+
+    The commit wrote nothing; the object keeps its uncommitted changes. Reload the object
+    (``Cls.load(id)`` after ``obj.refresh()`` or in a new process) and apply the change again.
+    """
+
+
+class StorageError(OaasError):
+    """The store failed. The message says which store and why; nothing committed is lost."""
+
+
+class ConfigError(OaasError, ValueError):
+    """The configuration is invalid or cannot be honoured (for example ``native="on"``
+    without the native extension)."""

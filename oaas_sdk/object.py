@@ -1,0 +1,659 @@
+"""``OaasObject``: the base class of OaaS objects, their fields, life cycle and commits.
+
+Reads of a loaded field are plain attribute reads (the decoded value sits in the instance
+``__dict__``); a field not yet decoded is decoded on first access by ``__getattr__``.
+Writes go through ``__setattr__``, which converts the value to the field's type and marks
+the field dirty. Fields of mutable types are re-encoded at commit when they were read since
+the last commit and compared with the committed bytes, so in-place changes are persisted.
+After a commit those fields are *parked* (kept decoded, out of ``__dict__``) so the next read
+marks the object again. See ``docs/guide.md`` and architecture notes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import dataclasses
+import itertools
+import os
+import time
+import typing
+from collections.abc import Awaitable
+from typing import Any, ClassVar, TypeVar
+
+from . import codec
+from .errors import ConflictError, ObjectNotFound, SerializationError, ValidationError
+from .runtime import Runtime, current
+from .stores import ObjectKey, StoredObject, WriteRecord, check_identity
+
+__all__ = ["OaasObject", "ObjectMeta", "FieldInfo", "class_by_id", "registered_classes"]
+
+T = TypeVar("T", bound="OaasObject")
+
+# Names an OaaS field may not take: the attributes OaasObject itself defines.
+_RESERVED = frozenset({
+    "meta", "object_id", "commit", "commit_async", "delete", "delete_async", "as_ref",
+    "create", "load", "load_or_create", "refresh", "session", "state", "dirty", "remote",
+    "fetch", "start_agent", "stop_agent", "get_data", "set_data", "get_data_async",
+    "set_data_async", "trigger", "suppress", "create_request", "create_obj_request",
+    "exists", "version",
+})
+
+_CLASSES: dict[str, type[OaasObject]] = {}
+
+
+def class_by_id(cls_id: str) -> type[OaasObject] | None:
+    """The registered class with this ``cls_id`` (``"<package>.<Name>"``), if any."""
+    return _CLASSES.get(cls_id)
+
+
+def registered_classes() -> dict[str, type[OaasObject]]:
+    """A copy of the class registry: ``cls_id`` -> class."""
+    return dict(_CLASSES)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ObjectMeta:
+    """Identity of an object: class id (``"<package>.<Name>"``), partition id (u32) and
+    object id (u64 or string)."""
+
+    cls_id: str
+    partition_id: int
+    object_id: int | str
+
+    @property
+    def obj_id(self) -> int | str:
+        """Alias of ``object_id``."""
+        return self.object_id
+
+
+class FieldInfo:
+    """One persisted field of a class: name, type hint, default, compiled codec type."""
+
+    __slots__ = ("name", "owner", "annotation", "default", "default_factory", "_ftype",
+                 "_mutable_default")
+
+    def __init__(self, name: str, owner: type, annotation: Any, default: Any,
+                 default_factory: Any = None) -> None:
+        self.name = name
+        self.owner = owner
+        self.annotation = annotation
+        self.default = default
+        self.default_factory = default_factory
+        self._ftype: codec.FieldType | None = None
+        self._mutable_default = default is not None and not isinstance(
+            default, int | float | str | bytes | bool | frozenset | tuple)
+
+    @property
+    def ftype(self) -> codec.FieldType:
+        ft = self._ftype
+        if ft is None:
+            ft = self._ftype = codec.field_type(_resolve_hint(self.owner, self.name,
+                                                              self.annotation))
+        return ft
+
+    @property
+    def mutable(self) -> bool:
+        return self.ftype.mutable
+
+    def new_default(self) -> Any:
+        """A fresh default value: mutable defaults are copied, never shared."""
+        if self.default_factory is not None:
+            return self.default_factory()
+        if self._mutable_default:
+            return copy.deepcopy(self.default)
+        return self.default
+
+
+def _resolve_hint(owner: type, name: str, annotation: Any) -> Any:
+    if isinstance(annotation, str | typing.ForwardRef):
+        try:
+            hints = typing.get_type_hints(owner, include_extras=False)
+        except NameError as e:
+            raise TypeError(f"{owner.__name__}.{name}: cannot resolve the annotation "
+                            f"{annotation!r}: {e}") from None
+        return hints[name]
+    return annotation
+
+
+_MISSING = object()
+_id_counter = itertools.count(int.from_bytes(os.urandom(2), "big"))
+_EPOCH_MS = 1_577_836_800_000  # 2020-01-01T00:00:00Z
+
+
+def new_object_id() -> int:
+    """A fresh 63-bit object id, time-ordered: 41 bits of milliseconds since 2020, 22 bits
+    of a per-process counter started at a random value (as TSIDs are)."""
+    ms = int(time.time() * 1000) - _EPOCH_MS
+    return ((ms & ((1 << 41) - 1)) << 22) | (next(_id_counter) & ((1 << 22) - 1))
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class OaasObject:
+    """Base class of OaaS objects: subclass it, annotate persisted fields, decorate methods.
+
+    Every public annotated class attribute is a persisted field (``ClassVar`` and names
+    starting with ``_`` are not). Create objects with :meth:`create`, load them with
+    :meth:`load`; never call the constructor directly.
+    """
+
+    __slots__ = ("__dict__", "__weakref__", "_oaas_meta", "_oaas_version", "_oaas_committed",
+                 "_oaas_dirty", "_oaas_parked", "_oaas_turn", "_oaas_deleted",
+                 "_oaas_created_ms", "_oaas_updated_ms", "_oaas_rt")
+
+    _oaas_fields: ClassVar[dict[str, FieldInfo]] = {}
+    _oaas_mutable: ClassVar[tuple[str, ...] | None] = None
+    _oaas_cls_id: ClassVar[str] = "default.OaasObject"
+    _oaas_package: ClassVar[str] = "default"
+    _oaas_service_name: ClassVar[str] = "OaasObject"
+    _oaas_methods: ClassVar[dict[str, Any]] = {}
+
+    # -- class definition -----------------------------------------------------------------
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        fields: dict[str, FieldInfo] = {}
+        for base in reversed(cls.__mro__[1:]):
+            fields.update(getattr(base, "_oaas_fields", {}) or {})
+        ann = cls.__dict__.get("__annotations__", {})
+        for name, hint in ann.items():
+            if name.startswith("_") or _is_classvar(hint):
+                continue
+            if name in _RESERVED or (name in OaasObject.__dict__):
+                raise TypeError(f"{cls.__name__}.{name}: the field name {name!r} is reserved "
+                                f"by OaasObject; choose another name")
+            default = cls.__dict__.get(name, None)
+            factory = None
+            if isinstance(default, _FieldDefault):
+                default, factory = default.default, default.default_factory
+            fields[name] = FieldInfo(name, cls, hint, default, factory)
+            if name in cls.__dict__:
+                delattr(cls, name)  # reads must reach __getattr__ when not yet decoded
+            if not isinstance(hint, str | typing.ForwardRef):
+                fields[name].ftype  # noqa: B018 - refuse unsupported hints at definition
+        cls._oaas_fields = fields
+        cls._oaas_mutable = None
+        cls._oaas_service_name = cls.__name__
+        cls._oaas_package = getattr(cls, "_oaas_package", "default")
+        cls._oaas_cls_id = f"{cls._oaas_package}.{cls.__name__}"
+        from .methods import collect_methods
+
+        collect_methods(cls)
+
+    @classmethod
+    def _oaas_mutable_fields(cls) -> tuple[str, ...]:
+        m = cls._oaas_mutable
+        if m is None:
+            m = cls._oaas_mutable = tuple(n for n, f in cls._oaas_fields.items() if f.mutable)
+        return m
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        raise TypeError(f"create {type(self).__name__} objects with "
+                        f"{type(self).__name__}.create() or .load(id), not the constructor")
+
+    # -- identity & life cycle -----------------------------------------------------------
+    @classmethod
+    def _blank(cls: type[T], rt: Runtime, meta: ObjectMeta) -> T:
+        obj = object.__new__(cls)
+        sa = object.__setattr__
+        sa(obj, "_oaas_meta", meta)
+        sa(obj, "_oaas_version", 0)
+        sa(obj, "_oaas_committed", {})
+        sa(obj, "_oaas_dirty", set())
+        sa(obj, "_oaas_parked", {})
+        sa(obj, "_oaas_turn", None)
+        sa(obj, "_oaas_deleted", False)
+        sa(obj, "_oaas_created_ms", 0)
+        sa(obj, "_oaas_updated_ms", 0)
+        sa(obj, "_oaas_rt", rt)
+        return obj
+
+    @classmethod
+    def create(cls: type[T], obj_id: int | str | None = None, local: bool | None = None,
+               *, partition_id: int | None = None, **values: Any) -> T:
+        """Create a new object of this class (not yet committed).
+
+        ``obj_id``: a u64 or a string ``[a-z0-9._:-]{1,160}``; a fresh time-ordered 63-bit
+        id when omitted. ``partition_id``: u32, default the configured partition.
+        ``local`` is accepted for oaas-sdk2-py compatibility. ``values`` set fields (each
+        converted like an assignment). Raises ``ValueError`` for a malformed id,
+        :class:`ConflictError` when an object with ``obj_id`` already exists (use
+        :meth:`load` or :meth:`load_or_create`), ``TypeError``/:class:`ValidationError` for
+        a bad field value.
+        """
+        rt = current()
+        pid = rt.config.oprc_partition_default if partition_id is None else partition_id
+        oid: int | str = new_object_id() if obj_id is None else obj_id
+        check_identity(cls._oaas_cls_id, pid, oid)
+        key: ObjectKey = (cls._oaas_cls_id, pid, oid)
+        if obj_id is not None and (key in rt.identity or rt.engine.read(key) is not None):
+            raise ConflictError(f"cannot create {cls._oaas_cls_id}/{pid}/{oid}: it already "
+                                f"exists; use {cls.__name__}.load({oid!r})")
+        obj = cls._blank(rt, ObjectMeta(cls._oaas_cls_id, pid, oid))
+        d = obj.__dict__
+        for name, f in cls._oaas_fields.items():
+            d[name] = f.new_default()
+        for name, value in values.items():
+            if name not in cls._oaas_fields:
+                raise TypeError(f"{cls.__name__}.create(): unknown field {name!r}")
+            setattr(obj, name, value)
+        now = _now_ms()
+        object.__setattr__(obj, "_oaas_created_ms", now)
+        object.__setattr__(obj, "_oaas_updated_ms", now)
+        rt.identity[key] = obj
+        rt.dirty[id(obj)] = obj
+        return obj
+
+    @classmethod
+    def load(cls: type[T], obj_id: int | str, partition_id: int | None = None) -> T:
+        """The object with this id: the live instance when one exists in this process
+        (identity map), else read from the cache or the store.
+
+        Raises :class:`ObjectNotFound` (also a ``KeyError``) when there is no such object,
+        :class:`StorageError` when the store fails.
+        """
+        rt = current()
+        pid = rt.config.oprc_partition_default if partition_id is None else partition_id
+        key: ObjectKey = (cls._oaas_cls_id, pid, obj_id)
+        obj = rt.identity.get(key)
+        if obj is not None and not obj._oaas_deleted:
+            return obj  # type: ignore[return-value]
+        check_identity(cls._oaas_cls_id, pid, obj_id)
+        stored = rt.cache.get(key)
+        if stored is None:
+            stored = rt.engine.read(key)
+            if stored is None:
+                raise ObjectNotFound(f"{cls._oaas_cls_id}/{pid}/{obj_id} not found "
+                                     f"({rt.engine.store.name})")
+            rt.cache.put(key, StoredObject(stored.version, stored.created_ms,
+                                           stored.updated_ms, dict(stored.entries)))
+        obj = cls._blank(rt, ObjectMeta(cls._oaas_cls_id, pid, obj_id))
+        obj._oaas_apply_stored(stored)
+        rt.identity[key] = obj
+        return obj
+
+    @classmethod
+    def load_or_create(cls: type[T], obj_id: int | str, partition_id: int | None = None,
+                       **values: Any) -> T:
+        """:meth:`load` the object, or :meth:`create` it with ``values`` when absent."""
+        try:
+            return cls.load(obj_id, partition_id)
+        except ObjectNotFound:
+            return cls.create(obj_id, partition_id=partition_id, **values)
+
+    @classmethod
+    def exists(cls, obj_id: int | str, partition_id: int | None = None) -> bool:
+        """Whether an object with this id is live here or committed in the store."""
+        try:
+            cls.load(obj_id, partition_id)
+            return True
+        except ObjectNotFound:
+            return False
+
+    def _oaas_apply_stored(self, stored: StoredObject) -> None:
+        sa = object.__setattr__
+        sa(self, "_oaas_version", stored.version)
+        sa(self, "_oaas_committed", stored.entries)
+        sa(self, "_oaas_created_ms", stored.created_ms)
+        sa(self, "_oaas_updated_ms", stored.updated_ms)
+
+    @classmethod
+    def __oaas_from_identity__(cls, cls_id: str, partition_id: int,
+                               object_id: int | str) -> Any:
+        """Rebuild a reference field's value: the live object, or an ``ObjectRef`` when it
+        no longer exists."""
+        target = class_by_id(cls_id) or cls
+        try:
+            return target.load(object_id, partition_id)
+        except ObjectNotFound:
+            from .ref import ObjectRef
+
+            return ObjectRef(cls_id, object_id, partition_id)
+
+    @property
+    def __oaas_identity__(self) -> tuple[str, int, int | str]:
+        m = self._oaas_meta
+        return (m.cls_id, m.partition_id, m.object_id)
+
+    @property
+    def meta(self) -> ObjectMeta:
+        """Identity of this object (cls_id, partition_id, object_id)."""
+        return self._oaas_meta
+
+    @property
+    def object_id(self) -> int | str:
+        """The object's id (u64 or string)."""
+        return self._oaas_meta.object_id
+
+    @property
+    def version(self) -> int:
+        """Committed version this process knows (0: never committed)."""
+        return self._oaas_version
+
+    def as_ref(self) -> Any:
+        """An :class:`~oaas_sdk.ObjectRef` to this object: identity only; calls on it go
+        through the engine."""
+        from .ref import ObjectRef
+
+        m = self._oaas_meta
+        return ObjectRef(m.cls_id, m.object_id, m.partition_id)
+
+    def __repr__(self) -> str:
+        m = self._oaas_meta
+        return f"<{type(self).__name__} {m.cls_id}/{m.partition_id}/{m.object_id!r}>"
+
+    # -- field access ---------------------------------------------------------------------
+    def __getattr__(self, name: str) -> Any:
+        f = type(self)._oaas_fields.get(name)
+        if f is None:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        value = self._oaas_materialize(name, f)
+        self.__dict__[name] = value
+        if f.ftype.mutable:
+            self._oaas_rt.touched[id(self)] = self
+        return value
+
+    def _oaas_materialize(self, name: str, f: FieldInfo) -> Any:
+        parked = self._oaas_parked
+        if name in parked:
+            return parked.pop(name)
+        data = self._oaas_committed.get(name)
+        if data is None:
+            return f.new_default()
+        try:
+            return f.ftype.decode(data)
+        except SerializationError as e:
+            m = self._oaas_meta
+            raise SerializationError(f"{m.cls_id}/{m.partition_id}/{m.object_id} field "
+                                     f"{name!r}: stored entry is corrupt: {e}") from None
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        f = type(self)._oaas_fields.get(name)
+        if f is None:
+            object.__setattr__(self, name, value)
+            return
+        value = f.ftype.coerce(value, owner=type(self).__name__, field=name)
+        self.__dict__[name] = value
+        self._oaas_dirty.add(name)
+        if self._oaas_parked:
+            self._oaas_parked.pop(name, None)
+        self._oaas_rt.dirty[id(self)] = self
+
+    def __delattr__(self, name: str) -> None:
+        if name in type(self)._oaas_fields:
+            raise AttributeError(f"{type(self).__name__}.{name} is a persisted field and "
+                                 f"cannot be deleted; assign a value instead")
+        object.__delattr__(self, name)
+
+    # -- commit ---------------------------------------------------------------------------
+    def _oaas_needs_commit(self) -> bool:
+        if self._oaas_dirty or self._oaas_version == 0:
+            return True
+        d = self.__dict__
+        return any(n in d for n in type(self)._oaas_mutable_fields())
+
+    def _oaas_prepare(self) -> WriteRecord | None:
+        """Encode what changed since the last commit into a write record (None: nothing)."""
+        m = self._oaas_meta
+        if self._oaas_deleted:
+            raise ObjectNotFound(f"{m.cls_id}/{m.partition_id}/{m.object_id} was deleted")
+        cls = type(self)
+        fields = cls._oaas_fields
+        d = self.__dict__
+        dirty = self._oaas_dirty
+        committed = self._oaas_committed
+        new = self._oaas_version == 0
+        entries: dict[str, bytes] = {}
+        if new:
+            names: Any = fields
+        else:
+            names = set(dirty)
+            names.update(n for n in cls._oaas_mutable_fields() if n in d)
+        for name in names:
+            f = fields[name]
+            if name in d:
+                value = d[name]
+            elif name in self._oaas_parked:
+                value = self._oaas_parked[name]
+            else:
+                value = self._oaas_materialize(name, f)
+                d[name] = value
+            try:
+                data = f.ftype.encode(value)
+            except (TypeError, SerializationError) as e:
+                raise type(e)(f"{cls.__name__}.{name} of {m.cls_id}/{m.partition_id}/"
+                              f"{m.object_id}: {e}") from None
+            if not new and name not in dirty and committed.get(name) == data:
+                continue
+            entries[name] = data
+        if not entries and not new:
+            self._oaas_settle()
+            return None
+        return WriteRecord((m.cls_id, m.partition_id, m.object_id), self._oaas_version,
+                           entries, time_ms=_now_ms())
+
+    def _oaas_settle(self) -> None:
+        """After a commit: park mutable fields so their next read marks the object again."""
+        d = self.__dict__
+        parked = self._oaas_parked
+        for n in type(self)._oaas_mutable_fields():
+            if n in d:
+                parked[n] = d.pop(n)
+        rt = self._oaas_rt
+        rt.dirty.pop(id(self), None)
+        rt.touched.pop(id(self), None)
+
+    def _oaas_apply(self, record: WriteRecord) -> tuple[int, dict[str, bytes | None], set[str]]:
+        """Optimistically apply a submitted record; returns what :meth:`_oaas_undo` needs."""
+        committed = self._oaas_committed
+        undo = (self._oaas_version, {n: committed.get(n) for n in record.entries},
+                set(self._oaas_dirty))
+        committed.update(record.entries)
+        object.__setattr__(self, "_oaas_version", record.new_version)
+        object.__setattr__(self, "_oaas_updated_ms", record.time_ms)
+        self._oaas_dirty.clear()
+        self._oaas_settle()
+        self._oaas_rt.cache.update(record.key, record.new_version, record.time_ms,
+                                   record.entries)
+        return undo
+
+    def _oaas_undo(self, record: WriteRecord,
+                   undo: tuple[int, dict[str, bytes | None], set[str]]) -> None:
+        """A submitted commit failed: the object keeps its changes, dirty again."""
+        version, old, dirty = undo
+        if self._oaas_version == record.new_version:
+            object.__setattr__(self, "_oaas_version", version)
+        committed = self._oaas_committed
+        for n, b in old.items():
+            if b is None:
+                committed.pop(n, None)
+            else:
+                committed[n] = b
+        self._oaas_dirty.update(dirty)
+        self._oaas_dirty.update(record.entries)
+        rt = self._oaas_rt
+        rt.cache.discard(record.key)
+        rt.dirty[id(self)] = self
+
+    def commit(self) -> None:
+        """Commit this object's changes and block until the commit resolves.
+
+        With ``durability="sync"`` it returns once the write is fsynced; with ``"async"``
+        once queued. Raises :class:`ConflictError` when another writer committed the object
+        since it was loaded, :class:`StorageError` when the store failed, ``TypeError`` /
+        :class:`SerializationError` when a value cannot be encoded; in each case the object
+        keeps its changes and nothing committed is lost.
+        """
+        record = self._oaas_prepare()
+        if record is None:
+            return
+        rt = self._oaas_rt
+        ticket = rt.engine.submit(record)
+        undo = self._oaas_apply(record)
+        try:
+            ticket.wait()
+        except BaseException:
+            self._oaas_undo(record, undo)
+            raise
+
+    def commit_async(self) -> Awaitable[None]:
+        """Commit this object's changes; the awaitable resolves on the caller's event loop
+        when the write is durable (``durability="sync"``) or queued (``"async"``).
+
+        Errors as :meth:`commit`. Encoding happens before this returns, so later changes
+        to the object are not part of this commit.
+        """
+        try:
+            record = self._oaas_prepare()
+        except BaseException as e:
+            return _failed(e)
+        if record is None:
+            return _DONE
+        rt = self._oaas_rt
+        try:
+            ticket = rt.engine.submit(record)
+        except BaseException as e:
+            return _failed(e)
+        undo = self._oaas_apply(record)
+        if ticket.done():
+            if ticket.error is None:
+                return _DONE
+            self._oaas_undo(record, undo)
+            return _failed(ticket.error)
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+
+        def on_loop(t: Any) -> None:
+            if fut.cancelled():
+                return
+            if t.error is None:
+                fut.set_result(None)
+            else:
+                self._oaas_undo(record, undo)
+                fut.set_exception(t.error)
+
+        ticket.add_done_callback(lambda t: loop.call_soon_threadsafe(on_loop, t))
+        return fut
+
+    def refresh(self) -> None:
+        """Drop uncommitted changes and reload the committed state from the store.
+
+        Use after a :class:`ConflictError` to see the other writer's state. Raises
+        :class:`ObjectNotFound` when the object no longer exists.
+        """
+        rt = self._oaas_rt
+        m = self._oaas_meta
+        key = (m.cls_id, m.partition_id, m.object_id)
+        rt.cache.discard(key)
+        stored = rt.engine.read(key)
+        if stored is None:
+            raise ObjectNotFound(f"{m.cls_id}/{m.partition_id}/{m.object_id} not found")
+        for n in type(self)._oaas_fields:
+            self.__dict__.pop(n, None)
+        self._oaas_parked.clear()
+        self._oaas_dirty.clear()
+        self._oaas_apply_stored(stored)
+        rt.dirty.pop(id(self), None)
+        rt.touched.pop(id(self), None)
+
+    # -- delete ---------------------------------------------------------------------------
+    def _oaas_delete_record(self) -> WriteRecord | None:
+        m = self._oaas_meta
+        key = (m.cls_id, m.partition_id, m.object_id)
+        rt = self._oaas_rt
+        object.__setattr__(self, "_oaas_deleted", True)
+        rt.dirty.pop(id(self), None)
+        rt.touched.pop(id(self), None)
+        if rt.identity.get(key) is self:
+            del rt.identity[key]
+        rt.cache.discard(key)
+        if self._oaas_version == 0:
+            return None
+        return WriteRecord(key, self._oaas_version, delete_object=True, time_ms=_now_ms())
+
+    def delete(self) -> None:
+        """Delete this object from the store (blocking). Later loads raise ObjectNotFound."""
+        record = self._oaas_delete_record()
+        if record is not None:
+            self._oaas_rt.engine.submit(record).wait()
+
+    async def delete_async(self) -> None:
+        """Delete this object from the store; resolves as :meth:`commit_async` does."""
+        record = self._oaas_delete_record()
+        if record is None:
+            return
+        ticket = self._oaas_rt.engine.submit(record)
+        if not ticket.done():
+            loop = asyncio.get_running_loop()
+            fut: asyncio.Future[None] = loop.create_future()
+            ticket.add_done_callback(
+                lambda t: loop.call_soon_threadsafe(_settle_future, fut, t.error))
+            await fut
+        elif ticket.error is not None:
+            raise ticket.error
+
+
+def _settle_future(fut: asyncio.Future[None], error: BaseException | None) -> None:
+    if fut.cancelled():
+        return
+    if error is None:
+        fut.set_result(None)
+    else:
+        fut.set_exception(error)
+
+
+class _Done:
+    """An already-resolved awaitable (cheaper than a Future for the common no-op commit)."""
+
+    __slots__ = ()
+
+    def __await__(self) -> Any:
+        return None
+        yield  # pragma: no cover - makes this a generator
+
+
+_DONE = _Done()
+
+
+class _Failed:
+    __slots__ = ("error",)
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+    def __await__(self) -> Any:
+        raise self.error
+        yield  # pragma: no cover
+
+
+def _failed(e: BaseException) -> Awaitable[None]:
+    return _Failed(e)
+
+
+class _FieldDefault:
+    __slots__ = ("default", "default_factory")
+
+    def __init__(self, default: Any, default_factory: Any) -> None:
+        self.default = default
+        self.default_factory = default_factory
+
+
+def field(default: Any = None, *, default_factory: Any = None) -> Any:
+    """Declare a field default explicitly, e.g. ``tags: list[str] = field(default_factory=list)``.
+
+    Plain defaults (``tags: list[str] = []``) are copied per object too; this is for
+    defaults built by a function.
+    """
+    return _FieldDefault(default, default_factory)
+
+
+def _is_classvar(hint: Any) -> bool:
+    if isinstance(hint, str):
+        return hint.startswith(("ClassVar", "typing.ClassVar"))
+    return hint is ClassVar or typing.get_origin(hint) is ClassVar
+
+
+def _validation_error(owner: str, name: str, e: Exception) -> ValidationError:
+    return ValidationError(f"{owner}.{name}: {e}")

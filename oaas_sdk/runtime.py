@@ -1,0 +1,159 @@
+"""Process-wide state behind the ``oaas`` facade: configuration, engine, cache, identity map.
+
+One :class:`Runtime` is active at a time; ``oaas.configure()`` replaces it after flushing
+the old engine's pending writes. Objects find it through :func:`current`.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import threading
+import weakref
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
+
+from ._native_loader import native_module
+from .cache import EntryCache
+from .config import OaasConfig
+from .engine import Engine
+from .stores import ObjectKey, open_store, parse_storage_url
+
+if TYPE_CHECKING:
+    from .object import OaasObject
+
+__all__ = ["Runtime", "current", "configure", "shutdown"]
+
+log = logging.getLogger("oaas_sdk")
+
+
+class Runtime:
+    """Everything one configuration owns.
+
+    ``identity``: live objects by identity, weakly held (the identity map).
+    ``dirty``: objects with uncommitted assignments or never committed, strongly held so
+    no change is dropped before a commit. ``touched``: objects whose mutable fields were
+    read since their last commit (candidates for in-place changes), weakly held.
+    """
+
+    def __init__(self, config: OaasConfig) -> None:
+        self.config = config
+        self.native: ModuleType | None = native_module(config.native)
+        storage = "memory" if config.mock_mode else config.storage
+        kind, _ = parse_storage_url(storage)
+        self.store_url = storage
+        self._engine: Engine | None = None
+        self._engine_lock = threading.Lock()
+        self._inline = kind == "memory"
+        self.cache = EntryCache(config.cache_max_bytes, config.cache_ttl_s)
+        self.identity: weakref.WeakValueDictionary[ObjectKey, OaasObject] = (
+            weakref.WeakValueDictionary())
+        self.dirty: dict[int, OaasObject] = {}
+        self.touched: weakref.WeakValueDictionary[int, OaasObject] = (
+            weakref.WeakValueDictionary())
+
+    @property
+    def engine(self) -> Engine:
+        """The engine, opening the store on first use (raises :class:`StorageError`)."""
+        eng = self._engine
+        if eng is None:
+            with self._engine_lock:
+                if self._engine is None:
+                    store = open_store(self.store_url, sync=True)
+                    c = self.config
+                    self._engine = Engine(
+                        store, durability=c.durability, batch_max_entries=c.batch_max_entries,
+                        batch_max_delay_ms=c.batch_max_delay_ms, inline=self._inline)
+                eng = self._engine
+        return eng
+
+    @property
+    def implementation(self) -> str:
+        return "native" if self.native is not None else "python"
+
+    def flush(self) -> None:
+        if self._engine is not None:
+            self._engine.flush()
+
+    def close(self) -> None:
+        """Flush pending writes and close the store."""
+        if self._engine is not None:
+            self._engine.close()
+            self._engine = None
+
+    def stats(self) -> dict[str, Any]:
+        eng = self._engine
+        out: dict[str, Any] = {
+            "implementation": self.implementation,
+            "store": self.store_url,
+            "durability": self.config.durability,
+            "cache_hits": self.cache.hits,
+            "cache_misses": self.cache.misses,
+            "cache_evictions": self.cache.evictions,
+            "cache_bytes": self.cache.nbytes,
+            "cache_entries": len(self.cache),
+            "live_objects": len(self.identity),
+            "dirty_objects": len(self.dirty),
+        }
+        if eng is not None:
+            out.update(eng.stats())
+        else:
+            out.update({"commits": 0, "failed_commits": 0, "entries_written": 0,
+                        "bytes_written": 0, "batches": 0, "mean_batch_size": 0.0,
+                        "persist_latency_p50_us": 0.0, "persist_latency_p99_us": 0.0,
+                        "queue_depth": 0})
+        return out
+
+
+_current: Runtime | None = None
+_lock = threading.Lock()
+
+
+def current() -> Runtime:
+    """The active runtime; created from ``OaasConfig()`` (environment) on first use."""
+    rt = _current
+    if rt is None:
+        with _lock:
+            if _current is None:
+                _set(Runtime(OaasConfig()))
+            rt = _current
+    assert rt is not None
+    return rt
+
+
+def _set(rt: Runtime) -> None:
+    global _current
+    _current = rt
+
+
+def configure(config: OaasConfig | None) -> Runtime:
+    """Flush and close the active runtime, then activate one for ``config``."""
+    new = Runtime(config if config is not None else OaasConfig())  # validates first
+    with _lock:
+        old = _current
+        if old is not None:
+            old.close()
+        _set(new)
+    return new
+
+
+def shutdown() -> None:
+    """Flush pending writes and close the store (also run at interpreter exit)."""
+    rt = _current
+    if rt is not None:
+        try:
+            rt.close()
+        except Exception:
+            log.exception("flush at shutdown failed")
+
+
+atexit.register(shutdown)
+if hasattr(os, "register_at_fork"):
+    # A child must not share the parent's LMDB handles or persister thread.
+    def _after_fork_in_child() -> None:
+        rt = _current
+        if rt is not None and rt._engine is not None:
+            rt._engine = None
+
+    os.register_at_fork(after_in_child=_after_fork_in_child)

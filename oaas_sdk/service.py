@@ -1,0 +1,261 @@
+"""The ``oaas`` facade: class registration, decorators, configuration, commits, server and
+agent management, statistics. One instance per process, :data:`oaas`."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any, TypeVar
+
+from . import methods as _m
+from . import runtime as _rt
+from .config import OaasConfig
+from .errors import OaasError
+from .object import OaasObject, _CLASSES, class_by_id, registered_classes
+
+__all__ = ["OaasService", "oaas", "ServerError", "AgentError"]
+
+log = logging.getLogger("oaas_sdk")
+C = TypeVar("C", bound=type)
+
+
+class ServerError(OaasError):
+    """The (in-process) server could not be started or stopped."""
+
+
+class AgentError(OaasError):
+    """An agent could not be started or stopped."""
+
+
+class OaasService:
+    """The process-wide facade. Use the singleton :data:`oaas`."""
+
+    def __init__(self) -> None:
+        self._server_running = False
+        self._server_port: int | None = None
+        self._agents: dict[str, dict[str, Any]] = {}
+
+    # -- configuration --------------------------------------------------------------------
+    def configure(self, config: OaasConfig | None = None) -> None:
+        """Activate ``config`` (default: ``OaasConfig()`` from the environment).
+
+        Pending writes of the previous configuration are flushed first; live objects of it
+        are detached (load them again). Raises :class:`ConfigError` for an invalid setting
+        (e.g. ``native="on"`` without the extension), :class:`StorageError` when the store
+        cannot be opened (opened lazily on first use otherwise).
+        """
+        rt = _rt.configure(config)
+        if not (config or rt.config).mock_mode:
+            rt.engine  # noqa: B018 - open the store now so a bad path fails here
+
+    @property
+    def config(self) -> OaasConfig:
+        """The active configuration."""
+        return _rt.current().config
+
+    # -- declarations ---------------------------------------------------------------------
+    def service(self, name: str, package: str = "default",
+                update_callback: Callable[..., Any] | None = None) -> Callable[[C], C]:
+        """Register an :class:`OaasObject` subclass as the OaaS class ``"<package>.<name>"``.
+
+        Raises ``TypeError`` when the class is not an ``OaasObject`` subclass and
+        ``ValueError`` for a malformed name.
+        """
+        def deco(cls: C) -> C:
+            if not (isinstance(cls, type) and issubclass(cls, OaasObject)):
+                raise TypeError(f"@oaas.service({name!r}) decorates OaasObject subclasses, "
+                                f"not {cls!r}")
+            cls_id = f"{package}.{name}"
+            from .stores import check_identity
+
+            check_identity(cls_id, 0, 0)
+            _CLASSES.pop(cls._oaas_cls_id, None) if _CLASSES.get(cls._oaas_cls_id) is cls \
+                else None
+            cls._oaas_cls_id = cls_id
+            cls._oaas_package = package
+            cls._oaas_service_name = name
+            _CLASSES[cls_id] = cls
+            return cls
+        return deco
+
+    def package(self, name: str, dependencies: list[str] | None = None) -> Callable[[C], C]:
+        """Record package metadata on a class (oaas-sdk2-py compatibility)."""
+        def deco(cls: C) -> C:
+            cls._oaas_pkg_name = name  # type: ignore[attr-defined]
+            cls._oaas_pkg_dependencies = list(dependencies or [])  # type: ignore[attr-defined]
+            return cls
+        return deco
+
+    method = staticmethod(_m.method)
+    function = staticmethod(_m.function)
+    constructor = staticmethod(_m.constructor)
+    getter = staticmethod(_m.getter)
+    setter = staticmethod(_m.setter)
+
+    def get_service(self, name: str, package: str = "default") -> type[OaasObject] | None:
+        """The class registered as ``"<package>.<name>"``, or ``None``."""
+        return class_by_id(f"{package}.{name}")
+
+    def list_services(self) -> dict[str, type[OaasObject]]:
+        """All registered classes by ``cls_id``."""
+        return registered_classes()
+
+    # -- commits --------------------------------------------------------------------------
+    def commit_all(self) -> None:
+        """Commit every object with uncommitted changes (blocking). Cost grows with the
+        number of changed objects, not live ones. Raises the first commit error after
+        trying every object."""
+        first: BaseException | None = None
+        for obj in self._candidates():
+            try:
+                obj.commit()
+            except BaseException as e:
+                first = first or e
+        if first is not None:
+            raise first
+
+    async def commit_all_async(self) -> None:
+        """Commit every object with uncommitted changes; resolves when all resolved
+        (their writes share group-commit batches). Raises the first error."""
+        results = await asyncio.gather(*(o.commit_async() for o in self._candidates()),
+                                       return_exceptions=True)
+        for r in results:
+            if isinstance(r, BaseException):
+                raise r
+
+    def _candidates(self) -> list[OaasObject]:
+        rt = _rt.current()
+        objs = list(rt.dirty.values())
+        seen = {id(o) for o in objs}
+        objs.extend(o for i, o in list(rt.touched.items()) if i not in seen)
+        return objs
+
+    def flush(self) -> None:
+        """Block until every queued write is in the store (matters with durability="async")."""
+        _rt.current().flush()
+
+    def shutdown(self) -> None:
+        """Flush pending writes and close the store; the next use reopens it."""
+        _rt.shutdown()
+
+    # -- observability --------------------------------------------------------------------
+    def stats(self) -> dict[str, Any]:
+        """Counters as a plain dict: ``implementation`` ("native"/"python"), ``cache_hits``,
+        ``cache_misses``, ``cache_evictions``, ``cache_bytes``, ``commits``,
+        ``failed_commits``, ``entries_written``, ``bytes_written``, ``batches``,
+        ``mean_batch_size``, ``persist_latency_p50_us``, ``persist_latency_p99_us``,
+        ``queue_depth``, ``live_objects``, ``dirty_objects``, ``store``, ``durability``."""
+        return _rt.current().stats()
+
+    # -- server and agents (in-process until remote invocation exists) -------------------
+    def start_server(self, port: int = 8080, loop: Any = None,
+                     async_mode: bool | None = None) -> None:
+        """Start serving the registered classes. In this version invocations run
+        in-process, so this records the server state only. Raises :class:`ServerError` when
+        already running."""
+        if self._server_running:
+            raise ServerError("the server is already running")
+        self._server_running = True
+        self._server_port = port
+        log.info("server started (in-process) on port %d", port)
+
+    def stop_server(self) -> None:
+        """Stop the server (no-op when not running)."""
+        self._server_running = False
+        self._server_port = None
+
+    def is_server_running(self) -> bool:
+        return self._server_running
+
+    def get_server_info(self) -> dict[str, Any]:
+        return {"running": self._server_running, "port": self._server_port,
+                "services": len(_CLASSES)}
+
+    async def start_agent(self, service_class: type[OaasObject], obj_id: int | str | None = None,
+                          partition_id: int | None = None, loop: Any = None) -> str:
+        """Start an agent for one object (default id 1); returns its id
+        ``"<package>.<Name>:<obj_id>"``. Raises :class:`AgentError` for an unregistered class
+        or an agent already running."""
+        if not (isinstance(service_class, type) and issubclass(service_class, OaasObject)) \
+                or class_by_id(service_class._oaas_cls_id) is not service_class:
+            raise AgentError(f"{service_class!r} is not registered with @oaas.service")
+        obj_id = 1 if obj_id is None else obj_id
+        agent_id = f"{service_class._oaas_cls_id}:{obj_id}"
+        if agent_id in self._agents:
+            raise AgentError(f"agent {agent_id} is already running")
+        pid = self.config.oprc_partition_default if partition_id is None else partition_id
+        self._agents[agent_id] = {"service_class": service_class, "obj_id": obj_id,
+                                  "partition_id": pid, "started_at": datetime.now()}
+        return agent_id
+
+    async def stop_agent(self, agent_id: str | None = None,
+                         service_class: type[OaasObject] | None = None,
+                         obj_id: int | str | None = None) -> None:
+        """Stop an agent by id, or by class and object id. Raises :class:`AgentError`."""
+        if agent_id is None:
+            if service_class is None:
+                raise AgentError("give agent_id or service_class")
+            agent_id = f"{service_class._oaas_cls_id}:{1 if obj_id is None else obj_id}"
+        if self._agents.pop(agent_id, None) is None:
+            raise AgentError(f"agent {agent_id} is not running")
+
+    def list_agents(self) -> dict[str, dict[str, Any]]:
+        """Running agents by id, with class, object, partition and start time."""
+        now = datetime.now()
+        return {aid: {"service_name": i["service_class"]._oaas_service_name,
+                      "package": i["service_class"]._oaas_package, "obj_id": i["obj_id"],
+                      "partition_id": i["partition_id"],
+                      "started_at": i["started_at"].isoformat(),
+                      "running_duration": str(now - i["started_at"])}
+                for aid, i in self._agents.items()}
+
+    async def stop_all_agents(self) -> None:
+        """Stop every running agent."""
+        self._agents.clear()
+
+    def package_spec(self) -> dict[str, Any]:
+        """The package description of the registered classes (classes, methods, fields)."""
+        classes = []
+        for cls_id, cls in sorted(_CLASSES.items()):
+            classes.append({
+                "key": cls._oaas_service_name, "package": cls._oaas_package, "cls_id": cls_id,
+                "fields": {n: repr(f.annotation) for n, f in cls._oaas_fields.items()},
+                "functions": [{"name": s.name, "kind": s.kind, "stateless": s.stateless,
+                               "serve_with_agent": s.serve_with_agent}
+                              for s in cls._oaas_methods.values()],
+            })
+        return {"classes": classes}
+
+    def print_pkg(self) -> str:
+        """The package description as JSON text (also printed)."""
+        text = json.dumps(self.package_spec(), indent=2)
+        print(text)
+        return text
+
+    def run_or_gen(self) -> None:
+        """Entry point of a service module: ``gen`` prints the package description (JSON),
+        no argument starts the server and serves until interrupted."""
+        if len(sys.argv) > 1 and sys.argv[1] == "gen":
+            self.print_pkg()
+            return
+        self.start_server()
+        try:
+            asyncio.run(_forever())
+        except KeyboardInterrupt:
+            pass
+        finally:
+            self.stop_server()
+            self.shutdown()
+
+
+async def _forever() -> None:
+    while True:
+        await asyncio.sleep(3600)
+
+
+#: The process-wide facade.
+oaas = OaasService()

@@ -1,0 +1,168 @@
+"""The embedded default store: an LMDB environment, through the ``lmdb`` package.
+
+Layout (``docs/format.md``, "Store layout"): named database ``meta`` holds one 25-byte
+metadata record per object under the object's key; named database ``entries`` holds one
+entry per field under ``object key + 0x00 + field name``. A batch of commits is one write
+transaction, so one fsync covers it (group commit). LMDB: http://www.lmdb.tech/doc/
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import lmdb
+
+from ..errors import StorageError
+from . import (
+    ObjectKey,
+    StoredObject,
+    WriteRecord,
+    conflict,
+    entry_key_bytes,
+    object_key_bytes,
+    pack_meta,
+    unpack_meta,
+)
+
+__all__ = ["LmdbStore", "FORMAT_KEY", "FORMAT_VALUE", "DEFAULT_MAP_SIZE"]
+
+#: Key (in ``meta``) of the record that names the layout version of the environment.
+FORMAT_KEY = b"\x00oaas-format"
+FORMAT_VALUE = b"oaas-sdk/1"
+#: Initial map size in bytes; the map doubles when a write finds it full.
+DEFAULT_MAP_SIZE = 1 << 30
+_MAX_MAP_SIZE = 1 << 40
+
+
+class LmdbStore:
+    """An LMDB environment in directory ``path`` (created when missing).
+
+    ``sync=True`` fsyncs every write transaction. Raises :class:`StorageError` naming the
+    path when it cannot be created or opened (not writable, a file, a corrupt environment,
+    an environment of another format).
+    """
+
+    def __init__(self, path: str, *, sync: bool = True, map_size: int = DEFAULT_MAP_SIZE) -> None:
+        self.path = path
+        self.name = f"lmdb store at {path}"
+        try:
+            if os.path.exists(path) and not os.path.isdir(path):
+                raise StorageError(f"{self.name}: the path exists and is not a directory")
+            os.makedirs(path, exist_ok=True)
+            self._env = lmdb.open(
+                path, map_size=map_size, max_dbs=4, subdir=True, sync=sync, metasync=sync,
+                readahead=False, lock=True,
+            )
+            self._meta = self._env.open_db(b"meta")
+            self._entries = self._env.open_db(b"entries")
+            with self._env.begin(write=True, db=self._meta) as txn:
+                fmt = txn.get(FORMAT_KEY)
+                if fmt is None:
+                    txn.put(FORMAT_KEY, FORMAT_VALUE)
+                elif fmt != FORMAT_VALUE:
+                    raise StorageError(f"{self.name}: unknown layout {fmt!r}, expected "
+                                       f"{FORMAT_VALUE!r}")
+        except StorageError:
+            raise
+        except (lmdb.Error, OSError) as e:
+            raise StorageError(f"{self.name}: cannot open: {e}") from e
+
+    def read(self, key: ObjectKey) -> StoredObject | None:
+        okey = object_key_bytes(key)
+        prefix = okey + b"\x00"
+        try:
+            with self._env.begin(buffers=False) as txn:
+                meta = txn.get(okey, db=self._meta)
+                if meta is None:
+                    return None
+                entries: dict[str, bytes] = {}
+                cur = txn.cursor(db=self._entries)
+                if cur.set_range(prefix):
+                    for k, v in cur:
+                        if not k.startswith(prefix):
+                            break
+                        entries[k[len(prefix):].decode()] = v
+        except lmdb.Error as e:
+            raise StorageError(f"{self.name}: read of {key} failed: {e}") from e
+        try:
+            version, created, updated = unpack_meta(meta)
+        except ValueError as e:
+            raise StorageError(f"{self.name}: metadata of {key} is corrupt: {e}") from e
+        return StoredObject(version, created, updated, entries)
+
+    def write_batch(self, records: list[WriteRecord]) -> list[Exception | None]:
+        while True:
+            try:
+                return self._write(records)
+            except lmdb.MapFullError:
+                self._grow()
+            except lmdb.Error as e:
+                raise StorageError(f"{self.name}: write of {len(records)} commits failed: "
+                                   f"{e}") from e
+
+    def _grow(self) -> None:
+        size = self._env.info()["map_size"]
+        if size * 2 > _MAX_MAP_SIZE:
+            raise StorageError(f"{self.name}: the map is full at {size} bytes")
+        self._env.set_mapsize(size * 2)
+
+    def _write(self, records: list[WriteRecord]) -> list[Exception | None]:
+        results: list[Exception | None] = []
+        versions: dict[bytes, tuple[int, int]] = {}
+        with self._env.begin(write=True) as txn:
+            for r in records:
+                okey = object_key_bytes(r.key)
+                if okey in versions:
+                    found, created = versions[okey]
+                else:
+                    raw = txn.get(okey, db=self._meta)
+                    found, created = (0, r.time_ms) if raw is None else unpack_meta(raw)[:2]
+                if found != r.expected_version:
+                    results.append(conflict(r, found))
+                    continue
+                if r.delete_object:
+                    txn.delete(okey, db=self._meta)
+                    self._delete_entries(txn, okey)
+                    versions[okey] = (0, r.time_ms)
+                else:
+                    txn.put(okey, pack_meta(found + 1, created, r.time_ms), db=self._meta)
+                    for name, value in r.entries.items():
+                        txn.put(entry_key_bytes(okey, name), value, db=self._entries)
+                    for name in r.deletes:
+                        txn.delete(entry_key_bytes(okey, name), db=self._entries)
+                    versions[okey] = (found + 1, created)
+                results.append(None)
+        return results
+
+    def _delete_entries(self, txn: lmdb.Transaction, okey: bytes) -> None:
+        prefix = okey + b"\x00"
+        cur = txn.cursor(db=self._entries)
+        if cur.set_range(prefix):
+            while cur.key().startswith(prefix):
+                if not cur.delete():
+                    break
+
+    def scan(self, cls_id: str, partition_id: int | None = None) -> Iterator[ObjectKey]:
+        prefix = cls_id.encode() + b"\x00"
+        if partition_id is not None:
+            prefix += partition_id.to_bytes(4, "big")
+        keys: list[ObjectKey] = []
+        with self._env.begin(db=self._meta) as txn:
+            cur = txn.cursor()
+            if cur.set_range(prefix):
+                for k in cur.iternext(values=False):
+                    if not k.startswith(prefix):
+                        break
+                    keys.append(_parse_object_key(cls_id, k))
+        return iter(keys)
+
+    def close(self) -> None:
+        self._env.close()
+
+
+def _parse_object_key(cls_id: str, k: bytes) -> ObjectKey:
+    rest = k[len(cls_id) + 1:]
+    pid = int.from_bytes(rest[:4], "big")
+    tag, body = rest[4], rest[5:]
+    return (cls_id, pid, int.from_bytes(body, "big") if tag == 1 else body.decode())
