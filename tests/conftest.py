@@ -1,0 +1,80 @@
+"""Shared fixtures: every behavioural test runs on both implementations and both stores.
+
+``sdk`` configures the SDK for one (implementation, store) pair: implementation "python"
+(``native="off"``) or "native" (``native="on"``), store "memory" or "lmdb" (a fresh
+directory). With ``OAAS_REQUIRE_NATIVE=1`` (CI) a missing extension fails instead of skipping.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from oaas_sdk import OaasConfig, native_available, oaas
+
+IMPLS = ["python", "native"]
+STORES = ["memory", "lmdb"]
+
+
+@dataclass
+class Sdk:
+    impl: str
+    store: str
+    path: Path | None
+
+    def config(self, **over: object) -> OaasConfig:
+        kw: dict[str, object] = {
+            "native": "on" if self.impl == "native" else "off",
+            "storage": "memory" if self.store == "memory" else f"lmdb:{self.path}",
+            "batch_max_delay_ms": 0.5,
+        }
+        kw.update(over)
+        return OaasConfig(**kw)  # type: ignore[arg-type]
+
+    def reconfigure(self, **over: object) -> None:
+        oaas.configure(self.config(**over))
+
+
+def _need_impl(impl: str) -> None:
+    if impl == "native" and not native_available():
+        if os.environ.get("OAAS_REQUIRE_NATIVE") == "1":
+            pytest.fail("the native extension is required (OAAS_REQUIRE_NATIVE=1) but missing")
+        pytest.skip("native extension not built")
+
+
+@pytest.fixture(params=IMPLS)
+def impl(request: pytest.FixtureRequest) -> str:
+    _need_impl(request.param)
+    return str(request.param)
+
+
+@pytest.fixture(params=[(i, s) for i in IMPLS for s in STORES],
+                ids=[f"{i}-{s}" for i in IMPLS for s in STORES])
+def sdk(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Sdk]:
+    impl, store = request.param
+    _need_impl(impl)
+    s = Sdk(impl, store, tmp_path / "store" if store == "lmdb" else None)
+    s.reconfigure()
+    yield s
+    oaas.configure(OaasConfig(mock_mode=True, native="off"))
+
+
+@pytest.fixture
+def lmdb_sdk(impl: str, tmp_path: Path) -> Iterator[Sdk]:
+    """Only the durable store, on both implementations."""
+    s = Sdk(impl, "lmdb", tmp_path / "store")
+    s.reconfigure()
+    yield s
+    oaas.configure(OaasConfig(mock_mode=True, native="off"))
+
+
+@pytest.fixture
+def mock_oaas() -> Iterator[None]:
+    """oaas-sdk2-py style: mock mode."""
+    oaas.configure(OaasConfig(mock_mode=True))
+    yield
+    oaas.configure(OaasConfig(mock_mode=True, native="off"))
