@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import copy
 import functools
 import inspect
 import typing
@@ -494,15 +495,22 @@ def _make_getter(cls: type, spec: MethodSpec) -> Callable[..., Any]:
     field_name = _infer_field(cls, spec)
     spec.field = field_name
     proj = spec.projection
+    finfo = cls._oaas_fields[field_name]  # type: ignore[attr-defined]
+
+    def read(self: Any) -> Any:
+        # A getter returns the persisted value, not an alias of live state (as over RPC).
+        value = _project(getattr(self, field_name), proj)
+        return copy.deepcopy(value) if finfo.mutable else value
+
     if spec.is_async:
         @functools.wraps(spec.fn)
         async def aget(self: Any) -> Any:
-            return _project(getattr(self, field_name), proj)
+            return read(self)
         wrapper: Callable[..., Any] = aget
     else:
         @functools.wraps(spec.fn)
         def sget(self: Any) -> Any:
-            return _project(getattr(self, field_name), proj)
+            return read(self)
         wrapper = sget
     wrapper._oaas_spec = spec  # type: ignore[attr-defined]
     return wrapper

@@ -171,9 +171,18 @@ class OaasObject:
             fields[name] = FieldInfo(name, cls, hint, default, factory)
             if name in cls.__dict__:
                 delattr(cls, name)  # reads must reach __getattr__ when not yet decoded
-            if not isinstance(hint, str | typing.ForwardRef):
-                fields[name].ftype  # noqa: B018 - refuse unsupported hints at definition
         cls._oaas_fields = fields
+        # Refuse unsupported hints at definition; forward references that cannot be resolved
+        # yet (a class defined later) are compiled on first use.
+        try:
+            resolved = typing.get_type_hints(cls)
+        except Exception:
+            resolved = {}
+        for name in ann:
+            f = fields.get(name)
+            if f is not None and f.owner is cls and name in resolved:
+                f.annotation = resolved[name]
+                f.ftype  # noqa: B018
         cls._oaas_mutable = None
         cls._oaas_service_name = cls.__name__
         cls._oaas_package = getattr(cls, "_oaas_package", "default")

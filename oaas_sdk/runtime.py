@@ -18,7 +18,7 @@ from ._native_loader import native_module
 from .cache import EntryCache
 from .config import OaasConfig
 from .engine import Engine
-from .stores import ObjectKey, open_store, parse_storage_url
+from .stores import ObjectKey, Store, open_store, parse_storage_url
 
 if TYPE_CHECKING:
     from .object import OaasObject
@@ -37,8 +37,9 @@ class Runtime:
     read since their last commit (candidates for in-place changes), weakly held.
     """
 
-    def __init__(self, config: OaasConfig) -> None:
+    def __init__(self, config: OaasConfig, store: Store | None = None) -> None:
         self.config = config
+        self._given_store = store
         self.native: ModuleType | None = native_module(config.native)
         storage = "memory" if config.mock_mode else config.storage
         kind, _ = parse_storage_url(storage)
@@ -60,7 +61,7 @@ class Runtime:
         if eng is None:
             with self._engine_lock:
                 if self._engine is None:
-                    store = open_store(self.store_url, sync=True)
+                    store = self._given_store or open_store(self.store_url, sync=True)
                     c = self.config
                     self._engine = Engine(
                         store, durability=c.durability, batch_max_entries=c.batch_max_entries,
@@ -127,9 +128,13 @@ def _set(rt: Runtime) -> None:
     _current = rt
 
 
-def configure(config: OaasConfig | None) -> Runtime:
-    """Flush and close the active runtime, then activate one for ``config``."""
-    new = Runtime(config if config is not None else OaasConfig())  # validates first
+def configure(config: OaasConfig | None, store: Store | None = None) -> Runtime:
+    """Flush and close the active runtime, then activate one for ``config``.
+
+    ``store``: use this already open store instead of opening ``config.storage`` (tests use
+    it to keep a memory store across configurations).
+    """
+    new = Runtime(config if config is not None else OaasConfig(), store)
     with _lock:
         old = _current
         if old is not None:

@@ -16,6 +16,9 @@ import pytest
 
 from oaas_sdk import OaasConfig, native_available, oaas
 
+# Tests never touch ./.oaas: the default store is memory unless a test names one.
+os.environ.setdefault("OAAS_STORAGE", "memory")
+
 IMPLS = ["python", "native"]
 STORES = ["memory", "lmdb"]
 
@@ -36,7 +39,19 @@ class Sdk:
         return OaasConfig(**kw)  # type: ignore[arg-type]
 
     def reconfigure(self, **over: object) -> None:
-        oaas.configure(self.config(**over))
+        """Start over as a new process would: empty identity map and cache, same store.
+
+        The memory store object is carried over (it would vanish with a real process)."""
+        from oaas_sdk import runtime
+
+        from oaas_sdk.stores.memory import MemoryStore
+
+        store = None
+        rt = runtime.current()
+        if self.store == "memory" and isinstance(rt.engine.store, MemoryStore):
+            rt.flush()
+            store = rt.engine.store
+        runtime.configure(self.config(**over), store=store)
 
 
 def _need_impl(impl: str) -> None:

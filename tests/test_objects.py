@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import socket
 from datetime import datetime, timezone
 
 import pytest
@@ -266,8 +267,6 @@ def test_field_name_collision_refused():
 
 
 def test_unsupported_field_type_refused():
-    import socket
-
     with pytest.raises(TypeError):
         class Bad2(OaasObject):  # noqa: F841
             sock: socket.socket

@@ -146,6 +146,7 @@ def _exec(src: str) -> dict[str, Any]:
 @pytest.fixture
 def in_tmp(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # the Greeter example uses the default store ./.oaas
+    monkeypatch.delenv("OAAS_STORAGE", raising=False)
     yield tmp_path
     oaas.configure(OaasConfig(mock_mode=True, native="off"))
 

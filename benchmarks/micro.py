@@ -1,0 +1,173 @@
+"""First micro-benchmark: the cost of the SDK's basic operations against plain Python.
+
+Measures, in one process and one run:
+- field read of a loaded field vs a plain object's attribute read;
+- field write (validated, dirty-tracked) vs a plain attribute write;
+- a method call (turn, snapshot, auto-commit skipped when nothing changed) vs a plain
+  coroutine method call;
+- a commit (``durability="sync"`` and ``"async"``) of one changed field on the memory and
+  LMDB stores;
+- ``commit_all`` cost with one changed object among 10 vs 100,000 live objects (must follow
+  changed objects, not live ones).
+
+Run: ``python -m benchmarks.micro [--native auto|on|off] [--json PATH]``. Timings are
+medians of repeated ``timeit`` runs (seconds per operation, reported in nanoseconds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import platform
+import statistics
+import tempfile
+import time
+import timeit
+from pathlib import Path
+from typing import Any
+
+from oaas_sdk import OaasConfig, OaasObject, oaas
+
+
+@oaas.service("MicroObj", package="bench")
+class MicroObj(OaasObject):
+    count: int = 0
+    name: str = "x"
+    items: list[int] = []
+
+    @oaas.method()
+    async def touch(self, n: int = 1) -> int:
+        return self.count + n
+
+    @oaas.method()
+    async def bump(self, n: int = 1) -> int:
+        self.count += n
+        return self.count
+
+
+class Plain:
+    def __init__(self) -> None:
+        self.count = 0
+        self.name = "x"
+        self.items: list[int] = []
+
+    async def touch(self, n: int = 1) -> int:
+        return self.count + n
+
+
+def per_op_ns(stmt: Any, number: int, repeat: int = 7) -> float:
+    runs = timeit.repeat(stmt, number=number, repeat=repeat)
+    return statistics.median(runs) / number * 1e9
+
+
+def bench_fields(results: dict[str, Any]) -> None:
+    o = MicroObj.create()
+    p = Plain()
+    _ = o.count
+    n = 200_000
+    results["field_read_ns"] = per_op_ns(lambda: o.count, n)
+    results["plain_read_ns"] = per_op_ns(lambda: p.count, n)
+    results["field_read_ratio"] = results["field_read_ns"] / results["plain_read_ns"]
+
+    def w_o() -> None:
+        o.count = 5
+
+    def w_p() -> None:
+        p.count = 5
+
+    results["field_write_ns"] = per_op_ns(w_o, n)
+    results["plain_write_ns"] = per_op_ns(w_p, n)
+    results["field_write_ratio"] = results["field_write_ns"] / results["plain_write_ns"]
+
+
+def bench_method(results: dict[str, Any]) -> None:
+    o = MicroObj.create()
+    o.commit()
+    p = Plain()
+    loop = asyncio.new_event_loop()
+    n = 5_000
+
+    async def many_sdk() -> None:
+        for _ in range(n):
+            await o.touch(1)
+
+    async def many_plain() -> None:
+        for _ in range(n):
+            await p.touch(1)
+
+    results["method_call_ns"] = per_op_ns(lambda: loop.run_until_complete(many_sdk()), 1) / n
+    results["plain_method_call_ns"] = (
+        per_op_ns(lambda: loop.run_until_complete(many_plain()), 1) / n)
+    results["method_call_ratio"] = results["method_call_ns"] / results["plain_method_call_ns"]
+    loop.close()
+
+
+def bench_commit(results: dict[str, Any], native: str) -> None:
+    for storage_kind in ("memory", "lmdb"):
+        for durability in ("sync", "async"):
+            with tempfile.TemporaryDirectory() as d:
+                storage = "memory" if storage_kind == "memory" else f"lmdb:{d}"
+                oaas.configure(OaasConfig(storage=storage, durability=durability,
+                                          native=native))  # type: ignore[arg-type]
+                o = MicroObj.create()
+                o.commit()
+                loop = asyncio.new_event_loop()
+                n = 300 if (storage_kind == "lmdb" and durability == "sync") else 3000
+
+                async def many() -> None:
+                    for i in range(n):
+                        o.count = i
+                        await o.commit_async()
+
+                t = per_op_ns(lambda: loop.run_until_complete(many()), 1, repeat=3) / n
+                results[f"commit_{storage_kind}_{durability}_ns"] = t
+                loop.close()
+                oaas.configure(OaasConfig(mock_mode=True, native=native))  # type: ignore
+
+
+def bench_commit_scaling(results: dict[str, Any], native: str) -> None:
+    oaas.configure(OaasConfig(mock_mode=True, native=native))  # type: ignore[arg-type]
+    out = {}
+    for live in (10, 100_000):
+        objs = [MicroObj.create() for _ in range(live)]
+        oaas.commit_all()
+        target = objs[live // 2]
+
+        def one() -> None:
+            target.count += 1
+            oaas.commit_all()
+
+        out[live] = per_op_ns(one, 500, repeat=5)
+        del objs, target
+    results["commit_all_10_live_ns"] = out[10]
+    results["commit_all_100k_live_ns"] = out[100_000]
+    results["commit_all_100k_over_10_ratio"] = out[100_000] / out[10]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--native", default="auto", choices=["auto", "on", "off"])
+    ap.add_argument("--json", default="benchmarks/results/micro.json")
+    args = ap.parse_args()
+    oaas.configure(OaasConfig(mock_mode=True, native=args.native))
+    results: dict[str, Any] = {
+        "machine": {"python": platform.python_version(), "platform": platform.platform(),
+                    "processor": platform.processor()},
+        "implementation": oaas.stats()["implementation"],
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    bench_fields(results)
+    bench_method(results)
+    bench_commit(results, args.native)
+    bench_commit_scaling(results, args.native)
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps(results, indent=2))
+    for k, v in results.items():
+        if isinstance(v, float):
+            print(f"{k:36s} {v:12.2f}")
+    print(f"written to {args.json}")
+
+
+if __name__ == "__main__":
+    main()
