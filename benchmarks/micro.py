@@ -103,46 +103,53 @@ def bench_method(results: dict[str, Any]) -> None:
     loop.close()
 
 
+def _commit_ns(storage: str, durability: str, native: str, n: int) -> float:
+    oaas.configure(OaasConfig(storage=storage, durability=durability,  # type: ignore[arg-type]
+                              native=native))  # type: ignore[arg-type]
+    o = MicroObj.create()
+    o.commit()
+    loop = asyncio.new_event_loop()
+
+    async def many() -> None:
+        for i in range(n):
+            o.count = i
+            await o.commit_async()
+
+    try:
+        return per_op_ns(lambda: loop.run_until_complete(many()), 1, repeat=3) / n
+    finally:
+        loop.close()
+        oaas.configure(OaasConfig(mock_mode=True, native=native))  # type: ignore[arg-type]
+
+
 def bench_commit(results: dict[str, Any], native: str) -> None:
-    for storage_kind in ("memory", "lmdb"):
-        for durability in ("sync", "async"):
-            with tempfile.TemporaryDirectory() as d:
-                storage = "memory" if storage_kind == "memory" else f"lmdb:{d}"
-                oaas.configure(OaasConfig(storage=storage, durability=durability,
-                                          native=native))  # type: ignore[arg-type]
-                o = MicroObj.create()
-                o.commit()
-                loop = asyncio.new_event_loop()
-                n = 300 if (storage_kind == "lmdb" and durability == "sync") else 3000
+    for durability in ("sync", "async"):
+        results[f"commit_memory_{durability}_ns"] = _commit_ns("memory", durability, native, 3000)
+        with tempfile.TemporaryDirectory() as d:
+            n = 300 if durability == "sync" else 3000
+            results[f"commit_lmdb_{durability}_ns"] = _commit_ns(f"lmdb:{d}", durability,
+                                                                 native, n)
 
-                async def many() -> None:
-                    for i in range(n):
-                        o.count = i
-                        await o.commit_async()
 
-                t = per_op_ns(lambda: loop.run_until_complete(many()), 1, repeat=3) / n
-                results[f"commit_{storage_kind}_{durability}_ns"] = t
-                loop.close()
-                oaas.configure(OaasConfig(mock_mode=True, native=native))  # type: ignore
+def _commit_all_ns(live: int) -> float:
+    objs = [MicroObj.create() for _ in range(live)]
+    oaas.commit_all()
+    target = objs[live // 2]
+
+    def one() -> None:
+        target.count += 1
+        oaas.commit_all()
+
+    return per_op_ns(one, 500, repeat=5)
 
 
 def bench_commit_scaling(results: dict[str, Any], native: str) -> None:
     oaas.configure(OaasConfig(mock_mode=True, native=native))  # type: ignore[arg-type]
-    out = {}
-    for live in (10, 100_000):
-        objs = [MicroObj.create() for _ in range(live)]
-        oaas.commit_all()
-        target = objs[live // 2]
-
-        def one() -> None:
-            target.count += 1
-            oaas.commit_all()
-
-        out[live] = per_op_ns(one, 500, repeat=5)
-        del objs, target
-    results["commit_all_10_live_ns"] = out[10]
-    results["commit_all_100k_live_ns"] = out[100_000]
-    results["commit_all_100k_over_10_ratio"] = out[100_000] / out[10]
+    small = _commit_all_ns(10)
+    large = _commit_all_ns(100_000)
+    results["commit_all_10_live_ns"] = small
+    results["commit_all_100k_live_ns"] = large
+    results["commit_all_100k_over_10_ratio"] = large / small
 
 
 def main() -> None:

@@ -49,7 +49,7 @@ async def main(sensors: int = 4, readings: int = 250) -> None:
     oaas.configure(OaasConfig())
     fleet = [Sensor.load_or_create(f"sensor-{i}") for i in range(sensors)]
     start = time.perf_counter()
-    for t in range(readings):
+    for _ in range(readings):
         await asyncio.gather(*(
             s.record(20 + 5 * math.sin((s.samples + i) / 10),
                      struct.pack("<Id", s.samples, time.time()))

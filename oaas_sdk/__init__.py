@@ -25,7 +25,7 @@ from .invocation import (
     ResponseStatus,
 )
 from .methods import constructor, function, getter, method, setter
-from .object import ObjectMeta, OaasObject, field
+from .object import OaasObject, ObjectMeta, field
 from .ref import ObjectRef, ref
 from .service import AgentError, OaasService, ServerError, oaas
 

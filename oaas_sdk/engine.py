@@ -208,7 +208,7 @@ class Engine:
         except BaseException as e:  # the whole transaction failed
             error = e if isinstance(e, StorageError) else StorageError(
                 f"{self.store.name}: write failed: {e!r}")
-            results = [error] * len(records)  # type: ignore[list-item]
+            results = [error] * len(records)
             self.last_error = error
             log.error("batch of %d commits failed: %s", len(records), error)
         now = time.perf_counter_ns()

@@ -369,7 +369,7 @@ def _make_function(spec: MethodSpec) -> Callable[..., Any]:
 
         wrapper = sfunc
     wrapper._oaas_spec = spec  # type: ignore[attr-defined]
-    return staticmethod(wrapper)  # type: ignore[return-value]
+    return staticmethod(wrapper)
 
 
 # -- decorators ---------------------------------------------------------------------------

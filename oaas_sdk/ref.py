@@ -27,6 +27,9 @@ class ObjectRef:
     """
 
     __slots__ = ("cls_id", "partition_id", "object_id")
+    cls_id: str
+    partition_id: int
+    object_id: int | str
 
     def __init__(self, cls_id: str, object_id: int | str, partition_id: int = 0) -> None:
         check_identity(cls_id, partition_id, object_id)

@@ -15,7 +15,7 @@ from . import methods as _m
 from . import runtime as _rt
 from .config import OaasConfig
 from .errors import OaasError
-from .object import OaasObject, _CLASSES, class_by_id, registered_classes
+from .object import _CLASSES, OaasObject, class_by_id, registered_classes
 
 __all__ = ["OaasService", "oaas", "ServerError", "AgentError"]
 

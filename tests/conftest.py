@@ -43,7 +43,6 @@ class Sdk:
 
         The memory store object is carried over (it would vanish with a real process)."""
         from oaas_sdk import runtime
-
         from oaas_sdk.stores.memory import MemoryStore
 
         store = None

@@ -84,7 +84,7 @@ class Profile(OaasObject):
     born: Optional[datetime] = None
     address: Optional[Address] = None
     friends: list[str] = []
-    best_friend: Optional["Profile"] = None
+    best_friend: Optional[Profile] = None
 
     @oaas.method()
     async def move(self, address: Address) -> Address:

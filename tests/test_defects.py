@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Optional
 
 import pytest
 
-from oaas_sdk import ConflictError, OaasObject, oaas
-from oaas_sdk import codec
+from oaas_sdk import ConflictError, OaasObject, codec, oaas
 from oaas_sdk.stores import WriteRecord
 
 from .models import Counter
@@ -50,7 +49,7 @@ async def test_defect2_mutable_defaults_not_shared(sdk):
 
 async def test_defect3_optional_datetime_roundtrips_as_datetime(sdk):
     j = Journal.create(obj_id=3)
-    when = datetime(2024, 2, 29, 23, 59, 59, 999999, tzinfo=timezone.utc)
+    when = datetime(2024, 2, 29, 23, 59, 59, 999999, tzinfo=UTC)
     j.when = when
     await j.commit_async()
     sdk.reconfigure()

@@ -5,15 +5,15 @@ from __future__ import annotations
 import asyncio
 import gc
 import socket
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
 from oaas_sdk import (
     ConflictError,
+    OaasObject,
     ObjectNotFound,
     ObjectRef,
-    OaasObject,
     ValidationError,
     oaas,
     ref,
@@ -190,7 +190,7 @@ async def test_method_parameters_defaults_and_models(sdk):
 
 async def test_optional_datetime_and_models_roundtrip(sdk):
     p = Profile.create(obj_id="carol")
-    born = datetime(1990, 5, 17, 8, 30, tzinfo=timezone.utc)
+    born = datetime(1990, 5, 17, 8, 30, tzinfo=UTC)
     p.born = born
     p.address = Address(city="Lyon", zip="69000")
     await p.commit_async()
