@@ -146,6 +146,7 @@ class OaasObject:
 
     _oaas_fields: ClassVar[dict[str, FieldInfo]] = {}
     _oaas_mutable: ClassVar[tuple[str, ...] | None] = None
+    _oaas_conv: ClassVar[dict[str, tuple[frozenset[type], codec.FieldType]] | None] = None
     _oaas_cls_id: ClassVar[str] = "default.OaasObject"
     _oaas_package: ClassVar[str] = "default"
     _oaas_service_name: ClassVar[str] = "OaasObject"
@@ -184,6 +185,7 @@ class OaasObject:
                 f.annotation = resolved[name]
                 f.ftype  # noqa: B018
         cls._oaas_mutable = None
+        cls._oaas_conv = None
         cls._oaas_service_name = cls.__name__
         cls._oaas_package = getattr(cls, "_oaas_package", "default")
         cls._oaas_cls_id = f"{cls._oaas_package}.{cls.__name__}"
@@ -379,16 +381,29 @@ class OaasObject:
                                      f"{name!r}: stored entry is corrupt: {e}") from None
 
     def __setattr__(self, name: str, value: Any) -> None:
-        f = type(self)._oaas_fields.get(name)
-        if f is None:
+        cls = type(self)
+        conv = cls._oaas_conv
+        if conv is None:
+            conv = cls._oaas_build_conv()
+        c = conv.get(name)
+        if c is None:
             object.__setattr__(self, name, value)
             return
-        value = f.ftype.coerce(value, owner=type(self).__name__, field=name)
+        if type(value) not in c[0]:  # exact type of the field: nothing to convert
+            value = c[1].coerce(value, owner=cls.__name__, field=name)
         self.__dict__[name] = value
-        self._oaas_dirty.add(name)
+        dirty = self._oaas_dirty
+        if not dirty:  # invariant: an object with dirty fields is in the dirty registry
+            self._oaas_rt.dirty[id(self)] = self
+        dirty.add(name)
         if self._oaas_parked:
             self._oaas_parked.pop(name, None)
-        self._oaas_rt.dirty[id(self)] = self
+
+    @classmethod
+    def _oaas_build_conv(cls) -> dict[str, tuple[frozenset[type], codec.FieldType]]:
+        conv = {n: (f.ftype.passthrough_types, f.ftype) for n, f in cls._oaas_fields.items()}
+        cls._oaas_conv = conv
+        return conv
 
     def __delattr__(self, name: str) -> None:
         if name in type(self)._oaas_fields:

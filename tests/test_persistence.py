@@ -262,9 +262,13 @@ def test_native_on_without_extension_raises_config_error():
     assert r.stdout.startswith("ConfigError") and "native" in r.stdout
 
 
-def test_native_extension_reports_version_and_profile(impl):
-    if impl != "native":
-        pytest.skip("native only")
+def test_native_extension_reports_version_and_profile():
+    from oaas_sdk import native_available
+
+    from .conftest import _need_impl
+
+    _need_impl("native")
+    assert native_available()
     from oaas_sdk import _native
 
     assert _native.__version__.count(".") == 2
