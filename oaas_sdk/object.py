@@ -16,6 +16,7 @@ import copy
 import dataclasses
 import itertools
 import os
+import sys
 import time
 import typing
 from collections.abc import Awaitable
@@ -105,14 +106,33 @@ class FieldInfo:
         return self.default
 
 
+def _type_hints(owner: type) -> dict[str, Any]:
+    """``typing.get_type_hints`` of a class, with every registered OaaS class name in scope
+    so that forward references (``Optional["Profile"]``) resolve wherever Profile lives."""
+    localns: dict[str, Any] = {c.__name__: c for c in _CLASSES.values()}
+    localns[owner.__name__] = owner
+    return typing.get_type_hints(owner, localns=localns)
+
+
 def _resolve_hint(owner: type, name: str, annotation: Any) -> Any:
     if isinstance(annotation, str | typing.ForwardRef):
         try:
-            hints = typing.get_type_hints(owner, include_extras=False)
-        except NameError as e:
+            hints = _type_hints(owner)
+        except Exception:
+            hints = {}
+        if name in hints:
+            return hints[name]
+        # Another annotation of the class is unresolvable: evaluate this one alone.
+        text = annotation if isinstance(annotation, str) else annotation.__forward_arg__
+        module = sys.modules.get(owner.__module__)
+        globalns = dict(vars(module)) if module is not None else {}
+        localns = {c.__name__: c for c in _CLASSES.values()}
+        localns.update(vars(owner))
+        try:
+            return eval(text, globalns, localns)  # an annotation from the class's source
+        except Exception as e:
             raise TypeError(f"{owner.__name__}.{name}: cannot resolve the annotation "
-                            f"{annotation!r}: {e}") from None
-        return hints[name]
+                            f"{text!r}: {e}") from None
     return annotation
 
 
@@ -176,7 +196,7 @@ class OaasObject:
         # Refuse unsupported hints at definition; forward references that cannot be resolved
         # yet (a class defined later) are compiled on first use.
         try:
-            resolved = typing.get_type_hints(cls)
+            resolved = _type_hints(cls)
         except Exception:
             resolved = {}
         for name in ann:

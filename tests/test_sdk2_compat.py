@@ -139,7 +139,7 @@ async def main():
 
 def _exec(src: str) -> dict[str, Any]:
     ns: dict[str, Any] = {"__name__": "sdk2_example"}
-    exec(compile(textwrap.dedent(src), "<sdk2-readme>", "exec"), ns)
+    exec(compile(textwrap.dedent(src), "<sdk2-readme>", "exec", dont_inherit=True), ns)
     return ns
 
 

@@ -1,0 +1,135 @@
+"""The entry cache (bytes bound, TTL, counters) and the engine (group commit, flush)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+
+from oaas_sdk import StorageError, oaas
+from oaas_sdk.cache import EntryCache
+from oaas_sdk.engine import Engine
+from oaas_sdk.stores import StoredObject, WriteRecord
+from oaas_sdk.stores.memory import MemoryStore
+
+from .models import Counter
+
+
+def obj(n: int) -> StoredObject:
+    return StoredObject(1, 0, 0, {"f": b"x" * n})
+
+
+def test_cache_bounded_by_bytes_evicts_lru():
+    c = EntryCache(max_bytes=1000)
+    for i in range(10):
+        c.put(("c", 0, i), obj(200))
+    assert c.nbytes <= 1000
+    assert c.evictions > 0
+    assert c.get(("c", 0, 9)) is not None  # most recent kept
+    assert c.get(("c", 0, 0)) is None  # oldest evicted
+    assert (c.hits, c.misses) == (1, 1)
+
+
+def test_cache_ttl_expires(monkeypatch):
+    now = [1000.0]
+    monkeypatch.setattr("oaas_sdk.cache.time.monotonic", lambda: now[0])
+    c = EntryCache(max_bytes=10_000, ttl_s=5)
+    c.put(("c", 0, 1), obj(10))
+    now[0] += 4.9
+    assert c.get(("c", 0, 1)) is not None
+    now[0] += 0.2
+    assert c.get(("c", 0, 1)) is None
+    assert c.nbytes == 0
+
+
+def test_cache_oversized_and_disabled():
+    c = EntryCache(max_bytes=100)
+    c.put(("c", 0, 1), obj(500))
+    assert len(c) == 0
+    off = EntryCache(max_bytes=0)
+    off.put(("c", 0, 1), obj(1))
+    assert off.get(("c", 0, 1)) is None
+
+
+async def test_load_uses_cache_then_store(sdk):
+    c = Counter.create(obj_id=77)
+    await c.commit_async()
+    key = ("test.Counter", 0, 77)
+    from oaas_sdk import runtime
+
+    rt = runtime.current()
+    rt.identity.pop(key)
+    del c
+    hits = oaas.stats()["cache_hits"]
+    Counter.load(77)
+    assert oaas.stats()["cache_hits"] == hits + 1
+
+
+class SlowStore(MemoryStore):
+    """A memory store whose batch write waits for a gate, to observe batching."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = threading.Event()
+        self.batch_sizes: list[int] = []
+
+    def write_batch(self, records):
+        self.gate.wait(10)
+        self.batch_sizes.append(len(records))
+        return super().write_batch(records)
+
+
+def test_group_commit_batches_concurrent_commits():
+    store = SlowStore()
+    eng = Engine(store, durability="sync", batch_max_entries=10_000, batch_max_delay_ms=0)
+    first = eng.submit(WriteRecord(("c", 0, 0), 0, {"f": b"\x01"}))
+    tickets = [eng.submit(WriteRecord(("c", 0, i), 0, {"f": b"\x01"})) for i in range(1, 50)]
+    store.gate.set()  # the persister was blocked on the first batch; the rest queued up
+    for t in [first, *tickets]:
+        t.wait(10)
+    assert sum(store.batch_sizes) == 50
+    assert len(store.batch_sizes) <= 3  # the 49 queued commits shared one or two batches
+    assert eng.stats()["mean_batch_size"] > 10
+    eng.close()
+
+
+def test_batch_closes_at_max_entries():
+    store = SlowStore()
+    eng = Engine(store, durability="sync", batch_max_entries=5, batch_max_delay_ms=1000)
+    tickets = [eng.submit(WriteRecord(("c", 0, i), 0, {"f": b"\x01"})) for i in range(20)]
+    store.gate.set()
+    for t in tickets:
+        t.wait(10)
+    assert max(store.batch_sizes) <= 5
+    eng.close()
+
+
+class FailingStore(MemoryStore):
+    name = "failing store"
+
+    def write_batch(self, records):
+        raise StorageError("failing store: disk on fire")
+
+
+async def test_failed_batch_fails_every_commit_and_keeps_dirty_state(sdk):
+    from oaas_sdk import runtime
+    from oaas_sdk.config import OaasConfig
+
+    rt = runtime.configure(OaasConfig(storage="memory", native=sdk.config().native),
+                           store=FailingStore())
+    rt._inline = False  # exercise the persister thread
+    a, b = Counter.create(obj_id=1), Counter.create(obj_id=2)
+    a.count, b.count = 5, 6
+    results = await asyncio.gather(a.commit_async(), b.commit_async(), return_exceptions=True)
+    assert all(isinstance(r, StorageError) for r in results)
+    assert (a.count, b.count) == (5, 6)
+    assert a._oaas_version == 0 and "count" in a._oaas_dirty
+    assert oaas.stats()["failed_commits"] == 2
+
+
+def test_closed_engine_refuses():
+    eng = Engine(MemoryStore(), inline=True)
+    eng.close()
+    with pytest.raises(StorageError, match="closed"):
+        eng.submit(WriteRecord(("c", 0, 1), 0, {}))
