@@ -80,6 +80,8 @@ class EntryCache:
     def update(self, key: ObjectKey, version: int, time_ms: int, entries: dict[str, bytes],
                deletes: tuple[str, ...] = ()) -> None:
         """Apply a commit to a cached record; inserts the record when it is a new object."""
+        if self.max_bytes <= 0:
+            return
         with self._lock:
             item = self._items.get(key)
             base = item[0] if item is not None else None

@@ -212,17 +212,18 @@ class Engine:
             self.last_error = error
             log.error("batch of %d commits failed: %s", len(records), error)
         now = time.perf_counter_ns()
-        with self._lock:
-            for r in records:
-                lst = self._pending.get(r.key)
-                if lst:
-                    try:
-                        lst.remove(r)
-                    except ValueError:
-                        pass
-                    if not lst:
-                        del self._pending[r.key]
-            self._depth -= len(records) if not self.inline else 0
+        if not self.inline:
+            with self._lock:
+                for r in records:
+                    lst = self._pending.get(r.key)
+                    if lst:
+                        try:
+                            lst.remove(r)
+                        except ValueError:
+                            pass
+                        if not lst:
+                            del self._pending[r.key]
+                self._depth -= len(records)
         if records:
             self.batches += 1
             self.records_in_batches += len(records)

@@ -142,6 +142,13 @@ class MethodSpec:
         self._params = out
         return out
 
+    def needs_conversion(self) -> bool:
+        """Whether calls need :meth:`convert_args` (annotated parameters or a request)."""
+        params = self._params
+        if params is None:
+            params = self._prepare()
+        return bool(params) or self._request_param is not None
+
     def convert_args(self, args: tuple[Any, ...], kwargs: dict[str, Any],
                      obj: Any = None) -> tuple[tuple[Any, ...], dict[str, Any]]:
         params = self._prepare()
@@ -231,7 +238,8 @@ def _rollback(obj: OaasObject, snap: tuple[dict[str, Any], dict[str, bytes], set
 
 async def _call_async(spec: MethodSpec, obj: OaasObject, args: tuple[Any, ...],
                       kwargs: dict[str, Any]) -> Any:
-    args, kwargs = spec.convert_args(args, kwargs, obj)
+    if spec.needs_conversion():
+        args, kwargs = spec.convert_args(args, kwargs, obj)
     if spec.stateless:
         return spec.convert_result(await _run_body(spec, obj, args, kwargs))
     oid = id(obj)
@@ -244,14 +252,20 @@ async def _call_async(spec: MethodSpec, obj: OaasObject, args: tuple[Any, ...],
         if turn is None:
             turn = Turn()
             object.__setattr__(obj, "_oaas_turn", turn)
-        await turn.acquire()
+        if turn.locked:
+            await turn.acquire()
+        else:
+            turn.locked = True  # uncontended: no await, no future
         token = _HELD.set(held | {oid})
     try:
         attempt = 0
         while True:
             snap = _snapshot(obj)
             try:
-                result = await _run_body(spec, obj, args, kwargs)
+                if spec.is_async and not spec.timeout:
+                    result = await spec.fn(obj, *args, **kwargs)
+                else:
+                    result = await _run_body(spec, obj, args, kwargs)
                 break
             except BaseException as e:
                 _rollback(obj, snap)
@@ -261,7 +275,7 @@ async def _call_async(spec: MethodSpec, obj: OaasObject, args: tuple[Any, ...],
                 await asyncio.sleep(spec.retry_delay)
         if not reentrant and obj._oaas_rt.config.auto_commit and obj._oaas_needs_commit():
             await obj.commit_async()
-        return spec.convert_result(result)
+        return result if spec._return_model is None else spec.convert_result(result)
     finally:
         if turn is not None:
             assert token is not None

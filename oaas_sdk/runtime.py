@@ -47,7 +47,9 @@ class Runtime:
         self._engine: Engine | None = None
         self._engine_lock = threading.Lock()
         self._inline = kind == "memory"
-        self.cache = EntryCache(config.cache_max_bytes, config.cache_ttl_s)
+        # A memory store is its own cache: caching its entries again would only cost.
+        cache_bytes = 0 if kind == "memory" else config.cache_max_bytes
+        self.cache = EntryCache(cache_bytes, config.cache_ttl_s)
         self.identity: weakref.WeakValueDictionary[ObjectKey, OaasObject] = (
             weakref.WeakValueDictionary())
         self.dirty: dict[int, OaasObject] = {}

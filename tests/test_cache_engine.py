@@ -52,7 +52,7 @@ def test_cache_oversized_and_disabled():
     assert off.get(("c", 0, 1)) is None
 
 
-async def test_load_uses_cache_then_store(sdk):
+async def test_load_uses_cache_then_store(lmdb_sdk):
     c = Counter.create(obj_id=77)
     await c.commit_async()
     key = ("test.Counter", 0, 77)
