@@ -24,7 +24,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .errors import StorageError
-from .stores import ObjectKey, Store, StoredObject, WriteRecord
+from .stores import ObjectKey, Store, StoredObject, WriteRecord, apply_record
 
 __all__ = ["Engine", "CommitTicket"]
 
@@ -159,16 +159,7 @@ class Engine:
             found = stored.version if stored is not None else 0
             if found != r.expected_version:
                 continue  # written meanwhile (already in `stored`) or bound to conflict
-            if r.delete_object:
-                stored = None
-            elif stored is None:
-                stored = StoredObject(1, r.time_ms, r.time_ms, dict(r.entries))
-            else:
-                stored.version += 1
-                stored.updated_ms = r.time_ms
-                stored.entries.update(r.entries)
-                for name in r.deletes:
-                    stored.entries.pop(name, None)
+            stored = apply_record(stored, r)
         return stored
 
     # -- persister ----------------------------------------------------------------------

@@ -31,6 +31,7 @@ __all__ = [
     "META_FORMAT",
     "pack_meta",
     "unpack_meta",
+    "apply_record",
 ]
 
 #: Identity of an object: (cls_id, partition_id, object_id).
@@ -130,6 +131,21 @@ class StoredObject:
     created_ms: int
     updated_ms: int
     entries: dict[str, bytes]
+
+
+def apply_record(stored: StoredObject | None, r: WriteRecord) -> StoredObject | None:
+    """The object after a (version-checked) record: ``None`` once deleted. Mutates and
+    returns ``stored`` when it exists."""
+    if r.delete_object:
+        return None
+    if stored is None:
+        return StoredObject(1, r.time_ms, r.time_ms, dict(r.entries))
+    stored.version += 1
+    stored.updated_ms = r.time_ms
+    stored.entries.update(r.entries)
+    for name in r.deletes:
+        stored.entries.pop(name, None)
+    return stored
 
 
 class Store(Protocol):

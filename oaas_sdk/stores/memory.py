@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 
-from . import ObjectKey, StoredObject, WriteRecord, conflict
+from . import ObjectKey, StoredObject, WriteRecord, apply_record, conflict
 
 __all__ = ["MemoryStore"]
 
@@ -35,16 +35,11 @@ class MemoryStore:
                 if found != r.expected_version:
                     results.append(conflict(r, found))
                     continue
-                if r.delete_object:
+                new = apply_record(cur, r)
+                if new is None:
                     self._objects.pop(r.key, None)
-                elif cur is None:
-                    self._objects[r.key] = StoredObject(1, r.time_ms, r.time_ms, dict(r.entries))
                 else:
-                    cur.version += 1
-                    cur.updated_ms = r.time_ms
-                    cur.entries.update(r.entries)
-                    for name in r.deletes:
-                        cur.entries.pop(name, None)
+                    self._objects[r.key] = new
                 results.append(None)
         return results
 
