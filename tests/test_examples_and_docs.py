@@ -78,3 +78,13 @@ def _reset():
     from oaas_sdk import OaasConfig, oaas
 
     oaas.configure(OaasConfig(mock_mode=True, native="off"))
+
+
+def test_guide_code_runs(tmp_path, monkeypatch):
+    text = (ROOT / "docs" / "guide.md").read_text()
+    blocks = _python_blocks(text)
+    assert len(blocks) >= 5
+    monkeypatch.chdir(tmp_path)
+    ns: dict[str, object] = {"__name__": "guide"}
+    for block in blocks:
+        exec(compile(block, "docs/guide.md", "exec", dont_inherit=True), ns)
