@@ -208,27 +208,36 @@ def _is_model(t: Any) -> bool:
 
 # -- running a call on an object ---------------------------------------------------------
 
-def _snapshot(obj: OaasObject) -> tuple[dict[str, Any], dict[str, bytes], set[str]]:
-    d = obj.__dict__
-    fields = type(obj)._oaas_fields
-    values = {n: d[n] for n in fields if n in d}
-    encoded = {}
-    for n in type(obj)._oaas_mutable_fields():
-        if n in values:
-            encoded[n] = fields[n].ftype.encode(values[n])
-    return values, encoded, set(obj._oaas_dirty)
+_get = object.__getattribute__
+_set = object.__setattr__
+_del = object.__delattr__
+
+_Snapshot = tuple[dict[str, Any], dict[str, bytes], set[str], frozenset[str]]
 
 
-def _rollback(obj: OaasObject, snap: tuple[dict[str, Any], dict[str, bytes], set[str]]) -> None:
-    values, encoded, dirty = snap
-    d = obj.__dict__
+def _snapshot(obj: OaasObject) -> _Snapshot:
+    """What a rollback needs: the fields' current values (mutable ones also encoded, as
+    in-place changes would alter the objects themselves), dirty and materialised sets."""
+    cls = type(obj)
+    fields = cls._oaas_fields
+    live = obj._oaas_live
+    values = {n: _get(obj, n) for n, f in fields.items() if not f.mutable or n in live}
+    encoded = {n: fields[n].ftype.encode(values[n]) for n in live}
+    return values, encoded, set(obj._oaas_dirty), frozenset(live)
+
+
+def _rollback(obj: OaasObject, snap: _Snapshot) -> None:
+    values, encoded, dirty, live_before = snap
     fields = type(obj)._oaas_fields
-    for n in fields:
-        if n in d and n not in values:
-            del d[n]  # decoded during the call: the next read decodes committed bytes again
-    d.update(values)
+    live = obj._oaas_live
+    for n in live - live_before:
+        _del(obj, n)  # decoded during the call: the next read decodes committed bytes again
+    live.clear()
+    live.update(live_before)
+    for n, v in values.items():
+        _set(obj, n, v)
     for n, data in encoded.items():
-        d[n] = fields[n].ftype.decode(data)
+        _set(obj, n, fields[n].ftype.decode(data))
     obj._oaas_dirty.clear()
     obj._oaas_dirty.update(dirty)
     rt = obj._oaas_rt

@@ -1,12 +1,16 @@
 """``OaasObject``: the base class of OaaS objects, their fields, life cycle and commits.
 
-Reads of a loaded field are plain attribute reads (the decoded value sits in the instance
-``__dict__``); a field not yet decoded is decoded on first access by ``__getattr__``.
+Reads of a field are plain attribute reads: the decoded value is an instance attribute,
+the class defines no ``__getattr__`` and the SDK never materialises the instance ``__dict__``,
+so CPython's specialised attribute load applies (a Python ``__getattr__`` on the class, or
+touching ``obj.__dict__``, would make every read 2-3x slower on CPython 3.11).
+Fields of immutable types are decoded when an object is loaded. Fields of mutable types
+(list, dict, models, ...) are decoded on first read through a non-data descriptor
+(:class:`_LazyField`), which also marks the object as a candidate for in-place changes;
+at commit those fields are re-encoded and compared with the committed bytes, and then
+*parked* (kept decoded, removed from the instance) so the next read marks the object again.
 Writes go through ``__setattr__``, which converts the value to the field's type and marks
-the field dirty. Fields of mutable types are re-encoded at commit when they were read since
-the last commit and compared with the committed bytes, so in-place changes are persisted.
-After a commit those fields are *parked* (kept decoded, out of ``__dict__``) so the next read
-marks the object again. See ``docs/guide.md`` and architecture notes.
+the field dirty. See ``docs/guide.md``.
 """
 
 from __future__ import annotations
@@ -137,6 +141,11 @@ def _resolve_hint(owner: type, name: str, annotation: Any) -> Any:
 
 
 _MISSING = object()
+# The SDK never touches ``obj.__dict__`` of an OaaS object: on CPython 3.11 materialising it
+# turns every later attribute read into the slow path (2-3x). These keep inline values.
+_get = object.__getattribute__
+_set = object.__setattr__
+_del = object.__delattr__
 _id_counter = itertools.count(int.from_bytes(os.urandom(2), "big"))
 _EPOCH_MS = 1_577_836_800_000  # 2020-01-01T00:00:00Z
 
@@ -160,17 +169,29 @@ class OaasObject:
     :meth:`load`; never call the constructor directly.
     """
 
-    __slots__ = ("__dict__", "__weakref__", "_oaas_meta", "_oaas_version", "_oaas_committed",
-                 "_oaas_dirty", "_oaas_parked", "_oaas_turn", "_oaas_deleted",
-                 "_oaas_created_ms", "_oaas_updated_ms", "_oaas_rt")
+    # No __slots__: CPython's specialised attribute load is fastest on plain instance
+    # attributes (a "__dict__" slot more than doubles the cost of a read). Internal state
+    # lives beside the fields under names starting with "_oaas_" (never field names).
+    _oaas_meta: ObjectMeta
+    _oaas_version: int
+    _oaas_committed: dict[str, bytes]
+    _oaas_dirty: set[str]
+    _oaas_parked: dict[str, Any]
+    _oaas_live: set[str]
+    _oaas_turn: Any
+    _oaas_deleted: bool
+    _oaas_created_ms: int
+    _oaas_updated_ms: int
+    _oaas_rt: Runtime
 
     _oaas_fields: ClassVar[dict[str, FieldInfo]] = {}
     _oaas_mutable: ClassVar[tuple[str, ...] | None] = None
-    _oaas_conv: ClassVar[dict[str, tuple[frozenset[type], codec.FieldType]] | None] = None
+    _oaas_conv: ClassVar[dict[str, tuple[frozenset[type], codec.FieldType, bool]] | None] = None
     _oaas_cls_id: ClassVar[str] = "default.OaasObject"
     _oaas_package: ClassVar[str] = "default"
     _oaas_service_name: ClassVar[str] = "OaasObject"
     _oaas_methods: ClassVar[dict[str, Any]] = {}
+    _oaas_ready: ClassVar[bool] = True
 
     # -- class definition -----------------------------------------------------------------
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -190,9 +211,11 @@ class OaasObject:
             if isinstance(default, _FieldDefault):
                 default, factory = default.default, default.default_factory
             fields[name] = FieldInfo(name, cls, hint, default, factory)
-            if name in cls.__dict__:
-                delattr(cls, name)  # reads must reach __getattr__ when not yet decoded
+            # Until the class is finalized every field has a lazy descriptor; immutable ones
+            # lose it then (see _oaas_finalize).
+            setattr(cls, name, _LazyField(name))
         cls._oaas_fields = fields
+        cls._oaas_ready = False
         # Refuse unsupported hints at definition; forward references that cannot be resolved
         # yet (a class defined later) are compiled on first use.
         try:
@@ -214,6 +237,22 @@ class OaasObject:
         collect_methods(cls)
 
     @classmethod
+    def _oaas_finalize(cls) -> None:
+        """Resolve every field's type (forward references included) and keep lazy
+        descriptors only for mutable fields. Runs once, at the first create or load."""
+        for base in reversed(cls.__mro__):
+            if not base.__dict__.get("_oaas_ready", True):
+                setattr(base, "_oaas_ready", True)  # noqa: B010
+        for name, f in cls._oaas_fields.items():
+            f.ftype  # noqa: B018 - resolves the hint; TypeError when unsupported
+            desc = cls.__dict__.get(name)
+            if f.mutable and not isinstance(desc, _LazyField):
+                setattr(cls, name, _LazyField(name))
+            elif not f.mutable and isinstance(desc, _LazyField):
+                delattr(cls, name)  # plain instance-dict reads for immutable fields
+        cls._oaas_ready = True
+
+    @classmethod
     def _oaas_mutable_fields(cls) -> tuple[str, ...]:
         m = cls._oaas_mutable
         if m is None:
@@ -227,6 +266,8 @@ class OaasObject:
     # -- identity & life cycle -----------------------------------------------------------
     @classmethod
     def _blank(cls: type[T], rt: Runtime, meta: ObjectMeta) -> T:
+        if not cls._oaas_ready:
+            cls._oaas_finalize()
         obj = object.__new__(cls)
         sa = object.__setattr__
         sa(obj, "_oaas_meta", meta)
@@ -234,6 +275,7 @@ class OaasObject:
         sa(obj, "_oaas_committed", {})
         sa(obj, "_oaas_dirty", set())
         sa(obj, "_oaas_parked", {})
+        sa(obj, "_oaas_live", set())
         sa(obj, "_oaas_turn", None)
         sa(obj, "_oaas_deleted", False)
         sa(obj, "_oaas_created_ms", 0)
@@ -263,9 +305,9 @@ class OaasObject:
             raise ConflictError(f"cannot create {cls._oaas_cls_id}/{pid}/{oid}: it already "
                                 f"exists; use {cls.__name__}.load({oid!r})")
         obj = cls._blank(rt, ObjectMeta(cls._oaas_cls_id, pid, oid))
-        d = obj.__dict__
         for name, f in cls._oaas_fields.items():
-            d[name] = f.new_default()
+            _set(obj, name, f.new_default())
+        obj._oaas_live.update(cls._oaas_mutable_fields())
         for name, value in values.items():
             if name not in cls._oaas_fields:
                 raise TypeError(f"{cls.__name__}.create(): unknown field {name!r}")
@@ -324,11 +366,21 @@ class OaasObject:
             return False
 
     def _oaas_apply_stored(self, stored: StoredObject) -> None:
+        """Adopt a stored record: immutable fields are decoded now, mutable ones on first
+        read. Raises :class:`SerializationError` naming the object and field of a corrupt
+        entry (the object is then left unchanged)."""
+        decoded = {}
+        entries = stored.entries
+        for name, f in type(self)._oaas_fields.items():
+            if not f.mutable:
+                decoded[name] = self._oaas_decode(name, f, entries.get(name))
         sa = object.__setattr__
         sa(self, "_oaas_version", stored.version)
-        sa(self, "_oaas_committed", stored.entries)
+        sa(self, "_oaas_committed", entries)
         sa(self, "_oaas_created_ms", stored.created_ms)
         sa(self, "_oaas_updated_ms", stored.updated_ms)
+        for name, value in decoded.items():
+            sa(self, name, value)
 
     @classmethod
     def __oaas_from_identity__(cls, cls_id: str, partition_id: int,
@@ -376,23 +428,15 @@ class OaasObject:
         return f"<{type(self).__name__} {m.cls_id}/{m.partition_id}/{m.object_id!r}>"
 
     # -- field access ---------------------------------------------------------------------
-    def __getattr__(self, name: str) -> Any:
-        f = type(self)._oaas_fields.get(name)
-        if f is None:
-            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
-        value = self._oaas_materialize(name, f)
-        self.__dict__[name] = value
-        if f.ftype.mutable:
-            self._oaas_rt.touched[id(self)] = self
-        return value
-
     def _oaas_materialize(self, name: str, f: FieldInfo) -> Any:
         parked = self._oaas_parked
         if name in parked:
             return parked.pop(name)
-        data = self._oaas_committed.get(name)
+        return self._oaas_decode(name, f, self._oaas_committed.get(name))
+
+    def _oaas_decode(self, name: str, f: FieldInfo, data: bytes | None) -> Any:
         if data is None:
-            return f.new_default()
+            return f.new_default()  # a field added after the object was stored
         try:
             return f.ftype.decode(data)
         except SerializationError as e:
@@ -411,7 +455,9 @@ class OaasObject:
             return
         if type(value) not in c[0]:  # exact type of the field: nothing to convert
             value = c[1].coerce(value, owner=cls.__name__, field=name)
-        self.__dict__[name] = value
+        _set(self, name, value)
+        if c[2]:
+            self._oaas_live.add(name)
         dirty = self._oaas_dirty
         if not dirty:  # invariant: an object with dirty fields is in the dirty registry
             self._oaas_rt.dirty[id(self)] = self
@@ -420,8 +466,9 @@ class OaasObject:
             self._oaas_parked.pop(name, None)
 
     @classmethod
-    def _oaas_build_conv(cls) -> dict[str, tuple[frozenset[type], codec.FieldType]]:
-        conv = {n: (f.ftype.passthrough_types, f.ftype) for n, f in cls._oaas_fields.items()}
+    def _oaas_build_conv(cls) -> dict[str, tuple[frozenset[type], codec.FieldType, bool]]:
+        conv = {n: (f.ftype.passthrough_types, f.ftype, f.mutable)
+                for n, f in cls._oaas_fields.items()}
         cls._oaas_conv = conv
         return conv
 
@@ -433,10 +480,7 @@ class OaasObject:
 
     # -- commit ---------------------------------------------------------------------------
     def _oaas_needs_commit(self) -> bool:
-        if self._oaas_dirty or self._oaas_version == 0:
-            return True
-        d = self.__dict__
-        return any(n in d for n in type(self)._oaas_mutable_fields())
+        return bool(self._oaas_dirty or self._oaas_version == 0 or self._oaas_live)
 
     def _oaas_prepare(self) -> WriteRecord | None:
         """Encode what changed since the last commit into a write record (None: nothing)."""
@@ -445,7 +489,7 @@ class OaasObject:
             raise ObjectNotFound(f"{m.cls_id}/{m.partition_id}/{m.object_id} was deleted")
         cls = type(self)
         fields = cls._oaas_fields
-        d = self.__dict__
+        live = self._oaas_live
         dirty = self._oaas_dirty
         committed = self._oaas_committed
         new = self._oaas_version == 0
@@ -453,17 +497,17 @@ class OaasObject:
         if new:
             names: Any = fields
         else:
-            names = set(dirty)
-            names.update(n for n in cls._oaas_mutable_fields() if n in d)
+            names = dirty | live
         for name in names:
             f = fields[name]
-            if name in d:
-                value = d[name]
+            if not f.mutable or name in live:
+                value = _get(self, name)
             elif name in self._oaas_parked:
                 value = self._oaas_parked[name]
-            else:
+            else:  # never read: write what is committed (or the default)
                 value = self._oaas_materialize(name, f)
-                d[name] = value
+                _set(self, name, value)
+                live.add(name)
             try:
                 data = f.ftype.encode(value)
             except (TypeError, SerializationError) as e:
@@ -480,11 +524,12 @@ class OaasObject:
 
     def _oaas_settle(self) -> None:
         """After a commit: park mutable fields so their next read marks the object again."""
-        d = self.__dict__
         parked = self._oaas_parked
-        for n in type(self)._oaas_mutable_fields():
-            if n in d:
-                parked[n] = d.pop(n)
+        live = self._oaas_live
+        for n in live:
+            parked[n] = _get(self, n)
+            _del(self, n)  # object.__delattr__ keeps CPython's inline values (fast reads)
+        live.clear()
         rt = self._oaas_rt
         rt.dirty.pop(id(self), None)
         rt.touched.pop(id(self), None)
@@ -594,11 +639,12 @@ class OaasObject:
         stored = rt.engine.read(key)
         if stored is None:
             raise ObjectNotFound(f"{m.cls_id}/{m.partition_id}/{m.object_id} not found")
-        for n in type(self)._oaas_fields:
-            self.__dict__.pop(n, None)
+        self._oaas_apply_stored(stored)  # raises before changing anything
+        for n in self._oaas_live:
+            _del(self, n)
+        self._oaas_live.clear()
         self._oaas_parked.clear()
         self._oaas_dirty.clear()
-        self._oaas_apply_stored(stored)
         rt.dirty.pop(id(self), None)
         rt.touched.pop(id(self), None)
 
@@ -637,6 +683,32 @@ class OaasObject:
             await fut
         elif ticket.error is not None:
             raise ticket.error
+
+
+class _LazyField:
+    """Non-data descriptor of a mutable field: runs only when the instance lacks the field
+    (never decoded, or parked after a commit). Decodes or unparks the value into the
+    instance and marks the object as read since its last commit."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __get__(self, obj: OaasObject | None, owner: type | None = None) -> Any:
+        if obj is None:
+            f = owner._oaas_fields[self.name] if owner is not None else None  # type: ignore
+            return f.default if f is not None else self
+        cls = type(obj)
+        if not cls._oaas_ready:
+            cls._oaas_finalize()
+        name = self.name
+        f = cls._oaas_fields[name]
+        value = obj._oaas_materialize(name, f)
+        _set(obj, name, value)
+        obj._oaas_live.add(name)
+        obj._oaas_rt.touched[id(obj)] = obj
+        return value
 
 
 def _settle_future(fut: asyncio.Future[None], error: BaseException | None) -> None:

@@ -192,7 +192,9 @@ async def test_corrupt_entry_names_object_and_field(lmdb_sdk):
     good.count = 11
     bad = Counter.create(obj_id=2)
     bad.count = 22
-    bad.label = "fine"
+    odd = Counter.create(obj_id=3)
+    odd.history = ["a"]
+    odd.count = 33
     await oaas.commit_all_async()
     oaas.shutdown()
     import lmdb
@@ -201,15 +203,26 @@ async def test_corrupt_entry_names_object_and_field(lmdb_sdk):
     entries = env.open_db(b"entries")
     with env.begin(write=True, db=entries) as txn:
         txn.put(entry_key_bytes(object_key_bytes(("test.Counter", 0, 2)), "count"), b"\xc1")
+        txn.put(entry_key_bytes(object_key_bytes(("test.Counter", 0, 3)), "history"),
+                b"\x92\xa1")  # truncated array
     env.close()
     lmdb_sdk.reconfigure()
-    b = Counter.load(2)
+    # a corrupt scalar field: the load fails, naming the object and the field
     with pytest.raises(SerializationError) as ei:
-        _ = b.count
+        Counter.load(2)
     msg = str(ei.value)
     assert "test.Counter/0/2" in msg and "'count'" in msg
-    assert b.label == "fine"  # other fields of the object still load
+    # a corrupt list field (decoded on first read): the read fails, the rest is usable
+    o = Counter.load(3)
+    assert o.count == 33
+    with pytest.raises(SerializationError, match=r"test.Counter/0/3 field 'history'"):
+        _ = o.history
     assert Counter.load(1).count == 11  # other objects still load
+    # nothing was lost: the undamaged entries are still stored
+    from oaas_sdk import runtime
+
+    stored = runtime.current().engine.read(("test.Counter", 0, 2))
+    assert stored is not None and set(stored.entries) >= {"history", "tags", "label"}
 
 
 async def test_unencodable_value_fails_only_that_commit(sdk):
