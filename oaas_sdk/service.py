@@ -128,10 +128,24 @@ class OaasService:
                 raise r
 
     def _candidates(self) -> list[OaasObject]:
+        """Objects that may have changed. The registries are swapped for new ones rather
+        than iterated in place: a dict keeps its largest table after deletions, so
+        iterating one that once held every live object would cost O(live objects).
+        A commit that fails puts its object back."""
+        import weakref
+
         rt = _rt.current()
-        objs = list(rt.dirty.values())
+        dirty, touched = rt.dirty, rt.touched
+        rt.dirty = {}
+        rt.touched = weakref.WeakValueDictionary()
+        objs = list(dirty.values())
         seen = {id(o) for o in objs}
-        objs.extend(o for i, o in list(rt.touched.items()) if i not in seen)
+        objs.extend(o for i, o in list(touched.items()) if i not in seen)
+        for o in objs:  # still candidates until their commit settles them
+            if o._oaas_dirty or o._oaas_version == 0:
+                rt.dirty[id(o)] = o
+            else:
+                rt.touched[id(o)] = o
         return objs
 
     def flush(self) -> None:
