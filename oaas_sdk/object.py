@@ -546,20 +546,14 @@ class OaasObject:
                 return _DONE
             self._oaas_undo(record, undo)
             return _failed(ticket.error)
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[None] = loop.create_future()
+        fut = ticket.awaitable()  # resolves on this loop (a Rust future when native)
 
-        def on_loop(t: Any) -> None:
-            if fut.cancelled():
-                return
-            if t.error is None:
-                fut.set_result(None)
-            else:
+        def on_done(f: asyncio.Future[None]) -> None:
+            if not f.cancelled() and f.exception() is not None:
                 self._oaas_undo(record, undo)
-                fut.set_exception(t.error)
 
-        ticket.add_done_callback(lambda t: loop.call_soon_threadsafe(on_loop, t))
-        return fut
+        fut.add_done_callback(on_done)
+        return fut  # type: ignore[no-any-return]
 
     def refresh(self) -> None:
         """Drop uncommitted changes and reload the committed state from the store.
@@ -610,22 +604,9 @@ class OaasObject:
             return
         ticket = self._oaas_rt.engine.submit(record)
         if not ticket.done():
-            loop = asyncio.get_running_loop()
-            fut: asyncio.Future[None] = loop.create_future()
-            ticket.add_done_callback(
-                lambda t: loop.call_soon_threadsafe(_settle_future, fut, t.error))
-            await fut
+            await ticket.awaitable()
         elif ticket.error is not None:
             raise ticket.error
-
-
-def _settle_future(fut: asyncio.Future[None], error: BaseException | None) -> None:
-    if fut.cancelled():
-        return
-    if error is None:
-        fut.set_result(None)
-    else:
-        fut.set_exception(error)
 
 
 class _Done:
