@@ -126,10 +126,14 @@ impl PyTicket {
     /// (a Rust future, through pyo3-async-runtimes); raises the commit's error.
     fn awaitable<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         let t = self.ticket.clone();
-        pyo3_async_runtimes::generic::future_into_py::<EngineRuntime, _, ()>(py, async move {
-            let o = t.done().await;
-            outcome_err(&o).map_or(Ok(()), Err)
-        })
+        // Resolves to None (`Option<()>::None`; `()` itself would become an empty tuple).
+        pyo3_async_runtimes::generic::future_into_py::<EngineRuntime, _, Option<()>>(
+            py,
+            async move {
+                let o = t.done().await;
+                outcome_err(&o).map_or(Ok(None), Err)
+            },
+        )
     }
 }
 
