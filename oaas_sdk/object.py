@@ -23,6 +23,7 @@ from typing import Any, ClassVar, TypeVar
 
 from . import codec
 from .errors import ConflictError, ObjectNotFound, SerializationError, ValidationError
+from .mapped import MappedField, flush_mapped
 from .runtime import Runtime, current
 from .stores import ObjectKey, StoredObject, WriteRecord, check_identity
 
@@ -151,6 +152,7 @@ class OaasObject:
     _oaas_package: ClassVar[str] = "default"
     _oaas_service_name: ClassVar[str] = "OaasObject"
     _oaas_methods: ClassVar[dict[str, Any]] = {}
+    _oaas_mapped: ClassVar[tuple[str, ...]] = ()  # memory-mapped fields (oaas_sdk.mapped)
 
     # -- class definition -----------------------------------------------------------------
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -159,8 +161,12 @@ class OaasObject:
         for base in reversed(cls.__mro__[1:]):
             fields.update(getattr(base, "_oaas_fields", {}) or {})
         ann = cls.__dict__.get("__annotations__", {})
+        mapped_names = list(getattr(cls, "_oaas_mapped", ()))
         for name, hint in ann.items():
             if name.startswith("_") or _is_classvar(hint):
+                continue
+            if isinstance(cls.__dict__.get(name), MappedField):
+                mapped_names.append(name)  # state lives in a mapped file, not an entry
                 continue
             if name in _RESERVED or (name in OaasObject.__dict__):
                 raise TypeError(f"{cls.__name__}.{name}: the field name {name!r} is reserved "
@@ -173,6 +179,7 @@ class OaasObject:
             if name in cls.__dict__:
                 delattr(cls, name)  # reads must reach __getattr__ when not yet decoded
         cls._oaas_fields = fields
+        cls._oaas_mapped = tuple(mapped_names)
         # Refuse unsupported hints at definition; forward references that cannot be resolved
         # yet (a class defined later) are compiled on first use.
         try:
@@ -424,6 +431,8 @@ class OaasObject:
         if self._oaas_deleted:
             raise ObjectNotFound(f"{m.cls_id}/{m.partition_id}/{m.object_id} was deleted")
         cls = type(self)
+        if cls._oaas_mapped:
+            flush_mapped(self)  # mapped bytes are durable before the commit resolves
         fields = cls._oaas_fields
         d = self.__dict__
         dirty = self._oaas_dirty
