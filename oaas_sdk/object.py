@@ -562,7 +562,7 @@ class OaasObject:
                 self._oaas_undo(record, undo)
 
         fut.add_done_callback(on_done)
-        return fut  # type: ignore[no-any-return]
+        return fut
 
     def refresh(self) -> None:
         """Drop uncommitted changes and reload the committed state from the store.

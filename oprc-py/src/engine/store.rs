@@ -342,7 +342,7 @@ impl LmdbStore {
         for (okey, meta) in metas {
             match meta {
                 Some(m) => txn.put(self.meta, &okey, &m.pack(), WriteFlags::empty())?,
-                None => del(&mut txn, self.meta, &okey)?,
+                None => del(&mut txn, self.meta, okey)?,
             }
         }
         for (k, v) in &puts {
