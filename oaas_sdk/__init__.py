@@ -24,6 +24,7 @@ from .invocation import (
     ObjectInvocationRequest,
     ResponseStatus,
 )
+from .mapped import Mapped, mapped
 from .methods import constructor, function, getter, method, setter
 from .object import OaasObject, ObjectMeta, field
 from .ref import ObjectRef, ref
@@ -33,7 +34,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "oaas", "OaasService", "OaasObject", "OaasConfig", "ObjectMeta", "ObjectRef", "ref",
-    "field", "getter", "setter", "method", "function", "constructor",
+    "field", "Mapped", "mapped", "getter", "setter", "method", "function", "constructor",
     "InvocationRequest", "ObjectInvocationRequest", "InvocationResponse", "ResponseStatus",
     "OaasError", "ObjectNotFound", "ValidationError", "SerializationError", "ConflictError",
     "StorageError", "ConfigError", "ServerError", "AgentError", "native_available",

@@ -10,10 +10,15 @@ version mismatch, :class:`StorageError` when the whole transaction failed).
 
 Until a record is written it stays in a pending overlay, so reads in this process see
 every acknowledged commit (read-your-writes) even with ``durability="async"``.
+
+:class:`NativeEngine` offers the same interface over the native engine
+(``oaas_sdk._native.Engine``, ``oprc-py/src/engine/``): batching, persistence and waiting
+happen in Rust with the GIL released; only the LMDB store is native.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import queue
@@ -21,12 +26,13 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from types import ModuleType
+from typing import Any, Protocol
 
 from .errors import StorageError
 from .stores import ObjectKey, Store, StoredObject, WriteRecord, apply_record
 
-__all__ = ["Engine", "CommitTicket"]
+__all__ = ["Engine", "CommitTicket", "NativeEngine", "Ticket", "AnyEngine"]
 
 log = logging.getLogger("oaas_sdk")
 
@@ -82,6 +88,36 @@ class CommitTicket:
                 raise TimeoutError("commit did not complete in time")
         if self.error is not None:
             raise self.error
+
+    def awaitable(self) -> asyncio.Future[None]:
+        """A future of the running event loop, resolved there when the commit completes
+        (with the commit's error, if any)."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+        self.add_done_callback(lambda t: loop.call_soon_threadsafe(_settle, fut, t.error))
+        return fut
+
+
+def _settle(fut: asyncio.Future[None], error: BaseException | None) -> None:
+    if fut.cancelled():
+        return
+    if error is None:
+        fut.set_result(None)
+    else:
+        fut.set_exception(error)
+
+
+class Ticket(Protocol):
+    """What :meth:`Engine.submit` and :meth:`NativeEngine.submit` return."""
+
+    @property
+    def error(self) -> BaseException | None: ...
+
+    def done(self) -> bool: ...
+
+    def wait(self, timeout: float | None = None) -> None: ...
+
+    def awaitable(self) -> Any: ...
 
 
 _STOP = object()
@@ -279,3 +315,71 @@ class Engine:
             "persist_latency_p99_us": pct(0.99),
             "queue_depth": self._depth,
         }
+
+
+class _NativeStoreView:
+    """The ``store`` attribute of a :class:`NativeEngine`: name, reads and scans."""
+
+    def __init__(self, native: Any, path: str) -> None:
+        self._native = native
+        self.path = path
+        self.name: str = native.name
+
+    def read(self, key: ObjectKey) -> StoredObject | None:
+        found = self._native.read(*key)
+        return None if found is None else StoredObject(*found)
+
+    def map_size(self) -> int:
+        """Current LMDB map size in bytes."""
+        return int(self._native.map_size())
+
+    def close(self) -> None:
+        self._native.close()
+
+
+class NativeEngine:
+    """The native engine (``oaas_sdk._native.Engine``) with :class:`Engine`'s interface.
+
+    ``path``: directory of the LMDB environment (same layout and files as
+    :class:`~oaas_sdk.stores.lmdb.LmdbStore`). Other arguments as :class:`Engine`, plus
+    ``map_size``/``max_map_size`` (bytes). ``submit`` returns a native ticket whose
+    ``wait()`` releases the GIL and whose ``awaitable()`` is a Rust future resolved on the
+    caller's event loop. Raises :class:`StorageError` when the store cannot be opened.
+    """
+
+    def __init__(self, native: ModuleType, path: str, *, durability: str = "sync",
+                 batch_max_entries: int = 4096, batch_max_delay_ms: float = 2.0,
+                 **store_options: int) -> None:
+        self._eng = native.Engine(path, durability=durability,
+                                  batch_max_entries=batch_max_entries,
+                                  batch_max_delay_ms=batch_max_delay_ms, **store_options)
+        self._submit = self._eng.submit
+        self.durability = durability
+        self.store = _NativeStoreView(self._eng, path)
+
+    def submit(self, record: WriteRecord) -> Any:
+        """Queue one commit; returns its native ``Ticket``. Raises :class:`StorageError`
+        when the engine is closed."""
+        cls_id, pid, oid = record.key
+        return self._submit(cls_id, pid, oid, record.expected_version, record.entries,
+                            list(record.deletes), record.delete_object, record.time_ms)
+
+    def read(self, key: ObjectKey) -> StoredObject | None:
+        """The object as committed through this engine (store plus pending commits)."""
+        return self.store.read(key)
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Block (GIL released) until every commit submitted so far is written or failed."""
+        self._eng.flush(timeout)
+
+    def close(self) -> None:
+        """Flush, stop the persister and close the store. Idempotent."""
+        self._eng.close()
+
+    def stats(self) -> dict[str, Any]:
+        """Counters, with the keys of :meth:`Engine.stats`."""
+        return dict(self._eng.stats())
+
+
+#: Either engine: what ``Runtime.engine`` holds.
+AnyEngine = Engine | NativeEngine

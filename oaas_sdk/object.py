@@ -28,6 +28,7 @@ from typing import Any, ClassVar, TypeVar
 
 from . import codec
 from .errors import ConflictError, ObjectNotFound, SerializationError, ValidationError
+from .mapped import MappedField, flush_mapped
 from .runtime import Runtime, current
 from .stores import ObjectKey, StoredObject, WriteRecord, check_identity
 
@@ -192,6 +193,7 @@ class OaasObject:
     _oaas_service_name: ClassVar[str] = "OaasObject"
     _oaas_methods: ClassVar[dict[str, Any]] = {}
     _oaas_ready: ClassVar[bool] = True
+    _oaas_mapped: ClassVar[tuple[str, ...]] = ()  # memory-mapped fields (oaas_sdk.mapped)
 
     # -- class definition -----------------------------------------------------------------
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -200,8 +202,12 @@ class OaasObject:
         for base in reversed(cls.__mro__[1:]):
             fields.update(getattr(base, "_oaas_fields", {}) or {})
         ann = cls.__dict__.get("__annotations__", {})
+        mapped_names = list(getattr(cls, "_oaas_mapped", ()))
         for name, hint in ann.items():
             if name.startswith("_") or _is_classvar(hint):
+                continue
+            if isinstance(cls.__dict__.get(name), MappedField):
+                mapped_names.append(name)  # state lives in a mapped file, not an entry
                 continue
             if name in _RESERVED or (name in OaasObject.__dict__):
                 raise TypeError(f"{cls.__name__}.{name}: the field name {name!r} is reserved "
@@ -216,6 +222,7 @@ class OaasObject:
             setattr(cls, name, _LazyField(name))
         cls._oaas_fields = fields
         cls._oaas_ready = False
+        cls._oaas_mapped = tuple(mapped_names)
         # Refuse unsupported hints at definition; forward references that cannot be resolved
         # yet (a class defined later) are compiled on first use.
         try:
@@ -488,6 +495,8 @@ class OaasObject:
         if self._oaas_deleted:
             raise ObjectNotFound(f"{m.cls_id}/{m.partition_id}/{m.object_id} was deleted")
         cls = type(self)
+        if cls._oaas_mapped:
+            flush_mapped(self)  # mapped bytes are durable before the commit resolves
         fields = cls._oaas_fields
         live = self._oaas_live
         dirty = self._oaas_dirty
@@ -611,19 +620,13 @@ class OaasObject:
                 return _DONE
             self._oaas_undo(record, undo)
             return _failed(ticket.error)
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[None] = loop.create_future()
+        fut = ticket.awaitable()  # resolves on this loop (a Rust future when native)
 
-        def on_loop(t: Any) -> None:
-            if fut.cancelled():
-                return
-            if t.error is None:
-                fut.set_result(None)
-            else:
+        def on_done(f: asyncio.Future[None]) -> None:
+            if not f.cancelled() and f.exception() is not None:
                 self._oaas_undo(record, undo)
-                fut.set_exception(t.error)
 
-        ticket.add_done_callback(lambda t: loop.call_soon_threadsafe(on_loop, t))
+        fut.add_done_callback(on_done)
         return fut
 
     def refresh(self) -> None:
@@ -676,11 +679,7 @@ class OaasObject:
             return
         ticket = self._oaas_rt.engine.submit(record)
         if not ticket.done():
-            loop = asyncio.get_running_loop()
-            fut: asyncio.Future[None] = loop.create_future()
-            ticket.add_done_callback(
-                lambda t: loop.call_soon_threadsafe(_settle_future, fut, t.error))
-            await fut
+            await ticket.awaitable()
         elif ticket.error is not None:
             raise ticket.error
 
@@ -709,15 +708,6 @@ class _LazyField:
         obj._oaas_live.add(name)
         obj._oaas_rt.touched[id(obj)] = obj
         return value
-
-
-def _settle_future(fut: asyncio.Future[None], error: BaseException | None) -> None:
-    if fut.cancelled():
-        return
-    if error is None:
-        fut.set_result(None)
-    else:
-        fut.set_exception(error)
 
 
 class _Done:

@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any
 from ._native_loader import native_module
 from .cache import EntryCache
 from .config import OaasConfig
-from .engine import Engine
-from .stores import ObjectKey, Store, open_store, parse_storage_url
+from .engine import AnyEngine, Engine, NativeEngine
+from .stores import ObjectKey, Store, lmdb_location, open_store, parse_storage_url
 
 if TYPE_CHECKING:
     from .object import OaasObject
@@ -44,7 +44,7 @@ class Runtime:
         storage = "memory" if config.mock_mode else config.storage
         kind, _ = parse_storage_url(storage)
         self.store_url = storage
-        self._engine: Engine | None = None
+        self._engine: AnyEngine | None = None
         self._engine_lock = threading.Lock()
         self._inline = kind == "memory"
         # A memory store is its own cache: caching its entries again would only cost.
@@ -57,19 +57,30 @@ class Runtime:
             weakref.WeakValueDictionary())
 
     @property
-    def engine(self) -> Engine:
-        """The engine, opening the store on first use (raises :class:`StorageError`)."""
+    def engine(self) -> AnyEngine:
+        """The engine, opening the store on first use (raises :class:`StorageError`).
+
+        The native engine when the extension is active and the store is LMDB; otherwise
+        the Python :class:`Engine` over the store."""
         eng = self._engine
         if eng is None:
             with self._engine_lock:
                 if self._engine is None:
-                    store = self._given_store or open_store(self.store_url, sync=True)
-                    c = self.config
-                    self._engine = Engine(
-                        store, durability=c.durability, batch_max_entries=c.batch_max_entries,
-                        batch_max_delay_ms=c.batch_max_delay_ms, inline=self._inline)
+                    self._engine = self._open_engine()
                 eng = self._engine
         return eng
+
+    def _open_engine(self) -> AnyEngine:
+        c = self.config
+        kind, loc = parse_storage_url(self.store_url)
+        if self.native is not None and kind == "lmdb" and self._given_store is None:
+            path, opts = lmdb_location(loc)
+            return NativeEngine(self.native, path, durability=c.durability,
+                                batch_max_entries=c.batch_max_entries,
+                                batch_max_delay_ms=c.batch_max_delay_ms, **opts)
+        store = self._given_store or open_store(self.store_url, sync=True)
+        return Engine(store, durability=c.durability, batch_max_entries=c.batch_max_entries,
+                      batch_max_delay_ms=c.batch_max_delay_ms, inline=self._inline)
 
     @property
     def implementation(self) -> str:

@@ -32,6 +32,7 @@ __all__ = [
     "pack_meta",
     "unpack_meta",
     "apply_record",
+    "lmdb_location",
 ]
 
 #: Identity of an object: (cls_id, partition_id, object_id).
@@ -214,6 +215,24 @@ def parse_storage_url(url: str) -> tuple[str, str]:
     )
 
 
+def lmdb_location(location: str) -> tuple[str, dict[str, int]]:
+    """Split the location of an ``lmdb:`` URL into (directory, options).
+
+    Options follow ``?``: ``map_size`` (initial LMDB map, bytes) and ``max_map_size``
+    (largest the map may grow to, bytes), e.g. ``lmdb:./s?map_size=1048576``. Raises
+    :class:`ConfigError` for another option or a value that is not a positive integer.
+    """
+    path, _, query = location.partition("?")
+    opts: dict[str, int] = {}
+    for part in filter(None, query.split("&")):
+        name, _, value = part.partition("=")
+        if name not in ("map_size", "max_map_size") or not value.isdigit() or int(value) <= 0:
+            raise ConfigError(f"lmdb option {part!r} not understood: use map_size=<bytes> "
+                              "or max_map_size=<bytes>")
+        opts[name] = int(value)
+    return path, opts
+
+
 def open_store(url: str, *, sync: bool = True) -> Store:
     """Open the store named by a ``storage`` URL (see :func:`parse_storage_url`).
 
@@ -228,5 +247,6 @@ def open_store(url: str, *, sync: bool = True) -> Store:
     if kind == "lmdb":
         from .lmdb import LmdbStore
 
-        return LmdbStore(loc, sync=sync)
+        path, opts = lmdb_location(loc)
+        return LmdbStore(path, sync=sync, **opts)
     raise ConfigError(f"storage {url!r}: the Redis stores are not available in this version")

@@ -43,8 +43,10 @@ class LmdbStore:
     an environment of another format).
     """
 
-    def __init__(self, path: str, *, sync: bool = True, map_size: int = DEFAULT_MAP_SIZE) -> None:
+    def __init__(self, path: str, *, sync: bool = True, map_size: int = DEFAULT_MAP_SIZE,
+                 max_map_size: int = _MAX_MAP_SIZE) -> None:
         self.path = path
+        self.max_map_size = max(max_map_size, map_size)
         self.name = f"lmdb store at {path}"
         try:
             if os.path.exists(path) and not os.path.isdir(path):
@@ -69,6 +71,17 @@ class LmdbStore:
             raise StorageError(f"{self.name}: cannot open: {e}") from e
 
     def read(self, key: ObjectKey) -> StoredObject | None:
+        try:
+            return self._read(key)
+        except lmdb.MapResizedError:  # another process grew the map: adopt its size
+            self._env.set_mapsize(0)
+            return self._read(key)
+
+    def map_size(self) -> int:
+        """Current LMDB map size in bytes."""
+        return int(self._env.info()["map_size"])
+
+    def _read(self, key: ObjectKey) -> StoredObject | None:
         okey = object_key_bytes(key)
         prefix = okey + b"\x00"
         try:
@@ -83,6 +96,8 @@ class LmdbStore:
                         if not k.startswith(prefix):
                             break
                         entries[k[len(prefix):].decode()] = v
+        except lmdb.MapResizedError:
+            raise
         except lmdb.Error as e:
             raise StorageError(f"{self.name}: read of {key} failed: {e}") from e
         try:
@@ -97,14 +112,17 @@ class LmdbStore:
                 return self._write(records)
             except lmdb.MapFullError:
                 self._grow()
+            except lmdb.MapResizedError:  # another process grew the map: adopt its size
+                self._env.set_mapsize(0)
             except lmdb.Error as e:
                 raise StorageError(f"{self.name}: write of {len(records)} commits failed: "
                                    f"{e}") from e
 
     def _grow(self) -> None:
         size = self._env.info()["map_size"]
-        if size * 2 > _MAX_MAP_SIZE:
-            raise StorageError(f"{self.name}: the map is full at {size} bytes")
+        if size * 2 > self.max_map_size:
+            raise StorageError(f"{self.name}: the map is full at {size} bytes (MDB_MAP_FULL; "
+                               f"the limit is {self.max_map_size} bytes)")
         self._env.set_mapsize(size * 2)
 
     def _write(self, records: list[WriteRecord]) -> list[Exception | None]:

@@ -1,0 +1,196 @@
+"""Persistence benchmark: durable commits per second, calling-thread cost, mapped fields.
+
+Measures, in one process and one run:
+- durable commits/s (``durability="sync"``: each commit resolves after its batch's fsync)
+  of 1 KB objects (10 fields of 100 bytes, all rewritten per commit) with 1, 16 and 256
+  concurrent committers (asyncio tasks, one object each), native vs pure-Python engine;
+- the ceiling: the same bytes written straight into the store in fsynced batches of 1, 16
+  and 256 objects by Rust with no engine (``_native.raw_batched_writes``);
+- calling-thread time per ``commit_async()`` with ``durability="async"`` (the whole call:
+  encoding 10 fields plus handing the record to the engine), and of the engine's
+  ``submit`` alone;
+- a mapped field of ``--mapped-mib`` MiB (default 1024 = 1 GiB) summed with numpy through
+  the zero-copy view, vs reading the same file into memory and summing.
+
+Run: ``python -m benchmarks.persistence [--seconds S] [--mapped-mib N] [--json PATH]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from oaas_sdk import Mapped, OaasConfig, OaasObject, mapped, oaas
+from oaas_sdk import runtime as _rt
+from oaas_sdk.stores import WriteRecord
+
+
+@oaas.service("Rec", package="bench")
+class Rec(OaasObject):
+    f0: bytes = b""
+    f1: bytes = b""
+    f2: bytes = b""
+    f3: bytes = b""
+    f4: bytes = b""
+    f5: bytes = b""
+    f6: bytes = b""
+    f7: bytes = b""
+    f8: bytes = b""
+    f9: bytes = b""
+
+
+NAMES = [f"f{i}" for i in range(10)]
+
+
+def _configure(impl: str, path: Path, durability: str) -> None:
+    oaas.configure(OaasConfig(storage=f"lmdb:{path}", native="on" if impl == "native" else "off",
+                              durability=durability, batch_max_delay_ms=1.0))
+
+
+def durable_rate(impl: str, committers: int, seconds: float, base: Path) -> float:
+    """Durable commits per second with ``committers`` concurrent tasks."""
+    path = base / f"{impl}-{committers}"
+    _configure(impl, path, "sync")
+    objs = [Rec.create(obj_id=i) for i in range(committers)]
+
+    async def run() -> int:
+        await oaas.commit_all_async()
+        stop = time.perf_counter() + seconds
+        done = 0
+
+        async def worker(o: Rec) -> None:
+            nonlocal done
+            n = 0
+            while time.perf_counter() < stop:
+                n += 1
+                v = bytes([n % 256]) * 100
+                for name in NAMES:
+                    setattr(o, name, v)
+                await o.commit_async()
+                done += 1
+
+        await asyncio.gather(*(worker(o) for o in objs))
+        return done
+
+    t0 = time.perf_counter()
+    done = asyncio.run(run())
+    rate = done / (time.perf_counter() - t0)
+    oaas.configure(OaasConfig(mock_mode=True, native="off"))
+    return rate
+
+
+def raw_rate(batch: int, base: Path, seconds: float) -> float:
+    from oaas_sdk import _native
+
+    n = max(batch, int(batch * 40 if batch > 1 else 300))
+    elapsed = _native.raw_batched_writes(str(base / f"raw-{batch}"), n, 10, 100, batch)
+    return n / elapsed
+
+
+def calling_thread_us(impl: str, base: Path, n: int = 20000) -> dict[str, float]:
+    """Mean calling-thread time per commit_async() and per engine submit, durability=async."""
+    _configure(impl, base / f"async-{impl}", "async")
+    objs = [Rec.create(obj_id=i) for i in range(256)]
+
+    async def run() -> tuple[float, float]:
+        await oaas.commit_all_async()
+        spent = 0
+        for k in range(n):
+            o = objs[k % 256]
+            v = bytes([k % 256]) * 100
+            for name in NAMES:
+                setattr(o, name, v)
+            t = time.perf_counter_ns()
+            aw = o.commit_async()
+            spent += time.perf_counter_ns() - t
+            await aw
+        eng = _rt.current().engine
+        entries = {name: b"\xc4\x64" + b"x" * 100 for name in NAMES}
+        recs = [WriteRecord(("bench.Rec", 0, 10_000 + k), 0, dict(entries), time_ms=1)
+                for k in range(n)]
+        t = time.perf_counter_ns()
+        for r in recs:
+            eng.submit(r)
+        submit = (time.perf_counter_ns() - t) / n
+        eng.flush()
+        return spent / n / 1000, submit / 1000
+
+    commit_us, submit_us = asyncio.run(run())
+    oaas.configure(OaasConfig(mock_mode=True, native="off"))
+    return {"commit_async_us": round(commit_us, 2), "engine_submit_us": round(submit_us, 2)}
+
+
+def mapped_sum(mib: int, base: Path) -> dict[str, float]:
+    import numpy as np
+
+    n = mib * (1 << 20) // 4
+
+    @oaas.service("Big", package="bench")
+    class Big(OaasObject):
+        data: Mapped = mapped(shape=(n,), dtype="float32")
+
+    _configure("native", base / "mapped", "sync")
+    b = Big.create(obj_id=1)
+    t = time.perf_counter()
+    b.data[:] = 1.0
+    b.commit()
+    fill = time.perf_counter() - t
+    path = base / "mapped"
+    from oaas_sdk.mapped import mapped_path
+
+    fpath = mapped_path(b, "data")
+    oaas.configure(OaasConfig(mock_mode=True, native="off"))
+    _configure("native", path, "sync")
+    t = time.perf_counter()
+    b2 = Big.load(1)
+    s1 = float(b2.data.sum(dtype=np.float64))
+    t_map = time.perf_counter() - t
+    t = time.perf_counter()
+    arr = np.fromfile(str(fpath), dtype="float32")
+    s2 = float(arr.sum(dtype=np.float64))
+    t_read = time.perf_counter() - t
+    assert s1 == s2 == float(n)
+    del arr
+    oaas.configure(OaasConfig(mock_mode=True, native="off"))
+    return {"mib": mib, "fill_and_commit_s": round(fill, 3),
+            "open_and_sum_mapped_s": round(t_map, 3),
+            "read_into_memory_and_sum_s": round(t_read, 3)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seconds", type=float, default=2.0, help="per durable-rate point")
+    ap.add_argument("--mapped-mib", type=int, default=1024)
+    ap.add_argument("--json", type=str, default=None)
+    a = ap.parse_args()
+    out: dict[str, Any] = {"python": platform.python_version(), "cpus": os.cpu_count()}
+    with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_DIR")) as d:
+        base = Path(d)
+        rates: dict[str, dict[int, float]] = {"python": {}, "native": {}, "raw": {}}
+        for c in (1, 16, 256):
+            for impl in ("python", "native"):
+                rates[impl][c] = round(durable_rate(impl, c, a.seconds, base), 1)
+            rates["raw"][c] = round(raw_rate(c, base, a.seconds), 1)
+            print(f"committers={c:>3}: python {rates['python'][c]:>9.1f}/s  native "
+                  f"{rates['native'][c]:>9.1f}/s  raw ceiling {rates['raw'][c]:>9.1f}/s  "
+                  f"native/python {rates['native'][c] / rates['python'][c]:.2f}x  "
+                  f"native/raw {rates['native'][c] / rates['raw'][c]:.2f}", flush=True)
+        out["durable_commits_per_s"] = rates
+        out["calling_thread"] = {i: calling_thread_us(i, base) for i in ("python", "native")}
+        print("calling thread per commit_async (durability=async):", out["calling_thread"],
+              flush=True)
+        out["mapped"] = mapped_sum(a.mapped_mib, base)
+        print("mapped field:", out["mapped"], flush=True)
+    if a.json:
+        Path(a.json).write_text(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()

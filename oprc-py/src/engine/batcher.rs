@@ -1,0 +1,499 @@
+//! The write path: commit tickets, the batcher (a channel into one persister thread) and
+//! group commit into the store. No pyo3: Python waits on a [`Ticket`] from the binding layer.
+//!
+//! A commit is queued as a [`WriteRecord`] plus a [`Ticket`]. The persister takes records
+//! off the channel, closes a batch at `batch_max_entries` entries or `batch_max_delay`
+//! after the batch's first record (or at a flush marker), and writes the batch in one
+//! transaction. Each ticket then completes with its own outcome. Until written, a record
+//! stays in the pending overlay so reads see every acknowledged commit (read-your-writes).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+
+use super::layout::{StoredObject, WriteRecord};
+use super::store::{LmdbStore, StoreError};
+
+/// How one commit ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Written,
+    /// The version check refused the commit; the message names the object.
+    Conflict(String),
+    /// The store failed; the message names the store and why.
+    Storage(String),
+}
+
+#[derive(Default)]
+struct TicketInner {
+    state: Mutex<Option<Outcome>>,
+    cv: Condvar,
+    notify: tokio::sync::Notify,
+}
+
+/// Completion of one submitted commit (or of a flush marker). Cheap to clone.
+#[derive(Clone, Default)]
+pub struct Ticket(Arc<TicketInner>);
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Ticket {
+    pub fn new() -> Ticket {
+        Ticket::default()
+    }
+
+    /// A ticket already completed with `outcome`.
+    pub fn completed(outcome: Outcome) -> Ticket {
+        let t = Ticket::new();
+        *lock(&t.0.state) = Some(outcome);
+        t
+    }
+
+    /// Complete once; later calls are ignored.
+    pub fn complete(&self, outcome: Outcome) {
+        {
+            let mut s = lock(&self.0.state);
+            if s.is_some() {
+                return;
+            }
+            *s = Some(outcome);
+        }
+        self.0.cv.notify_all();
+        self.0.notify.notify_waiters();
+    }
+
+    pub fn outcome(&self) -> Option<Outcome> {
+        lock(&self.0.state).clone()
+    }
+
+    /// Block the calling thread until done (the binding releases the GIL around this).
+    pub fn wait(&self, timeout: Option<Duration>) -> Option<Outcome> {
+        let mut s = lock(&self.0.state);
+        let deadline = timeout.map(|t| Instant::now() + t);
+        while s.is_none() {
+            match deadline {
+                None => s = self.0.cv.wait(s).unwrap_or_else(|p| p.into_inner()),
+                Some(d) => {
+                    let left = d.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return None;
+                    }
+                    s = self
+                        .0
+                        .cv
+                        .wait_timeout(s, left)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0;
+                }
+            }
+        }
+        s.clone()
+    }
+
+    /// Resolve when done, without blocking a thread.
+    pub async fn done(&self) -> Outcome {
+        loop {
+            let notified = self.0.notify.notified();
+            if let Some(o) = self.outcome() {
+                return o;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// Settings of an engine.
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    /// `true`: a ticket completes when its batch is durable; `false`: once queued.
+    pub durable: bool,
+    pub batch_max_entries: usize,
+    pub batch_max_delay: Duration,
+}
+
+enum Msg {
+    Commit(Arc<WriteRecord>, Ticket, Instant),
+    Flush(Ticket),
+    Stop,
+}
+
+/// Counters reported by `stats()`.
+#[derive(Clone, Debug, Default)]
+pub struct Stats {
+    pub commits: u64,
+    pub failed_commits: u64,
+    pub entries_written: u64,
+    pub bytes_written: u64,
+    pub batches: u64,
+    pub records_in_batches: u64,
+    pub latencies_us: VecDeque<f64>,
+    pub last_error: Option<String>,
+}
+
+const LATENCY_WINDOW: usize = 8192;
+
+struct Shared {
+    store: LmdbStore,
+    pending: Mutex<HashMap<Vec<u8>, Vec<Arc<WriteRecord>>>>,
+    stats: Mutex<Stats>,
+    depth: AtomicI64,
+}
+
+/// Batches commits from every object and persists them on a background thread.
+pub struct Engine {
+    cfg: EngineConfig,
+    shared: Arc<Shared>,
+    tx: Sender<Msg>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+    closed: AtomicBool,
+    pid: u32,
+}
+
+impl Engine {
+    /// Start an engine over `store`: spawns the persister thread.
+    pub fn start(store: LmdbStore, cfg: EngineConfig) -> Result<Engine, StoreError> {
+        let shared = Arc::new(Shared {
+            store,
+            pending: Mutex::new(HashMap::new()),
+            stats: Mutex::new(Stats::default()),
+            depth: AtomicI64::new(0),
+        });
+        let (tx, rx) = crossbeam_channel::unbounded();
+        let sh = Arc::clone(&shared);
+        let c = cfg.clone();
+        let thread = std::thread::Builder::new()
+            .name("oaas-persister".into())
+            .spawn(move || persister(sh, rx, c))
+            .map_err(|e| StoreError(format!("cannot start the persister thread: {e}")))?;
+        Ok(Engine {
+            cfg,
+            shared,
+            tx,
+            thread: Mutex::new(Some(thread)),
+            closed: AtomicBool::new(false),
+            pid: std::process::id(),
+        })
+    }
+
+    pub fn store(&self) -> &LmdbStore {
+        &self.shared.store
+    }
+
+    /// Whether this process is the one that started the engine (false in a forked child,
+    /// where the persister thread does not exist).
+    pub fn is_owner(&self) -> bool {
+        self.pid == std::process::id()
+    }
+
+    fn check_usable(&self) -> Result<(), StoreError> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(StoreError(format!(
+                "{}: the engine is closed",
+                self.shared.store.name
+            )));
+        }
+        if !self.is_owner() {
+            return Err(StoreError(format!(
+                "{}: the engine belongs to the parent process (fork); configure again",
+                self.shared.store.name
+            )));
+        }
+        Ok(())
+    }
+
+    /// Queue one commit; its ticket completes per `durable`.
+    pub fn submit(&self, record: WriteRecord) -> Result<Ticket, StoreError> {
+        self.check_usable()?;
+        let record = Arc::new(record);
+        lock(&self.shared.pending)
+            .entry(record.object_key.clone())
+            .or_default()
+            .push(Arc::clone(&record));
+        self.shared.depth.fetch_add(1, Ordering::Relaxed);
+        let ticket = Ticket::new();
+        let ack = if self.cfg.durable {
+            ticket.clone()
+        } else {
+            Ticket::completed(Outcome::Written)
+        };
+        if self
+            .tx
+            .send(Msg::Commit(record, ticket, Instant::now()))
+            .is_err()
+        {
+            return Err(StoreError(format!(
+                "{}: the persister stopped",
+                self.shared.store.name
+            )));
+        }
+        Ok(ack)
+    }
+
+    /// The object as committed through this engine: store state plus pending commits.
+    pub fn read(
+        &self,
+        object_key: &[u8],
+        what: &dyn std::fmt::Display,
+    ) -> Result<Option<StoredObject>, StoreError> {
+        let mut stored = self.shared.store.read(object_key, what)?;
+        let pending: Vec<Arc<WriteRecord>> = lock(&self.shared.pending)
+            .get(object_key)
+            .cloned()
+            .unwrap_or_default();
+        for r in pending {
+            let found = stored.as_ref().map_or(0, |s| s.meta.version);
+            if found != r.expected_version {
+                continue; // already in `stored`, or bound to conflict
+            }
+            if r.delete_object {
+                stored = None;
+            } else if let Some(s) = stored.as_mut() {
+                s.apply(&r);
+            } else {
+                stored = Some(StoredObject {
+                    meta: super::layout::Meta {
+                        version: 1,
+                        created_ms: r.time_ms,
+                        updated_ms: r.time_ms,
+                    },
+                    entries: r.entries.clone(),
+                });
+            }
+        }
+        Ok(stored)
+    }
+
+    /// A ticket that completes once every commit submitted so far is written (or failed).
+    pub fn flush_ticket(&self) -> Ticket {
+        let t = Ticket::new();
+        if !self.is_owner() || self.tx.send(Msg::Flush(t.clone())).is_err() {
+            t.complete(Outcome::Written);
+        }
+        t
+    }
+
+    /// Write everything queued, then stop the persister. Idempotent.
+    pub fn close(&self) {
+        if self.closed.swap(true, Ordering::AcqRel) || !self.is_owner() {
+            return;
+        }
+        let _ = self.tx.send(Msg::Stop);
+        if let Some(h) = lock(&self.thread).take() {
+            let _ = h.join();
+        }
+    }
+
+    pub fn stats(&self) -> (Stats, i64) {
+        (
+            lock(&self.shared.stats).clone(),
+            self.shared.depth.load(Ordering::Relaxed),
+        )
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        if self.is_owner() {
+            self.close();
+        }
+    }
+}
+
+fn persister(sh: Arc<Shared>, rx: Receiver<Msg>, cfg: EngineConfig) {
+    let mut stop = false;
+    while !stop {
+        let first = match rx.recv() {
+            Ok(Msg::Stop) | Err(_) => break,
+            Ok(m) => m,
+        };
+        let mut batch: Vec<(Arc<WriteRecord>, Ticket, Instant)> = Vec::new();
+        let mut markers: Vec<Ticket> = Vec::new();
+        let mut n = 0usize;
+        match first {
+            Msg::Commit(r, t, at) => {
+                n += r.entries.len();
+                batch.push((r, t, at));
+                let deadline = Instant::now() + cfg.batch_max_delay;
+                while n < cfg.batch_max_entries {
+                    match rx.recv_deadline(deadline) {
+                        Ok(Msg::Commit(r, t, at)) => {
+                            n += r.entries.len();
+                            batch.push((r, t, at));
+                        }
+                        Ok(Msg::Flush(t)) => {
+                            markers.push(t);
+                            break;
+                        }
+                        Ok(Msg::Stop) => {
+                            stop = true;
+                            break;
+                        }
+                        Err(RecvTimeoutError::Timeout) => break,
+                        Err(RecvTimeoutError::Disconnected) => {
+                            stop = true;
+                            break;
+                        }
+                    }
+                }
+            }
+            Msg::Flush(t) => markers.push(t),
+            Msg::Stop => stop = true,
+        }
+        write_batch(&sh, batch);
+        for m in markers {
+            m.complete(Outcome::Written);
+        }
+    }
+    // Stop arrives after every earlier message: anything still queued came later.
+    while let Ok(m) = rx.try_recv() {
+        match m {
+            Msg::Commit(r, t, at) => write_batch(&sh, vec![(r, t, at)]),
+            Msg::Flush(t) => t.complete(Outcome::Written),
+            Msg::Stop => {}
+        }
+    }
+}
+
+fn write_batch(sh: &Shared, batch: Vec<(Arc<WriteRecord>, Ticket, Instant)>) {
+    if batch.is_empty() {
+        return;
+    }
+    let records: Vec<&WriteRecord> = batch.iter().map(|(r, _, _)| r.as_ref()).collect();
+    let results: Vec<Outcome> = match sh.store.write_batch(&records) {
+        Ok(rs) => rs
+            .into_iter()
+            .map(|r| match r {
+                Ok(()) => Outcome::Written,
+                Err(m) => Outcome::Conflict(m),
+            })
+            .collect(),
+        Err(e) => vec![Outcome::Storage(e.0); batch.len()],
+    };
+    {
+        let mut pending = lock(&sh.pending);
+        for (r, _, _) in &batch {
+            if let Some(list) = pending.get_mut(&r.object_key) {
+                if let Some(i) = list.iter().position(|x| Arc::ptr_eq(x, r)) {
+                    list.remove(i);
+                }
+                if list.is_empty() {
+                    pending.remove(&r.object_key);
+                }
+            }
+        }
+    }
+    sh.depth.fetch_sub(batch.len() as i64, Ordering::Relaxed);
+    let now = Instant::now();
+    {
+        let mut st = lock(&sh.stats);
+        st.batches += 1;
+        st.records_in_batches += batch.len() as u64;
+        for ((r, _, at), res) in batch.iter().zip(&results) {
+            match res {
+                Outcome::Written => {
+                    st.commits += 1;
+                    st.entries_written += r.entries.len() as u64;
+                    st.bytes_written += r.nbytes() as u64;
+                    if st.latencies_us.len() == LATENCY_WINDOW {
+                        st.latencies_us.pop_front();
+                    }
+                    st.latencies_us
+                        .push_back(now.duration_since(*at).as_secs_f64() * 1e6);
+                }
+                Outcome::Conflict(m) | Outcome::Storage(m) => {
+                    st.failed_commits += 1;
+                    st.last_error = Some(m.clone());
+                }
+            }
+        }
+    }
+    for ((_, t, _), res) in batch.into_iter().zip(results) {
+        t.complete(res);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::layout::{Identity, ObjectId};
+
+    fn rec(oid: u64, expected: u64, v: &[u8]) -> WriteRecord {
+        let id = Identity {
+            cls_id: "t.C".into(),
+            partition_id: 0,
+            object_id: ObjectId::Num(oid),
+        };
+        let mut r = WriteRecord::new(id, expected, 5);
+        r.entries = vec![("x".into(), v.to_vec())];
+        r
+    }
+
+    fn engine(dir: &std::path::Path, durable: bool) -> Engine {
+        let store = LmdbStore::open(dir, 1 << 20, 1 << 24).expect("open");
+        let cfg = EngineConfig {
+            durable,
+            batch_max_entries: 64,
+            batch_max_delay: Duration::from_millis(2),
+        };
+        Engine::start(store, cfg).expect("start")
+    }
+
+    #[test]
+    fn concurrent_commits_share_batches_and_conflicts_stay_per_record() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let e = Arc::new(engine(dir.path(), true));
+        let handles: Vec<_> = (0..8u64)
+            .map(|i| {
+                let e = Arc::clone(&e);
+                std::thread::spawn(move || {
+                    for v in 0..20u64 {
+                        let t = e.submit(rec(i, v, &v.to_be_bytes())).expect("submit");
+                        assert_eq!(t.wait(None), Some(Outcome::Written));
+                    }
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().expect("join");
+        }
+        let stale = e.submit(rec(0, 3, b"stale")).expect("submit");
+        assert!(matches!(stale.wait(None), Some(Outcome::Conflict(m)) if m.contains("t.C/0/0")));
+        let (st, depth) = e.stats();
+        assert_eq!((st.commits, st.failed_commits, depth), (160, 1, 0));
+        let got = e
+            .read(&rec(3, 0, b"").object_key, &"o")
+            .expect("read")
+            .expect("present");
+        assert_eq!(got.meta.version, 20);
+    }
+
+    #[test]
+    fn write_back_reads_its_own_writes_and_close_flushes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let e = engine(dir.path(), false);
+            for v in 0..50u64 {
+                let t = e.submit(rec(1, v, &v.to_be_bytes())).expect("submit");
+                assert_eq!(t.outcome(), Some(Outcome::Written));
+                let seen = e
+                    .read(&rec(1, 0, b"").object_key, &"o")
+                    .expect("read")
+                    .expect("present");
+                assert_eq!(seen.meta.version, v + 1);
+            }
+            e.close();
+        }
+        let e = engine(dir.path(), true);
+        let got = e
+            .read(&rec(1, 0, b"").object_key, &"o")
+            .expect("read")
+            .expect("present");
+        assert_eq!(got.entries[0].1, 49u64.to_be_bytes().to_vec());
+    }
+}

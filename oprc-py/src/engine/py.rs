@@ -1,0 +1,517 @@
+//! Python bindings of the engine: `oaas_sdk._native.Engine`, `Ticket`, `MappedFile` and
+//! `raw_batched_writes`. Thin: convert arguments once, release the GIL around every
+//! blocking call, map errors to `oaas_sdk.errors`.
+
+use std::cell::OnceCell;
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use pyo3::exceptions::{PyTimeoutError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyList};
+use pyo3_async_runtimes::generic::{ContextExt, Runtime as AsyncRuntime};
+use pyo3_async_runtimes::TaskLocals;
+
+use super::batcher::{Engine, EngineConfig, Outcome, Ticket};
+use super::layout::{Identity, ObjectId, WriteRecord};
+use super::mapped::MappedFile;
+use super::store::{LmdbStore, StoreError, DEFAULT_MAP_SIZE, DEFAULT_MAX_MAP_SIZE};
+
+pyo3::import_exception!(oaas_sdk.errors, StorageError);
+pyo3::import_exception!(oaas_sdk.errors, ConflictError);
+
+fn storage_err(e: StoreError) -> PyErr {
+    StorageError::new_err(e.0)
+}
+
+fn outcome_err(o: &Outcome) -> Option<PyErr> {
+    match o {
+        Outcome::Written => None,
+        Outcome::Conflict(m) => Some(ConflictError::new_err(m.clone())),
+        Outcome::Storage(m) => Some(StorageError::new_err(m.clone())),
+    }
+}
+
+// --- pyo3-async-runtimes over the engine's fork-aware runtime --------------------------
+
+struct EngineRuntime;
+
+tokio::task_local! {
+    static TASK_LOCALS: OnceCell<TaskLocals>;
+}
+
+fn runtime_handle() -> tokio::runtime::Handle {
+    match super::runtime::handle() {
+        Ok(h) => h,
+        // Without threads nothing here can work; the process is out of resources.
+        Err(e) => panic!("oaas_sdk: cannot start the engine runtime: {e}"),
+    }
+}
+
+impl AsyncRuntime for EngineRuntime {
+    type JoinError = tokio::task::JoinError;
+    type JoinHandle = tokio::task::JoinHandle<()>;
+
+    fn spawn<F>(fut: F) -> Self::JoinHandle
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        runtime_handle().spawn(fut)
+    }
+
+    fn spawn_blocking<F>(f: F) -> Self::JoinHandle
+    where
+        F: FnOnce() + Send + 'static,
+    {
+        runtime_handle().spawn_blocking(f)
+    }
+}
+
+impl ContextExt for EngineRuntime {
+    fn scope<F, R>(locals: TaskLocals, fut: F) -> Pin<Box<dyn Future<Output = R> + Send>>
+    where
+        F: Future<Output = R> + Send + 'static,
+    {
+        let cell = OnceCell::new();
+        let _ = cell.set(locals);
+        Box::pin(TASK_LOCALS.scope(cell, fut))
+    }
+
+    fn get_task_locals() -> Option<TaskLocals> {
+        TASK_LOCALS
+            .try_with(|c| c.get().cloned())
+            .unwrap_or_default()
+    }
+}
+
+// --- Ticket --------------------------------------------------------------------------
+
+/// Completion of one commit submitted to the native engine.
+#[pyclass(name = "Ticket", module = "oaas_sdk._native", frozen)]
+pub struct PyTicket {
+    ticket: Ticket,
+}
+
+#[pymethods]
+impl PyTicket {
+    /// Whether the commit has completed (written, refused or failed).
+    fn done(&self) -> bool {
+        self.ticket.outcome().is_some()
+    }
+
+    /// The commit's error (`ConflictError` or `StorageError`), or `None`.
+    #[getter]
+    fn error(&self, py: Python<'_>) -> Option<Py<PyAny>> {
+        let o = self.ticket.outcome()?;
+        outcome_err(&o).map(|e| e.into_value(py).into_any())
+    }
+
+    /// Block until done, with the GIL released; raise the commit's error.
+    ///
+    /// `timeout` in seconds; `TimeoutError` when it passes first.
+    #[pyo3(signature = (timeout=None))]
+    fn wait(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<()> {
+        let t = self.ticket.clone();
+        let limit = timeout.map(|s| Duration::from_secs_f64(s.max(0.0)));
+        match py.detach(move || t.wait(limit)) {
+            None => Err(PyTimeoutError::new_err("commit did not complete in time")),
+            Some(o) => outcome_err(&o).map_or(Ok(()), Err),
+        }
+    }
+
+    /// An awaitable that resolves on the running event loop when the commit completes
+    /// (a Rust future, through pyo3-async-runtimes); raises the commit's error.
+    fn awaitable<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let t = self.ticket.clone();
+        // Resolves to None (`Option<()>::None`; `()` itself would become an empty tuple).
+        pyo3_async_runtimes::generic::future_into_py::<EngineRuntime, _, Option<()>>(
+            py,
+            async move {
+                let o = t.done().await;
+                outcome_err(&o).map_or(Ok(None), Err)
+            },
+        )
+    }
+}
+
+// --- Engine --------------------------------------------------------------------------
+
+#[derive(FromPyObject)]
+enum PyObjectId {
+    Num(u64),
+    Str(String),
+}
+
+impl From<PyObjectId> for ObjectId {
+    fn from(o: PyObjectId) -> ObjectId {
+        match o {
+            PyObjectId::Num(n) => ObjectId::Num(n),
+            PyObjectId::Str(s) => ObjectId::Str(s),
+        }
+    }
+}
+
+/// The native engine over an LMDB store: batcher, persister (group commit), reads.
+///
+/// `path`: directory of the LMDB environment (created when missing; layout in
+/// docs/format.md). `durability`: `"sync"` (a ticket completes once its batch is fsynced)
+/// or `"async"` (once queued). `batch_max_entries` (count) and `batch_max_delay_ms` (ms)
+/// close a batch. `map_size` / `max_map_size`: initial and largest LMDB map, in bytes.
+/// Raises `StorageError` when the store cannot be opened.
+#[pyclass(name = "Engine", module = "oaas_sdk._native", frozen)]
+pub struct PyEngine {
+    inner: RwLock<Option<Arc<Engine>>>,
+    name: String,
+}
+
+impl PyEngine {
+    fn engine(&self) -> PyResult<Arc<Engine>> {
+        match &*self.inner.read().unwrap_or_else(|p| p.into_inner()) {
+            Some(e) => Ok(Arc::clone(e)),
+            None => Err(StorageError::new_err(format!(
+                "{}: the engine is closed",
+                self.name
+            ))),
+        }
+    }
+}
+
+#[pymethods]
+impl PyEngine {
+    #[new]
+    #[pyo3(signature = (path, *, durability="sync", batch_max_entries=4096, batch_max_delay_ms=2.0,
+                        map_size=DEFAULT_MAP_SIZE, max_map_size=DEFAULT_MAX_MAP_SIZE))]
+    fn new(
+        py: Python<'_>,
+        path: PathBuf,
+        durability: &str,
+        batch_max_entries: usize,
+        batch_max_delay_ms: f64,
+        map_size: usize,
+        max_map_size: usize,
+    ) -> PyResult<Self> {
+        let durable = match durability {
+            "sync" => true,
+            "async" => false,
+            other => {
+                return Err(PyValueError::new_err(format!(
+                    "durability must be 'sync' or 'async', not {other:?}"
+                )))
+            }
+        };
+        if !batch_max_delay_ms.is_finite() || batch_max_delay_ms < 0.0 {
+            return Err(PyValueError::new_err("batch_max_delay_ms must be >= 0"));
+        }
+        let cfg = EngineConfig {
+            durable,
+            batch_max_entries: batch_max_entries.max(1),
+            batch_max_delay: Duration::from_secs_f64(batch_max_delay_ms / 1000.0),
+        };
+        let engine = py
+            .detach(move || {
+                let store = LmdbStore::open(&path, map_size, max_map_size.max(map_size))?;
+                Engine::start(store, cfg)
+            })
+            .map_err(storage_err)?;
+        let name = engine.store().name.clone();
+        Ok(PyEngine {
+            inner: RwLock::new(Some(Arc::new(engine))),
+            name,
+        })
+    }
+
+    /// Name of the store for messages, e.g. `"lmdb store at ./.oaas"`.
+    #[getter]
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Queue one commit of object `(cls_id, partition_id, object_id)`.
+    ///
+    /// `expected_version`: the version the writer saw (0: must not exist); `entries`:
+    /// field name -> codec bytes; `deletes`: entries to remove; `delete_object`: remove
+    /// the object; `time_ms`: commit time, ms since the Unix epoch. Returns a `Ticket`;
+    /// raises `StorageError` when the engine is closed.
+    #[allow(clippy::too_many_arguments)]
+    #[pyo3(signature = (cls_id, partition_id, object_id, expected_version, entries, deletes=Vec::new(), delete_object=false, time_ms=0))]
+    fn submit(
+        &self,
+        cls_id: String,
+        partition_id: u32,
+        object_id: PyObjectId,
+        expected_version: u64,
+        entries: &Bound<'_, PyDict>,
+        deletes: Vec<String>,
+        delete_object: bool,
+        time_ms: i64,
+    ) -> PyResult<PyTicket> {
+        let engine = self.engine()?;
+        let identity = Identity {
+            cls_id,
+            partition_id,
+            object_id: object_id.into(),
+        };
+        let mut record = WriteRecord::new(identity, expected_version, time_ms);
+        record.entries.reserve(entries.len());
+        for (k, v) in entries.iter() {
+            let name: String = k.extract()?;
+            let value = v.cast::<PyBytes>()?.as_bytes().to_vec();
+            record.entries.push((name, value));
+        }
+        record.deletes = deletes;
+        record.delete_object = delete_object;
+        let ticket = engine.submit(record).map_err(storage_err)?;
+        Ok(PyTicket { ticket })
+    }
+
+    /// The object as committed through this engine, or `None`: a tuple
+    /// `(version, created_ms, updated_ms, {field: bytes})`. The store is read with the GIL
+    /// released. Raises `StorageError` when the read fails.
+    #[allow(clippy::type_complexity)]
+    fn read<'py>(
+        &self,
+        py: Python<'py>,
+        cls_id: String,
+        partition_id: u32,
+        object_id: PyObjectId,
+    ) -> PyResult<Option<(u64, i64, i64, Bound<'py, PyDict>)>> {
+        let engine = self.engine()?;
+        let identity = Identity {
+            cls_id,
+            partition_id,
+            object_id: object_id.into(),
+        };
+        let key = identity.object_key();
+        let found = py
+            .detach(|| engine.read(&key, &identity))
+            .map_err(storage_err)?;
+        let Some(obj) = found else { return Ok(None) };
+        let d = PyDict::new(py);
+        for (name, value) in obj.entries {
+            d.set_item(name, PyBytes::new(py, &value))?;
+        }
+        Ok(Some((
+            obj.meta.version,
+            obj.meta.created_ms,
+            obj.meta.updated_ms,
+            d,
+        )))
+    }
+
+    /// Object keys (bytes, layout of docs/format.md) of stored objects starting with `prefix`.
+    fn scan<'py>(&self, py: Python<'py>, prefix: Vec<u8>) -> PyResult<Bound<'py, PyList>> {
+        let engine = self.engine()?;
+        let keys = py
+            .detach(|| engine.store().scan(&prefix))
+            .map_err(storage_err)?;
+        PyList::new(py, keys.iter().map(|k| PyBytes::new(py, k)))
+    }
+
+    /// Block (GIL released) until every commit submitted so far is written or failed.
+    #[pyo3(signature = (timeout=None))]
+    fn flush(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<()> {
+        let Ok(engine) = self.engine() else {
+            return Ok(());
+        };
+        let t = engine.flush_ticket();
+        let limit = timeout.map(|s| Duration::from_secs_f64(s.max(0.0)));
+        match py.detach(move || t.wait(limit)) {
+            Some(_) => Ok(()),
+            None => Err(PyTimeoutError::new_err("flush did not complete in time")),
+        }
+    }
+
+    /// Write everything queued, stop the persister and close the store. Idempotent.
+    fn close(&self, py: Python<'_>) {
+        let taken = self.inner.write().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(engine) = taken {
+            py.detach(move || {
+                engine.close();
+                drop(engine);
+            });
+        }
+    }
+
+    /// Current LMDB map size in bytes (0 when closed).
+    fn map_size(&self) -> usize {
+        self.engine().map(|e| e.store().map_size()).unwrap_or(0)
+    }
+
+    /// Counters, as `oaas.stats()` reports them (see `oaas_sdk.engine.Engine.stats`).
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let d = PyDict::new(py);
+        let (st, depth) = match self.engine() {
+            Ok(e) => e.stats(),
+            Err(_) => Default::default(),
+        };
+        let mut lat: Vec<f64> = st.latencies_us.iter().copied().collect();
+        lat.sort_by(f64::total_cmp);
+        let pct = |p: f64| -> f64 {
+            if lat.is_empty() {
+                return 0.0;
+            }
+            let i = ((p * lat.len() as f64) as usize).min(lat.len() - 1);
+            (lat[i] * 10.0).round() / 10.0
+        };
+        d.set_item("commits", st.commits)?;
+        d.set_item("failed_commits", st.failed_commits)?;
+        d.set_item("entries_written", st.entries_written)?;
+        d.set_item("bytes_written", st.bytes_written)?;
+        d.set_item("batches", st.batches)?;
+        let mean = if st.batches > 0 {
+            st.records_in_batches as f64 / st.batches as f64
+        } else {
+            0.0
+        };
+        d.set_item("mean_batch_size", mean)?;
+        d.set_item("persist_latency_p50_us", pct(0.50))?;
+        d.set_item("persist_latency_p99_us", pct(0.99))?;
+        d.set_item("queue_depth", depth)?;
+        Ok(d)
+    }
+}
+
+impl Drop for PyEngine {
+    fn drop(&mut self) {
+        // In a forked child the engine's thread and LMDB handles belong to the parent:
+        // leave them alone (leak) rather than close or join them.
+        let taken = self
+            .inner
+            .get_mut()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(engine) = taken {
+            if !engine.is_owner() {
+                std::mem::forget(engine);
+            }
+        }
+    }
+}
+
+// --- raw ceiling for the benchmark ---------------------------------------------------
+
+/// Benchmark ceiling: write `n_objects` objects of `n_fields` entries of `value_len` bytes
+/// each straight into a store at `path`, `batch` objects per fsynced transaction, with no
+/// engine around it. Returns the elapsed seconds (GIL released meanwhile).
+#[pyfunction]
+#[pyo3(signature = (path, n_objects, n_fields=10, value_len=100, batch=256))]
+fn raw_batched_writes(
+    py: Python<'_>,
+    path: PathBuf,
+    n_objects: u64,
+    n_fields: usize,
+    value_len: usize,
+    batch: usize,
+) -> PyResult<f64> {
+    py.detach(move || {
+        super::raw::batched_writes(&path, n_objects, n_fields, value_len, batch.max(1))
+    })
+    .map_err(storage_err)
+}
+
+// --- mapped files --------------------------------------------------------------------
+
+/// A file mapped into memory (memmap2), writable, exposed through the buffer protocol.
+///
+/// `MappedFile(path, size)` creates the file when missing and sizes it to `size` bytes
+/// (an existing file of another size is refused with `ValueError`). `memoryview(m)` and
+/// `numpy.frombuffer(m, ...)` are zero-copy views of the mapping; `flush()` writes dirty
+/// pages to disk (msync) with the GIL released. Raises `StorageError` when the file cannot
+/// be created, sized or mapped.
+#[pyclass(name = "MappedFile", module = "oaas_sdk._native")]
+pub struct PyMappedFile {
+    file: Option<MappedFile>,
+    exports: usize,
+}
+
+impl PyMappedFile {
+    fn get(&self) -> PyResult<&MappedFile> {
+        self.file
+            .as_ref()
+            .ok_or_else(|| PyValueError::new_err("the mapped file is closed"))
+    }
+}
+
+#[pymethods]
+impl PyMappedFile {
+    #[new]
+    fn new(py: Python<'_>, path: PathBuf, size: usize) -> PyResult<Self> {
+        let file = py
+            .detach(move || MappedFile::open(&path, size))
+            .map_err(|e| match e {
+                super::mapped::MapError::SizeMismatch(m) => PyValueError::new_err(m),
+                super::mapped::MapError::Io(m) => StorageError::new_err(m),
+            })?;
+        Ok(PyMappedFile {
+            file: Some(file),
+            exports: 0,
+        })
+    }
+
+    /// Size of the mapping in bytes.
+    fn __len__(&self) -> PyResult<usize> {
+        Ok(self.get()?.len())
+    }
+
+    /// Write dirty pages of the mapping to the file and wait for the disk (msync).
+    fn flush(&self, py: Python<'_>) -> PyResult<()> {
+        let f = self.get()?;
+        py.detach(|| f.flush()).map_err(StorageError::new_err)
+    }
+
+    /// Unmap. Refused with `BufferError` while views of the mapping exist.
+    fn close(&mut self) -> PyResult<()> {
+        if self.exports > 0 {
+            return Err(pyo3::exceptions::PyBufferError::new_err(
+                "cannot close a mapped file while views of it exist",
+            ));
+        }
+        self.file = None;
+        Ok(())
+    }
+
+    /// Buffer protocol: a writable, contiguous, byte-format view of the whole mapping.
+    ///
+    /// # Safety
+    /// Called by CPython with a valid `view` pointer, per the buffer protocol.
+    unsafe fn __getbuffer__(
+        mut slf: PyRefMut<'_, Self>,
+        view: *mut pyo3::ffi::Py_buffer,
+        flags: std::os::raw::c_int,
+    ) -> PyResult<()> {
+        let (ptr, len) = {
+            let f = slf.get()?;
+            (f.as_ptr(), f.len())
+        };
+        let obj = slf.as_ptr();
+        // SAFETY: `view` is valid per the buffer protocol; `ptr..ptr+len` is a live,
+        // writable mapping owned by this object, which stays mapped while `exports > 0`
+        // (close() refuses then, and the buffer holds a reference to this object).
+        unsafe {
+            let rc = pyo3::ffi::PyBuffer_FillInfo(view, obj, ptr.cast(), len as isize, 0, flags);
+            if rc != 0 {
+                return Err(PyErr::fetch(slf.py()));
+            }
+        }
+        slf.exports += 1;
+        Ok(())
+    }
+
+    /// # Safety
+    /// Called by CPython when a view obtained from `__getbuffer__` is released.
+    unsafe fn __releasebuffer__(mut slf: PyRefMut<'_, Self>, _view: *mut pyo3::ffi::Py_buffer) {
+        slf.exports = slf.exports.saturating_sub(1);
+    }
+}
+
+/// Register the engine's Python-facing items on the extension module.
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<PyEngine>()?;
+    m.add_class::<PyTicket>()?;
+    m.add_class::<PyMappedFile>()?;
+    m.add_function(wrap_pyfunction!(raw_batched_writes, m)?)?;
+    Ok(())
+}
