@@ -609,18 +609,22 @@ class OaasObject:
             return _failed(e)
         if record is None:
             return _DONE
-        rt = self._oaas_rt
-        try:
-            ticket = rt.engine.submit(record)
-        except BaseException as e:
-            return _failed(e)
-        undo = self._oaas_apply(record)
-        if ticket.done():
+        eng = self._oaas_rt.engine
+        if getattr(eng, "inline", False):  # memory store: written before submit returns
+            try:
+                ticket = eng.submit(record)
+            except BaseException as e:
+                return _failed(e)
+            undo = self._oaas_apply(record)
             if ticket.error is None:
                 return _DONE
             self._oaas_undo(record, undo)
             return _failed(ticket.error)
-        fut = ticket.awaitable()  # resolves on this loop (a Rust future when native)
+        try:
+            fut = eng.submit_future(record, asyncio.get_running_loop())
+        except BaseException as e:
+            return _failed(e)
+        undo = self._oaas_apply(record)
 
         def on_done(f: asyncio.Future[None]) -> None:
             if not f.cancelled() and f.exception() is not None:

@@ -118,7 +118,8 @@ pub struct EngineConfig {
 }
 
 enum Msg {
-    Commit(Arc<WriteRecord>, Ticket, Instant),
+    /// A commit, its ticket, its submission time and its completion token (0: none).
+    Commit(Arc<WriteRecord>, Ticket, Instant, u64),
     Flush(Ticket),
     Stop,
 }
@@ -138,11 +139,22 @@ pub struct Stats {
 
 const LATENCY_WINDOW: usize = 8192;
 
+/// Outcomes of token-carrying commits, handed out a batch at a time by
+/// `Engine::take_completions`, so that a waiter resolves every commit of a batch in one
+/// wake-up instead of one per commit.
+#[derive(Default)]
+struct Completions {
+    items: Vec<(u64, Outcome)>,
+    closed: bool,
+}
+
 struct Shared {
     store: LmdbStore,
     pending: Mutex<HashMap<Vec<u8>, Vec<Arc<WriteRecord>>>>,
     stats: Mutex<Stats>,
     depth: AtomicI64,
+    completions: Mutex<Completions>,
+    completions_cv: Condvar,
 }
 
 /// Batches commits from every object and persists them on a background thread.
@@ -163,6 +175,8 @@ impl Engine {
             pending: Mutex::new(HashMap::new()),
             stats: Mutex::new(Stats::default()),
             depth: AtomicI64::new(0),
+            completions: Mutex::new(Completions::default()),
+            completions_cv: Condvar::new(),
         });
         let (tx, rx) = crossbeam_channel::unbounded();
         let sh = Arc::clone(&shared);
@@ -207,8 +221,9 @@ impl Engine {
         Ok(())
     }
 
-    /// Queue one commit; its ticket completes per `durable`.
-    pub fn submit(&self, record: WriteRecord) -> Result<Ticket, StoreError> {
+    /// Queue one commit; its ticket completes per `durable`. A non-zero `token` also
+    /// reports the commit's outcome through [`Engine::take_completions`] once it is written.
+    pub fn submit(&self, record: WriteRecord, token: u64) -> Result<Ticket, StoreError> {
         self.check_usable()?;
         let record = Arc::new(record);
         lock(&self.shared.pending)
@@ -224,7 +239,7 @@ impl Engine {
         };
         if self
             .tx
-            .send(Msg::Commit(record, ticket, Instant::now()))
+            .send(Msg::Commit(record, ticket, Instant::now(), token))
             .is_err()
         {
             return Err(StoreError(format!(
@@ -287,6 +302,42 @@ impl Engine {
         if let Some(h) = lock(&self.thread).take() {
             let _ = h.join();
         }
+        lock(&self.shared.completions).closed = true;
+        self.shared.completions_cv.notify_all();
+    }
+
+    /// Block until token-carrying commits have completed, and take their outcomes (all
+    /// of them, typically one batch). `Some(vec![])` when `timeout` passes first; `None`
+    /// once the engine is closed and everything was handed out.
+    pub fn take_completions(&self, timeout: Option<Duration>) -> Option<Vec<(u64, Outcome)>> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let mut c = lock(&self.shared.completions);
+        loop {
+            if !c.items.is_empty() {
+                return Some(std::mem::take(&mut c.items));
+            }
+            if c.closed {
+                return None;
+            }
+            c = match deadline {
+                None => self
+                    .shared
+                    .completions_cv
+                    .wait(c)
+                    .unwrap_or_else(|p| p.into_inner()),
+                Some(d) => {
+                    let left = d.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return Some(Vec::new());
+                    }
+                    self.shared
+                        .completions_cv
+                        .wait_timeout(c, left)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0
+                }
+            };
+        }
     }
 
     pub fn stats(&self) -> (Stats, i64) {
@@ -312,19 +363,19 @@ fn persister(sh: Arc<Shared>, rx: Receiver<Msg>, cfg: EngineConfig) {
             Ok(Msg::Stop) | Err(_) => break,
             Ok(m) => m,
         };
-        let mut batch: Vec<(Arc<WriteRecord>, Ticket, Instant)> = Vec::new();
+        let mut batch: Vec<(Arc<WriteRecord>, Ticket, Instant, u64)> = Vec::new();
         let mut markers: Vec<Ticket> = Vec::new();
         let mut n = 0usize;
         match first {
-            Msg::Commit(r, t, at) => {
+            Msg::Commit(r, t, at, tok) => {
                 n += r.entries.len();
-                batch.push((r, t, at));
+                batch.push((r, t, at, tok));
                 let deadline = Instant::now() + cfg.batch_max_delay;
                 while n < cfg.batch_max_entries {
                     match rx.recv_deadline(deadline) {
-                        Ok(Msg::Commit(r, t, at)) => {
+                        Ok(Msg::Commit(r, t, at, tok)) => {
                             n += r.entries.len();
-                            batch.push((r, t, at));
+                            batch.push((r, t, at, tok));
                         }
                         Ok(Msg::Flush(t)) => {
                             markers.push(t);
@@ -353,18 +404,18 @@ fn persister(sh: Arc<Shared>, rx: Receiver<Msg>, cfg: EngineConfig) {
     // Stop arrives after every earlier message: anything still queued came later.
     while let Ok(m) = rx.try_recv() {
         match m {
-            Msg::Commit(r, t, at) => write_batch(&sh, vec![(r, t, at)]),
+            Msg::Commit(r, t, at, tok) => write_batch(&sh, vec![(r, t, at, tok)]),
             Msg::Flush(t) => t.complete(Outcome::Written),
             Msg::Stop => {}
         }
     }
 }
 
-fn write_batch(sh: &Shared, batch: Vec<(Arc<WriteRecord>, Ticket, Instant)>) {
+fn write_batch(sh: &Shared, batch: Vec<(Arc<WriteRecord>, Ticket, Instant, u64)>) {
     if batch.is_empty() {
         return;
     }
-    let records: Vec<&WriteRecord> = batch.iter().map(|(r, _, _)| r.as_ref()).collect();
+    let records: Vec<&WriteRecord> = batch.iter().map(|(r, _, _, _)| r.as_ref()).collect();
     let results: Vec<Outcome> = match sh.store.write_batch(&records) {
         Ok(rs) => rs
             .into_iter()
@@ -377,7 +428,7 @@ fn write_batch(sh: &Shared, batch: Vec<(Arc<WriteRecord>, Ticket, Instant)>) {
     };
     {
         let mut pending = lock(&sh.pending);
-        for (r, _, _) in &batch {
+        for (r, _, _, _) in &batch {
             if let Some(list) = pending.get_mut(&r.object_key) {
                 if let Some(i) = list.iter().position(|x| Arc::ptr_eq(x, r)) {
                     list.remove(i);
@@ -394,7 +445,7 @@ fn write_batch(sh: &Shared, batch: Vec<(Arc<WriteRecord>, Ticket, Instant)>) {
         let mut st = lock(&sh.stats);
         st.batches += 1;
         st.records_in_batches += batch.len() as u64;
-        for ((r, _, at), res) in batch.iter().zip(&results) {
+        for ((r, _, at, _), res) in batch.iter().zip(&results) {
             match res {
                 Outcome::Written => {
                     st.commits += 1;
@@ -413,8 +464,16 @@ fn write_batch(sh: &Shared, batch: Vec<(Arc<WriteRecord>, Ticket, Instant)>) {
             }
         }
     }
-    for ((_, t, _), res) in batch.into_iter().zip(results) {
+    let mut done: Vec<(u64, Outcome)> = Vec::new();
+    for ((_, t, _, tok), res) in batch.into_iter().zip(results) {
+        if tok != 0 {
+            done.push((tok, res.clone()));
+        }
         t.complete(res);
+    }
+    if !done.is_empty() {
+        lock(&sh.completions).items.extend(done);
+        sh.completions_cv.notify_all();
     }
 }
 
@@ -453,7 +512,7 @@ mod tests {
                 let e = Arc::clone(&e);
                 std::thread::spawn(move || {
                     for v in 0..20u64 {
-                        let t = e.submit(rec(i, v, &v.to_be_bytes())).expect("submit");
+                        let t = e.submit(rec(i, v, &v.to_be_bytes()), 0).expect("submit");
                         assert_eq!(t.wait(None), Some(Outcome::Written));
                     }
                 })
@@ -462,7 +521,7 @@ mod tests {
         for h in handles {
             h.join().expect("join");
         }
-        let stale = e.submit(rec(0, 3, b"stale")).expect("submit");
+        let stale = e.submit(rec(0, 3, b"stale"), 0).expect("submit");
         assert!(matches!(stale.wait(None), Some(Outcome::Conflict(m)) if m.contains("t.C/0/0")));
         let (st, depth) = e.stats();
         assert_eq!((st.commits, st.failed_commits, depth), (160, 1, 0));
@@ -479,7 +538,7 @@ mod tests {
         {
             let e = engine(dir.path(), false);
             for v in 0..50u64 {
-                let t = e.submit(rec(1, v, &v.to_be_bytes())).expect("submit");
+                let t = e.submit(rec(1, v, &v.to_be_bytes()), 0).expect("submit");
                 assert_eq!(t.outcome(), Some(Outcome::Written));
                 let seen = e
                     .read(&rec(1, 0, b"").object_key, &"o")
@@ -495,5 +554,32 @@ mod tests {
             .expect("read")
             .expect("present");
         assert_eq!(got.entries[0].1, 49u64.to_be_bytes().to_vec());
+    }
+
+    #[test]
+    fn completions_report_token_outcomes_per_batch_and_end_at_close() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let e = engine(dir.path(), true);
+        let tickets: Vec<Ticket> = (1..=20u64)
+            .map(|i| e.submit(rec(i, 0, b"v"), i).expect("submit"))
+            .collect();
+        let stale = e.submit(rec(1, 0, b"again"), 99).expect("submit");
+        let mut seen = Vec::new();
+        while seen.len() < 21 {
+            let got = e
+                .take_completions(Some(Duration::from_secs(10)))
+                .expect("engine open");
+            assert!(!got.is_empty(), "timed out waiting for completions");
+            seen.extend(got);
+        }
+        seen.sort_by_key(|(t, _)| *t);
+        assert!(seen[..20].iter().all(|(_, o)| *o == Outcome::Written));
+        assert!(matches!(seen[20], (99, Outcome::Conflict(_))));
+        assert!(tickets
+            .iter()
+            .all(|t| t.outcome() == Some(Outcome::Written)));
+        assert!(matches!(stale.outcome(), Some(Outcome::Conflict(_))));
+        e.close();
+        assert_eq!(e.take_completions(None), None);
     }
 }

@@ -236,7 +236,7 @@ impl PyEngine {
     /// the object; `time_ms`: commit time, ms since the Unix epoch. Returns a `Ticket`;
     /// raises `StorageError` when the engine is closed.
     #[allow(clippy::too_many_arguments)]
-    #[pyo3(signature = (cls_id, partition_id, object_id, expected_version, entries, deletes=Vec::new(), delete_object=false, time_ms=0))]
+    #[pyo3(signature = (cls_id, partition_id, object_id, expected_version, entries, deletes=Vec::new(), delete_object=false, time_ms=0, token=0))]
     fn submit(
         &self,
         cls_id: String,
@@ -247,6 +247,7 @@ impl PyEngine {
         deletes: Vec<String>,
         delete_object: bool,
         time_ms: i64,
+        token: u64,
     ) -> PyResult<PyTicket> {
         let engine = self.engine()?;
         let identity = Identity {
@@ -263,8 +264,32 @@ impl PyEngine {
         }
         record.deletes = deletes;
         record.delete_object = delete_object;
-        let ticket = engine.submit(record).map_err(storage_err)?;
+        let ticket = engine.submit(record, token).map_err(storage_err)?;
         Ok(PyTicket { ticket })
+    }
+
+    /// Block, with the GIL released, until commits submitted with a non-zero `token` have
+    /// completed; return `[(token, error or None), ...]` (typically one batch), `[]` when
+    /// `timeout` (seconds) passes first, `None` once the engine is closed and drained.
+    #[pyo3(signature = (timeout=None))]
+    fn take_completions<'py>(
+        &self,
+        py: Python<'py>,
+        timeout: Option<f64>,
+    ) -> PyResult<Option<Bound<'py, PyList>>> {
+        let Ok(engine) = self.engine() else {
+            return Ok(None);
+        };
+        let limit = timeout.map(|s| Duration::from_secs_f64(s.max(0.0)));
+        let Some(items) = py.detach(move || engine.take_completions(limit)) else {
+            return Ok(None);
+        };
+        let out = PyList::empty(py);
+        for (token, outcome) in items {
+            let err = outcome_err(&outcome).map(|e| e.into_value(py).into_any());
+            out.append((token, err))?;
+        }
+        Ok(Some(out))
     }
 
     /// The object as committed through this engine, or `None`: a tuple
