@@ -44,7 +44,13 @@ class Engine:
     def name(self) -> str: ...
     def submit(self, cls_id: str, partition_id: int, object_id: int | str,
                expected_version: int, entries: dict[str, bytes], deletes: list[str] = ...,
-               delete_object: bool = False, time_ms: int = 0) -> Ticket: ...
+               delete_object: bool = False, time_ms: int = 0, token: int = 0) -> Ticket:
+        """Queue one commit; a non-zero ``token`` also reports its outcome through
+        :meth:`take_completions`."""
+    def take_completions(self, timeout: float | None = None
+                         ) -> list[tuple[int, BaseException | None]] | None:
+        """Outcomes of token-carrying commits (typically one batch), ``[]`` on timeout
+        (seconds), ``None`` once closed; blocks with the GIL released."""
     def read(self, cls_id: str, partition_id: int, object_id: int | str
              ) -> tuple[int, int, int, dict[str, bytes]] | None:
         """``(version, created_ms, updated_ms, entries)`` or ``None``; GIL released."""
