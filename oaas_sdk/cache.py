@@ -79,22 +79,36 @@ class EntryCache:
 
     def update(self, key: ObjectKey, version: int, time_ms: int, entries: dict[str, bytes],
                deletes: tuple[str, ...] = ()) -> None:
-        """Apply a commit to a cached record; inserts the record when it is a new object."""
+        """Apply a commit to a cached record (in place, weighing only what changed);
+        inserts the record when it is a new object."""
         if self.max_bytes <= 0:
             return
         with self._lock:
             item = self._items.get(key)
-            base = item[0] if item is not None else None
-        if base is None:
-            if version != 1:
+            if item is not None:
+                obj, weight, expires = item
+                old = obj.entries
+                for name, data in entries.items():
+                    prev = old.get(name)
+                    weight += len(data) - (len(prev) if prev is not None
+                                           else -len(name))
+                    old[name] = data
+                for name in deletes:
+                    prev = old.pop(name, None)
+                    if prev is not None:
+                        weight -= len(name) + len(prev)
+                obj.version = version
+                obj.updated_ms = time_ms
+                self._bytes += weight - item[1]
+                self._items[key] = (obj, weight, expires)
+                self._items.move_to_end(key)
+                while self._bytes > self.max_bytes and self._items:
+                    _, (_, w, _) = self._items.popitem(last=False)
+                    self._bytes -= w
+                    self.evictions += 1
                 return
+        if version == 1:
             self.put(key, StoredObject(1, time_ms, time_ms, dict(entries)))
-            return
-        merged = dict(base.entries)
-        merged.update(entries)
-        for name in deletes:
-            merged.pop(name, None)
-        self.put(key, StoredObject(version, base.created_ms, time_ms, merged))
 
     def discard(self, key: ObjectKey) -> None:
         """Forget ``key`` (after a delete, a conflict or a failed write)."""

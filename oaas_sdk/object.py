@@ -507,18 +507,19 @@ class OaasObject:
             names: Any = fields
         else:
             names = dirty | live
+        conv = cls._oaas_conv or cls._oaas_build_conv()
         for name in names:
-            f = fields[name]
-            if not f.mutable or name in live:
+            _, ft, mutable = conv[name]
+            if not mutable or name in live:
                 value = _get(self, name)
             elif name in self._oaas_parked:
                 value = self._oaas_parked[name]
             else:  # never read: write what is committed (or the default)
-                value = self._oaas_materialize(name, f)
+                value = self._oaas_materialize(name, fields[name])
                 _set(self, name, value)
                 live.add(name)
             try:
-                data = f.ftype.encode(value)
+                data = ft.encode(value)
             except (TypeError, SerializationError) as e:
                 raise type(e)(f"{cls.__name__}.{name} of {m.cls_id}/{m.partition_id}/"
                               f"{m.object_id}: {e}") from None

@@ -133,3 +133,14 @@ def test_closed_engine_refuses():
     eng.close()
     with pytest.raises(StorageError, match="closed"):
         eng.submit(WriteRecord(("c", 0, 1), 0, {}))
+
+
+def test_cache_update_keeps_weight_exact():
+    c = EntryCache(max_bytes=10_000)
+    key = ("c", 0, 1)
+    c.update(key, 1, 0, {"a": b"x" * 10})
+    c.update(key, 2, 0, {"a": b"y" * 30, "bb": b"z" * 5})
+    c.update(key, 3, 0, {}, deletes=("a",))
+    got = c.get(key)
+    assert got is not None and got.version == 3 and got.entries == {"bb": b"z" * 5}
+    assert c.nbytes == EntryCache._weight(got)
