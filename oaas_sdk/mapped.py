@@ -101,14 +101,12 @@ class MappedField:
     def __get__(self, obj: OaasObject | None, owner: type | None = None) -> Any:
         if obj is None:
             return self
-        slot = "_oaas_mapped_" + self.name
-        d = obj.__dict__
-        view = d.get(slot)
-        if view is None:
+        maps = _maps(obj)
+        entry = maps.get(self.name)
+        if entry is None:
             handle = _open(obj, self)
-            d[slot + "_handle"] = handle
-            view = d[slot] = self._view(handle)
-        return view
+            entry = maps[self.name] = (handle, self._view(handle))
+        return entry[1]
 
     def __set__(self, obj: OaasObject, value: Any) -> None:
         """Copy ``value`` (any bytes-like of exactly the field's size) into the mapping."""
@@ -117,7 +115,7 @@ class MappedField:
             raise ValueError(f"{type(obj).__name__}.{self.name}: expected {self.size} bytes, "
                              f"got {src.nbytes}")
         self.__get__(obj)
-        handle = obj.__dict__["_oaas_mapped_" + self.name + "_handle"]
+        handle = _maps(obj)[self.name][0]
         dst = memoryview(handle).cast("B") if not isinstance(handle, PyMappedFile) \
             else handle.view()
         dst[:] = src
@@ -181,10 +179,18 @@ def _open(obj: OaasObject, f: MappedField) -> Any:
     return PyMappedFile(path, f.size)
 
 
+def _maps(obj: OaasObject) -> dict[str, tuple[Any, Any]]:
+    """The object's open mapped fields: name -> (file handle, view). Kept as an attribute,
+    never through ``obj.__dict__`` (which would slow every attribute read on CPython 3.11)."""
+    try:
+        maps: dict[str, tuple[Any, Any]] = object.__getattribute__(obj, "_oaas_maps")
+    except AttributeError:
+        maps = {}
+        object.__setattr__(obj, "_oaas_maps", maps)
+    return maps
+
+
 def flush_mapped(obj: OaasObject) -> None:
     """msync every mapped field ``obj`` has opened (part of a commit)."""
-    d = obj.__dict__
-    for name in type(obj)._oaas_mapped:
-        handle = d.get("_oaas_mapped_" + name + "_handle")
-        if handle is not None:
-            handle.flush()
+    for handle, _ in _maps(obj).values():
+        handle.flush()
