@@ -55,7 +55,9 @@ class OaasConfig(BaseSettings):
         default=4096, ge=1, description="A group-commit batch closes at this many entries."
     )
     batch_max_delay_ms: float = Field(
-        default=2.0, ge=0, description="...or this long after its first record, in ms."
+        default=2.0, ge=0,
+        description="...or this long after its first record, in ms; waited only when the "
+        "previous batch held more than one commit (a lone committer is written at once)."
     )
     native: Literal["auto", "on", "off"] = Field(
         default="auto",

@@ -239,13 +239,18 @@ class Engine:
     # -- persister ----------------------------------------------------------------------
     def _run(self) -> None:
         q = self._queue
+        # Wait batch_max_delay for more commits only when the last batch had company: a
+        # lone committer would pay the delay on every commit for nothing (the idea of
+        # PostgreSQL's commit_delay / commit_siblings).
+        last_len = 0
         while True:
             first = q.get()
             if first is _STOP:
                 return
             batch = [first]
             n = len(first.record.entries) if first.record is not None else 0
-            deadline = time.monotonic() + self.batch_max_delay_s
+            delay = self.batch_max_delay_s if last_len > 1 else 0.0
+            deadline = time.monotonic() + delay
             stop = False
             while n < self.batch_max_entries and first.record is not None:
                 remaining = deadline - time.monotonic()
@@ -260,6 +265,7 @@ class Engine:
                 if item.record is None:  # a flush marker closes the batch
                     break
                 n += len(item.record.entries)
+            last_len = len(batch)
             self._write(batch)
             if stop:
                 return

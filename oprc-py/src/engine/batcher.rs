@@ -358,6 +358,10 @@ impl Drop for Engine {
 
 fn persister(sh: Arc<Shared>, rx: Receiver<Msg>, cfg: EngineConfig) {
     let mut stop = false;
+    // Wait `batch_max_delay` for more commits only when the last batch had company:
+    // a lone committer would otherwise pay the delay on every commit for nothing
+    // (the idea of PostgreSQL's commit_delay / commit_siblings).
+    let mut last_batch_len = 0usize;
     while !stop {
         let first = match rx.recv() {
             Ok(Msg::Stop) | Err(_) => break,
@@ -370,7 +374,12 @@ fn persister(sh: Arc<Shared>, rx: Receiver<Msg>, cfg: EngineConfig) {
             Msg::Commit(r, t, at, tok) => {
                 n += r.entries.len();
                 batch.push((r, t, at, tok));
-                let deadline = Instant::now() + cfg.batch_max_delay;
+                let delay = if last_batch_len > 1 {
+                    cfg.batch_max_delay
+                } else {
+                    Duration::ZERO
+                };
+                let deadline = Instant::now() + delay;
                 while n < cfg.batch_max_entries {
                     match rx.recv_deadline(deadline) {
                         Ok(Msg::Commit(r, t, at, tok)) => {
@@ -396,6 +405,7 @@ fn persister(sh: Arc<Shared>, rx: Receiver<Msg>, cfg: EngineConfig) {
             Msg::Flush(t) => markers.push(t),
             Msg::Stop => stop = true,
         }
+        last_batch_len = batch.len();
         write_batch(&sh, batch);
         for m in markers {
             m.complete(Outcome::Written);
