@@ -42,16 +42,28 @@ from oaas_sdk.errors import SerializationError, ValidationError
 
 __all__ = [
     "MAX_DEPTH",
+    "ZERO_COPY_MIN",
     "FieldType",
+    "backend",
     "decode",
     "encode",
     "encode_fields",
+    "encode_objects",
     "field_type",
+    "set_backend",
     "set_default_ref_factory",
 ]
 
 MAX_DEPTH = 100
 """Containers (arrays, maps, tuples, sets, models, dataclasses) nest at most this deep."""
+
+ZERO_COPY_MIN = 4096
+"""With ``decode(..., zero_copy=True)`` on the native backend, bin values and ndarray data of
+at least this many bytes are returned as read-only views into the input (bytes)."""
+
+# The native codec (``oaas_sdk._native.Codec``) while the native backend is active, else
+# None: see set_backend(). Read on every encode/decode, so switching is immediate.
+_native_codec: Any = None
 
 EXT_BIGINT = 1
 EXT_TUPLE = 2
@@ -302,6 +314,9 @@ _pool: list[Any] = [_new_packer() for _ in range(4)]
 
 
 def _pack(obj: Any) -> bytes:
+    nc = _native_codec
+    if nc is not None:
+        return nc.encode(obj)  # type: ignore[no-any-return]
     try:
         p = _pool.pop()
     except IndexError:
@@ -320,7 +335,11 @@ def _pack_set(code: int, items: list[Any]) -> Any:
     except IndexError:
         p = _new_packer()
     try:
-        parts = sorted([p.pack(x) for x in items])
+        nc = _native_codec
+        if nc is not None:
+            parts = sorted(nc.encode_many(items))
+        else:
+            parts = sorted([p.pack(x) for x in items])
         header = p.pack_array_header(len(parts))
     finally:
         _pool.append(p)
@@ -641,8 +660,9 @@ class _RawRef:
 
 def _describe_raw(raw: Any) -> str:
     t = type(raw)
-    if t is _Deferred:
-        return {EXT_TUPLE: "a tuple", EXT_SET: "a set", EXT_FROZENSET: "a frozenset"}[raw.code]
+    code = _ext_code(raw)
+    if code is not None:
+        return {EXT_TUPLE: "a tuple", EXT_SET: "a set", EXT_FROZENSET: "a frozenset"}[code]
     if t is _RawRef:
         return "an object reference"
     if raw is None:
@@ -836,6 +856,24 @@ def _ext_hook(code: int, data: bytes) -> Any:
     return dec(data)
 
 
+# The native decoder builds tuples, sets and frozensets itself (with raw elements); the
+# Python one defers their payloads. Hint code sees either through these two functions.
+_NATIVE_EXT_CODES: dict[type, int] = {tuple: EXT_TUPLE, set: EXT_SET, frozenset: EXT_FROZENSET}
+
+
+def _ext_code(raw: Any) -> int | None:
+    """The ext code of a raw tuple/set/frozenset (deferred or native), else None."""
+    if type(raw) is _Deferred:
+        return int(raw.code)
+    return _NATIVE_EXT_CODES.get(type(raw))
+
+
+def _ext_items(raw: Any) -> list[Any]:
+    if type(raw) is _Deferred:
+        return _unpack_items(raw)
+    return list(raw)
+
+
 def _unpack_items(raw: _Deferred) -> list[Any]:
     items = _unpackb(raw.data, raw=False, strict_map_key=False, ext_hook=_ext_hook, use_list=True)
     if type(items) is not list:
@@ -872,13 +910,18 @@ def _conv_any(raw: Any, depth: int) -> Any:
         if _KEY_TYPES.issuperset(map(type, raw)) and _ANY_LEAF.issuperset(map(type, raw.values())):
             return raw
         return {_conv_key_any(k): _conv_any(x, d) for k, x in raw.items()}
-    if t is _Deferred:
-        items = [_conv_any(x, d) for x in _unpack_items(raw)]
-        if raw.code == EXT_TUPLE:
+    code = _ext_code(raw)
+    if code is not None:
+        if t is not _Deferred and _ANY_LEAF.issuperset(map(type, raw)):
+            return raw  # built by the native decoder, nothing left to convert
+        items = [_conv_any(x, d) for x in _ext_items(raw)]
+        if code == EXT_TUPLE:
             return tuple(items)
-        return _build_set(items, raw.code == EXT_FROZENSET)
+        return _build_set(items, code == EXT_FROZENSET)
     if t is _RawRef:
         return _ref_factory(raw.cls_id, raw.partition_id, raw.object_id)
+    if _is_ndarray_type(t):
+        return raw
     raise _corrupt(f"unexpected {_describe_raw(raw)}")
 
 
@@ -937,6 +980,7 @@ class FieldType:
         "_pyd",
         "_convert",
         "_adapter",
+        "_any",
     )
 
     hint: Any
@@ -963,6 +1007,8 @@ class FieldType:
         self._pyd: Any = hint  # the hint given to pydantic for coercion
         self._convert: Callable[[FieldType, Any, str], Any] = _convert_pydantic
         self._adapter: TypeAdapter[Any] | None = None
+        # True for Any-like hints: the native codec then handles the value entirely.
+        self._any = False
 
     def __repr__(self) -> str:
         return f"FieldType({self._name})"
@@ -1003,6 +1049,11 @@ class FieldType:
                 match the hint (so that decoding it again would fail).
         """
         try:
+            nc = _native_codec
+            if nc is not None:
+                if not self._any and type(value) not in self._pexact:
+                    value = self._prep(value, 0)
+                return nc.encode(value)  # type: ignore[no-any-return]
             if type(value) not in self._pexact:
                 value = self._prep(value, 0)
             try:
@@ -1013,17 +1064,32 @@ class FieldType:
                 return p.pack(value)
             finally:
                 _pool.append(p)
-        except _Mismatch as e:
-            raise SerializationError(f"cannot encode as {self._name}: {e}") from None
-        except (SerializationError, TypeError):
-            raise
-        except RecursionError:
-            raise _too_deep() from None
         except Exception as e:
-            raise SerializationError(f"cannot encode as {self._name}: {e}") from e
+            raise self._encode_error(e) from (None if isinstance(e, _Mismatch) else e)
 
-    def decode(self, data: bytes | bytearray | memoryview) -> Any:
+    def _prepared(self, value: Any) -> Any:
+        """``value`` checked for this hint, in the form the native encoder takes."""
+        if self._any or type(value) in self._pexact:
+            return value
+        return self._prep(value, 0)
+
+    def _encode_error(self, e: Exception) -> Exception:
+        if isinstance(e, _Mismatch):
+            return SerializationError(f"cannot encode as {self._name}: {e}")
+        if isinstance(e, (SerializationError, TypeError)):
+            return e
+        if isinstance(e, RecursionError):
+            return _too_deep()
+        return SerializationError(f"cannot encode as {self._name}: {e}")
+
+    def decode(self, data: bytes | bytearray | memoryview, *, zero_copy: bool = False) -> Any:
         """Decode bytes produced by :meth:`encode` for this type.
+
+        ``data`` is read through the buffer protocol without a copy (any C-contiguous
+        buffer). ``zero_copy=True`` (native backend only; the Python backend ignores it):
+        bin values and ndarray data of at least :data:`ZERO_COPY_MIN` bytes come back as
+        read-only views into ``data`` (a ``memoryview`` for ``bytes``/``memoryview``/``Any``
+        hints, a read-only array for ndarrays) instead of copies; they keep ``data`` alive.
 
         Raises:
             SerializationError: for any malformed, truncated or trailing input, or a value
@@ -1031,7 +1097,16 @@ class FieldType:
                 named by the data is imported or called.
         """
         try:
-            raw = _unpackb(data, raw=False, strict_map_key=False, ext_hook=_ext_hook, use_list=True)
+            nc = _native_codec
+            if nc is not None:
+                view_min = ZERO_COPY_MIN if zero_copy else 0
+                if self._any:
+                    return nc.decode(data, _ref_factory, view_min)
+                raw = nc.decode(data, None, view_min)
+            else:
+                raw = _unpackb(
+                    data, raw=False, strict_map_key=False, ext_hook=_ext_hook, use_list=True
+                )
             if type(raw) in self._cexact:
                 return raw
             return self._conv(raw, 0)
@@ -1276,6 +1351,7 @@ def _fill(ft: FieldType, hint: Any, new: dict[Any, FieldType]) -> None:
 
 
 def _fill_any(ft: FieldType) -> None:
+    ft._any = True
     ft._pexact = _PLAIN_TYPES
     ft._cexact = _ANY_LEAF
     ft.passthrough_types = frozenset(_LEAF_TYPES)
@@ -1351,6 +1427,8 @@ def _fill_scalar(ft: FieldType, t: type) -> None:
         def conv(raw: Any, depth: int) -> Any:
             if type(raw) is bytes:
                 return make(raw)
+            if type(raw) is memoryview:  # decode(zero_copy=True): keep the view
+                return raw if t is not bytearray else bytearray(raw)
             raise _shape_error(raw, name)
 
         ft._pexact = frozenset({bytes, bytearray, memoryview})
@@ -1382,7 +1460,8 @@ def _fill_ext_scalar(ft: FieldType, t: type) -> None:
 
     def prep(v: Any, depth: int) -> Any:
         if isinstance(v, t) and not (is_date and isinstance(v, _dt.datetime)):
-            return make(v)
+            # The native encoder writes these types itself (subclasses via _prep_any).
+            return v if _native_codec is not None else make(v)
         raise _mismatch(v, name)
 
     def conv(raw: Any, depth: int) -> Any:
@@ -1400,6 +1479,7 @@ def _fill_wrapper(ft: FieldType, inner: FieldType, annotated: bool) -> None:
     ft._pexact, ft._cexact, ft._shapes = inner._pexact, inner._cexact, inner._shapes
     ft._record = inner._record
     ft.mutable = inner.mutable
+    ft._any = inner._any
     hint = ft.hint
     if annotated:
         ft.passthrough_types = frozenset()  # constraints (Field(gt=0), ...) must run
@@ -1441,7 +1521,8 @@ def _fill_union(ft: FieldType, arms: list[FieldType]) -> None:
         for arm in arms:
             if t in arm._cexact:
                 return raw
-        key: Any = ("ext", raw.code) if t is _Deferred else t
+        code = _ext_code(raw)
+        key: Any = ("ext", code) if code is not None else t
         cands = [a for a in arms if a._shapes is None or key in a._shapes]
         if t is dict and record_arms:
             keys = set(raw)
@@ -1658,11 +1739,11 @@ def _fill_tuple(ft: FieldType, elem: FieldType | None, elems: list[FieldType] | 
         return _ExtType(EXT_TUPLE, _pack(items))
 
     def conv(raw: Any, depth: int) -> Any:
-        if type(raw) is not _Deferred or raw.code != EXT_TUPLE:
+        if _ext_code(raw) != EXT_TUPLE:
             raise _shape_error(raw, name)
         if depth >= MAX_DEPTH:
             raise _too_deep()
-        items = _unpack_items(raw)
+        items = _ext_items(raw)
         d = depth + 1
         if elems is None:
             assert elem is not None
@@ -1705,12 +1786,12 @@ def _fill_set(ft: FieldType, elem: FieldType, frozen: bool) -> None:
         return _pack_set(code, [x if type(x) in ex else p(x, d) for x in v])
 
     def conv(raw: Any, depth: int) -> Any:
-        if type(raw) is not _Deferred or raw.code != code:
+        if _ext_code(raw) != code:
             raise _shape_error(raw, name)
         if depth >= MAX_DEPTH:
             raise _too_deep()
         d, ex, c = depth + 1, elem._cexact, elem._conv
-        return _build_set([x if type(x) in ex else c(x, d) for x in _unpack_items(raw)], frozen)
+        return _build_set([x if type(x) in ex else c(x, d) for x in _ext_items(raw)], frozen)
 
     ft._prep, ft._conv = prep, conv
     ft._shapes = frozenset({("ext", code)})
@@ -1919,28 +2000,178 @@ def encode(value: Any, hint: Any = Any) -> bytes:
     return field_type(hint).encode(value)
 
 
-def decode(data: bytes | bytearray | memoryview, hint: Any = Any) -> Any:
+def decode(
+    data: bytes | bytearray | memoryview, hint: Any = Any, *, zero_copy: bool = False
+) -> Any:
     """Decode bytes of a field of type ``hint`` (default ``Any``).
 
-    Same as ``field_type(hint).decode(data)``; raises :class:`SerializationError` for bad
-    bytes and ``TypeError`` for an unsupported hint.
+    Same as ``field_type(hint).decode(data, zero_copy=zero_copy)``; raises
+    :class:`SerializationError` for bad bytes and ``TypeError`` for an unsupported hint.
     """
-    return field_type(hint).decode(data)
+    return field_type(hint).decode(data, zero_copy=zero_copy)
+
+
+def _field_error(name: str, e: Exception) -> Exception:
+    if isinstance(e, SerializationError):
+        return SerializationError(f"{name}: {e}")
+    return TypeError(f"{name}: {e}")
 
 
 def encode_fields(values: dict[str, Any], types: dict[str, FieldType]) -> dict[str, bytes]:
     """Encode the changed fields of one object: ``{field name: bytes}``.
 
     ``types[name]`` is the field's :class:`FieldType` (a missing name is a ``KeyError``).
-    Errors are those of :meth:`FieldType.encode`, with the field name prefixed.
+    On the native backend all fields are encoded in one call into the extension. Errors
+    are those of :meth:`FieldType.encode` (``TypeError`` or :class:`SerializationError`),
+    with the field name prefixed.
     """
-    out: dict[str, bytes] = {}
-    for name, value in values.items():
-        ft = types[name]
+    return encode_objects([(values, types)])[0]
+
+
+def encode_objects(
+    objects: list[tuple[dict[str, Any], dict[str, FieldType]]],
+) -> list[dict[str, bytes]]:
+    """Encode the changed fields of many objects: one ``{field name: bytes}`` per object.
+
+    Each item is ``(values, types)`` as for :func:`encode_fields`. On the native backend
+    the whole batch is one call into the extension (the GIL is held; Ctrl-C interrupts
+    it), after the Python-side checks of hinted fields. Errors as :func:`encode_fields`.
+    """
+    nc = _native_codec
+    if nc is None:
+        out: list[dict[str, bytes]] = []
+        for values, types in objects:
+            enc: dict[str, bytes] = {}
+            for name, value in values.items():
+                ft = types[name]
+                try:
+                    enc[name] = ft.encode(value)
+                except (SerializationError, TypeError) as e:
+                    raise _field_error(name, e) from e
+            out.append(enc)
+        return out
+    names: list[str] = []
+    fts: list[FieldType] = []
+    prepared: list[Any] = []
+    for values, types in objects:
+        for name, value in values.items():
+            ft = types[name]
+            names.append(name)
+            fts.append(ft)
+            try:
+                prepared.append(ft._prepared(value))
+            except Exception as e:
+                raise _field_error(name, ft._encode_error(e)) from e
+    try:
+        encoded = nc.encode_many(prepared)
+    except Exception as e:
+        i = getattr(e, "_oaas_index", None)
+        if i is None:
+            raise
+        raise _field_error(names[i], fts[i]._encode_error(e)) from e
+    result: list[dict[str, bytes]] = []
+    pos = 0
+    for values, _ in objects:
+        n = len(values)
+        result.append(dict(zip(names[pos : pos + n], encoded[pos : pos + n], strict=True)))
+        pos += n
+    return result
+
+
+# --------------------------------------------------------------------------- backends
+
+
+def _ndarray_dtype_str(dt: Any) -> bytes:
+    """``dtype.str`` in ASCII for an ext 11 header, or SerializationError (docs/format.md)."""
+    s = dt.str
+    if (
+        dt.kind not in _NP_KINDS
+        or dt.hasobject
+        or dt.fields is not None
+        or dt.subdtype is not None
+        or dt.itemsize == 0
+        or not _DTYPE_RE.fullmatch(s)
+    ):
+        raise SerializationError(f"cannot encode a numpy array of dtype {dt!s} ({s})")
+    return bytes(s.encode("ascii"))
+
+
+_np_dtypes: dict[str, Any] = {}
+
+
+def _native_ndarray(dstr: str, shape: tuple[int, ...], data: Any, itemsize: int) -> Any:
+    """Ext 11 value from a header the native decoder checked; ``data`` is a bytearray
+    (writable copy), a memoryview (zero-copy view) or None (no elements)."""
+    try:
+        import numpy as np
+    except ImportError:
+        raise _corrupt("ext 11 (numpy.ndarray) needs numpy, which is not installed") from None
+    _ANY_LEAF.add(np.ndarray)
+    dt = _np_dtypes.get(dstr)
+    if dt is None:
         try:
-            out[name] = ft.encode(value)
-        except SerializationError as e:
-            raise SerializationError(f"{name}: {e}") from e
-        except TypeError as e:
-            raise TypeError(f"{name}: {e}") from e
-    return out
+            dt = np.dtype(dstr)
+        except Exception:
+            raise _corrupt(f"ext 11 (numpy.ndarray) dtype {dstr!r} is not valid") from None
+        if dt.str != dstr or dt.kind not in _NP_KINDS or dt.itemsize == 0:
+            raise _corrupt(f"ext 11 (numpy.ndarray) dtype {dstr!r} is not allowed")
+        if len(_np_dtypes) < 256:
+            _np_dtypes[dstr] = dt
+    if dt.itemsize != itemsize:
+        raise _corrupt(f"ext 11 (numpy.ndarray) dtype {dstr!r} is not allowed")
+    if data is None:
+        return np.empty(shape, dt)
+    return np.frombuffer(data, dtype=dt).reshape(shape)
+
+
+def _int_from_be(data: bytes) -> int:
+    return int.from_bytes(data, "big", signed=True)
+
+
+def _native_helpers() -> dict[str, Any]:
+    return {
+        "datetime": _dt.datetime,
+        "date": _dt.date,
+        "time": _dt.time,
+        "timedelta": _dt.timedelta,
+        "UUID": uuid.UUID,
+        "Decimal": decimal.Decimal,
+        "ExtType": _ExtType,
+        "SerializationError": SerializationError,
+        "TooDeep": _TooDeep,
+        "prep_any": _prep_any,
+        "bigint_bytes": _bigint_bytes,
+        "decimal_str": _decimal_str,
+        "dtype_str": _ndarray_dtype_str,
+        "tz": _tz,
+        "dec_decimal": _dec_decimal,
+        "make_ndarray": _native_ndarray,
+        "raw_ref": _RawRef,
+        "int_from_bytes": _int_from_be,
+    }
+
+
+_codecs: dict[int, Any] = {}
+
+
+def set_backend(native: Any) -> None:
+    """Choose the implementation every :class:`FieldType` uses from now on.
+
+    ``native``: the extension module ``oaas_sdk._native`` (bytes are made by its
+    ``Codec``), or ``None`` for the pure-Python codec. Both write identical bytes
+    (docs/format.md) and raise the same error types. Called by ``Runtime.__init__`` for
+    ``native="auto"|"on"|"off"``; switching is safe at any time between calls.
+    """
+    global _native_codec
+    if native is None:
+        _native_codec = None
+        return
+    nc = _codecs.get(id(native))
+    if nc is None:
+        nc = _codecs[id(native)] = native.Codec(_native_helpers())
+    _native_codec = nc
+
+
+def backend() -> str:
+    """``"native"`` or ``"python"``: the implementation encode/decode use now."""
+    return "native" if _native_codec is not None else "python"

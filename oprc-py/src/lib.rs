@@ -51,6 +51,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", VERSION)?;
     m.add_function(wrap_pyfunction!(py_build_profile, m)?)?;
     m.add_function(wrap_pyfunction!(build_info, m)?)?;
+    data::register(m)?;
     Ok(())
 }
 
