@@ -14,11 +14,12 @@ import weakref
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
+from . import codec
 from ._native_loader import native_module
 from .cache import EntryCache
 from .config import OaasConfig
 from .engine import Engine
-from .stores import ObjectKey, Store, open_store, parse_storage_url
+from .stores import ObjectKey, Store, StoredObject, open_store, parse_storage_url
 
 if TYPE_CHECKING:
     from .object import OaasObject
@@ -47,7 +48,12 @@ class Runtime:
         self._engine: Engine | None = None
         self._engine_lock = threading.Lock()
         self._inline = kind == "memory"
-        self.cache = EntryCache(config.cache_max_bytes, config.cache_ttl_s)
+        # The codec is process-wide: the latest configuration picks its implementation.
+        codec.set_backend(self.native)
+        self.cache: Any = (
+            self.native.EntryCache(config.cache_max_bytes, config.cache_ttl_s, StoredObject)
+            if self.native is not None
+            else EntryCache(config.cache_max_bytes, config.cache_ttl_s))
         self.identity: weakref.WeakValueDictionary[ObjectKey, OaasObject] = (
             weakref.WeakValueDictionary())
         self.dirty: dict[int, OaasObject] = {}

@@ -297,8 +297,9 @@ pub fn get_ndarray(data: &[u8]) -> Result<NdHeader<'_>, DecodeError> {
     let need = count.and_then(|c| c.checked_mul(itemsize as u128));
     let have = (n - end) as u128;
     if need != Some(have) {
+        let need = need.map_or_else(|| "more than 2**128".to_string(), |n| n.to_string());
         return err(format!(
-            "ext 11 (numpy.ndarray) shape {shape:?} of {dtype} does not match the {have} data bytes present"
+            "ext 11 (numpy.ndarray) shape {shape:?} of {dtype} needs {need} data bytes, payload has {have}"
         ));
     }
     Ok(NdHeader { dtype, itemsize, shape, data: &data[end..] })
