@@ -981,6 +981,8 @@ class FieldType:
         "_convert",
         "_adapter",
         "_any",
+        "_struct",
+        "_plan",
     )
 
     hint: Any
@@ -1009,6 +1011,11 @@ class FieldType:
         self._adapter: TypeAdapter[Any] | None = None
         # True for Any-like hints: the native codec then handles the value entirely.
         self._any = False
+        # What the native encoder may check itself (see _plan_desc): ("list", elem),
+        # ("dict", key types, val), ("record", cls, fields), ("union",), ("wrapper", inner)
+        # or ("exact",); None: only Python's _prep knows.
+        self._struct: tuple[Any, ...] | None = None
+        self._plan: Any = None  # (native codec, compiled plan) for the active backend
 
     def __repr__(self) -> str:
         return f"FieldType({self._name})"
@@ -1051,9 +1058,9 @@ class FieldType:
         try:
             nc = _native_codec
             if nc is not None:
-                if not self._any and type(value) not in self._pexact:
-                    value = self._prep(value, 0)
-                return nc.encode(value)  # type: ignore[no-any-return]
+                if self._any or type(value) in self._pexact:
+                    return nc.encode(value)  # type: ignore[no-any-return]
+                return nc.encode_plan(value, self._native_plan(nc))  # type: ignore[no-any-return]
             if type(value) not in self._pexact:
                 value = self._prep(value, 0)
             try:
@@ -1067,11 +1074,13 @@ class FieldType:
         except Exception as e:
             raise self._encode_error(e) from (None if isinstance(e, _Mismatch) else e)
 
-    def _prepared(self, value: Any) -> Any:
-        """``value`` checked for this hint, in the form the native encoder takes."""
-        if self._any or type(value) in self._pexact:
-            return value
-        return self._prep(value, 0)
+    def _native_plan(self, nc: Any) -> Any:
+        cached = self._plan
+        if cached is not None and cached[0] is nc:
+            return cached[1]
+        plan = nc.plan(_plan_desc(self, set()))
+        self._plan = (nc, plan)
+        return plan
 
     def _encode_error(self, e: Exception) -> Exception:
         if isinstance(e, _Mismatch):
@@ -1437,6 +1446,7 @@ def _fill_scalar(ft: FieldType, t: type) -> None:
         ft._pyd = Annotated[Any, PlainValidator(_bytes_validator(t))]
     ft._prep, ft._conv = prep, conv
     ft.passthrough_types = frozenset({t})
+    ft._struct = ("exact",)
 
 
 def _bytes_validator(t: type) -> Callable[[Any], Any]:
@@ -1470,11 +1480,13 @@ def _fill_ext_scalar(ft: FieldType, t: type) -> None:
     ft.mutable = False
     ft._prep, ft._conv = prep, conv
     ft._cexact = ft._shapes = ft.passthrough_types = frozenset({t})
+    ft._struct = ("exact", t)
 
 
 def _fill_wrapper(ft: FieldType, inner: FieldType, annotated: bool) -> None:
     # Late-bound calls: `inner` may be a model still being compiled.
     ft._prep = lambda v, d: inner._prep(v, d)
+    ft._struct = ("wrapper", inner)
     ft._conv = lambda raw, d: inner._conv(raw, d)
     ft._pexact, ft._cexact, ft._shapes = inner._pexact, inner._cexact, inner._shapes
     ft._record = inner._record
@@ -1540,6 +1552,7 @@ def _fill_union(ft: FieldType, arms: list[FieldType]) -> None:
         raise _shape_error(raw, name)
 
     ft._prep, ft._conv, ft._pexact = prep, conv, pexact
+    ft._struct = ("exact",)
     ft._cexact = frozenset().union(*(a._cexact for a in arms))
     ft.passthrough_types = frozenset().union(*(a.passthrough_types for a in arms))
     shapes: frozenset[Any] | None = frozenset()
@@ -1651,6 +1664,7 @@ def _fill_list(ft: FieldType, elem: FieldType) -> None:
         return [x if type(x) in ex else c(x, d) for x in raw]
 
     ft._prep, ft._conv = prep, conv
+    ft._struct = ("list", elem)
     ft._shapes = frozenset({list})
     ft.mutable = True
     ft._pyd = ft.hint if elem._pyd is elem.hint else list[elem._pyd]  # type: ignore[name-defined]
@@ -1708,6 +1722,7 @@ def _fill_dict(ft: FieldType, key: FieldType, val: FieldType) -> None:
         return {conv_key(k, d): (x if type(x) in vex else c(x, d)) for k, x in raw.items()}
 
     ft._prep, ft._conv = prep, conv
+    ft._struct = ("dict", kfast, val)
     ft._shapes = frozenset({dict})
     ft.mutable = True
     if key._pyd is key.hint and val._pyd is val.hint:
@@ -1809,7 +1824,8 @@ def _fill_ndarray(ft: FieldType) -> None:
 
     def prep(v: Any, depth: int) -> Any:
         if type(v) is np.ndarray:
-            return _ext_ndarray(v)
+            # The native encoder reads the array's buffer itself.
+            return v if _native_codec is not None else _ext_ndarray(v)
         raise _mismatch(v, name)
 
     def conv(raw: Any, depth: int) -> Any:
@@ -1821,6 +1837,7 @@ def _fill_ndarray(ft: FieldType) -> None:
         raise ValueError(f"expected a numpy.ndarray, got {type(v).__name__}")
 
     ft._prep, ft._conv = prep, conv
+    ft._struct = ("exact", np.ndarray)
     ft._cexact = ft._shapes = frozenset({np.ndarray})
     ft._pyd = Annotated[Any, PlainValidator(validate)]
     ft.mutable = True
@@ -1940,6 +1957,7 @@ def _fill_model(ft: FieldType, cls: type[BaseModel], new: dict[Any, FieldType]) 
 
     # Everything a Union or a recursive field looks at is set before the fields compile.
     ft._prep, ft._conv = _record_prep(ft, cls, fields), conv
+    ft._struct = ("record", cls, fields)
     ft._shapes = frozenset({dict})
     ft._convert = _convert_record
     ft.mutable = True
@@ -1973,6 +1991,7 @@ def _fill_dataclass(ft: FieldType, cls: type, new: dict[Any, FieldType]) -> None
             raise _Mismatch(f"stored value does not rebuild {name}: {e}") from None
 
     ft._prep, ft._conv = _record_prep(ft, cls, fields), conv
+    ft._struct = ("record", cls, fields)
     ft._shapes = frozenset({dict})
     ft._convert = _convert_record
     ft.mutable = True
@@ -2052,18 +2071,17 @@ def encode_objects(
         return out
     names: list[str] = []
     fts: list[FieldType] = []
-    prepared: list[Any] = []
+    items: list[Any] = []
+    plans: list[Any] = []
     for values, types in objects:
         for name, value in values.items():
             ft = types[name]
             names.append(name)
             fts.append(ft)
-            try:
-                prepared.append(ft._prepared(value))
-            except Exception as e:
-                raise _field_error(name, ft._encode_error(e)) from e
+            items.append(value)
+            plans.append(None if ft._any else ft._native_plan(nc))
     try:
-        encoded = nc.encode_many(prepared)
+        encoded = nc.encode_many(items, plans)
     except Exception as e:
         i = getattr(e, "_oaas_index", None)
         if i is None:
@@ -2128,6 +2146,38 @@ def _int_from_be(data: bytes) -> int:
     return int.from_bytes(data, "big", signed=True)
 
 
+def _plan_desc(ft: FieldType, active: set[int]) -> tuple[Any, ...]:
+    """The encode plan of a hint for the native codec, as nested tuples.
+
+    Nodes: ("any",); ("exact", types, prep); ("list", elem, prep); ("dict", key types,
+    val, prep); ("record", cls, ((name, node), ...), prep); ("python", prep). A value
+    whose exact type a node accepts is encoded natively, exactly as ``_prep`` would pass
+    it through; anything else goes to that node's ``_prep`` (so errors are Python's).
+    """
+    if ft._any:
+        return ("any",)
+    st = ft._struct
+    if st is None or id(ft) in active:  # unknown, or a recursive reference
+        return ("python", ft._prep)
+    active.add(id(ft))
+    try:
+        kind = st[0]
+        if kind == "wrapper":
+            return _plan_desc(st[1], active)
+        if kind == "exact":
+            return ("exact", tuple(ft._pexact) + st[1:], ft._prep)
+        if kind == "list":
+            return ("list", _plan_desc(st[1], active), ft._prep)
+        if kind == "dict":
+            return ("dict", tuple(st[1]), _plan_desc(st[2], active), ft._prep)
+        if kind == "record":
+            fields = tuple((name, _plan_desc(node, active)) for name, node in st[2])
+            return ("record", st[1], fields, ft._prep)
+        return ("python", ft._prep)
+    finally:
+        active.discard(id(ft))
+
+
 def _native_helpers() -> dict[str, Any]:
     return {
         "datetime": _dt.datetime,
@@ -2139,6 +2189,7 @@ def _native_helpers() -> dict[str, Any]:
         "ExtType": _ExtType,
         "SerializationError": SerializationError,
         "TooDeep": _TooDeep,
+        "Mismatch": _Mismatch,
         "prep_any": _prep_any,
         "bigint_bytes": _bigint_bytes,
         "decimal_str": _decimal_str,

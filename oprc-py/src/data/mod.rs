@@ -18,6 +18,7 @@ pub const COMPONENTS: &[&str] = &["codec", "cache"];
 /// Adds the data-path classes (`Codec`, `EntryCache`) to the extension module.
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<py_codec::Codec>()?;
+    m.add_class::<py_codec::Plan>()?;
     m.add_class::<py_cache::PyEntryCache>()?;
     Ok(())
 }

@@ -134,6 +134,63 @@ impl<'py> Out<'py> {
 
 // ----------------------------------------------------------------------------- context
 
+/// A compiled encode plan (see `codec._plan_desc`): which exact types each node of a hint
+/// passes through unchanged, so that the native encoder checks them itself and calls the
+/// node's Python `_prep` only for values that need converting or refusing.
+enum PlanNode {
+    Any,
+    Exact { types: Vec<Py<PyType>>, prep: Py<PyAny> },
+    List { elem: Box<PlanNode>, prep: Py<PyAny> },
+    Dict { keys: Vec<Py<PyType>>, val: Box<PlanNode>, prep: Py<PyAny> },
+    Record { cls: Py<PyType>, fields: Vec<(Py<PyString>, PlanNode)>, prep: Py<PyAny> },
+    Python { prep: Py<PyAny> },
+}
+
+impl PlanNode {
+    fn compile(desc: &Bound<'_, PyAny>) -> PyResult<PlanNode> {
+        let t = desc.cast::<PyTuple>()?;
+        let kind: String = t.get_item(0)?.extract()?;
+        let types = |i: usize| -> PyResult<Vec<Py<PyType>>> {
+            t.get_item(i)?
+                .try_iter()?
+                .map(|x| Ok(x?.cast_into::<PyType>()?.unbind()))
+                .collect()
+        };
+        let last = || -> PyResult<Py<PyAny>> { Ok(t.get_item(t.len() - 1)?.unbind()) };
+        Ok(match kind.as_str() {
+            "any" => PlanNode::Any,
+            "exact" => PlanNode::Exact { types: types(1)?, prep: last()? },
+            "list" => PlanNode::List { elem: Box::new(Self::compile(&t.get_item(1)?)?), prep: last()? },
+            "dict" => PlanNode::Dict {
+                keys: types(1)?,
+                val: Box::new(Self::compile(&t.get_item(2)?)?),
+                prep: last()?,
+            },
+            "record" => {
+                let mut fields = Vec::new();
+                for f in t.get_item(2)?.try_iter()? {
+                    let f = f?;
+                    let name = f.get_item(0)?.cast_into::<PyString>()?;
+                    fields.push((name.unbind(), Self::compile(&f.get_item(1)?)?));
+                }
+                PlanNode::Record { cls: t.get_item(1)?.cast_into::<PyType>()?.unbind(), fields, prep: last()? }
+            }
+            "python" => PlanNode::Python { prep: last()? },
+            other => return Err(PyValueError::new_err(format!("unknown plan node {other:?}"))),
+        })
+    }
+}
+
+fn has_type(types: &[Py<PyType>], t: *mut ffi::PyTypeObject) -> bool {
+    types.iter().any(|x| x.as_ptr().cast::<ffi::PyTypeObject>() == t)
+}
+
+/// A compiled encode plan for one field type (`Codec.plan`).
+#[pyclass(frozen, module = "oaas_sdk._native", name = "Plan")]
+pub struct Plan {
+    root: PlanNode,
+}
+
 struct Numpy {
     ndarray: Py<PyType>,
 }
@@ -152,6 +209,7 @@ pub struct Codec {
     t_ext: Py<PyType>,
     ser_error: Py<PyType>,
     too_deep: Py<PyType>,
+    mismatch: Py<PyType>,
     prep_any: Py<PyAny>,
     bigint_bytes: Py<PyAny>,
     decimal_str: Py<PyAny>,
@@ -620,6 +678,99 @@ impl Codec {
         Ok(s)
     }
 
+    /// Python's `_prep` for a node, then the result encoded as prepared (no further plan).
+    fn via_prep<'py>(&self, prep: &Py<PyAny>, v: &Bound<'py, PyAny>, out: &mut Out<'py>, depth: usize) -> PyResult<()> {
+        let prepared = prep.bind(v.py()).call1((v, depth))?;
+        self.enc(&prepared, out, depth, false)
+    }
+
+    fn enc_plan<'py>(&self, v: &Bound<'py, PyAny>, plan: &PlanNode, out: &mut Out<'py>, depth: usize) -> PyResult<()> {
+        let py = v.py();
+        let t = v.get_type_ptr();
+        match plan {
+            PlanNode::Any => self.enc(v, out, depth, true),
+            PlanNode::Python { prep } => self.via_prep(prep, v, out, depth),
+            PlanNode::Exact { types, prep } => {
+                if has_type(types, t) {
+                    self.enc(v, out, depth, true)
+                } else {
+                    self.via_prep(prep, v, out, depth)
+                }
+            }
+            PlanNode::List { elem, prep } => {
+                if t != std::ptr::addr_of_mut!(ffi::PyList_Type) {
+                    return self.via_prep(prep, v, out, depth);
+                }
+                if depth >= MAX_DEPTH {
+                    return Err(self.too_deep(py));
+                }
+                let list = v.cast::<PyList>()?;
+                let n = list.len();
+                mp::write_array_header(&mut out.buf, n).map_err(|e| self.derr(py, e))?;
+                for i in 0..n {
+                    let item = list.get_item(i).map_err(|_| self.ser_err(py, "list changed size during encoding"))?;
+                    self.enc_plan(&item, elem, out, depth + 1)?;
+                    Self::tick(out, py)?;
+                }
+                if list.len() != n {
+                    return Err(self.ser_err(py, "list changed size during encoding"));
+                }
+                Ok(())
+            }
+            PlanNode::Dict { keys, val, prep } => {
+                if t != std::ptr::addr_of_mut!(ffi::PyDict_Type) {
+                    return self.via_prep(prep, v, out, depth);
+                }
+                if depth >= MAX_DEPTH {
+                    return Err(self.too_deep(py));
+                }
+                let d = v.cast::<PyDict>()?;
+                // Keys Python would have to convert: the whole dict goes to its _prep.
+                if !d.keys().iter().all(|k| has_type(keys, k.get_type_ptr())) {
+                    return self.via_prep(prep, v, out, depth);
+                }
+                let n = d.len();
+                mp::write_map_header(&mut out.buf, n).map_err(|e| self.derr(py, e))?;
+                let mut seen = 0;
+                for (k, x) in d.iter() {
+                    seen += 1;
+                    if k.is_exact_instance_of::<PyString>() {
+                        self.enc_str(&k, out)?;
+                    } else {
+                        self.enc_int(&k, out)?;
+                    }
+                    self.enc_plan(&x, val, out, depth + 1)?;
+                    Self::tick(out, py)?;
+                }
+                if seen != n || d.len() != n {
+                    return Err(self.ser_err(py, "dict changed size during encoding"));
+                }
+                Ok(())
+            }
+            PlanNode::Record { cls, fields, prep } => {
+                if t != cls.as_ptr().cast::<ffi::PyTypeObject>() || depth >= MAX_DEPTH {
+                    return self.via_prep(prep, v, out, depth);
+                }
+                let mark = out.mark();
+                mp::write_map_header(&mut out.buf, fields.len()).map_err(|e| self.derr(py, e))?;
+                for (name, node) in fields {
+                    let name = name.bind(py);
+                    let x = v.getattr(name)?;
+                    self.enc_str(name.as_any(), out)?;
+                    if let Err(e) = self.enc_plan(&x, node, out, depth + 1) {
+                        if e.is_instance(py, self.mismatch.bind(py)) {
+                            // Python names the field in the message: let it redo the record.
+                            out.reset(mark);
+                            return self.via_prep(prep, v, out, depth);
+                        }
+                        return Err(e);
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
     fn encode_one<'py>(&self, py: Python<'py>, value: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyBytes>> {
         let mut out = Out::new();
         self.enc(value, &mut out, 0, true)?;
@@ -885,6 +1036,7 @@ impl Codec {
             t_ext: helper_type(h, "ExtType")?,
             ser_error: helper_type(h, "SerializationError")?,
             too_deep: helper_type(h, "TooDeep")?,
+            mismatch: helper_type(h, "Mismatch")?,
             prep_any: helper(h, "prep_any")?.unbind(),
             bigint_bytes: helper(h, "bigint_bytes")?.unbind(),
             decimal_str: helper(h, "decimal_str")?.unbind(),
@@ -907,13 +1059,41 @@ impl Codec {
         guarded(self, py, || self.encode_one(py, value))
     }
 
-    /// Encode each value of a list; one call for many fields or objects. On error, the
-    /// exception gets an attribute `_oaas_index` naming the failing position.
-    fn encode_many<'py>(&self, py: Python<'py>, values: &Bound<'py, PyList>) -> PyResult<Bound<'py, PyList>> {
+    /// Compile an encode plan from its description (`codec._plan_desc`).
+    fn plan(&self, desc: &Bound<'_, PyAny>) -> PyResult<Plan> {
+        Ok(Plan { root: PlanNode::compile(desc)? })
+    }
+
+    /// Encode a value for a hinted field: types the plan accepts are checked and written
+    /// here; other values go through the hint's Python `_prep` first. Errors as `encode`.
+    fn encode_plan<'py>(&self, py: Python<'py>, value: &Bound<'py, PyAny>, plan: &Bound<'py, Plan>) -> PyResult<Bound<'py, PyBytes>> {
+        guarded(self, py, || {
+            let mut out = Out::new();
+            self.enc_plan(value, &plan.get().root, &mut out, 0)?;
+            out.into_pybytes(py)
+        })
+    }
+
+    /// Encode each value of a list; one call for many fields or objects. `plans`: one
+    /// `Plan` (or None for `Any`) per value. On error, the exception gets an attribute
+    /// `_oaas_index` naming the failing position.
+    #[pyo3(signature = (values, plans=None))]
+    fn encode_many<'py>(&self, py: Python<'py>, values: &Bound<'py, PyList>, plans: Option<Bound<'py, PyList>>) -> PyResult<Bound<'py, PyList>> {
         guarded(self, py, || {
             let out = PyList::empty(py);
             for (i, v) in values.iter().enumerate() {
-                match self.encode_one(py, &v) {
+                let plan = match &plans {
+                    Some(p) => Some(p.get_item(i)?),
+                    None => None,
+                };
+                let r = match plan.as_ref().map(|p| p.cast::<Plan>()) {
+                    Some(Ok(p)) => {
+                        let mut o = Out::new();
+                        self.enc_plan(&v, &p.get().root, &mut o, 0).and_then(|_| o.into_pybytes(py))
+                    }
+                    _ => self.encode_one(py, &v),
+                };
+                match r {
                     Ok(b) => out.append(b)?,
                     Err(e) => {
                         let _ = e.value(py).setattr("_oaas_index", i);
