@@ -221,13 +221,14 @@ pub struct Codec {
     int_from_bytes: Py<PyAny>,
     numpy: OnceLock<Numpy>,
     dtypes: Mutex<Vec<(Py<PyAny>, Py<PyBytes>)>>,
+    keys: Mutex<KeyCache>,
 }
 
 fn ptr_of<T>(t: &Py<T>) -> *mut ffi::PyObject {
     t.as_ptr()
 }
 
-struct DecodeMode<'py> {
+struct DecodeMode<'py, 'c> {
     /// Under an `Any` hint: references go through this factory and the result is final.
     ref_factory: Option<Bound<'py, PyAny>>,
     /// Bin values at least this long become memoryview slices of `source` (0: never).
@@ -237,6 +238,8 @@ struct DecodeMode<'py> {
     ticks: u32,
     /// Address of the first input byte, to turn a slice into an offset.
     base: usize,
+    /// The key cache, when no other decode on this thread holds it (re-entry).
+    keys: Option<std::sync::MutexGuard<'c, KeyCache>>,
 }
 
 impl Codec {
@@ -384,8 +387,13 @@ impl Codec {
             return Ok(());
         }
         if let Some(nd) = self.ndarray_type(py) {
-            if t == nd && self.enc_ndarray(v, out)? {
-                return Ok(());
+            if t == nd {
+                if self.enc_ndarray(v, out)? {
+                    return Ok(());
+                }
+                // No C-contiguous buffer (0-d, datetime64, strided): Python copies it.
+                let prepared = self.prep_any.bind(py).call1((v, depth))?;
+                return self.enc(&prepared, out, depth, false);
             }
         }
         if !fallback {
@@ -779,12 +787,12 @@ impl Codec {
 
     // ------------------------------------------------------------------------- decode
 
-    fn dec<'py>(&self, py: Python<'py>, r: &mut Reader<'_>, depth: usize, m: &mut DecodeMode<'py>) -> PyResult<Bound<'py, PyAny>> {
+    fn dec<'py>(&self, py: Python<'py>, r: &mut Reader<'_>, depth: usize, m: &mut DecodeMode<'py, '_>) -> PyResult<Bound<'py, PyAny>> {
         let tok = r.next().map_err(|e| self.derr(py, e))?;
         self.dec_token(py, tok, r, depth, m)
     }
 
-    fn check_depth(&self, py: Python<'_>, depth: usize, m: &mut DecodeMode<'_>) -> PyResult<()> {
+    fn check_depth(&self, py: Python<'_>, depth: usize, m: &mut DecodeMode<'_, '_>) -> PyResult<()> {
         if depth >= MAX_DEPTH {
             return Err(self.too_deep(py));
         }
@@ -796,13 +804,15 @@ impl Codec {
         Ok(())
     }
 
-    fn dec_token<'py>(&self, py: Python<'py>, tok: Token<'_>, r: &mut Reader<'_>, depth: usize, m: &mut DecodeMode<'py>) -> PyResult<Bound<'py, PyAny>> {
+    fn dec_token<'py>(&self, py: Python<'py>, tok: Token<'_>, r: &mut Reader<'_>, depth: usize, m: &mut DecodeMode<'py, '_>) -> PyResult<Bound<'py, PyAny>> {
         Ok(match tok {
             Token::Nil => py.None().into_bound(py),
             Token::Bool(b) => pyo3::types::PyBool::new(py, b).to_owned().into_any(),
-            Token::Uint(u) => u.into_pyobject(py)?.into_any(),
-            Token::Int(i) => i.into_pyobject(py)?.into_any(),
-            Token::Float(f) => f.into_pyobject(py)?.into_any(),
+            // SAFETY (these three): the constructors return a new reference or NULL with
+            // an exception set, which from_owned_ptr_or_err turns into Err.
+            Token::Uint(u) => unsafe { Bound::from_owned_ptr_or_err(py, ffi::PyLong_FromUnsignedLongLong(u))? },
+            Token::Int(i) => unsafe { Bound::from_owned_ptr_or_err(py, ffi::PyLong_FromLongLong(i))? },
+            Token::Float(f) => unsafe { Bound::from_owned_ptr_or_err(py, ffi::PyFloat_FromDouble(f))? },
             Token::Str(s) => self.dec_str(py, s)?,
             Token::Bin(b) => self.dec_bin(py, b, m)?,
             Token::Array(n) => {
@@ -814,14 +824,20 @@ impl Codec {
                 let d = PyDict::new(py);
                 for _ in 0..n {
                     let key = match r.next().map_err(|e| self.derr(py, e))? {
-                        Token::Str(s) => self.dec_str(py, s)?,
+                        Token::Str(s) => match m.keys.as_deref_mut() {
+                            Some(c) => c.get(py, s).map_err(|e| self.ser_err(py, format!("map key: {e}")))?,
+                            None => self.dec_str(py, s)?,
+                        },
                         Token::Uint(u) => u.into_pyobject(py)?.into_any(),
                         Token::Int(i) => i.into_pyobject(py)?.into_any(),
                         Token::Ext(ext::EXT_BIGINT, p) => self.dec_bigint(py, p)?,
                         _ => return Err(self.ser_err(py, "map key is not str or int")),
                     };
                     let val = self.dec(py, r, depth + 1, m)?;
-                    d.set_item(key, val)?;
+                    // SAFETY: `d` is a dict; key and val are valid references (not stolen).
+                    if unsafe { ffi::PyDict_SetItem(d.as_ptr(), key.as_ptr(), val.as_ptr()) } != 0 {
+                        return Err(PyErr::fetch(py));
+                    }
                 }
                 d.into_any()
             }
@@ -830,13 +846,10 @@ impl Codec {
     }
 
     fn dec_str<'py>(&self, py: Python<'py>, s: &[u8]) -> PyResult<Bound<'py, PyAny>> {
-        match std::str::from_utf8(s) {
-            Ok(s) => Ok(PyString::new(py, s).into_any()),
-            Err(e) => Err(self.ser_err(py, format!("str is not valid UTF-8: {e}"))),
-        }
+        decode_utf8(py, s).map_err(|e| self.ser_err(py, format!("str is not valid UTF-8: {e}")))
     }
 
-    fn dec_bin<'py>(&self, py: Python<'py>, b: &[u8], m: &mut DecodeMode<'py>) -> PyResult<Bound<'py, PyAny>> {
+    fn dec_bin<'py>(&self, py: Python<'py>, b: &[u8], m: &mut DecodeMode<'py, '_>) -> PyResult<Bound<'py, PyAny>> {
         if m.view_min > 0 && b.len() >= m.view_min {
             if let Some(v) = self.view_of(py, b, m)? {
                 return Ok(v);
@@ -846,7 +859,7 @@ impl Codec {
     }
 
     /// A read-only memoryview slice of the decoded input covering `b` (which lies inside it).
-    fn view_of<'py>(&self, py: Python<'py>, b: &[u8], m: &mut DecodeMode<'py>) -> PyResult<Option<Bound<'py, PyAny>>> {
+    fn view_of<'py>(&self, py: Python<'py>, b: &[u8], m: &mut DecodeMode<'py, '_>) -> PyResult<Option<Bound<'py, PyAny>>> {
         let Some(src) = m.source.clone() else { return Ok(None) };
         if m.view_of.is_none() {
             // SAFETY: `src` is a live object supporting the buffer protocol (we decoded
@@ -861,7 +874,7 @@ impl Codec {
         Ok(Some(mv.get_item(slice)?))
     }
 
-    fn dec_list<'py>(&self, py: Python<'py>, r: &mut Reader<'_>, n: usize, depth: usize, m: &mut DecodeMode<'py>) -> PyResult<Bound<'py, PyAny>> {
+    fn dec_list<'py>(&self, py: Python<'py>, r: &mut Reader<'_>, n: usize, depth: usize, m: &mut DecodeMode<'py, '_>) -> PyResult<Bound<'py, PyAny>> {
         let len = ffi::Py_ssize_t::try_from(n).map_err(|_| self.ser_err(py, "array too long"))?;
         // SAFETY: PyList_New returns a new list of `len` NULL slots (or NULL with an
         // exception). Every slot below is filled once with an owned reference, which
@@ -878,7 +891,7 @@ impl Codec {
         Ok(list)
     }
 
-    fn dec_items<'py>(&self, py: Python<'py>, code: i8, payload: &[u8], depth: usize, m: &mut DecodeMode<'py>) -> PyResult<Vec<Bound<'py, PyAny>>> {
+    fn dec_items<'py>(&self, py: Python<'py>, code: i8, payload: &[u8], depth: usize, m: &mut DecodeMode<'py, '_>) -> PyResult<Vec<Bound<'py, PyAny>>> {
         self.check_depth(py, depth, m)?;
         let mut sub = Reader::new(payload);
         let n = match sub.next().map_err(|e| self.derr(py, e))? {
@@ -907,7 +920,7 @@ impl Codec {
         }
     }
 
-    fn dec_ext<'py>(&self, py: Python<'py>, code: i8, p: &[u8], depth: usize, m: &mut DecodeMode<'py>) -> PyResult<Bound<'py, PyAny>> {
+    fn dec_ext<'py>(&self, py: Python<'py>, code: i8, p: &[u8], depth: usize, m: &mut DecodeMode<'py, '_>) -> PyResult<Bound<'py, PyAny>> {
         let de = |e: DecodeError| self.derr(py, e);
         match code {
             ext::EXT_BIGINT => self.dec_bigint(py, p),
@@ -983,7 +996,7 @@ impl Codec {
         }
     }
 
-    fn dec_ndarray<'py>(&self, py: Python<'py>, p: &[u8], m: &mut DecodeMode<'py>) -> PyResult<Bound<'py, PyAny>> {
+    fn dec_ndarray<'py>(&self, py: Python<'py>, p: &[u8], m: &mut DecodeMode<'py, '_>) -> PyResult<Bound<'py, PyAny>> {
         let h = ext::get_ndarray(p).map_err(|e| self.derr(py, e))?;
         if h.dtype.as_bytes()[1] == b'b' && h.data.iter().any(|&b| b > 1) {
             return Err(self.ser_err(py, "ext 11 (numpy.ndarray) bool data holds bytes other than 0 and 1"));
@@ -998,6 +1011,48 @@ impl Codec {
             (false, false) => PyByteArray::new(py, h.data).into_any(),
         };
         self.make_ndarray.bind(py).call1((h.dtype, shape, data, h.itemsize))
+    }
+}
+
+/// A Python str from UTF-8 bytes, validated once (by CPython's decoder).
+fn decode_utf8<'py>(py: Python<'py>, s: &[u8]) -> PyResult<Bound<'py, PyAny>> {
+    let len = ffi::Py_ssize_t::try_from(s.len()).map_err(|_| PyValueError::new_err("str too long"))?;
+    // SAFETY: `s` is `len` readable bytes; PyUnicode_DecodeUTF8 copies them and returns a
+    // new reference or NULL with an exception set (invalid UTF-8).
+    unsafe { Bound::from_owned_ptr_or_err(py, ffi::PyUnicode_DecodeUTF8(s.as_ptr().cast(), len, c"strict".as_ptr())) }
+}
+
+/// Recently decoded map keys (short str), so repeated keys are not decoded again, as
+/// orjson and msgspec do. Direct-mapped by a hash of the bytes.
+struct KeyCache {
+    slots: Vec<Option<(Box<[u8]>, Py<PyAny>)>>,
+}
+
+impl KeyCache {
+    const SIZE: usize = 512;
+    const MAX_LEN: usize = 32;
+
+    fn new() -> Self {
+        KeyCache { slots: (0..Self::SIZE).map(|_| None).collect() }
+    }
+
+    fn get<'py>(&mut self, py: Python<'py>, s: &[u8]) -> PyResult<Bound<'py, PyAny>> {
+        if s.len() > Self::MAX_LEN {
+            return decode_utf8(py, s);
+        }
+        let mut h: u64 = 0xcbf29ce484222325;
+        for &b in s {
+            h = (h ^ u64::from(b)).wrapping_mul(0x100000001b3);
+        }
+        let slot = &mut self.slots[(h as usize) % Self::SIZE];
+        if let Some((k, v)) = slot {
+            if **k == *s {
+                return Ok(v.bind(py).clone());
+            }
+        }
+        let v = decode_utf8(py, s)?;
+        *slot = Some((s.into(), v.clone().unbind()));
+        Ok(v)
     }
 }
 
@@ -1048,6 +1103,7 @@ impl Codec {
             int_from_bytes: helper(h, "int_from_bytes")?.unbind(),
             numpy: OnceLock::new(),
             dtypes: Mutex::new(Vec::new()),
+            keys: Mutex::new(KeyCache::new()),
         })
     }
 
@@ -1165,6 +1221,7 @@ impl Codec {
             view_of: None,
             ticks: 0,
             base: bytes.as_ptr() as usize,
+            keys: self.keys.try_lock().ok(),
         };
         let mut r = Reader::new(bytes);
         let v = self.dec(py, &mut r, 0, &mut m)?;
