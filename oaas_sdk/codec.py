@@ -316,7 +316,7 @@ _pool: list[Any] = [_new_packer() for _ in range(4)]
 def _pack(obj: Any) -> bytes:
     nc = _native_codec
     if nc is not None:
-        return nc.encode(obj)  # type: ignore[no-any-return]
+        return nc.encode(obj)
     try:
         p = _pool.pop()
     except IndexError:
@@ -1059,8 +1059,8 @@ class FieldType:
             nc = _native_codec
             if nc is not None:
                 if self._any or type(value) in self._pexact:
-                    return nc.encode(value)  # type: ignore[no-any-return]
-                return nc.encode_plan(value, self._native_plan(nc))  # type: ignore[no-any-return]
+                    return nc.encode(value)
+                return nc.encode_plan(value, self._native_plan(nc))
             if type(value) not in self._pexact:
                 value = self._prep(value, 0)
             try:

@@ -71,7 +71,9 @@ def cross_decode(data: bytes, hint: Any, value: Any) -> None:
         assert same(got, value), (impl, hint, value, got)
 
 
-@pytest.mark.parametrize(("name", "hint", "value", "hex_bytes"), VECTORS, ids=[v[0] for v in VECTORS])
+@pytest.mark.parametrize(
+    ("name", "hint", "value", "hex_bytes"), VECTORS, ids=[v[0] for v in VECTORS]
+)
 def test_vector_is_identical_on_both(name: str, hint: Any, value: Any, hex_bytes: str) -> None:
     hint, value = vector_case(hint, value)
     assert both_encode(value, hint).hex() == hex_bytes
@@ -116,20 +118,35 @@ def test_random_bytes_are_accepted_or_refused_alike(data: bytes, hint: Any) -> N
 
 
 @settings(max_examples=400, deadline=None)
-@given(st.sampled_from(_VALID), st.integers(0, 10_000), st.integers(0, 255), st.sampled_from(_DECODE_HINTS))
-def test_mutated_encodings_are_accepted_or_refused_alike(data: bytes, pos: int, byte: int, hint: Any) -> None:
+@given(
+    st.sampled_from(_VALID),
+    st.integers(0, 10_000),
+    st.integers(0, 255),
+    st.sampled_from(_DECODE_HINTS),
+)
+def test_mutated_encodings_are_accepted_or_refused_alike(
+    data: bytes, pos: int, byte: int, hint: Any
+) -> None:
     i = pos % len(data)
-    for mutated in (data[:i], data[:i] + bytes([byte]) + data[i + 1 :], data[:i] + bytes([byte]) + data[i:]):
+    for mutated in (
+        data[:i],
+        data[:i] + bytes([byte]) + data[i + 1 :],
+        data[:i] + bytes([byte]) + data[i:],
+    ):
         _agree(mutated, hint)
 
 
 def test_encode_objects_is_one_batch_with_field_names_in_errors() -> None:
-    types = {"a": codec.field_type(int), "b": codec.field_type(list[str]), "c": codec.field_type(Any)}
+    types = {
+        "a": codec.field_type(int),
+        "b": codec.field_type(list[str]),
+        "c": codec.field_type(Any),
+    }
     objs = [({"a": 1, "b": ["x"], "c": {"k": (1, 2)}}, types), ({"a": 2**70}, types)]
     for impl in ("python", "native"):
         got = on(impl, lambda: codec.encode_objects(objs))
         assert got == [
-            {"a": b"\x01", "b": bytes.fromhex("91a178"), "c": bytes.fromhex("81a16bc7030292" "0102")},
+            {"a": b"\x01", "b": bytes.fromhex("91a178"), "c": bytes.fromhex("81a16bc70302920102")},
             {"a": codec.encode(2**70)},
         ]
         with pytest.raises(SerializationError, match=r"^b: "):

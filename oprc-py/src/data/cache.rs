@@ -61,7 +61,9 @@ impl EntryCache {
             let mut b = Cache::builder()
                 .max_capacity(max_bytes)
                 .eviction_policy(EvictionPolicy::lru())
-                .weigher(|_k: &Vec<u8>, v: &Arc<Record>| u32::try_from(v.weight()).unwrap_or(u32::MAX))
+                .weigher(|_k: &Vec<u8>, v: &Arc<Record>| {
+                    u32::try_from(v.weight()).unwrap_or(u32::MAX)
+                })
                 .eviction_listener(move |_k, v: Arc<Record>, cause| {
                     c.bytes.fetch_sub(v.weight() as i64, Ordering::Relaxed);
                     if cause == RemovalCause::Size {
@@ -73,13 +75,21 @@ impl EntryCache {
             }
             b.build()
         });
-        EntryCache { max_bytes, cache, counters }
+        EntryCache {
+            max_bytes,
+            cache,
+            counters,
+        }
     }
 
     /// The record, counting a hit or a miss (an expired record is a miss).
     pub fn get(&self, key: &[u8]) -> Option<Arc<Record>> {
         let found = self.cache.as_ref().and_then(|c| c.get(key));
-        let counter = if found.is_some() { &self.counters.hits } else { &self.counters.misses };
+        let counter = if found.is_some() {
+            &self.counters.hits
+        } else {
+            &self.counters.misses
+        };
         counter.fetch_add(1, Ordering::Relaxed);
         found
     }
@@ -103,10 +113,22 @@ impl EntryCache {
 
     /// Apply a commit: merge `entries`, drop `deletes`; a missing record is inserted only
     /// when this is the object's first version.
-    pub fn update(&self, key: Vec<u8>, version: u64, time_ms: i64, entries: Vec<(String, Arc<[u8]>)>, deletes: &[String]) {
+    pub fn update(
+        &self,
+        key: Vec<u8>,
+        version: u64,
+        time_ms: i64,
+        entries: Vec<(String, Arc<[u8]>)>,
+        deletes: &[String],
+    ) {
         let rec = match self.peek(&key) {
             None if version != 1 => return,
-            None => Record { version: 1, created_ms: time_ms, updated_ms: time_ms, entries },
+            None => Record {
+                version: 1,
+                created_ms: time_ms,
+                updated_ms: time_ms,
+                entries,
+            },
             Some(base) => {
                 let mut merged = base.entries.clone();
                 for (name, data) in entries {
@@ -116,7 +138,12 @@ impl EntryCache {
                     }
                 }
                 merged.retain(|(n, _)| !deletes.contains(n));
-                Record { version, created_ms: base.created_ms, updated_ms: time_ms, entries: merged }
+                Record {
+                    version,
+                    created_ms: base.created_ms,
+                    updated_ms: time_ms,
+                    entries: merged,
+                }
             }
         };
         self.put(key, rec);
@@ -175,7 +202,12 @@ mod tests {
     use super::*;
 
     fn rec(n: usize) -> Record {
-        Record { version: 1, created_ms: 5, updated_ms: 5, entries: vec![("f".into(), vec![0u8; n].into())] }
+        Record {
+            version: 1,
+            created_ms: 5,
+            updated_ms: 5,
+            entries: vec![("f".into(), vec![0u8; n].into())],
+        }
     }
 
     #[test]
@@ -210,9 +242,18 @@ mod tests {
         c.update(b"k".to_vec(), 2, 9, vec![("x".into(), vec![1].into())], &[]);
         assert!(c.peek(b"k").is_none());
         c.update(b"k".to_vec(), 1, 9, vec![("x".into(), vec![1].into())], &[]);
-        c.update(b"k".to_vec(), 2, 10, vec![("y".into(), vec![2].into())], &[]);
+        c.update(
+            b"k".to_vec(),
+            2,
+            10,
+            vec![("y".into(), vec![2].into())],
+            &[],
+        );
         let r = c.peek(b"k").unwrap();
-        assert_eq!((r.version, r.created_ms, r.updated_ms, r.entries.len()), (2, 9, 10, 2));
+        assert_eq!(
+            (r.version, r.created_ms, r.updated_ms, r.entries.len()),
+            (2, 9, 10, 2)
+        );
         c.update(b"k".to_vec(), 3, 11, vec![], &["x".to_string()]);
         assert_eq!(c.peek(b"k").unwrap().entries.len(), 1);
     }

@@ -116,7 +116,10 @@ pub fn put_date(out: &mut Vec<u8>, c: &Clock) {
 
 pub fn get_date(data: &[u8]) -> Result<Clock, DecodeError> {
     if data.len() != 4 {
-        return err(format!("ext 6 (date) payload is {} bytes, expected 4", data.len()));
+        return err(format!(
+            "ext 6 (date) payload is {} bytes, expected 4",
+            data.len()
+        ));
     }
     Ok(Clock {
         year: u16::from_be_bytes([data[0], data[1]]),
@@ -190,7 +193,10 @@ pub fn get_timedelta(data: &[u8]) -> Result<Delta, DecodeError> {
 
 pub fn get_uuid(data: &[u8]) -> Result<u128, DecodeError> {
     if data.len() != 16 {
-        return err(format!("ext 9 (UUID) payload is {} bytes, expected 16", data.len()));
+        return err(format!(
+            "ext 9 (UUID) payload is {} bytes, expected 16",
+            data.len()
+        ));
     }
     let mut a = [0u8; 16];
     a.copy_from_slice(data);
@@ -233,10 +239,17 @@ pub struct NdHeader<'a> {
     pub data: &'a [u8],
 }
 
-pub fn put_ndarray_header(out: &mut Vec<u8>, dtype: &[u8], shape: &[u64]) -> Result<(), DecodeError> {
+pub fn put_ndarray_header(
+    out: &mut Vec<u8>,
+    dtype: &[u8],
+    shape: &[u64],
+) -> Result<(), DecodeError> {
     let n = u8::try_from(dtype.len()).or_else(|_| err("dtype string too long"))?;
     if shape.len() > MAX_NDIM {
-        return err(format!("numpy array has {} dimensions (at most {MAX_NDIM})", shape.len()));
+        return err(format!(
+            "numpy array has {} dimensions (at most {MAX_NDIM})",
+            shape.len()
+        ));
     }
     out.push(n);
     out.extend_from_slice(dtype);
@@ -287,7 +300,11 @@ pub fn get_ndarray(data: &[u8]) -> Result<NdHeader<'_>, DecodeError> {
     let mut shape = Vec::with_capacity(ndim);
     let mut count: Option<u128> = Some(1);
     for i in 0..ndim {
-        let d = u64::from_be_bytes(data[start + 8 * i..start + 8 * i + 8].try_into().or_else(|_| err("shape"))?);
+        let d = u64::from_be_bytes(
+            data[start + 8 * i..start + 8 * i + 8]
+                .try_into()
+                .or_else(|_| err("shape"))?,
+        );
         if d > 0x7fff_ffff_ffff_ffff {
             return err("ext 11 (numpy.ndarray) dimension too large");
         }
@@ -302,7 +319,12 @@ pub fn get_ndarray(data: &[u8]) -> Result<NdHeader<'_>, DecodeError> {
             "ext 11 (numpy.ndarray) shape {shape:?} of {dtype} needs {need} data bytes, payload has {have}"
         ));
     }
-    Ok(NdHeader { dtype, itemsize, shape, data: &data[end..] })
+    Ok(NdHeader {
+        dtype,
+        itemsize,
+        shape,
+        data: &data[end..],
+    })
 }
 
 /// The identity an ext 12 payload holds.
@@ -316,19 +338,19 @@ pub enum ObjectId<'a> {
 pub fn get_ref(data: &[u8]) -> Result<(&str, u32, ObjectId<'_>), DecodeError> {
     let bad = || DecodeError("ext 12 (reference) payload is not [str, u32, u64 or str]".into());
     let mut r = Reader::new(data);
-    if r.next()? != Token::Array(3) {
+    if r.read()? != Token::Array(3) {
         return err("ext 12 (reference) payload is not an array of 3 elements");
     }
-    let cls = match r.next()? {
+    let cls = match r.read()? {
         Token::Str(s) => std::str::from_utf8(s).map_err(|_| bad())?,
         _ => return Err(bad()),
     };
-    let pid = match r.next()? {
+    let pid = match r.read()? {
         Token::Uint(p) => u32::try_from(p).map_err(|_| bad())?,
         Token::Int(p) if p >= 0 => u32::try_from(p).map_err(|_| bad())?,
         _ => return Err(bad()),
     };
-    let oid = match r.next()? {
+    let oid = match r.read()? {
         Token::Uint(o) => ObjectId::Num(o),
         Token::Int(o) if o >= 0 => ObjectId::Num(o as u64),
         Token::Str(s) => ObjectId::Str(std::str::from_utf8(s).map_err(|_| bad())?),
@@ -341,7 +363,12 @@ pub fn get_ref(data: &[u8]) -> Result<(&str, u32, ObjectId<'_>), DecodeError> {
 }
 
 /// Writes the ext 12 payload for an identity.
-pub fn put_ref(out: &mut Vec<u8>, cls_id: &str, partition_id: u32, object_id: &ObjectId<'_>) -> Result<(), DecodeError> {
+pub fn put_ref(
+    out: &mut Vec<u8>,
+    cls_id: &str,
+    partition_id: u32,
+    object_id: &ObjectId<'_>,
+) -> Result<(), DecodeError> {
     use super::msgpack::{write_array_header, write_str, write_u64};
     write_array_header(out, 3)?;
     write_str(out, cls_id.as_bytes())?;
@@ -389,17 +416,26 @@ mod tests {
 
     #[test]
     fn time_and_delta_layout() {
-        let c = Clock { hour: 1, minute: 2, second: 3, microsecond: 4, ..Clock::default() };
+        let c = Clock {
+            hour: 1,
+            minute: 2,
+            second: 3,
+            microsecond: 4,
+            ..Clock::default()
+        };
         let mut out = Vec::new();
         put_time(&mut out, &c);
         assert_eq!(get_time(&out).unwrap(), c);
-        let d = Delta { days: -1, seconds: 3600, microseconds: 5 };
+        let d = Delta {
+            days: -1,
+            seconds: 3600,
+            microseconds: 5,
+        };
         out.clear();
         put_timedelta(&mut out, &d);
         assert_eq!(out, [0xff, 0xff, 0xff, 0xff, 0, 0, 0x0e, 0x10, 0, 0, 0, 5]);
         assert_eq!(get_timedelta(&out).unwrap(), d);
-        out[7] = 0xff;
-        out[6] = 0xff;
+        out[5] = 0x02; // seconds = 0x00020e10 = 134672, past one day
         assert!(get_timedelta(&out).is_err());
     }
 
@@ -422,7 +458,10 @@ mod tests {
         assert_eq!(out.len(), ndarray_header_len(b"<i4", 1));
         out.extend_from_slice(&[1, 0, 0, 0, 2, 0, 0, 0]);
         let h = get_ndarray(&out).unwrap();
-        assert_eq!((h.dtype, h.itemsize, h.shape.clone(), h.data.len()), ("<i4", 4, vec![2], 8));
+        assert_eq!(
+            (h.dtype, h.itemsize, h.shape.clone(), h.data.len()),
+            ("<i4", 4, vec![2], 8)
+        );
         out.pop();
         assert!(get_ndarray(&out).is_err());
         // A huge shape with no data is refused without allocating.
@@ -435,7 +474,10 @@ mod tests {
     fn ref_payload() {
         let mut out = Vec::new();
         put_ref(&mut out, "example.Counter", 1, &ObjectId::Str("alice")).unwrap();
-        assert_eq!(get_ref(&out).unwrap(), ("example.Counter", 1, ObjectId::Str("alice")));
+        assert_eq!(
+            get_ref(&out).unwrap(),
+            ("example.Counter", 1, ObjectId::Str("alice"))
+        );
         out.push(0);
         assert!(get_ref(&out).is_err());
         assert!(get_ref(&[0x93, 0xa0, 0xcf, 1, 0, 0, 0, 0, 0, 0, 0, 0]).is_err());

@@ -78,10 +78,20 @@ pub fn write_f64(out: &mut Vec<u8>, v: f64) {
 }
 
 fn too_long(what: &str, len: usize) -> DecodeError {
-    DecodeError(format!("{what} of {len} bytes or elements exceeds the MessagePack limit"))
+    DecodeError(format!(
+        "{what} of {len} bytes or elements exceeds the MessagePack limit"
+    ))
 }
 
-fn write_len(out: &mut Vec<u8>, len: usize, fix: Option<(u8, usize)>, c8: Option<u8>, c16: u8, c32: u8, what: &str) -> Result<(), DecodeError> {
+fn write_len(
+    out: &mut Vec<u8>,
+    len: usize,
+    fix: Option<(u8, usize)>,
+    c8: Option<u8>,
+    c16: u8,
+    c32: u8,
+    what: &str,
+) -> Result<(), DecodeError> {
     match fix {
         Some((base, max)) if len <= max => {
             out.push(base | len as u8);
@@ -240,7 +250,7 @@ impl<'a> Reader<'a> {
         Ok(n)
     }
 
-    pub fn next(&mut self) -> Result<Token<'a>, DecodeError> {
+    pub fn read(&mut self) -> Result<Token<'a>, DecodeError> {
         let b = self.byte()?;
         Ok(match b {
             0x00..=0x7f => Token::Uint(u64::from(b)),
@@ -319,7 +329,7 @@ mod tests {
             write_i64(&mut out, *v);
             assert_eq!(hex(&out), *h, "{v}");
             let mut r = Reader::new(&out);
-            let t = r.next().unwrap();
+            let t = r.read().unwrap();
             assert!(matches!(t, Token::Uint(u) if u as i64 == *v) || t == Token::Int(*v));
             assert!(r.is_done());
         }
@@ -356,17 +366,17 @@ mod tests {
     #[test]
     fn reader_accepts_wide_headers_and_refuses_overlong_counts() {
         let mut r = Reader::new(&[0xcd, 0x00, 0x01]);
-        assert_eq!(r.next().unwrap(), Token::Uint(1));
+        assert_eq!(r.read().unwrap(), Token::Uint(1));
         let mut r = Reader::new(&[0xca, 0x3f, 0xc0, 0, 0]);
-        assert_eq!(r.next().unwrap(), Token::Float(1.5));
+        assert_eq!(r.read().unwrap(), Token::Float(1.5));
         let mut r = Reader::new(&[0xdd, 0xff, 0xff, 0xff, 0xff, 0x00]);
-        assert!(r.next().is_err());
+        assert!(r.read().is_err());
         let mut r = Reader::new(&[0xc6, 0xff, 0xff, 0xff, 0xff]);
-        assert!(r.next().is_err());
+        assert!(r.read().is_err());
         let mut r = Reader::new(&[0xc1]);
-        assert!(r.next().is_err());
+        assert!(r.read().is_err());
         let mut r = Reader::new(&[]);
-        assert!(r.next().is_err());
+        assert!(r.read().is_err());
     }
 
     #[test]
@@ -381,7 +391,7 @@ mod tests {
                 buf.push(seed as u8);
             }
             let mut r = Reader::new(&buf);
-            while let Ok(_t) = r.next() {
+            while let Ok(_t) = r.read() {
                 if r.is_done() {
                     break;
                 }

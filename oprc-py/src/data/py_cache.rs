@@ -13,9 +13,13 @@ use super::cache::{EntryCache, Record};
 /// Object key bytes of an identity `(cls_id, partition_id, object_id)`, as in
 /// docs/format.md ("Keys"): the cache needs a key it can hash without the GIL.
 fn key_bytes(key: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
-    let t = key.cast::<PyTuple>().map_err(|_| PyValueError::new_err("cache key must be (cls_id, partition_id, object_id)"))?;
+    let t = key.cast::<PyTuple>().map_err(|_| {
+        PyValueError::new_err("cache key must be (cls_id, partition_id, object_id)")
+    })?;
     if t.len() != 3 {
-        return Err(PyValueError::new_err("cache key must be (cls_id, partition_id, object_id)"));
+        return Err(PyValueError::new_err(
+            "cache key must be (cls_id, partition_id, object_id)",
+        ));
     }
     let cls = t.get_item(0)?;
     let cls = cls.cast::<PyString>()?.to_str()?;
@@ -65,30 +69,56 @@ impl PyEntryCache {
     /// the cache); `ttl_s`: seconds a record stays valid, or None.
     #[new]
     #[pyo3(signature = (max_bytes, ttl_s=None, record_type=None))]
-    fn new(py: Python<'_>, max_bytes: i64, ttl_s: Option<f64>, record_type: Option<Py<PyAny>>) -> PyResult<Self> {
+    fn new(
+        py: Python<'_>,
+        max_bytes: i64,
+        ttl_s: Option<f64>,
+        record_type: Option<Py<PyAny>>,
+    ) -> PyResult<Self> {
         let ttl = match ttl_s {
-            Some(s) if !(s.is_finite() && s >= 0.0) => return Err(PyValueError::new_err("ttl_s must be a finite number >= 0")),
+            Some(s) if !(s.is_finite() && s >= 0.0) => {
+                return Err(PyValueError::new_err("ttl_s must be a finite number >= 0"))
+            }
             Some(s) => Some(Duration::from_secs_f64(s)),
             None => None,
         };
         let record_type = match record_type {
             Some(t) => t,
-            None => py.import("oaas_sdk.stores")?.getattr("StoredObject")?.unbind(),
+            None => py
+                .import("oaas_sdk.stores")?
+                .getattr("StoredObject")?
+                .unbind(),
         };
         let max_bytes = u64::try_from(max_bytes.max(0)).unwrap_or(0);
-        Ok(PyEntryCache { inner: EntryCache::new(max_bytes, ttl), record_type, max_bytes, ttl_s })
+        Ok(PyEntryCache {
+            inner: EntryCache::new(max_bytes, ttl),
+            record_type,
+            max_bytes,
+            ttl_s,
+        })
     }
 
     /// The cached record (a new entries dict), or None on a miss or expiry.
-    fn get<'py>(&self, py: Python<'py>, key: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py, PyAny>>> {
+    fn get<'py>(
+        &self,
+        py: Python<'py>,
+        key: &Bound<'py, PyAny>,
+    ) -> PyResult<Option<Bound<'py, PyAny>>> {
         let k = key_bytes(key)?;
         let inner = &self.inner;
-        let Some(rec) = py.detach(|| inner.get(&k)) else { return Ok(None) };
+        let Some(rec) = py.detach(|| inner.get(&k)) else {
+            return Ok(None);
+        };
         let entries = PyDict::new(py);
         for (name, data) in &rec.entries {
             entries.set_item(name, PyBytes::new(py, data))?;
         }
-        Ok(Some(self.record_type.bind(py).call1((rec.version, rec.created_ms, rec.updated_ms, entries))?))
+        Ok(Some(self.record_type.bind(py).call1((
+            rec.version,
+            rec.created_ms,
+            rec.updated_ms,
+            entries,
+        ))?))
     }
 
     /// Insert or replace `key`; least recently used records are evicted beyond the bound.
@@ -108,7 +138,15 @@ impl PyEntryCache {
 
     /// Apply a commit to a cached record; inserts it when `version` is 1 (a new object).
     #[pyo3(signature = (key, version, time_ms, entries, deletes=Vec::new()))]
-    fn update(&self, py: Python<'_>, key: &Bound<'_, PyAny>, version: u64, time_ms: i64, entries: &Bound<'_, PyDict>, deletes: Vec<String>) -> PyResult<()> {
+    fn update(
+        &self,
+        py: Python<'_>,
+        key: &Bound<'_, PyAny>,
+        version: u64,
+        time_ms: i64,
+        entries: &Bound<'_, PyDict>,
+        deletes: Vec<String>,
+    ) -> PyResult<()> {
         let k = key_bytes(key)?;
         let e = entries_of(entries)?;
         let inner = &self.inner;

@@ -11,7 +11,9 @@ use pyo3::buffer::PyUntypedBuffer;
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::ffi;
 use pyo3::prelude::*;
-use pyo3::types::{PyByteArray, PyBytes, PyDict, PyFrozenSet, PyList, PySet, PyString, PyTuple, PyType};
+use pyo3::types::{
+    PyByteArray, PyBytes, PyDict, PyFrozenSet, PyList, PySet, PyString, PyTuple, PyType,
+};
 
 use super::ext::{self, Clock, Delta, ObjectId, MAX_DEPTH};
 use super::msgpack::{self as mp, DecodeError, Reader, Token};
@@ -52,11 +54,20 @@ struct Mark {
 
 impl<'py> Out<'py> {
     fn new() -> Self {
-        Out { buf: Vec::with_capacity(256), pieces: Vec::new(), borrowed: 0, ticks: 0 }
+        Out {
+            buf: Vec::with_capacity(256),
+            pieces: Vec::new(),
+            borrowed: 0,
+            ticks: 0,
+        }
     }
 
     fn mark(&self) -> Mark {
-        Mark { buf: self.buf.len(), pieces: self.pieces.len(), borrowed: self.borrowed }
+        Mark {
+            buf: self.buf.len(),
+            pieces: self.pieces.len(),
+            borrowed: self.borrowed,
+        }
     }
 
     fn len_since(&self, m: Mark) -> usize {
@@ -73,12 +84,18 @@ impl<'py> Out<'py> {
     /// `keep` keeps the memory alive and unmoved.
     fn bytes(&mut self, ptr: *const u8, len: usize, keep: Keep<'py>) {
         if len >= PIECE_MIN {
-            self.pieces.push(Piece { at: self.buf.len(), ptr, len, _keep: keep });
+            self.pieces.push(Piece {
+                at: self.buf.len(),
+                ptr,
+                len,
+                _keep: keep,
+            });
             self.borrowed += len;
         } else if len > 0 {
             // SAFETY: `ptr` points at `len` readable bytes kept alive by `keep` (a bytes
             // object or an exported buffer), which lives until the end of this call.
-            self.buf.extend_from_slice(unsafe { std::slice::from_raw_parts(ptr, len) });
+            self.buf
+                .extend_from_slice(unsafe { std::slice::from_raw_parts(ptr, len) });
         }
     }
 
@@ -103,7 +120,8 @@ impl<'py> Out<'py> {
             return Ok(PyBytes::new(py, &self.buf));
         }
         let total = self.buf.len() + self.borrowed;
-        let len = ffi::Py_ssize_t::try_from(total).map_err(|_| PyValueError::new_err("result too large"))?;
+        let len = ffi::Py_ssize_t::try_from(total)
+            .map_err(|_| PyValueError::new_err("result too large"))?;
         // SAFETY: PyBytes_FromStringAndSize(NULL, n) returns a new bytes object with n
         // uninitialised bytes (or NULL with an exception set, which from_owned_ptr_or_err
         // turns into Err). Nothing else can see the object before we return it, and the
@@ -111,7 +129,10 @@ impl<'py> Out<'py> {
         // segments between pieces and each piece, whose memory is kept alive by `self`.
         // Skipping PyBytes::new_with avoids zero-filling a buffer we overwrite entirely.
         unsafe {
-            let obj = Bound::from_owned_ptr_or_err(py, ffi::PyBytes_FromStringAndSize(std::ptr::null(), len))?;
+            let obj = Bound::from_owned_ptr_or_err(
+                py,
+                ffi::PyBytes_FromStringAndSize(std::ptr::null(), len),
+            )?;
             let dst = ffi::PyBytes_AsString(obj.as_ptr()).cast::<u8>();
             let mut w = 0usize;
             let mut from = 0usize;
@@ -131,7 +152,6 @@ impl<'py> Out<'py> {
     }
 }
 
-
 // ----------------------------------------------------------------------------- context
 
 /// A compiled encode plan (see `codec._plan_desc`): which exact types each node of a hint
@@ -139,11 +159,27 @@ impl<'py> Out<'py> {
 /// node's Python `_prep` only for values that need converting or refusing.
 enum PlanNode {
     Any,
-    Exact { types: Vec<Py<PyType>>, prep: Py<PyAny> },
-    List { elem: Box<PlanNode>, prep: Py<PyAny> },
-    Dict { keys: Vec<Py<PyType>>, val: Box<PlanNode>, prep: Py<PyAny> },
-    Record { cls: Py<PyType>, fields: Vec<(Py<PyString>, PlanNode)>, prep: Py<PyAny> },
-    Python { prep: Py<PyAny> },
+    Exact {
+        types: Vec<Py<PyType>>,
+        prep: Py<PyAny>,
+    },
+    List {
+        elem: Box<PlanNode>,
+        prep: Py<PyAny>,
+    },
+    Dict {
+        keys: Vec<Py<PyType>>,
+        val: Box<PlanNode>,
+        prep: Py<PyAny>,
+    },
+    Record {
+        cls: Py<PyType>,
+        fields: Vec<(Py<PyString>, PlanNode)>,
+        prep: Py<PyAny>,
+    },
+    Python {
+        prep: Py<PyAny>,
+    },
 }
 
 impl PlanNode {
@@ -159,8 +195,14 @@ impl PlanNode {
         let last = || -> PyResult<Py<PyAny>> { Ok(t.get_item(t.len() - 1)?.unbind()) };
         Ok(match kind.as_str() {
             "any" => PlanNode::Any,
-            "exact" => PlanNode::Exact { types: types(1)?, prep: last()? },
-            "list" => PlanNode::List { elem: Box::new(Self::compile(&t.get_item(1)?)?), prep: last()? },
+            "exact" => PlanNode::Exact {
+                types: types(1)?,
+                prep: last()?,
+            },
+            "list" => PlanNode::List {
+                elem: Box::new(Self::compile(&t.get_item(1)?)?),
+                prep: last()?,
+            },
             "dict" => PlanNode::Dict {
                 keys: types(1)?,
                 val: Box::new(Self::compile(&t.get_item(2)?)?),
@@ -173,16 +215,26 @@ impl PlanNode {
                     let name = f.get_item(0)?.cast_into::<PyString>()?;
                     fields.push((name.unbind(), Self::compile(&f.get_item(1)?)?));
                 }
-                PlanNode::Record { cls: t.get_item(1)?.cast_into::<PyType>()?.unbind(), fields, prep: last()? }
+                PlanNode::Record {
+                    cls: t.get_item(1)?.cast_into::<PyType>()?.unbind(),
+                    fields,
+                    prep: last()?,
+                }
             }
             "python" => PlanNode::Python { prep: last()? },
-            other => return Err(PyValueError::new_err(format!("unknown plan node {other:?}"))),
+            other => {
+                return Err(PyValueError::new_err(format!(
+                    "unknown plan node {other:?}"
+                )))
+            }
         })
     }
 }
 
 fn has_type(types: &[Py<PyType>], t: *mut ffi::PyTypeObject) -> bool {
-    types.iter().any(|x| x.as_ptr().cast::<ffi::PyTypeObject>() == t)
+    types
+        .iter()
+        .any(|x| x.as_ptr().cast::<ffi::PyTypeObject>() == t)
 }
 
 /// A compiled encode plan for one field type (`Codec.plan`).
@@ -265,13 +317,21 @@ impl Codec {
         let modules = py.import("sys").ok()?.getattr("modules").ok()?;
         let np = modules.get_item("numpy").ok()?;
         let nd = np.getattr("ndarray").ok()?.cast_into::<PyType>().ok()?;
-        let _ = self.numpy.set(Numpy { ndarray: nd.unbind() });
+        let _ = self.numpy.set(Numpy {
+            ndarray: nd.unbind(),
+        });
         self.numpy.get().map(|n| n.ndarray.as_ptr())
     }
 
     // ------------------------------------------------------------------------- encode
 
-    fn enc<'py>(&self, v: &Bound<'py, PyAny>, out: &mut Out<'py>, depth: usize, fallback: bool) -> PyResult<()> {
+    fn enc<'py>(
+        &self,
+        v: &Bound<'py, PyAny>,
+        out: &mut Out<'py>,
+        depth: usize,
+        fallback: bool,
+    ) -> PyResult<()> {
         let py = v.py();
         let t = v.get_type_ptr().cast::<ffi::PyObject>();
         // SAFETY: reading the address of the interpreter's static type objects.
@@ -317,7 +377,10 @@ impl Codec {
             // SAFETY: `v` is exactly bytes; its buffer is immutable and lives as long as
             // the `Keep::Obj` reference we store with the piece.
             let (ptr, len) = unsafe {
-                (ffi::PyBytes_AsString(v.as_ptr()).cast::<u8>().cast_const(), ffi::PyBytes_Size(v.as_ptr()) as usize)
+                (
+                    ffi::PyBytes_AsString(v.as_ptr()).cast::<u8>().cast_const(),
+                    ffi::PyBytes_Size(v.as_ptr()) as usize,
+                )
             };
             mp::write_bin_header(&mut out.buf, len).map_err(|e| self.derr(py, e))?;
             out.bytes(ptr, len, Keep::Obj(v.clone()));
@@ -459,7 +522,12 @@ impl Codec {
         Ok(())
     }
 
-    fn enc_list<'py>(&self, v: &Bound<'py, PyAny>, out: &mut Out<'py>, depth: usize) -> PyResult<()> {
+    fn enc_list<'py>(
+        &self,
+        v: &Bound<'py, PyAny>,
+        out: &mut Out<'py>,
+        depth: usize,
+    ) -> PyResult<()> {
         let py = v.py();
         if depth >= MAX_DEPTH {
             return Err(self.too_deep(py));
@@ -470,7 +538,9 @@ impl Codec {
         for i in 0..n {
             // A value's own code (a model property reached through a fallback) could shrink
             // the list while we walk it: get_item checks the index.
-            let item = list.get_item(i).map_err(|_| self.ser_err(py, "list changed size during encoding"))?;
+            let item = list
+                .get_item(i)
+                .map_err(|_| self.ser_err(py, "list changed size during encoding"))?;
             self.enc(&item, out, depth + 1, true)?;
             Self::tick(out, py)?;
         }
@@ -480,7 +550,13 @@ impl Codec {
         Ok(())
     }
 
-    fn enc_dict<'py>(&self, v: &Bound<'py, PyAny>, out: &mut Out<'py>, depth: usize, fallback: bool) -> PyResult<()> {
+    fn enc_dict<'py>(
+        &self,
+        v: &Bound<'py, PyAny>,
+        out: &mut Out<'py>,
+        depth: usize,
+        fallback: bool,
+    ) -> PyResult<()> {
         let py = v.py();
         if depth >= MAX_DEPTH {
             return Err(self.too_deep(py));
@@ -498,7 +574,12 @@ impl Codec {
         // current table, and a size change is reported as an error after the step.
         while unsafe { ffi::PyDict_Next(v.as_ptr(), &mut pos, &mut k, &mut x) } != 0 {
             // SAFETY: k and x are valid borrowed references returned just now.
-            let (key, val) = unsafe { (Bound::from_borrowed_ptr(py, k), Bound::from_borrowed_ptr(py, x)) };
+            let (key, val) = unsafe {
+                (
+                    Bound::from_borrowed_ptr(py, k),
+                    Bound::from_borrowed_ptr(py, x),
+                )
+            };
             seen += 1;
             if key.is_exact_instance_of::<PyString>() {
                 self.enc_str(&key, out)?;
@@ -552,7 +633,12 @@ impl Codec {
         Ok(())
     }
 
-    fn enc_tuple<'py>(&self, v: &Bound<'py, PyAny>, out: &mut Out<'py>, depth: usize) -> PyResult<()> {
+    fn enc_tuple<'py>(
+        &self,
+        v: &Bound<'py, PyAny>,
+        out: &mut Out<'py>,
+        depth: usize,
+    ) -> PyResult<()> {
         let py = v.py();
         if depth >= MAX_DEPTH {
             return Err(self.too_deep(py));
@@ -567,7 +653,13 @@ impl Codec {
         })
     }
 
-    fn enc_set<'py>(&self, v: &Bound<'py, PyAny>, out: &mut Out<'py>, depth: usize, code: i8) -> PyResult<()> {
+    fn enc_set<'py>(
+        &self,
+        v: &Bound<'py, PyAny>,
+        out: &mut Out<'py>,
+        depth: usize,
+        code: i8,
+    ) -> PyResult<()> {
         let py = v.py();
         if depth >= MAX_DEPTH {
             return Err(self.too_deep(py));
@@ -591,7 +683,8 @@ impl Codec {
 
     fn enc_buffer<'py>(&self, v: &Bound<'py, PyAny>, out: &mut Out<'py>) -> PyResult<()> {
         let py = v.py();
-        let buf = PyUntypedBuffer::get(v).map_err(|e| self.ser_err(py, format!("cannot read the buffer: {e}")))?;
+        let buf = PyUntypedBuffer::get(v)
+            .map_err(|e| self.ser_err(py, format!("cannot read the buffer: {e}")))?;
         if !buf.is_c_contiguous() {
             return Err(self.ser_err(py, "a memoryview must be C-contiguous"));
         }
@@ -662,7 +755,8 @@ impl Codec {
         let dstr = dstr.bind(py).as_bytes();
         let len = buf.len_bytes();
         let payload_len = ext::ndarray_header_len(dstr, shape.len()) + len;
-        mp::write_ext_header(&mut out.buf, payload_len, ext::EXT_NDARRAY).map_err(|e| self.derr(py, e))?;
+        mp::write_ext_header(&mut out.buf, payload_len, ext::EXT_NDARRAY)
+            .map_err(|e| self.derr(py, e))?;
         ext::put_ndarray_header(&mut out.buf, dstr, &shape).map_err(|e| self.derr(py, e))?;
         let ptr = buf.buf_ptr().cast::<u8>().cast_const();
         out.bytes(ptr, len, Keep::Buf(buf));
@@ -677,7 +771,12 @@ impl Codec {
                 return Ok(s.clone_ref(py));
             }
         }
-        let s = self.dtype_str.bind(py).call1((dtype,))?.cast_into::<PyBytes>()?.unbind();
+        let s = self
+            .dtype_str
+            .bind(py)
+            .call1((dtype,))?
+            .cast_into::<PyBytes>()?
+            .unbind();
         if let Ok(mut cache) = self.dtypes.lock() {
             if cache.len() < 64 {
                 cache.push((dtype.clone().unbind(), s.clone_ref(py)));
@@ -687,12 +786,24 @@ impl Codec {
     }
 
     /// Python's `_prep` for a node, then the result encoded as prepared (no further plan).
-    fn via_prep<'py>(&self, prep: &Py<PyAny>, v: &Bound<'py, PyAny>, out: &mut Out<'py>, depth: usize) -> PyResult<()> {
+    fn via_prep<'py>(
+        &self,
+        prep: &Py<PyAny>,
+        v: &Bound<'py, PyAny>,
+        out: &mut Out<'py>,
+        depth: usize,
+    ) -> PyResult<()> {
         let prepared = prep.bind(v.py()).call1((v, depth))?;
         self.enc(&prepared, out, depth, false)
     }
 
-    fn enc_plan<'py>(&self, v: &Bound<'py, PyAny>, plan: &PlanNode, out: &mut Out<'py>, depth: usize) -> PyResult<()> {
+    fn enc_plan<'py>(
+        &self,
+        v: &Bound<'py, PyAny>,
+        plan: &PlanNode,
+        out: &mut Out<'py>,
+        depth: usize,
+    ) -> PyResult<()> {
         let py = v.py();
         let t = v.get_type_ptr();
         match plan {
@@ -716,7 +827,9 @@ impl Codec {
                 let n = list.len();
                 mp::write_array_header(&mut out.buf, n).map_err(|e| self.derr(py, e))?;
                 for i in 0..n {
-                    let item = list.get_item(i).map_err(|_| self.ser_err(py, "list changed size during encoding"))?;
+                    let item = list
+                        .get_item(i)
+                        .map_err(|_| self.ser_err(py, "list changed size during encoding"))?;
                     self.enc_plan(&item, elem, out, depth + 1)?;
                     Self::tick(out, py)?;
                 }
@@ -779,7 +892,11 @@ impl Codec {
         }
     }
 
-    fn encode_one<'py>(&self, py: Python<'py>, value: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyBytes>> {
+    fn encode_one<'py>(
+        &self,
+        py: Python<'py>,
+        value: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyBytes>> {
         let mut out = Out::new();
         self.enc(value, &mut out, 0, true)?;
         out.into_pybytes(py)
@@ -787,12 +904,23 @@ impl Codec {
 
     // ------------------------------------------------------------------------- decode
 
-    fn dec<'py>(&self, py: Python<'py>, r: &mut Reader<'_>, depth: usize, m: &mut DecodeMode<'py, '_>) -> PyResult<Bound<'py, PyAny>> {
-        let tok = r.next().map_err(|e| self.derr(py, e))?;
+    fn dec<'py>(
+        &self,
+        py: Python<'py>,
+        r: &mut Reader<'_>,
+        depth: usize,
+        m: &mut DecodeMode<'py, '_>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let tok = r.read().map_err(|e| self.derr(py, e))?;
         self.dec_token(py, tok, r, depth, m)
     }
 
-    fn check_depth(&self, py: Python<'_>, depth: usize, m: &mut DecodeMode<'_, '_>) -> PyResult<()> {
+    fn check_depth(
+        &self,
+        py: Python<'_>,
+        depth: usize,
+        m: &mut DecodeMode<'_, '_>,
+    ) -> PyResult<()> {
         if depth >= MAX_DEPTH {
             return Err(self.too_deep(py));
         }
@@ -804,15 +932,28 @@ impl Codec {
         Ok(())
     }
 
-    fn dec_token<'py>(&self, py: Python<'py>, tok: Token<'_>, r: &mut Reader<'_>, depth: usize, m: &mut DecodeMode<'py, '_>) -> PyResult<Bound<'py, PyAny>> {
+    fn dec_token<'py>(
+        &self,
+        py: Python<'py>,
+        tok: Token<'_>,
+        r: &mut Reader<'_>,
+        depth: usize,
+        m: &mut DecodeMode<'py, '_>,
+    ) -> PyResult<Bound<'py, PyAny>> {
         Ok(match tok {
             Token::Nil => py.None().into_bound(py),
             Token::Bool(b) => pyo3::types::PyBool::new(py, b).to_owned().into_any(),
             // SAFETY (these three): the constructors return a new reference or NULL with
             // an exception set, which from_owned_ptr_or_err turns into Err.
-            Token::Uint(u) => unsafe { Bound::from_owned_ptr_or_err(py, ffi::PyLong_FromUnsignedLongLong(u))? },
-            Token::Int(i) => unsafe { Bound::from_owned_ptr_or_err(py, ffi::PyLong_FromLongLong(i))? },
-            Token::Float(f) => unsafe { Bound::from_owned_ptr_or_err(py, ffi::PyFloat_FromDouble(f))? },
+            Token::Uint(u) => unsafe {
+                Bound::from_owned_ptr_or_err(py, ffi::PyLong_FromUnsignedLongLong(u))?
+            },
+            Token::Int(i) => unsafe {
+                Bound::from_owned_ptr_or_err(py, ffi::PyLong_FromLongLong(i))?
+            },
+            Token::Float(f) => unsafe {
+                Bound::from_owned_ptr_or_err(py, ffi::PyFloat_FromDouble(f))?
+            },
             Token::Str(s) => self.dec_str(py, s)?,
             Token::Bin(b) => self.dec_bin(py, b, m)?,
             Token::Array(n) => {
@@ -823,9 +964,11 @@ impl Codec {
                 self.check_depth(py, depth, m)?;
                 let d = PyDict::new(py);
                 for _ in 0..n {
-                    let key = match r.next().map_err(|e| self.derr(py, e))? {
+                    let key = match r.read().map_err(|e| self.derr(py, e))? {
                         Token::Str(s) => match m.keys.as_deref_mut() {
-                            Some(c) => c.get(py, s).map_err(|e| self.ser_err(py, format!("map key: {e}")))?,
+                            Some(c) => c
+                                .get(py, s)
+                                .map_err(|e| self.ser_err(py, format!("map key: {e}")))?,
                             None => self.dec_str(py, s)?,
                         },
                         Token::Uint(u) => u.into_pyobject(py)?.into_any(),
@@ -849,7 +992,12 @@ impl Codec {
         decode_utf8(py, s).map_err(|e| self.ser_err(py, format!("str is not valid UTF-8: {e}")))
     }
 
-    fn dec_bin<'py>(&self, py: Python<'py>, b: &[u8], m: &mut DecodeMode<'py, '_>) -> PyResult<Bound<'py, PyAny>> {
+    fn dec_bin<'py>(
+        &self,
+        py: Python<'py>,
+        b: &[u8],
+        m: &mut DecodeMode<'py, '_>,
+    ) -> PyResult<Bound<'py, PyAny>> {
         if m.view_min > 0 && b.len() >= m.view_min {
             if let Some(v) = self.view_of(py, b, m)? {
                 return Ok(v);
@@ -859,22 +1007,43 @@ impl Codec {
     }
 
     /// A read-only memoryview slice of the decoded input covering `b` (which lies inside it).
-    fn view_of<'py>(&self, py: Python<'py>, b: &[u8], m: &mut DecodeMode<'py, '_>) -> PyResult<Option<Bound<'py, PyAny>>> {
-        let Some(src) = m.source.clone() else { return Ok(None) };
+    fn view_of<'py>(
+        &self,
+        py: Python<'py>,
+        b: &[u8],
+        m: &mut DecodeMode<'py, '_>,
+    ) -> PyResult<Option<Bound<'py, PyAny>>> {
+        let Some(src) = m.source.clone() else {
+            return Ok(None);
+        };
         if m.view_of.is_none() {
             // SAFETY: `src` is a live object supporting the buffer protocol (we decoded
             // from its buffer); PyMemoryView_FromObject returns a new reference or NULL.
-            let mv = unsafe { Bound::from_owned_ptr_or_err(py, ffi::PyMemoryView_FromObject(src.as_ptr()))? };
-            m.view_of = Some(mv.call_method0("toreadonly")?.call_method1("cast", ("B",))?);
+            let mv = unsafe {
+                Bound::from_owned_ptr_or_err(py, ffi::PyMemoryView_FromObject(src.as_ptr()))?
+            };
+            m.view_of = Some(
+                mv.call_method0("toreadonly")?
+                    .call_method1("cast", ("B",))?,
+            );
         }
-        let Some(mv) = &m.view_of else { return Ok(None) };
+        let Some(mv) = &m.view_of else {
+            return Ok(None);
+        };
         let base = m.base;
         let start = b.as_ptr() as usize - base;
         let slice = pyo3::types::PySlice::new(py, start as isize, (start + b.len()) as isize, 1);
         Ok(Some(mv.get_item(slice)?))
     }
 
-    fn dec_list<'py>(&self, py: Python<'py>, r: &mut Reader<'_>, n: usize, depth: usize, m: &mut DecodeMode<'py, '_>) -> PyResult<Bound<'py, PyAny>> {
+    fn dec_list<'py>(
+        &self,
+        py: Python<'py>,
+        r: &mut Reader<'_>,
+        n: usize,
+        depth: usize,
+        m: &mut DecodeMode<'py, '_>,
+    ) -> PyResult<Bound<'py, PyAny>> {
         let len = ffi::Py_ssize_t::try_from(n).map_err(|_| self.ser_err(py, "array too long"))?;
         // SAFETY: PyList_New returns a new list of `len` NULL slots (or NULL with an
         // exception). Every slot below is filled once with an owned reference, which
@@ -883,7 +1052,9 @@ impl Codec {
         for i in 0..n {
             let item = self.dec(py, r, depth + 1, m)?;
             // SAFETY: i < len, `list` is a list we own, `item` is an owned reference.
-            let rc = unsafe { ffi::PyList_SetItem(list.as_ptr(), i as ffi::Py_ssize_t, item.into_ptr()) };
+            let rc = unsafe {
+                ffi::PyList_SetItem(list.as_ptr(), i as ffi::Py_ssize_t, item.into_ptr())
+            };
             if rc != 0 {
                 return Err(PyErr::fetch(py));
             }
@@ -891,10 +1062,17 @@ impl Codec {
         Ok(list)
     }
 
-    fn dec_items<'py>(&self, py: Python<'py>, code: i8, payload: &[u8], depth: usize, m: &mut DecodeMode<'py, '_>) -> PyResult<Vec<Bound<'py, PyAny>>> {
+    fn dec_items<'py>(
+        &self,
+        py: Python<'py>,
+        code: i8,
+        payload: &[u8],
+        depth: usize,
+        m: &mut DecodeMode<'py, '_>,
+    ) -> PyResult<Vec<Bound<'py, PyAny>>> {
         self.check_depth(py, depth, m)?;
         let mut sub = Reader::new(payload);
-        let n = match sub.next().map_err(|e| self.derr(py, e))? {
+        let n = match sub.read().map_err(|e| self.derr(py, e))? {
             Token::Array(n) => n,
             _ => return Err(self.ser_err(py, format!("ext {code} payload is not an array"))),
         };
@@ -920,11 +1098,20 @@ impl Codec {
         }
     }
 
-    fn dec_ext<'py>(&self, py: Python<'py>, code: i8, p: &[u8], depth: usize, m: &mut DecodeMode<'py, '_>) -> PyResult<Bound<'py, PyAny>> {
+    fn dec_ext<'py>(
+        &self,
+        py: Python<'py>,
+        code: i8,
+        p: &[u8],
+        depth: usize,
+        m: &mut DecodeMode<'py, '_>,
+    ) -> PyResult<Bound<'py, PyAny>> {
         let de = |e: DecodeError| self.derr(py, e);
         match code {
             ext::EXT_BIGINT => self.dec_bigint(py, p),
-            ext::EXT_TUPLE => Ok(PyTuple::new(py, self.dec_items(py, code, p, depth, m)?)?.into_any()),
+            ext::EXT_TUPLE => {
+                Ok(PyTuple::new(py, self.dec_items(py, code, p, depth, m)?)?.into_any())
+            }
             ext::EXT_SET | ext::EXT_FROZENSET => {
                 let items = self.dec_items(py, code, p, depth, m)?;
                 let n = items.len();
@@ -948,7 +1135,16 @@ impl Codec {
                 let tz = self.make_tz(py, c.offset_us)?;
                 self.t_datetime
                     .bind(py)
-                    .call1((c.year, c.month, c.day, c.hour, c.minute, c.second, c.microsecond, tz))
+                    .call1((
+                        c.year,
+                        c.month,
+                        c.day,
+                        c.hour,
+                        c.minute,
+                        c.second,
+                        c.microsecond,
+                        tz,
+                    ))
                     .map_err(|e| self.ser_err(py, format!("ext 5 (datetime): {e}")))
             }
             ext::EXT_DATE => {
@@ -996,13 +1192,24 @@ impl Codec {
         }
     }
 
-    fn dec_ndarray<'py>(&self, py: Python<'py>, p: &[u8], m: &mut DecodeMode<'py, '_>) -> PyResult<Bound<'py, PyAny>> {
+    fn dec_ndarray<'py>(
+        &self,
+        py: Python<'py>,
+        p: &[u8],
+        m: &mut DecodeMode<'py, '_>,
+    ) -> PyResult<Bound<'py, PyAny>> {
         let h = ext::get_ndarray(p).map_err(|e| self.derr(py, e))?;
         if h.dtype.as_bytes()[1] == b'b' && h.data.iter().any(|&b| b > 1) {
-            return Err(self.ser_err(py, "ext 11 (numpy.ndarray) bool data holds bytes other than 0 and 1"));
+            return Err(self.ser_err(
+                py,
+                "ext 11 (numpy.ndarray) bool data holds bytes other than 0 and 1",
+            ));
         }
         let shape = PyTuple::new(py, &h.shape)?;
-        let data = match (m.view_min > 0 && h.data.len() >= m.view_min, h.data.is_empty()) {
+        let data = match (
+            m.view_min > 0 && h.data.len() >= m.view_min,
+            h.data.is_empty(),
+        ) {
             (_, true) => py.None().into_bound(py),
             (true, false) => match self.view_of(py, h.data, m)? {
                 Some(v) => v,
@@ -1010,22 +1217,32 @@ impl Codec {
             },
             (false, false) => PyByteArray::new(py, h.data).into_any(),
         };
-        self.make_ndarray.bind(py).call1((h.dtype, shape, data, h.itemsize))
+        self.make_ndarray
+            .bind(py)
+            .call1((h.dtype, shape, data, h.itemsize))
     }
 }
 
 /// A Python str from UTF-8 bytes, validated once (by CPython's decoder).
 fn decode_utf8<'py>(py: Python<'py>, s: &[u8]) -> PyResult<Bound<'py, PyAny>> {
-    let len = ffi::Py_ssize_t::try_from(s.len()).map_err(|_| PyValueError::new_err("str too long"))?;
+    let len =
+        ffi::Py_ssize_t::try_from(s.len()).map_err(|_| PyValueError::new_err("str too long"))?;
     // SAFETY: `s` is `len` readable bytes; PyUnicode_DecodeUTF8 copies them and returns a
     // new reference or NULL with an exception set (invalid UTF-8).
-    unsafe { Bound::from_owned_ptr_or_err(py, ffi::PyUnicode_DecodeUTF8(s.as_ptr().cast(), len, c"strict".as_ptr())) }
+    unsafe {
+        Bound::from_owned_ptr_or_err(
+            py,
+            ffi::PyUnicode_DecodeUTF8(s.as_ptr().cast(), len, c"strict".as_ptr()),
+        )
+    }
 }
 
 /// Recently decoded map keys (short str), so repeated keys are not decoded again, as
 /// orjson and msgspec do. Direct-mapped by a hash of the bytes.
+type KeySlot = Option<(Box<[u8]>, Py<PyAny>)>;
+
 struct KeyCache {
-    slots: Vec<Option<(Box<[u8]>, Py<PyAny>)>>,
+    slots: Vec<KeySlot>,
 }
 
 impl KeyCache {
@@ -1033,7 +1250,9 @@ impl KeyCache {
     const MAX_LEN: usize = 32;
 
     fn new() -> Self {
-        KeyCache { slots: (0..Self::SIZE).map(|_| None).collect() }
+        KeyCache {
+            slots: (0..Self::SIZE).map(|_| None).collect(),
+        }
     }
 
     fn get<'py>(&mut self, py: Python<'py>, s: &[u8]) -> PyResult<Bound<'py, PyAny>> {
@@ -1111,18 +1330,29 @@ impl Codec {
     ///
     /// Raises TypeError for values of unsupported types, SerializationError for values
     /// that cannot be represented (lone surrogates, bad dict keys, nesting over 100).
-    fn encode<'py>(&self, py: Python<'py>, value: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyBytes>> {
+    fn encode<'py>(
+        &self,
+        py: Python<'py>,
+        value: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyBytes>> {
         guarded(self, py, || self.encode_one(py, value))
     }
 
     /// Compile an encode plan from its description (`codec._plan_desc`).
     fn plan(&self, desc: &Bound<'_, PyAny>) -> PyResult<Plan> {
-        Ok(Plan { root: PlanNode::compile(desc)? })
+        Ok(Plan {
+            root: PlanNode::compile(desc)?,
+        })
     }
 
     /// Encode a value for a hinted field: types the plan accepts are checked and written
     /// here; other values go through the hint's Python `_prep` first. Errors as `encode`.
-    fn encode_plan<'py>(&self, py: Python<'py>, value: &Bound<'py, PyAny>, plan: &Bound<'py, Plan>) -> PyResult<Bound<'py, PyBytes>> {
+    fn encode_plan<'py>(
+        &self,
+        py: Python<'py>,
+        value: &Bound<'py, PyAny>,
+        plan: &Bound<'py, Plan>,
+    ) -> PyResult<Bound<'py, PyBytes>> {
         guarded(self, py, || {
             let mut out = Out::new();
             self.enc_plan(value, &plan.get().root, &mut out, 0)?;
@@ -1134,7 +1364,12 @@ impl Codec {
     /// `Plan` (or None for `Any`) per value. On error, the exception gets an attribute
     /// `_oaas_index` naming the failing position.
     #[pyo3(signature = (values, plans=None))]
-    fn encode_many<'py>(&self, py: Python<'py>, values: &Bound<'py, PyList>, plans: Option<Bound<'py, PyList>>) -> PyResult<Bound<'py, PyList>> {
+    fn encode_many<'py>(
+        &self,
+        py: Python<'py>,
+        values: &Bound<'py, PyList>,
+        plans: Option<Bound<'py, PyList>>,
+    ) -> PyResult<Bound<'py, PyList>> {
         guarded(self, py, || {
             let out = PyList::empty(py);
             for (i, v) in values.iter().enumerate() {
@@ -1145,7 +1380,8 @@ impl Codec {
                 let r = match plan.as_ref().map(|p| p.cast::<Plan>()) {
                     Some(Ok(p)) => {
                         let mut o = Out::new();
-                        self.enc_plan(&v, &p.get().root, &mut o, 0).and_then(|_| o.into_pybytes(py))
+                        self.enc_plan(&v, &p.get().root, &mut o, 0)
+                            .and_then(|_| o.into_pybytes(py))
                     }
                     _ => self.encode_one(py, &v),
                 };
@@ -1172,13 +1408,26 @@ impl Codec {
     /// read-only views into `data` instead of copies (0: always copy). Raises
     /// SerializationError for malformed input.
     #[pyo3(signature = (data, ref_factory=None, view_min=0))]
-    fn decode<'py>(&self, py: Python<'py>, data: &Bound<'py, PyAny>, ref_factory: Option<Bound<'py, PyAny>>, view_min: usize) -> PyResult<Bound<'py, PyAny>> {
-        guarded(self, py, || self.decode_one(py, data, ref_factory, view_min))
+    fn decode<'py>(
+        &self,
+        py: Python<'py>,
+        data: &Bound<'py, PyAny>,
+        ref_factory: Option<Bound<'py, PyAny>>,
+        view_min: usize,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        guarded(self, py, || {
+            self.decode_one(py, data, ref_factory, view_min)
+        })
     }
 
     /// Decode each item of a list of bytes (see `decode`).
     #[pyo3(signature = (items, ref_factory=None))]
-    fn decode_many<'py>(&self, py: Python<'py>, items: &Bound<'py, PyList>, ref_factory: Option<Bound<'py, PyAny>>) -> PyResult<Bound<'py, PyList>> {
+    fn decode_many<'py>(
+        &self,
+        py: Python<'py>,
+        items: &Bound<'py, PyList>,
+        ref_factory: Option<Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyList>> {
         guarded(self, py, || {
             let out = PyList::empty(py);
             for (i, d) in items.iter().enumerate() {
@@ -1193,12 +1442,19 @@ impl Codec {
 }
 
 impl Codec {
-    fn decode_one<'py>(&self, py: Python<'py>, data: &Bound<'py, PyAny>, ref_factory: Option<Bound<'py, PyAny>>, view_min: usize) -> PyResult<Bound<'py, PyAny>> {
+    fn decode_one<'py>(
+        &self,
+        py: Python<'py>,
+        data: &Bound<'py, PyAny>,
+        ref_factory: Option<Bound<'py, PyAny>>,
+        view_min: usize,
+    ) -> PyResult<Bound<'py, PyAny>> {
         let mut keep_buf = None;
         let bytes: &[u8] = if let Ok(b) = data.cast::<PyBytes>() {
             b.as_bytes()
         } else {
-            let buf = PyUntypedBuffer::get(data).map_err(|e| self.ser_err(py, format!("cannot read the input buffer: {e}")))?;
+            let buf = PyUntypedBuffer::get(data)
+                .map_err(|e| self.ser_err(py, format!("cannot read the input buffer: {e}")))?;
             if !buf.is_c_contiguous() {
                 return Err(self.ser_err(py, "input buffer is not C-contiguous"));
             }
@@ -1210,7 +1466,9 @@ impl Codec {
                 // decoding (a ref factory, tzinfo construction) could write to a writable
                 // buffer; each byte is read once as a plain u8 and every length is
                 // re-checked, so that can only change the result, not break memory safety.
-                Some((p, n)) if n > 0 => unsafe { std::slice::from_raw_parts(p.cast::<u8>().cast_const(), n) },
+                Some((p, n)) if n > 0 => unsafe {
+                    std::slice::from_raw_parts(p.cast::<u8>().cast_const(), n)
+                },
                 _ => &[],
             }
         };
