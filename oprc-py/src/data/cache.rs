@@ -108,7 +108,12 @@ impl EntryCache {
             return;
         }
         self.counters.bytes.fetch_add(w as i64, Ordering::Relaxed);
+        // moka records reads and writes in buffers it applies later; applying them around
+        // the insert keeps eviction in exact LRU order and the bound enforced at once, as
+        // the Python cache does. Inserts are rare next to lookups (loads and commits).
+        c.run_pending_tasks();
         c.insert(key, Arc::new(rec));
+        c.run_pending_tasks();
     }
 
     /// Apply a commit: merge `entries`, drop `deletes`; a missing record is inserted only
@@ -222,6 +227,19 @@ mod tests {
         c.discard(b"a");
         assert!(c.get(b"a").is_none());
         assert_eq!(c.nbytes(), 0);
+    }
+
+    #[test]
+    fn eviction_is_least_recently_used() {
+        let c = EntryCache::new(3 * (OVERHEAD + 101), None);
+        for i in 0..3u8 {
+            c.put(vec![i], rec(100));
+        }
+        assert!(c.get(&[0]).is_some());
+        c.put(vec![3], rec(100));
+        assert!(c.peek(&[0]).is_some());
+        assert!(c.peek(&[1]).is_none());
+        assert_eq!(c.evictions(), 1);
     }
 
     #[test]
