@@ -24,6 +24,9 @@ def build_info() -> dict[str, object]:
 class Plan:
     """A compiled encode plan of one field type (``Codec.plan``); opaque."""
 
+class DecodePlan:
+    """A compiled decode plan of one field type (``Codec.decode_plan``); opaque."""
+
 class Codec:
     """The native state codec. Built once per process by ``codec.set_backend``."""
 
@@ -31,6 +34,16 @@ class Codec:
         """``helpers``: the Python types and functions of ``codec._native_helpers()``."""
     def plan(self, desc: tuple[Any, ...]) -> Plan:
         """Compile ``codec._plan_desc(field_type)``; ValueError for an unknown node."""
+    def decode_plan(self, desc: tuple[Any, ...]) -> DecodePlan:
+        """Compile ``codec._decode_plan_desc(field_type)``."""
+    def decode_with(
+        self,
+        data: bytes | bytearray | memoryview,
+        plan: DecodePlan,
+        ref_factory: Callable[[str, int, int | str], Any],
+        view_min: int = 0,
+    ) -> Any:
+        """Bytes -> value of a hinted field (errors as ``FieldType.decode``)."""
     def encode(self, value: Any) -> bytes:
         """``value`` under an ``Any`` hint -> its bytes. TypeError for unsupported types,
         SerializationError for unrepresentable values (surrogates, keys, depth > 100)."""

@@ -1075,12 +1075,18 @@ class FieldType:
             raise self._encode_error(e) from (None if isinstance(e, _Mismatch) else e)
 
     def _native_plan(self, nc: Any) -> Any:
+        """The compiled encode plan for codec ``nc`` (built once per codec)."""
+        return self._native_plans(nc)[1]
+
+    def _native_plans(self, nc: Any) -> tuple[Any, Any, Any]:
         cached = self._plan
-        if cached is not None and cached[0] is nc:
-            return cached[1]
-        plan = nc.plan(_plan_desc(self, set()))
-        self._plan = (nc, plan)
-        return plan
+        if cached is None or cached[0] is not nc:
+            cached = self._plan = (
+                nc,
+                nc.plan(_plan_desc(self, set())),
+                nc.decode_plan(_decode_plan_desc(self, set())),
+            )
+        return cached
 
     def _encode_error(self, e: Exception) -> Exception:
         if isinstance(e, _Mismatch):
@@ -1111,7 +1117,8 @@ class FieldType:
                 view_min = ZERO_COPY_MIN if zero_copy else 0
                 if self._any:
                     return nc.decode(data, _ref_factory, view_min)
-                raw = nc.decode(data, None, view_min)
+                plan = self._native_plans(nc)[2]
+                return nc.decode_with(data, plan, _ref_factory, view_min)
             else:
                 raw = _unpackb(
                     data, raw=False, strict_map_key=False, ext_hook=_ext_hook, use_list=True
@@ -1722,7 +1729,7 @@ def _fill_dict(ft: FieldType, key: FieldType, val: FieldType) -> None:
         return {conv_key(k, d): (x if type(x) in vex else c(x, d)) for k, x in raw.items()}
 
     ft._prep, ft._conv = prep, conv
-    ft._struct = ("dict", kfast, val)
+    ft._struct = ("dict", kfast, val, kcfast, kconv)
     ft._shapes = frozenset({dict})
     ft.mutable = True
     if key._pyd is key.hint and val._pyd is val.hint:
@@ -2174,6 +2181,35 @@ def _plan_desc(ft: FieldType, active: set[int]) -> tuple[Any, ...]:
             fields = tuple((name, _plan_desc(node, active)) for name, node in st[2])
             return ("record", st[1], fields, ft._prep)
         return ("python", ft._prep)
+    finally:
+        active.discard(id(ft))
+
+
+def _decode_plan_desc(ft: FieldType, active: set[int]) -> tuple[Any, ...]:
+    """The decode plan of a hint for the native codec, as nested tuples.
+
+    Nodes: ("any",); ("exact", types, conv); ("list", elem, conv); ("dict", key types,
+    key conv, val, conv); ("python", conv). A raw value of a type the node accepts is final,
+    exactly as ``FieldType.decode`` and the container ``_conv`` fast paths keep it;
+    anything else goes to that node's ``_conv`` (so errors are Python's).
+    """
+    if ft._any:
+        return ("any",)
+    st = ft._struct
+    if st is None or id(ft) in active:
+        return ("python", ft._conv)
+    active.add(id(ft))
+    try:
+        kind = st[0]
+        if kind == "wrapper":
+            return _decode_plan_desc(st[1], active)
+        if kind == "exact":
+            return ("exact", tuple(ft._cexact), ft._conv)
+        if kind == "list":
+            return ("list", _decode_plan_desc(st[1], active), ft._conv)
+        if kind == "dict":
+            return ("dict", tuple(st[3]), st[4], _decode_plan_desc(st[2], active), ft._conv)
+        return ("python", ft._conv)
     finally:
         active.discard(id(ft))
 

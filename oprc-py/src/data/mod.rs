@@ -19,6 +19,7 @@ pub const COMPONENTS: &[&str] = &["codec", "cache"];
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<py_codec::Codec>()?;
     m.add_class::<py_codec::Plan>()?;
+    m.add_class::<py_codec::DecodePlan>()?;
     m.add_class::<py_cache::PyEntryCache>()?;
     Ok(())
 }

@@ -243,6 +243,73 @@ pub struct Plan {
     root: PlanNode,
 }
 
+/// A compiled decode plan (see `codec._decode_plan_desc`): raw values of the exact types a
+/// node accepts are final; others go to the node's Python `_conv`, as `FieldType.decode`
+/// would send them.
+enum DecPlan {
+    Any,
+    Exact {
+        types: Vec<Py<PyType>>,
+        conv: Py<PyAny>,
+    },
+    List {
+        elem: Box<DecPlan>,
+        conv: Py<PyAny>,
+    },
+    Dict {
+        keys: Vec<Py<PyType>>,
+        key_conv: Py<PyAny>,
+        val: Box<DecPlan>,
+        conv: Py<PyAny>,
+    },
+    Python {
+        conv: Py<PyAny>,
+    },
+}
+
+impl DecPlan {
+    fn compile(desc: &Bound<'_, PyAny>) -> PyResult<DecPlan> {
+        let t = desc.cast::<PyTuple>()?;
+        let kind: String = t.get_item(0)?.extract()?;
+        let types = |i: usize| -> PyResult<Vec<Py<PyType>>> {
+            t.get_item(i)?
+                .try_iter()?
+                .map(|x| Ok(x?.cast_into::<PyType>()?.unbind()))
+                .collect()
+        };
+        let last = || -> PyResult<Py<PyAny>> { Ok(t.get_item(t.len() - 1)?.unbind()) };
+        Ok(match kind.as_str() {
+            "any" => DecPlan::Any,
+            "exact" => DecPlan::Exact {
+                types: types(1)?,
+                conv: last()?,
+            },
+            "list" => DecPlan::List {
+                elem: Box::new(Self::compile(&t.get_item(1)?)?),
+                conv: last()?,
+            },
+            "dict" => DecPlan::Dict {
+                keys: types(1)?,
+                key_conv: t.get_item(2)?.unbind(),
+                val: Box::new(Self::compile(&t.get_item(3)?)?),
+                conv: last()?,
+            },
+            "python" => DecPlan::Python { conv: last()? },
+            other => {
+                return Err(PyValueError::new_err(format!(
+                    "unknown decode plan node {other:?}"
+                )))
+            }
+        })
+    }
+}
+
+/// A compiled decode plan for one field type (`Codec.decode_plan`).
+#[pyclass(frozen, module = "oaas_sdk._native", name = "DecodePlan")]
+pub struct DecodePlan {
+    root: DecPlan,
+}
+
 struct Numpy {
     ndarray: Py<PyType>,
 }
@@ -915,6 +982,96 @@ impl Codec {
         self.dec_token(py, tok, r, depth, m)
     }
 
+    /// Decodes the next value for a plan node (see [`DecPlan`]); `any` is the reference
+    /// factory for `Any` subtrees, which are final as decoded.
+    fn dec_plan<'py>(
+        &self,
+        py: Python<'py>,
+        r: &mut Reader<'_>,
+        depth: usize,
+        m: &mut DecodeMode<'py, '_>,
+        plan: &DecPlan,
+        any: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        match plan {
+            DecPlan::Any => {
+                let saved = m.ref_factory.replace(any.clone());
+                let v = self.dec(py, r, depth, m);
+                m.ref_factory = saved;
+                v
+            }
+            DecPlan::Python { conv } => {
+                let raw = self.dec(py, r, depth, m)?;
+                conv.bind(py).call1((raw, depth))
+            }
+            DecPlan::Exact { types, conv } => {
+                let raw = self.dec(py, r, depth, m)?;
+                if has_type(types, raw.get_type_ptr()) {
+                    Ok(raw)
+                } else {
+                    conv.bind(py).call1((raw, depth))
+                }
+            }
+            DecPlan::List { elem, conv } => {
+                let tok = r.read().map_err(|e| self.derr(py, e))?;
+                let Token::Array(n) = tok else {
+                    let raw = self.dec_token(py, tok, r, depth, m)?;
+                    return conv.bind(py).call1((raw, depth));
+                };
+                self.check_depth(py, depth, m)?;
+                let items = (0..n)
+                    .map(|_| self.dec_plan(py, r, depth + 1, m, elem, any))
+                    .collect::<PyResult<Vec<_>>>()?;
+                Ok(PyList::new(py, items)?.into_any())
+            }
+            DecPlan::Dict {
+                keys,
+                key_conv,
+                val,
+                conv,
+            } => {
+                let tok = r.read().map_err(|e| self.derr(py, e))?;
+                let Token::Map(n) = tok else {
+                    let raw = self.dec_token(py, tok, r, depth, m)?;
+                    return conv.bind(py).call1((raw, depth));
+                };
+                self.check_depth(py, depth, m)?;
+                let d = PyDict::new(py);
+                for _ in 0..n {
+                    let key = self.dec_key(py, r, m)?;
+                    let key = if has_type(keys, key.get_type_ptr()) {
+                        key
+                    } else {
+                        key_conv.bind(py).call1((key, depth + 1))?
+                    };
+                    let v = self.dec_plan(py, r, depth + 1, m, val, any)?;
+                    d.set_item(key, v)?;
+                }
+                Ok(d.into_any())
+            }
+        }
+    }
+
+    fn dec_key<'py>(
+        &self,
+        py: Python<'py>,
+        r: &mut Reader<'_>,
+        m: &mut DecodeMode<'py, '_>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        Ok(match r.read().map_err(|e| self.derr(py, e))? {
+            Token::Str(s) => match m.keys.as_deref_mut() {
+                Some(c) => c
+                    .get(py, s)
+                    .map_err(|e| self.ser_err(py, format!("map key: {e}")))?,
+                None => self.dec_str(py, s)?,
+            },
+            Token::Uint(u) => u.into_pyobject(py)?.into_any(),
+            Token::Int(i) => i.into_pyobject(py)?.into_any(),
+            Token::Ext(ext::EXT_BIGINT, p) => self.dec_bigint(py, p)?,
+            _ => return Err(self.ser_err(py, "map key is not str or int")),
+        })
+    }
+
     fn check_depth(
         &self,
         py: Python<'_>,
@@ -1420,6 +1577,36 @@ impl Codec {
         })
     }
 
+    /// Compile a decode plan from its description (`codec._decode_plan_desc`).
+    fn decode_plan(&self, desc: &Bound<'_, PyAny>) -> PyResult<DecodePlan> {
+        Ok(DecodePlan {
+            root: DecPlan::compile(desc)?,
+        })
+    }
+
+    /// Decode bytes for a hinted field: raw values the plan accepts are final, others go
+    /// through the hint's Python conversion (errors as `FieldType.decode`). `ref_factory`
+    /// builds references under `Any` parts of the hint; `view_min` as in `decode`.
+    #[pyo3(signature = (data, plan, ref_factory, view_min=0))]
+    fn decode_with<'py>(
+        &self,
+        py: Python<'py>,
+        data: &Bound<'py, PyAny>,
+        plan: &Bound<'py, DecodePlan>,
+        ref_factory: Bound<'py, PyAny>,
+        view_min: usize,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        guarded(self, py, || {
+            self.decode_inner(
+                py,
+                data,
+                None,
+                view_min,
+                Some((&plan.get().root, &ref_factory)),
+            )
+        })
+    }
+
     /// Decode each item of a list of bytes (see `decode`).
     #[pyo3(signature = (items, ref_factory=None))]
     fn decode_many<'py>(
@@ -1448,6 +1635,17 @@ impl Codec {
         data: &Bound<'py, PyAny>,
         ref_factory: Option<Bound<'py, PyAny>>,
         view_min: usize,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.decode_inner(py, data, ref_factory, view_min, None)
+    }
+
+    fn decode_inner<'py>(
+        &self,
+        py: Python<'py>,
+        data: &Bound<'py, PyAny>,
+        ref_factory: Option<Bound<'py, PyAny>>,
+        view_min: usize,
+        plan: Option<(&DecPlan, &Bound<'py, PyAny>)>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let mut keep_buf = None;
         let bytes: &[u8] = if let Ok(b) = data.cast::<PyBytes>() {
@@ -1482,7 +1680,10 @@ impl Codec {
             keys: self.keys.try_lock().ok(),
         };
         let mut r = Reader::new(bytes);
-        let v = self.dec(py, &mut r, 0, &mut m)?;
+        let v = match plan {
+            Some((p, any)) => self.dec_plan(py, &mut r, 0, &mut m, p, any)?,
+            None => self.dec(py, &mut r, 0, &mut m)?,
+        };
         if !r.is_done() {
             return Err(self.ser_err(py, format!("{} bytes after the value", r.remaining())));
         }
