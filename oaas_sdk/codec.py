@@ -1060,7 +1060,10 @@ class FieldType:
             if nc is not None:
                 if self._any or type(value) in self._pexact:
                     return nc.encode(value)
-                return nc.encode_plan(value, self._native_plan(nc))
+                plans = self._plan
+                if plans is None or plans[0] is not nc:
+                    plans = self._native_plans(nc)
+                return nc.encode_plan(value, plans[1])
             if type(value) not in self._pexact:
                 value = self._prep(value, 0)
             try:
@@ -1117,8 +1120,10 @@ class FieldType:
                 view_min = ZERO_COPY_MIN if zero_copy else 0
                 if self._any:
                     return nc.decode(data, _ref_factory, view_min)
-                plan = self._native_plans(nc)[2]
-                return nc.decode_with(data, plan, _ref_factory, view_min)
+                plans = self._plan
+                if plans is None or plans[0] is not nc:
+                    plans = self._native_plans(nc)
+                return nc.decode_with(data, plans[2], _ref_factory, view_min)
             else:
                 raw = _unpackb(
                     data, raw=False, strict_map_key=False, ext_hook=_ext_hook, use_list=True

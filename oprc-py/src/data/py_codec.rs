@@ -1018,6 +1018,13 @@ impl Codec {
                     let raw = self.dec_token(py, tok, r, depth, m)?;
                     return conv.bind(py).call1((raw, depth));
                 };
+                if let DecPlan::Any = **elem {
+                    // list[Any]: the whole array is final as decoded.
+                    let saved = m.ref_factory.replace(any.clone());
+                    let v = self.dec_token(py, tok, r, depth, m);
+                    m.ref_factory = saved;
+                    return v;
+                }
                 self.check_depth(py, depth, m)?;
                 let items = (0..n)
                     .map(|_| self.dec_plan(py, r, depth + 1, m, elem, any))
