@@ -42,16 +42,28 @@ from oaas_sdk.errors import SerializationError, ValidationError
 
 __all__ = [
     "MAX_DEPTH",
+    "ZERO_COPY_MIN",
     "FieldType",
+    "backend",
     "decode",
     "encode",
     "encode_fields",
+    "encode_objects",
     "field_type",
+    "set_backend",
     "set_default_ref_factory",
 ]
 
 MAX_DEPTH = 100
 """Containers (arrays, maps, tuples, sets, models, dataclasses) nest at most this deep."""
+
+ZERO_COPY_MIN = 4096
+"""With ``decode(..., zero_copy=True)`` on the native backend, bin values and ndarray data of
+at least this many bytes are returned as read-only views into the input (bytes)."""
+
+# The native codec (``oaas_sdk._native.Codec``) while the native backend is active, else
+# None: see set_backend(). Read on every encode/decode, so switching is immediate.
+_native_codec: Any = None
 
 EXT_BIGINT = 1
 EXT_TUPLE = 2
@@ -302,6 +314,9 @@ _pool: list[Any] = [_new_packer() for _ in range(4)]
 
 
 def _pack(obj: Any) -> bytes:
+    nc = _native_codec
+    if nc is not None:
+        return nc.encode(obj)
     try:
         p = _pool.pop()
     except IndexError:
@@ -320,7 +335,11 @@ def _pack_set(code: int, items: list[Any]) -> Any:
     except IndexError:
         p = _new_packer()
     try:
-        parts = sorted([p.pack(x) for x in items])
+        nc = _native_codec
+        if nc is not None:
+            parts = sorted(nc.encode_many(items))
+        else:
+            parts = sorted([p.pack(x) for x in items])
         header = p.pack_array_header(len(parts))
     finally:
         _pool.append(p)
@@ -641,8 +660,9 @@ class _RawRef:
 
 def _describe_raw(raw: Any) -> str:
     t = type(raw)
-    if t is _Deferred:
-        return {EXT_TUPLE: "a tuple", EXT_SET: "a set", EXT_FROZENSET: "a frozenset"}[raw.code]
+    code = _ext_code(raw)
+    if code is not None:
+        return {EXT_TUPLE: "a tuple", EXT_SET: "a set", EXT_FROZENSET: "a frozenset"}[code]
     if t is _RawRef:
         return "an object reference"
     if raw is None:
@@ -836,6 +856,24 @@ def _ext_hook(code: int, data: bytes) -> Any:
     return dec(data)
 
 
+# The native decoder builds tuples, sets and frozensets itself (with raw elements); the
+# Python one defers their payloads. Hint code sees either through these two functions.
+_NATIVE_EXT_CODES: dict[type, int] = {tuple: EXT_TUPLE, set: EXT_SET, frozenset: EXT_FROZENSET}
+
+
+def _ext_code(raw: Any) -> int | None:
+    """The ext code of a raw tuple/set/frozenset (deferred or native), else None."""
+    if type(raw) is _Deferred:
+        return int(raw.code)
+    return _NATIVE_EXT_CODES.get(type(raw))
+
+
+def _ext_items(raw: Any) -> list[Any]:
+    if type(raw) is _Deferred:
+        return _unpack_items(raw)
+    return list(raw)
+
+
 def _unpack_items(raw: _Deferred) -> list[Any]:
     items = _unpackb(raw.data, raw=False, strict_map_key=False, ext_hook=_ext_hook, use_list=True)
     if type(items) is not list:
@@ -872,13 +910,18 @@ def _conv_any(raw: Any, depth: int) -> Any:
         if _KEY_TYPES.issuperset(map(type, raw)) and _ANY_LEAF.issuperset(map(type, raw.values())):
             return raw
         return {_conv_key_any(k): _conv_any(x, d) for k, x in raw.items()}
-    if t is _Deferred:
-        items = [_conv_any(x, d) for x in _unpack_items(raw)]
-        if raw.code == EXT_TUPLE:
+    code = _ext_code(raw)
+    if code is not None:
+        if t is not _Deferred and _ANY_LEAF.issuperset(map(type, raw)):
+            return raw  # built by the native decoder, nothing left to convert
+        items = [_conv_any(x, d) for x in _ext_items(raw)]
+        if code == EXT_TUPLE:
             return tuple(items)
-        return _build_set(items, raw.code == EXT_FROZENSET)
+        return _build_set(items, code == EXT_FROZENSET)
     if t is _RawRef:
         return _ref_factory(raw.cls_id, raw.partition_id, raw.object_id)
+    if _is_ndarray_type(t):
+        return raw
     raise _corrupt(f"unexpected {_describe_raw(raw)}")
 
 
@@ -937,6 +980,9 @@ class FieldType:
         "_pyd",
         "_convert",
         "_adapter",
+        "_any",
+        "_struct",
+        "_plan",
     )
 
     hint: Any
@@ -963,6 +1009,13 @@ class FieldType:
         self._pyd: Any = hint  # the hint given to pydantic for coercion
         self._convert: Callable[[FieldType, Any, str], Any] = _convert_pydantic
         self._adapter: TypeAdapter[Any] | None = None
+        # True for Any-like hints: the native codec then handles the value entirely.
+        self._any = False
+        # What the native encoder may check itself (see _plan_desc): ("list", elem),
+        # ("dict", key types, val), ("record", cls, fields), ("union",), ("wrapper", inner)
+        # or ("exact",); None: only Python's _prep knows.
+        self._struct: tuple[Any, ...] | None = None
+        self._plan: Any = None  # (native codec, compiled plan) for the active backend
 
     def __repr__(self) -> str:
         return f"FieldType({self._name})"
@@ -1003,6 +1056,14 @@ class FieldType:
                 match the hint (so that decoding it again would fail).
         """
         try:
+            nc = _native_codec
+            if nc is not None:
+                if self._any or type(value) in self._pexact:
+                    return nc.encode(value)
+                plans = self._plan
+                if plans is None or plans[0] is not nc:
+                    plans = self._native_plans(nc)
+                return nc.encode_plan(value, plans[1])
             if type(value) not in self._pexact:
                 value = self._prep(value, 0)
             try:
@@ -1013,17 +1074,40 @@ class FieldType:
                 return p.pack(value)
             finally:
                 _pool.append(p)
-        except _Mismatch as e:
-            raise SerializationError(f"cannot encode as {self._name}: {e}") from None
-        except (SerializationError, TypeError):
-            raise
-        except RecursionError:
-            raise _too_deep() from None
         except Exception as e:
-            raise SerializationError(f"cannot encode as {self._name}: {e}") from e
+            raise self._encode_error(e) from (None if isinstance(e, _Mismatch) else e)
 
-    def decode(self, data: bytes | bytearray | memoryview) -> Any:
+    def _native_plan(self, nc: Any) -> Any:
+        """The compiled encode plan for codec ``nc`` (built once per codec)."""
+        return self._native_plans(nc)[1]
+
+    def _native_plans(self, nc: Any) -> tuple[Any, Any, Any]:
+        cached = self._plan
+        if cached is None or cached[0] is not nc:
+            cached = self._plan = (
+                nc,
+                nc.plan(_plan_desc(self, set())),
+                nc.decode_plan(_decode_plan_desc(self, set())),
+            )
+        return cached
+
+    def _encode_error(self, e: Exception) -> Exception:
+        if isinstance(e, _Mismatch):
+            return SerializationError(f"cannot encode as {self._name}: {e}")
+        if isinstance(e, (SerializationError, TypeError)):
+            return e
+        if isinstance(e, RecursionError):
+            return _too_deep()
+        return SerializationError(f"cannot encode as {self._name}: {e}")
+
+    def decode(self, data: bytes | bytearray | memoryview, *, zero_copy: bool = False) -> Any:
         """Decode bytes produced by :meth:`encode` for this type.
+
+        ``data`` is read through the buffer protocol without a copy (any C-contiguous
+        buffer). ``zero_copy=True`` (native backend only; the Python backend ignores it):
+        bin values and ndarray data of at least :data:`ZERO_COPY_MIN` bytes come back as
+        read-only views into ``data`` (a ``memoryview`` for ``bytes``/``memoryview``/``Any``
+        hints, a read-only array for ndarrays) instead of copies; they keep ``data`` alive.
 
         Raises:
             SerializationError: for any malformed, truncated or trailing input, or a value
@@ -1031,7 +1115,19 @@ class FieldType:
                 named by the data is imported or called.
         """
         try:
-            raw = _unpackb(data, raw=False, strict_map_key=False, ext_hook=_ext_hook, use_list=True)
+            nc = _native_codec
+            if nc is not None:
+                view_min = ZERO_COPY_MIN if zero_copy else 0
+                if self._any:
+                    return nc.decode(data, _ref_factory, view_min)
+                plans = self._plan
+                if plans is None or plans[0] is not nc:
+                    plans = self._native_plans(nc)
+                return nc.decode_with(data, plans[2], _ref_factory, view_min)
+            else:
+                raw = _unpackb(
+                    data, raw=False, strict_map_key=False, ext_hook=_ext_hook, use_list=True
+                )
             if type(raw) in self._cexact:
                 return raw
             return self._conv(raw, 0)
@@ -1276,6 +1372,7 @@ def _fill(ft: FieldType, hint: Any, new: dict[Any, FieldType]) -> None:
 
 
 def _fill_any(ft: FieldType) -> None:
+    ft._any = True
     ft._pexact = _PLAIN_TYPES
     ft._cexact = _ANY_LEAF
     ft.passthrough_types = frozenset(_LEAF_TYPES)
@@ -1351,6 +1448,8 @@ def _fill_scalar(ft: FieldType, t: type) -> None:
         def conv(raw: Any, depth: int) -> Any:
             if type(raw) is bytes:
                 return make(raw)
+            if type(raw) is memoryview:  # decode(zero_copy=True): keep the view
+                return raw if t is not bytearray else bytearray(raw)
             raise _shape_error(raw, name)
 
         ft._pexact = frozenset({bytes, bytearray, memoryview})
@@ -1359,6 +1458,7 @@ def _fill_scalar(ft: FieldType, t: type) -> None:
         ft._pyd = Annotated[Any, PlainValidator(_bytes_validator(t))]
     ft._prep, ft._conv = prep, conv
     ft.passthrough_types = frozenset({t})
+    ft._struct = ("exact",)
 
 
 def _bytes_validator(t: type) -> Callable[[Any], Any]:
@@ -1382,7 +1482,8 @@ def _fill_ext_scalar(ft: FieldType, t: type) -> None:
 
     def prep(v: Any, depth: int) -> Any:
         if isinstance(v, t) and not (is_date and isinstance(v, _dt.datetime)):
-            return make(v)
+            # The native encoder writes these types itself (subclasses via _prep_any).
+            return v if _native_codec is not None else make(v)
         raise _mismatch(v, name)
 
     def conv(raw: Any, depth: int) -> Any:
@@ -1391,15 +1492,18 @@ def _fill_ext_scalar(ft: FieldType, t: type) -> None:
     ft.mutable = False
     ft._prep, ft._conv = prep, conv
     ft._cexact = ft._shapes = ft.passthrough_types = frozenset({t})
+    ft._struct = ("exact", t)
 
 
 def _fill_wrapper(ft: FieldType, inner: FieldType, annotated: bool) -> None:
     # Late-bound calls: `inner` may be a model still being compiled.
     ft._prep = lambda v, d: inner._prep(v, d)
+    ft._struct = ("wrapper", inner)
     ft._conv = lambda raw, d: inner._conv(raw, d)
     ft._pexact, ft._cexact, ft._shapes = inner._pexact, inner._cexact, inner._shapes
     ft._record = inner._record
     ft.mutable = inner.mutable
+    ft._any = inner._any
     hint = ft.hint
     if annotated:
         ft.passthrough_types = frozenset()  # constraints (Field(gt=0), ...) must run
@@ -1441,7 +1545,8 @@ def _fill_union(ft: FieldType, arms: list[FieldType]) -> None:
         for arm in arms:
             if t in arm._cexact:
                 return raw
-        key: Any = ("ext", raw.code) if t is _Deferred else t
+        code = _ext_code(raw)
+        key: Any = ("ext", code) if code is not None else t
         cands = [a for a in arms if a._shapes is None or key in a._shapes]
         if t is dict and record_arms:
             keys = set(raw)
@@ -1459,6 +1564,7 @@ def _fill_union(ft: FieldType, arms: list[FieldType]) -> None:
         raise _shape_error(raw, name)
 
     ft._prep, ft._conv, ft._pexact = prep, conv, pexact
+    ft._struct = ("exact",)
     ft._cexact = frozenset().union(*(a._cexact for a in arms))
     ft.passthrough_types = frozenset().union(*(a.passthrough_types for a in arms))
     shapes: frozenset[Any] | None = frozenset()
@@ -1570,6 +1676,7 @@ def _fill_list(ft: FieldType, elem: FieldType) -> None:
         return [x if type(x) in ex else c(x, d) for x in raw]
 
     ft._prep, ft._conv = prep, conv
+    ft._struct = ("list", elem)
     ft._shapes = frozenset({list})
     ft.mutable = True
     ft._pyd = ft.hint if elem._pyd is elem.hint else list[elem._pyd]  # type: ignore[name-defined]
@@ -1627,6 +1734,7 @@ def _fill_dict(ft: FieldType, key: FieldType, val: FieldType) -> None:
         return {conv_key(k, d): (x if type(x) in vex else c(x, d)) for k, x in raw.items()}
 
     ft._prep, ft._conv = prep, conv
+    ft._struct = ("dict", kfast, val, kcfast, kconv)
     ft._shapes = frozenset({dict})
     ft.mutable = True
     if key._pyd is key.hint and val._pyd is val.hint:
@@ -1658,11 +1766,11 @@ def _fill_tuple(ft: FieldType, elem: FieldType | None, elems: list[FieldType] | 
         return _ExtType(EXT_TUPLE, _pack(items))
 
     def conv(raw: Any, depth: int) -> Any:
-        if type(raw) is not _Deferred or raw.code != EXT_TUPLE:
+        if _ext_code(raw) != EXT_TUPLE:
             raise _shape_error(raw, name)
         if depth >= MAX_DEPTH:
             raise _too_deep()
-        items = _unpack_items(raw)
+        items = _ext_items(raw)
         d = depth + 1
         if elems is None:
             assert elem is not None
@@ -1705,12 +1813,12 @@ def _fill_set(ft: FieldType, elem: FieldType, frozen: bool) -> None:
         return _pack_set(code, [x if type(x) in ex else p(x, d) for x in v])
 
     def conv(raw: Any, depth: int) -> Any:
-        if type(raw) is not _Deferred or raw.code != code:
+        if _ext_code(raw) != code:
             raise _shape_error(raw, name)
         if depth >= MAX_DEPTH:
             raise _too_deep()
         d, ex, c = depth + 1, elem._cexact, elem._conv
-        return _build_set([x if type(x) in ex else c(x, d) for x in _unpack_items(raw)], frozen)
+        return _build_set([x if type(x) in ex else c(x, d) for x in _ext_items(raw)], frozen)
 
     ft._prep, ft._conv = prep, conv
     ft._shapes = frozenset({("ext", code)})
@@ -1728,7 +1836,8 @@ def _fill_ndarray(ft: FieldType) -> None:
 
     def prep(v: Any, depth: int) -> Any:
         if type(v) is np.ndarray:
-            return _ext_ndarray(v)
+            # The native encoder reads the array's buffer itself.
+            return v if _native_codec is not None else _ext_ndarray(v)
         raise _mismatch(v, name)
 
     def conv(raw: Any, depth: int) -> Any:
@@ -1740,6 +1849,7 @@ def _fill_ndarray(ft: FieldType) -> None:
         raise ValueError(f"expected a numpy.ndarray, got {type(v).__name__}")
 
     ft._prep, ft._conv = prep, conv
+    ft._struct = ("exact", np.ndarray)
     ft._cexact = ft._shapes = frozenset({np.ndarray})
     ft._pyd = Annotated[Any, PlainValidator(validate)]
     ft.mutable = True
@@ -1859,6 +1969,7 @@ def _fill_model(ft: FieldType, cls: type[BaseModel], new: dict[Any, FieldType]) 
 
     # Everything a Union or a recursive field looks at is set before the fields compile.
     ft._prep, ft._conv = _record_prep(ft, cls, fields), conv
+    ft._struct = ("record", cls, fields)
     ft._shapes = frozenset({dict})
     ft._convert = _convert_record
     ft.mutable = True
@@ -1892,6 +2003,7 @@ def _fill_dataclass(ft: FieldType, cls: type, new: dict[Any, FieldType]) -> None
             raise _Mismatch(f"stored value does not rebuild {name}: {e}") from None
 
     ft._prep, ft._conv = _record_prep(ft, cls, fields), conv
+    ft._struct = ("record", cls, fields)
     ft._shapes = frozenset({dict})
     ft._convert = _convert_record
     ft.mutable = True
@@ -1919,28 +2031,239 @@ def encode(value: Any, hint: Any = Any) -> bytes:
     return field_type(hint).encode(value)
 
 
-def decode(data: bytes | bytearray | memoryview, hint: Any = Any) -> Any:
+def decode(
+    data: bytes | bytearray | memoryview, hint: Any = Any, *, zero_copy: bool = False
+) -> Any:
     """Decode bytes of a field of type ``hint`` (default ``Any``).
 
-    Same as ``field_type(hint).decode(data)``; raises :class:`SerializationError` for bad
-    bytes and ``TypeError`` for an unsupported hint.
+    Same as ``field_type(hint).decode(data, zero_copy=zero_copy)``; raises
+    :class:`SerializationError` for bad bytes and ``TypeError`` for an unsupported hint.
     """
-    return field_type(hint).decode(data)
+    return field_type(hint).decode(data, zero_copy=zero_copy)
+
+
+def _field_error(name: str, e: Exception) -> Exception:
+    if isinstance(e, SerializationError):
+        return SerializationError(f"{name}: {e}")
+    return TypeError(f"{name}: {e}")
 
 
 def encode_fields(values: dict[str, Any], types: dict[str, FieldType]) -> dict[str, bytes]:
     """Encode the changed fields of one object: ``{field name: bytes}``.
 
     ``types[name]`` is the field's :class:`FieldType` (a missing name is a ``KeyError``).
-    Errors are those of :meth:`FieldType.encode`, with the field name prefixed.
+    On the native backend all fields are encoded in one call into the extension. Errors
+    are those of :meth:`FieldType.encode` (``TypeError`` or :class:`SerializationError`),
+    with the field name prefixed.
     """
-    out: dict[str, bytes] = {}
-    for name, value in values.items():
-        ft = types[name]
+    return encode_objects([(values, types)])[0]
+
+
+def encode_objects(
+    objects: list[tuple[dict[str, Any], dict[str, FieldType]]],
+) -> list[dict[str, bytes]]:
+    """Encode the changed fields of many objects: one ``{field name: bytes}`` per object.
+
+    Each item is ``(values, types)`` as for :func:`encode_fields`. On the native backend
+    the whole batch is one call into the extension (the GIL is held; Ctrl-C interrupts
+    it), after the Python-side checks of hinted fields. Errors as :func:`encode_fields`.
+    """
+    nc = _native_codec
+    if nc is None:
+        out: list[dict[str, bytes]] = []
+        for values, types in objects:
+            enc: dict[str, bytes] = {}
+            for name, value in values.items():
+                ft = types[name]
+                try:
+                    enc[name] = ft.encode(value)
+                except (SerializationError, TypeError) as e:
+                    raise _field_error(name, e) from e
+            out.append(enc)
+        return out
+    names: list[str] = []
+    fts: list[FieldType] = []
+    items: list[Any] = []
+    plans: list[Any] = []
+    for values, types in objects:
+        for name, value in values.items():
+            ft = types[name]
+            names.append(name)
+            fts.append(ft)
+            items.append(value)
+            plans.append(None if ft._any else ft._native_plan(nc))
+    try:
+        encoded = nc.encode_many(items, plans)
+    except Exception as e:
+        i = getattr(e, "_oaas_index", None)
+        if i is None:
+            raise
+        raise _field_error(names[i], fts[i]._encode_error(e)) from e
+    result: list[dict[str, bytes]] = []
+    pos = 0
+    for values, _ in objects:
+        n = len(values)
+        result.append(dict(zip(names[pos : pos + n], encoded[pos : pos + n], strict=True)))
+        pos += n
+    return result
+
+
+# --------------------------------------------------------------------------- backends
+
+
+def _ndarray_dtype_str(dt: Any) -> bytes:
+    """``dtype.str`` in ASCII for an ext 11 header, or SerializationError (docs/format.md)."""
+    s = dt.str
+    if (
+        dt.kind not in _NP_KINDS
+        or dt.hasobject
+        or dt.fields is not None
+        or dt.subdtype is not None
+        or dt.itemsize == 0
+        or not _DTYPE_RE.fullmatch(s)
+    ):
+        raise SerializationError(f"cannot encode a numpy array of dtype {dt!s} ({s})")
+    return bytes(s.encode("ascii"))
+
+
+_np_dtypes: dict[str, Any] = {}
+
+
+def _native_ndarray(dstr: str, shape: tuple[int, ...], data: Any, itemsize: int) -> Any:
+    """Ext 11 value from a header the native decoder checked; ``data`` is a bytearray
+    (writable copy), a memoryview (zero-copy view) or None (no elements)."""
+    try:
+        import numpy as np
+    except ImportError:
+        raise _corrupt("ext 11 (numpy.ndarray) needs numpy, which is not installed") from None
+    _ANY_LEAF.add(np.ndarray)
+    dt = _np_dtypes.get(dstr)
+    if dt is None:
         try:
-            out[name] = ft.encode(value)
-        except SerializationError as e:
-            raise SerializationError(f"{name}: {e}") from e
-        except TypeError as e:
-            raise TypeError(f"{name}: {e}") from e
-    return out
+            dt = np.dtype(dstr)
+        except Exception:
+            raise _corrupt(f"ext 11 (numpy.ndarray) dtype {dstr!r} is not valid") from None
+        if dt.str != dstr or dt.kind not in _NP_KINDS or dt.itemsize == 0:
+            raise _corrupt(f"ext 11 (numpy.ndarray) dtype {dstr!r} is not allowed")
+        if len(_np_dtypes) < 256:
+            _np_dtypes[dstr] = dt
+    if dt.itemsize != itemsize:
+        raise _corrupt(f"ext 11 (numpy.ndarray) dtype {dstr!r} is not allowed")
+    if data is None:
+        return np.empty(shape, dt)
+    return np.frombuffer(data, dtype=dt).reshape(shape)
+
+
+def _int_from_be(data: bytes) -> int:
+    return int.from_bytes(data, "big", signed=True)
+
+
+def _plan_desc(ft: FieldType, active: set[int]) -> tuple[Any, ...]:
+    """The encode plan of a hint for the native codec, as nested tuples.
+
+    Nodes: ("any",); ("exact", types, prep); ("list", elem, prep); ("dict", key types,
+    val, prep); ("record", cls, ((name, node), ...), prep); ("python", prep). A value
+    whose exact type a node accepts is encoded natively, exactly as ``_prep`` would pass
+    it through; anything else goes to that node's ``_prep`` (so errors are Python's).
+    """
+    if ft._any:
+        return ("any",)
+    st = ft._struct
+    if st is None or id(ft) in active:  # unknown, or a recursive reference
+        return ("python", ft._prep)
+    active.add(id(ft))
+    try:
+        kind = st[0]
+        if kind == "wrapper":
+            return _plan_desc(st[1], active)
+        if kind == "exact":
+            return ("exact", tuple(ft._pexact) + st[1:], ft._prep)
+        if kind == "list":
+            return ("list", _plan_desc(st[1], active), ft._prep)
+        if kind == "dict":
+            return ("dict", tuple(st[1]), _plan_desc(st[2], active), ft._prep)
+        if kind == "record":
+            fields = tuple((name, _plan_desc(node, active)) for name, node in st[2])
+            return ("record", st[1], fields, ft._prep)
+        return ("python", ft._prep)
+    finally:
+        active.discard(id(ft))
+
+
+def _decode_plan_desc(ft: FieldType, active: set[int]) -> tuple[Any, ...]:
+    """The decode plan of a hint for the native codec, as nested tuples.
+
+    Nodes: ("any",); ("exact", types, conv); ("list", elem, conv); ("dict", key types,
+    key conv, val, conv); ("python", conv). A raw value of a type the node accepts is final,
+    exactly as ``FieldType.decode`` and the container ``_conv`` fast paths keep it;
+    anything else goes to that node's ``_conv`` (so errors are Python's).
+    """
+    if ft._any:
+        return ("any",)
+    st = ft._struct
+    if st is None or id(ft) in active:
+        return ("python", ft._conv)
+    active.add(id(ft))
+    try:
+        kind = st[0]
+        if kind == "wrapper":
+            return _decode_plan_desc(st[1], active)
+        if kind == "exact":
+            return ("exact", tuple(ft._cexact), ft._conv)
+        if kind == "list":
+            return ("list", _decode_plan_desc(st[1], active), ft._conv)
+        if kind == "dict":
+            return ("dict", tuple(st[3]), st[4], _decode_plan_desc(st[2], active), ft._conv)
+        return ("python", ft._conv)
+    finally:
+        active.discard(id(ft))
+
+
+def _native_helpers() -> dict[str, Any]:
+    return {
+        "datetime": _dt.datetime,
+        "date": _dt.date,
+        "time": _dt.time,
+        "timedelta": _dt.timedelta,
+        "UUID": uuid.UUID,
+        "Decimal": decimal.Decimal,
+        "ExtType": _ExtType,
+        "SerializationError": SerializationError,
+        "TooDeep": _TooDeep,
+        "Mismatch": _Mismatch,
+        "prep_any": _prep_any,
+        "bigint_bytes": _bigint_bytes,
+        "decimal_str": _decimal_str,
+        "dtype_str": _ndarray_dtype_str,
+        "tz": _tz,
+        "dec_decimal": _dec_decimal,
+        "make_ndarray": _native_ndarray,
+        "raw_ref": _RawRef,
+        "int_from_bytes": _int_from_be,
+    }
+
+
+_codecs: dict[int, Any] = {}
+
+
+def set_backend(native: Any) -> None:
+    """Choose the implementation every :class:`FieldType` uses from now on.
+
+    ``native``: the extension module ``oaas_sdk._native`` (bytes are made by its
+    ``Codec``), or ``None`` for the pure-Python codec. Both write identical bytes
+    (docs/format.md) and raise the same error types. Called by ``Runtime.__init__`` for
+    ``native="auto"|"on"|"off"``; switching is safe at any time between calls.
+    """
+    global _native_codec
+    if native is None:
+        _native_codec = None
+        return
+    nc = _codecs.get(id(native))
+    if nc is None:
+        nc = _codecs[id(native)] = native.Codec(_native_helpers())
+    _native_codec = nc
+
+
+def backend() -> str:
+    """``"native"`` or ``"python"``: the implementation encode/decode use now."""
+    return "native" if _native_codec is not None else "python"

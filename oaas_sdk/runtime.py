@@ -14,11 +14,12 @@ import weakref
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
+from . import codec
 from ._native_loader import native_module
 from .cache import EntryCache
 from .config import OaasConfig
 from .engine import AnyEngine, Engine, NativeEngine
-from .stores import ObjectKey, Store, lmdb_location, open_store, parse_storage_url
+from .stores import ObjectKey, Store, StoredObject, lmdb_location, open_store, parse_storage_url
 
 if TYPE_CHECKING:
     from .object import OaasObject
@@ -47,9 +48,14 @@ class Runtime:
         self._engine: AnyEngine | None = None
         self._engine_lock = threading.Lock()
         self._inline = kind == "memory"
+        # The codec is process-wide: the latest configuration picks its implementation.
+        codec.set_backend(self.native)
         # A memory store is its own cache: caching its entries again would only cost.
         cache_bytes = 0 if kind == "memory" else config.cache_max_bytes
-        self.cache = EntryCache(cache_bytes, config.cache_ttl_s)
+        self.cache: Any = (
+            self.native.EntryCache(cache_bytes, config.cache_ttl_s, StoredObject)
+            if self.native is not None
+            else EntryCache(cache_bytes, config.cache_ttl_s))
         self.identity: weakref.WeakValueDictionary[ObjectKey, OaasObject] = (
             weakref.WeakValueDictionary())
         self.dirty: dict[int, OaasObject] = {}

@@ -8,6 +8,7 @@ import datetime as dt
 import enum
 import importlib
 import math
+import os
 import pickle
 import re
 import socket
@@ -28,7 +29,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel, Field
 
-from oaas_sdk import codec
+from oaas_sdk import codec, native_available
 from oaas_sdk.codec import (
     MAX_DEPTH,
     FieldType,
@@ -60,6 +61,25 @@ except ImportError:  # pragma: no cover - numpy is a test dependency
     np = None  # type: ignore[assignment]
 
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@pytest.fixture(autouse=True, params=["python", "native"])
+def backend(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Every test in this file runs on both codec implementations."""
+    impl = str(request.param)
+    if impl == "native":
+        if not native_available():
+            if os.environ.get("OAAS_REQUIRE_NATIVE") == "1":
+                pytest.fail("the native extension is required (OAAS_REQUIRE_NATIVE=1)")
+            pytest.skip("native extension not built")
+        from oaas_sdk import _native
+
+        codec.set_backend(_native)
+    else:
+        codec.set_backend(None)
+    assert codec.backend() == impl
+    yield impl
+    codec.set_backend(None)
 
 
 @pytest.fixture(autouse=True)

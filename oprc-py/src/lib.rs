@@ -52,6 +52,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(py_build_profile, m)?)?;
     m.add_function(wrap_pyfunction!(build_info, m)?)?;
     engine::register(m)?;
+    data::register(m)?;
     Ok(())
 }
 

@@ -1,0 +1,1700 @@
+//! The pyo3 layer of the state codec: walks Python values into MessagePack bytes and builds
+//! Python values from bytes (docs/format.md, "State codec"). Byte layouts live in
+//! `msgpack` and `ext`; hint-driven checks and rebuilding of models, dataclasses and enums
+//! stay in `oaas_sdk/codec.py`, which calls [`Codec`] for the bytes.
+
+use std::os::raw::c_int;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::{Mutex, OnceLock};
+
+use pyo3::buffer::PyUntypedBuffer;
+use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::ffi;
+use pyo3::prelude::*;
+use pyo3::types::{
+    PyByteArray, PyBytes, PyDict, PyFrozenSet, PyList, PySet, PyString, PyTuple, PyType,
+};
+
+use super::ext::{self, Clock, Delta, ObjectId, MAX_DEPTH};
+use super::msgpack::{self as mp, DecodeError, Reader, Token};
+
+/// Byte values at least this long are not copied into the encoder's scratch buffer: they
+/// are copied once, straight from the Python buffer into the result.
+const PIECE_MIN: usize = 2048;
+/// Interrupt checks (`PyErr_CheckSignals`) every this many container elements.
+const SIGNAL_EVERY: u32 = 1 << 16;
+
+struct Piece<'py> {
+    at: usize,
+    ptr: *const u8,
+    len: usize,
+    _keep: Keep<'py>,
+}
+
+#[allow(dead_code)] // held only to keep the memory alive
+enum Keep<'py> {
+    Obj(Bound<'py, PyAny>),
+    Buf(PyUntypedBuffer),
+}
+
+/// Encoder output: a scratch buffer plus large borrowed byte ranges spliced in at offsets.
+struct Out<'py> {
+    buf: Vec<u8>,
+    pieces: Vec<Piece<'py>>,
+    borrowed: usize,
+    ticks: u32,
+}
+
+#[derive(Clone, Copy)]
+struct Mark {
+    buf: usize,
+    pieces: usize,
+    borrowed: usize,
+}
+
+impl<'py> Out<'py> {
+    fn new() -> Self {
+        Out {
+            buf: Vec::with_capacity(256),
+            pieces: Vec::new(),
+            borrowed: 0,
+            ticks: 0,
+        }
+    }
+
+    fn mark(&self) -> Mark {
+        Mark {
+            buf: self.buf.len(),
+            pieces: self.pieces.len(),
+            borrowed: self.borrowed,
+        }
+    }
+
+    fn len_since(&self, m: Mark) -> usize {
+        self.buf.len() - m.buf + self.borrowed - m.borrowed
+    }
+
+    fn reset(&mut self, m: Mark) {
+        self.buf.truncate(m.buf);
+        self.pieces.truncate(m.pieces);
+        self.borrowed = m.borrowed;
+    }
+
+    /// Appends `len` bytes at `ptr`, borrowing them when large. The caller guarantees that
+    /// `keep` keeps the memory alive and unmoved.
+    fn bytes(&mut self, ptr: *const u8, len: usize, keep: Keep<'py>) {
+        if len >= PIECE_MIN {
+            self.pieces.push(Piece {
+                at: self.buf.len(),
+                ptr,
+                len,
+                _keep: keep,
+            });
+            self.borrowed += len;
+        } else if len > 0 {
+            // SAFETY: `ptr` points at `len` readable bytes kept alive by `keep` (a bytes
+            // object or an exported buffer), which lives until the end of this call.
+            self.buf
+                .extend_from_slice(unsafe { std::slice::from_raw_parts(ptr, len) });
+        }
+    }
+
+    fn flatten(self) -> Vec<u8> {
+        if self.pieces.is_empty() {
+            return self.buf;
+        }
+        let mut v = Vec::with_capacity(self.buf.len() + self.borrowed);
+        let mut from = 0;
+        for p in &self.pieces {
+            v.extend_from_slice(&self.buf[from..p.at]);
+            // SAFETY: see `bytes`: the piece's memory is alive while `self` is.
+            v.extend_from_slice(unsafe { std::slice::from_raw_parts(p.ptr, p.len) });
+            from = p.at;
+        }
+        v.extend_from_slice(&self.buf[from..]);
+        v
+    }
+
+    fn into_pybytes(self, py: Python<'py>) -> PyResult<Bound<'py, PyBytes>> {
+        if self.pieces.is_empty() {
+            return Ok(PyBytes::new(py, &self.buf));
+        }
+        let total = self.buf.len() + self.borrowed;
+        let len = ffi::Py_ssize_t::try_from(total)
+            .map_err(|_| PyValueError::new_err("result too large"))?;
+        // SAFETY: PyBytes_FromStringAndSize(NULL, n) returns a new bytes object with n
+        // uninitialised bytes (or NULL with an exception set, which from_owned_ptr_or_err
+        // turns into Err). Nothing else can see the object before we return it, and the
+        // loop below writes every one of its `total` bytes exactly once: the scratch
+        // segments between pieces and each piece, whose memory is kept alive by `self`.
+        // Skipping PyBytes::new_with avoids zero-filling a buffer we overwrite entirely.
+        unsafe {
+            let obj = Bound::from_owned_ptr_or_err(
+                py,
+                ffi::PyBytes_FromStringAndSize(std::ptr::null(), len),
+            )?;
+            let dst = ffi::PyBytes_AsString(obj.as_ptr()).cast::<u8>();
+            let mut w = 0usize;
+            let mut from = 0usize;
+            for p in &self.pieces {
+                let seg = &self.buf[from..p.at];
+                std::ptr::copy_nonoverlapping(seg.as_ptr(), dst.add(w), seg.len());
+                w += seg.len();
+                std::ptr::copy_nonoverlapping(p.ptr, dst.add(w), p.len);
+                w += p.len;
+                from = p.at;
+            }
+            let seg = &self.buf[from..];
+            std::ptr::copy_nonoverlapping(seg.as_ptr(), dst.add(w), seg.len());
+            debug_assert_eq!(w + seg.len(), total);
+            Ok(obj.cast_into_unchecked())
+        }
+    }
+}
+
+// ----------------------------------------------------------------------------- context
+
+/// A compiled encode plan (see `codec._plan_desc`): which exact types each node of a hint
+/// passes through unchanged, so that the native encoder checks them itself and calls the
+/// node's Python `_prep` only for values that need converting or refusing.
+enum PlanNode {
+    Any,
+    Exact {
+        types: Vec<Py<PyType>>,
+        prep: Py<PyAny>,
+    },
+    List {
+        elem: Box<PlanNode>,
+        prep: Py<PyAny>,
+    },
+    Dict {
+        keys: Vec<Py<PyType>>,
+        val: Box<PlanNode>,
+        prep: Py<PyAny>,
+    },
+    Record {
+        cls: Py<PyType>,
+        fields: Vec<(Py<PyString>, PlanNode)>,
+        prep: Py<PyAny>,
+    },
+    Python {
+        prep: Py<PyAny>,
+    },
+}
+
+impl PlanNode {
+    fn compile(desc: &Bound<'_, PyAny>) -> PyResult<PlanNode> {
+        let t = desc.cast::<PyTuple>()?;
+        let kind: String = t.get_item(0)?.extract()?;
+        let types = |i: usize| -> PyResult<Vec<Py<PyType>>> {
+            t.get_item(i)?
+                .try_iter()?
+                .map(|x| Ok(x?.cast_into::<PyType>()?.unbind()))
+                .collect()
+        };
+        let last = || -> PyResult<Py<PyAny>> { Ok(t.get_item(t.len() - 1)?.unbind()) };
+        Ok(match kind.as_str() {
+            "any" => PlanNode::Any,
+            "exact" => PlanNode::Exact {
+                types: types(1)?,
+                prep: last()?,
+            },
+            "list" => PlanNode::List {
+                elem: Box::new(Self::compile(&t.get_item(1)?)?),
+                prep: last()?,
+            },
+            "dict" => PlanNode::Dict {
+                keys: types(1)?,
+                val: Box::new(Self::compile(&t.get_item(2)?)?),
+                prep: last()?,
+            },
+            "record" => {
+                let mut fields = Vec::new();
+                for f in t.get_item(2)?.try_iter()? {
+                    let f = f?;
+                    let name = f.get_item(0)?.cast_into::<PyString>()?;
+                    fields.push((name.unbind(), Self::compile(&f.get_item(1)?)?));
+                }
+                PlanNode::Record {
+                    cls: t.get_item(1)?.cast_into::<PyType>()?.unbind(),
+                    fields,
+                    prep: last()?,
+                }
+            }
+            "python" => PlanNode::Python { prep: last()? },
+            other => {
+                return Err(PyValueError::new_err(format!(
+                    "unknown plan node {other:?}"
+                )))
+            }
+        })
+    }
+}
+
+fn has_type(types: &[Py<PyType>], t: *mut ffi::PyTypeObject) -> bool {
+    types
+        .iter()
+        .any(|x| x.as_ptr().cast::<ffi::PyTypeObject>() == t)
+}
+
+/// A compiled encode plan for one field type (`Codec.plan`).
+#[pyclass(frozen, module = "oaas_sdk._native", name = "Plan")]
+pub struct Plan {
+    root: PlanNode,
+}
+
+/// A compiled decode plan (see `codec._decode_plan_desc`): raw values of the exact types a
+/// node accepts are final; others go to the node's Python `_conv`, as `FieldType.decode`
+/// would send them.
+enum DecPlan {
+    Any,
+    Exact {
+        types: Vec<Py<PyType>>,
+        conv: Py<PyAny>,
+    },
+    List {
+        elem: Box<DecPlan>,
+        conv: Py<PyAny>,
+    },
+    Dict {
+        keys: Vec<Py<PyType>>,
+        key_conv: Py<PyAny>,
+        val: Box<DecPlan>,
+        conv: Py<PyAny>,
+    },
+    Python {
+        conv: Py<PyAny>,
+    },
+}
+
+impl DecPlan {
+    fn compile(desc: &Bound<'_, PyAny>) -> PyResult<DecPlan> {
+        let t = desc.cast::<PyTuple>()?;
+        let kind: String = t.get_item(0)?.extract()?;
+        let types = |i: usize| -> PyResult<Vec<Py<PyType>>> {
+            t.get_item(i)?
+                .try_iter()?
+                .map(|x| Ok(x?.cast_into::<PyType>()?.unbind()))
+                .collect()
+        };
+        let last = || -> PyResult<Py<PyAny>> { Ok(t.get_item(t.len() - 1)?.unbind()) };
+        Ok(match kind.as_str() {
+            "any" => DecPlan::Any,
+            "exact" => DecPlan::Exact {
+                types: types(1)?,
+                conv: last()?,
+            },
+            "list" => DecPlan::List {
+                elem: Box::new(Self::compile(&t.get_item(1)?)?),
+                conv: last()?,
+            },
+            "dict" => DecPlan::Dict {
+                keys: types(1)?,
+                key_conv: t.get_item(2)?.unbind(),
+                val: Box::new(Self::compile(&t.get_item(3)?)?),
+                conv: last()?,
+            },
+            "python" => DecPlan::Python { conv: last()? },
+            other => {
+                return Err(PyValueError::new_err(format!(
+                    "unknown decode plan node {other:?}"
+                )))
+            }
+        })
+    }
+}
+
+/// A compiled decode plan for one field type (`Codec.decode_plan`).
+#[pyclass(frozen, module = "oaas_sdk._native", name = "DecodePlan")]
+pub struct DecodePlan {
+    root: DecPlan,
+}
+
+struct Numpy {
+    ndarray: Py<PyType>,
+}
+
+/// The native codec: Python types and helpers it needs, given once by `oaas_sdk.codec`.
+///
+/// Built by `codec.set_backend()`; users never construct it.
+#[pyclass(frozen, module = "oaas_sdk._native", name = "Codec")]
+pub struct Codec {
+    t_datetime: Py<PyType>,
+    t_date: Py<PyType>,
+    t_time: Py<PyType>,
+    t_timedelta: Py<PyType>,
+    t_uuid: Py<PyType>,
+    t_decimal: Py<PyType>,
+    t_ext: Py<PyType>,
+    ser_error: Py<PyType>,
+    too_deep: Py<PyType>,
+    mismatch: Py<PyType>,
+    prep_any: Py<PyAny>,
+    bigint_bytes: Py<PyAny>,
+    decimal_str: Py<PyAny>,
+    dtype_str: Py<PyAny>,
+    tz: Py<PyAny>,
+    dec_decimal: Py<PyAny>,
+    make_ndarray: Py<PyAny>,
+    raw_ref: Py<PyAny>,
+    int_from_bytes: Py<PyAny>,
+    numpy: OnceLock<Numpy>,
+    dtypes: Mutex<Vec<(Py<PyAny>, Py<PyBytes>)>>,
+    keys: Mutex<KeyCache>,
+}
+
+fn ptr_of<T>(t: &Py<T>) -> *mut ffi::PyObject {
+    t.as_ptr()
+}
+
+struct DecodeMode<'py, 'c> {
+    /// Under an `Any` hint: references go through this factory and the result is final.
+    ref_factory: Option<Bound<'py, PyAny>>,
+    /// Bin values at least this long become memoryview slices of `source` (0: never).
+    view_min: usize,
+    source: Option<Bound<'py, PyAny>>,
+    view_of: Option<Bound<'py, PyAny>>,
+    ticks: u32,
+    /// Address of the first input byte, to turn a slice into an offset.
+    base: usize,
+    /// The key cache, when no other decode on this thread holds it (re-entry).
+    keys: Option<std::sync::MutexGuard<'c, KeyCache>>,
+}
+
+impl Codec {
+    fn ser_err(&self, py: Python<'_>, msg: impl Into<String>) -> PyErr {
+        PyErr::from_type(self.ser_error.bind(py).clone(), msg.into())
+    }
+
+    fn derr(&self, py: Python<'_>, e: DecodeError) -> PyErr {
+        self.ser_err(py, e.0)
+    }
+
+    fn too_deep(&self, py: Python<'_>) -> PyErr {
+        PyErr::from_type(
+            self.too_deep.bind(py).clone(),
+            format!("containers nest more than {MAX_DEPTH} levels deep"),
+        )
+    }
+
+    fn ndarray_type(&self, py: Python<'_>) -> Option<*mut ffi::PyObject> {
+        if let Some(np) = self.numpy.get() {
+            return Some(np.ndarray.as_ptr());
+        }
+        let modules = py.import("sys").ok()?.getattr("modules").ok()?;
+        let np = modules.get_item("numpy").ok()?;
+        let nd = np.getattr("ndarray").ok()?.cast_into::<PyType>().ok()?;
+        let _ = self.numpy.set(Numpy {
+            ndarray: nd.unbind(),
+        });
+        self.numpy.get().map(|n| n.ndarray.as_ptr())
+    }
+
+    // ------------------------------------------------------------------------- encode
+
+    fn enc<'py>(
+        &self,
+        v: &Bound<'py, PyAny>,
+        out: &mut Out<'py>,
+        depth: usize,
+        fallback: bool,
+    ) -> PyResult<()> {
+        let py = v.py();
+        let t = v.get_type_ptr().cast::<ffi::PyObject>();
+        // SAFETY: reading the address of the interpreter's static type objects.
+        let (t_str, t_int, t_float, t_bool, t_none, t_list, t_dict, t_tuple, t_bytes) = unsafe {
+            (
+                std::ptr::addr_of_mut!(ffi::PyUnicode_Type).cast::<ffi::PyObject>(),
+                std::ptr::addr_of_mut!(ffi::PyLong_Type).cast::<ffi::PyObject>(),
+                std::ptr::addr_of_mut!(ffi::PyFloat_Type).cast::<ffi::PyObject>(),
+                std::ptr::addr_of_mut!(ffi::PyBool_Type).cast::<ffi::PyObject>(),
+                ffi::Py_TYPE(ffi::Py_None()).cast::<ffi::PyObject>(),
+                std::ptr::addr_of_mut!(ffi::PyList_Type).cast::<ffi::PyObject>(),
+                std::ptr::addr_of_mut!(ffi::PyDict_Type).cast::<ffi::PyObject>(),
+                std::ptr::addr_of_mut!(ffi::PyTuple_Type).cast::<ffi::PyObject>(),
+                std::ptr::addr_of_mut!(ffi::PyBytes_Type).cast::<ffi::PyObject>(),
+            )
+        };
+        if t == t_str {
+            return self.enc_str(v, out);
+        }
+        if t == t_int {
+            return self.enc_int(v, out);
+        }
+        if t == t_float {
+            // SAFETY: `v` is exactly a float, for which PyFloat_AsDouble cannot fail.
+            mp::write_f64(&mut out.buf, unsafe { ffi::PyFloat_AsDouble(v.as_ptr()) });
+            return Ok(());
+        }
+        if t == t_bool {
+            mp::write_bool(&mut out.buf, v.is_truthy()?);
+            return Ok(());
+        }
+        if t == t_none {
+            mp::write_nil(&mut out.buf);
+            return Ok(());
+        }
+        if t == t_list {
+            return self.enc_list(v, out, depth);
+        }
+        if t == t_dict {
+            return self.enc_dict(v, out, depth, fallback);
+        }
+        if t == t_bytes {
+            // SAFETY: `v` is exactly bytes; its buffer is immutable and lives as long as
+            // the `Keep::Obj` reference we store with the piece.
+            let (ptr, len) = unsafe {
+                (
+                    ffi::PyBytes_AsString(v.as_ptr()).cast::<u8>().cast_const(),
+                    ffi::PyBytes_Size(v.as_ptr()) as usize,
+                )
+            };
+            mp::write_bin_header(&mut out.buf, len).map_err(|e| self.derr(py, e))?;
+            out.bytes(ptr, len, Keep::Obj(v.clone()));
+            return Ok(());
+        }
+        if t == t_tuple {
+            return self.enc_tuple(v, out, depth);
+        }
+        let (t_bytearray, t_memoryview, t_set, t_frozenset) = (
+            std::ptr::addr_of_mut!(ffi::PyByteArray_Type).cast::<ffi::PyObject>(),
+            std::ptr::addr_of_mut!(ffi::PyMemoryView_Type).cast::<ffi::PyObject>(),
+            std::ptr::addr_of_mut!(ffi::PySet_Type).cast::<ffi::PyObject>(),
+            std::ptr::addr_of_mut!(ffi::PyFrozenSet_Type).cast::<ffi::PyObject>(),
+        );
+        if t == t_bytearray || t == t_memoryview {
+            return self.enc_buffer(v, out);
+        }
+        if t == t_set {
+            return self.enc_set(v, out, depth, ext::EXT_SET);
+        }
+        if t == t_frozenset {
+            return self.enc_set(v, out, depth, ext::EXT_FROZENSET);
+        }
+        if t == ptr_of(&self.t_datetime) {
+            return self.enc_datetime(v, out);
+        }
+        if t == ptr_of(&self.t_date) {
+            let c = Clock {
+                year: v.getattr("year")?.extract()?,
+                month: v.getattr("month")?.extract()?,
+                day: v.getattr("day")?.extract()?,
+                ..Clock::default()
+            };
+            let mut p = Vec::with_capacity(4);
+            ext::put_date(&mut p, &c);
+            return self.ext(py, out, ext::EXT_DATE, &p);
+        }
+        if t == ptr_of(&self.t_time) {
+            return self.enc_time(v, out);
+        }
+        if t == ptr_of(&self.t_timedelta) {
+            let d = Delta {
+                days: v.getattr("days")?.extract()?,
+                seconds: v.getattr("seconds")?.extract()?,
+                microseconds: v.getattr("microseconds")?.extract()?,
+            };
+            let mut p = Vec::with_capacity(12);
+            ext::put_timedelta(&mut p, &d);
+            return self.ext(py, out, ext::EXT_TIMEDELTA, &p);
+        }
+        if t == ptr_of(&self.t_uuid) {
+            let n: u128 = v.getattr("int")?.extract()?;
+            return self.ext(py, out, ext::EXT_UUID, &n.to_be_bytes());
+        }
+        if t == ptr_of(&self.t_decimal) {
+            let s = self.decimal_str.bind(py).call1((v,))?;
+            let s = s.cast::<PyString>()?.to_str()?;
+            return self.ext(py, out, ext::EXT_DECIMAL, s.as_bytes());
+        }
+        if t == ptr_of(&self.t_ext) {
+            let code: i8 = v.get_item(0)?.extract()?;
+            let data = v.get_item(1)?;
+            let data = data.cast::<PyBytes>()?;
+            let b = data.as_bytes();
+            mp::write_ext_header(&mut out.buf, b.len(), code).map_err(|e| self.derr(py, e))?;
+            out.bytes(b.as_ptr(), b.len(), Keep::Obj(data.clone().into_any()));
+            return Ok(());
+        }
+        if let Some(nd) = self.ndarray_type(py) {
+            if t == nd {
+                if self.enc_ndarray(v, out)? {
+                    return Ok(());
+                }
+                // No C-contiguous buffer (0-d, datetime64, strided): Python copies it.
+                let prepared = self.prep_any.bind(py).call1((v, depth))?;
+                return self.enc(&prepared, out, depth, false);
+            }
+        }
+        if !fallback {
+            return Err(PyTypeError::new_err(format!(
+                "cannot store a value of type {:?}",
+                v.get_type().name()?.to_string()
+            )));
+        }
+        // Enums, models, dataclasses, references, subclasses of the base types and
+        // unsupported values: Python prepares them (docs/format.md, "Core types").
+        let prepared = self.prep_any.bind(py).call1((v, depth))?;
+        self.enc(&prepared, out, depth, false)
+    }
+
+    fn ext(&self, py: Python<'_>, out: &mut Out<'_>, code: i8, payload: &[u8]) -> PyResult<()> {
+        mp::write_ext_header(&mut out.buf, payload.len(), code).map_err(|e| self.derr(py, e))?;
+        out.buf.extend_from_slice(payload);
+        Ok(())
+    }
+
+    fn enc_str(&self, v: &Bound<'_, PyAny>, out: &mut Out<'_>) -> PyResult<()> {
+        let py = v.py();
+        let mut size: ffi::Py_ssize_t = 0;
+        // SAFETY: `v` is exactly a str. PyUnicode_AsUTF8AndSize returns a pointer to its
+        // cached UTF-8 form (valid while `v` lives, which outlasts this copy) or NULL with
+        // an exception set (lone surrogates).
+        let p = unsafe { ffi::PyUnicode_AsUTF8AndSize(v.as_ptr(), &mut size) };
+        if p.is_null() {
+            let e = PyErr::fetch(py);
+            return Err(self.ser_err(py, format!("cannot encode str: {e}")));
+        }
+        // SAFETY: see above; `size` bytes are readable at `p`.
+        let s = unsafe { std::slice::from_raw_parts(p.cast::<u8>(), size as usize) };
+        mp::write_str(&mut out.buf, s).map_err(|e| self.derr(py, e))
+    }
+
+    fn enc_int(&self, v: &Bound<'_, PyAny>, out: &mut Out<'_>) -> PyResult<()> {
+        let mut overflow: c_int = 0;
+        // SAFETY: `v` is exactly an int; with an overflow flag the call cannot fail.
+        let n = unsafe { ffi::PyLong_AsLongLongAndOverflow(v.as_ptr(), &mut overflow) };
+        if overflow == 0 {
+            mp::write_i64(&mut out.buf, n);
+            return Ok(());
+        }
+        if overflow > 0 {
+            if let Ok(u) = v.extract::<u64>() {
+                mp::write_u64(&mut out.buf, u);
+                return Ok(());
+            }
+        }
+        let py = v.py();
+        let payload = self.bigint_bytes.bind(py).call1((v,))?;
+        let payload = payload.cast::<PyBytes>()?;
+        self.ext(py, out, ext::EXT_BIGINT, payload.as_bytes())
+    }
+
+    fn tick(out: &mut Out<'_>, py: Python<'_>) -> PyResult<()> {
+        out.ticks += 1;
+        if out.ticks >= SIGNAL_EVERY {
+            out.ticks = 0;
+            py.check_signals()?;
+        }
+        Ok(())
+    }
+
+    fn enc_list<'py>(
+        &self,
+        v: &Bound<'py, PyAny>,
+        out: &mut Out<'py>,
+        depth: usize,
+    ) -> PyResult<()> {
+        let py = v.py();
+        if depth >= MAX_DEPTH {
+            return Err(self.too_deep(py));
+        }
+        let list = v.cast::<PyList>()?;
+        let n = list.len();
+        mp::write_array_header(&mut out.buf, n).map_err(|e| self.derr(py, e))?;
+        for i in 0..n {
+            // A value's own code (a model property reached through a fallback) could shrink
+            // the list while we walk it: get_item checks the index.
+            let item = list
+                .get_item(i)
+                .map_err(|_| self.ser_err(py, "list changed size during encoding"))?;
+            self.enc(&item, out, depth + 1, true)?;
+            Self::tick(out, py)?;
+        }
+        if list.len() != n {
+            return Err(self.ser_err(py, "list changed size during encoding"));
+        }
+        Ok(())
+    }
+
+    fn enc_dict<'py>(
+        &self,
+        v: &Bound<'py, PyAny>,
+        out: &mut Out<'py>,
+        depth: usize,
+        fallback: bool,
+    ) -> PyResult<()> {
+        let py = v.py();
+        if depth >= MAX_DEPTH {
+            return Err(self.too_deep(py));
+        }
+        let n = v.len()?;
+        let mark = out.mark();
+        mp::write_map_header(&mut out.buf, n).map_err(|e| self.derr(py, e))?;
+        let mut pos: ffi::Py_ssize_t = 0;
+        let mut k: *mut ffi::PyObject = std::ptr::null_mut();
+        let mut x: *mut ffi::PyObject = std::ptr::null_mut();
+        let mut seen = 0usize;
+        // SAFETY: `v` is exactly a dict. PyDict_Next yields borrowed references, which we
+        // turn into owned ones at once, so they stay valid even if Python code run below
+        // (a fallback) changes the dict; PyDict_Next bounds-checks `pos` against the
+        // current table, and a size change is reported as an error after the step.
+        while unsafe { ffi::PyDict_Next(v.as_ptr(), &mut pos, &mut k, &mut x) } != 0 {
+            // SAFETY: k and x are valid borrowed references returned just now.
+            let (key, val) = unsafe {
+                (
+                    Bound::from_borrowed_ptr(py, k),
+                    Bound::from_borrowed_ptr(py, x),
+                )
+            };
+            seen += 1;
+            if key.is_exact_instance_of::<PyString>() {
+                self.enc_str(&key, out)?;
+            } else if key.get_type_ptr() == std::ptr::addr_of_mut!(ffi::PyLong_Type) {
+                self.enc_int(&key, out)?;
+            } else if fallback {
+                // Keys that need converting (enums, str/int subclasses) or refusing:
+                // Python prepares the whole dict and checks that keys stay distinct.
+                out.reset(mark);
+                let prepared = self.prep_any.bind(py).call1((v, depth))?;
+                return self.enc(&prepared, out, depth, false);
+            } else {
+                return Err(self.ser_err(py, "dict keys must be str or int"));
+            }
+            self.enc(&val, out, depth + 1, true)?;
+            if v.len()? != n {
+                return Err(self.ser_err(py, "dict changed size during encoding"));
+            }
+            Self::tick(out, py)?;
+        }
+        if seen != n {
+            return Err(self.ser_err(py, "dict changed size during encoding"));
+        }
+        Ok(())
+    }
+
+    /// Writes an ext header then a payload produced by `body`, which may contain borrowed
+    /// pieces: a maximal header is reserved and shrunk once the payload length is known.
+    fn enc_ext_with<'py>(
+        &self,
+        py: Python<'py>,
+        out: &mut Out<'py>,
+        code: i8,
+        body: impl FnOnce(&mut Out<'py>) -> PyResult<()>,
+    ) -> PyResult<()> {
+        const RESERVED: usize = 6;
+        let start = out.buf.len();
+        out.buf.extend_from_slice(&[0; RESERVED]);
+        let m = out.mark();
+        body(out)?;
+        let len = out.len_since(m);
+        let mut hdr = Vec::with_capacity(RESERVED);
+        mp::write_ext_header(&mut hdr, len, code).map_err(|e| self.derr(py, e))?;
+        let shift = RESERVED - hdr.len();
+        out.buf.copy_within(start + RESERVED.., start + hdr.len());
+        out.buf.truncate(out.buf.len() - shift);
+        out.buf[start..start + hdr.len()].copy_from_slice(&hdr);
+        for p in &mut out.pieces[m.pieces..] {
+            p.at -= shift;
+        }
+        Ok(())
+    }
+
+    fn enc_tuple<'py>(
+        &self,
+        v: &Bound<'py, PyAny>,
+        out: &mut Out<'py>,
+        depth: usize,
+    ) -> PyResult<()> {
+        let py = v.py();
+        if depth >= MAX_DEPTH {
+            return Err(self.too_deep(py));
+        }
+        let tup = v.cast::<PyTuple>()?;
+        self.enc_ext_with(py, out, ext::EXT_TUPLE, |out| {
+            mp::write_array_header(&mut out.buf, tup.len()).map_err(|e| self.derr(py, e))?;
+            for item in tup.iter() {
+                self.enc(&item, out, depth + 1, true)?;
+            }
+            Ok(())
+        })
+    }
+
+    fn enc_set<'py>(
+        &self,
+        v: &Bound<'py, PyAny>,
+        out: &mut Out<'py>,
+        depth: usize,
+        code: i8,
+    ) -> PyResult<()> {
+        let py = v.py();
+        if depth >= MAX_DEPTH {
+            return Err(self.too_deep(py));
+        }
+        // Elements sorted by their encodings (docs/format.md, ext 3): each is encoded alone.
+        let mut parts: Vec<Vec<u8>> = Vec::new();
+        for item in v.try_iter()? {
+            let item = item?;
+            let mut sub = Out::new();
+            self.enc(&item, &mut sub, depth + 1, true)?;
+            parts.push(sub.flatten());
+        }
+        parts.sort_unstable();
+        let mut payload = Vec::with_capacity(parts.iter().map(Vec::len).sum::<usize>() + 5);
+        mp::write_array_header(&mut payload, parts.len()).map_err(|e| self.derr(py, e))?;
+        for p in &parts {
+            payload.extend_from_slice(p);
+        }
+        self.ext(py, out, code, &payload)
+    }
+
+    fn enc_buffer<'py>(&self, v: &Bound<'py, PyAny>, out: &mut Out<'py>) -> PyResult<()> {
+        let py = v.py();
+        let buf = PyUntypedBuffer::get(v)
+            .map_err(|e| self.ser_err(py, format!("cannot read the buffer: {e}")))?;
+        if !buf.is_c_contiguous() {
+            return Err(self.ser_err(py, "a memoryview must be C-contiguous"));
+        }
+        let (ptr, len) = (buf.buf_ptr().cast::<u8>().cast_const(), buf.len_bytes());
+        mp::write_bin_header(&mut out.buf, len).map_err(|e| self.derr(py, e))?;
+        // The export keeps the memory from being resized or freed until `buf` is released.
+        out.bytes(ptr, len, Keep::Buf(buf));
+        Ok(())
+    }
+
+    fn offset_us(&self, v: &Bound<'_, PyAny>) -> PyResult<Option<i64>> {
+        if v.getattr("tzinfo")?.is_none() {
+            return Ok(None);
+        }
+        let off = v.call_method0("utcoffset")?;
+        if off.is_none() {
+            return Ok(None);
+        }
+        let days: i64 = off.getattr("days")?.extract()?;
+        let secs: i64 = off.getattr("seconds")?.extract()?;
+        let us: i64 = off.getattr("microseconds")?.extract()?;
+        Ok(Some((days * 86_400 + secs) * 1_000_000 + us))
+    }
+
+    fn enc_datetime(&self, v: &Bound<'_, PyAny>, out: &mut Out<'_>) -> PyResult<()> {
+        let c = Clock {
+            year: v.getattr("year")?.extract()?,
+            month: v.getattr("month")?.extract()?,
+            day: v.getattr("day")?.extract()?,
+            hour: v.getattr("hour")?.extract()?,
+            minute: v.getattr("minute")?.extract()?,
+            second: v.getattr("second")?.extract()?,
+            microsecond: v.getattr("microsecond")?.extract()?,
+            offset_us: self.offset_us(v)?,
+        };
+        let mut p = Vec::with_capacity(19);
+        ext::put_datetime(&mut p, &c);
+        self.ext(v.py(), out, ext::EXT_DATETIME, &p)
+    }
+
+    fn enc_time(&self, v: &Bound<'_, PyAny>, out: &mut Out<'_>) -> PyResult<()> {
+        let c = Clock {
+            hour: v.getattr("hour")?.extract()?,
+            minute: v.getattr("minute")?.extract()?,
+            second: v.getattr("second")?.extract()?,
+            microsecond: v.getattr("microsecond")?.extract()?,
+            offset_us: self.offset_us(v)?,
+            ..Clock::default()
+        };
+        let mut p = Vec::with_capacity(15);
+        ext::put_time(&mut p, &c);
+        self.ext(v.py(), out, ext::EXT_TIME, &p)
+    }
+
+    /// Ext 11 straight from the array's buffer; `Ok(false)` when the array does not export
+    /// a C-contiguous buffer (Python's path then copies it in C order).
+    fn enc_ndarray<'py>(&self, v: &Bound<'py, PyAny>, out: &mut Out<'py>) -> PyResult<bool> {
+        let py = v.py();
+        let dtype = v.getattr("dtype")?;
+        let dstr = self.dtype_bytes(&dtype)?;
+        let Ok(buf) = PyUntypedBuffer::get(v) else {
+            return Ok(false); // datetime64 / timedelta64 arrays export no buffer
+        };
+        if !buf.is_c_contiguous() {
+            return Ok(false);
+        }
+        let shape: Vec<u64> = v.getattr("shape")?.extract()?;
+        let dstr = dstr.bind(py).as_bytes();
+        let len = buf.len_bytes();
+        let payload_len = ext::ndarray_header_len(dstr, shape.len()) + len;
+        mp::write_ext_header(&mut out.buf, payload_len, ext::EXT_NDARRAY)
+            .map_err(|e| self.derr(py, e))?;
+        ext::put_ndarray_header(&mut out.buf, dstr, &shape).map_err(|e| self.derr(py, e))?;
+        let ptr = buf.buf_ptr().cast::<u8>().cast_const();
+        out.bytes(ptr, len, Keep::Buf(buf));
+        Ok(true)
+    }
+
+    /// The checked `dtype.str` of a dtype (Python's `_ndarray_dtype_str`), cached by dtype.
+    fn dtype_bytes(&self, dtype: &Bound<'_, PyAny>) -> PyResult<Py<PyBytes>> {
+        let py = dtype.py();
+        if let Ok(cache) = self.dtypes.lock() {
+            if let Some((_, s)) = cache.iter().find(|(d, _)| d.as_ptr() == dtype.as_ptr()) {
+                return Ok(s.clone_ref(py));
+            }
+        }
+        let s = self
+            .dtype_str
+            .bind(py)
+            .call1((dtype,))?
+            .cast_into::<PyBytes>()?
+            .unbind();
+        if let Ok(mut cache) = self.dtypes.lock() {
+            if cache.len() < 64 {
+                cache.push((dtype.clone().unbind(), s.clone_ref(py)));
+            }
+        }
+        Ok(s)
+    }
+
+    /// Python's `_prep` for a node, then the result encoded as prepared (no further plan).
+    fn via_prep<'py>(
+        &self,
+        prep: &Py<PyAny>,
+        v: &Bound<'py, PyAny>,
+        out: &mut Out<'py>,
+        depth: usize,
+    ) -> PyResult<()> {
+        let prepared = prep.bind(v.py()).call1((v, depth))?;
+        self.enc(&prepared, out, depth, false)
+    }
+
+    fn enc_plan<'py>(
+        &self,
+        v: &Bound<'py, PyAny>,
+        plan: &PlanNode,
+        out: &mut Out<'py>,
+        depth: usize,
+    ) -> PyResult<()> {
+        let py = v.py();
+        let t = v.get_type_ptr();
+        match plan {
+            PlanNode::Any => self.enc(v, out, depth, true),
+            PlanNode::Python { prep } => self.via_prep(prep, v, out, depth),
+            PlanNode::Exact { types, prep } => {
+                if has_type(types, t) {
+                    self.enc(v, out, depth, true)
+                } else {
+                    self.via_prep(prep, v, out, depth)
+                }
+            }
+            PlanNode::List { elem, prep } => {
+                if t != std::ptr::addr_of_mut!(ffi::PyList_Type) {
+                    return self.via_prep(prep, v, out, depth);
+                }
+                if depth >= MAX_DEPTH {
+                    return Err(self.too_deep(py));
+                }
+                let list = v.cast::<PyList>()?;
+                let n = list.len();
+                mp::write_array_header(&mut out.buf, n).map_err(|e| self.derr(py, e))?;
+                for i in 0..n {
+                    let item = list
+                        .get_item(i)
+                        .map_err(|_| self.ser_err(py, "list changed size during encoding"))?;
+                    self.enc_plan(&item, elem, out, depth + 1)?;
+                    Self::tick(out, py)?;
+                }
+                if list.len() != n {
+                    return Err(self.ser_err(py, "list changed size during encoding"));
+                }
+                Ok(())
+            }
+            PlanNode::Dict { keys, val, prep } => {
+                if t != std::ptr::addr_of_mut!(ffi::PyDict_Type) {
+                    return self.via_prep(prep, v, out, depth);
+                }
+                if depth >= MAX_DEPTH {
+                    return Err(self.too_deep(py));
+                }
+                let d = v.cast::<PyDict>()?;
+                // Keys Python would have to convert: the whole dict goes to its _prep.
+                if !d.keys().iter().all(|k| has_type(keys, k.get_type_ptr())) {
+                    return self.via_prep(prep, v, out, depth);
+                }
+                let n = d.len();
+                mp::write_map_header(&mut out.buf, n).map_err(|e| self.derr(py, e))?;
+                let mut seen = 0;
+                for (k, x) in d.iter() {
+                    seen += 1;
+                    if k.is_exact_instance_of::<PyString>() {
+                        self.enc_str(&k, out)?;
+                    } else {
+                        self.enc_int(&k, out)?;
+                    }
+                    self.enc_plan(&x, val, out, depth + 1)?;
+                    Self::tick(out, py)?;
+                }
+                if seen != n || d.len() != n {
+                    return Err(self.ser_err(py, "dict changed size during encoding"));
+                }
+                Ok(())
+            }
+            PlanNode::Record { cls, fields, prep } => {
+                if t != cls.as_ptr().cast::<ffi::PyTypeObject>() || depth >= MAX_DEPTH {
+                    return self.via_prep(prep, v, out, depth);
+                }
+                let mark = out.mark();
+                mp::write_map_header(&mut out.buf, fields.len()).map_err(|e| self.derr(py, e))?;
+                for (name, node) in fields {
+                    let name = name.bind(py);
+                    let x = v.getattr(name)?;
+                    self.enc_str(name.as_any(), out)?;
+                    if let Err(e) = self.enc_plan(&x, node, out, depth + 1) {
+                        if e.is_instance(py, self.mismatch.bind(py)) {
+                            // Python names the field in the message: let it redo the record.
+                            out.reset(mark);
+                            return self.via_prep(prep, v, out, depth);
+                        }
+                        return Err(e);
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn encode_one<'py>(
+        &self,
+        py: Python<'py>,
+        value: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        let mut out = Out::new();
+        self.enc(value, &mut out, 0, true)?;
+        out.into_pybytes(py)
+    }
+
+    // ------------------------------------------------------------------------- decode
+
+    fn dec<'py>(
+        &self,
+        py: Python<'py>,
+        r: &mut Reader<'_>,
+        depth: usize,
+        m: &mut DecodeMode<'py, '_>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let tok = r.read().map_err(|e| self.derr(py, e))?;
+        self.dec_token(py, tok, r, depth, m)
+    }
+
+    /// Decodes the next value for a plan node (see [`DecPlan`]); `any` is the reference
+    /// factory for `Any` subtrees, which are final as decoded.
+    fn dec_plan<'py>(
+        &self,
+        py: Python<'py>,
+        r: &mut Reader<'_>,
+        depth: usize,
+        m: &mut DecodeMode<'py, '_>,
+        plan: &DecPlan,
+        any: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        match plan {
+            DecPlan::Any => {
+                let saved = m.ref_factory.replace(any.clone());
+                let v = self.dec(py, r, depth, m);
+                m.ref_factory = saved;
+                v
+            }
+            DecPlan::Python { conv } => {
+                let raw = self.dec(py, r, depth, m)?;
+                conv.bind(py).call1((raw, depth))
+            }
+            DecPlan::Exact { types, conv } => {
+                let raw = self.dec(py, r, depth, m)?;
+                if has_type(types, raw.get_type_ptr()) {
+                    Ok(raw)
+                } else {
+                    conv.bind(py).call1((raw, depth))
+                }
+            }
+            DecPlan::List { elem, conv } => {
+                let tok = r.read().map_err(|e| self.derr(py, e))?;
+                let Token::Array(n) = tok else {
+                    let raw = self.dec_token(py, tok, r, depth, m)?;
+                    return conv.bind(py).call1((raw, depth));
+                };
+                if let DecPlan::Any = **elem {
+                    // list[Any]: the whole array is final as decoded.
+                    let saved = m.ref_factory.replace(any.clone());
+                    let v = self.dec_token(py, tok, r, depth, m);
+                    m.ref_factory = saved;
+                    return v;
+                }
+                self.check_depth(py, depth, m)?;
+                let items = (0..n)
+                    .map(|_| self.dec_plan(py, r, depth + 1, m, elem, any))
+                    .collect::<PyResult<Vec<_>>>()?;
+                Ok(PyList::new(py, items)?.into_any())
+            }
+            DecPlan::Dict {
+                keys,
+                key_conv,
+                val,
+                conv,
+            } => {
+                let tok = r.read().map_err(|e| self.derr(py, e))?;
+                let Token::Map(n) = tok else {
+                    let raw = self.dec_token(py, tok, r, depth, m)?;
+                    return conv.bind(py).call1((raw, depth));
+                };
+                self.check_depth(py, depth, m)?;
+                let d = PyDict::new(py);
+                for _ in 0..n {
+                    let key = self.dec_key(py, r, m)?;
+                    let key = if has_type(keys, key.get_type_ptr()) {
+                        key
+                    } else {
+                        key_conv.bind(py).call1((key, depth + 1))?
+                    };
+                    let v = self.dec_plan(py, r, depth + 1, m, val, any)?;
+                    d.set_item(key, v)?;
+                }
+                Ok(d.into_any())
+            }
+        }
+    }
+
+    fn dec_key<'py>(
+        &self,
+        py: Python<'py>,
+        r: &mut Reader<'_>,
+        m: &mut DecodeMode<'py, '_>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        Ok(match r.read().map_err(|e| self.derr(py, e))? {
+            Token::Str(s) => match m.keys.as_deref_mut() {
+                Some(c) => c
+                    .get(py, s)
+                    .map_err(|e| self.ser_err(py, format!("map key: {e}")))?,
+                None => self.dec_str(py, s)?,
+            },
+            Token::Uint(u) => u.into_pyobject(py)?.into_any(),
+            Token::Int(i) => i.into_pyobject(py)?.into_any(),
+            Token::Ext(ext::EXT_BIGINT, p) => self.dec_bigint(py, p)?,
+            _ => return Err(self.ser_err(py, "map key is not str or int")),
+        })
+    }
+
+    fn check_depth(
+        &self,
+        py: Python<'_>,
+        depth: usize,
+        m: &mut DecodeMode<'_, '_>,
+    ) -> PyResult<()> {
+        if depth >= MAX_DEPTH {
+            return Err(self.too_deep(py));
+        }
+        m.ticks += 1;
+        if m.ticks >= 1024 {
+            m.ticks = 0;
+            py.check_signals()?;
+        }
+        Ok(())
+    }
+
+    fn dec_token<'py>(
+        &self,
+        py: Python<'py>,
+        tok: Token<'_>,
+        r: &mut Reader<'_>,
+        depth: usize,
+        m: &mut DecodeMode<'py, '_>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        Ok(match tok {
+            Token::Nil => py.None().into_bound(py),
+            Token::Bool(b) => pyo3::types::PyBool::new(py, b).to_owned().into_any(),
+            // SAFETY (these three): the constructors return a new reference or NULL with
+            // an exception set, which from_owned_ptr_or_err turns into Err.
+            Token::Uint(u) => unsafe {
+                Bound::from_owned_ptr_or_err(py, ffi::PyLong_FromUnsignedLongLong(u))?
+            },
+            Token::Int(i) => unsafe {
+                Bound::from_owned_ptr_or_err(py, ffi::PyLong_FromLongLong(i))?
+            },
+            Token::Float(f) => unsafe {
+                Bound::from_owned_ptr_or_err(py, ffi::PyFloat_FromDouble(f))?
+            },
+            Token::Str(s) => self.dec_str(py, s)?,
+            Token::Bin(b) => self.dec_bin(py, b, m)?,
+            Token::Array(n) => {
+                self.check_depth(py, depth, m)?;
+                self.dec_list(py, r, n, depth, m)?
+            }
+            Token::Map(n) => {
+                self.check_depth(py, depth, m)?;
+                let d = PyDict::new(py);
+                for _ in 0..n {
+                    let key = match r.read().map_err(|e| self.derr(py, e))? {
+                        Token::Str(s) => match m.keys.as_deref_mut() {
+                            Some(c) => c
+                                .get(py, s)
+                                .map_err(|e| self.ser_err(py, format!("map key: {e}")))?,
+                            None => self.dec_str(py, s)?,
+                        },
+                        Token::Uint(u) => u.into_pyobject(py)?.into_any(),
+                        Token::Int(i) => i.into_pyobject(py)?.into_any(),
+                        Token::Ext(ext::EXT_BIGINT, p) => self.dec_bigint(py, p)?,
+                        _ => return Err(self.ser_err(py, "map key is not str or int")),
+                    };
+                    let val = self.dec(py, r, depth + 1, m)?;
+                    // SAFETY: `d` is a dict; key and val are valid references (not stolen).
+                    if unsafe { ffi::PyDict_SetItem(d.as_ptr(), key.as_ptr(), val.as_ptr()) } != 0 {
+                        return Err(PyErr::fetch(py));
+                    }
+                }
+                d.into_any()
+            }
+            Token::Ext(code, payload) => self.dec_ext(py, code, payload, depth, m)?,
+        })
+    }
+
+    fn dec_str<'py>(&self, py: Python<'py>, s: &[u8]) -> PyResult<Bound<'py, PyAny>> {
+        decode_utf8(py, s).map_err(|e| self.ser_err(py, format!("str is not valid UTF-8: {e}")))
+    }
+
+    fn dec_bin<'py>(
+        &self,
+        py: Python<'py>,
+        b: &[u8],
+        m: &mut DecodeMode<'py, '_>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        if m.view_min > 0 && b.len() >= m.view_min {
+            if let Some(v) = self.view_of(py, b, m)? {
+                return Ok(v);
+            }
+        }
+        Ok(PyBytes::new(py, b).into_any())
+    }
+
+    /// A read-only memoryview slice of the decoded input covering `b` (which lies inside it).
+    fn view_of<'py>(
+        &self,
+        py: Python<'py>,
+        b: &[u8],
+        m: &mut DecodeMode<'py, '_>,
+    ) -> PyResult<Option<Bound<'py, PyAny>>> {
+        let Some(src) = m.source.clone() else {
+            return Ok(None);
+        };
+        if m.view_of.is_none() {
+            // SAFETY: `src` is a live object supporting the buffer protocol (we decoded
+            // from its buffer); PyMemoryView_FromObject returns a new reference or NULL.
+            let mv = unsafe {
+                Bound::from_owned_ptr_or_err(py, ffi::PyMemoryView_FromObject(src.as_ptr()))?
+            };
+            m.view_of = Some(
+                mv.call_method0("toreadonly")?
+                    .call_method1("cast", ("B",))?,
+            );
+        }
+        let Some(mv) = &m.view_of else {
+            return Ok(None);
+        };
+        let base = m.base;
+        let start = b.as_ptr() as usize - base;
+        let slice = pyo3::types::PySlice::new(py, start as isize, (start + b.len()) as isize, 1);
+        Ok(Some(mv.get_item(slice)?))
+    }
+
+    fn dec_list<'py>(
+        &self,
+        py: Python<'py>,
+        r: &mut Reader<'_>,
+        n: usize,
+        depth: usize,
+        m: &mut DecodeMode<'py, '_>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let len = ffi::Py_ssize_t::try_from(n).map_err(|_| self.ser_err(py, "array too long"))?;
+        // SAFETY: PyList_New returns a new list of `len` NULL slots (or NULL with an
+        // exception). Every slot below is filled once with an owned reference, which
+        // PyList_SetItem steals; if we stop early, the list's deallocator skips NULLs.
+        let list = unsafe { Bound::from_owned_ptr_or_err(py, ffi::PyList_New(len))? };
+        for i in 0..n {
+            let item = self.dec(py, r, depth + 1, m)?;
+            // SAFETY: i < len, `list` is a list we own, `item` is an owned reference.
+            let rc = unsafe {
+                ffi::PyList_SetItem(list.as_ptr(), i as ffi::Py_ssize_t, item.into_ptr())
+            };
+            if rc != 0 {
+                return Err(PyErr::fetch(py));
+            }
+        }
+        Ok(list)
+    }
+
+    fn dec_items<'py>(
+        &self,
+        py: Python<'py>,
+        code: i8,
+        payload: &[u8],
+        depth: usize,
+        m: &mut DecodeMode<'py, '_>,
+    ) -> PyResult<Vec<Bound<'py, PyAny>>> {
+        self.check_depth(py, depth, m)?;
+        let mut sub = Reader::new(payload);
+        let n = match sub.read().map_err(|e| self.derr(py, e))? {
+            Token::Array(n) => n,
+            _ => return Err(self.ser_err(py, format!("ext {code} payload is not an array"))),
+        };
+        let mut items = Vec::with_capacity(n);
+        for _ in 0..n {
+            items.push(self.dec(py, &mut sub, depth + 1, m)?);
+        }
+        if !sub.is_done() {
+            return Err(self.ser_err(py, format!("ext {code} payload has bytes after the array")));
+        }
+        Ok(items)
+    }
+
+    fn dec_bigint<'py>(&self, py: Python<'py>, p: &[u8]) -> PyResult<Bound<'py, PyAny>> {
+        ext::check_bigint(p).map_err(|e| self.derr(py, e))?;
+        self.int_from_bytes.bind(py).call1((PyBytes::new(py, p),))
+    }
+
+    fn make_tz<'py>(&self, py: Python<'py>, off: Option<i64>) -> PyResult<Bound<'py, PyAny>> {
+        match off {
+            None => Ok(py.None().into_bound(py)),
+            Some(o) => self.tz.bind(py).call1((o,)),
+        }
+    }
+
+    fn dec_ext<'py>(
+        &self,
+        py: Python<'py>,
+        code: i8,
+        p: &[u8],
+        depth: usize,
+        m: &mut DecodeMode<'py, '_>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let de = |e: DecodeError| self.derr(py, e);
+        match code {
+            ext::EXT_BIGINT => self.dec_bigint(py, p),
+            ext::EXT_TUPLE => {
+                Ok(PyTuple::new(py, self.dec_items(py, code, p, depth, m)?)?.into_any())
+            }
+            ext::EXT_SET | ext::EXT_FROZENSET => {
+                let items = self.dec_items(py, code, p, depth, m)?;
+                let n = items.len();
+                let not_hashable = |_| self.ser_err(py, "set element is not hashable");
+                let (set, len) = if code == ext::EXT_SET {
+                    let s = PySet::new(py, &items).map_err(not_hashable)?;
+                    let l = s.len();
+                    (s.into_any(), l)
+                } else {
+                    let s = PyFrozenSet::new(py, &items).map_err(not_hashable)?;
+                    let l = s.len();
+                    (s.into_any(), l)
+                };
+                if len != n {
+                    return Err(self.ser_err(py, "set holds the same element twice"));
+                }
+                Ok(set)
+            }
+            ext::EXT_DATETIME => {
+                let c = ext::get_datetime(p).map_err(de)?;
+                let tz = self.make_tz(py, c.offset_us)?;
+                self.t_datetime
+                    .bind(py)
+                    .call1((
+                        c.year,
+                        c.month,
+                        c.day,
+                        c.hour,
+                        c.minute,
+                        c.second,
+                        c.microsecond,
+                        tz,
+                    ))
+                    .map_err(|e| self.ser_err(py, format!("ext 5 (datetime): {e}")))
+            }
+            ext::EXT_DATE => {
+                let c = ext::get_date(p).map_err(de)?;
+                self.t_date
+                    .bind(py)
+                    .call1((c.year, c.month, c.day))
+                    .map_err(|e| self.ser_err(py, format!("ext 6 (date): {e}")))
+            }
+            ext::EXT_TIME => {
+                let c = ext::get_time(p).map_err(de)?;
+                let tz = self.make_tz(py, c.offset_us)?;
+                self.t_time
+                    .bind(py)
+                    .call1((c.hour, c.minute, c.second, c.microsecond, tz))
+                    .map_err(|e| self.ser_err(py, format!("ext 7 (time): {e}")))
+            }
+            ext::EXT_TIMEDELTA => {
+                let d = ext::get_timedelta(p).map_err(de)?;
+                self.t_timedelta
+                    .bind(py)
+                    .call1((d.days, d.seconds, d.microseconds))
+                    .map_err(|e| self.ser_err(py, format!("ext 8 (timedelta): {e}")))
+            }
+            ext::EXT_UUID => {
+                let n = ext::get_uuid(p).map_err(de)?;
+                let kw = PyDict::new(py);
+                kw.set_item("int", n)?;
+                self.t_uuid.bind(py).call((), Some(&kw))
+            }
+            ext::EXT_DECIMAL => self.dec_decimal.bind(py).call1((PyBytes::new(py, p),)),
+            ext::EXT_NDARRAY => self.dec_ndarray(py, p, m),
+            ext::EXT_REF => {
+                let (cls, pid, oid) = ext::get_ref(p).map_err(de)?;
+                let oid = match oid {
+                    ObjectId::Num(n) => n.into_pyobject(py)?.into_any(),
+                    ObjectId::Str(s) => PyString::new(py, s).into_any(),
+                };
+                match &m.ref_factory {
+                    Some(f) => f.call1((cls, pid, oid)),
+                    None => self.raw_ref.bind(py).call1((cls, pid, oid)),
+                }
+            }
+            _ => Err(self.ser_err(py, format!("unknown extension type {code}"))),
+        }
+    }
+
+    fn dec_ndarray<'py>(
+        &self,
+        py: Python<'py>,
+        p: &[u8],
+        m: &mut DecodeMode<'py, '_>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let h = ext::get_ndarray(p).map_err(|e| self.derr(py, e))?;
+        if h.dtype.as_bytes()[1] == b'b' && h.data.iter().any(|&b| b > 1) {
+            return Err(self.ser_err(
+                py,
+                "ext 11 (numpy.ndarray) bool data holds bytes other than 0 and 1",
+            ));
+        }
+        let shape = PyTuple::new(py, &h.shape)?;
+        let data = match (
+            m.view_min > 0 && h.data.len() >= m.view_min,
+            h.data.is_empty(),
+        ) {
+            (_, true) => py.None().into_bound(py),
+            (true, false) => match self.view_of(py, h.data, m)? {
+                Some(v) => v,
+                None => PyByteArray::new(py, h.data).into_any(),
+            },
+            (false, false) => PyByteArray::new(py, h.data).into_any(),
+        };
+        self.make_ndarray
+            .bind(py)
+            .call1((h.dtype, shape, data, h.itemsize))
+    }
+}
+
+/// A Python str from UTF-8 bytes, validated once (by CPython's decoder).
+fn decode_utf8<'py>(py: Python<'py>, s: &[u8]) -> PyResult<Bound<'py, PyAny>> {
+    let len =
+        ffi::Py_ssize_t::try_from(s.len()).map_err(|_| PyValueError::new_err("str too long"))?;
+    // SAFETY: `s` is `len` readable bytes; PyUnicode_DecodeUTF8 copies them and returns a
+    // new reference or NULL with an exception set (invalid UTF-8).
+    unsafe {
+        Bound::from_owned_ptr_or_err(
+            py,
+            ffi::PyUnicode_DecodeUTF8(s.as_ptr().cast(), len, c"strict".as_ptr()),
+        )
+    }
+}
+
+/// Recently decoded map keys (short str), so repeated keys are not decoded again, as
+/// orjson and msgspec do. Direct-mapped by a hash of the bytes.
+type KeySlot = Option<(Box<[u8]>, Py<PyAny>)>;
+
+struct KeyCache {
+    slots: Vec<KeySlot>,
+}
+
+impl KeyCache {
+    const SIZE: usize = 512;
+    const MAX_LEN: usize = 32;
+
+    fn new() -> Self {
+        KeyCache {
+            slots: (0..Self::SIZE).map(|_| None).collect(),
+        }
+    }
+
+    fn get<'py>(&mut self, py: Python<'py>, s: &[u8]) -> PyResult<Bound<'py, PyAny>> {
+        if s.len() > Self::MAX_LEN {
+            return decode_utf8(py, s);
+        }
+        let mut h: u64 = 0xcbf29ce484222325;
+        for &b in s {
+            h = (h ^ u64::from(b)).wrapping_mul(0x100000001b3);
+        }
+        let slot = &mut self.slots[(h as usize) % Self::SIZE];
+        if let Some((k, v)) = slot {
+            if **k == *s {
+                return Ok(v.bind(py).clone());
+            }
+        }
+        let v = decode_utf8(py, s)?;
+        *slot = Some((s.into(), v.clone().unbind()));
+        Ok(v)
+    }
+}
+
+/// Runs `f`, turning a Rust panic into a `SerializationError` instead of letting pyo3's
+/// `PanicException` (a `BaseException`) escape to the caller.
+fn guarded<T>(codec: &Codec, py: Python<'_>, f: impl FnOnce() -> PyResult<T>) -> PyResult<T> {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(r) => r,
+        Err(_) => Err(codec.ser_err(py, "internal error in the native codec")),
+    }
+}
+
+fn helper<'py>(h: &Bound<'py, PyDict>, name: &str) -> PyResult<Bound<'py, PyAny>> {
+    h.get_item(name)?
+        .ok_or_else(|| PyValueError::new_err(format!("Codec: missing helper {name:?}")))
+}
+
+fn helper_type(h: &Bound<'_, PyDict>, name: &str) -> PyResult<Py<PyType>> {
+    Ok(helper(h, name)?.cast_into::<PyType>()?.unbind())
+}
+
+#[pymethods]
+impl Codec {
+    /// Built by `oaas_sdk.codec.set_backend` from a dict of the Python types and helpers
+    /// the codec needs (see `codec._native_helpers`).
+    #[new]
+    fn py_new(helpers: &Bound<'_, PyDict>) -> PyResult<Self> {
+        let h = helpers;
+        Ok(Codec {
+            t_datetime: helper_type(h, "datetime")?,
+            t_date: helper_type(h, "date")?,
+            t_time: helper_type(h, "time")?,
+            t_timedelta: helper_type(h, "timedelta")?,
+            t_uuid: helper_type(h, "UUID")?,
+            t_decimal: helper_type(h, "Decimal")?,
+            t_ext: helper_type(h, "ExtType")?,
+            ser_error: helper_type(h, "SerializationError")?,
+            too_deep: helper_type(h, "TooDeep")?,
+            mismatch: helper_type(h, "Mismatch")?,
+            prep_any: helper(h, "prep_any")?.unbind(),
+            bigint_bytes: helper(h, "bigint_bytes")?.unbind(),
+            decimal_str: helper(h, "decimal_str")?.unbind(),
+            dtype_str: helper(h, "dtype_str")?.unbind(),
+            tz: helper(h, "tz")?.unbind(),
+            dec_decimal: helper(h, "dec_decimal")?.unbind(),
+            make_ndarray: helper(h, "make_ndarray")?.unbind(),
+            raw_ref: helper(h, "raw_ref")?.unbind(),
+            int_from_bytes: helper(h, "int_from_bytes")?.unbind(),
+            numpy: OnceLock::new(),
+            dtypes: Mutex::new(Vec::new()),
+            keys: Mutex::new(KeyCache::new()),
+        })
+    }
+
+    /// Encode one value under an `Any` hint: bytes per docs/format.md, "State codec".
+    ///
+    /// Raises TypeError for values of unsupported types, SerializationError for values
+    /// that cannot be represented (lone surrogates, bad dict keys, nesting over 100).
+    fn encode<'py>(
+        &self,
+        py: Python<'py>,
+        value: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        guarded(self, py, || self.encode_one(py, value))
+    }
+
+    /// Compile an encode plan from its description (`codec._plan_desc`).
+    fn plan(&self, desc: &Bound<'_, PyAny>) -> PyResult<Plan> {
+        Ok(Plan {
+            root: PlanNode::compile(desc)?,
+        })
+    }
+
+    /// Encode a value for a hinted field: types the plan accepts are checked and written
+    /// here; other values go through the hint's Python `_prep` first. Errors as `encode`.
+    fn encode_plan<'py>(
+        &self,
+        py: Python<'py>,
+        value: &Bound<'py, PyAny>,
+        plan: &Bound<'py, Plan>,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        guarded(self, py, || {
+            let mut out = Out::new();
+            self.enc_plan(value, &plan.get().root, &mut out, 0)?;
+            out.into_pybytes(py)
+        })
+    }
+
+    /// Encode each value of a list; one call for many fields or objects. `plans`: one
+    /// `Plan` (or None for `Any`) per value. On error, the exception gets an attribute
+    /// `_oaas_index` naming the failing position.
+    #[pyo3(signature = (values, plans=None))]
+    fn encode_many<'py>(
+        &self,
+        py: Python<'py>,
+        values: &Bound<'py, PyList>,
+        plans: Option<Bound<'py, PyList>>,
+    ) -> PyResult<Bound<'py, PyList>> {
+        guarded(self, py, || {
+            let out = PyList::empty(py);
+            for (i, v) in values.iter().enumerate() {
+                let plan = match &plans {
+                    Some(p) => Some(p.get_item(i)?),
+                    None => None,
+                };
+                let r = match plan.as_ref().map(|p| p.cast::<Plan>()) {
+                    Some(Ok(p)) => {
+                        let mut o = Out::new();
+                        self.enc_plan(&v, &p.get().root, &mut o, 0)
+                            .and_then(|_| o.into_pybytes(py))
+                    }
+                    _ => self.encode_one(py, &v),
+                };
+                match r {
+                    Ok(b) => out.append(b)?,
+                    Err(e) => {
+                        let _ = e.value(py).setattr("_oaas_index", i);
+                        return Err(e);
+                    }
+                }
+                if i % 64 == 63 {
+                    py.check_signals()?;
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    /// Decode bytes (or any C-contiguous buffer) to a value.
+    ///
+    /// `ref_factory`: callable `(cls_id, partition_id, object_id)` for references (an
+    /// `Any` hint); `None` gives `codec._RawRef` records for the hint code to rebuild.
+    /// `view_min`: bin values (and ndarray data) of at least this many bytes come back as
+    /// read-only views into `data` instead of copies (0: always copy). Raises
+    /// SerializationError for malformed input.
+    #[pyo3(signature = (data, ref_factory=None, view_min=0))]
+    fn decode<'py>(
+        &self,
+        py: Python<'py>,
+        data: &Bound<'py, PyAny>,
+        ref_factory: Option<Bound<'py, PyAny>>,
+        view_min: usize,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        guarded(self, py, || {
+            self.decode_one(py, data, ref_factory, view_min)
+        })
+    }
+
+    /// Compile a decode plan from its description (`codec._decode_plan_desc`).
+    fn decode_plan(&self, desc: &Bound<'_, PyAny>) -> PyResult<DecodePlan> {
+        Ok(DecodePlan {
+            root: DecPlan::compile(desc)?,
+        })
+    }
+
+    /// Decode bytes for a hinted field: raw values the plan accepts are final, others go
+    /// through the hint's Python conversion (errors as `FieldType.decode`). `ref_factory`
+    /// builds references under `Any` parts of the hint; `view_min` as in `decode`.
+    #[pyo3(signature = (data, plan, ref_factory, view_min=0))]
+    fn decode_with<'py>(
+        &self,
+        py: Python<'py>,
+        data: &Bound<'py, PyAny>,
+        plan: &Bound<'py, DecodePlan>,
+        ref_factory: Bound<'py, PyAny>,
+        view_min: usize,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        guarded(self, py, || {
+            self.decode_inner(
+                py,
+                data,
+                None,
+                view_min,
+                Some((&plan.get().root, &ref_factory)),
+            )
+        })
+    }
+
+    /// Decode each item of a list of bytes (see `decode`).
+    #[pyo3(signature = (items, ref_factory=None))]
+    fn decode_many<'py>(
+        &self,
+        py: Python<'py>,
+        items: &Bound<'py, PyList>,
+        ref_factory: Option<Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyList>> {
+        guarded(self, py, || {
+            let out = PyList::empty(py);
+            for (i, d) in items.iter().enumerate() {
+                out.append(self.decode_one(py, &d, ref_factory.clone(), 0)?)?;
+                if i % 64 == 63 {
+                    py.check_signals()?;
+                }
+            }
+            Ok(out)
+        })
+    }
+}
+
+impl Codec {
+    fn decode_one<'py>(
+        &self,
+        py: Python<'py>,
+        data: &Bound<'py, PyAny>,
+        ref_factory: Option<Bound<'py, PyAny>>,
+        view_min: usize,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.decode_inner(py, data, ref_factory, view_min, None)
+    }
+
+    fn decode_inner<'py>(
+        &self,
+        py: Python<'py>,
+        data: &Bound<'py, PyAny>,
+        ref_factory: Option<Bound<'py, PyAny>>,
+        view_min: usize,
+        plan: Option<(&DecPlan, &Bound<'py, PyAny>)>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let mut keep_buf = None;
+        let bytes: &[u8] = if let Ok(b) = data.cast::<PyBytes>() {
+            b.as_bytes()
+        } else {
+            let buf = PyUntypedBuffer::get(data)
+                .map_err(|e| self.ser_err(py, format!("cannot read the input buffer: {e}")))?;
+            if !buf.is_c_contiguous() {
+                return Err(self.ser_err(py, "input buffer is not C-contiguous"));
+            }
+            keep_buf = Some(buf);
+            let buf = keep_buf.as_ref().map(|b| (b.buf_ptr(), b.len_bytes()));
+            match buf {
+                // SAFETY: the export held in `keep_buf` keeps this memory alive and
+                // unresized until the end of this function. Python code that runs while
+                // decoding (a ref factory, tzinfo construction) could write to a writable
+                // buffer; each byte is read once as a plain u8 and every length is
+                // re-checked, so that can only change the result, not break memory safety.
+                Some((p, n)) if n > 0 => unsafe {
+                    std::slice::from_raw_parts(p.cast::<u8>().cast_const(), n)
+                },
+                _ => &[],
+            }
+        };
+        let mut m = DecodeMode {
+            ref_factory,
+            view_min,
+            source: (view_min > 0).then(|| data.clone()),
+            view_of: None,
+            ticks: 0,
+            base: bytes.as_ptr() as usize,
+            keys: self.keys.try_lock().ok(),
+        };
+        let mut r = Reader::new(bytes);
+        let v = match plan {
+            Some((p, any)) => self.dec_plan(py, &mut r, 0, &mut m, p, any)?,
+            None => self.dec(py, &mut r, 0, &mut m)?,
+        };
+        if !r.is_done() {
+            return Err(self.ser_err(py, format!("{} bytes after the value", r.remaining())));
+        }
+        drop(keep_buf);
+        Ok(v)
+    }
+}

@@ -1,0 +1,155 @@
+"""Parity of the two codec implementations (docs/format.md, "State codec").
+
+Byte for byte: every fixed vector and random values of every supported type encode to the
+same bytes on the pure-Python and the native codec, and each decodes the other's output to
+an equal value. Random and mutated input is accepted or refused alike by both.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from oaas_sdk import codec, native_available
+from oaas_sdk.errors import SerializationError
+
+try:
+    from tests.codec_vectors import VECTORS
+    from tests.test_codec import _DECODE_HINTS, _PLAIN_ANY, _VALID, FAST, HINTED, same, vector_case
+except ImportError:  # tests/ not importable as a package
+    from codec_vectors import VECTORS  # type: ignore[no-redef]
+    from test_codec import (  # type: ignore[no-redef]
+        _DECODE_HINTS,
+        _PLAIN_ANY,
+        _VALID,
+        FAST,
+        HINTED,
+        same,
+        vector_case,
+    )
+
+if not native_available():
+    if os.environ.get("OAAS_REQUIRE_NATIVE") == "1":
+        raise RuntimeError("the native extension is required (OAAS_REQUIRE_NATIVE=1)")
+    pytest.skip("native extension not built", allow_module_level=True)
+
+from oaas_sdk import _native  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _restore() -> Iterator[None]:
+    saved = codec._ref_factory
+    codec.set_default_ref_factory(lambda c, p, o: (c, p, o))
+    yield
+    codec.set_default_ref_factory(saved)
+    codec.set_backend(None)
+
+
+def on(impl: str, fn: Callable[[], Any]) -> Any:
+    codec.set_backend(_native if impl == "native" else None)
+    try:
+        return fn()
+    finally:
+        codec.set_backend(None)
+
+
+def both_encode(value: Any, hint: Any) -> bytes:
+    py = on("python", lambda: codec.encode(value, hint))
+    nat = on("native", lambda: codec.encode(value, hint))
+    assert py == nat, (hint, value, py.hex(), nat.hex())
+    return py
+
+
+def cross_decode(data: bytes, hint: Any, value: Any) -> None:
+    for impl in ("python", "native"):
+        got = on(impl, lambda: codec.decode(data, hint))
+        assert same(got, value), (impl, hint, value, got)
+
+
+@pytest.mark.parametrize(
+    ("name", "hint", "value", "hex_bytes"), VECTORS, ids=[v[0] for v in VECTORS]
+)
+def test_vector_is_identical_on_both(name: str, hint: Any, value: Any, hex_bytes: str) -> None:
+    hint, value = vector_case(hint, value)
+    assert both_encode(value, hint).hex() == hex_bytes
+    cross_decode(bytes.fromhex(hex_bytes), hint, value)
+
+
+@FAST
+@given(st.data())
+def test_random_hinted_values_are_identical_on_both(data: st.DataObject) -> None:
+    hint, values = data.draw(HINTED)
+    value = data.draw(values)
+    b = both_encode(value, hint)
+    cross_decode(b, hint, value)
+
+
+@FAST
+@given(_PLAIN_ANY)
+def test_random_any_values_are_identical_on_both(value: Any) -> None:
+    b = both_encode(value, Any)
+    cross_decode(b, Any, value)
+
+
+def _outcome(impl: str, data: bytes, hint: Any) -> tuple[bool, Any]:
+    try:
+        return True, on(impl, lambda: codec.decode(data, hint))
+    except SerializationError:
+        return False, None
+
+
+def _agree(data: bytes, hint: Any) -> None:
+    ok_py, v_py = _outcome("python", data, hint)
+    ok_nat, v_nat = _outcome("native", data, hint)
+    assert ok_py == ok_nat, (data.hex(), hint, v_py, v_nat)
+    if ok_py:
+        assert same(v_py, v_nat), (data.hex(), hint, v_py, v_nat)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.binary(max_size=64), st.sampled_from(_DECODE_HINTS))
+def test_random_bytes_are_accepted_or_refused_alike(data: bytes, hint: Any) -> None:
+    _agree(data, hint)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.sampled_from(_VALID),
+    st.integers(0, 10_000),
+    st.integers(0, 255),
+    st.sampled_from(_DECODE_HINTS),
+)
+def test_mutated_encodings_are_accepted_or_refused_alike(
+    data: bytes, pos: int, byte: int, hint: Any
+) -> None:
+    i = pos % len(data)
+    for mutated in (
+        data[:i],
+        data[:i] + bytes([byte]) + data[i + 1 :],
+        data[:i] + bytes([byte]) + data[i:],
+    ):
+        _agree(mutated, hint)
+
+
+def test_encode_objects_is_one_batch_with_field_names_in_errors() -> None:
+    types = {
+        "a": codec.field_type(int),
+        "b": codec.field_type(list[str]),
+        "c": codec.field_type(Any),
+    }
+    objs = [({"a": 1, "b": ["x"], "c": {"k": (1, 2)}}, types), ({"a": 2**70}, types)]
+    for impl in ("python", "native"):
+        got = on(impl, lambda: codec.encode_objects(objs))
+        assert got == [
+            {"a": b"\x01", "b": bytes.fromhex("91a178"), "c": bytes.fromhex("81a16bc70302920102")},
+            {"a": codec.encode(2**70)},
+        ]
+        with pytest.raises(SerializationError, match=r"^b: "):
+            on(impl, lambda: codec.encode_fields({"a": 1, "b": [1]}, types))
+        with pytest.raises(TypeError, match=r"^c: .*'object'"):
+            on(impl, lambda: codec.encode_fields({"a": 1, "c": [object()]}, types))
