@@ -80,11 +80,15 @@ def _reset():
     oaas.configure(OaasConfig(mock_mode=True, native="off"))
 
 
-def test_guide_code_runs(tmp_path, monkeypatch):
-    text = (ROOT / "docs" / "guide.md").read_text()
+@pytest.mark.parametrize("doc", ["guide.md", "mapped.md"])
+def test_docs_code_runs(doc, tmp_path, monkeypatch):
+    from oaas_sdk import OaasConfig, oaas
+
+    oaas.configure(OaasConfig(storage=f"lmdb:{tmp_path / 'store'}"))
+    text = (ROOT / "docs" / doc).read_text()
     blocks = _python_blocks(text)
-    assert len(blocks) >= 5
+    assert blocks
     monkeypatch.chdir(tmp_path)
-    ns: dict[str, object] = {"__name__": "guide"}
+    ns: dict[str, object] = {"__name__": "docs"}
     for block in blocks:
-        exec(compile(block, "docs/guide.md", "exec", dont_inherit=True), ns)
+        exec(compile(block, f"docs/{doc}", "exec", dont_inherit=True), ns)
