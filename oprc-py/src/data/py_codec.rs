@@ -182,17 +182,25 @@ enum PlanNode {
     },
 }
 
+/// Item `i` of a plan description tuple: an iterable of types.
+fn desc_types(t: &Bound<'_, PyTuple>, i: usize) -> PyResult<Vec<Py<PyType>>> {
+    t.get_item(i)?
+        .try_iter()?
+        .map(|x| Ok(x?.cast_into::<PyType>()?.unbind()))
+        .collect()
+}
+
+/// The last item of a plan description tuple: its Python fallback callable.
+fn desc_last(t: &Bound<'_, PyTuple>) -> PyResult<Py<PyAny>> {
+    Ok(t.get_item(t.len() - 1)?.unbind())
+}
+
 impl PlanNode {
     fn compile(desc: &Bound<'_, PyAny>) -> PyResult<PlanNode> {
         let t = desc.cast::<PyTuple>()?;
         let kind: String = t.get_item(0)?.extract()?;
-        let types = |i: usize| -> PyResult<Vec<Py<PyType>>> {
-            t.get_item(i)?
-                .try_iter()?
-                .map(|x| Ok(x?.cast_into::<PyType>()?.unbind()))
-                .collect()
-        };
-        let last = || -> PyResult<Py<PyAny>> { Ok(t.get_item(t.len() - 1)?.unbind()) };
+        let types = |i: usize| desc_types(t, i);
+        let last = || desc_last(t);
         Ok(match kind.as_str() {
             "any" => PlanNode::Any,
             "exact" => PlanNode::Exact {
@@ -271,13 +279,8 @@ impl DecPlan {
     fn compile(desc: &Bound<'_, PyAny>) -> PyResult<DecPlan> {
         let t = desc.cast::<PyTuple>()?;
         let kind: String = t.get_item(0)?.extract()?;
-        let types = |i: usize| -> PyResult<Vec<Py<PyType>>> {
-            t.get_item(i)?
-                .try_iter()?
-                .map(|x| Ok(x?.cast_into::<PyType>()?.unbind()))
-                .collect()
-        };
-        let last = || -> PyResult<Py<PyAny>> { Ok(t.get_item(t.len() - 1)?.unbind()) };
+        let types = |i: usize| desc_types(t, i);
+        let last = || desc_last(t);
         Ok(match kind.as_str() {
             "any" => DecPlan::Any,
             "exact" => DecPlan::Exact {
