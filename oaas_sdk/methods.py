@@ -522,8 +522,13 @@ def _make_getter(cls: type, spec: MethodSpec) -> Callable[..., Any]:
 
     def read(self: Any) -> Any:
         # A getter returns the persisted value, not an alias of live state (as over RPC).
-        value = _project(getattr(self, field_name), proj)
-        return copy.deepcopy(value) if finfo.mutable else value
+        value = getattr(self, field_name)
+        ft = finfo.ftype
+        if not ft.mutable:
+            return _project(value, proj)
+        if proj is None:
+            return ft.decode(ft.encode(value))  # a copy of the field's exact type
+        return copy.deepcopy(_project(value, proj))
 
     if spec.is_async:
         @functools.wraps(spec.fn)

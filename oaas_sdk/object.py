@@ -16,7 +16,6 @@ the field dirty. See ``docs/guide.md``.
 from __future__ import annotations
 
 import asyncio
-import copy
 import dataclasses
 import itertools
 import os
@@ -77,7 +76,7 @@ class FieldInfo:
     """One persisted field of a class: name, type hint, default, compiled codec type."""
 
     __slots__ = ("name", "owner", "annotation", "default", "default_factory", "_ftype",
-                 "_mutable_default")
+                 "_mutable_default", "_default_bytes", "_mutable")
 
     def __init__(self, name: str, owner: type, annotation: Any, default: Any,
                  default_factory: Any = None) -> None:
@@ -87,6 +86,8 @@ class FieldInfo:
         self.default = default
         self.default_factory = default_factory
         self._ftype: codec.FieldType | None = None
+        self._default_bytes: bytes | None = None
+        self._mutable: bool | None = None
         self._mutable_default = default is not None and not isinstance(
             default, int | float | str | bytes | bool | frozenset | tuple)
 
@@ -100,15 +101,36 @@ class FieldInfo:
 
     @property
     def mutable(self) -> bool:
-        return self.ftype.mutable
+        """Whether the field is decoded lazily and tracked for in-place changes: values of
+        mutable types, and references to other objects (resolving one loads that object,
+        so it waits for the first read; a graph with cycles then loads one object at a
+        time)."""
+        m = self._mutable
+        if m is None:
+            ft = self.ftype
+            m = self._mutable = ft.mutable or _has_reference(ft.hint)
+        return m
 
     def new_default(self) -> Any:
-        """A fresh default value: mutable defaults are copied, never shared."""
+        """A fresh default value: mutable defaults are copied, never shared (a copy made
+        by the codec, so it has the field's exact type and any supported type copies)."""
         if self.default_factory is not None:
             return self.default_factory()
         if self._mutable_default:
-            return copy.deepcopy(self.default)
+            data = self._default_bytes
+            if data is None:
+                data = self._default_bytes = self.ftype.encode(self.default)
+            return self.ftype.decode(data)
         return self.default
+
+
+def _has_reference(hint: Any, depth: int = 0) -> bool:
+    """Whether a (resolved) type hint can hold a reference to an OaaS object."""
+    if depth > 20:
+        return False
+    if isinstance(hint, type) and hasattr(hint, "__oaas_from_identity__"):
+        return True
+    return any(_has_reference(a, depth + 1) for a in typing.get_args(hint))
 
 
 def _type_hints(owner: type) -> dict[str, Any]:
