@@ -59,6 +59,10 @@ def machine_info() -> dict[str, Any]:
     except IndexError:
         pass
     hyper = "hypervisor" in _read("/proc/cpuinfo")
+    try:
+        load = list(os.getloadavg())
+    except OSError:
+        load = None
     return {
         "cpu_model": cpu,
         "logical_cores": os.cpu_count(),
@@ -71,6 +75,7 @@ def machine_info() -> dict[str, Any]:
         "python": platform.python_version(),
         "python_implementation": platform.python_implementation(),
         "python_executable": sys.executable,
+        "load_average_1_5_15_min": load,
     }
 
 

@@ -45,7 +45,7 @@ def _ops_latency(doc: dict[str, Any], path: Path) -> bool:
     ops = [op for op in OPS if any(_dig(results(doc, "ops", v), op) for v in variants)]
     if not ops:
         return False
-    fig, ax = plt.subplots(figsize=(9, 0.55 * len(ops) * max(1, len(variants)) / 2 + 1.5))
+    fig, ax = plt.subplots(figsize=(9, 0.2 * len(ops) * len(variants) + 1.6))
     h = 0.8 / len(variants)
     for i, v in enumerate(variants):
         ys, p50, lo, hi, p95 = [], [], [], [], []
@@ -67,7 +67,7 @@ def _ops_latency(doc: dict[str, Any], path: Path) -> bool:
     ax.set_xlabel("latency per operation, ns (log scale): bar = p50, tick = p95, "
                   "whisker end = p99")
     ax.set_title("Operation latency by SDK\n" + _subtitle(doc), fontsize=9)
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="upper right", fontsize=8)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
@@ -91,7 +91,7 @@ def _ycsb(doc: dict[str, Any], path_tp: Path, path_lat: Path) -> bool:
     workloads = sorted({w for v, s in series for w in _dig(results(doc, "ycsb", v), s)})
     w_bar = 0.85 / len(series)
     for path, metric in ((path_tp, "throughput"), (path_lat, "latency")):
-        fig, ax = plt.subplots(figsize=(10, 4.8))
+        fig, ax = plt.subplots(figsize=(10, 5.4))
         for i, (v, store) in enumerate(series):
             xs, ys, errs = [], [], [[], []]
             for j, w in enumerate(workloads):
@@ -126,7 +126,7 @@ def _ycsb(doc: dict[str, Any], path_tp: Path, path_lat: Path) -> bool:
             ax.set_ylabel("latency per operation, µs (log): bar = p50, whisker = p99")
             ax.set_title(f"YCSB core workloads: latency over all operations ({what})\n"
                          + _subtitle(doc), fontsize=9)
-        ax.legend(fontsize=7, ncol=2)
+        ax.legend(fontsize=7, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.07))
         fig.tight_layout()
         fig.savefig(path)
         plt.close(fig)

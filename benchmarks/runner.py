@@ -288,6 +288,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     bar.close()
 
     doc["comparisons"] = report.comparisons(doc)
+    doc["load_average_at_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     doc["wall_s"] = time.perf_counter() - t_start
     out = Path(args.json)
     out.parent.mkdir(parents=True, exist_ok=True)
