@@ -50,7 +50,7 @@ VARIANTS: dict[str, tuple[str, str, str]] = {
 #: Parameters per suite: ``--quick`` (under 5 minutes in all on 2 cores) and the default run.
 PARAMS: dict[str, dict[str, dict[str, Any]]] = {
     "quick": {
-        "ops": {"n": 1000, "warmup": 100, "n_lmdb": 50},
+        "ops": {"n": 1000, "warmup": 100, "n_lmdb": 50, "repeats": 2},
         "ycsb": {"records": 1000, "operations": 2000, "clients": 8},
         "throughput": {"sizes": [1000, 10000, 100000],
                        "repeats": {"1000": 3, "10000": 2, "100000": 1}},
@@ -59,7 +59,7 @@ PARAMS: dict[str, dict[str, dict[str, Any]]] = {
                      "commit_interval_ms": 10.0},
     },
     "full": {
-        "ops": {"n": 20000, "warmup": 2000, "n_lmdb": 500},
+        "ops": {"n": 10000, "warmup": 1000, "n_lmdb": 300, "repeats": 3},
         "ycsb": {"records": 10000, "operations": 10000, "clients": 8},
         "throughput": {"sizes": [1000, 10000, 100000],
                        "repeats": {"1000": 5, "10000": 5, "100000": 3}},
