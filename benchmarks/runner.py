@@ -87,9 +87,10 @@ def _progress(total: int) -> Any:
 
 def _child_env() -> dict[str, str]:
     """The environment of a workload process: the repository on ``PYTHONPATH`` (so this work
-    tree's ``oaas_sdk`` wins over an installed one) and no ``OAAS_*`` settings, so that the
-    configuration is the one the workload sets."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OAAS_")}
+    tree's ``oaas_sdk`` wins over an installed one) and no ``OAAS_*`` settings (except the
+    suite's own ``OAAS_BENCH_*``), so that the configuration is the one the workload sets."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("OAAS_") or k.startswith("OAAS_BENCH_")}
     env["PYTHONPATH"] = str(REPO)
     env["PYTHONHASHSEED"] = "0"
     env.pop("PYTHONSTARTUP", None)

@@ -44,6 +44,7 @@ now = time.perf_counter_ns
 RESULT_MARKER = "@@RESULT@@"
 SDKS = ("oaas_sdk", "oaas_sdk2_py", "plain")
 FIELDS = tuple(f"field{i}" for i in range(ycsb.FIELD_COUNT))
+REDIS_ENV = "OAAS_BENCH_REDIS_URL"  # set to a redis:// URL to add a "redis" store to ycsb
 WINDOW = 64  # readings in a sensor's moving-average window
 
 
@@ -266,7 +267,10 @@ class Sdk:
     @property
     def stores(self) -> tuple[str, ...]:
         """Stores this SDK can run on: oaas-sdk2-py has only its in-memory mock mode."""
-        return ("memory", "lmdb") if self.name == "oaas_sdk" else ("memory",)
+        if self.name != "oaas_sdk":
+            return ("memory",)
+        # Hook for the Redis store (reserved in oaas-sdk, not built yet).
+        return ("memory", "lmdb", "redis") if os.environ.get(REDIS_ENV) else ("memory", "lmdb")
 
     def configure(self, store: str, durability: str = "sync", **extra: Any) -> None:
         """Start over on a fresh ``store`` (``"memory"`` or ``"lmdb"``, a new directory)."""
@@ -281,6 +285,8 @@ class Sdk:
             return
         if store == "memory":
             storage = "memory"
+        elif store == "redis":
+            storage = os.environ[REDIS_ENV]
         else:
             d = tempfile.mkdtemp(prefix="oaas-bench-")
             self._tmpdirs.append(d)
@@ -642,7 +648,7 @@ async def bench_ycsb(sdk: Sdk, p: dict[str, Any]) -> dict[str, Any]:
     operations = int(p.get("operations", 2000))
     clients = int(p.get("clients", 8))
     workloads = p.get("workloads", list(ycsb.WORKLOADS))
-    stores = [s for s in p.get("stores", ["memory", "lmdb"]) if s in sdk.stores]
+    stores = [s for s in p.get("stores", sdk.stores) if s in sdk.stores]
     out: dict[str, Any] = {}
     for store in stores:
         for wname in workloads:
