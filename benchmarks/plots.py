@@ -19,6 +19,8 @@ COLORS = {"plain": "#9e9e9e", "oaas_sdk2_py": "#e07b39", "oaas_sdk_native": "#2a
           "oaas_sdk_python": "#6fb0e8"}
 LABELS = {"plain": "plain object (floor)", "oaas_sdk2_py": "oaas-sdk2-py 0.3.6 (mock)",
           "oaas_sdk_native": "oaas-sdk native", "oaas_sdk_python": "oaas-sdk pure Python"}
+SHORT = {"plain": "plain object", "oaas_sdk2_py": "oaas-sdk2-py", "oaas_sdk_native":
+         "oaas-sdk native", "oaas_sdk_python": "oaas-sdk Python"}
 ORDER = ("plain", "oaas_sdk2_py", "oaas_sdk_native", "oaas_sdk_python")
 
 
@@ -199,7 +201,7 @@ def _pipeline(doc: dict[str, Any], path: Path) -> bool:
         for store in ("memory", "lmdb"):
             s = r.get(store)
             if isinstance(s, dict):
-                rows.append((v, f"{LABELS[v]}\n{store}", s["max_rate_hz"]))
+                rows.append((v, f"{SHORT[v]}\n{store}", s["max_rate_hz"]))
     if not rows:
         return False
     target = (doc.get("params", {}).get("pipeline", {}) or {}).get("target_hz", 1000.0)
@@ -232,3 +234,18 @@ def write_all(doc: dict[str, Any], plot_dir: Path) -> list[Path]:
         if fn(doc, plot_dir / name):
             written.append(plot_dir / name)
     return written
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m benchmarks.plots RESULTS.json [PLOT_DIR]``: redraw the plots of a run."""
+    import json
+    import sys
+
+    args = sys.argv[1:] if argv is None else argv
+    doc = json.loads(Path(args[0]).read_text())
+    for p in write_all(doc, Path(args[1] if len(args) > 1 else "benchmarks/plots")):
+        print(p)
+
+
+if __name__ == "__main__":
+    main()
