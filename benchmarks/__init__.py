@@ -1,2 +1,6 @@
-"""Benchmarks of oaas-sdk. Each script runs its baselines in the same process and run and
-reports ratios; results are written as JSON under ``benchmarks/results/``."""
+"""Benchmarks of oaas-sdk, side by side with oaas-sdk2-py and plain Python objects.
+
+``python -m benchmarks`` runs the suite (see ``docs/benchmarks.md``); ``benchmarks.micro`` is
+the first micro-benchmark. This package must import nothing outside the standard library at
+import time: the oaas-sdk2-py virtual environment imports :mod:`benchmarks.workload`.
+"""
