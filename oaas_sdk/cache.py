@@ -15,8 +15,11 @@ from .stores import ObjectKey, StoredObject
 
 __all__ = ["EntryCache"]
 
-# Per-object bookkeeping counted against the bound, besides the entry bytes (bytes).
-_OVERHEAD = 64
+# Python memory counted against the bound besides the entry bytes, measured on CPython
+# 3.11 (sys.getsizeof and tracemalloc): per cached object (record, its dict, the LRU node
+# and tuple) and per entry (the bytes object's header, the name string, the dict slot).
+_OVERHEAD = 360
+_ENTRY_OVERHEAD = 120
 
 
 class EntryCache:
@@ -39,7 +42,8 @@ class EntryCache:
 
     @staticmethod
     def _weight(obj: StoredObject) -> int:
-        return _OVERHEAD + sum(len(k) + len(v) for k, v in obj.entries.items())
+        return _OVERHEAD + sum(_ENTRY_OVERHEAD + len(k) + len(v)
+                               for k, v in obj.entries.items())
 
     def get(self, key: ObjectKey) -> StoredObject | None:
         """The cached record (a copy of its entry dict), or ``None`` on a miss or expiry."""
@@ -91,12 +95,12 @@ class EntryCache:
                 for name, data in entries.items():
                     prev = old.get(name)
                     weight += len(data) - (len(prev) if prev is not None
-                                           else -len(name))
+                                           else -len(name) - _ENTRY_OVERHEAD)
                     old[name] = data
                 for name in deletes:
                     prev = old.pop(name, None)
                     if prev is not None:
-                        weight -= len(name) + len(prev)
+                        weight -= _ENTRY_OVERHEAD + len(name) + len(prev)
                 obj.version = version
                 obj.updated_ms = time_ms
                 self._bytes += weight - item[1]
