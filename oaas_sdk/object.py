@@ -29,6 +29,9 @@ from . import codec
 from .errors import ConflictError, ObjectNotFound, SerializationError, ValidationError
 from .mapped import MappedField, flush_mapped
 from .runtime import Runtime, current
+
+if typing.TYPE_CHECKING:
+    from .ref import ObjectRef
 from .stores import ObjectKey, StoredObject, WriteRecord, check_identity
 
 __all__ = ["OaasObject", "ObjectMeta", "FieldInfo", "class_by_id", "registered_classes"]
@@ -444,7 +447,7 @@ class OaasObject:
         """Committed version this process knows (0: never committed)."""
         return self._oaas_version
 
-    def as_ref(self) -> Any:
+    def as_ref(self) -> ObjectRef:
         """An :class:`~oaas_sdk.ObjectRef` to this object: identity only; calls on it go
         through the engine."""
         from .ref import ObjectRef
