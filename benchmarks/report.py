@@ -110,6 +110,15 @@ def _ns(x: Any) -> str:
     return f"{x / 1e6:.2f} ms"
 
 
+def _rate(r: dict[str, Any]) -> str:
+    """Throughput of a Rust benchmark: commits (elements) per second or bytes per second."""
+    if "elements_per_s" in r:
+        return f"{_num(r['elements_per_s'])} /s"
+    if "bytes_per_s" in r:
+        return f"{r['bytes_per_s'] / 2**20:,.0f} MiB/s"
+    return "—"
+
+
 def _num(x: Any, digits: int = 0) -> str:
     if not isinstance(x, int | float) or math.isnan(x):
         return "—"
@@ -274,8 +283,12 @@ def markdown(doc: dict[str, Any]) -> str:
         r = suites["rust"]
         lines += ["### Rust (criterion)", ""]
         if "results" in r and r["results"]:
-            lines += _header(["benchmark", "ns/iter"])
-            lines += [_row([k, _num(v["ns_per_iter"], 1)]) for k, v in r["results"].items()]
+            lines += [f"`{r.get('command', 'cargo bench')}`: median ± standard deviation "
+                      "per iteration; throughput at the median.", ""]
+            lines += _header(["benchmark", "time per iteration", "throughput"])
+            lines += [_row([k, f"{_ns(v.get('median_ns', v['ns_per_iter']))} ± "
+                               f"{_ns(v['deviation_ns'])}", _rate(v)])
+                      for k, v in r["results"].items()]
         else:
             lines.append(f"Not run: {r.get('skipped') or r.get('error')}")
         lines.append("")

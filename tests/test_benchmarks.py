@@ -77,6 +77,40 @@ def test_workload_mixes_match_ycsb() -> None:
 
 
 # ---------------------------------------------------------------------------------------
+# The rust suite's reading of criterion's output (fast; cargo bench itself is not run)
+# ---------------------------------------------------------------------------------------
+BENCHER_OUTPUT = """\
+test batcher/engine_sync/16 ... bench:   4,429,418 ns/iter (+/- 1,563,769)
+
+test codec/bin_64k/decode ... bench:          13 ns/iter (+/- 3)
+Gnuplot not found, using plotters backend
+"""
+
+
+def test_rust_suite_parses_bencher_lines_and_criterion_files(tmp_path: Path) -> None:
+    from benchmarks.report import _rate
+    from benchmarks.runner import add_criterion_details, parse_bencher
+
+    results: dict[str, Any] = dict(parse_bencher(BENCHER_OUTPUT))
+    assert results == {
+        "batcher/engine_sync/16": {"ns_per_iter": 4429418.0, "deviation_ns": 1563769.0},
+        "codec/bin_64k/decode": {"ns_per_iter": 13.0, "deviation_ns": 3.0},
+    }
+    new = tmp_path / "batcher_engine_sync" / "16" / "new"
+    new.mkdir(parents=True)
+    (new / "benchmark.json").write_text(json.dumps(
+        {"full_id": "batcher/engine_sync/16", "throughput": {"Elements": 16}}))
+    (new / "estimates.json").write_text(json.dumps(
+        {"median": {"point_estimate": 4e6}, "mean": {"point_estimate": 5e6}}))
+    add_criterion_details(results, tmp_path)
+    r = results["batcher/engine_sync/16"]
+    assert (r["median_ns"], r["mean_ns"], r["elements"]) == (4e6, 5e6, 16)
+    assert r["elements_per_s"] == pytest.approx(4000.0)
+    assert _rate(r) == "4,000 /s"
+    assert "median_ns" not in results["codec/bin_64k/decode"]
+
+
+# ---------------------------------------------------------------------------------------
 # python -m benchmarks --quick (slow)
 # ---------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
