@@ -489,14 +489,14 @@ class OaasObject:
         if type(value) not in c[0]:  # exact type of the field: nothing to convert
             value = c[1].coerce(value, owner=cls.__name__, field=name)
         _set(self, name, value)
-        if c[2]:
+        if c[2]:  # a mutable field: live from now on (only mutable fields are parked)
             self._oaas_live.add(name)
+            if self._oaas_parked:
+                self._oaas_parked.pop(name, None)
         dirty = self._oaas_dirty
         if not dirty:  # invariant: an object with dirty fields is in the dirty registry
             self._oaas_rt.dirty[id(self)] = self
         dirty.add(name)
-        if self._oaas_parked:
-            self._oaas_parked.pop(name, None)
 
     @classmethod
     def _oaas_build_conv(cls) -> dict[str, tuple[frozenset[type], codec.FieldType, bool]]:
@@ -523,17 +523,40 @@ class OaasObject:
         cls = type(self)
         if cls._oaas_mapped:
             flush_mapped(self)  # mapped bytes are durable before the commit resolves
-        fields = cls._oaas_fields
+        conv = cls._oaas_conv or cls._oaas_build_conv()
+        live = self._oaas_live
+        name = ""
+        try:
+            if live or self._oaas_version == 0:
+                entries = self._oaas_encode_changed(conv)
+                if entries is None:
+                    self._oaas_settle()
+                    return None
+            else:  # only assignments since the last commit: encode exactly those
+                entries = {}
+                for name in self._oaas_dirty:
+                    entries[name] = conv[name][1].encode(_get(self, name))
+                if not entries:
+                    self._oaas_settle()
+                    return None
+        except (TypeError, SerializationError) as e:
+            name = getattr(e, "_oaas_field", name)
+            raise type(e)(f"{cls.__name__}.{name} of {m.cls_id}/{m.partition_id}/"
+                          f"{m.object_id}: {e}") from None
+        return WriteRecord((m.cls_id, m.partition_id, m.object_id), self._oaas_version,
+                           entries, time_ms=_now_ms())
+
+    def _oaas_encode_changed(self, conv: dict[str, tuple[frozenset[type], codec.FieldType,
+                                                         bool]]) -> dict[str, bytes] | None:
+        """Entries of a new object (every field), or of assigned fields and of live
+        mutable fields whose bytes changed in place. ``None`` when nothing changed."""
+        fields = type(self)._oaas_fields
         live = self._oaas_live
         dirty = self._oaas_dirty
         committed = self._oaas_committed
         new = self._oaas_version == 0
         entries: dict[str, bytes] = {}
-        if new:
-            names: Any = fields
-        else:
-            names = dirty | live
-        conv = cls._oaas_conv or cls._oaas_build_conv()
+        names: Any = fields if new else dirty | live
         for name in names:
             _, ft, mutable = conv[name]
             if not mutable or name in live:
@@ -547,16 +570,14 @@ class OaasObject:
             try:
                 data = ft.encode(value)
             except (TypeError, SerializationError) as e:
-                raise type(e)(f"{cls.__name__}.{name} of {m.cls_id}/{m.partition_id}/"
-                              f"{m.object_id}: {e}") from None
+                e._oaas_field = name  # type: ignore[union-attr]
+                raise
             if not new and name not in dirty and committed.get(name) == data:
                 continue
             entries[name] = data
         if not entries and not new:
-            self._oaas_settle()
             return None
-        return WriteRecord((m.cls_id, m.partition_id, m.object_id), self._oaas_version,
-                           entries, time_ms=_now_ms())
+        return entries
 
     def _oaas_settle(self) -> None:
         """After a commit: park mutable fields so their next read marks the object again."""

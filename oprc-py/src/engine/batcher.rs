@@ -8,8 +8,8 @@
 //! stays in the pending overlay so reads see every acknowledged commit (read-your-writes).
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Once, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -46,6 +46,15 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Ticket {
     pub fn new() -> Ticket {
         Ticket::default()
+    }
+
+    /// The shared ticket of every commit acknowledged at submit (`durable: false`):
+    /// one allocation per process instead of one per commit.
+    pub fn written() -> Ticket {
+        static WRITTEN: OnceLock<Ticket> = OnceLock::new();
+        WRITTEN
+            .get_or_init(|| Ticket::completed(Outcome::Written))
+            .clone()
     }
 
     /// A ticket already completed with `outcome`.
@@ -117,9 +126,12 @@ pub struct EngineConfig {
     pub batch_max_delay: Duration,
 }
 
+/// A commit, the ticket a writer waits on (none when acknowledged at submit), its
+/// submission time and its completion token (0: none).
+type Queued = (Arc<WriteRecord>, Option<Ticket>, Instant, u64);
+
 enum Msg {
-    /// A commit, its ticket, its submission time and its completion token (0: none).
-    Commit(Arc<WriteRecord>, Ticket, Instant, u64),
+    Commit(Queued),
     Flush(Ticket),
     Stop,
 }
@@ -164,7 +176,37 @@ pub struct Engine {
     tx: Sender<Msg>,
     thread: Mutex<Option<JoinHandle<()>>>,
     closed: AtomicBool,
-    pid: u32,
+    fork_generation: u64,
+}
+
+/// Forks this process has gone through, counted in the child by a `pthread_atfork`
+/// handler: comparing it is how an engine knows it is in the process that started it,
+/// without a `getpid()` system call per commit.
+static FORK_GENERATION: AtomicU64 = AtomicU64::new(0);
+
+extern "C" fn count_fork_in_child() {
+    // Async-signal-safe: one atomic add.
+    FORK_GENERATION.fetch_add(1, Ordering::SeqCst);
+}
+
+extern "C" {
+    fn pthread_atfork(
+        prepare: Option<extern "C" fn()>,
+        parent: Option<extern "C" fn()>,
+        child: Option<extern "C" fn()>,
+    ) -> std::os::raw::c_int;
+}
+
+fn fork_generation() -> u64 {
+    static REGISTER: Once = Once::new();
+    REGISTER.call_once(|| {
+        // SAFETY: registers a handler that only does an atomic add (async-signal-safe, as
+        // POSIX requires of child handlers); the function lives as long as the process.
+        // A failure (ENOMEM) is fatal for correctness, so it aborts loudly.
+        let rc = unsafe { pthread_atfork(None, None, Some(count_fork_in_child)) };
+        assert_eq!(rc, 0, "pthread_atfork failed");
+    });
+    FORK_GENERATION.load(Ordering::SeqCst)
 }
 
 impl Engine {
@@ -191,7 +233,7 @@ impl Engine {
             tx,
             thread: Mutex::new(Some(thread)),
             closed: AtomicBool::new(false),
-            pid: std::process::id(),
+            fork_generation: fork_generation(),
         })
     }
 
@@ -202,7 +244,7 @@ impl Engine {
     /// Whether this process is the one that started the engine (false in a forked child,
     /// where the persister thread does not exist).
     pub fn is_owner(&self) -> bool {
-        self.pid == std::process::id()
+        self.fork_generation == FORK_GENERATION.load(Ordering::Relaxed)
     }
 
     fn check_usable(&self) -> Result<(), StoreError> {
@@ -231,15 +273,15 @@ impl Engine {
             .or_default()
             .push(Arc::clone(&record));
         self.shared.depth.fetch_add(1, Ordering::Relaxed);
-        let ticket = Ticket::new();
-        let ack = if self.cfg.durable {
-            ticket.clone()
+        let (ack, waited) = if self.cfg.durable {
+            let t = Ticket::new();
+            (t.clone(), Some(t))
         } else {
-            Ticket::completed(Outcome::Written)
+            (Ticket::written(), None)
         };
         if self
             .tx
-            .send(Msg::Commit(record, ticket, Instant::now(), token))
+            .send(Msg::Commit((record, waited, Instant::now(), token)))
             .is_err()
         {
             return Err(StoreError(format!(
@@ -367,13 +409,13 @@ fn persister(sh: Arc<Shared>, rx: Receiver<Msg>, cfg: EngineConfig) {
             Ok(Msg::Stop) | Err(_) => break,
             Ok(m) => m,
         };
-        let mut batch: Vec<(Arc<WriteRecord>, Ticket, Instant, u64)> = Vec::new();
+        let mut batch: Vec<Queued> = Vec::new();
         let mut markers: Vec<Ticket> = Vec::new();
         let mut n = 0usize;
         match first {
-            Msg::Commit(r, t, at, tok) => {
-                n += r.entries.len();
-                batch.push((r, t, at, tok));
+            Msg::Commit(q) => {
+                n += q.0.entries.len();
+                batch.push(q);
                 let delay = if last_batch_len > 1 {
                     cfg.batch_max_delay
                 } else {
@@ -382,9 +424,9 @@ fn persister(sh: Arc<Shared>, rx: Receiver<Msg>, cfg: EngineConfig) {
                 let deadline = Instant::now() + delay;
                 while n < cfg.batch_max_entries {
                     match rx.recv_deadline(deadline) {
-                        Ok(Msg::Commit(r, t, at, tok)) => {
-                            n += r.entries.len();
-                            batch.push((r, t, at, tok));
+                        Ok(Msg::Commit(q)) => {
+                            n += q.0.entries.len();
+                            batch.push(q);
                         }
                         Ok(Msg::Flush(t)) => {
                             markers.push(t);
@@ -414,14 +456,14 @@ fn persister(sh: Arc<Shared>, rx: Receiver<Msg>, cfg: EngineConfig) {
     // Stop arrives after every earlier message: anything still queued came later.
     while let Ok(m) = rx.try_recv() {
         match m {
-            Msg::Commit(r, t, at, tok) => write_batch(&sh, vec![(r, t, at, tok)]),
+            Msg::Commit(q) => write_batch(&sh, vec![q]),
             Msg::Flush(t) => t.complete(Outcome::Written),
             Msg::Stop => {}
         }
     }
 }
 
-fn write_batch(sh: &Shared, batch: Vec<(Arc<WriteRecord>, Ticket, Instant, u64)>) {
+fn write_batch(sh: &Shared, batch: Vec<Queued>) {
     if batch.is_empty() {
         return;
     }
@@ -479,7 +521,9 @@ fn write_batch(sh: &Shared, batch: Vec<(Arc<WriteRecord>, Ticket, Instant, u64)>
         if tok != 0 {
             done.push((tok, res.clone()));
         }
-        t.complete(res);
+        if let Some(t) = t {
+            t.complete(res);
+        }
     }
     if !done.is_empty() {
         lock(&sh.completions).items.extend(done);
