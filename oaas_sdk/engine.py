@@ -288,9 +288,11 @@ class Engine:
     # -- persister ----------------------------------------------------------------------
     def _run(self) -> None:
         q = self._queue
-        # Wait batch_max_delay for more commits only when the last batch had company: a
-        # lone committer would pay the delay on every commit for nothing (the idea of
-        # PostgreSQL's commit_delay / commit_siblings).
+        # Wait batch_max_delay for more commits only when the last batch had company, and
+        # only until as many commits as it had are in (its committers are back): a lone
+        # committer, or a group that has all come back, would pay the delay on every
+        # commit for nothing (the idea of PostgreSQL's commit_delay / commit_siblings).
+        # What is already queued always joins the batch.
         last_len = 0
         while True:
             first = q.get()
@@ -302,7 +304,7 @@ class Engine:
             deadline = time.monotonic() + delay
             stop = False
             while n < self.batch_max_entries and first.record is not None:
-                remaining = deadline - time.monotonic()
+                remaining = deadline - time.monotonic() if len(batch) < last_len else 0.0
                 try:
                     item = q.get(timeout=remaining) if remaining > 0 else q.get_nowait()
                 except queue.Empty:

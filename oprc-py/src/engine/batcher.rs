@@ -13,7 +13,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, Once, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
 
 use super::layout::{StoredObject, WriteRecord};
 use super::store::{LmdbStore, StoreError};
@@ -400,9 +400,11 @@ impl Drop for Engine {
 
 fn persister(sh: Arc<Shared>, rx: Receiver<Msg>, cfg: EngineConfig) {
     let mut stop = false;
-    // Wait `batch_max_delay` for more commits only when the last batch had company:
-    // a lone committer would otherwise pay the delay on every commit for nothing
-    // (the idea of PostgreSQL's commit_delay / commit_siblings).
+    // Wait `batch_max_delay` for more commits only when the last batch had company, and
+    // only until as many commits as it had are in (its committers are back): a lone
+    // committer, or a group that has all come back, would otherwise pay the delay on
+    // every commit for nothing (the idea of PostgreSQL's commit_delay / commit_siblings).
+    // What is already queued always joins the batch.
     let mut last_batch_len = 0usize;
     while !stop {
         let first = match rx.recv() {
@@ -423,7 +425,15 @@ fn persister(sh: Arc<Shared>, rx: Receiver<Msg>, cfg: EngineConfig) {
                 };
                 let deadline = Instant::now() + delay;
                 while n < cfg.batch_max_entries {
-                    match rx.recv_deadline(deadline) {
+                    let next = if batch.len() >= last_batch_len {
+                        rx.try_recv().map_err(|e| match e {
+                            TryRecvError::Empty => RecvTimeoutError::Timeout,
+                            TryRecvError::Disconnected => RecvTimeoutError::Disconnected,
+                        })
+                    } else {
+                        rx.recv_deadline(deadline)
+                    };
+                    match next {
                         Ok(Msg::Commit(q)) => {
                             n += q.0.entries.len();
                             batch.push(q);
