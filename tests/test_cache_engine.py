@@ -209,3 +209,23 @@ async def test_cancelled_commit_that_fails_still_undoes(sdk):
     await asyncio.sleep(0.05)
     assert a._oaas_version == 0 and "count" in a._oaas_dirty
     assert a.count == 5
+
+
+async def test_batch_stops_waiting_once_its_siblings_are_back(lmdb_sdk):
+    """Committers in lock-step: each batch closes as soon as all of them are back, not
+    batch_max_delay_ms after its first commit (10 rounds x 500 ms would take 5 s)."""
+    import time
+
+    lmdb_sdk.reconfigure(batch_max_delay_ms=500)
+    objs = [Counter.create(obj_id=100 + i) for i in range(4)]
+    await oaas.commit_all_async()
+
+    async def rounds(o: Counter) -> None:
+        for n in range(10):
+            o.count = n
+            await o.commit_async()
+
+    t0 = time.monotonic()
+    await asyncio.gather(*(rounds(o) for o in objs))
+    assert time.monotonic() - t0 < 2.5
+    assert all(o.count == 9 for o in objs)
