@@ -164,6 +164,8 @@ def _resolve_hint(owner: type, name: str, annotation: Any) -> Any:
 
 
 _MISSING = object()
+# The stale mark of objects whose runtime has no entry cache (the memory store).
+_UNCACHED: list[int] = [0, 0]
 # The SDK never touches ``obj.__dict__`` of an OaaS object: on CPython 3.11 materialising it
 # turns every later attribute read into the slow path (2-3x). These keep inline values.
 _get = object.__getattribute__
@@ -618,6 +620,7 @@ class OaasObject:
     def _oaas_mark_stale(self, key: ObjectKey, version: int) -> None:
         rt = self._oaas_rt
         if not rt.cache_enabled:
+            _set(self, "_oaas_stale", _UNCACHED)
             return
         mark = rt.cache_stale.get(key)
         if mark is None:
@@ -633,7 +636,7 @@ class OaasObject:
         # commits the cache lacks is gone.
         try:
             mark = self._oaas_stale
-            if mark is None:
+            if mark is None or mark is _UNCACHED:
                 return
             rt = self._oaas_rt
             m = self._oaas_meta
@@ -667,7 +670,7 @@ class OaasObject:
         self._oaas_dirty.update(record.entries)
         rt = self._oaas_rt
         mark = self._oaas_stale
-        if mark is not None:
+        if mark is not None and mark is not _UNCACHED:
             mark[1] = self._oaas_version
         rt.cache.discard(record.key)
         rt.dirty[id(self)] = self
