@@ -140,7 +140,12 @@ def _settle_waiter(w: _Waiter, error: BaseException | None) -> None:
 
 def _settle_many(items: list[tuple[_Waiter, BaseException | None]]) -> None:
     for w, error in items:
-        _settle_waiter(w, error)
+        fut = w[1]
+        if error is None and not fut.done():  # the common case, inlined
+            w[2] = None
+            fut.set_result(None)
+        else:
+            _settle_waiter(w, error)
 
 
 def _dispatch(items: list[tuple[_Waiter, BaseException | None]]) -> None:
