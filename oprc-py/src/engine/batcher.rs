@@ -9,7 +9,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, Once, OnceLock};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -197,21 +197,28 @@ extern "C" {
     ) -> std::os::raw::c_int;
 }
 
-fn fork_generation() -> u64 {
-    static REGISTER: Once = Once::new();
-    REGISTER.call_once(|| {
+/// The current fork generation, registering the counting handler on first use. Refuses
+/// (the engine then does not start) when the handler cannot be registered (ENOMEM):
+/// without it a forked child could not tell that the engine is its parent's.
+fn fork_generation() -> Result<u64, StoreError> {
+    static REGISTERED: OnceLock<std::os::raw::c_int> = OnceLock::new();
+    let rc = *REGISTERED.get_or_init(|| {
         // SAFETY: registers a handler that only does an atomic add (async-signal-safe, as
         // POSIX requires of child handlers); the function lives as long as the process.
-        // A failure (ENOMEM) is fatal for correctness, so it aborts loudly.
-        let rc = unsafe { pthread_atfork(None, None, Some(count_fork_in_child)) };
-        assert_eq!(rc, 0, "pthread_atfork failed");
+        unsafe { pthread_atfork(None, None, Some(count_fork_in_child)) }
     });
-    FORK_GENERATION.load(Ordering::SeqCst)
+    if rc != 0 {
+        return Err(StoreError(format!(
+            "cannot register the fork handler (pthread_atfork: error {rc})"
+        )));
+    }
+    Ok(FORK_GENERATION.load(Ordering::SeqCst))
 }
 
 impl Engine {
     /// Start an engine over `store`: spawns the persister thread.
     pub fn start(store: LmdbStore, cfg: EngineConfig) -> Result<Engine, StoreError> {
+        let generation = fork_generation()?;
         let shared = Arc::new(Shared {
             store,
             pending: Mutex::new(HashMap::new()),
@@ -233,7 +240,7 @@ impl Engine {
             tx,
             thread: Mutex::new(Some(thread)),
             closed: AtomicBool::new(false),
-            fork_generation: fork_generation(),
+            fork_generation: generation,
         })
     }
 
