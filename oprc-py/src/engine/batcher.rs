@@ -184,11 +184,13 @@ pub struct Engine {
 /// without a `getpid()` system call per commit.
 static FORK_GENERATION: AtomicU64 = AtomicU64::new(0);
 
+#[cfg(unix)]
 extern "C" fn count_fork_in_child() {
     // Async-signal-safe: one atomic add.
     FORK_GENERATION.fetch_add(1, Ordering::SeqCst);
 }
 
+#[cfg(unix)]
 extern "C" {
     fn pthread_atfork(
         prepare: Option<extern "C" fn()>,
@@ -200,6 +202,7 @@ extern "C" {
 /// The current fork generation, registering the counting handler on first use. Refuses
 /// (the engine then does not start) when the handler cannot be registered (ENOMEM):
 /// without it a forked child could not tell that the engine is its parent's.
+#[cfg(unix)]
 fn fork_generation() -> Result<u64, StoreError> {
     static REGISTERED: OnceLock<std::os::raw::c_int> = OnceLock::new();
     let rc = *REGISTERED.get_or_init(|| {
@@ -213,6 +216,12 @@ fn fork_generation() -> Result<u64, StoreError> {
         )));
     }
     Ok(FORK_GENERATION.load(Ordering::SeqCst))
+}
+
+/// Without `fork()` (Windows) an engine always runs in the process that started it.
+#[cfg(not(unix))]
+fn fork_generation() -> Result<u64, StoreError> {
+    Ok(0)
 }
 
 impl Engine {
