@@ -6,9 +6,14 @@ Measures, in one process and one run:
   concurrent committers (asyncio tasks, one object each), native vs pure-Python engine;
 - the ceiling: the same bytes written straight into the store in fsynced batches of 1, 16
   and 256 objects by Rust with no engine (``_native.raw_batched_writes``);
+- the engines alone: durable commits/s of the same records pre-encoded, submitted
+  straight to each engine (``submit_future``) by 1, 16 and 256 tasks, with no object in
+  front; this separates what the engines do from the Python front end they share;
 - calling-thread time per ``commit_async()`` with ``durability="async"`` (the whole call:
   encoding 10 fields plus handing the record to the engine), and of the engine's
   ``submit`` alone;
+- the front end of one commit broken down (``durability="async"``): 10 field
+  assignments, ``_oaas_prepare`` (encoding), engine submit, ``_oaas_apply``;
 - a mapped field of ``--mapped-mib`` MiB (default 1024 = 1 GiB) summed with numpy through
   the zero-copy view, vs reading the same file into memory and summing.
 
@@ -29,7 +34,8 @@ from typing import Any
 
 from oaas_sdk import Mapped, OaasConfig, OaasObject, mapped, oaas
 from oaas_sdk import runtime as _rt
-from oaas_sdk.stores import WriteRecord
+from oaas_sdk.engine import AnyEngine, Engine, NativeEngine
+from oaas_sdk.stores import WriteRecord, open_store
 
 
 @oaas.service("Rec", package="bench")
@@ -84,6 +90,80 @@ def durable_rate(impl: str, committers: int, seconds: float, base: Path) -> floa
     rate = done / (time.perf_counter() - t0)
     oaas.configure(OaasConfig(mock_mode=True, native="off"))
     return rate
+
+
+def engine_rate(impl: str, committers: int, seconds: float, base: Path) -> float:
+    """Durable commits/s of pre-encoded records submitted straight to one engine by
+    ``committers`` tasks (one object each): the engine without the object front end."""
+    path = base / f"engine-{impl}-{committers}"
+    eng: AnyEngine
+    if impl == "native":
+        from oaas_sdk import _native
+
+        eng = NativeEngine(_native, str(path), durability="sync", batch_max_delay_ms=1.0)
+    else:
+        eng = Engine(open_store(f"lmdb:{path}", sync=True), durability="sync",
+                     batch_max_delay_ms=1.0)
+    entries = {name: b"\xc4\x64" + b"x" * 100 for name in NAMES}
+
+    async def run() -> int:
+        loop = asyncio.get_running_loop()
+        stop = time.perf_counter() + seconds
+        done = 0
+
+        async def worker(oid: int) -> None:
+            nonlocal done
+            version = 0
+            while time.perf_counter() < stop:
+                rec = WriteRecord(("bench.Rec", 0, oid), version, entries, time_ms=1)
+                await eng.submit_future(rec, loop)
+                version += 1
+                done += 1
+
+        await asyncio.gather(*(worker(i) for i in range(committers)))
+        return done
+
+    t0 = time.perf_counter()
+    done = asyncio.run(run())
+    rate = done / (time.perf_counter() - t0)
+    eng.close()
+    return rate
+
+
+def front_end_us(impl: str, base: Path, n: int = 20000) -> dict[str, float]:
+    """Mean calling-thread µs of each step of one commit (``durability="async"``): 10
+    assignments, ``_oaas_prepare`` (encode), engine submit, ``_oaas_apply``."""
+    _configure(impl, base / f"steps-{impl}", "async")
+    objs = [Rec.create(obj_id=i) for i in range(256)]
+    eng = _rt.current().engine
+    clock = time.perf_counter_ns
+    steps = {"assign_10_fields": 0, "prepare": 0, "submit": 0, "apply": 0}
+
+    async def run() -> None:
+        await oaas.commit_all_async()
+        for k in range(n):
+            o = objs[k % 256]
+            v = bytes([k % 256]) * 100
+            t0 = clock()
+            for name in NAMES:
+                setattr(o, name, v)
+            t1 = clock()
+            rec = o._oaas_prepare()
+            t2 = clock()
+            assert rec is not None
+            eng.submit(rec)
+            t3 = clock()
+            o._oaas_apply(rec)
+            t4 = clock()
+            steps["assign_10_fields"] += t1 - t0
+            steps["prepare"] += t2 - t1
+            steps["submit"] += t3 - t2
+            steps["apply"] += t4 - t3
+
+    asyncio.run(run())
+    eng.flush()
+    oaas.configure(OaasConfig(mock_mode=True, native="off"))
+    return {k: round(v / n / 1000, 2) for k, v in steps.items()}
 
 
 def raw_rate(batch: int, base: Path, seconds: float) -> float:
@@ -183,9 +263,20 @@ def main() -> None:
                   f"native/python {rates['native'][c] / rates['python'][c]:.2f}x  "
                   f"native/raw {rates['native'][c] / rates['raw'][c]:.2f}", flush=True)
         out["durable_commits_per_s"] = rates
+        eng_rates: dict[str, dict[int, float]] = {"python": {}, "native": {}}
+        for c in (1, 16, 256):
+            for impl in ("python", "native"):
+                eng_rates[impl][c] = round(engine_rate(impl, c, a.seconds, base), 1)
+            print(f"engines alone, committers={c:>3}: python {eng_rates['python'][c]:>9.1f}/s  "
+                  f"native {eng_rates['native'][c]:>9.1f}/s  native/python "
+                  f"{eng_rates['native'][c] / eng_rates['python'][c]:.2f}x  native/raw "
+                  f"{eng_rates['native'][c] / rates['raw'][c]:.2f}", flush=True)
+        out["engine_only_commits_per_s"] = eng_rates
         out["calling_thread"] = {i: calling_thread_us(i, base) for i in ("python", "native")}
         print("calling thread per commit_async (durability=async):", out["calling_thread"],
               flush=True)
+        out["front_end_us"] = {i: front_end_us(i, base) for i in ("python", "native")}
+        print("front end per commit, µs (durability=async):", out["front_end_us"], flush=True)
         out["mapped"] = mapped_sum(a.mapped_mib, base)
         print("mapped field:", out["mapped"], flush=True)
     if a.json:

@@ -57,7 +57,8 @@ class OaasConfig(BaseSettings):
     batch_max_delay_ms: float = Field(
         default=2.0, ge=0,
         description="...or this long after its first record, in ms; waited only when the "
-        "previous batch held more than one commit (a lone committer is written at once)."
+        "previous batch held more than one commit (a lone committer is written at once), "
+        "and only until the batch holds as many commits as the previous one."
     )
     native: Literal["auto", "on", "off"] = Field(
         default="auto",

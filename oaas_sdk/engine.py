@@ -54,9 +54,9 @@ class CommitTicket:
         self._callbacks: list[Callable[[CommitTicket], Any]] = []
         self._event: threading.Event | None = None
         self.submitted_ns = time.perf_counter_ns()
-        # (loop, future) to resolve when done; the persister resolves all futures of a
-        # batch with one call_soon_threadsafe per event loop (see Engine._write).
-        self._future: tuple[asyncio.AbstractEventLoop, asyncio.Future[None]] | None = None
+        # (loop, future, on_error) to resolve when done; the persister resolves all
+        # futures of a batch with one call_soon_threadsafe per event loop (Engine._write).
+        self._future: _Waiter | None = None
 
     def done(self) -> bool:
         return self._done
@@ -102,27 +102,61 @@ class CommitTicket:
         return fut
 
 
-def _settle(fut: asyncio.Future[None], error: BaseException | None) -> None:
-    if fut.done():  # cancelled, or settled by the other side of a race
+OnError = Callable[[], Any]
+#: What a future-based submission leaves for the persister: ``[loop, future, on_error]``,
+#: ``on_error`` being what to run on that loop before the future fails (it usually holds
+#: the committing object). A list, so that settling can drop ``on_error`` while the
+#: persister's thread may still hold the waiter: the object must be collectable (its
+#: finalizer fills the entry cache) as soon as its commit settled.
+_Waiter = list[Any]
+
+
+def _settle(fut: asyncio.Future[None], error: BaseException | None,
+            on_error: OnError | None = None) -> None:
+    if fut.done():  # settled by the other side of a race, or cancelled
+        if error is not None and on_error is not None and fut.cancelled():
+            _run(on_error)  # nobody awaits the failure, but the object must still know
         return
     if error is None:
         fut.set_result(None)
     else:
+        if on_error is not None:
+            _run(on_error)
         fut.set_exception(error)
 
 
-def _settle_many(items: list[tuple[asyncio.Future[None], BaseException | None]]) -> None:
-    for fut, error in items:
-        _settle(fut, error)
+def _run(on_error: OnError) -> None:
+    try:
+        on_error()
+    except Exception:
+        log.exception("commit error handler failed")
 
 
-def _dispatch(items: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None],
-                                BaseException | None]]) -> None:
+def _settle_waiter(w: _Waiter, error: BaseException | None) -> None:
+    on_error = w[2]
+    w[2] = None
+    _settle(w[1], error, on_error)
+
+
+def _settle_many(items: list[tuple[_Waiter, BaseException | None]]) -> None:
+    for w, error in items:
+        fut = w[1]
+        if error is None and not fut.done():  # the common case, inlined
+            w[2] = None
+            fut.set_result(None)
+        else:
+            _settle_waiter(w, error)
+
+
+def _dispatch(items: list[tuple[_Waiter, BaseException | None]]) -> None:
     """Resolve futures from a non-loop thread: one ``call_soon_threadsafe`` per loop."""
-    by_loop: dict[asyncio.AbstractEventLoop,
-                  list[tuple[asyncio.Future[None], BaseException | None]]] = {}
-    for loop, fut, err in items:
-        by_loop.setdefault(loop, []).append((fut, err))
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Waiter, BaseException | None]]] = {}
+    for item in items:
+        loop = item[0][0]
+        lst = by_loop.get(loop)
+        if lst is None:
+            lst = by_loop[loop] = []
+        lst.append(item)
     for loop, lst in by_loop.items():
         try:
             loop.call_soon_threadsafe(_settle_many, lst)
@@ -145,6 +179,19 @@ class Ticket(Protocol):
 
 _STOP = object()
 
+# Forks this process has gone through (counted in the child): engines compare it per
+# commit instead of calling os.getpid(), a system call (~0.3 µs).
+_forks = 0
+
+
+def _count_fork() -> None:
+    global _forks
+    _forks += 1
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_count_fork)
+
 
 class Engine:
     """Batches commits from every object and persists them in the background.
@@ -162,11 +209,14 @@ class Engine:
         self.batch_max_entries = batch_max_entries
         self.batch_max_delay_s = batch_max_delay_ms / 1000.0
         self.inline = inline
+        #: Whether a ticket completes before submit returns (no future needed).
+        self.acks_at_submit = inline or durability == "async"
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._pending: dict[ObjectKey, list[WriteRecord]] = {}
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._pid = os.getpid()
+        self._forks = _forks
         self._closed = False
         self._depth = 0
         self.commits = 0
@@ -196,23 +246,27 @@ class Engine:
         self._queue.put(ticket)
         return ticket
 
-    def submit_future(self, record: WriteRecord,
-                      loop: asyncio.AbstractEventLoop) -> asyncio.Future[None]:
+    def submit_future(self, record: WriteRecord, loop: asyncio.AbstractEventLoop,
+                      on_error: OnError | None = None) -> asyncio.Future[None]:
         """Queue one commit; returns a future of ``loop`` resolved (with the commit's error,
         if any) when the commit completes. The persister resolves the futures of a whole
-        batch with one wake-up of each loop. Raises as :meth:`submit`."""
+        batch with one wake-up of each loop. ``on_error`` runs on ``loop`` before the
+        future fails (never when it succeeds). Raises as :meth:`submit`."""
         ticket = self.submit(record)
         fut: asyncio.Future[None] = loop.create_future()
         if ticket._done:
-            _settle(fut, ticket.error)
+            _settle(fut, ticket.error, on_error)
             return fut
-        ticket._future = (loop, fut)
+        w = [loop, fut, on_error]
+        ticket._future = w
         if ticket._done:  # completed while we attached: the persister may have missed it
-            _settle(fut, ticket.error)
+            ticket._future = None
+            _settle_waiter(w, ticket.error)
         return fut
 
     def _ensure_thread(self) -> None:
-        if self._pid != os.getpid():  # forked: the parent's thread is not ours
+        if self._forks != _forks:  # forked: the parent's thread is not ours
+            self._forks = _forks
             self._pid = os.getpid()
             self._thread = None
             self._queue = queue.SimpleQueue()
@@ -239,9 +293,11 @@ class Engine:
     # -- persister ----------------------------------------------------------------------
     def _run(self) -> None:
         q = self._queue
-        # Wait batch_max_delay for more commits only when the last batch had company: a
-        # lone committer would pay the delay on every commit for nothing (the idea of
-        # PostgreSQL's commit_delay / commit_siblings).
+        # Wait batch_max_delay for more commits only when the last batch had company, and
+        # only until as many commits as it had are in (its committers are back): a lone
+        # committer, or a group that has all come back, would pay the delay on every
+        # commit for nothing (the idea of PostgreSQL's commit_delay / commit_siblings).
+        # What is already queued always joins the batch.
         last_len = 0
         while True:
             first = q.get()
@@ -253,7 +309,7 @@ class Engine:
             deadline = time.monotonic() + delay
             stop = False
             while n < self.batch_max_entries and first.record is not None:
-                remaining = deadline - time.monotonic()
+                remaining = deadline - time.monotonic() if len(batch) < last_len else 0.0
                 try:
                     item = q.get(timeout=remaining) if remaining > 0 else q.get_nowait()
                 except queue.Empty:
@@ -299,8 +355,7 @@ class Engine:
             self.batches += 1
             self.records_in_batches += len(records)
         it = iter(results)
-        wake: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None],
-                         BaseException | None]] = []
+        wake: list[tuple[_Waiter, BaseException | None]] = []
         for t in tickets:
             if t.record is None:
                 t._complete(None)
@@ -319,8 +374,10 @@ class Engine:
                     self.last_error = res
             if not t.done():
                 t._complete(res)
-                if t._future is not None:
-                    wake.append((t._future[0], t._future[1], res))
+                w = t._future
+                if w is not None:
+                    t._future = None
+                    wake.append((w, res))
         if wake:
             _dispatch(wake)
 
@@ -409,30 +466,35 @@ class NativeEngine:
                                   batch_max_delay_ms=batch_max_delay_ms, **store_options)
         self._submit = self._eng.submit
         self.durability = durability
+        self.inline = False
+        #: Whether a ticket completes before submit returns (no future needed).
+        self.acks_at_submit = durability == "async"
         self.store = _NativeStoreView(self._eng, path)
-        self._waiters: dict[int, tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = {}
+        self._waiters: dict[int, _Waiter] = {}
         self._tokens = itertools.count(1)
         self._dispatcher: threading.Thread | None = None
         self._pid = os.getpid()
+        self._forks = _forks
 
-    def submit_future(self, record: WriteRecord,
-                      loop: asyncio.AbstractEventLoop) -> asyncio.Future[None]:
+    def submit_future(self, record: WriteRecord, loop: asyncio.AbstractEventLoop,
+                      on_error: OnError | None = None) -> asyncio.Future[None]:
         """Queue one commit; returns a future of ``loop`` resolved (with the commit's error,
-        if any) when the commit completes. Raises :class:`StorageError` when closed."""
+        if any) when the commit completes. ``on_error`` runs on ``loop`` before the future
+        fails. Raises :class:`StorageError` when closed."""
         fut: asyncio.Future[None] = loop.create_future()
         cls_id, pid, oid = record.key
-        if self.durability == "async":  # acknowledged once queued
+        if self.acks_at_submit:  # acknowledged once queued
             t = self._submit(cls_id, pid, oid, record.expected_version, record.entries,
-                             list(record.deletes), record.delete_object, record.time_ms)
-            _settle(fut, t.error)
+                             record.deletes, record.delete_object, record.time_ms)
+            _settle(fut, t.error, on_error)
             return fut
-        if self._dispatcher is None or self._pid != os.getpid():
+        if self._dispatcher is None or self._forks != _forks:
             self._start_dispatcher()
         token = next(self._tokens)
-        self._waiters[token] = (loop, fut)
+        self._waiters[token] = [loop, fut, on_error]
         try:
             self._submit(cls_id, pid, oid, record.expected_version, record.entries,
-                         list(record.deletes), record.delete_object, record.time_ms, token)
+                         record.deletes, record.delete_object, record.time_ms, token)
         except BaseException:
             del self._waiters[token]
             raise
@@ -440,31 +502,37 @@ class NativeEngine:
 
     def _start_dispatcher(self) -> None:
         self._pid = os.getpid()
+        self._forks = _forks
         self._dispatcher = threading.Thread(target=self._dispatch_loop, daemon=True,
                                             name="oaas-completions")
         self._dispatcher.start()
 
     def _dispatch_loop(self) -> None:
         take = self._eng.take_completions
-        waiters = self._waiters
         while True:
             items = take(None)  # blocks with the GIL released; None once closed
             if items is None:
                 return
-            wake = []
-            for token, err in items:
-                w = waiters.pop(token, None)
-                if w is not None:
-                    wake.append((w[0], w[1], err))
-            if wake:
-                _dispatch(wake)
+            self._wake(items)
+            # Drop this batch before blocking again: its waiters hold the objects.
+            del items
+
+    def _wake(self, items: list[tuple[int, BaseException | None]]) -> None:
+        waiters = self._waiters
+        wake = []
+        for token, err in items:
+            w = waiters.pop(token, None)
+            if w is not None:
+                wake.append((w, err))
+        if wake:
+            _dispatch(wake)
 
     def submit(self, record: WriteRecord) -> Any:
         """Queue one commit; returns its native ``Ticket``. Raises :class:`StorageError`
         when the engine is closed."""
         cls_id, pid, oid = record.key
         return self._submit(cls_id, pid, oid, record.expected_version, record.entries,
-                            list(record.deletes), record.delete_object, record.time_ms)
+                            record.deletes, record.delete_object, record.time_ms)
 
     def read(self, key: ObjectKey) -> StoredObject | None:
         """The object as committed through this engine (store plus pending commits)."""

@@ -167,6 +167,8 @@ def _resolve_hint(owner: type, name: str, annotation: Any) -> Any:
 
 
 _MISSING = object()
+# The stale mark of objects whose runtime has no entry cache (the memory store).
+_UNCACHED: list[int] = [0, 0]
 # The SDK never touches ``obj.__dict__`` of an OaaS object: on CPython 3.11 materialising it
 # turns every later attribute read into the slow path (2-3x). These keep inline values.
 _get = object.__getattribute__
@@ -209,6 +211,7 @@ class OaasObject:
     _oaas_created_ms: int
     _oaas_updated_ms: int
     _oaas_rt: Runtime
+    _oaas_stale: list[int] | None  # this object's mark in rt.cache_stale, once committed
 
     _oaas_fields: ClassVar[dict[str, FieldInfo]] = {}
     _oaas_mutable: ClassVar[tuple[str, ...] | None] = None
@@ -313,6 +316,7 @@ class OaasObject:
         sa(obj, "_oaas_created_ms", 0)
         sa(obj, "_oaas_updated_ms", 0)
         sa(obj, "_oaas_rt", rt)
+        sa(obj, "_oaas_stale", None)
         return obj
 
     @classmethod
@@ -366,7 +370,9 @@ class OaasObject:
         if obj is not None and not obj._oaas_deleted:
             return obj  # type: ignore[return-value]
         check_identity(cls._oaas_cls_id, pid, obj_id)
-        stored = rt.cache.get(key)
+        # While an instance with commits the cache lacks is alive (or awaiting its
+        # finalizer), the cache is stale for its key: read through the engine.
+        stored = None if key in rt.cache_stale else rt.cache.get(key)
         if stored is None:
             stored = rt.engine.read(key)
             if stored is None:
@@ -488,14 +494,14 @@ class OaasObject:
         if type(value) not in c[0]:  # exact type of the field: nothing to convert
             value = c[1].coerce(value, owner=cls.__name__, field=name)
         _set(self, name, value)
-        if c[2]:
+        if c[2]:  # a mutable field: live from now on (only mutable fields are parked)
             self._oaas_live.add(name)
+            if self._oaas_parked:
+                self._oaas_parked.pop(name, None)
         dirty = self._oaas_dirty
         if not dirty:  # invariant: an object with dirty fields is in the dirty registry
             self._oaas_rt.dirty[id(self)] = self
         dirty.add(name)
-        if self._oaas_parked:
-            self._oaas_parked.pop(name, None)
 
     @classmethod
     def _oaas_build_conv(cls) -> dict[str, tuple[frozenset[type], codec.FieldType, bool]]:
@@ -522,17 +528,40 @@ class OaasObject:
         cls = type(self)
         if cls._oaas_mapped:
             flush_mapped(self)  # mapped bytes are durable before the commit resolves
-        fields = cls._oaas_fields
+        conv = cls._oaas_conv or cls._oaas_build_conv()
+        live = self._oaas_live
+        name = ""
+        try:
+            if live or self._oaas_version == 0:
+                entries = self._oaas_encode_changed(conv)
+                if entries is None:
+                    self._oaas_settle()
+                    return None
+            else:  # only assignments since the last commit: encode exactly those
+                entries = {}
+                for name in self._oaas_dirty:
+                    entries[name] = conv[name][1].encode(_get(self, name))
+                if not entries:
+                    self._oaas_settle()
+                    return None
+        except (TypeError, SerializationError) as e:
+            name = getattr(e, "_oaas_field", name)
+            raise type(e)(f"{cls.__name__}.{name} of {m.cls_id}/{m.partition_id}/"
+                          f"{m.object_id}: {e}") from None
+        return WriteRecord((m.cls_id, m.partition_id, m.object_id), self._oaas_version,
+                           entries, time_ms=_now_ms())
+
+    def _oaas_encode_changed(self, conv: dict[str, tuple[frozenset[type], codec.FieldType,
+                                                         bool]]) -> dict[str, bytes] | None:
+        """Entries of a new object (every field), or of assigned fields and of live
+        mutable fields whose bytes changed in place. ``None`` when nothing changed."""
+        fields = type(self)._oaas_fields
         live = self._oaas_live
         dirty = self._oaas_dirty
         committed = self._oaas_committed
         new = self._oaas_version == 0
         entries: dict[str, bytes] = {}
-        if new:
-            names: Any = fields
-        else:
-            names = dirty | live
-        conv = cls._oaas_conv or cls._oaas_build_conv()
+        names: Any = fields if new else dirty | live
         for name in names:
             _, ft, mutable = conv[name]
             if not mutable or name in live:
@@ -546,51 +575,96 @@ class OaasObject:
             try:
                 data = ft.encode(value)
             except (TypeError, SerializationError) as e:
-                raise type(e)(f"{cls.__name__}.{name} of {m.cls_id}/{m.partition_id}/"
-                              f"{m.object_id}: {e}") from None
+                e._oaas_field = name  # type: ignore[union-attr]
+                raise
             if not new and name not in dirty and committed.get(name) == data:
                 continue
             entries[name] = data
         if not entries and not new:
-            self._oaas_settle()
             return None
-        return WriteRecord((m.cls_id, m.partition_id, m.object_id), self._oaas_version,
-                           entries, time_ms=_now_ms())
+        return entries
 
     def _oaas_settle(self) -> None:
         """After a commit: park mutable fields so their next read marks the object again."""
-        parked = self._oaas_parked
         live = self._oaas_live
-        for n in live:
-            parked[n] = _get(self, n)
-            _del(self, n)  # object.__delattr__ keeps CPython's inline values (fast reads)
-        live.clear()
         rt = self._oaas_rt
+        if live:  # only objects with live fields are in rt.touched
+            parked = self._oaas_parked
+            for n in live:
+                parked[n] = _get(self, n)
+                _del(self, n)  # object.__delattr__ keeps CPython's inline values (fast reads)
+            live.clear()
+            rt.touched.pop(id(self), None)
         rt.dirty.pop(id(self), None)
-        rt.touched.pop(id(self), None)
 
-    def _oaas_apply(self, record: WriteRecord) -> tuple[int, dict[str, bytes | None], set[str]]:
-        """Optimistically apply a submitted record; returns what :meth:`_oaas_undo` needs."""
+    def _oaas_apply(self, record: WriteRecord) -> tuple[int, dict[str, bytes], set[str]]:
+        """Optimistically apply a submitted record; returns what :meth:`_oaas_undo` needs.
+
+        The entry cache is not updated here: while this object is alive, loads find it in
+        the identity map and never read the cache. The commit marks the key stale instead
+        (``Runtime.cache_stale``: loads read through the engine), and the object's
+        finalizer puts its committed state into the cache when it is dropped.
+        """
         committed = self._oaas_committed
-        undo = (self._oaas_version, {n: committed.get(n) for n in record.entries},
-                set(self._oaas_dirty))
+        undo = (self._oaas_version, committed.copy(), self._oaas_dirty)
         committed.update(record.entries)
-        object.__setattr__(self, "_oaas_version", record.new_version)
-        object.__setattr__(self, "_oaas_updated_ms", record.time_ms)
-        self._oaas_dirty.clear()
+        version = record.expected_version + 1
+        _set(self, "_oaas_version", version)
+        _set(self, "_oaas_updated_ms", record.time_ms)
+        _set(self, "_oaas_dirty", set())
         self._oaas_settle()
-        self._oaas_rt.cache.update(record.key, record.new_version, record.time_ms,
-                                   record.entries)
+        mark = self._oaas_stale
+        if mark is None:
+            self._oaas_mark_stale(record.key, version)
+        else:
+            mark[1] = version
         return undo
 
+    def _oaas_mark_stale(self, key: ObjectKey, version: int) -> None:
+        rt = self._oaas_rt
+        if not rt.cache_enabled:
+            _set(self, "_oaas_stale", _UNCACHED)
+            return
+        mark = rt.cache_stale.get(key)
+        if mark is None:
+            mark = rt.cache_stale[key] = [1, version]
+        else:  # an older instance of this object awaits its finalizer
+            mark[0] += 1
+            mark[1] = max(mark[1], version)
+        _set(self, "_oaas_stale", mark)
+
+    def __del__(self) -> None:
+        # Hand the committed state to the entry cache (see _oaas_apply). Only the newest
+        # instance of an object writes it; the key stays stale until every instance with
+        # commits the cache lacks is gone.
+        try:
+            mark = self._oaas_stale
+            if mark is None or mark is _UNCACHED:
+                return
+            rt = self._oaas_rt
+            m = self._oaas_meta
+            key = (m.cls_id, m.partition_id, m.object_id)
+            try:
+                if not self._oaas_deleted and self._oaas_version >= mark[1]:
+                    rt.cache.put(key, StoredObject(self._oaas_version, self._oaas_created_ms,
+                                                   self._oaas_updated_ms,
+                                                   self._oaas_committed))
+            finally:
+                mark[0] -= 1
+                if mark[0] <= 0 and rt.cache_stale.get(key) is mark:
+                    del rt.cache_stale[key]
+        except Exception:  # a finalizer must not raise (e.g. at interpreter exit)
+            pass
+
     def _oaas_undo(self, record: WriteRecord,
-                   undo: tuple[int, dict[str, bytes | None], set[str]]) -> None:
+                   undo: tuple[int, dict[str, bytes], set[str]]) -> None:
         """A submitted commit failed: the object keeps its changes, dirty again."""
         version, old, dirty = undo
         if self._oaas_version == record.new_version:
             object.__setattr__(self, "_oaas_version", version)
         committed = self._oaas_committed
-        for n, b in old.items():
+        for n in record.entries:
+            b = old.get(n)
             if b is None:
                 committed.pop(n, None)
             else:
@@ -598,6 +672,9 @@ class OaasObject:
         self._oaas_dirty.update(dirty)
         self._oaas_dirty.update(record.entries)
         rt = self._oaas_rt
+        mark = self._oaas_stale
+        if mark is not None and mark is not _UNCACHED:
+            mark[1] = self._oaas_version
         rt.cache.discard(record.key)
         rt.dirty[id(self)] = self
 
@@ -636,28 +713,29 @@ class OaasObject:
         if record is None:
             return _DONE
         eng = self._oaas_rt.engine
-        if getattr(eng, "inline", False):  # memory store: written before submit returns
+        if eng.acks_at_submit:  # memory store or durability="async": done once submitted
             try:
                 ticket = eng.submit(record)
             except BaseException as e:
                 return _failed(e)
             undo = self._oaas_apply(record)
-            if ticket.error is None:
+            error = ticket.error
+            if error is None:
                 return _DONE
             self._oaas_undo(record, undo)
-            return _failed(ticket.error)
+            return _failed(error)
         try:
-            fut = eng.submit_future(record, asyncio.get_running_loop())
+            loop = asyncio.get_running_loop()
         except BaseException as e:
             return _failed(e)
         undo = self._oaas_apply(record)
-
-        def on_done(f: asyncio.Future[None]) -> None:
-            if not f.cancelled() and f.exception() is not None:
-                self._oaas_undo(record, undo)
-
-        fut.add_done_callback(on_done)
-        return fut
+        try:
+            # On failure the engine runs the undo on this loop before the future's
+            # waiters resume (cheaper than a done-callback per commit).
+            return eng.submit_future(record, loop, lambda: self._oaas_undo(record, undo))
+        except BaseException as e:
+            self._oaas_undo(record, undo)
+            return _failed(e)
 
     def refresh(self) -> None:
         """Drop uncommitted changes and reload the committed state from the store.

@@ -56,6 +56,11 @@ class Runtime:
             self.native.EntryCache(cache_bytes, config.cache_ttl_s, StoredObject)
             if self.native is not None
             else EntryCache(cache_bytes, config.cache_ttl_s))
+        self.cache_enabled = cache_bytes > 0
+        # Keys whose cached record lacks commits of an instance still alive or awaiting
+        # its finalizer: [instances, newest committed version]. Loads of such keys read
+        # through the engine (OaasObject._oaas_apply explains why commits skip the cache).
+        self.cache_stale: dict[ObjectKey, list[int]] = {}
         self.identity: weakref.WeakValueDictionary[ObjectKey, OaasObject] = (
             weakref.WeakValueDictionary())
         self.dirty: dict[int, OaasObject] = {}

@@ -144,3 +144,88 @@ def test_cache_update_keeps_weight_exact():
     got = c.get(key)
     assert got is not None and got.version == 3 and got.entries == {"bb": b"z" * 5}
     assert c.nbytes == EntryCache._weight(got)
+
+
+# -- commits reach the cache when the object is dropped (OaasObject._oaas_apply) ------------
+
+async def test_dropped_object_puts_its_last_commit_into_the_cache(lmdb_sdk):
+    from oaas_sdk import runtime
+
+    c = Counter.create(obj_id=80)
+    for n in (1, 2, 3):
+        c.count = n
+        await c.commit_async()
+    key = ("test.Counter", 0, 80)
+    rt = runtime.current()
+    assert key in rt.cache_stale  # the cache lacks commits of a live instance
+    del c
+    assert key not in rt.cache_stale
+    hits = oaas.stats()["cache_hits"]
+    c = Counter.load(80)
+    assert oaas.stats()["cache_hits"] == hits + 1
+    assert (c.count, c._oaas_version) == (3, 3)
+
+
+async def test_load_reads_through_while_an_instance_with_commits_awaits_its_finalizer(lmdb_sdk):
+    """An unreachable object in a cycle leaves the identity map before its finalizer runs;
+    a load in between must not see the cache's older record."""
+    from oaas_sdk import runtime
+
+    rt = runtime.current()
+    key = ("test.Counter", 0, 81)
+    c = Counter.create(obj_id=81, count=1)
+    await c.commit_async()
+    del c  # the cache now holds version 1
+    c = Counter.load(81)
+    c.count = 2
+    await c.commit_async()
+    keep = c
+    rt.identity.pop(key)  # as the collector does before running finalizers
+    del c
+    again = Counter.load(81)
+    assert (again.count, again._oaas_version) == (2, 2)
+    again.count = 3
+    await again.commit_async()  # no conflict: it saw the latest version
+    del keep  # the older instance's finalizer must not put version 2 over version 3
+    assert key in rt.cache_stale
+    del again
+    assert key not in rt.cache_stale
+    fresh = Counter.load(81)
+    assert (fresh.count, fresh._oaas_version) == (3, 3)
+
+
+async def test_cancelled_commit_that_fails_still_undoes(sdk):
+    from oaas_sdk import runtime
+    from oaas_sdk.config import OaasConfig
+
+    rt = runtime.configure(OaasConfig(storage="memory", native=sdk.config().native),
+                           store=FailingStore())
+    rt._inline = False  # exercise the persister thread
+    a = Counter.create(obj_id=1)
+    a.count = 5
+    fut = a.commit_async()
+    fut.cancel()  # type: ignore[attr-defined]
+    oaas.flush()
+    await asyncio.sleep(0.05)
+    assert a._oaas_version == 0 and "count" in a._oaas_dirty
+    assert a.count == 5
+
+
+async def test_batch_stops_waiting_once_its_siblings_are_back(lmdb_sdk):
+    """Committers in lock-step: each batch closes as soon as all of them are back, not
+    batch_max_delay_ms after its first commit (10 rounds x 500 ms would take 5 s)."""
+    import time
+
+    lmdb_sdk.reconfigure(batch_max_delay_ms=500)
+    objs = [Counter.create(obj_id=100 + i) for i in range(4)]
+    await oaas.commit_all_async()
+
+    async def rounds(o: Counter) -> None:
+        for n in range(10):
+            o.count = n
+            await o.commit_async()
+
+    t0 = time.monotonic()
+    await asyncio.gather(*(rounds(o) for o in objs))
+    assert time.monotonic() - t0 < 2.5
+    assert all(o.count == 9 for o in objs)

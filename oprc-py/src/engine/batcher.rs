@@ -8,12 +8,12 @@
 //! stays in the pending overlay so reads see every acknowledged commit (read-your-writes).
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
 
 use super::layout::{StoredObject, WriteRecord};
 use super::store::{LmdbStore, StoreError};
@@ -46,6 +46,15 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 impl Ticket {
     pub fn new() -> Ticket {
         Ticket::default()
+    }
+
+    /// The shared ticket of every commit acknowledged at submit (`durable: false`):
+    /// one allocation per process instead of one per commit.
+    pub fn written() -> Ticket {
+        static WRITTEN: OnceLock<Ticket> = OnceLock::new();
+        WRITTEN
+            .get_or_init(|| Ticket::completed(Outcome::Written))
+            .clone()
     }
 
     /// A ticket already completed with `outcome`.
@@ -117,9 +126,12 @@ pub struct EngineConfig {
     pub batch_max_delay: Duration,
 }
 
+/// A commit, the ticket a writer waits on (none when acknowledged at submit), its
+/// submission time and its completion token (0: none).
+type Queued = (Arc<WriteRecord>, Option<Ticket>, Instant, u64);
+
 enum Msg {
-    /// A commit, its ticket, its submission time and its completion token (0: none).
-    Commit(Arc<WriteRecord>, Ticket, Instant, u64),
+    Commit(Queued),
     Flush(Ticket),
     Stop,
 }
@@ -164,12 +176,58 @@ pub struct Engine {
     tx: Sender<Msg>,
     thread: Mutex<Option<JoinHandle<()>>>,
     closed: AtomicBool,
-    pid: u32,
+    fork_generation: u64,
+}
+
+/// Forks this process has gone through, counted in the child by a `pthread_atfork`
+/// handler: comparing it is how an engine knows it is in the process that started it,
+/// without a `getpid()` system call per commit.
+static FORK_GENERATION: AtomicU64 = AtomicU64::new(0);
+
+#[cfg(unix)]
+extern "C" fn count_fork_in_child() {
+    // Async-signal-safe: one atomic add.
+    FORK_GENERATION.fetch_add(1, Ordering::SeqCst);
+}
+
+#[cfg(unix)]
+extern "C" {
+    fn pthread_atfork(
+        prepare: Option<extern "C" fn()>,
+        parent: Option<extern "C" fn()>,
+        child: Option<extern "C" fn()>,
+    ) -> std::os::raw::c_int;
+}
+
+/// The current fork generation, registering the counting handler on first use. Refuses
+/// (the engine then does not start) when the handler cannot be registered (ENOMEM):
+/// without it a forked child could not tell that the engine is its parent's.
+#[cfg(unix)]
+fn fork_generation() -> Result<u64, StoreError> {
+    static REGISTERED: OnceLock<std::os::raw::c_int> = OnceLock::new();
+    let rc = *REGISTERED.get_or_init(|| {
+        // SAFETY: registers a handler that only does an atomic add (async-signal-safe, as
+        // POSIX requires of child handlers); the function lives as long as the process.
+        unsafe { pthread_atfork(None, None, Some(count_fork_in_child)) }
+    });
+    if rc != 0 {
+        return Err(StoreError(format!(
+            "cannot register the fork handler (pthread_atfork: error {rc})"
+        )));
+    }
+    Ok(FORK_GENERATION.load(Ordering::SeqCst))
+}
+
+/// Without `fork()` (Windows) an engine always runs in the process that started it.
+#[cfg(not(unix))]
+fn fork_generation() -> Result<u64, StoreError> {
+    Ok(0)
 }
 
 impl Engine {
     /// Start an engine over `store`: spawns the persister thread.
     pub fn start(store: LmdbStore, cfg: EngineConfig) -> Result<Engine, StoreError> {
+        let generation = fork_generation()?;
         let shared = Arc::new(Shared {
             store,
             pending: Mutex::new(HashMap::new()),
@@ -191,7 +249,7 @@ impl Engine {
             tx,
             thread: Mutex::new(Some(thread)),
             closed: AtomicBool::new(false),
-            pid: std::process::id(),
+            fork_generation: generation,
         })
     }
 
@@ -202,7 +260,7 @@ impl Engine {
     /// Whether this process is the one that started the engine (false in a forked child,
     /// where the persister thread does not exist).
     pub fn is_owner(&self) -> bool {
-        self.pid == std::process::id()
+        self.fork_generation == FORK_GENERATION.load(Ordering::Relaxed)
     }
 
     fn check_usable(&self) -> Result<(), StoreError> {
@@ -231,15 +289,15 @@ impl Engine {
             .or_default()
             .push(Arc::clone(&record));
         self.shared.depth.fetch_add(1, Ordering::Relaxed);
-        let ticket = Ticket::new();
-        let ack = if self.cfg.durable {
-            ticket.clone()
+        let (ack, waited) = if self.cfg.durable {
+            let t = Ticket::new();
+            (t.clone(), Some(t))
         } else {
-            Ticket::completed(Outcome::Written)
+            (Ticket::written(), None)
         };
         if self
             .tx
-            .send(Msg::Commit(record, ticket, Instant::now(), token))
+            .send(Msg::Commit((record, waited, Instant::now(), token)))
             .is_err()
         {
             return Err(StoreError(format!(
@@ -358,22 +416,24 @@ impl Drop for Engine {
 
 fn persister(sh: Arc<Shared>, rx: Receiver<Msg>, cfg: EngineConfig) {
     let mut stop = false;
-    // Wait `batch_max_delay` for more commits only when the last batch had company:
-    // a lone committer would otherwise pay the delay on every commit for nothing
-    // (the idea of PostgreSQL's commit_delay / commit_siblings).
+    // Wait `batch_max_delay` for more commits only when the last batch had company, and
+    // only until as many commits as it had are in (its committers are back): a lone
+    // committer, or a group that has all come back, would otherwise pay the delay on
+    // every commit for nothing (the idea of PostgreSQL's commit_delay / commit_siblings).
+    // What is already queued always joins the batch.
     let mut last_batch_len = 0usize;
     while !stop {
         let first = match rx.recv() {
             Ok(Msg::Stop) | Err(_) => break,
             Ok(m) => m,
         };
-        let mut batch: Vec<(Arc<WriteRecord>, Ticket, Instant, u64)> = Vec::new();
+        let mut batch: Vec<Queued> = Vec::new();
         let mut markers: Vec<Ticket> = Vec::new();
         let mut n = 0usize;
         match first {
-            Msg::Commit(r, t, at, tok) => {
-                n += r.entries.len();
-                batch.push((r, t, at, tok));
+            Msg::Commit(q) => {
+                n += q.0.entries.len();
+                batch.push(q);
                 let delay = if last_batch_len > 1 {
                     cfg.batch_max_delay
                 } else {
@@ -381,10 +441,18 @@ fn persister(sh: Arc<Shared>, rx: Receiver<Msg>, cfg: EngineConfig) {
                 };
                 let deadline = Instant::now() + delay;
                 while n < cfg.batch_max_entries {
-                    match rx.recv_deadline(deadline) {
-                        Ok(Msg::Commit(r, t, at, tok)) => {
-                            n += r.entries.len();
-                            batch.push((r, t, at, tok));
+                    let next = if batch.len() >= last_batch_len {
+                        rx.try_recv().map_err(|e| match e {
+                            TryRecvError::Empty => RecvTimeoutError::Timeout,
+                            TryRecvError::Disconnected => RecvTimeoutError::Disconnected,
+                        })
+                    } else {
+                        rx.recv_deadline(deadline)
+                    };
+                    match next {
+                        Ok(Msg::Commit(q)) => {
+                            n += q.0.entries.len();
+                            batch.push(q);
                         }
                         Ok(Msg::Flush(t)) => {
                             markers.push(t);
@@ -414,14 +482,14 @@ fn persister(sh: Arc<Shared>, rx: Receiver<Msg>, cfg: EngineConfig) {
     // Stop arrives after every earlier message: anything still queued came later.
     while let Ok(m) = rx.try_recv() {
         match m {
-            Msg::Commit(r, t, at, tok) => write_batch(&sh, vec![(r, t, at, tok)]),
+            Msg::Commit(q) => write_batch(&sh, vec![q]),
             Msg::Flush(t) => t.complete(Outcome::Written),
             Msg::Stop => {}
         }
     }
 }
 
-fn write_batch(sh: &Shared, batch: Vec<(Arc<WriteRecord>, Ticket, Instant, u64)>) {
+fn write_batch(sh: &Shared, batch: Vec<Queued>) {
     if batch.is_empty() {
         return;
     }
@@ -479,7 +547,9 @@ fn write_batch(sh: &Shared, batch: Vec<(Arc<WriteRecord>, Ticket, Instant, u64)>
         if tok != 0 {
             done.push((tok, res.clone()));
         }
-        t.complete(res);
+        if let Some(t) = t {
+            t.complete(res);
+        }
     }
     if !done.is_empty() {
         lock(&sh.completions).items.extend(done);
