@@ -3,8 +3,10 @@
 //! `msgpack` and `ext`; hint-driven checks and rebuilding of models, dataclasses and enums
 //! stay in `oaas_sdk/codec.py`, which calls [`Codec`] for the bytes.
 
+use std::cell::Cell;
 use std::os::raw::c_int;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, OnceLock};
 
 use pyo3::buffer::PyUntypedBuffer;
@@ -23,6 +25,16 @@ use super::msgpack::{self as mp, DecodeError, Reader, Token};
 const PIECE_MIN: usize = 2048;
 /// Interrupt checks (`PyErr_CheckSignals`) every this many container elements.
 const SIGNAL_EVERY: u32 = 1 << 16;
+/// Initial capacity of the encoder's scratch buffer, and the largest one kept for reuse.
+const SCRATCH_MIN: usize = 256;
+const SCRATCH_KEEP: usize = 1 << 16;
+
+thread_local! {
+    /// The encoder's scratch buffer, reused across calls on one thread so that encoding a
+    /// small value allocates only its result. An encode that starts while another runs
+    /// (a fallback's Python code encoding) finds it empty and grows its own.
+    static SCRATCH: Cell<Vec<u8>> = const { Cell::new(Vec::new()) };
+}
 
 struct Piece<'py> {
     at: usize,
@@ -54,8 +66,11 @@ struct Mark {
 
 impl<'py> Out<'py> {
     fn new() -> Self {
+        let mut buf = SCRATCH.try_with(Cell::take).unwrap_or_default();
+        buf.clear();
+        buf.reserve(SCRATCH_MIN);
         Out {
-            buf: Vec::with_capacity(256),
+            buf,
             pieces: Vec::new(),
             borrowed: 0,
             ticks: 0,
@@ -99,9 +114,9 @@ impl<'py> Out<'py> {
         }
     }
 
-    fn flatten(self) -> Vec<u8> {
+    fn flatten(mut self) -> Vec<u8> {
         if self.pieces.is_empty() {
-            return self.buf;
+            return std::mem::take(&mut self.buf);
         }
         let mut v = Vec::with_capacity(self.buf.len() + self.borrowed);
         let mut from = 0;
@@ -148,6 +163,15 @@ impl<'py> Out<'py> {
             std::ptr::copy_nonoverlapping(seg.as_ptr(), dst.add(w), seg.len());
             debug_assert_eq!(w + seg.len(), total);
             Ok(obj.cast_into_unchecked())
+        }
+    }
+}
+
+impl Drop for Out<'_> {
+    fn drop(&mut self) {
+        if self.buf.capacity() <= SCRATCH_KEEP {
+            let buf = std::mem::take(&mut self.buf);
+            let _ = SCRATCH.try_with(|c| c.set(buf));
         }
     }
 }
@@ -270,6 +294,13 @@ enum DecPlan {
         val: Box<DecPlan>,
         conv: Py<PyAny>,
     },
+    /// A model or dataclass: the map's values decoded by field into a dict, then
+    /// `finish(dict, depth)`; anything irregular goes to `conv` with the raw value.
+    Record {
+        fields: Vec<(Box<[u8]>, DecPlan)>,
+        finish: Py<PyAny>,
+        conv: Py<PyAny>,
+    },
     Python {
         conv: Py<PyAny>,
     },
@@ -297,6 +328,20 @@ impl DecPlan {
                 val: Box::new(Self::compile(&t.get_item(3)?)?),
                 conv: last()?,
             },
+            "record" => {
+                let mut fields = Vec::new();
+                for f in t.get_item(1)?.try_iter()? {
+                    let f = f?;
+                    let name = f.get_item(0)?.cast_into::<PyString>()?;
+                    let name: Box<[u8]> = name.to_str()?.as_bytes().into();
+                    fields.push((name, Self::compile(&f.get_item(1)?)?));
+                }
+                DecPlan::Record {
+                    fields,
+                    finish: t.get_item(2)?.unbind(),
+                    conv: last()?,
+                }
+            }
             "python" => DecPlan::Python { conv: last()? },
             other => {
                 return Err(PyValueError::new_err(format!(
@@ -307,10 +352,25 @@ impl DecPlan {
     }
 }
 
+impl DecPlan {
+    /// Whether decoding may reach an `Any` part, which builds references with the default
+    /// reference factory.
+    fn has_any(&self) -> bool {
+        match self {
+            // Keys that are not fields decode as under `Any`.
+            DecPlan::Any | DecPlan::Record { .. } => true,
+            DecPlan::List { elem, .. } => elem.has_any(),
+            DecPlan::Dict { val, .. } => val.has_any(),
+            DecPlan::Exact { .. } | DecPlan::Python { .. } => false,
+        }
+    }
+}
+
 /// A compiled decode plan for one field type (`Codec.decode_plan`).
 #[pyclass(frozen, module = "oaas_sdk._native", name = "DecodePlan")]
 pub struct DecodePlan {
     root: DecPlan,
+    needs_factory: bool,
 }
 
 struct Numpy {
@@ -344,6 +404,11 @@ pub struct Codec {
     numpy: OnceLock<Numpy>,
     dtypes: Mutex<Vec<(Py<PyAny>, Py<PyBytes>)>>,
     keys: Mutex<KeyCache>,
+    /// Whether `codec.set_backend` made this codec the active one: a [`Coder`] of an
+    /// inactive codec hands its calls to the field type's Python code.
+    active: AtomicBool,
+    /// `codec.set_default_ref_factory`'s function, for `Any` parts decoded by a [`Coder`].
+    ref_factory: Mutex<Option<Py<PyAny>>>,
 }
 
 fn ptr_of<T>(t: &Py<T>) -> *mut ffi::PyObject {
@@ -360,8 +425,19 @@ struct DecodeMode<'py, 'c> {
     ticks: u32,
     /// Address of the first input byte, to turn a slice into an offset.
     base: usize,
-    /// The key cache, when no other decode on this thread holds it (re-entry).
+    /// The key cache, locked at the first map key (`keys_from` until then), when no other
+    /// decode on this thread holds it (re-entry).
     keys: Option<std::sync::MutexGuard<'c, KeyCache>>,
+    keys_from: Option<&'c Mutex<KeyCache>>,
+}
+
+impl DecodeMode<'_, '_> {
+    fn key_cache(&mut self) -> Option<&mut KeyCache> {
+        if let Some(src) = self.keys_from.take() {
+            self.keys = src.try_lock().ok();
+        }
+        self.keys.as_deref_mut()
+    }
 }
 
 impl Codec {
@@ -916,24 +992,42 @@ impl Codec {
                     return Err(self.too_deep(py));
                 }
                 let d = v.cast::<PyDict>()?;
-                // Keys Python would have to convert: the whole dict goes to its _prep.
-                if !d.keys().iter().all(|k| has_type(keys, k.get_type_ptr())) {
-                    return self.via_prep(prep, v, out, depth);
-                }
                 let n = d.len();
+                let mark = out.mark();
                 mp::write_map_header(&mut out.buf, n).map_err(|e| self.derr(py, e))?;
                 let mut seen = 0;
-                for (k, x) in d.iter() {
+                let mut pos: ffi::Py_ssize_t = 0;
+                let mut k: *mut ffi::PyObject = std::ptr::null_mut();
+                let mut x: *mut ffi::PyObject = std::ptr::null_mut();
+                // SAFETY: as in `enc_dict`: borrowed references from PyDict_Next, made
+                // owned at once; a size change is reported after the step.
+                while unsafe { ffi::PyDict_Next(v.as_ptr(), &mut pos, &mut k, &mut x) } != 0 {
+                    // SAFETY: k and x are valid borrowed references returned just now.
+                    let (k, x) = unsafe {
+                        (
+                            Bound::from_borrowed_ptr(py, k),
+                            Bound::from_borrowed_ptr(py, x),
+                        )
+                    };
                     seen += 1;
-                    if k.is_exact_instance_of::<PyString>() {
+                    let kt = k.get_type_ptr();
+                    if !has_type(keys, kt) {
+                        // A key Python would have to convert: the whole dict goes to _prep.
+                        out.reset(mark);
+                        return self.via_prep(prep, v, out, depth);
+                    }
+                    if kt == std::ptr::addr_of_mut!(ffi::PyUnicode_Type) {
                         self.enc_str(&k, out)?;
                     } else {
                         self.enc_int(&k, out)?;
                     }
                     self.enc_plan(&x, val, out, depth + 1)?;
+                    if d.len() != n {
+                        return Err(self.ser_err(py, "dict changed size during encoding"));
+                    }
                     Self::tick(out, py)?;
                 }
-                if seen != n || d.len() != n {
+                if seen != n {
                     return Err(self.ser_err(py, "dict changed size during encoding"));
                 }
                 Ok(())
@@ -1059,7 +1153,70 @@ impl Codec {
                 }
                 Ok(d.into_any())
             }
+            DecPlan::Record {
+                fields,
+                finish,
+                conv,
+            } => {
+                let start = r.clone();
+                match self.dec_record(py, r, depth, m, fields, finish, any) {
+                    Ok(v) => Ok(v),
+                    Err(e) if e.is_instance_of::<pyo3::exceptions::PyKeyboardInterrupt>(py) => {
+                        Err(e)
+                    }
+                    Err(_) => {
+                        // Not a plain map of this record (or a field that does not fit):
+                        // Python's conv redoes it from the raw value and raises its error.
+                        *r = start;
+                        let raw = self.dec(py, r, depth, m)?;
+                        conv.bind(py).call1((raw, depth))
+                    }
+                }
+            }
         }
+    }
+
+    /// The fast path of [`DecPlan::Record`]: a map with distinct str keys whose values fit
+    /// their fields; any other input is an error, after which the caller falls back.
+    #[allow(clippy::too_many_arguments)]
+    fn dec_record<'py>(
+        &self,
+        py: Python<'py>,
+        r: &mut Reader<'_>,
+        depth: usize,
+        m: &mut DecodeMode<'py, '_>,
+        fields: &[(Box<[u8]>, DecPlan)],
+        finish: &Py<PyAny>,
+        any: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let Token::Map(n) = r.read().map_err(|e| self.derr(py, e))? else {
+            return Err(self.ser_err(py, "not a map"));
+        };
+        self.check_depth(py, depth, m)?;
+        let d = PyDict::new(py);
+        for i in 0..n {
+            let Token::Str(s) = r.read().map_err(|e| self.derr(py, e))? else {
+                return Err(self.ser_err(py, "map key is not str"));
+            };
+            let key = match m.key_cache() {
+                Some(c) => c.get(py, s)?,
+                None => self.dec_str(py, s)?,
+            };
+            // Fields usually come in declaration order: look at position i first.
+            let node = match fields.get(i) {
+                Some((name, node)) if **name == *s => Some(node),
+                _ => fields.iter().find(|(name, _)| **name == *s).map(|(_, n)| n),
+            };
+            let v = match node {
+                Some(node) => self.dec_plan(py, r, depth + 1, m, node, any)?,
+                None => self.dec_plan(py, r, depth + 1, m, &DecPlan::Any, any)?,
+            };
+            d.set_item(key, v)?;
+        }
+        if d.len() != n {
+            return Err(self.ser_err(py, "duplicate keys"));
+        }
+        finish.bind(py).call1((d, depth))
     }
 
     fn dec_key<'py>(
@@ -1069,7 +1226,7 @@ impl Codec {
         m: &mut DecodeMode<'py, '_>,
     ) -> PyResult<Bound<'py, PyAny>> {
         Ok(match r.read().map_err(|e| self.derr(py, e))? {
-            Token::Str(s) => match m.keys.as_deref_mut() {
+            Token::Str(s) => match m.key_cache() {
                 Some(c) => c
                     .get(py, s)
                     .map_err(|e| self.ser_err(py, format!("map key: {e}")))?,
@@ -1131,18 +1288,7 @@ impl Codec {
                 self.check_depth(py, depth, m)?;
                 let d = PyDict::new(py);
                 for _ in 0..n {
-                    let key = match r.read().map_err(|e| self.derr(py, e))? {
-                        Token::Str(s) => match m.keys.as_deref_mut() {
-                            Some(c) => c
-                                .get(py, s)
-                                .map_err(|e| self.ser_err(py, format!("map key: {e}")))?,
-                            None => self.dec_str(py, s)?,
-                        },
-                        Token::Uint(u) => u.into_pyobject(py)?.into_any(),
-                        Token::Int(i) => i.into_pyobject(py)?.into_any(),
-                        Token::Ext(ext::EXT_BIGINT, p) => self.dec_bigint(py, p)?,
-                        _ => return Err(self.ser_err(py, "map key is not str or int")),
-                    };
+                    let key = self.dec_key(py, r, m)?;
                     let val = self.dec(py, r, depth + 1, m)?;
                     // SAFETY: `d` is a dict; key and val are valid references (not stolen).
                     if unsafe { ffi::PyDict_SetItem(d.as_ptr(), key.as_ptr(), val.as_ptr()) } != 0 {
@@ -1490,6 +1636,8 @@ impl Codec {
             numpy: OnceLock::new(),
             dtypes: Mutex::new(Vec::new()),
             keys: Mutex::new(KeyCache::new()),
+            active: AtomicBool::new(false),
+            ref_factory: Mutex::new(None),
         })
     }
 
@@ -1589,8 +1737,48 @@ impl Codec {
 
     /// Compile a decode plan from its description (`codec._decode_plan_desc`).
     fn decode_plan(&self, desc: &Bound<'_, PyAny>) -> PyResult<DecodePlan> {
+        let root = DecPlan::compile(desc)?;
         Ok(DecodePlan {
-            root: DecPlan::compile(desc)?,
+            needs_factory: root.has_any(),
+            root,
+        })
+    }
+
+    /// Marks this codec active (`codec.set_backend` chose it) or not.
+    fn set_active(&self, active: bool) {
+        self.active.store(active, Ordering::Relaxed);
+    }
+
+    /// The default reference factory (`codec.set_default_ref_factory`) for [`Coder`]s.
+    fn set_ref_factory(&self, factory: Py<PyAny>) {
+        if let Ok(mut f) = self.ref_factory.lock() {
+            *f = Some(factory);
+        }
+    }
+
+    /// The native encode and decode of one field type (see [`Coder`]).
+    #[pyo3(signature = (owner, exact, any, plan, decode_plan, view_min))]
+    fn coder(
+        slf: &Bound<'_, Self>,
+        owner: Py<PyAny>,
+        exact: &Bound<'_, PyAny>,
+        any: bool,
+        plan: Py<Plan>,
+        decode_plan: Py<DecodePlan>,
+        view_min: usize,
+    ) -> PyResult<Coder> {
+        let exact = exact
+            .try_iter()?
+            .map(|x| Ok(x?.cast_into::<PyType>()?.unbind()))
+            .collect::<PyResult<Vec<_>>>()?;
+        Ok(Coder {
+            codec: slf.clone().unbind(),
+            owner,
+            exact,
+            any,
+            plan,
+            decode_plan,
+            view_min,
         })
     }
 
@@ -1687,7 +1875,8 @@ impl Codec {
             view_of: None,
             ticks: 0,
             base: bytes.as_ptr() as usize,
-            keys: self.keys.try_lock().ok(),
+            keys: None,
+            keys_from: Some(&self.keys),
         };
         let mut r = Reader::new(bytes);
         let v = match plan {
@@ -1699,5 +1888,114 @@ impl Codec {
         }
         drop(keep_buf);
         Ok(v)
+    }
+}
+
+/// The native `encode` and `decode` of one compiled field type: `codec.FieldType` stores
+/// these bound methods as its own `encode` / `decode`, so a call is one call into the
+/// extension with no Python frame. The exact-type check, the plan and the error wrapping
+/// are those of `FieldType._encode_slow` / `_decode_slow`, which this hands the call to
+/// while its codec is not the active backend.
+#[pyclass(frozen, module = "oaas_sdk._native", name = "Coder")]
+pub struct Coder {
+    codec: Py<Codec>,
+    /// A weak reference to the `FieldType` (it holds this coder's bound methods).
+    owner: Py<PyAny>,
+    /// Exact types encoded as under `Any` (`FieldType._pexact`).
+    exact: Vec<Py<PyType>>,
+    any: bool,
+    plan: Py<Plan>,
+    decode_plan: Py<DecodePlan>,
+    /// `codec.ZERO_COPY_MIN`: the view threshold of `decode(..., zero_copy=True)`.
+    view_min: usize,
+}
+
+impl Coder {
+    fn owner<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let ft = self.owner.bind(py).call0()?;
+        if ft.is_none() {
+            return Err(PyValueError::new_err("the field type of this coder is gone"));
+        }
+        Ok(ft)
+    }
+
+    /// The exception the field type raises for `e` (`FieldType._encode_failed` /
+    /// `_decode_failed`), so both backends raise the same errors.
+    fn failed(&self, py: Python<'_>, wrap: &Bound<'_, PyString>, e: PyErr) -> PyErr {
+        let Ok(ft) = self.owner(py) else {
+            return e;
+        };
+        match ft.call_method1(wrap, (e.value(py),)) {
+            Ok(err) => PyErr::from_value(err),
+            Err(other) => other,
+        }
+    }
+}
+
+#[pymethods]
+impl Coder {
+    /// `FieldType.encode` on the native backend: errors as the Python one.
+    fn encode<'py>(
+        &self,
+        py: Python<'py>,
+        value: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let codec = self.codec.get();
+        if !codec.active.load(Ordering::Relaxed) {
+            return self
+                .owner(py)?
+                .call_method1(pyo3::intern!(py, "_encode_slow"), (value,));
+        }
+        let r = guarded(codec, py, || {
+            let mut out = Out::new();
+            if self.any || has_type(&self.exact, value.get_type_ptr()) {
+                codec.enc(value, &mut out, 0, true)?;
+            } else {
+                codec.enc_plan(value, &self.plan.get().root, &mut out, 0)?;
+            }
+            out.into_pybytes(py)
+        });
+        r.map(Bound::into_any)
+            .map_err(|e| self.failed(py, pyo3::intern!(py, "_encode_failed"), e))
+    }
+
+    /// `FieldType.decode` on the native backend: errors as the Python one.
+    #[pyo3(signature = (data, *, zero_copy=false))]
+    fn decode<'py>(
+        &self,
+        py: Python<'py>,
+        data: &Bound<'py, PyAny>,
+        zero_copy: bool,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let codec = self.codec.get();
+        if !codec.active.load(Ordering::Relaxed) {
+            let kw = PyDict::new(py);
+            kw.set_item(pyo3::intern!(py, "zero_copy"), zero_copy)?;
+            return self.owner(py)?.call_method(
+                pyo3::intern!(py, "_decode_slow"),
+                (data,),
+                Some(&kw),
+            );
+        }
+        let view_min = if zero_copy { self.view_min } else { 0 };
+        let plan = self.decode_plan.get();
+        let factory = if self.any || plan.needs_factory {
+            codec
+                .ref_factory
+                .lock()
+                .ok()
+                .and_then(|f| f.as_ref().map(|f| f.bind(py).clone()))
+        } else {
+            None
+        };
+        let r = guarded(codec, py, || {
+            if self.any {
+                codec.decode_inner(py, data, factory, view_min, None)
+            } else {
+                let any = factory.unwrap_or_else(|| py.None().into_bound(py));
+                codec.decode_inner(py, data, None, view_min, Some((&plan.root, &any)))
+            }
+        });
+        r.map_err(|e| self.failed(py, pyo3::intern!(py, "_decode_failed"), e))
     }
 }
