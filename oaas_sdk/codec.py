@@ -2224,7 +2224,8 @@ def _plan_desc(ft: FieldType, active: set[int]) -> tuple[Any, ...]:
     """The encode plan of a hint for the native codec, as nested tuples.
 
     Nodes: ("any",); ("exact", types, prep); ("list", elem, prep); ("dict", key types,
-    val, prep); ("record", cls, ((name, node), ...), prep); ("python", prep). A value
+    val, prep); ("record", cls, ((name, node), ...), by_dict, prep) (by_dict: read the
+    values from ``__dict__``, for pydantic models); ("python", prep). A value
     whose exact type a node accepts is encoded natively, exactly as ``_prep`` would pass
     it through; anything else goes to that node's ``_prep`` (so errors are Python's).
     """
@@ -2246,7 +2247,8 @@ def _plan_desc(ft: FieldType, active: set[int]) -> tuple[Any, ...]:
             return ("dict", tuple(st[1]), _plan_desc(st[2], active), ft._prep)
         if kind == "record":
             fields = tuple((name, _plan_desc(node, active)) for name, node in st[2])
-            return ("record", st[1], fields, ft._prep)
+            by_dict = issubclass(st[1], BaseModel)
+            return ("record", st[1], fields, by_dict, ft._prep)
         return ("python", ft._prep)
     finally:
         active.discard(id(ft))

@@ -199,6 +199,9 @@ enum PlanNode {
     Record {
         cls: Py<PyType>,
         fields: Vec<(Py<PyString>, PlanNode)>,
+        /// Read field values from the instance `__dict__` (pydantic models, whose
+        /// `__getattr__` hook makes each attribute read slow), else by `getattr`.
+        by_dict: bool,
         prep: Py<PyAny>,
     },
     Python {
@@ -250,6 +253,7 @@ impl PlanNode {
                 PlanNode::Record {
                     cls: t.get_item(1)?.cast_into::<PyType>()?.unbind(),
                     fields,
+                    by_dict: t.get_item(3)?.is_truthy()?,
                     prep: last()?,
                 }
             }
@@ -1032,15 +1036,31 @@ impl Codec {
                 }
                 Ok(())
             }
-            PlanNode::Record { cls, fields, prep } => {
+            PlanNode::Record {
+                cls,
+                fields,
+                by_dict,
+                prep,
+            } => {
                 if t != cls.as_ptr().cast::<ffi::PyTypeObject>() || depth >= MAX_DEPTH {
                     return self.via_prep(prep, v, out, depth);
                 }
+                let dict = if *by_dict {
+                    v.getattr(pyo3::intern!(py, "__dict__"))
+                        .ok()
+                        .and_then(|d| d.cast_into_exact::<PyDict>().ok())
+                } else {
+                    None
+                };
                 let mark = out.mark();
                 mp::write_map_header(&mut out.buf, fields.len()).map_err(|e| self.derr(py, e))?;
                 for (name, node) in fields {
                     let name = name.bind(py);
-                    let x = v.getattr(name)?;
+                    // A field missing from __dict__ reads as Python's getattr does.
+                    let x = match dict.as_ref().map(|d| d.get_item(name)) {
+                        Some(Ok(Some(x))) => x,
+                        _ => v.getattr(name)?,
+                    };
                     self.enc_str(name.as_any(), out)?;
                     if let Err(e) = self.enc_plan(&x, node, out, depth + 1) {
                         if e.is_instance(py, self.mismatch.bind(py)) {
