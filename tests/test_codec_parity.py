@@ -136,7 +136,7 @@ def test_mutated_encodings_are_accepted_or_refused_alike(
         _agree(mutated, hint)
 
 
-def test_encode_objects_is_one_batch_with_field_names_in_errors() -> None:
+def test_encode_objects_encodes_each_field_with_field_names_in_errors() -> None:
     types = {
         "a": codec.field_type(int),
         "b": codec.field_type(list[str]),
