@@ -2132,11 +2132,11 @@ def encode_objects(
     # into the extension, and measured faster than packing the batch into one call (which
     # needs Python lists of values and plans built first).
     out: list[dict[str, bytes]] = []
-    for values, types in objects:
+    for values, fts in objects:
         enc: dict[str, bytes] = {}
         for name, value in values.items():
             try:
-                enc[name] = types[name].encode(value)
+                enc[name] = fts[name].encode(value)
             except (SerializationError, TypeError) as e:
                 raise _field_error(name, e) from e
         out.append(enc)
