@@ -91,11 +91,35 @@ class Plan:
 class DecodePlan:
     """A compiled decode plan of one field type (``Codec.decode_plan``); opaque."""
 
+class Coder:
+    """Native ``encode``/``decode`` of one field type (``Codec.coder``): ``FieldType``
+    stores these bound methods as its own ``encode`` and ``decode``. While its codec is
+    not the active backend, calls go to the field type's ``_encode_slow`` /
+    ``_decode_slow``; errors go through its ``_encode_failed`` / ``_decode_failed``."""
+
+    def encode(self, value: Any) -> bytes: ...
+    def decode(self, data: bytes | bytearray | memoryview, *, zero_copy: bool = False) -> Any: ...
+
 class Codec:
     """The native state codec. Built once per process by ``codec.set_backend``."""
 
     def __init__(self, helpers: dict[str, Any]) -> None:
         """``helpers``: the Python types and functions of ``codec._native_helpers()``."""
+    def set_active(self, active: bool) -> None:
+        """Called by ``codec.set_backend``: whether this codec is the active backend."""
+    def set_ref_factory(self, factory: Callable[[str, int, int | str], Any]) -> None:
+        """The default reference factory (``codec.set_default_ref_factory``) for coders."""
+    def coder(
+        self,
+        owner: Any,
+        exact: tuple[type, ...],
+        any: bool,
+        plan: Plan,
+        decode_plan: DecodePlan,
+        view_min: int,
+    ) -> Coder:
+        """The coder of a field type: ``owner`` a weak reference to the ``FieldType``,
+        ``exact`` its ``_pexact``, ``any`` its ``_any``, ``view_min`` ``ZERO_COPY_MIN``."""
     def plan(self, desc: tuple[Any, ...]) -> Plan:
         """Compile ``codec._plan_desc(field_type)``; ValueError for an unknown node."""
     def decode_plan(self, desc: tuple[Any, ...]) -> DecodePlan:

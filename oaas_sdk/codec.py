@@ -31,8 +31,9 @@ import threading
 import types
 import typing
 import uuid
+import weakref
 from collections.abc import Callable
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal, Protocol, Union
 
 import msgpack
 import pydantic
@@ -689,6 +690,8 @@ def set_default_ref_factory(fn: Callable[[str, int, int | str], Any]) -> None:
     if not callable(fn):
         raise TypeError(f"ref factory must be callable, got {type(fn).__name__!r}")
     _ref_factory = fn
+    for nc in _codecs.values():
+        nc.set_ref_factory(fn)
 
 
 def _no_ext(code: int, data: bytes) -> Any:
@@ -952,6 +955,12 @@ def _pydantic_reason(e: pydantic.ValidationError) -> str:
     return "; ".join(parts)
 
 
+class _Decode(Protocol):
+    def __call__(
+        self, data: bytes | bytearray | memoryview, *, zero_copy: bool = False
+    ) -> Any: ...
+
+
 class FieldType:
     """A compiled type hint: converts, encodes and decodes values of one field.
 
@@ -964,9 +973,18 @@ class FieldType:
             union holding one); the object layer re-encodes such fields at commit.
         passthrough_types: exact types whose values ``coerce`` returns unchanged without
             any check (for ``int``: ``{int}``); a caller may skip ``coerce`` for them.
+
+    ``encode(value) -> bytes`` and ``decode(data, *, zero_copy=False) -> value`` are
+    documented at :meth:`_encode_slow` and :meth:`_decode_slow`, which they are until the
+    native backend is first used; from then on they are the bound methods of a native
+    ``Coder`` (one call into the extension, no Python frame), which hands calls back to
+    those two while the Python backend is active. Both raise the same errors.
     """
 
     __slots__ = (
+        "encode",
+        "decode",
+        "__weakref__",
         "hint",
         "mutable",
         "passthrough_types",
@@ -983,8 +1001,11 @@ class FieldType:
         "_any",
         "_struct",
         "_plan",
+        "_coder",
     )
 
+    encode: Callable[[Any], bytes]
+    decode: _Decode
     hint: Any
     mutable: bool
     passthrough_types: frozenset[type]
@@ -1016,6 +1037,9 @@ class FieldType:
         # or ("exact",); None: only Python's _prep knows.
         self._struct: tuple[Any, ...] | None = None
         self._plan: Any = None  # (native codec, compiled plan) for the active backend
+        self._coder: Any = None  # (native codec, its Coder for this type), see _install
+        self.encode = self._encode_slow
+        self.decode = self._decode_slow
 
     def __repr__(self) -> str:
         return f"FieldType({self._name})"
@@ -1045,8 +1069,8 @@ class FieldType:
             raise ValidationError(f"{where}: {e}") from None
         return self._convert(self, value, where)
 
-    def encode(self, value: Any) -> bytes:
-        """Encode a value of this type to its bytes (``docs/format.md``, "State codec").
+    def _encode_slow(self, value: Any) -> bytes:
+        """``encode``: a value of this type to its bytes (``docs/format.md``, "State codec").
 
         Raises:
             TypeError: ``value`` is, or holds, a value of an unsupported type.
@@ -1058,6 +1082,7 @@ class FieldType:
         try:
             nc = _native_codec
             if nc is not None:
+                self._install(nc)
                 if self._any or type(value) in self._pexact:
                     return nc.encode(value)
                 plans = self._plan
@@ -1076,6 +1101,36 @@ class FieldType:
                 _pool.append(p)
         except Exception as e:
             raise self._encode_error(e) from (None if isinstance(e, _Mismatch) else e)
+
+    def _install(self, nc: Any) -> None:
+        """Make ``encode``/``decode`` the native coder of codec ``nc`` (built once)."""
+        c = self._coder
+        if c is None or c[0] is not nc:
+            _, plan, dplan = self._native_plans(nc)
+            coder = nc.coder(
+                weakref.ref(self), tuple(self._pexact), self._any, plan, dplan, ZERO_COPY_MIN
+            )
+            c = self._coder = (nc, coder)
+        self.encode = c[1].encode
+        self.decode = c[1].decode
+
+    def _encode_failed(self, e: BaseException) -> BaseException:
+        """What ``encode`` raises for ``e`` (the native coder's errors go through this)."""
+        if not isinstance(e, Exception):
+            return e
+        err = self._encode_error(e)
+        if err is not e:
+            err.__context__ = e
+        err.__cause__ = None if isinstance(e, _Mismatch) else e
+        return err
+
+    def _decode_failed(self, e: BaseException) -> BaseException:
+        """What ``decode`` raises for ``e`` (the native coder's errors go through this)."""
+        if not isinstance(e, Exception):
+            return e
+        err = SerializationError(f"cannot decode {self._name}: {e}")
+        err.__context__ = err.__cause__ = e
+        return err
 
     def _native_plan(self, nc: Any) -> Any:
         """The compiled encode plan for codec ``nc`` (built once per codec)."""
@@ -1100,8 +1155,10 @@ class FieldType:
             return _too_deep()
         return SerializationError(f"cannot encode as {self._name}: {e}")
 
-    def decode(self, data: bytes | bytearray | memoryview, *, zero_copy: bool = False) -> Any:
-        """Decode bytes produced by :meth:`encode` for this type.
+    def _decode_slow(
+        self, data: bytes | bytearray | memoryview, *, zero_copy: bool = False
+    ) -> Any:
+        """``decode``: bytes produced by ``encode`` for this type -> the value.
 
         ``data`` is read through the buffer protocol without a copy (any C-contiguous
         buffer). ``zero_copy=True`` (native backend only; the Python backend ignores it):
@@ -1117,6 +1174,7 @@ class FieldType:
         try:
             nc = _native_codec
             if nc is not None:
+                self._install(nc)
                 view_min = ZERO_COPY_MIN if zero_copy else 0
                 if self._any:
                     return nc.decode(data, _ref_factory, view_min)
@@ -1954,8 +2012,7 @@ def _fill_model(ft: FieldType, cls: type[BaseModel], new: dict[Any, FieldType]) 
     is_root = issubclass(cls, RootModel)
     validate = cls.model_validate
 
-    def conv(raw: Any, depth: int) -> Any:
-        data = _record_collect(name, fmap, raw, depth)
+    def finish(data: dict[str, Any], depth: int) -> Any:
         try:
             if is_root:
                 if set(data) != {"root"}:
@@ -1967,9 +2024,12 @@ def _fill_model(ft: FieldType, cls: type[BaseModel], new: dict[Any, FieldType]) 
         except pydantic.ValidationError as e:
             raise _Mismatch(f"stored value is not a valid {name}: {_pydantic_reason(e)}") from None
 
+    def conv(raw: Any, depth: int) -> Any:
+        return finish(_record_collect(name, fmap, raw, depth), depth)
+
     # Everything a Union or a recursive field looks at is set before the fields compile.
     ft._prep, ft._conv = _record_prep(ft, cls, fields), conv
-    ft._struct = ("record", cls, fields)
+    ft._struct = ("record", cls, fields, finish)
     ft._shapes = frozenset({dict})
     ft._convert = _convert_record
     ft.mutable = True
@@ -1994,16 +2054,18 @@ def _fill_dataclass(ft: FieldType, cls: type, new: dict[Any, FieldType]) -> None
     dc_fields = dataclasses.fields(cls)
     init_names = frozenset(f.name for f in dc_fields if f.init)
 
-    def conv(raw: Any, depth: int) -> Any:
-        data = _record_collect(name, fmap, raw, depth)
+    def finish(data: dict[str, Any], depth: int) -> Any:
         kwargs = {k: x for k, x in data.items() if k in init_names}
         try:
             return cls(**kwargs)
         except Exception as e:
             raise _Mismatch(f"stored value does not rebuild {name}: {e}") from None
 
+    def conv(raw: Any, depth: int) -> Any:
+        return finish(_record_collect(name, fmap, raw, depth), depth)
+
     ft._prep, ft._conv = _record_prep(ft, cls, fields), conv
-    ft._struct = ("record", cls, fields)
+    ft._struct = ("record", cls, fields, finish)
     ft._shapes = frozenset({dict})
     ft._convert = _convert_record
     ft.mutable = True
@@ -2052,9 +2114,8 @@ def encode_fields(values: dict[str, Any], types: dict[str, FieldType]) -> dict[s
     """Encode the changed fields of one object: ``{field name: bytes}``.
 
     ``types[name]`` is the field's :class:`FieldType` (a missing name is a ``KeyError``).
-    On the native backend all fields are encoded in one call into the extension. Errors
-    are those of :meth:`FieldType.encode` (``TypeError`` or :class:`SerializationError`),
-    with the field name prefixed.
+    Errors are those of :meth:`FieldType.encode` (``TypeError`` or
+    :class:`SerializationError`), with the field name prefixed.
     """
     return encode_objects([(values, types)])[0]
 
@@ -2064,48 +2125,22 @@ def encode_objects(
 ) -> list[dict[str, bytes]]:
     """Encode the changed fields of many objects: one ``{field name: bytes}`` per object.
 
-    Each item is ``(values, types)`` as for :func:`encode_fields`. On the native backend
-    the whole batch is one call into the extension (the GIL is held; Ctrl-C interrupts
-    it), after the Python-side checks of hinted fields. Errors as :func:`encode_fields`.
+    Each item is ``(values, types)`` as for :func:`encode_fields`. Errors as
+    :func:`encode_fields`.
     """
-    nc = _native_codec
-    if nc is None:
-        out: list[dict[str, bytes]] = []
-        for values, types in objects:
-            enc: dict[str, bytes] = {}
-            for name, value in values.items():
-                ft = types[name]
-                try:
-                    enc[name] = ft.encode(value)
-                except (SerializationError, TypeError) as e:
-                    raise _field_error(name, e) from e
-            out.append(enc)
-        return out
-    names: list[str] = []
-    fts: list[FieldType] = []
-    items: list[Any] = []
-    plans: list[Any] = []
-    for values, types in objects:
+    # One FieldType.encode per field: on the native backend each is already a single call
+    # into the extension, and measured faster than packing the batch into one call (which
+    # needs Python lists of values and plans built first).
+    out: list[dict[str, bytes]] = []
+    for values, fts in objects:
+        enc: dict[str, bytes] = {}
         for name, value in values.items():
-            ft = types[name]
-            names.append(name)
-            fts.append(ft)
-            items.append(value)
-            plans.append(None if ft._any else ft._native_plan(nc))
-    try:
-        encoded = nc.encode_many(items, plans)
-    except Exception as e:
-        i = getattr(e, "_oaas_index", None)
-        if i is None:
-            raise
-        raise _field_error(names[i], fts[i]._encode_error(e)) from e
-    result: list[dict[str, bytes]] = []
-    pos = 0
-    for values, _ in objects:
-        n = len(values)
-        result.append(dict(zip(names[pos : pos + n], encoded[pos : pos + n], strict=True)))
-        pos += n
-    return result
+            try:
+                enc[name] = fts[name].encode(value)
+            except (SerializationError, TypeError) as e:
+                raise _field_error(name, e) from e
+        out.append(enc)
+    return out
 
 
 # --------------------------------------------------------------------------- backends
@@ -2162,7 +2197,8 @@ def _plan_desc(ft: FieldType, active: set[int]) -> tuple[Any, ...]:
     """The encode plan of a hint for the native codec, as nested tuples.
 
     Nodes: ("any",); ("exact", types, prep); ("list", elem, prep); ("dict", key types,
-    val, prep); ("record", cls, ((name, node), ...), prep); ("python", prep). A value
+    val, prep); ("record", cls, ((name, node), ...), by_dict, prep) (by_dict: read the
+    values from ``__dict__``, for pydantic models); ("python", prep). A value
     whose exact type a node accepts is encoded natively, exactly as ``_prep`` would pass
     it through; anything else goes to that node's ``_prep`` (so errors are Python's).
     """
@@ -2184,7 +2220,8 @@ def _plan_desc(ft: FieldType, active: set[int]) -> tuple[Any, ...]:
             return ("dict", tuple(st[1]), _plan_desc(st[2], active), ft._prep)
         if kind == "record":
             fields = tuple((name, _plan_desc(node, active)) for name, node in st[2])
-            return ("record", st[1], fields, ft._prep)
+            by_dict = issubclass(st[1], BaseModel)
+            return ("record", st[1], fields, by_dict, ft._prep)
         return ("python", ft._prep)
     finally:
         active.discard(id(ft))
@@ -2194,7 +2231,10 @@ def _decode_plan_desc(ft: FieldType, active: set[int]) -> tuple[Any, ...]:
     """The decode plan of a hint for the native codec, as nested tuples.
 
     Nodes: ("any",); ("exact", types, conv); ("list", elem, conv); ("dict", key types,
-    key conv, val, conv); ("python", conv). A raw value of a type the node accepts is final,
+    key conv, val, conv); ("record", ((name, node), ...), finish, conv); ("python", conv).
+    A record map is decoded field by field into a dict, then ``finish(dict, depth)`` builds
+    the model or dataclass (any failure: the raw value goes to ``conv`` instead, which
+    raises Python's error). A raw value of a type the node accepts is final,
     exactly as ``FieldType.decode`` and the container ``_conv`` fast paths keep it;
     anything else goes to that node's ``_conv`` (so errors are Python's).
     """
@@ -2214,6 +2254,9 @@ def _decode_plan_desc(ft: FieldType, active: set[int]) -> tuple[Any, ...]:
             return ("list", _decode_plan_desc(st[1], active), ft._conv)
         if kind == "dict":
             return ("dict", tuple(st[3]), st[4], _decode_plan_desc(st[2], active), ft._conv)
+        if kind == "record":
+            fields = tuple((name, _decode_plan_desc(node, active)) for name, node in st[2])
+            return ("record", fields, st[3], ft._conv)
         return ("python", ft._conv)
     finally:
         active.discard(id(ft))
@@ -2255,12 +2298,14 @@ def set_backend(native: Any) -> None:
     ``native="auto"|"on"|"off"``; switching is safe at any time between calls.
     """
     global _native_codec
-    if native is None:
-        _native_codec = None
-        return
-    nc = _codecs.get(id(native))
-    if nc is None:
-        nc = _codecs[id(native)] = native.Codec(_native_helpers())
+    nc = None
+    if native is not None:
+        nc = _codecs.get(id(native))
+        if nc is None:
+            nc = _codecs[id(native)] = native.Codec(_native_helpers())
+            nc.set_ref_factory(_ref_factory)
+    for c in _codecs.values():
+        c.set_active(c is nc)
     _native_codec = nc
 
 

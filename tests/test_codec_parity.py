@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic import BaseModel
 
 from oaas_sdk import codec, native_available
 from oaas_sdk.errors import SerializationError
@@ -136,7 +137,7 @@ def test_mutated_encodings_are_accepted_or_refused_alike(
         _agree(mutated, hint)
 
 
-def test_encode_objects_is_one_batch_with_field_names_in_errors() -> None:
+def test_encode_objects_encodes_each_field_with_field_names_in_errors() -> None:
     types = {
         "a": codec.field_type(int),
         "b": codec.field_type(list[str]),
@@ -153,3 +154,81 @@ def test_encode_objects_is_one_batch_with_field_names_in_errors() -> None:
             on(impl, lambda: codec.encode_fields({"a": 1, "b": [1]}, types))
         with pytest.raises(TypeError, match=r"^c: .*'object'"):
             on(impl, lambda: codec.encode_fields({"a": 1, "c": [object()]}, types))
+
+
+class _PItem(BaseModel):
+    a: int
+    b: list[str]
+    c: Any = None
+
+
+def _error_of(impl: str, fn: Callable[[], Any]) -> tuple[type, str]:
+    try:
+        on(impl, fn)
+    except Exception as e:  # noqa: BLE001 - the type and message are compared
+        return type(e), str(e)
+    raise AssertionError("no error")
+
+
+def test_field_type_methods_become_native_and_follow_the_backend(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    ft = codec.field_type(list[int])
+    assert on("native", lambda: ft.encode([1])) == b"\x91\x01"
+    assert type(ft.encode).__name__ == "builtin_function_or_method"
+    # While the Python backend is active, the native coder hands calls to Python.
+    monkeypatch.setattr(codec.FieldType, "_encode_slow", lambda self, v: b"py")
+    monkeypatch.setattr(codec.FieldType, "_decode_slow", lambda self, d, zero_copy=False: "py")
+    assert on("python", lambda: ft.encode([1])) == b"py"
+    assert on("python", lambda: ft.decode(b"\x91\x01")) == "py"
+    assert on("native", lambda: ft.encode([1])) == b"\x91\x01"
+    assert on("native", lambda: ft.decode(b"\x91\x01")) == [1]
+
+
+@pytest.mark.parametrize(
+    ("hint", "value"),
+    [(list[int], [1, "x"]), (dict[str, int], {"a": "x"}), (_PItem, _PItem(a=1, b=["x"])),
+     (int, 2.5), (str, "\ud800"), (list[Any], [object()])],
+)
+def test_native_coder_raises_the_python_errors(hint: Any, value: Any) -> None:
+    if isinstance(value, _PItem):
+        value.b.append(3)  # an in-place change the hint refuses
+    ft = codec.field_type(hint)
+    py = _error_of("python", lambda: ft.encode(value))
+    nat = _error_of("native", lambda: ft.encode(value))
+    if hint is str:  # lone surrogates: same type, the messages word the cause differently
+        assert py[0] is nat[0] is SerializationError
+    else:
+        assert py == nat
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        {"a": 1, "b": ["x"]},
+        {"b": ["x"], "a": 1, "c": [1, {"k": 2}]},  # fields out of order
+        {"a": 1, "b": ["x"], "zz": 5},  # a key that is not a field
+        {"a": "x", "b": ["x"]},  # a field value that does not fit
+        {"a": 1},  # a missing field
+        [1, 2],  # not a map
+    ],
+)
+def test_native_record_decode_matches_python(raw: Any) -> None:
+    import msgpack
+
+    data = msgpack.packb(raw)
+    _agree(data, _PItem)
+    _agree(data, list[_PItem])
+    # A duplicate key: the last value wins on both, whatever the first one holds.
+    dup = b"\x83\xa1a\xa1x\xa1a\x01\xa1b\x90"
+    _agree(dup, _PItem)
+    assert on("native", lambda: codec.decode(dup, _PItem)) == _PItem(a=1, b=[])
+
+
+def test_ref_factory_set_after_the_coder_is_built() -> None:
+    ft = codec.field_type(Any)
+    data = bytes.fromhex("c7180c93af6578616d706c652e436f756e74657201a5616c696365")
+    assert on("native", lambda: ft.decode(data)) == ("example.Counter", 1, "alice")
+    codec.set_default_ref_factory(lambda c, p, o: f"{c}/{p}/{o}")
+    assert on("native", lambda: ft.decode(data)) == "example.Counter/1/alice"
+    assert on("python", lambda: ft.decode(data)) == "example.Counter/1/alice"

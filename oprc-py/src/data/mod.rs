@@ -20,6 +20,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<py_codec::Codec>()?;
     m.add_class::<py_codec::Plan>()?;
     m.add_class::<py_codec::DecodePlan>()?;
+    m.add_class::<py_codec::Coder>()?;
     m.add_class::<py_cache::PyEntryCache>()?;
     Ok(())
 }

@@ -34,6 +34,7 @@ pub fn write_bool(out: &mut Vec<u8>, v: bool) {
 }
 
 /// Smallest unsigned form (never the signed ones).
+#[inline]
 pub fn write_u64(out: &mut Vec<u8>, v: u64) {
     if v < 0x80 {
         out.push(v as u8);
@@ -52,6 +53,7 @@ pub fn write_u64(out: &mut Vec<u8>, v: u64) {
 }
 
 /// Non-negative values as [`write_u64`]; negative ones in the smallest signed form.
+#[inline]
 pub fn write_i64(out: &mut Vec<u8>, v: i64) {
     if v >= 0 {
         write_u64(out, v as u64);
@@ -72,6 +74,7 @@ pub fn write_i64(out: &mut Vec<u8>, v: i64) {
 }
 
 /// Always float 64 (a NaN keeps its bits).
+#[inline]
 pub fn write_f64(out: &mut Vec<u8>, v: f64) {
     out.push(0xcb);
     out.extend_from_slice(&v.to_bits().to_be_bytes());
@@ -83,6 +86,7 @@ fn too_long(what: &str, len: usize) -> DecodeError {
     ))
 }
 
+#[inline]
 fn write_len(
     out: &mut Vec<u8>,
     len: usize,
@@ -114,24 +118,29 @@ fn write_len(
     Ok(())
 }
 
+#[inline]
 pub fn write_str_header(out: &mut Vec<u8>, len: usize) -> Result<(), DecodeError> {
     write_len(out, len, Some((0xa0, 31)), Some(0xd9), 0xda, 0xdb, "str")
 }
 
+#[inline]
 pub fn write_str(out: &mut Vec<u8>, s: &[u8]) -> Result<(), DecodeError> {
     write_str_header(out, s.len())?;
     out.extend_from_slice(s);
     Ok(())
 }
 
+#[inline]
 pub fn write_bin_header(out: &mut Vec<u8>, len: usize) -> Result<(), DecodeError> {
     write_len(out, len, None, Some(0xc4), 0xc5, 0xc6, "bin")
 }
 
+#[inline]
 pub fn write_array_header(out: &mut Vec<u8>, len: usize) -> Result<(), DecodeError> {
     write_len(out, len, Some((0x90, 15)), None, 0xdc, 0xdd, "array")
 }
 
+#[inline]
 pub fn write_map_header(out: &mut Vec<u8>, len: usize) -> Result<(), DecodeError> {
     write_len(out, len, Some((0x80, 15)), None, 0xde, 0xdf, "map")
 }
@@ -183,6 +192,7 @@ pub enum Token<'a> {
 }
 
 /// Reads tokens from a byte slice; never reads past it and never panics.
+#[derive(Clone)]
 pub struct Reader<'a> {
     data: &'a [u8],
     pos: usize,
@@ -250,6 +260,7 @@ impl<'a> Reader<'a> {
         Ok(n)
     }
 
+    #[inline]
     pub fn read(&mut self) -> Result<Token<'a>, DecodeError> {
         let b = self.byte()?;
         Ok(match b {
