@@ -387,6 +387,17 @@ def _decode_only_serialization_error(data: bytes, hint: Any) -> None:
         pass
 
 
+def mutations(data: bytes, pos: int, byte: int) -> tuple[bytes, ...]:
+    """A valid encoding truncated, with one byte changed, one inserted, one appended."""
+    i = pos % len(data)
+    return (
+        data[:i],
+        data[:i] + bytes([byte]) + data[i + 1 :],
+        data[:i] + bytes([byte]) + data[i:],
+        data + bytes([byte]),
+    )
+
+
 @settings(max_examples=400, deadline=None)
 @given(st.binary(max_size=64), st.sampled_from(_DECODE_HINTS))
 def test_random_bytes_raise_only_serialization_error(data: bytes, hint: Any) -> None:
@@ -403,13 +414,7 @@ def test_random_bytes_raise_only_serialization_error(data: bytes, hint: Any) -> 
 def test_mutated_encodings_raise_only_serialization_error(
     data: bytes, pos: int, byte: int, hint: Any
 ) -> None:
-    i = pos % len(data)
-    for mutated in (
-        data[:i],  # truncated
-        data[:i] + bytes([byte]) + data[i + 1 :],  # one byte changed
-        data[:i] + bytes([byte]) + data[i:],  # one byte inserted
-        data + bytes([byte]),  # trailing byte
-    ):
+    for mutated in mutations(data, pos, byte):
         _decode_only_serialization_error(mutated, hint)
 
 

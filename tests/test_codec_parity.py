@@ -18,21 +18,17 @@ from pydantic import BaseModel
 
 from oaas_sdk import codec, native_available
 from oaas_sdk.errors import SerializationError
-
-try:
-    from tests.codec_vectors import VECTORS
-    from tests.test_codec import _DECODE_HINTS, _PLAIN_ANY, _VALID, FAST, HINTED, same, vector_case
-except ImportError:  # tests/ not importable as a package
-    from codec_vectors import VECTORS  # type: ignore[no-redef]
-    from test_codec import (  # type: ignore[no-redef]
-        _DECODE_HINTS,
-        _PLAIN_ANY,
-        _VALID,
-        FAST,
-        HINTED,
-        same,
-        vector_case,
-    )
+from tests.codec_vectors import VECTORS
+from tests.test_codec import (
+    _DECODE_HINTS,
+    _PLAIN_ANY,
+    _VALID,
+    FAST,
+    HINTED,
+    mutations,
+    same,
+    vector_case,
+)
 
 if not native_available():
     if os.environ.get("OAAS_REQUIRE_NATIVE") == "1":
@@ -128,12 +124,7 @@ def test_random_bytes_are_accepted_or_refused_alike(data: bytes, hint: Any) -> N
 def test_mutated_encodings_are_accepted_or_refused_alike(
     data: bytes, pos: int, byte: int, hint: Any
 ) -> None:
-    i = pos % len(data)
-    for mutated in (
-        data[:i],
-        data[:i] + bytes([byte]) + data[i + 1 :],
-        data[:i] + bytes([byte]) + data[i:],
-    ):
+    for mutated in mutations(data, pos, byte):
         _agree(mutated, hint)
 
 

@@ -995,6 +995,40 @@ impl Codec {
         None
     }
 
+    /// Encodes one element of a list or dict with its plan node: leaf fast path when the
+    /// node takes the element's exact type, else [`Self::enc_node`] on an owned reference.
+    ///
+    /// # Safety
+    /// `p` must be a valid borrowed reference to an item of a container that stays alive
+    /// (and unchanged) while the call runs, as [`Self::enc_leaf`] requires.
+    #[inline]
+    unsafe fn enc_item<'py>(
+        &self,
+        py: Python<'py>,
+        p: *mut ffi::PyObject,
+        node: &PlanNode,
+        out: &mut Out<'py>,
+        depth: usize,
+    ) -> PyResult<()> {
+        // SAFETY: the caller guarantees `p` is valid; type pointers of live objects are
+        // valid; enc_leaf runs no Python code on success, so `p` stays alive meanwhile.
+        unsafe {
+            let native = match node {
+                PlanNode::Any => true,
+                PlanNode::Exact { types, .. } => has_type(types, ffi::Py_TYPE(p)),
+                _ => false,
+            };
+            if native {
+                if let Some(r) = self.enc_leaf(py, p, out) {
+                    return r;
+                }
+            }
+            // The owned reference keeps the item alive while Python code (a fallback) runs.
+            let item = Bound::from_borrowed_ptr(py, p);
+            self.enc_node(&item, node, out, depth + 1)
+        }
+    }
+
     /// `enc_plan` for a container's element, with the common leaf nodes (`Any`, `Exact`
     /// of a matching type) handled here: dispatching through `enc_plan` per element cost
     /// a third of a `list[Any]` encode.
@@ -1052,30 +1086,8 @@ impl Codec {
                         let _ = PyErr::take(py);
                         return Err(self.ser_err(py, "list changed size during encoding"));
                     }
-                    // SAFETY: `p` is a live item of `list`; type pointers of live objects
-                    // are valid.
-                    let native = match &**elem {
-                        PlanNode::Any => true,
-                        PlanNode::Exact { types, .. } => {
-                            has_type(types, unsafe { ffi::Py_TYPE(p) })
-                        }
-                        _ => false,
-                    };
-                    // SAFETY: `p` stays a live item of `list` while enc_leaf runs: it runs
-                    // no Python code and allocates no Python object (so no GC finalizer
-                    // can change the list).
-                    match native
-                        .then(|| unsafe { self.enc_leaf(py, p, out) })
-                        .flatten()
-                    {
-                        Some(r) => r?,
-                        None => {
-                            // SAFETY: as above; the owned reference keeps the item alive
-                            // while Python code (a fallback) may run.
-                            let item = unsafe { Bound::from_borrowed_ptr(py, p) };
-                            self.enc_node(&item, elem, out, depth + 1)?;
-                        }
-                    }
+                    // SAFETY: `p` is a live item of `list`, borrowed for this call only.
+                    unsafe { self.enc_item(py, p, elem, out, depth) }?;
                     Self::tick(out, py)?;
                 }
                 if list.len() != n {
@@ -1116,26 +1128,8 @@ impl Codec {
                         // SAFETY: k is a valid borrowed reference, made owned.
                         None => self.enc_int(&unsafe { Bound::from_borrowed_ptr(py, k) }, out)?,
                     }
-                    // SAFETY: as for list items in the List node.
-                    let native = match &**val {
-                        PlanNode::Any => true,
-                        PlanNode::Exact { types, .. } => {
-                            has_type(types, unsafe { ffi::Py_TYPE(x) })
-                        }
-                        _ => false,
-                    };
-                    match native
-                        .then(|| unsafe { self.enc_leaf(py, x, out) })
-                        .flatten()
-                    {
-                        Some(r) => r?,
-                        None => {
-                            // SAFETY: x is a valid borrowed reference, made owned before
-                            // any Python code can run.
-                            let x = unsafe { Bound::from_borrowed_ptr(py, x) };
-                            self.enc_node(&x, val, out, depth + 1)?;
-                        }
-                    }
+                    // SAFETY: `x` is a live value of `d`, borrowed for this call only.
+                    unsafe { self.enc_item(py, x, val, out, depth) }?;
                     if d.len() != n {
                         return Err(self.ser_err(py, "dict changed size during encoding"));
                     }
