@@ -41,17 +41,16 @@ log = logging.getLogger("oaas_sdk")
 class CommitTicket:
     """Completion of one submitted commit (or of a flush marker).
 
-    ``error`` is ``None`` after success. Callbacks added with :meth:`add_done_callback`
-    run on the persister thread (or at once, on the caller's thread, when already done).
+    ``error`` is ``None`` after success. Wait with :meth:`wait`; async callers use
+    :meth:`Engine.submit_future` instead, whose futures are resolved a batch at a time.
     """
 
-    __slots__ = ("record", "error", "_done", "_callbacks", "_event", "submitted_ns", "_future")
+    __slots__ = ("record", "error", "_done", "_event", "submitted_ns", "_future")
 
     def __init__(self, record: WriteRecord | None) -> None:
         self.record = record
         self.error: BaseException | None = None
         self._done = False
-        self._callbacks: list[Callable[[CommitTicket], Any]] = []
         self._event: threading.Event | None = None
         self.submitted_ns = time.perf_counter_ns()
         # (loop, future, on_error) to resolve when done; the persister resolves all
@@ -66,20 +65,6 @@ class CommitTicket:
         self._done = True
         if self._event is not None:
             self._event.set()
-        for cb in self._callbacks:
-            try:
-                cb(self)
-            except Exception:  # a callback must never stop the persister
-                log.exception("commit callback failed")
-
-    def add_done_callback(self, fn: Callable[[CommitTicket], Any]) -> None:
-        if self._done:
-            fn(self)
-        else:
-            self._callbacks.append(fn)
-            if self._done and fn in self._callbacks:  # completed meanwhile
-                self._callbacks.remove(fn)
-                fn(self)
 
     def wait(self, timeout: float | None = None) -> None:
         """Block until done; raise the commit's error, if any."""
@@ -92,14 +77,6 @@ class CommitTicket:
                 raise TimeoutError("commit did not complete in time")
         if self.error is not None:
             raise self.error
-
-    def awaitable(self) -> asyncio.Future[None]:
-        """A future of the running event loop, resolved there when the commit completes
-        (with the commit's error, if any)."""
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[None] = loop.create_future()
-        self.add_done_callback(lambda t: loop.call_soon_threadsafe(_settle, fut, t.error))
-        return fut
 
 
 OnError = Callable[[], Any]
@@ -173,8 +150,6 @@ class Ticket(Protocol):
     def done(self) -> bool: ...
 
     def wait(self, timeout: float | None = None) -> None: ...
-
-    def awaitable(self) -> Any: ...
 
 
 _STOP = object()

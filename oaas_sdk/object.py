@@ -26,7 +26,7 @@ from collections.abc import Awaitable
 from typing import Any, ClassVar, TypeVar
 
 from . import codec
-from .errors import ConflictError, ObjectNotFound, SerializationError, ValidationError
+from .errors import ConflictError, ObjectNotFound, SerializationError
 from .mapped import MappedField, flush_mapped
 from .runtime import Runtime, current
 
@@ -166,7 +166,6 @@ def _resolve_hint(owner: type, name: str, annotation: Any) -> Any:
     return annotation
 
 
-_MISSING = object()
 # The stale mark of objects whose runtime has no entry cache (the memory store).
 _UNCACHED: list[int] = [0, 0]
 # The SDK never touches ``obj.__dict__`` of an OaaS object: on CPython 3.11 materialising it
@@ -785,11 +784,13 @@ class OaasObject:
         record = self._oaas_delete_record()
         if record is None:
             return
-        ticket = self._oaas_rt.engine.submit(record)
-        if not ticket.done():
-            await ticket.awaitable()
-        elif ticket.error is not None:
-            raise ticket.error
+        eng = self._oaas_rt.engine
+        if eng.acks_at_submit:
+            error = eng.submit(record).error
+            if error is not None:
+                raise error
+            return
+        await eng.submit_future(record, asyncio.get_running_loop())
 
 
 class _LazyField:
@@ -867,7 +868,3 @@ def _is_classvar(hint: Any) -> bool:
     if isinstance(hint, str):
         return hint.startswith(("ClassVar", "typing.ClassVar"))
     return hint is ClassVar or typing.get_origin(hint) is ClassVar
-
-
-def _validation_error(owner: str, name: str, e: Exception) -> ValidationError:
-    return ValidationError(f"{owner}.{name}: {e}")
