@@ -14,6 +14,7 @@ import contextvars
 import copy
 import functools
 import inspect
+import time
 import typing
 from collections import deque
 from collections.abc import Callable
@@ -325,8 +326,6 @@ def _call_sync_inline(spec: MethodSpec, obj: OaasObject, args: tuple[Any, ...],
                 if attempt >= spec.retry_count or not isinstance(e, Exception):
                     raise
                 attempt += 1
-                import time
-
                 time.sleep(spec.retry_delay)
     finally:
         _IN_SYNC.reset(token)
