@@ -50,6 +50,12 @@ class Engine:
                delete_object: bool = False, time_ms: int = 0, token: int = 0) -> Ticket:
         """Queue one commit; a non-zero ``token`` also reports its outcome through
         :meth:`take_completions`."""
+    def commit_object(self, obj: Any, encoders: dict[str, Any], token: int = 0
+                      ) -> tuple[int, dict[str, bytes], set[str]] | None:
+        """Encode the dirty fields of an ``OaasObject`` changed by assignments only, queue
+        the commit and apply it to the object, in one call. ``token`` 0: returns ``None``;
+        else the undo state ``(old version, old committed entries, old dirty set)``.
+        Encoding errors propagate with ``_oaas_field`` set; ``StorageError`` when closed."""
     def take_completions(self, timeout: float | None = None
                          ) -> list[tuple[int, BaseException | None]] | None:
         """Outcomes of token-carrying commits (typically one batch), ``[]`` on timeout

@@ -2309,6 +2309,18 @@ def set_backend(native: Any) -> None:
     _native_codec = nc
 
 
+def native_coder(ft: FieldType) -> Any:
+    """The native ``Coder`` of ``ft`` while the native codec is active, else ``None``.
+
+    The native engine calls it from Rust with no Python frame; it still follows
+    :func:`set_backend` (an inactive coder hands the call to the pure-Python codec)."""
+    nc = _native_codec
+    if nc is None:
+        return None
+    ft._install(nc)
+    return ft._coder[1]
+
+
 def backend() -> str:
     """``"native"`` or ``"python"``: the implementation encode/decode use now."""
     return "native" if _native_codec is not None else "python"

@@ -186,6 +186,8 @@ class Engine:
         self.inline = inline
         #: Whether a ticket completes before submit returns (no future needed).
         self.acks_at_submit = inline or durability == "async"
+        #: The native engine's one-call commit (see NativeEngine); this engine has none.
+        self.commit_object: Any = None
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._pending: dict[ObjectKey, list[WriteRecord]] = {}
         self._lock = threading.Lock()
@@ -440,6 +442,10 @@ class NativeEngine:
                                   batch_max_entries=batch_max_entries,
                                   batch_max_delay_ms=batch_max_delay_ms, **store_options)
         self._submit = self._eng.submit
+        #: One call that encodes an object's assigned fields, queues the commit and
+        #: applies it to the object (``_native.Engine.commit_object``); ``None`` on
+        #: :class:`Engine`.
+        self.commit_object = self._eng.commit_object
         self.durability = durability
         self.inline = False
         #: Whether a ticket completes before submit returns (no future needed).
@@ -474,6 +480,22 @@ class NativeEngine:
             del self._waiters[token]
             raise
         return fut
+
+    def waiter(self, loop: asyncio.AbstractEventLoop) -> tuple[int, _Waiter]:
+        """A token for ``commit_object`` and its waiter ``[loop, future, on_error]``: the
+        future resolves on ``loop`` when the commit with this token completes; set
+        ``waiter[2]`` (an error handler run on ``loop`` before the future fails) before
+        returning to the loop. :meth:`forget` the token if the commit was not queued."""
+        if self._dispatcher is None or self._forks != _forks:
+            self._start_dispatcher()
+        token = next(self._tokens)
+        w: _Waiter = [loop, loop.create_future(), None]
+        self._waiters[token] = w
+        return token, w
+
+    def forget(self, token: int) -> None:
+        """Drop the waiter of a token whose commit was not queued."""
+        self._waiters.pop(token, None)
 
     def _start_dispatcher(self) -> None:
         self._pid = os.getpid()

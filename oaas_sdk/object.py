@@ -22,7 +22,7 @@ import os
 import sys
 import time
 import typing
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Iterable
 from typing import Any, ClassVar, TypeVar
 
 from . import codec
@@ -184,8 +184,11 @@ def new_object_id() -> int:
     return ((ms & ((1 << 41) - 1)) << 22) | (next(_id_counter) & ((1 << 22) - 1))
 
 
+_time_ns = time.time_ns
+
+
 def _now_ms() -> int:
-    return int(time.time() * 1000)
+    return _time_ns() // 1_000_000
 
 
 class OaasObject:
@@ -221,6 +224,8 @@ class OaasObject:
     _oaas_methods: ClassVar[dict[str, Any]] = {}
     _oaas_ready: ClassVar[bool] = True
     _oaas_mapped: ClassVar[tuple[str, ...]] = ()  # memory-mapped fields (oaas_sdk.mapped)
+    # field name -> encoder, for the native engine's one-call commit (_oaas_build_encoders)
+    _oaas_encoders: ClassVar[dict[str, Any] | None] = None
 
     # -- class definition -----------------------------------------------------------------
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -263,6 +268,7 @@ class OaasObject:
                 f.ftype  # noqa: B018
         cls._oaas_mutable = None
         cls._oaas_conv = None
+        cls._oaas_encoders = None
         cls._oaas_service_name = cls.__name__
         cls._oaas_package = getattr(cls, "_oaas_package", "default")
         cls._oaas_cls_id = f"{cls._oaas_package}.{cls.__name__}"
@@ -507,7 +513,16 @@ class OaasObject:
         conv = {n: (f.ftype.passthrough_types, f.ftype, f.mutable)
                 for n, f in cls._oaas_fields.items()}
         cls._oaas_conv = conv
+        cls._oaas_encoders = None
         return conv
+
+    @classmethod
+    def _oaas_build_encoders(cls) -> dict[str, Any]:
+        """Field name -> native ``Coder`` of its type when the native codec is active
+        (the native engine then encodes without a Python call), else -> ``FieldType``."""
+        enc = {n: codec.native_coder(f.ftype) or f.ftype for n, f in cls._oaas_fields.items()}
+        cls._oaas_encoders = enc
+        return enc
 
     def __delattr__(self, name: str) -> None:
         if name in type(self)._oaas_fields:
@@ -544,11 +559,17 @@ class OaasObject:
                     self._oaas_settle()
                     return None
         except (TypeError, SerializationError) as e:
-            name = getattr(e, "_oaas_field", name)
-            raise type(e)(f"{cls.__name__}.{name} of {m.cls_id}/{m.partition_id}/"
-                          f"{m.object_id}: {e}") from None
+            raise self._oaas_encode_error(e, name) from None
         return WriteRecord((m.cls_id, m.partition_id, m.object_id), self._oaas_version,
                            entries, time_ms=_now_ms())
+
+    def _oaas_encode_error(self, e: TypeError | SerializationError,
+                           name: str = "") -> TypeError | SerializationError:
+        """``e`` reworded to name the class, field and object whose value failed."""
+        m = self._oaas_meta
+        name = getattr(e, "_oaas_field", name)
+        return type(e)(f"{type(self).__name__}.{name} of {m.cls_id}/{m.partition_id}/"
+                       f"{m.object_id}: {e}")
 
     def _oaas_encode_changed(self, conv: dict[str, tuple[frozenset[type], codec.FieldType,
                                                          bool]]) -> dict[str, bytes] | None:
@@ -658,23 +679,28 @@ class OaasObject:
     def _oaas_undo(self, record: WriteRecord,
                    undo: tuple[int, dict[str, bytes], set[str]]) -> None:
         """A submitted commit failed: the object keeps its changes, dirty again."""
+        self._oaas_undo_entries(record.key, record.new_version, record.entries, undo)
+
+    def _oaas_undo_entries(self, key: ObjectKey, new_version: int, entries: Iterable[str],
+                           undo: tuple[int, dict[str, bytes], set[str]]) -> None:
+        """Undo of a commit of the fields ``entries`` (names) that failed."""
         version, old, dirty = undo
-        if self._oaas_version == record.new_version:
+        if self._oaas_version == new_version:
             object.__setattr__(self, "_oaas_version", version)
         committed = self._oaas_committed
-        for n in record.entries:
+        for n in entries:
             b = old.get(n)
             if b is None:
                 committed.pop(n, None)
             else:
                 committed[n] = b
         self._oaas_dirty.update(dirty)
-        self._oaas_dirty.update(record.entries)
+        self._oaas_dirty.update(entries)
         rt = self._oaas_rt
         mark = self._oaas_stale
         if mark is not None and mark is not _UNCACHED:
             mark[1] = self._oaas_version
-        rt.cache.discard(record.key)
+        rt.cache.discard(key)
         rt.dirty[id(self)] = self
 
     def commit(self) -> None:
@@ -705,13 +731,16 @@ class OaasObject:
         Errors as :meth:`commit`. Encoding happens before this returns, so later changes
         to the object are not part of this commit.
         """
+        eng = self._oaas_rt.engine
+        if (eng.commit_object is not None and self._oaas_version and not self._oaas_live
+                and not self._oaas_deleted and not type(self)._oaas_mapped):
+            return self._oaas_commit_native(eng)
         try:
             record = self._oaas_prepare()
         except BaseException as e:
             return _failed(e)
         if record is None:
             return _DONE
-        eng = self._oaas_rt.engine
         if eng.acks_at_submit:  # memory store or durability="async": done once submitted
             try:
                 ticket = eng.submit(record)
@@ -735,6 +764,50 @@ class OaasObject:
         except BaseException as e:
             self._oaas_undo(record, undo)
             return _failed(e)
+
+    def _oaas_commit_native(self, eng: Any) -> Awaitable[None]:
+        """``commit_async`` of a committed object changed by assignments only: one call
+        into the native engine encodes the assigned fields, queues the commit and applies
+        it to the object (``NativeEngine.commit_object``, the work of ``_oaas_prepare``,
+        ``submit`` and ``_oaas_apply``)."""
+        if not self._oaas_dirty:
+            self._oaas_rt.dirty.pop(id(self), None)
+            return _DONE
+        encoders = type(self)._oaas_encoders or type(self)._oaas_build_encoders()
+        fresh = self._oaas_stale is None
+        if eng.acks_at_submit:  # durability="async": acknowledged once queued
+            try:
+                eng.commit_object(self, encoders)
+            except (TypeError, SerializationError) as e:
+                return _failed(self._oaas_encode_error(e))
+            except BaseException as e:
+                return _failed(e)
+            if fresh:
+                self._oaas_mark_stale(self._oaas_key(), self._oaas_version)
+            return _DONE
+        try:
+            loop = asyncio.get_running_loop()
+            token, waiter = eng.waiter(loop)
+        except BaseException as e:
+            return _failed(e)
+        try:
+            undo = eng.commit_object(self, encoders, token)
+        except BaseException as e:
+            eng.forget(token)
+            if isinstance(e, TypeError | SerializationError):
+                e = self._oaas_encode_error(e)
+            return _failed(e)
+        key = self._oaas_key()
+        version = self._oaas_version
+        if fresh:
+            self._oaas_mark_stale(key, version)
+        # On failure the engine runs this on the loop before the future's waiters resume.
+        waiter[2] = lambda: self._oaas_undo_entries(key, version, undo[2], undo)
+        return waiter[1]
+
+    def _oaas_key(self) -> ObjectKey:
+        m = self._oaas_meta
+        return (m.cls_id, m.partition_id, m.object_id)
 
     def refresh(self) -> None:
         """Drop uncommitted changes and reload the committed state from the store.

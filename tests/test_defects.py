@@ -87,20 +87,20 @@ async def test_defect6_commit_cost_follows_changed_objects(sdk):
     live = [Counter.create() for _ in range(2000)]
     await oaas.commit_all_async()
     calls = 0
-    orig = Counter._oaas_prepare
+    orig = Counter.commit_async
 
     def counting(self):
         nonlocal calls
         calls += 1
         return orig(self)
 
-    Counter._oaas_prepare = counting  # type: ignore[method-assign]
+    Counter.commit_async = counting  # type: ignore[method-assign]
     try:
         live[10].count = 1
         live[20].count = 2
         await oaas.commit_all_async()
     finally:
-        Counter._oaas_prepare = orig  # type: ignore[method-assign]
+        Counter.commit_async = orig  # type: ignore[method-assign]
     assert calls == 2  # only the changed objects were visited
     assert len(live) == 2000
 

@@ -7,6 +7,9 @@
 
 use pyo3::prelude::*;
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 pub mod data;
 pub mod engine;
 pub mod rpc;

@@ -2066,23 +2066,7 @@ impl Coder {
         py: Python<'py>,
         value: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let codec = self.codec.get();
-        if !codec.active.load(Ordering::Relaxed) {
-            return self
-                .owner(py)?
-                .call_method1(pyo3::intern!(py, "_encode_slow"), (value,));
-        }
-        let r = guarded(codec, py, || {
-            let mut out = Out::new();
-            if self.any || has_type(&self.exact, value.get_type_ptr()) {
-                codec.enc(value, &mut out, 0, true)?;
-            } else {
-                codec.enc_plan(value, &self.plan.get().root, &mut out, 0)?;
-            }
-            out.into_pybytes(py)
-        });
-        r.map(Bound::into_any)
-            .map_err(|e| self.failed(py, pyo3::intern!(py, "_encode_failed"), e))
+        self.encode_value(py, value)
     }
 
     /// `FieldType.decode` on the native backend: errors as the Python one.
@@ -2123,5 +2107,32 @@ impl Coder {
             }
         });
         r.map_err(|e| self.failed(py, pyo3::intern!(py, "_decode_failed"), e))
+    }
+}
+
+impl Coder {
+    /// The body of `encode`, for Rust callers (the engine's one-call commit).
+    pub(crate) fn encode_value<'py>(
+        &self,
+        py: Python<'py>,
+        value: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let codec = self.codec.get();
+        if !codec.active.load(Ordering::Relaxed) {
+            return self
+                .owner(py)?
+                .call_method1(pyo3::intern!(py, "_encode_slow"), (value,));
+        }
+        let r = guarded(codec, py, || {
+            let mut out = Out::new();
+            if self.any || has_type(&self.exact, value.get_type_ptr()) {
+                codec.enc(value, &mut out, 0, true)?;
+            } else {
+                codec.enc_plan(value, &self.plan.get().root, &mut out, 0)?;
+            }
+            out.into_pybytes(py)
+        });
+        r.map(Bound::into_any)
+            .map_err(|e| self.failed(py, pyo3::intern!(py, "_encode_failed"), e))
     }
 }

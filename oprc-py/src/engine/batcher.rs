@@ -13,7 +13,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
+use crossbeam_channel::{Receiver, Sender, TryRecvError};
 
 use super::layout::{StoredObject, WriteRecord};
 use super::store::{LmdbStore, StoreError};
@@ -160,7 +160,23 @@ struct Completions {
     closed: bool,
 }
 
+/// How producers wake the persister. It sleeps (`park`) instead of blocking in the
+/// channel's `recv`, because a blocked `recv` makes every `send` wake it: one system call
+/// and one context switch per commit on the committing thread. Instead it states how many
+/// queued messages it waits for (`want`), and a producer unparks it only when its message
+/// brings the queue to that count (or is a flush or stop). `queued` and `want` are both
+/// SeqCst, so either the persister sees the new message before it parks or the producer
+/// sees the new `want` (no lost wake-up); a park after an unpark returns at once.
+struct Doorbell {
+    /// Messages sent and not yet taken (briefly -1 when the persister takes a message
+    /// before its producer counted it).
+    queued: AtomicI64,
+    /// Queue length at which to wake the persister (`i64::MAX`: do not wake).
+    want: AtomicI64,
+}
+
 struct Shared {
+    doorbell: Doorbell,
     store: LmdbStore,
     pending: Mutex<HashMap<Vec<u8>, Vec<Arc<WriteRecord>>>>,
     stats: Mutex<Stats>,
@@ -174,6 +190,8 @@ pub struct Engine {
     cfg: EngineConfig,
     shared: Arc<Shared>,
     tx: Sender<Msg>,
+    /// The persister thread, to unpark.
+    persister: std::thread::Thread,
     thread: Mutex<Option<JoinHandle<()>>>,
     closed: AtomicBool,
     fork_generation: u64,
@@ -229,6 +247,10 @@ impl Engine {
     pub fn start(store: LmdbStore, cfg: EngineConfig) -> Result<Engine, StoreError> {
         let generation = fork_generation()?;
         let shared = Arc::new(Shared {
+            doorbell: Doorbell {
+                queued: AtomicI64::new(0),
+                want: AtomicI64::new(1),
+            },
             store,
             pending: Mutex::new(HashMap::new()),
             stats: Mutex::new(Stats::default()),
@@ -247,6 +269,7 @@ impl Engine {
             cfg,
             shared,
             tx,
+            persister: thread.thread().clone(),
             thread: Mutex::new(Some(thread)),
             closed: AtomicBool::new(false),
             fork_generation: generation,
@@ -279,6 +302,18 @@ impl Engine {
         Ok(())
     }
 
+    /// Send `msg` to the persister; wake it if this completes what it waits for (`urgent`:
+    /// always, for flush and stop). `Err` when the persister is gone.
+    fn send(&self, msg: Msg, urgent: bool) -> Result<(), ()> {
+        self.tx.send(msg).map_err(|_| ())?;
+        let bell = &self.shared.doorbell;
+        let queued = bell.queued.fetch_add(1, Ordering::SeqCst) + 1;
+        if urgent || queued >= bell.want.load(Ordering::SeqCst) {
+            self.persister.unpark();
+        }
+        Ok(())
+    }
+
     /// Queue one commit; its ticket completes per `durable`. A non-zero `token` also
     /// reports the commit's outcome through [`Engine::take_completions`] once it is written.
     pub fn submit(&self, record: WriteRecord, token: u64) -> Result<Ticket, StoreError> {
@@ -296,8 +331,7 @@ impl Engine {
             (Ticket::written(), None)
         };
         if self
-            .tx
-            .send(Msg::Commit((record, waited, Instant::now(), token)))
+            .send(Msg::Commit((record, waited, Instant::now(), token)), false)
             .is_err()
         {
             return Err(StoreError(format!(
@@ -345,7 +379,7 @@ impl Engine {
     /// A ticket that completes once every commit submitted so far is written (or failed).
     pub fn flush_ticket(&self) -> Ticket {
         let t = Ticket::new();
-        if !self.is_owner() || self.tx.send(Msg::Flush(t.clone())).is_err() {
+        if !self.is_owner() || self.send(Msg::Flush(t.clone()), true).is_err() {
             t.complete(Outcome::Written);
         }
         t
@@ -356,7 +390,7 @@ impl Engine {
         if self.closed.swap(true, Ordering::AcqRel) || !self.is_owner() {
             return;
         }
-        let _ = self.tx.send(Msg::Stop);
+        let _ = self.send(Msg::Stop, true);
         if let Some(h) = lock(&self.thread).take() {
             let _ = h.join();
         }
@@ -414,18 +448,61 @@ impl Drop for Engine {
     }
 }
 
+/// What [`next_msg`] found.
+enum Next {
+    Msg(Msg),
+    /// The deadline passed first.
+    Timeout,
+    /// Every sender is gone.
+    Closed,
+}
+
+/// The next message: at once when one is queued, else park until `want` messages are
+/// queued (or a flush or stop arrives) or `deadline` passes. See [`Doorbell`].
+fn next_msg(bell: &Doorbell, rx: &Receiver<Msg>, want: usize, deadline: Option<Instant>) -> Next {
+    let want = i64::try_from(want.max(1)).unwrap_or(i64::MAX);
+    loop {
+        match rx.try_recv() {
+            Ok(m) => {
+                bell.queued.fetch_sub(1, Ordering::SeqCst);
+                return Next::Msg(m);
+            }
+            Err(TryRecvError::Disconnected) => return Next::Closed,
+            Err(TryRecvError::Empty) => {}
+        }
+        bell.want.store(want, Ordering::SeqCst);
+        if bell.queued.load(Ordering::SeqCst) >= want {
+            continue; // sent, and counted, after try_recv looked
+        }
+        match deadline {
+            None => std::thread::park(),
+            Some(d) => {
+                let now = Instant::now();
+                if now >= d {
+                    return Next::Timeout;
+                }
+                std::thread::park_timeout(d - now);
+            }
+        }
+        bell.want.store(i64::MAX, Ordering::SeqCst);
+    }
+}
+
 fn persister(sh: Arc<Shared>, rx: Receiver<Msg>, cfg: EngineConfig) {
     let mut stop = false;
     // Wait `batch_max_delay` for more commits only when the last batch had company, and
     // only until as many commits as it had are in (its committers are back): a lone
     // committer, or a group that has all come back, would otherwise pay the delay on
     // every commit for nothing (the idea of PostgreSQL's commit_delay / commit_siblings).
-    // What is already queued always joins the batch.
+    // With `durable: false` nobody waits for the batch, so it always collects for
+    // `batch_max_delay` (or up to `batch_max_entries`): one wake-up per batch instead of
+    // one per commit. What is already queued always joins the batch.
+    let bell = &sh.doorbell;
     let mut last_batch_len = 0usize;
     while !stop {
-        let first = match rx.recv() {
-            Ok(Msg::Stop) | Err(_) => break,
-            Ok(m) => m,
+        let first = match next_msg(bell, &rx, 1, None) {
+            Next::Msg(Msg::Stop) | Next::Closed | Next::Timeout => break,
+            Next::Msg(m) => m,
         };
         let mut batch: Vec<Queued> = Vec::new();
         let mut markers: Vec<Ticket> = Vec::new();
@@ -434,39 +511,44 @@ fn persister(sh: Arc<Shared>, rx: Receiver<Msg>, cfg: EngineConfig) {
             Msg::Commit(q) => {
                 n += q.0.entries.len();
                 batch.push(q);
-                let delay = if last_batch_len > 1 {
-                    cfg.batch_max_delay
+                let (target, delay) = if !cfg.durable {
+                    (usize::MAX, cfg.batch_max_delay)
+                } else if last_batch_len > 1 {
+                    (last_batch_len, cfg.batch_max_delay)
                 } else {
-                    Duration::ZERO
+                    (0, Duration::ZERO)
                 };
                 let deadline = Instant::now() + delay;
                 while n < cfg.batch_max_entries {
-                    let next = if batch.len() >= last_batch_len {
-                        rx.try_recv().map_err(|e| match e {
-                            TryRecvError::Empty => RecvTimeoutError::Timeout,
-                            TryRecvError::Disconnected => RecvTimeoutError::Disconnected,
-                        })
+                    let next = if batch.len() >= target {
+                        match rx.try_recv() {
+                            Ok(m) => {
+                                bell.queued.fetch_sub(1, Ordering::SeqCst);
+                                Next::Msg(m)
+                            }
+                            Err(TryRecvError::Empty) => Next::Timeout,
+                            Err(TryRecvError::Disconnected) => Next::Closed,
+                        }
                     } else {
-                        rx.recv_deadline(deadline)
+                        // Wake when the batch would be full: the commits it waits for, at
+                        // most what fits under `batch_max_entries` (in records, >= 1).
+                        let want = (target - batch.len()).min(cfg.batch_max_entries - n);
+                        next_msg(bell, &rx, want, Some(deadline))
                     };
                     match next {
-                        Ok(Msg::Commit(q)) => {
+                        Next::Msg(Msg::Commit(q)) => {
                             n += q.0.entries.len();
                             batch.push(q);
                         }
-                        Ok(Msg::Flush(t)) => {
+                        Next::Msg(Msg::Flush(t)) => {
                             markers.push(t);
                             break;
                         }
-                        Ok(Msg::Stop) => {
+                        Next::Msg(Msg::Stop) | Next::Closed => {
                             stop = true;
                             break;
                         }
-                        Err(RecvTimeoutError::Timeout) => break,
-                        Err(RecvTimeoutError::Disconnected) => {
-                            stop = true;
-                            break;
-                        }
+                        Next::Timeout => break,
                     }
                 }
             }

@@ -10,10 +10,13 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use pyo3::exceptions::{PyTimeoutError, PyValueError};
+use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyList};
+use pyo3::types::{PyBytes, PyDict, PyList, PySet, PyString, PyTuple};
 use pyo3_async_runtimes::generic::{ContextExt, Runtime as AsyncRuntime};
 use pyo3_async_runtimes::TaskLocals;
+
+use crate::data::py_codec::Coder;
 
 use super::batcher::{Engine, EngineConfig, Outcome, Ticket};
 use super::layout::{Identity, ObjectId, WriteRecord};
@@ -22,6 +25,25 @@ use super::store::{LmdbStore, StoreError, DEFAULT_MAP_SIZE, DEFAULT_MAX_MAP_SIZE
 
 pyo3::import_exception!(oaas_sdk.errors, StorageError);
 pyo3::import_exception!(oaas_sdk.errors, ConflictError);
+
+/// `object.__setattr__(obj, name, value)`: the object model's own attributes bypass the
+/// class's `__setattr__` (which converts and marks fields dirty).
+fn set_plain(
+    obj: &Bound<'_, PyAny>,
+    name: &Bound<'_, PyString>,
+    value: &Bound<'_, PyAny>,
+) -> PyResult<()> {
+    // SAFETY: the three pointers are live, GIL-held references for the whole call;
+    // PyObject_GenericSetAttr does not steal them and returns -1 with an exception set on
+    // failure.
+    let rc =
+        unsafe { pyo3::ffi::PyObject_GenericSetAttr(obj.as_ptr(), name.as_ptr(), value.as_ptr()) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(PyErr::fetch(obj.py()))
+    }
+}
 
 fn storage_err(e: StoreError) -> PyErr {
     StorageError::new_err(e.0)
@@ -266,6 +288,134 @@ impl PyEngine {
         record.delete_object = delete_object;
         let ticket = engine.submit(record, token).map_err(storage_err)?;
         Ok(PyTicket { ticket })
+    }
+
+    /// Commit an object changed by assignments only, in one call: the native front end of
+    /// `OaasObject.commit_async` (oaas_sdk/object.py, `_oaas_commit_native`).
+    ///
+    /// Reads the object's bookkeeping attributes (`_oaas_meta` with `cls_id`,
+    /// `partition_id`, `object_id`; `_oaas_version`; `_oaas_dirty`, a set of field names;
+    /// `_oaas_committed`, `{name: bytes}`), encodes each dirty field (`getattr(obj, name)`)
+    /// with `encoders[name]` (the field's native `Coder`, called with no Python frame, or
+    /// any object with an `encode` method) and queues the commit. Then, as
+    /// `OaasObject._oaas_apply` does: the new bytes go into `_oaas_committed`,
+    /// `_oaas_version` and `_oaas_updated_ms` (ms since the Unix epoch) are set through
+    /// `object.__setattr__`, the object leaves its runtime's dirty registry
+    /// (`_oaas_rt.dirty`), and `_oaas_stale[1]` takes the new version when it is a list.
+    ///
+    /// `token` 0: `_oaas_dirty` is cleared and `None` returned (with `durability="async"`
+    /// the commit is acknowledged now). A non-zero `token` reports the outcome through
+    /// `take_completions`; `_oaas_dirty` is replaced by an empty set and the undo state
+    /// `(old version, copy of the old committed dict, old dirty set)` is returned.
+    ///
+    /// Raises an encoding error unchanged, with the field's name as its `_oaas_field`
+    /// attribute; `StorageError` when the engine is closed; `TypeError`/`AttributeError`
+    /// when the object lacks the bookkeeping. Nothing is queued or changed then.
+    #[pyo3(signature = (obj, encoders, token=0))]
+    fn commit_object<'py>(
+        &self,
+        py: Python<'py>,
+        obj: &Bound<'py, PyAny>,
+        encoders: &Bound<'py, PyDict>,
+        token: u64,
+    ) -> PyResult<Option<Bound<'py, PyTuple>>> {
+        let engine = self.engine()?;
+        let meta = obj.getattr(intern!(py, "_oaas_meta"))?;
+        let version: u64 = obj.getattr(intern!(py, "_oaas_version"))?.extract()?;
+        let dirty = obj
+            .getattr(intern!(py, "_oaas_dirty"))?
+            .cast_into::<PySet>()?;
+        let committed = obj
+            .getattr(intern!(py, "_oaas_committed"))?
+            .cast_into::<PyDict>()?;
+        let identity = Identity {
+            cls_id: meta.getattr(intern!(py, "cls_id"))?.extract()?,
+            partition_id: meta.getattr(intern!(py, "partition_id"))?.extract()?,
+            object_id: meta
+                .getattr(intern!(py, "object_id"))?
+                .extract::<PyObjectId>()?
+                .into(),
+        };
+        let mut encoded: Vec<(Bound<'py, PyString>, Bound<'py, PyBytes>)> =
+            Vec::with_capacity(dirty.len());
+        let mut entries = Vec::with_capacity(dirty.len());
+        for name in dirty.iter() {
+            let name = name.cast_into::<PyString>()?;
+            let data = encoders
+                .get_item(&name)?
+                .ok_or_else(|| PyValueError::new_err(format!("no encoder for field {name}")))
+                .and_then(|enc| {
+                    let value = obj.getattr(&name)?;
+                    let data = match enc.cast::<Coder>() {
+                        Ok(coder) => coder.get().encode_value(py, &value)?,
+                        Err(_) => enc.call_method1(intern!(py, "encode"), (value,))?,
+                    };
+                    Ok(data.cast_into::<PyBytes>()?)
+                });
+            let data = match data {
+                Ok(d) => d,
+                Err(e) => {
+                    // Best effort: the caller words the message with the field's name.
+                    let _ = e.value(py).setattr(intern!(py, "_oaas_field"), &name);
+                    return Err(e);
+                }
+            };
+            entries.push((name.to_str()?.to_owned(), data.as_bytes().to_vec()));
+            encoded.push((name, data));
+        }
+        let time_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        let mut record = WriteRecord::new(identity, version, time_ms);
+        record.entries = entries;
+        let undo = if token != 0 {
+            Some(PyTuple::new(
+                py,
+                [
+                    version.into_pyobject(py)?.into_any(),
+                    committed.copy()?.into_any(),
+                    dirty.clone().into_any(),
+                ],
+            )?)
+        } else {
+            None
+        };
+        engine.submit(record, token).map_err(storage_err)?;
+        // Queued: apply it to the object (nothing below fails on a well-formed object).
+        for (name, data) in encoded {
+            committed.set_item(name, data)?;
+        }
+        let new_version = version + 1;
+        set_plain(
+            obj,
+            intern!(py, "_oaas_version"),
+            new_version.into_pyobject(py)?.as_any(),
+        )?;
+        set_plain(
+            obj,
+            intern!(py, "_oaas_updated_ms"),
+            time_ms.into_pyobject(py)?.as_any(),
+        )?;
+        if token != 0 {
+            set_plain(obj, intern!(py, "_oaas_dirty"), PySet::empty(py)?.as_any())?;
+        } else {
+            dirty.clear();
+        }
+        let registry = obj
+            .getattr(intern!(py, "_oaas_rt"))?
+            .getattr(intern!(py, "dirty"))?
+            .cast_into::<PyDict>()?;
+        let id = obj.as_ptr() as usize;
+        if registry.contains(id)? {
+            registry.del_item(id)?;
+        }
+        if let Ok(mark) = obj
+            .getattr(intern!(py, "_oaas_stale"))?
+            .cast_into::<PyList>()
+        {
+            mark.set_item(1, new_version)?;
+        }
+        Ok(undo)
     }
 
     /// Block, with the GIL released, until commits submitted with a non-zero `token` have
