@@ -60,12 +60,19 @@ class Engine:
                          ) -> list[tuple[int, BaseException | None]] | None:
         """Outcomes of token-carrying commits (typically one batch), ``[]`` on timeout
         (seconds), ``None`` once closed; blocks with the GIL released."""
+    def notify_fd(self) -> int:
+        """Read end of a pipe the persister writes a byte to when token-carrying commits
+        complete (at most once per :meth:`take_ready`); for ``loop.add_reader``."""
+    def take_ready(self) -> list[tuple[int, BaseException | None]]:
+        """The completions available now, without blocking (``[]`` when closed)."""
     def read(self, cls_id: str, partition_id: int, object_id: int | str
              ) -> tuple[int, int, int, dict[str, bytes]] | None:
         """``(version, created_ms, updated_ms, entries)`` or ``None``; GIL released."""
     def scan(self, prefix: bytes) -> list[bytes]: ...
     def flush(self, timeout: float | None = None) -> None: ...
-    def close(self) -> None: ...
+    def close(self) -> list[tuple[int, BaseException | None]]:
+        """Write everything queued, stop the persister, close the store; returns the
+        completions nobody took. Idempotent."""
     def map_size(self) -> int: ...
     def stats(self) -> dict[str, float | int]: ...
 

@@ -25,6 +25,7 @@ import os
 import queue
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable
 from types import ModuleType
@@ -456,6 +457,10 @@ class NativeEngine:
         self._dispatcher: threading.Thread | None = None
         self._pid = os.getpid()
         self._forks = _forks
+        # Loops that watch the completion pipe (id -> weak ref), and the loop last seen.
+        self._watching: dict[int, weakref.ref[asyncio.AbstractEventLoop]] = {}
+        self._watched: asyncio.AbstractEventLoop | None = None
+        self._notify_fd = -1
 
     def submit_future(self, record: WriteRecord, loop: asyncio.AbstractEventLoop,
                       on_error: OnError | None = None) -> asyncio.Future[None]:
@@ -469,8 +474,8 @@ class NativeEngine:
                              record.deletes, record.delete_object, record.time_ms)
             _settle(fut, t.error, on_error)
             return fut
-        if self._dispatcher is None or self._forks != _forks:
-            self._start_dispatcher()
+        if loop is not self._watched:
+            self._watch(loop)
         token = next(self._tokens)
         self._waiters[token] = [loop, fut, on_error]
         try:
@@ -486,8 +491,8 @@ class NativeEngine:
         future resolves on ``loop`` when the commit with this token completes; set
         ``waiter[2]`` (an error handler run on ``loop`` before the future fails) before
         returning to the loop. :meth:`forget` the token if the commit was not queued."""
-        if self._dispatcher is None or self._forks != _forks:
-            self._start_dispatcher()
+        if loop is not self._watched:
+            self._watch(loop)
         token = next(self._tokens)
         w: _Waiter = [loop, loop.create_future(), None]
         self._waiters[token] = w
@@ -496,6 +501,44 @@ class NativeEngine:
     def forget(self, token: int) -> None:
         """Drop the waiter of a token whose commit was not queued."""
         self._waiters.pop(token, None)
+
+    def _watch(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Have ``loop`` resolve this engine's futures itself: it watches the engine's
+        completion pipe (``notify_fd``), written by the persister once per batch, and
+        takes the completions on its own thread (:meth:`_on_ready`): no thread and no GIL
+        hand-off in between. A loop without ``add_reader`` (Windows' proactor loop) gets
+        them from the dispatcher thread instead."""
+        self._watched = loop
+        ref = self._watching.get(id(loop))
+        if ref is not None and ref() is loop:
+            return
+        try:
+            if self._notify_fd < 0:
+                self._notify_fd = self._eng.notify_fd()
+            loop.add_reader(self._notify_fd, self._on_ready, loop)
+        except NotImplementedError:
+            if self._dispatcher is None or self._forks != _forks:
+                self._start_dispatcher()
+            return
+        self._watching[id(loop)] = weakref.ref(loop)
+
+    def _on_ready(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Reader callback on ``loop``: resolve the completed commits (those of other
+        loops through their ``call_soon_threadsafe``)."""
+        items = self._eng.take_ready()
+        if not items:
+            return
+        waiters = self._waiters
+        here: list[tuple[_Waiter, BaseException | None]] = []
+        other: list[tuple[_Waiter, BaseException | None]] = []
+        for token, err in items:
+            w = waiters.pop(token, None)
+            if w is not None:
+                (here if w[0] is loop else other).append((w, err))
+        if here:
+            _settle_many(here)
+        if other:
+            _dispatch(other)
 
     def _start_dispatcher(self) -> None:
         self._pid = os.getpid()
@@ -541,7 +584,27 @@ class NativeEngine:
 
     def close(self) -> None:
         """Flush, stop the persister and close the store. Idempotent."""
-        self._eng.close()
+        rest = self._eng.close()
+        if rest:
+            self._wake(rest)
+        fd = self._notify_fd
+        try:
+            running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        for ref in self._watching.values():
+            loop = ref()
+            if loop is None or loop.is_closed():
+                continue
+            try:
+                if loop is running:
+                    loop.remove_reader(fd)
+                else:
+                    loop.call_soon_threadsafe(loop.remove_reader, fd)
+            except RuntimeError:  # closed meanwhile
+                pass
+        self._watching.clear()
+        self._watched = None
 
     def stats(self) -> dict[str, Any]:
         """Counters, with the keys of :meth:`Engine.stats`."""

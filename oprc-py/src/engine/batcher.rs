@@ -183,7 +183,15 @@ struct Shared {
     depth: AtomicI64,
     completions: Mutex<Completions>,
     completions_cv: Condvar,
+    /// Called (from the persister) when completions arrive while `signaled` is false:
+    /// wakes an event loop that watches a pipe (see [`Engine::set_notifier`]).
+    notifier: OnceLock<Notifier>,
+    /// Set when the notifier ran and nobody has taken completions since.
+    signaled: AtomicBool,
 }
+
+/// See [`Engine::set_notifier`].
+pub type Notifier = Box<dyn Fn() + Send + Sync>;
 
 /// Batches commits from every object and persists them on a background thread.
 pub struct Engine {
@@ -257,6 +265,8 @@ impl Engine {
             depth: AtomicI64::new(0),
             completions: Mutex::new(Completions::default()),
             completions_cv: Condvar::new(),
+            notifier: OnceLock::new(),
+            signaled: AtomicBool::new(false),
         });
         let (tx, rx) = crossbeam_channel::unbounded();
         let sh = Arc::clone(&shared);
@@ -430,6 +440,23 @@ impl Engine {
                 }
             };
         }
+    }
+
+    /// Install `notify`, run by the persister when token-carrying commits complete and
+    /// nobody has taken completions since it last ran (at most one call per
+    /// [`Engine::take_ready`]): an event loop watching a pipe that `notify` writes to
+    /// then takes them with `take_ready` on its own thread, with no thread in between.
+    /// Only the first notifier installed is kept; `false` when one was already set.
+    pub fn set_notifier(&self, notify: Notifier) -> bool {
+        self.shared.notifier.set(notify).is_ok()
+    }
+
+    /// The completions available now, without blocking (see [`Engine::set_notifier`]).
+    pub fn take_ready(&self) -> Vec<(u64, Outcome)> {
+        // Re-arm first: completions pushed after this store will notify again, and those
+        // pushed before it are taken below.
+        self.shared.signaled.store(false, Ordering::SeqCst);
+        std::mem::take(&mut lock(&self.shared.completions).items)
     }
 
     pub fn stats(&self) -> (Stats, i64) {
@@ -636,6 +663,11 @@ fn write_batch(sh: &Shared, batch: Vec<Queued>) {
     if !done.is_empty() {
         lock(&sh.completions).items.extend(done);
         sh.completions_cv.notify_all();
+        if let Some(notify) = sh.notifier.get() {
+            if !sh.signaled.swap(true, Ordering::SeqCst) {
+                notify();
+            }
+        }
     }
 }
 

@@ -4,9 +4,11 @@
 
 use std::cell::OnceCell;
 use std::future::Future;
+use std::io::Write;
 use std::path::PathBuf;
 use std::pin::Pin;
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
 use pyo3::exceptions::{PyTimeoutError, PyValueError};
@@ -187,6 +189,10 @@ impl From<PyObjectId> for ObjectId {
 pub struct PyEngine {
     inner: RwLock<Option<Arc<Engine>>>,
     name: String,
+    /// The read end of the completion pipe (`notify_fd`), made on first use, and the
+    /// count of bytes written to it and not yet read. It lives as long as this object,
+    /// so an event loop never watches a closed descriptor.
+    notify: OnceLock<(std::io::PipeReader, Arc<AtomicU64>)>,
 }
 
 impl PyEngine {
@@ -242,6 +248,7 @@ impl PyEngine {
         Ok(PyEngine {
             inner: RwLock::new(Some(Arc::new(engine))),
             name,
+            notify: OnceLock::new(),
         })
     }
 
@@ -442,6 +449,72 @@ impl PyEngine {
         Ok(Some(out))
     }
 
+    /// A file descriptor that becomes readable when commits submitted with a non-zero
+    /// token complete: the read end of a pipe the persister writes one byte to, at most
+    /// once per `take_ready`. Watch it with `loop.add_reader` and call `take_ready` there.
+    /// Made on first call and kept open as long as this object lives. Raises
+    /// `StorageError` when the pipe cannot be made or the engine is closed.
+    fn notify_fd(&self) -> PyResult<i32> {
+        use std::os::fd::AsRawFd;
+        if let Some((r, _)) = self.notify.get() {
+            return Ok(r.as_raw_fd());
+        }
+        let engine = self.engine()?;
+        let (reader, writer) = std::io::pipe()
+            .map_err(|e| StorageError::new_err(format!("cannot make the completion pipe: {e}")))?;
+        let unread = Arc::new(AtomicU64::new(0));
+        let count = Arc::clone(&unread);
+        let writer = std::sync::Mutex::new(writer);
+        let installed = engine.set_notifier(Box::new(move || {
+            // One byte, counted once written: `take_ready` reads exactly the counted
+            // bytes, so it never blocks. The pipe holds at most a few (one per
+            // `take_ready`). A failed write means the reader is gone: nobody waits.
+            if let Ok(mut w) = writer.lock() {
+                if w.write(&[1]).is_ok() {
+                    count.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        }));
+        if !installed || self.notify.set((reader, unread)).is_err() {
+            return Err(StorageError::new_err(
+                "the completion pipe is already set up",
+            ));
+        }
+        self.notify
+            .get()
+            .map(|(r, _)| r.as_raw_fd())
+            .ok_or_else(|| StorageError::new_err("the completion pipe is missing"))
+    }
+
+    /// The completions available now, `[(token, error or None), ...]`, without blocking;
+    /// consumes the bytes written to the completion pipe (`notify_fd`) so far. `[]` when
+    /// closed.
+    fn take_ready<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        use std::io::Read;
+        if let Some((reader, unread)) = self.notify.get() {
+            let mut left = unread.swap(0, Ordering::SeqCst);
+            let mut buf = [0u8; 64];
+            let mut r: &std::io::PipeReader = reader;
+            while left > 0 {
+                let chunk = usize::try_from(left.min(64)).unwrap_or(64);
+                // Counted bytes are in the pipe already: this read does not block.
+                match r.read(&mut buf[..chunk]) {
+                    Ok(0) | Err(_) => break,
+                    Ok(k) => left = left.saturating_sub(k as u64),
+                }
+            }
+        }
+        let out = PyList::empty(py);
+        let Ok(engine) = self.engine() else {
+            return Ok(out);
+        };
+        for (token, outcome) in engine.take_ready() {
+            let err = outcome_err(&outcome).map(|e| e.into_value(py).into_any());
+            out.append((token, err))?;
+        }
+        Ok(out)
+    }
+
     /// The object as committed through this engine, or `None`: a tuple
     /// `(version, created_ms, updated_ms, {field: bytes})`. The store is read with the GIL
     /// released. Raises `StorageError` when the read fails.
@@ -500,14 +573,22 @@ impl PyEngine {
     }
 
     /// Write everything queued, stop the persister and close the store. Idempotent.
-    fn close(&self, py: Python<'_>) {
+    /// Returns the completions nobody took yet, as `take_ready` (`[]` when none, or when
+    /// already closed).
+    fn close<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let out = PyList::empty(py);
         let taken = self.inner.write().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(engine) = taken {
-            py.detach(move || {
+            let rest = py.detach(move || {
                 engine.close();
-                drop(engine);
+                engine.take_ready()
             });
+            for (token, outcome) in rest {
+                let err = outcome_err(&outcome).map(|e| e.into_value(py).into_any());
+                out.append((token, err))?;
+            }
         }
+        Ok(out)
     }
 
     /// Current LMDB map size in bytes (0 when closed).
