@@ -506,8 +506,8 @@ class NativeEngine:
         """Have ``loop`` resolve this engine's futures itself: it watches the engine's
         completion pipe (``notify_fd``), written by the persister once per batch, and
         takes the completions on its own thread (:meth:`_on_ready`): no thread and no GIL
-        hand-off in between. A loop without ``add_reader`` (Windows' proactor loop) gets
-        them from the dispatcher thread instead."""
+        hand-off in between. A loop without ``add_reader`` (Windows' proactor loop), or a
+        platform without the socket, gets them from the dispatcher thread instead."""
         self._watched = loop
         ref = self._watching.get(id(loop))
         if ref is not None and ref() is loop:

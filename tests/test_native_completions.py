@@ -112,3 +112,28 @@ def test_close_resolves_pending_commits(tmp_path: Path) -> None:
         return await asyncio.wait_for(asyncio.gather(*futs), 30)
 
     assert asyncio.run(run()) == [None] * 30
+
+
+def test_one_wake_up_per_batch(tmp_path: Path) -> None:
+    """The socket is emptied by each take: the loop does not spin on a readable fd."""
+    eng = _engine(tmp_path)
+    calls = 0
+    on_ready = eng._on_ready
+
+    def counting(loop: asyncio.AbstractEventLoop) -> None:
+        nonlocal calls
+        calls += 1
+        on_ready(loop)
+
+    eng._on_ready = counting  # type: ignore[method-assign]
+
+    async def run() -> None:
+        loop = asyncio.get_running_loop()
+        for v in range(30):  # one commit per batch
+            await eng.submit_future(WriteRecord(("t.C", 0, 1), v, ENTRY, time_ms=1), loop)
+
+    try:
+        asyncio.run(run())
+        assert 30 <= calls <= 40
+    finally:
+        eng.close()

@@ -4,10 +4,8 @@
 
 use std::cell::OnceCell;
 use std::future::Future;
-use std::io::Write;
 use std::path::PathBuf;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
@@ -189,10 +187,10 @@ impl From<PyObjectId> for ObjectId {
 pub struct PyEngine {
     inner: RwLock<Option<Arc<Engine>>>,
     name: String,
-    /// The read end of the completion pipe (`notify_fd`), made on first use, and the
-    /// count of bytes written to it and not yet read. It lives as long as this object,
-    /// so an event loop never watches a closed descriptor.
-    notify: OnceLock<(std::io::PipeReader, Arc<AtomicU64>)>,
+    /// The read end of the completion socket pair (`notify_fd`), made on first use. It
+    /// lives as long as this object, so an event loop never watches a closed descriptor.
+    #[cfg(unix)]
+    notify: OnceLock<std::os::unix::net::UnixStream>,
 }
 
 impl PyEngine {
@@ -248,6 +246,7 @@ impl PyEngine {
         Ok(PyEngine {
             inner: RwLock::new(Some(Arc::new(engine))),
             name,
+            #[cfg(unix)]
             notify: OnceLock::new(),
         })
     }
@@ -450,57 +449,62 @@ impl PyEngine {
     }
 
     /// A file descriptor that becomes readable when commits submitted with a non-zero
-    /// token complete: the read end of a pipe the persister writes one byte to, at most
+    /// token complete: one end of a socket pair the persister writes one byte to, at most
     /// once per `take_ready`. Watch it with `loop.add_reader` and call `take_ready` there.
-    /// Made on first call and kept open as long as this object lives. Raises
-    /// `StorageError` when the pipe cannot be made or the engine is closed.
+    /// Made on first call (both ends non-blocking) and kept open as long as this object
+    /// lives. Raises `StorageError` when it cannot be made or the engine is closed,
+    /// `NotImplementedError` off Unix (use `take_completions` there).
+    #[cfg(not(unix))]
     fn notify_fd(&self) -> PyResult<i32> {
+        Err(pyo3::exceptions::PyNotImplementedError::new_err(
+            "the completion socket needs Unix",
+        ))
+    }
+
+    /// See the other `notify_fd`.
+    #[cfg(unix)]
+    fn notify_fd(&self) -> PyResult<i32> {
+        use std::io::Write;
         use std::os::fd::AsRawFd;
-        if let Some((r, _)) = self.notify.get() {
+        if let Some(r) = self.notify.get() {
             return Ok(r.as_raw_fd());
         }
         let engine = self.engine()?;
-        let (reader, writer) = std::io::pipe()
-            .map_err(|e| StorageError::new_err(format!("cannot make the completion pipe: {e}")))?;
-        let unread = Arc::new(AtomicU64::new(0));
-        let count = Arc::clone(&unread);
-        let writer = std::sync::Mutex::new(writer);
+        let made = std::os::unix::net::UnixStream::pair().and_then(|(r, w)| {
+            r.set_nonblocking(true)?;
+            w.set_nonblocking(true)?;
+            Ok((r, w))
+        });
+        let (reader, writer) = made.map_err(|e| {
+            StorageError::new_err(format!("cannot make the completion socket pair: {e}"))
+        })?;
         let installed = engine.set_notifier(Box::new(move || {
-            // One byte, counted once written: `take_ready` reads exactly the counted
-            // bytes, so it never blocks. The pipe holds at most a few (one per
-            // `take_ready`). A failed write means the reader is gone: nobody waits.
-            if let Ok(mut w) = writer.lock() {
-                if w.write(&[1]).is_ok() {
-                    count.fetch_add(1, Ordering::SeqCst);
-                }
-            }
+            // One byte. A full buffer (WouldBlock) already holds bytes that wake the
+            // reader; any other failure means the reader is gone and nobody waits.
+            let _ = (&writer).write(&[1]);
         }));
-        if !installed || self.notify.set((reader, unread)).is_err() {
+        if !installed || self.notify.set(reader).is_err() {
             return Err(StorageError::new_err(
-                "the completion pipe is already set up",
+                "the completion socket is already set up",
             ));
         }
         self.notify
             .get()
-            .map(|(r, _)| r.as_raw_fd())
-            .ok_or_else(|| StorageError::new_err("the completion pipe is missing"))
+            .map(|r| r.as_raw_fd())
+            .ok_or_else(|| StorageError::new_err("the completion socket is missing"))
     }
 
     /// The completions available now, `[(token, error or None), ...]`, without blocking;
-    /// consumes the bytes written to the completion pipe (`notify_fd`) so far. `[]` when
-    /// closed.
+    /// empties the completion socket (`notify_fd`) first. `[]` when closed.
     fn take_ready<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
-        use std::io::Read;
-        if let Some((reader, unread)) = self.notify.get() {
-            let mut left = unread.swap(0, Ordering::SeqCst);
+        #[cfg(unix)]
+        if let Some(reader) = self.notify.get() {
+            use std::io::Read;
             let mut buf = [0u8; 64];
-            let mut r: &std::io::PipeReader = reader;
-            while left > 0 {
-                let chunk = usize::try_from(left.min(64)).unwrap_or(64);
-                // Counted bytes are in the pipe already: this read does not block.
-                match r.read(&mut buf[..chunk]) {
-                    Ok(0) | Err(_) => break,
-                    Ok(k) => left = left.saturating_sub(k as u64),
+            // Non-blocking: stops at WouldBlock (empty).
+            while let Ok(n) = (&*reader).read(&mut buf) {
+                if n < buf.len() {
+                    break;
                 }
             }
         }
