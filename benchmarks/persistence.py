@@ -5,7 +5,9 @@ Measures, in one process and one run:
   of 1 KB objects (10 fields of 100 bytes, all rewritten per commit) with 1, 16 and 256
   concurrent committers (asyncio tasks, one object each), native vs pure-Python engine;
 - the ceiling: the same bytes written straight into the store in fsynced batches of 1, 16
-  and 256 objects by Rust with no engine (``_native.raw_batched_writes``);
+  and 256 commits by Rust with no engine (``_native.raw_batched_writes``): the same
+  1, 16 or 256 objects rewritten in turn, as the committers do (``raw``), and, for
+  reference, a new object per commit (``raw_insert``);
 - the engines alone: durable commits/s of the same records pre-encoded, submitted
   straight to each engine (``submit_future``) by 1, 16 and 256 tasks, with no object in
   front; this separates what the engines do from the Python front end they share;
@@ -185,11 +187,16 @@ def front_end_us(impl: str, base: Path, n: int = 20000) -> dict[str, float]:
     return out
 
 
-def raw_rate(batch: int, base: Path, seconds: float) -> float:
+def raw_rate(batch: int, base: Path, seconds: float, rewrite: bool = True) -> float:
+    """Commits/s of Rust writing the same bytes straight into the store, ``batch`` commits
+    per fsynced transaction. ``rewrite``: ``batch`` objects each rewritten in turn (the
+    durable-rate workload: every committer rewrites its own object); else a new object
+    per commit."""
     from oaas_sdk import _native
 
     n = max(batch, int(batch * 40 if batch > 1 else 300))
-    elapsed = _native.raw_batched_writes(str(base / f"raw-{batch}"), n, 10, 100, batch)
+    path = str(base / f"raw-{batch}-{'rewrite' if rewrite else 'insert'}")
+    elapsed = _native.raw_batched_writes(path, n, 10, 100, batch, batch if rewrite else None)
     return n / elapsed
 
 
@@ -272,11 +279,13 @@ def main() -> None:
     out: dict[str, Any] = {"python": platform.python_version(), "cpus": os.cpu_count()}
     with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_DIR")) as d:
         base = Path(d)
-        rates: dict[str, dict[int, float]] = {"python": {}, "native": {}, "raw": {}}
+        rates: dict[str, dict[int, float]] = {"python": {}, "native": {}, "raw": {},
+                                              "raw_insert": {}}
         for c in (1, 16, 256):
             for impl in ("python", "native"):
                 rates[impl][c] = round(durable_rate(impl, c, a.seconds, base), 1)
             rates["raw"][c] = round(raw_rate(c, base, a.seconds), 1)
+            rates["raw_insert"][c] = round(raw_rate(c, base, a.seconds, rewrite=False), 1)
             print(f"committers={c:>3}: python {rates['python'][c]:>9.1f}/s  native "
                   f"{rates['native'][c]:>9.1f}/s  raw ceiling {rates['raw'][c]:>9.1f}/s  "
                   f"native/python {rates['native'][c] / rates['python'][c]:.2f}x  "

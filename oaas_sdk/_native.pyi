@@ -88,10 +88,11 @@ class MappedFile(Buffer):
         """msync (MS_SYNC) with the GIL released."""
     def close(self) -> None: ...
 
-def raw_batched_writes(path: str, n_objects: int, n_fields: int = 10, value_len: int = 100,
-                       batch: int = 256) -> float:
-    """Benchmark ceiling: elapsed seconds to write ``n_objects`` objects straight into a store,
-    ``batch`` per fsynced transaction."""
+def raw_batched_writes(path: str, n_commits: int, n_fields: int = 10, value_len: int = 100,
+                       batch: int = 256, rewrite: int | None = None) -> float:
+    """Benchmark ceiling: elapsed seconds to write ``n_commits`` commits straight into a
+    store, ``batch`` per fsynced transaction; ``rewrite=k``: ``k`` objects rewritten in
+    turn (as ``k`` committers do), else a new object per commit."""
 
 # ------------------------------------------------------------------ data path (data.rs)
 # Byte format: docs/format.md, "State codec". Used through oaas_sdk.codec and

@@ -653,21 +653,24 @@ impl Drop for PyEngine {
 
 // --- raw ceiling for the benchmark ---------------------------------------------------
 
-/// Benchmark ceiling: write `n_objects` objects of `n_fields` entries of `value_len` bytes
-/// each straight into a store at `path`, `batch` objects per fsynced transaction, with no
-/// engine around it. Returns the elapsed seconds (GIL released meanwhile).
+/// Benchmark ceiling: write `n_commits` commits of `n_fields` entries of `value_len` bytes
+/// each straight into a store at `path`, `batch` commits per fsynced transaction, with no
+/// engine around it. `rewrite=None`: every commit creates a new object; `rewrite=k`: `k`
+/// objects (created first, untimed) rewritten in turn, as `k` committers do. Returns the
+/// elapsed seconds (GIL released meanwhile).
 #[pyfunction]
-#[pyo3(signature = (path, n_objects, n_fields=10, value_len=100, batch=256))]
+#[pyo3(signature = (path, n_commits, n_fields=10, value_len=100, batch=256, rewrite=None))]
 fn raw_batched_writes(
     py: Python<'_>,
     path: PathBuf,
-    n_objects: u64,
+    n_commits: u64,
     n_fields: usize,
     value_len: usize,
     batch: usize,
+    rewrite: Option<u64>,
 ) -> PyResult<f64> {
     py.detach(move || {
-        super::raw::batched_writes(&path, n_objects, n_fields, value_len, batch.max(1))
+        super::raw::batched_writes(&path, n_commits, n_fields, value_len, batch.max(1), rewrite)
     })
     .map_err(storage_err)
 }
