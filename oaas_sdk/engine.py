@@ -275,7 +275,10 @@ class Engine:
         # only until as many commits as it had are in (its committers are back): a lone
         # committer, or a group that has all come back, would pay the delay on every
         # commit for nothing (the idea of PostgreSQL's commit_delay / commit_siblings).
-        # What is already queued always joins the batch.
+        # With durability="async" nobody waits for the batch: it always collects for
+        # batch_max_delay (or up to batch_max_entries). What is already queued always
+        # joins the batch. (The native persister does the same: oprc-py batcher.rs.)
+        collect = self.durability == "async"
         last_len = 0
         while True:
             first = q.get()
@@ -283,11 +286,12 @@ class Engine:
                 return
             batch = [first]
             n = len(first.record.entries) if first.record is not None else 0
-            delay = self.batch_max_delay_s if last_len > 1 else 0.0
+            delay = self.batch_max_delay_s if collect or last_len > 1 else 0.0
             deadline = time.monotonic() + delay
+            target = self.batch_max_entries if collect else last_len
             stop = False
             while n < self.batch_max_entries and first.record is not None:
-                remaining = deadline - time.monotonic() if len(batch) < last_len else 0.0
+                remaining = deadline - time.monotonic() if len(batch) < target else 0.0
                 try:
                     item = q.get(timeout=remaining) if remaining > 0 else q.get_nowait()
                 except queue.Empty:
