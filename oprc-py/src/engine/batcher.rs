@@ -416,6 +416,8 @@ impl Engine {
         let mut c = lock(&self.shared.completions);
         loop {
             if !c.items.is_empty() {
+                // Re-arm the notifier too: a loop watching it must hear of later batches.
+                self.shared.signaled.store(false, Ordering::SeqCst);
                 return Some(std::mem::take(&mut c.items));
             }
             if c.closed {
@@ -651,15 +653,14 @@ fn write_batch(sh: &Shared, batch: Vec<Queued>) {
             }
         }
     }
-    let mut done: Vec<(u64, Outcome)> = Vec::new();
-    for ((_, t, _, tok), res) in batch.into_iter().zip(results) {
-        if tok != 0 {
-            done.push((tok, res.clone()));
-        }
-        if let Some(t) = t {
-            t.complete(res);
-        }
-    }
+    // Token outcomes first, then tickets: whoever a ticket wakes can count on the
+    // completions (and their notification) of the same batch being there.
+    let done: Vec<(u64, Outcome)> = batch
+        .iter()
+        .zip(&results)
+        .filter(|((_, _, _, tok), _)| *tok != 0)
+        .map(|((_, _, _, tok), res)| (*tok, res.clone()))
+        .collect();
     if !done.is_empty() {
         lock(&sh.completions).items.extend(done);
         sh.completions_cv.notify_all();
@@ -667,6 +668,11 @@ fn write_batch(sh: &Shared, batch: Vec<Queued>) {
             if !sh.signaled.swap(true, Ordering::SeqCst) {
                 notify();
             }
+        }
+    }
+    for ((_, t, _, _), res) in batch.into_iter().zip(results) {
+        if let Some(t) = t {
+            t.complete(res);
         }
     }
 }
@@ -775,5 +781,78 @@ mod tests {
         assert!(matches!(stale.outcome(), Some(Outcome::Conflict(_))));
         e.close();
         assert_eq!(e.take_completions(None), None);
+    }
+
+    fn engine_with(dir: &std::path::Path, durable: bool, delay: Duration) -> Engine {
+        let store = LmdbStore::open(dir, 1 << 20, 1 << 24).expect("open");
+        let cfg = EngineConfig {
+            durable,
+            batch_max_entries: 4096,
+            batch_max_delay: delay,
+        };
+        Engine::start(store, cfg).expect("start")
+    }
+
+    #[test]
+    fn write_back_collects_a_whole_window_per_batch() {
+        // durability "async": producers never wake the persister before the window ends,
+        // so commits queued within it share one batch (a flush closes it early).
+        let dir = tempfile::tempdir().expect("tempdir");
+        let e = engine_with(dir.path(), false, Duration::from_secs(30));
+        for i in 0..200u64 {
+            e.submit(rec(i, 0, b"v"), 0).expect("submit");
+        }
+        assert!(
+            e.flush_ticket()
+                .wait(Some(Duration::from_secs(20)))
+                .is_some(),
+            "flush must close the window early"
+        );
+        let (st, depth) = e.stats();
+        assert_eq!((st.commits, depth), (200, 0));
+        assert_eq!(st.batches, 1, "one batch for the whole window");
+        e.close();
+    }
+
+    #[test]
+    fn a_lone_durable_committer_does_not_wait_for_the_window() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let e = engine_with(dir.path(), true, Duration::from_secs(60));
+        for v in 0..5u64 {
+            let t = e.submit(rec(1, v, b"v"), 0).expect("submit");
+            // far below the 60 s window: a lone commit is written at once
+            assert_eq!(
+                t.wait(Some(Duration::from_secs(20))),
+                Some(Outcome::Written)
+            );
+        }
+        e.close();
+    }
+
+    #[test]
+    fn the_notifier_runs_once_until_completions_are_taken() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let e = engine(dir.path(), true);
+        let calls = Arc::new(AtomicU64::new(0));
+        let c = Arc::clone(&calls);
+        assert!(e.set_notifier(Box::new(move || {
+            c.fetch_add(1, Ordering::SeqCst);
+        })));
+        assert!(
+            !e.set_notifier(Box::new(|| {})),
+            "only the first notifier is kept"
+        );
+        for v in 0..3u64 {
+            // three batches, nobody takes: one notification
+            e.submit(rec(1, v, b"v"), 1 + v).expect("submit").wait(None);
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        let got = e.take_ready();
+        assert_eq!(got.len(), 3);
+        e.submit(rec(1, 3, b"v"), 9).expect("submit").wait(None);
+        assert_eq!(calls.load(Ordering::SeqCst), 2, "re-armed by take_ready");
+        assert_eq!(e.take_ready(), vec![(9, Outcome::Written)]);
+        assert!(e.take_ready().is_empty());
+        e.close();
     }
 }
