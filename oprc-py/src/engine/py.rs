@@ -345,7 +345,10 @@ impl PyEngine {
         let mut encoded: Vec<(Bound<'py, PyString>, Bound<'py, PyBytes>)> =
             Vec::with_capacity(dirty.len());
         let mut entries = Vec::with_capacity(dirty.len());
-        for name in dirty.iter() {
+        // Names first: encoding may run Python code (a hint's conversion) that must not
+        // find the set being iterated.
+        let names: Vec<Bound<'py, PyAny>> = dirty.iter().collect();
+        for name in names {
             let name = name.cast_into::<PyString>()?;
             let data = encoders
                 .get_item(&name)?
