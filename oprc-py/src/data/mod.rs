@@ -11,6 +11,7 @@ pub mod ext;
 pub mod msgpack;
 mod py_cache;
 mod py_codec;
+mod py_fast;
 
 /// Components this module provides natively, reported by `build_info()`.
 pub const COMPONENTS: &[&str] = &["codec", "cache"];

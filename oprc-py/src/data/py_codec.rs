@@ -6,7 +6,7 @@
 use std::cell::Cell;
 use std::os::raw::c_int;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicIsize, AtomicPtr, Ordering};
 use std::sync::{Mutex, OnceLock};
 
 use pyo3::buffer::PyUntypedBuffer;
@@ -19,6 +19,7 @@ use pyo3::types::{
 
 use super::ext::{self, Clock, Delta, ObjectId, MAX_DEPTH};
 use super::msgpack::{self as mp, DecodeError, Reader, Token};
+use super::py_fast;
 
 /// Byte values at least this long are not copied into the encoder's scratch buffer: they
 /// are copied once, straight from the Python buffer into the result.
@@ -1264,7 +1265,9 @@ impl Codec {
                     return conv.bind(py).call1((raw, depth));
                 };
                 self.check_depth(py, depth, m)?;
-                let d = PyDict::new(py);
+                // SAFETY: the GIL is held; a new dict or NULL with an exception set.
+                let d = unsafe { Bound::from_owned_ptr_or_err(py, py_fast::new_dict(n))? }
+                    .cast_into::<PyDict>()?;
                 for _ in 0..n {
                     let key = self.dec_key(py, r, m)?;
                     let key = if has_type(keys, key.get_type_ptr()) {
@@ -1317,7 +1320,9 @@ impl Codec {
             return Err(self.ser_err(py, "not a map"));
         };
         self.check_depth(py, depth, m)?;
-        let d = PyDict::new(py);
+        // SAFETY: the GIL is held; a new dict or NULL with an exception set.
+        let d = unsafe { Bound::from_owned_ptr_or_err(py, py_fast::new_dict(n))? }
+            .cast_into::<PyDict>()?;
         for i in 0..n {
             let Token::Str(s) = r.read().map_err(|e| self.derr(py, e))? else {
                 return Err(self.ser_err(py, "map key is not str"));
@@ -1410,7 +1415,8 @@ impl Codec {
             }
             Token::Map(n) => {
                 self.check_depth(py, depth, m)?;
-                let d = PyDict::new(py);
+                // SAFETY: the GIL is held; a new dict or NULL with an exception set.
+                let d = unsafe { Bound::from_owned_ptr_or_err(py, py_fast::new_dict(n))? };
                 for _ in 0..n {
                     let key = self.dec_key(py, r, m)?;
                     let val = self.dec(py, r, depth + 1, m)?;
@@ -1488,13 +1494,9 @@ impl Codec {
         let list = unsafe { Bound::from_owned_ptr_or_err(py, ffi::PyList_New(len))? };
         for i in 0..n {
             let item = self.dec(py, r, depth + 1, m)?;
-            // SAFETY: i < len, `list` is a list we own, `item` is an owned reference.
-            let rc = unsafe {
-                ffi::PyList_SetItem(list.as_ptr(), i as ffi::Py_ssize_t, item.into_ptr())
-            };
-            if rc != 0 {
-                return Err(PyErr::fetch(py));
-            }
+            // SAFETY: i < len, `list` is a new list nobody else sees whose slot i is
+            // still NULL; PyList_SET_ITEM steals the owned reference `item`.
+            unsafe { ffi::PyList_SET_ITEM(list.as_ptr(), i as ffi::Py_ssize_t, item.into_ptr()) };
         }
         Ok(list)
     }
@@ -1660,18 +1662,13 @@ impl Codec {
     }
 }
 
-/// A Python str from UTF-8 bytes, validated once (by CPython's decoder).
+/// A Python str from UTF-8 bytes, validated once (ASCII copied as is, the rest by
+/// CPython's decoder: [`py_fast::new_str`]).
+#[inline]
 fn decode_utf8<'py>(py: Python<'py>, s: &[u8]) -> PyResult<Bound<'py, PyAny>> {
-    let len =
-        ffi::Py_ssize_t::try_from(s.len()).map_err(|_| PyValueError::new_err("str too long"))?;
-    // SAFETY: `s` is `len` readable bytes; PyUnicode_DecodeUTF8 copies them and returns a
-    // new reference or NULL with an exception set (invalid UTF-8).
-    unsafe {
-        Bound::from_owned_ptr_or_err(
-            py,
-            ffi::PyUnicode_DecodeUTF8(s.as_ptr().cast(), len, c"strict".as_ptr()),
-        )
-    }
+    // SAFETY: the GIL is held (`py`); new_str returns a new reference or NULL with an
+    // exception set.
+    unsafe { Bound::from_owned_ptr_or_err(py, py_fast::new_str(s)) }
 }
 
 /// Recently decoded map keys (short str), so repeated keys are not decoded again, as
@@ -1895,7 +1892,25 @@ impl Codec {
             .try_iter()?
             .map(|x| Ok(x?.cast_into::<PyType>()?.unbind()))
             .collect::<PyResult<Vec<_>>>()?;
+        let all = T_STR | T_INT | T_FLOAT | T_BOOL | T_NONE;
+        let enc_fast = if any {
+            all
+        } else {
+            scalar_bits(&exact)
+                | match &plan.get().root {
+                    PlanNode::Any => all,
+                    PlanNode::Exact { types, .. } => scalar_bits(types),
+                    _ => 0,
+                }
+        };
+        let dec_fast = match (any, &decode_plan.get().root) {
+            (true, _) | (_, DecPlan::Any) => all,
+            (_, DecPlan::Exact { types, .. }) => scalar_bits(types),
+            _ => 0,
+        };
         Ok(Coder {
+            enc_fast,
+            dec_fast,
             codec: slf.clone().unbind(),
             owner,
             exact,
@@ -2032,6 +2047,11 @@ pub struct Coder {
     decode_plan: Py<DecodePlan>,
     /// `codec.ZERO_COPY_MIN`: the view threshold of `decode(..., zero_copy=True)`.
     view_min: usize,
+    /// Exact scalar types (`T_*` bits) encoded as under `Any` (the plan or `exact` keeps
+    /// them unchanged): written without the plan.
+    enc_fast: u8,
+    /// Exact scalar types the decode plan keeps as decoded.
+    dec_fast: u8,
 }
 
 impl Coder {
@@ -2058,20 +2078,132 @@ impl Coder {
     }
 }
 
-#[pymethods]
+/// Exact scalar types a [`Coder`] encodes or decodes without its plan (bit masks).
+const T_STR: u8 = 1;
+const T_INT: u8 = 2;
+const T_FLOAT: u8 = 4;
+const T_BOOL: u8 = 8;
+const T_NONE: u8 = 16;
+
+/// The scalar bit of an exact type, 0 for any other type.
+#[inline(always)]
+fn scalar_bit(t: *mut ffi::PyTypeObject) -> u8 {
+    // SAFETY: reading the addresses of the interpreter's static type objects and of None.
+    unsafe {
+        if t == std::ptr::addr_of_mut!(ffi::PyUnicode_Type) {
+            T_STR
+        } else if t == std::ptr::addr_of_mut!(ffi::PyLong_Type) {
+            T_INT
+        } else if t == std::ptr::addr_of_mut!(ffi::PyFloat_Type) {
+            T_FLOAT
+        } else if t == std::ptr::addr_of_mut!(ffi::PyBool_Type) {
+            T_BOOL
+        } else if t == ffi::Py_TYPE(ffi::Py_None()) {
+            T_NONE
+        } else {
+            0
+        }
+    }
+}
+
+/// The scalar types in `types`.
+fn scalar_bits(types: &[Py<PyType>]) -> u8 {
+    types.iter().fold(0, |m, t| {
+        m | scalar_bit(t.as_ptr().cast::<ffi::PyTypeObject>())
+    })
+}
+
 impl Coder {
-    /// `FieldType.encode` on the native backend: errors as the Python one.
+    /// The whole encoding of an exact str, int (64-bit), float, bool or None that this
+    /// coder writes as under `Any`, built straight into its `bytes` object. `None` (no
+    /// exception set) for any other value, left to the general path, which also raises
+    /// the errors (lone surrogates).
+    ///
+    /// # Safety
+    /// `v` must be a valid reference; the GIL must be held.
+    #[inline(always)]
+    unsafe fn encode_scalar(&self, v: *mut ffi::PyObject) -> Option<*mut ffi::PyObject> {
+        // SAFETY: `v` is valid (caller); each branch reads a value of exactly the type
+        // just checked; the GIL is held for the allocations.
+        unsafe {
+            let bit = scalar_bit(ffi::Py_TYPE(v)) & self.enc_fast;
+            let mut h = mp::Small::default();
+            match bit {
+                0 => return None,
+                T_STR => {
+                    let Some(s) = py_fast::str_utf8(v) else {
+                        ffi::PyErr_Clear();
+                        return None;
+                    };
+                    mp::write_str_header(&mut h, s.len()).ok()?;
+                    let n = h.len;
+                    return Some(py_fast::new_bytes_with(n + s.len(), |dst| {
+                        dst[..n].copy_from_slice(h.as_slice());
+                        dst[n..].copy_from_slice(s);
+                    }));
+                }
+                T_INT => mp::write_i64(&mut h, py_fast::int_i64(v)?),
+                T_FLOAT => mp::write_f64(&mut h, ffi::PyFloat_AS_DOUBLE(v)),
+                T_BOOL => mp::write_bool(&mut h, v == ffi::Py_True()),
+                _ => mp::write_nil(&mut h),
+            }
+            Some(ffi::PyBytes_FromStringAndSize(
+                h.buf.as_ptr().cast(),
+                h.len as ffi::Py_ssize_t,
+            ))
+        }
+    }
+
+    /// The value of `data` when it is exact `bytes` holding one scalar this coder keeps
+    /// as decoded. `None` (no exception set) otherwise: the general path decodes it and
+    /// raises the errors (invalid UTF-8).
+    ///
+    /// # Safety
+    /// `data` must be a valid reference; the GIL must be held.
+    #[inline(always)]
+    unsafe fn decode_scalar(&self, data: *mut ffi::PyObject) -> Option<*mut ffi::PyObject> {
+        if self.dec_fast == 0 {
+            return None;
+        }
+        // SAFETY: `data` is valid (caller) and, once checked, exactly bytes; the
+        // constructors return a new reference or NULL with an exception set.
+        unsafe {
+            if ffi::Py_TYPE(data) != std::ptr::addr_of_mut!(ffi::PyBytes_Type) {
+                return None;
+            }
+            let mut r = Reader::new(py_fast::bytes_of(data));
+            let tok = r.read().ok()?;
+            if !r.is_done() {
+                return None;
+            }
+            let ok = |bit: u8| self.dec_fast & bit != 0;
+            Some(match tok {
+                Token::Nil if ok(T_NONE) => ffi::Py_NewRef(ffi::Py_None()),
+                Token::Bool(b) if ok(T_BOOL) => ffi::PyBool_FromLong(b.into()),
+                Token::Uint(u) if ok(T_INT) => ffi::PyLong_FromUnsignedLongLong(u),
+                Token::Int(i) if ok(T_INT) => ffi::PyLong_FromLongLong(i),
+                Token::Float(f) if ok(T_FLOAT) => ffi::PyFloat_FromDouble(f),
+                Token::Str(s) if ok(T_STR) => {
+                    let o = py_fast::new_str(s);
+                    if o.is_null() {
+                        ffi::PyErr_Clear();
+                        return None;
+                    }
+                    o
+                }
+                _ => return None,
+            })
+        }
+    }
+
+    /// `FieldType.encode` on the native backend, once the codec is known to be active
+    /// and the value is not one [`Self::encode_scalar`] writes: errors as the Python one.
     fn encode<'py>(
         &self,
         py: Python<'py>,
         value: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let codec = self.codec.get();
-        if !codec.active.load(Ordering::Relaxed) {
-            return self
-                .owner(py)?
-                .call_method1(pyo3::intern!(py, "_encode_slow"), (value,));
-        }
         let r = guarded(codec, py, || {
             let mut out = Out::new();
             if self.any || has_type(&self.exact, value.get_type_ptr()) {
@@ -2085,8 +2217,8 @@ impl Coder {
             .map_err(|e| self.failed(py, pyo3::intern!(py, "_encode_failed"), e))
     }
 
-    /// `FieldType.decode` on the native backend: errors as the Python one.
-    #[pyo3(signature = (data, *, zero_copy=false))]
+    /// `FieldType.decode` on the native backend, once the codec is known to be active
+    /// and the input is not one [`Self::decode_scalar`] reads: errors as the Python one.
     fn decode<'py>(
         &self,
         py: Python<'py>,
@@ -2094,15 +2226,6 @@ impl Coder {
         zero_copy: bool,
     ) -> PyResult<Bound<'py, PyAny>> {
         let codec = self.codec.get();
-        if !codec.active.load(Ordering::Relaxed) {
-            let kw = PyDict::new(py);
-            kw.set_item(pyo3::intern!(py, "zero_copy"), zero_copy)?;
-            return self.owner(py)?.call_method(
-                pyo3::intern!(py, "_decode_slow"),
-                (data,),
-                Some(&kw),
-            );
-        }
         let view_min = if zero_copy { self.view_min } else { 0 };
         let plan = self.decode_plan.get();
         let factory = if self.any || plan.needs_factory {
@@ -2123,5 +2246,264 @@ impl Coder {
             }
         });
         r.map_err(|e| self.failed(py, pyo3::intern!(py, "_decode_failed"), e))
+    }
+
+    /// The error for a panic that escaped everything else (a bug): a `SerializationError`.
+    fn panicked(&self, py: Python<'_>) -> PyErr {
+        self.codec
+            .get()
+            .ser_err(py, "internal error in the native codec")
+    }
+}
+
+/// A `PyMethodDef` in a static. CPython only ever reads it.
+struct MethodDef(std::cell::UnsafeCell<ffi::PyMethodDef>);
+
+// SAFETY: the definitions are constants never written after initialisation; CPython
+// reads them (with the GIL held) and keeps pointers to them, which stay valid forever.
+unsafe impl Sync for MethodDef {}
+
+impl MethodDef {
+    fn get(&self) -> *mut ffi::PyMethodDef {
+        self.0.get()
+    }
+}
+
+/// Offset of the `FieldType` slot that holds its [`Coder`] (`FieldType._ncoder`), set by
+/// `Coder.install`; 0 until then.
+static CODER_SLOT: AtomicIsize = AtomicIsize::new(0);
+/// The `Coder` type object, set by `Coder.install`.
+static CODER_TYPE: AtomicPtr<ffi::PyTypeObject> = AtomicPtr::new(std::ptr::null_mut());
+
+/// The [`Coder`] in `ft`'s coder slot (a new reference), when it holds one.
+///
+/// # Safety
+/// `ft` must be a valid reference to an instance of the class `Coder.install` was given
+/// (the method descriptors that call this check that); the GIL must be held.
+#[inline(always)]
+unsafe fn coder_of<'py>(py: Python<'py>, ft: *mut ffi::PyObject) -> Option<Bound<'py, Coder>> {
+    let off = CODER_SLOT.load(Ordering::Relaxed);
+    if off <= 0 {
+        return None;
+    }
+    // SAFETY: `off` is the offset of an object slot (a `T_OBJECT_EX` member) of the
+    // class `ft` is an instance of (caller): a possibly NULL object pointer. A non-NULL
+    // value is a live object owned by `ft`; we take our own reference before any Python
+    // code could replace it. Its type is checked before the cast.
+    unsafe {
+        let p = *ft.cast::<u8>().offset(off).cast::<*mut ffi::PyObject>();
+        if p.is_null() || ffi::Py_TYPE(p) != CODER_TYPE.load(Ordering::Relaxed) {
+            return None;
+        }
+        Some(Bound::from_borrowed_ptr(py, p).cast_into_unchecked::<Coder>())
+    }
+}
+
+/// Hands a call's result to CPython: a new reference, or NULL with the exception set. A
+/// panic (caught by the caller) becomes a `SerializationError`.
+fn into_raw(
+    py: Python<'_>,
+    coder: Option<&Coder>,
+    r: std::thread::Result<PyResult<*mut ffi::PyObject>>,
+) -> *mut ffi::PyObject {
+    let r = match r {
+        Ok(r) => r,
+        Err(_) => match coder.map(|c| catch_unwind(AssertUnwindSafe(|| c.panicked(py)))) {
+            Some(Ok(e)) => Err(e),
+            _ => {
+                // SAFETY: the GIL is held; the strings are static and NUL-terminated.
+                unsafe {
+                    ffi::PyErr_SetString(
+                        ffi::PyExc_SystemError,
+                        c"internal error in the native codec".as_ptr(),
+                    );
+                }
+                return std::ptr::null_mut();
+            }
+        },
+    };
+    match r {
+        Ok(p) => p,
+        Err(e) => {
+            e.restore(py);
+            std::ptr::null_mut()
+        }
+    }
+}
+
+/// `FieldType.encode` once the extension is loaded: a `METH_O` method of the class
+/// (`Coder.install`), so that `ft.encode(v)` is CPython's specialised method call with no
+/// argument parsing and no pyo3 trampoline. Without a coder for the active codec, the
+/// call goes to the type's Python `_encode_slow` (which builds the coder when the native
+/// backend is active).
+unsafe extern "C" fn field_encode_raw(
+    ft: *mut ffi::PyObject,
+    arg: *mut ffi::PyObject,
+) -> *mut ffi::PyObject {
+    // SAFETY: CPython calls a method with the GIL held (the thread is attached).
+    let py = unsafe { Python::assume_attached() };
+    // SAFETY: the method descriptor checked that `ft` is an instance of the class.
+    let coder = unsafe { coder_of(py, ft) };
+    let coder = coder.as_ref().map(Bound::get);
+    let r = catch_unwind(AssertUnwindSafe(|| match coder {
+        Some(c) if c.codec.get().active.load(Ordering::Relaxed) => {
+            // SAFETY: `arg` is a valid borrowed reference; the GIL is held.
+            if let Some(p) = unsafe { c.encode_scalar(arg) } {
+                return Ok(p);
+            }
+            // SAFETY: as above.
+            let value = unsafe { pyo3::Borrowed::from_ptr(py, arg) };
+            c.encode(py, &value).map(Bound::into_ptr)
+        }
+        _ => {
+            // SAFETY: `ft` and `arg` are valid; a new reference or NULL with an exception.
+            let p = unsafe {
+                ffi::PyObject_CallMethodOneArg(ft, pyo3::intern!(py, "_encode_slow").as_ptr(), arg)
+            };
+            Ok(p)
+        }
+    }));
+    into_raw(py, coder, r)
+}
+
+/// `FieldType.decode` (see [`field_encode_raw`]), a `METH_FASTCALL | METH_KEYWORDS`
+/// method: `decode(data)` and `decode(data, zero_copy=<bool>)` are handled here; any other
+/// call is passed as it is to the type's Python `_decode_slow`, which parses it.
+unsafe extern "C" fn field_decode_raw(
+    ft: *mut ffi::PyObject,
+    args: *const *mut ffi::PyObject,
+    nargs: ffi::Py_ssize_t,
+    kwnames: *mut ffi::PyObject,
+) -> *mut ffi::PyObject {
+    // SAFETY: as in `field_encode_raw`.
+    let py = unsafe { Python::assume_attached() };
+    // SAFETY: as in `field_encode_raw`.
+    let coder = unsafe { coder_of(py, ft) };
+    let coder = coder.as_ref().map(Bound::get);
+    let r = catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: CPython passes `nargs` positional arguments then one value per name in
+        // `kwnames` (a tuple of str, or NULL), all valid borrowed references.
+        let zero_copy = unsafe {
+            match (nargs, kwnames.is_null()) {
+                (1, true) => Some(false),
+                (1, false) if ffi::PyTuple_GET_SIZE(kwnames) == 1 => {
+                    let name = ffi::PyTuple_GET_ITEM(kwnames, 0);
+                    let v = *args.add(1);
+                    let is_zc = ffi::Py_TYPE(name) == std::ptr::addr_of_mut!(ffi::PyUnicode_Type)
+                        && py_fast::str_utf8(name) == Some(b"zero_copy".as_slice());
+                    match (is_zc, v == ffi::Py_True(), v == ffi::Py_False()) {
+                        (true, true, _) => Some(true),
+                        (true, _, true) => Some(false),
+                        _ => None,
+                    }
+                }
+                _ => None,
+            }
+        };
+        match (coder, zero_copy) {
+            (Some(c), Some(zc)) if c.codec.get().active.load(Ordering::Relaxed) => {
+                // SAFETY: one positional argument, a valid borrowed reference; GIL held.
+                let data = unsafe { *args };
+                if let Some(p) = unsafe { c.decode_scalar(data) } {
+                    return Ok(p);
+                }
+                // SAFETY: as above.
+                let data = unsafe { pyo3::Borrowed::from_ptr(py, data) };
+                c.decode(py, &data, zc).map(Bound::into_ptr)
+            }
+            _ => {
+                // The call as it came, to `ft._decode_slow`: [ft, *args, *kwvalues].
+                let nkw = if kwnames.is_null() {
+                    0
+                } else {
+                    // SAFETY: kwnames is a tuple.
+                    unsafe { ffi::PyTuple_GET_SIZE(kwnames) }
+                };
+                let mut all = Vec::with_capacity((1 + nargs + nkw) as usize);
+                all.push(ft);
+                // SAFETY: `args` holds nargs + nkw valid pointers.
+                all.extend_from_slice(unsafe {
+                    std::slice::from_raw_parts(args, (nargs + nkw) as usize)
+                });
+                // SAFETY: valid method name, argument array and keyword names; a new
+                // reference or NULL with an exception set.
+                let p = unsafe {
+                    ffi::PyObject_VectorcallMethod(
+                        pyo3::intern!(py, "_decode_slow").as_ptr(),
+                        all.as_ptr(),
+                        (1 + nargs) as usize,
+                        kwnames,
+                    )
+                };
+                Ok(p)
+            }
+        }
+    }));
+    into_raw(py, coder, r)
+}
+
+static FIELD_ENCODE: MethodDef = MethodDef(std::cell::UnsafeCell::new(ffi::PyMethodDef {
+    ml_name: c"encode".as_ptr(),
+    ml_meth: ffi::PyMethodDefPointer {
+        PyCFunction: field_encode_raw,
+    },
+    ml_flags: ffi::METH_O,
+    ml_doc: c"encode(value) -> bytes: see FieldType._encode_slow (native coder).".as_ptr(),
+}));
+
+static FIELD_DECODE: MethodDef = MethodDef(std::cell::UnsafeCell::new(ffi::PyMethodDef {
+    ml_name: c"decode".as_ptr(),
+    ml_meth: ffi::PyMethodDefPointer {
+        PyCFunctionFastWithKeywords: field_decode_raw,
+    },
+    ml_flags: ffi::METH_FASTCALL | ffi::METH_KEYWORDS,
+    ml_doc: c"decode(data, *, zero_copy=False): see FieldType._decode_slow (native coder)."
+        .as_ptr(),
+}));
+
+#[pymethods]
+impl Coder {
+    /// Makes `cls.encode` / `cls.decode` (`codec.FieldType`) the native methods, which
+    /// find the type's coder in the object slot `slot` (the member descriptor
+    /// `cls._ncoder`) and otherwise call `_encode_slow` / `_decode_slow`.
+    #[staticmethod]
+    fn install(cls: &Bound<'_, PyType>, slot: &Bound<'_, PyAny>) -> PyResult<()> {
+        let py = cls.py();
+        // SAFETY: the member descriptor's fields are read only after its exact type is
+        // checked; PyDescr_NewMethod gets a static definition and a live type.
+        unsafe {
+            let d = slot.as_ptr();
+            if ffi::Py_TYPE(d) != std::ptr::addr_of_mut!(ffi::PyMemberDescr_Type) {
+                return Err(PyTypeError::new_err("slot must be a member descriptor"));
+            }
+            let d = d.cast::<ffi::PyMemberDescrObject>();
+            let m = (*d).d_member;
+            if (*d).d_common.d_type != cls.as_ptr().cast::<ffi::PyTypeObject>()
+                || m.is_null()
+                || (*m).type_code != ffi::Py_T_OBJECT_EX
+                || (*m).offset <= 0
+            {
+                return Err(PyValueError::new_err("slot must be an object slot of cls"));
+            }
+            let off = (*m).offset;
+            let prev = CODER_SLOT.load(Ordering::Relaxed);
+            if prev != 0 && prev != off {
+                return Err(PyValueError::new_err(
+                    "Coder.install: another class is installed",
+                ));
+            }
+            CODER_TYPE.store(
+                <Coder as pyo3::PyTypeInfo>::type_object_raw(py),
+                Ordering::Relaxed,
+            );
+            CODER_SLOT.store(off, Ordering::Relaxed);
+            let ty = cls.as_ptr().cast::<ffi::PyTypeObject>();
+            for (name, def) in [("encode", &FIELD_ENCODE), ("decode", &FIELD_DECODE)] {
+                let descr =
+                    Bound::from_owned_ptr_or_err(py, ffi::PyDescr_NewMethod(ty, def.get()))?;
+                cls.setattr(name, descr)?;
+            }
+        }
+        Ok(())
     }
 }
