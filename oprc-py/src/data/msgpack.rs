@@ -258,6 +258,25 @@ impl<'a> Reader<'a> {
         self.pos == self.data.len()
     }
 
+    /// The next byte, not consumed.
+    #[inline(always)]
+    pub fn peek(&self) -> Option<u8> {
+        self.data.get(self.pos).copied()
+    }
+
+    /// Consumes a header of `head` bytes (already looked at with [`Self::peek`] and
+    /// friends) and the `n` bytes after it, which it returns; `None`, consuming nothing,
+    /// when they are not all present (the caller then reads the item with [`Self::read`],
+    /// which reports the error).
+    #[inline(always)]
+    pub fn take_after(&mut self, head: usize, n: usize) -> Option<&'a [u8]> {
+        let start = self.pos.checked_add(head)?;
+        let end = start.checked_add(n)?;
+        let s = self.data.get(start..end)?;
+        self.pos = end;
+        Some(s)
+    }
+
     fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
         if n > self.remaining() {
             return err(format!(

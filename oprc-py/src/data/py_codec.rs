@@ -949,51 +949,50 @@ impl Codec {
     }
 
     /// Writes an exact str, float, bool, None or 64-bit int without touching its reference
-    /// count (`None` for any other value): the hot case of list elements.
+    /// count; `false` (nothing written, no exception set) for any other value and for a
+    /// str the general path must refuse (lone surrogates): the hot case of container
+    /// elements. Returns a `bool`, not a `PyResult`: the hot loops then move no error
+    /// value around.
     ///
     /// # Safety
-    /// `p` must be a valid reference that stays alive during the call. On success the call
-    /// runs no Python code and allocates no GC-tracked object (so no finalizer can drop
-    /// `p`); on error (a str with lone surrogates) it builds the exception but no longer
-    /// reads `p`.
-    #[inline]
-    unsafe fn enc_leaf(
-        &self,
-        py: Python<'_>,
-        p: *mut ffi::PyObject,
-        out: &mut Out<'_>,
-    ) -> Option<PyResult<()>> {
-        // SAFETY: the caller guarantees `p` is valid; each branch calls a function that
-        // cannot fail for an object of exactly the type just checked.
+    /// `p` must be a valid reference that stays alive during the call. The call runs no
+    /// Python code and allocates no Python object.
+    #[inline(always)]
+    unsafe fn enc_leaf(p: *mut ffi::PyObject, out: &mut Out<'_>) -> bool {
+        // SAFETY: the caller guarantees `p` is valid; each branch reads a value of exactly
+        // the type just checked.
         unsafe {
             let t = ffi::Py_TYPE(p);
             if t == std::ptr::addr_of_mut!(ffi::PyUnicode_Type) {
-                let s = pyo3::Borrowed::from_ptr(py, p);
-                return Some(self.enc_str(&s, out));
+                let Some(s) = py_fast::str_utf8(p) else {
+                    ffi::PyErr_Clear();
+                    return false;
+                };
+                return py_fast::put_str(&mut out.buf, s);
             }
             if t == std::ptr::addr_of_mut!(ffi::PyLong_Type) {
-                let mut overflow: c_int = 0;
-                let n = ffi::PyLong_AsLongLongAndOverflow(p, &mut overflow);
-                if overflow != 0 {
-                    return None;
-                }
+                let Some(n) = py_fast::int_i64(p) else {
+                    return false;
+                };
                 mp::write_i64(&mut out.buf, n);
-                return Some(Ok(()));
+                return true;
             }
             if t == std::ptr::addr_of_mut!(ffi::PyFloat_Type) {
-                mp::write_f64(&mut out.buf, ffi::PyFloat_AsDouble(p));
-                return Some(Ok(()));
+                let mut b = [0xcb; 9];
+                b[1..].copy_from_slice(&ffi::PyFloat_AS_DOUBLE(p).to_bits().to_be_bytes());
+                out.buf.extend_from_slice(&b);
+                return true;
             }
             if t == std::ptr::addr_of_mut!(ffi::PyBool_Type) {
                 mp::write_bool(&mut out.buf, p == ffi::Py_True());
-                return Some(Ok(()));
+                return true;
             }
             if p == ffi::Py_None() {
                 mp::write_nil(&mut out.buf);
-                return Some(Ok(()));
+                return true;
             }
         }
-        None
+        false
     }
 
     /// Encodes one element of a list or dict with its plan node: leaf fast path when the
@@ -1002,7 +1001,7 @@ impl Codec {
     /// # Safety
     /// `p` must be a valid borrowed reference to an item of a container that stays alive
     /// (and unchanged) while the call runs, as [`Self::enc_leaf`] requires.
-    #[inline]
+    #[inline(always)]
     unsafe fn enc_item<'py>(
         &self,
         py: Python<'py>,
@@ -1019,15 +1018,30 @@ impl Codec {
                 PlanNode::Exact { types, .. } => has_type(types, ffi::Py_TYPE(p)),
                 _ => false,
             };
-            if native {
-                if let Some(r) = self.enc_leaf(py, p, out) {
-                    return r;
-                }
+            if native && Self::enc_leaf(p, out) {
+                return Ok(());
             }
-            // The owned reference keeps the item alive while Python code (a fallback) runs.
-            let item = Bound::from_borrowed_ptr(py, p);
-            self.enc_node(&item, node, out, depth + 1)
+            self.enc_item_slow(py, p, node, out, depth)
         }
+    }
+
+    /// [`Self::enc_item`] for values that are not leaves (kept out of the hot loop).
+    ///
+    /// # Safety
+    /// As [`Self::enc_item`].
+    #[inline(never)]
+    unsafe fn enc_item_slow<'py>(
+        &self,
+        py: Python<'py>,
+        p: *mut ffi::PyObject,
+        node: &PlanNode,
+        out: &mut Out<'py>,
+        depth: usize,
+    ) -> PyResult<()> {
+        // SAFETY: `p` is valid (caller). The owned reference keeps the item alive while
+        // Python code (a fallback) runs.
+        let item = unsafe { Bound::from_borrowed_ptr(py, p) };
+        self.enc_node(&item, node, out, depth + 1)
     }
 
     /// `enc_plan` for a container's element, with the common leaf nodes (`Any`, `Exact`
@@ -1079,14 +1093,18 @@ impl Codec {
                 let list = v.cast::<PyList>()?;
                 let n = list.len();
                 mp::write_array_header(&mut out.buf, n).map_err(|e| self.derr(py, e))?;
+                out.buf.reserve(n.saturating_mul(2).min(1 << 16));
                 for i in 0..n {
-                    // SAFETY: `list` is a list; PyList_GetItem checks `i` against its current
-                    // size and returns a borrowed reference, or NULL with IndexError set.
-                    let p = unsafe { ffi::PyList_GetItem(list.as_ptr(), i as ffi::Py_ssize_t) };
-                    if p.is_null() {
-                        let _ = PyErr::take(py);
-                        return Err(self.ser_err(py, "list changed size during encoding"));
-                    }
+                    // SAFETY: `list` is exactly a list; `i` is checked against its current
+                    // size (a fallback's Python code may shrink it), so the slot holds a
+                    // valid borrowed reference.
+                    let p = unsafe {
+                        let l = list.as_ptr();
+                        if i as ffi::Py_ssize_t >= ffi::PyList_GET_SIZE(l) {
+                            return Err(self.ser_err(py, "list changed size during encoding"));
+                        }
+                        ffi::PyList_GET_ITEM(l, i as ffi::Py_ssize_t)
+                    };
                     // SAFETY: `p` is a live item of `list`, borrowed for this call only.
                     unsafe { self.enc_item(py, p, elem, out, depth) }?;
                     Self::tick(out, py)?;
@@ -1124,14 +1142,21 @@ impl Codec {
                     }
                     // SAFETY: k is an exact str or int held by the dict, which no code
                     // changes while enc_leaf runs (see enc_leaf).
-                    match unsafe { self.enc_leaf(py, k, out) } {
-                        Some(r) => r?,
+                    // SAFETY: as above.
+                    if !unsafe { Self::enc_leaf(k, out) } {
+                        // A big int or a str with lone surrogates (which enc_str refuses).
                         // SAFETY: k is a valid borrowed reference, made owned.
-                        None => self.enc_int(&unsafe { Bound::from_borrowed_ptr(py, k) }, out)?,
+                        let k = unsafe { Bound::from_borrowed_ptr(py, k) };
+                        if k.is_exact_instance_of::<PyString>() {
+                            self.enc_str(&k, out)?;
+                        } else {
+                            self.enc_int(&k, out)?;
+                        }
                     }
                     // SAFETY: `x` is a live value of `d`, borrowed for this call only.
                     unsafe { self.enc_item(py, x, val, out, depth) }?;
-                    if d.len() != n {
+                    // SAFETY: `d` is exactly a dict.
+                    if unsafe { py_fast::dict_len(d.as_ptr()) } != n {
                         return Err(self.ser_err(py, "dict changed size during encoding"));
                     }
                     Self::tick(out, py)?;
@@ -1200,8 +1225,103 @@ impl Codec {
         depth: usize,
         m: &mut DecodeMode<'py, '_>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let tok = r.read().map_err(|e| self.derr(py, e))?;
-        self.dec_token(py, tok, r, depth, m)
+        // SAFETY: dec_raw returns a new reference or NULL with an exception set.
+        unsafe { Bound::from_owned_ptr_or_err(py, self.dec_raw(py, r, depth, m)) }
+    }
+
+    /// [`Self::dec`] returning a new reference, or NULL with the Python exception set:
+    /// the common scalars (fixint, float 64, nil, bool, str up to 255 bytes) are read
+    /// straight from the input; anything else (and every malformed item) goes through
+    /// [`Reader::read`] and [`Self::dec_token`]. Not a `PyResult`: the per-element loops
+    /// then move no error value around.
+    #[inline]
+    fn dec_raw<'py>(
+        &self,
+        py: Python<'py>,
+        r: &mut Reader<'_>,
+        depth: usize,
+        m: &mut DecodeMode<'py, '_>,
+    ) -> *mut ffi::PyObject {
+        if let Some(b) = r.peek() {
+            // SAFETY: the GIL is held (`py`); each constructor returns a new reference
+            // or NULL with an exception set; None and the bools get a new reference.
+            unsafe {
+                match b {
+                    0x00..=0x7f => {
+                        r.take_after(1, 0);
+                        return ffi::PyLong_FromLong(std::os::raw::c_long::from(b));
+                    }
+                    0xe0..=0xff => {
+                        r.take_after(1, 0);
+                        return ffi::PyLong_FromLong(std::os::raw::c_long::from(b as i8));
+                    }
+                    0xa0..=0xbf => {
+                        if let Some(s) = r.take_after(1, usize::from(b & 0x1f)) {
+                            return self.dec_str_raw(py, s);
+                        }
+                    }
+                    0xd9 => {
+                        if let Some(&[n]) = r.clone().take_after(1, 1) {
+                            if let Some(s) = r.take_after(2, usize::from(n)) {
+                                return self.dec_str_raw(py, s);
+                            }
+                        }
+                    }
+                    0xcb => {
+                        if let Some(s) = r.take_after(1, 8) {
+                            let mut a = [0u8; 8];
+                            a.copy_from_slice(s);
+                            return ffi::PyFloat_FromDouble(f64::from_bits(u64::from_be_bytes(a)));
+                        }
+                    }
+                    0xc0 => {
+                        r.take_after(1, 0);
+                        return ffi::Py_NewRef(ffi::Py_None());
+                    }
+                    0xc2 | 0xc3 => {
+                        r.take_after(1, 0);
+                        return ffi::PyBool_FromLong(std::os::raw::c_long::from(b == 0xc3));
+                    }
+                    _ => {}
+                }
+            }
+        }
+        self.dec_slow(py, r, depth, m)
+    }
+
+    /// [`Self::dec_raw`] for everything but the common scalars.
+    #[inline(never)]
+    fn dec_slow<'py>(
+        &self,
+        py: Python<'py>,
+        r: &mut Reader<'_>,
+        depth: usize,
+        m: &mut DecodeMode<'py, '_>,
+    ) -> *mut ffi::PyObject {
+        let v = r
+            .read()
+            .map_err(|e| self.derr(py, e))
+            .and_then(|tok| self.dec_token(py, tok, r, depth, m));
+        match v {
+            Ok(v) => v.into_ptr(),
+            Err(e) => {
+                e.restore(py);
+                std::ptr::null_mut()
+            }
+        }
+    }
+
+    /// A str value (new reference, or NULL with the error [`Self::dec_str`] raises set).
+    #[inline(always)]
+    fn dec_str_raw(&self, py: Python<'_>, s: &[u8]) -> *mut ffi::PyObject {
+        // SAFETY: the GIL is held (`py`).
+        let o = unsafe { py_fast::new_str(s) };
+        if o.is_null() {
+            let e = PyErr::fetch(py);
+            self.ser_err(py, format!("str is not valid UTF-8: {e}"))
+                .restore(py);
+        }
+        o
     }
 
     /// Decodes the next value for a plan node (see [`DecPlan`]); `any` is the reference
@@ -1269,14 +1389,21 @@ impl Codec {
                 let d = unsafe { Bound::from_owned_ptr_or_err(py, py_fast::new_dict(n))? }
                     .cast_into::<PyDict>()?;
                 for _ in 0..n {
-                    let key = self.dec_key(py, r, m)?;
+                    // SAFETY: dec_key_raw returns a new reference or NULL with an exception.
+                    let key =
+                        unsafe { Bound::from_owned_ptr_or_err(py, self.dec_key_raw(py, r, m))? };
                     let key = if has_type(keys, key.get_type_ptr()) {
                         key
                     } else {
                         key_conv.bind(py).call1((key, depth + 1))?
                     };
-                    let v = self.dec_plan(py, r, depth + 1, m, val, any)?;
-                    d.set_item(key, v)?;
+                    let v = self.dec_plan_raw(py, r, depth + 1, m, val, any);
+                    // SAFETY: as above.
+                    let v = unsafe { Bound::from_owned_ptr_or_err(py, v)? };
+                    // SAFETY: `d` is a dict; key and v are valid references (not stolen).
+                    if unsafe { ffi::PyDict_SetItem(d.as_ptr(), key.as_ptr(), v.as_ptr()) } != 0 {
+                        return Err(PyErr::fetch(py));
+                    }
                 }
                 Ok(d.into_any())
             }
@@ -1324,28 +1451,111 @@ impl Codec {
         let d = unsafe { Bound::from_owned_ptr_or_err(py, py_fast::new_dict(n))? }
             .cast_into::<PyDict>()?;
         for i in 0..n {
-            let Token::Str(s) = r.read().map_err(|e| self.derr(py, e))? else {
-                return Err(self.ser_err(py, "map key is not str"));
+            let s = match r.peek() {
+                Some(b @ 0xa0..=0xbf) => r.take_after(1, usize::from(b & 0x1f)),
+                _ => None,
+            };
+            let s = match s {
+                Some(s) => s,
+                None => {
+                    let Token::Str(s) = r.read().map_err(|e| self.derr(py, e))? else {
+                        return Err(self.ser_err(py, "map key is not str"));
+                    };
+                    s
+                }
             };
             let key = match m.key_cache() {
-                Some(c) => c.get(py, s)?,
+                // SAFETY: the GIL is held; a new reference or NULL with an exception set.
+                Some(c) => unsafe { Bound::from_owned_ptr_or_err(py, c.get_raw(py, s))? },
                 None => self.dec_str(py, s)?,
             };
             // Fields usually come in declaration order: look at position i first.
             let node = match fields.get(i) {
-                Some((name, node)) if **name == *s => Some(node),
-                _ => fields.iter().find(|(name, _)| **name == *s).map(|(_, n)| n),
+                Some((name, node)) if short_eq(name, s) => Some(node),
+                _ => fields
+                    .iter()
+                    .find(|(name, _)| short_eq(name, s))
+                    .map(|(_, n)| n),
             };
-            let v = match node {
-                Some(node) => self.dec_plan(py, r, depth + 1, m, node, any)?,
-                None => self.dec_plan(py, r, depth + 1, m, &DecPlan::Any, any)?,
-            };
-            d.set_item(key, v)?;
+            let v = self.dec_plan_raw(py, r, depth + 1, m, node.unwrap_or(&DecPlan::Any), any);
+            // SAFETY: a new reference or NULL with an exception set.
+            let v = unsafe { Bound::from_owned_ptr_or_err(py, v)? };
+            // SAFETY: `d` is a dict; key and v are valid references (not stolen).
+            if unsafe { ffi::PyDict_SetItem(d.as_ptr(), key.as_ptr(), v.as_ptr()) } != 0 {
+                return Err(PyErr::fetch(py));
+            }
         }
         if d.len() != n {
             return Err(self.ser_err(py, "duplicate keys"));
         }
         finish.bind(py).call1((d, depth))
+    }
+
+    /// [`Self::dec_key`] returning a new reference or NULL with the exception set; fixstr
+    /// keys go straight to the key cache.
+    #[inline(always)]
+    fn dec_key_raw<'py>(
+        &self,
+        py: Python<'py>,
+        r: &mut Reader<'_>,
+        m: &mut DecodeMode<'py, '_>,
+    ) -> *mut ffi::PyObject {
+        if let Some(b @ 0xa0..=0xbf) = r.peek() {
+            if let Some(s) = r.take_after(1, usize::from(b & 0x1f)) {
+                return match m.key_cache() {
+                    Some(c) => {
+                        let o = c.get_raw(py, s);
+                        if o.is_null() {
+                            let e = PyErr::fetch(py);
+                            self.ser_err(py, format!("map key: {e}")).restore(py);
+                        }
+                        o
+                    }
+                    None => self.dec_str_raw(py, s),
+                };
+            }
+        }
+        match self.dec_key(py, r, m) {
+            Ok(v) => v.into_ptr(),
+            Err(e) => {
+                e.restore(py);
+                std::ptr::null_mut()
+            }
+        }
+    }
+
+    /// [`Self::dec_plan`] returning a new reference or NULL with the exception set, with
+    /// `Exact` nodes (the common container element) handled here on raw pointers.
+    #[inline(always)]
+    fn dec_plan_raw<'py>(
+        &self,
+        py: Python<'py>,
+        r: &mut Reader<'_>,
+        depth: usize,
+        m: &mut DecodeMode<'py, '_>,
+        plan: &DecPlan,
+        any: &Bound<'py, PyAny>,
+    ) -> *mut ffi::PyObject {
+        let v = match plan {
+            DecPlan::Exact { types, conv } => {
+                let raw = self.dec_raw(py, r, depth, m);
+                // SAFETY: `raw` is NULL or a new reference, whose type we read.
+                if raw.is_null() || has_type(types, unsafe { ffi::Py_TYPE(raw) }) {
+                    return raw;
+                }
+                // SAFETY: `raw` is a new reference, handed to the Bound.
+                let raw = unsafe { Bound::from_owned_ptr(py, raw) };
+                conv.bind(py).call1((raw, depth))
+            }
+            _ => self.dec_plan(py, r, depth, m, plan, any),
+        };
+        match v {
+            Ok(v) => v.into_ptr(),
+            Err(e) => {
+                e.restore(py);
+                std::ptr::null_mut()
+            }
+        }
     }
 
     fn dec_key<'py>(
@@ -1418,8 +1628,13 @@ impl Codec {
                 // SAFETY: the GIL is held; a new dict or NULL with an exception set.
                 let d = unsafe { Bound::from_owned_ptr_or_err(py, py_fast::new_dict(n))? };
                 for _ in 0..n {
-                    let key = self.dec_key(py, r, m)?;
-                    let val = self.dec(py, r, depth + 1, m)?;
+                    // SAFETY: dec_key_raw / dec_raw return a new reference or NULL with an
+                    // exception set.
+                    let key =
+                        unsafe { Bound::from_owned_ptr_or_err(py, self.dec_key_raw(py, r, m))? };
+                    let val = unsafe {
+                        Bound::from_owned_ptr_or_err(py, self.dec_raw(py, r, depth + 1, m))?
+                    };
                     // SAFETY: `d` is a dict; key and val are valid references (not stolen).
                     if unsafe { ffi::PyDict_SetItem(d.as_ptr(), key.as_ptr(), val.as_ptr()) } != 0 {
                         return Err(PyErr::fetch(py));
@@ -1493,10 +1708,13 @@ impl Codec {
         // PyList_SetItem steals; if we stop early, the list's deallocator skips NULLs.
         let list = unsafe { Bound::from_owned_ptr_or_err(py, ffi::PyList_New(len))? };
         for i in 0..n {
-            let item = self.dec(py, r, depth + 1, m)?;
+            let item = self.dec_raw(py, r, depth + 1, m);
+            if item.is_null() {
+                return Err(PyErr::fetch(py));
+            }
             // SAFETY: i < len, `list` is a new list nobody else sees whose slot i is
-            // still NULL; PyList_SET_ITEM steals the owned reference `item`.
-            unsafe { ffi::PyList_SET_ITEM(list.as_ptr(), i as ffi::Py_ssize_t, item.into_ptr()) };
+            // still NULL; PyList_SET_ITEM steals the new reference `item`.
+            unsafe { ffi::PyList_SET_ITEM(list.as_ptr(), i as ffi::Py_ssize_t, item) };
         }
         Ok(list)
     }
@@ -1671,41 +1889,117 @@ fn decode_utf8<'py>(py: Python<'py>, s: &[u8]) -> PyResult<Bound<'py, PyAny>> {
     unsafe { Bound::from_owned_ptr_or_err(py, py_fast::new_str(s)) }
 }
 
+/// `N` bytes of `s` from `i` as a native integer's bytes (one load).
+#[inline(always)]
+fn load<const N: usize>(s: &[u8], i: usize) -> [u8; N] {
+    let mut w = [0u8; N];
+    w.copy_from_slice(&s[i..i + N]);
+    w
+}
+
+/// `a == b` for short slices without a `memcmp` call: overlapping loads of the first and
+/// last 16, 8 or 4 bytes (map keys and field names are short).
+#[inline(always)]
+fn short_eq(a: &[u8], b: &[u8]) -> bool {
+    let n = a.len();
+    if n != b.len() {
+        return false;
+    }
+    match n {
+        0 => true,
+        1..=3 => a[0] == b[0] && a[n / 2] == b[n / 2] && a[n - 1] == b[n - 1],
+        4..=7 => load::<4>(a, 0) == load::<4>(b, 0) && load::<4>(a, n - 4) == load::<4>(b, n - 4),
+        8..=16 => load::<8>(a, 0) == load::<8>(b, 0) && load::<8>(a, n - 8) == load::<8>(b, n - 8),
+        17..=32 => {
+            load::<16>(a, 0) == load::<16>(b, 0) && load::<16>(a, n - 16) == load::<16>(b, n - 16)
+        }
+        _ => a == b,
+    }
+}
+
+/// A hash of a key of at most [`KeyCache::MAX_LEN`] bytes from a few loads.
+#[inline(always)]
+fn key_hash(s: &[u8]) -> u64 {
+    let n = s.len();
+    let (a, b) = match n {
+        0 => (0, 0),
+        1..=3 => (
+            u64::from(s[0]) | u64::from(s[n / 2]) << 8 | u64::from(s[n - 1]) << 16,
+            0,
+        ),
+        4..=7 => (
+            u64::from(u32::from_le_bytes(load(s, 0))),
+            u64::from(u32::from_le_bytes(load(s, n - 4))),
+        ),
+        8..=16 => (
+            u64::from_le_bytes(load(s, 0)),
+            u64::from_le_bytes(load(s, n - 8)),
+        ),
+        _ => (
+            u64::from_le_bytes(load(s, 0)) ^ u64::from_le_bytes(load(s, n / 2 - 4)),
+            u64::from_le_bytes(load(s, n - 8)),
+        ),
+    };
+    (a ^ b.rotate_left(29) ^ (n as u64) << 56).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+}
+
 /// Recently decoded map keys (short str), so repeated keys are not decoded again, as
-/// orjson and msgspec do. Direct-mapped by a hash of the bytes.
-type KeySlot = Option<(Box<[u8]>, Py<PyAny>)>;
+/// orjson and msgspec do. Direct-mapped by a hash of the bytes; the bytes are stored in
+/// the slot.
+struct KeySlot {
+    len: usize,
+    bytes: [u8; KeyCache::MAX_LEN],
+    obj: Option<Py<PyAny>>,
+}
 
 struct KeyCache {
-    slots: Vec<KeySlot>,
+    slots: Box<[KeySlot]>,
 }
 
 impl KeyCache {
-    const SIZE: usize = 512;
+    const BITS: u32 = 9;
     const MAX_LEN: usize = 32;
 
     fn new() -> Self {
         KeyCache {
-            slots: (0..Self::SIZE).map(|_| None).collect(),
+            slots: (0..1usize << Self::BITS)
+                .map(|_| KeySlot {
+                    len: 0,
+                    bytes: [0; Self::MAX_LEN],
+                    obj: None,
+                })
+                .collect(),
         }
     }
 
     fn get<'py>(&mut self, py: Python<'py>, s: &[u8]) -> PyResult<Bound<'py, PyAny>> {
+        // SAFETY: get_raw returns a new reference or NULL with an exception set.
+        unsafe { Bound::from_owned_ptr_or_err(py, self.get_raw(py, s)) }
+    }
+
+    /// The str for UTF-8 bytes `s`: a new reference, or NULL with an exception set.
+    #[inline(always)]
+    fn get_raw(&mut self, py: Python<'_>, s: &[u8]) -> *mut ffi::PyObject {
         if s.len() > Self::MAX_LEN {
-            return decode_utf8(py, s);
+            // SAFETY: the GIL is held (`py`).
+            return unsafe { py_fast::new_str(s) };
         }
-        let mut h: u64 = 0xcbf29ce484222325;
-        for &b in s {
-            h = (h ^ u64::from(b)).wrapping_mul(0x100000001b3);
-        }
-        let slot = &mut self.slots[(h as usize) % Self::SIZE];
-        if let Some((k, v)) = slot {
-            if **k == *s {
-                return Ok(v.bind(py).clone());
+        let i = (key_hash(s) >> (64 - Self::BITS)) as usize;
+        let slot = &mut self.slots[i];
+        if let Some(o) = &slot.obj {
+            if short_eq(&slot.bytes[..slot.len], s) {
+                return o.clone_ref(py).into_ptr();
             }
         }
-        let v = decode_utf8(py, s)?;
-        *slot = Some((s.into(), v.clone().unbind()));
-        Ok(v)
+        // SAFETY: the GIL is held (`py`).
+        let o = unsafe { py_fast::new_str(s) };
+        if !o.is_null() {
+            slot.len = s.len();
+            slot.bytes[..s.len()].copy_from_slice(s);
+            // SAFETY: `o` is a valid new reference; the slot takes one more.
+            slot.obj = Some(unsafe { Bound::from_borrowed_ptr(py, o) }.unbind());
+        }
+        o
     }
 }
 

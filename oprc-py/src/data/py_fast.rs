@@ -168,3 +168,95 @@ pub(super) unsafe fn int_i64(v: *mut ffi::PyObject) -> Option<i64> {
     let n = unsafe { ffi::PyLong_AsLongLongAndOverflow(v, &mut overflow) };
     (overflow == 0).then_some(n)
 }
+
+/// Copies `n` bytes from `src` to `dst` with at most two overlapping loads and stores for
+/// short strings (a `memcpy` call costs more than the copy for map keys and short values).
+///
+/// # Safety
+/// `src` must be readable and `dst` writable for `n` bytes; they must not overlap.
+#[inline(always)]
+unsafe fn copy_short(src: *const u8, dst: *mut u8, n: usize) {
+    // SAFETY: every access below stays within [0, n) of both ranges (caller).
+    unsafe {
+        match n {
+            0 => {}
+            1..=3 => {
+                *dst = *src;
+                *dst.add(n / 2) = *src.add(n / 2);
+                *dst.add(n - 1) = *src.add(n - 1);
+            }
+            4..=7 => {
+                let a = src.cast::<u32>().read_unaligned();
+                let b = src.add(n - 4).cast::<u32>().read_unaligned();
+                dst.cast::<u32>().write_unaligned(a);
+                dst.add(n - 4).cast::<u32>().write_unaligned(b);
+            }
+            8..=16 => {
+                let a = src.cast::<u64>().read_unaligned();
+                let b = src.add(n - 8).cast::<u64>().read_unaligned();
+                dst.cast::<u64>().write_unaligned(a);
+                dst.add(n - 8).cast::<u64>().write_unaligned(b);
+            }
+            17..=32 => {
+                let a = src.cast::<u128>().read_unaligned();
+                let b = src.add(n - 16).cast::<u128>().read_unaligned();
+                dst.cast::<u128>().write_unaligned(a);
+                dst.add(n - 16).cast::<u128>().write_unaligned(b);
+            }
+            _ => std::ptr::copy_nonoverlapping(src, dst, n),
+        }
+    }
+}
+
+/// Appends a MessagePack str (the smallest header, as `msgpack::write_str`, then the
+/// bytes) to `buf`; `false`, appending nothing, when `s` is too long for MessagePack.
+#[inline(always)]
+pub(super) fn put_str(buf: &mut Vec<u8>, s: &[u8]) -> bool {
+    let n = s.len();
+    let mut h = [0u8; 5];
+    let hl = match n {
+        0..=31 => {
+            h[0] = 0xa0 | n as u8;
+            1
+        }
+        32..=0xff => {
+            h[0] = 0xd9;
+            h[1] = n as u8;
+            2
+        }
+        0x100..=0xffff => {
+            h[0] = 0xda;
+            h[1..3].copy_from_slice(&(n as u16).to_be_bytes());
+            3
+        }
+        _ => match u32::try_from(n) {
+            Ok(m) => {
+                h[0] = 0xdb;
+                h[1..5].copy_from_slice(&m.to_be_bytes());
+                5
+            }
+            Err(_) => return false,
+        },
+    };
+    buf.reserve(5 + n);
+    // SAFETY: `reserve` made room for the 5-byte header slot and the `n` bytes after the
+    // current length; we write `hl + n` bytes there (5 header bytes, of which `hl` count)
+    // and then extend the length over exactly those.
+    unsafe {
+        let dst = buf.as_mut_ptr().add(buf.len());
+        dst.cast::<[u8; 5]>().write_unaligned(h);
+        copy_short(s.as_ptr(), dst.add(hl), n);
+        buf.set_len(buf.len() + hl + n);
+    }
+    true
+}
+
+/// The number of items of an exact `dict` (its `ma_used`).
+///
+/// # Safety
+/// `d` must be a valid reference to a dict.
+#[inline(always)]
+pub(super) unsafe fn dict_len(d: *mut ffi::PyObject) -> usize {
+    // SAFETY: `d` is a dict (caller).
+    unsafe { (*d.cast::<ffi::PyDictObject>()).ma_used as usize }
+}
