@@ -2226,12 +2226,14 @@ def _decode_plan_desc(ft: FieldType, active: set[int]) -> tuple[Any, ...]:
     """The decode plan of a hint for the native codec, as nested tuples.
 
     Nodes: ("any",); ("exact", types, conv); ("list", elem, conv); ("dict", key types,
-    key conv, val, conv); ("record", ((name, node), ...), finish, conv); ("python", conv).
-    A record map is decoded field by field into a dict, then ``finish(dict, depth)`` builds
-    the model or dataclass (any failure: the raw value goes to ``conv`` instead, which
-    raises Python's error). A raw value of a type the node accepts is final,
-    exactly as ``FieldType.decode`` and the container ``_conv`` fast paths keep it;
-    anything else goes to that node's ``_conv`` (so errors are Python's).
+    key conv, val, conv); ("record", ((name, node), ...), finish, model, conv); ("python",
+    conv). A record map is decoded field by field into a dict, then ``finish(dict, depth)``
+    builds the model or dataclass (any failure: the raw value goes to ``conv`` instead,
+    which raises Python's error). ``model``: a pydantic model class whose ``finish`` is
+    exactly ``model_validate(dict, by_name=True)`` (see :func:`_fast_model`), else None;
+    the native decoder then calls its validator directly. A raw value of a type the node
+    accepts is final, exactly as ``FieldType.decode`` and the container ``_conv`` fast
+    paths keep it; anything else goes to that node's ``_conv`` (so errors are Python's).
     """
     if ft._any:
         return ("any",)
@@ -2251,10 +2253,26 @@ def _decode_plan_desc(ft: FieldType, active: set[int]) -> tuple[Any, ...]:
             return ("dict", tuple(st[3]), st[4], _decode_plan_desc(st[2], active), ft._conv)
         if kind == "record":
             fields = tuple((name, _decode_plan_desc(node, active)) for name, node in st[2])
-            return ("record", fields, st[3], ft._conv)
+            return ("record", fields, st[3], _fast_model(st[1]), ft._conv)
         return ("python", ft._conv)
     finally:
         active.discard(id(ft))
+
+
+def _fast_model(cls: Any) -> Any:
+    """``cls`` when ``_fill_model``'s ``finish`` for it succeeds exactly when
+    ``cls.__pydantic_validator__.validate_python(data, by_name=True)`` does, with the same
+    result (what ``model_validate(data, by_name=True)`` calls); else None."""
+    if (
+        _MODEL_VALIDATE_BY_NAME
+        and isinstance(cls, type)
+        and issubclass(cls, BaseModel)
+        and not issubclass(cls, RootModel)
+        and inspect.getattr_static(cls, "model_validate")
+        is inspect.getattr_static(BaseModel, "model_validate")
+    ):
+        return cls
+    return None
 
 
 def _native_helpers() -> dict[str, Any]:

@@ -199,7 +199,8 @@ enum PlanNode {
     },
     Record {
         cls: Py<PyType>,
-        fields: Vec<(Py<PyString>, PlanNode)>,
+        /// Name, its encoding (None: not valid UTF-8, `enc_str` refuses it) and node.
+        fields: Vec<RecordField>,
         /// Read field values from the instance `__dict__` (pydantic models, whose
         /// `__getattr__` hook makes each attribute read slow), else by `getattr`.
         by_dict: bool,
@@ -209,6 +210,10 @@ enum PlanNode {
         prep: Py<PyAny>,
     },
 }
+
+/// A field of a [`PlanNode::Record`]: name, its encoding (None when `enc_str` refuses
+/// it) and node.
+type RecordField = (Py<PyString>, Option<Box<[u8]>>, PlanNode);
 
 /// Item `i` of a plan description tuple: an iterable of types.
 fn desc_types(t: &Bound<'_, PyTuple>, i: usize) -> PyResult<Vec<Py<PyType>>> {
@@ -249,7 +254,12 @@ impl PlanNode {
                 for f in t.get_item(2)?.try_iter()? {
                     let f = f?;
                     let name = f.get_item(0)?.cast_into::<PyString>()?;
-                    fields.push((name.unbind(), Self::compile(&f.get_item(1)?)?));
+                    let enc = name.to_str().ok().and_then(|n| {
+                        let mut b = Vec::new();
+                        mp::write_str(&mut b, n.as_bytes()).ok()?;
+                        Some(b.into_boxed_slice())
+                    });
+                    fields.push((name.unbind(), enc, Self::compile(&f.get_item(1)?)?));
                 }
                 PlanNode::Record {
                     cls: t.get_item(1)?.cast_into::<PyType>()?.unbind(),
@@ -304,6 +314,9 @@ enum DecPlan {
     Record {
         fields: Vec<(Box<[u8]>, DecPlan)>,
         finish: Py<PyAny>,
+        /// A pydantic model whose `finish` is `model_validate(dict, by_name=True)`: its
+        /// validator is called directly, with the keyword names `("by_name",)`.
+        model: Option<(Py<PyType>, Py<PyTuple>)>,
         conv: Py<PyAny>,
     },
     Python {
@@ -341,9 +354,23 @@ impl DecPlan {
                     let name: Box<[u8]> = name.to_str()?.as_bytes().into();
                     fields.push((name, Self::compile(&f.get_item(1)?)?));
                 }
+                let model = match t.len() {
+                    5 => t.get_item(3)?.cast_into::<PyType>().ok(),
+                    _ => None,
+                };
+                let py = t.py();
                 DecPlan::Record {
                     fields,
                     finish: t.get_item(2)?.unbind(),
+                    model: model
+                        .map(|m| {
+                            (
+                                m.unbind(),
+                                PyTuple::new(py, [pyo3::intern!(py, "by_name")]).map(Bound::unbind),
+                            )
+                        })
+                        .map(|(m, k)| k.map(|k| (m, k)))
+                        .transpose()?,
                     conv: last()?,
                 }
             }
@@ -1184,15 +1211,37 @@ impl Codec {
                 };
                 let mark = out.mark();
                 mp::write_map_header(&mut out.buf, fields.len()).map_err(|e| self.derr(py, e))?;
-                for (name, node) in fields {
+                for (name, enc_name, node) in fields {
                     let name = name.bind(py);
-                    // A field missing from __dict__ reads as Python's getattr does.
-                    let x = match dict.as_ref().map(|d| d.get_item(name)) {
-                        Some(Ok(Some(x))) => x,
-                        _ => v.getattr(name)?,
+                    let p = match &dict {
+                        // SAFETY: `d` is a dict we hold and `name` a str; the result is a
+                        // borrowed reference (or NULL), used below while `d` holds it.
+                        Some(d) => unsafe {
+                            let p = ffi::PyDict_GetItemWithError(d.as_ptr(), name.as_ptr());
+                            if p.is_null() {
+                                ffi::PyErr_Clear();
+                            }
+                            p
+                        },
+                        None => std::ptr::null_mut(),
                     };
-                    self.enc_str(name.as_any(), out)?;
-                    if let Err(e) = self.enc_node(&x, node, out, depth + 1) {
+                    // A field missing from __dict__ reads as Python's getattr does.
+                    let x = if p.is_null() {
+                        Some(v.getattr(name)?)
+                    } else {
+                        None
+                    };
+                    match enc_name {
+                        Some(b) => out.buf.extend_from_slice(b),
+                        None => self.enc_str(name.as_any(), out)?,
+                    }
+                    let r = match &x {
+                        Some(x) => self.enc_node(x, node, out, depth + 1),
+                        // SAFETY: `p` is a value of `dict`, which we hold; enc_item takes
+                        // its own reference before any Python code runs.
+                        None => unsafe { self.enc_item(py, p, node, out, depth) },
+                    };
+                    if let Err(e) = r {
                         if e.is_instance(py, self.mismatch.bind(py)) {
                             // Python names the field in the message: let it redo the record.
                             out.reset(mark);
@@ -1410,10 +1459,11 @@ impl Codec {
             DecPlan::Record {
                 fields,
                 finish,
+                model,
                 conv,
             } => {
                 let start = r.clone();
-                match self.dec_record(py, r, depth, m, fields, finish, any) {
+                match self.dec_record(py, r, depth, m, fields, finish, model.as_ref(), any) {
                     Ok(v) => Ok(v),
                     Err(e) if e.is_instance_of::<pyo3::exceptions::PyKeyboardInterrupt>(py) => {
                         Err(e)
@@ -1441,6 +1491,7 @@ impl Codec {
         m: &mut DecodeMode<'py, '_>,
         fields: &[(Box<[u8]>, DecPlan)],
         finish: &Py<PyAny>,
+        model: Option<&(Py<PyType>, Py<PyTuple>)>,
         any: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let Token::Map(n) = r.read().map_err(|e| self.derr(py, e))? else {
@@ -1487,6 +1538,29 @@ impl Codec {
         }
         if d.len() != n {
             return Err(self.ser_err(py, "duplicate keys"));
+        }
+        if let Some((cls, by_name)) = model {
+            // `model_validate(d, by_name=True)` without its Python frame: the class's
+            // current validator (read each time, as model_validate does).
+            let validator = cls
+                .bind(py)
+                .getattr(pyo3::intern!(py, "__pydantic_validator__"))?;
+            // SAFETY: [validator, d, True] are valid references and `by_name` the tuple of
+            // the one keyword's name: PyObject_VectorcallMethod calls
+            // validator.validate_python(d, by_name=True) and returns a new reference or
+            // NULL with an exception set.
+            return unsafe {
+                let args = [validator.as_ptr(), d.as_ptr(), ffi::Py_True()];
+                Bound::from_owned_ptr_or_err(
+                    py,
+                    ffi::PyObject_VectorcallMethod(
+                        pyo3::intern!(py, "validate_python").as_ptr(),
+                        args.as_ptr(),
+                        2,
+                        by_name.as_ptr(),
+                    ),
+                )
+            };
         }
         finish.bind(py).call1((d, depth))
     }
@@ -2433,7 +2507,10 @@ impl Coder {
                     let n = h.len;
                     return Some(py_fast::new_bytes_with(n + s.len(), |dst| {
                         dst[..n].copy_from_slice(h.as_slice());
-                        dst[n..].copy_from_slice(s);
+                        let rest = &mut dst[n..];
+                        // SAFETY: `rest` and `s` have the same length and do not overlap
+                        // (a new bytes object and the str's storage).
+                        py_fast::copy_short(s.as_ptr(), rest.as_mut_ptr(), s.len());
                     }));
                 }
                 T_INT => mp::write_i64(&mut h, py_fast::int_i64(v)?),
@@ -2465,11 +2542,20 @@ impl Coder {
             if ffi::Py_TYPE(data) != std::ptr::addr_of_mut!(ffi::PyBytes_Type) {
                 return None;
             }
-            let mut r = Reader::new(py_fast::bytes_of(data));
-            let tok = r.read().ok()?;
-            if !r.is_done() {
-                return None;
-            }
+            let b = py_fast::bytes_of(data);
+            let tok = match (b.first().copied()?, b.len()) {
+                (x @ (0x00..=0x7f | 0xe0..=0xff), 1) => Token::Int(i64::from(x as i8)),
+                (x @ 0xa0..=0xbf, n) if n == 1 + usize::from(x & 0x1f) => Token::Str(&b[1..]),
+                (0xcb, 9) => Token::Float(f64::from_bits(u64::from_be_bytes(load(b, 1)))),
+                _ => {
+                    let mut r = Reader::new(b);
+                    let tok = r.read().ok()?;
+                    if !r.is_done() {
+                        return None;
+                    }
+                    tok
+                }
+            };
             let ok = |bit: u8| self.dec_fast & bit != 0;
             Some(match tok {
                 Token::Nil if ok(T_NONE) => ffi::Py_NewRef(ffi::Py_None()),
@@ -2569,6 +2655,36 @@ static CODER_SLOT: AtomicIsize = AtomicIsize::new(0);
 /// The `Coder` type object, set by `Coder.install`.
 static CODER_TYPE: AtomicPtr<ffi::PyTypeObject> = AtomicPtr::new(std::ptr::null_mut());
 
+/// The [`Coder`] in `ft`'s coder slot, borrowed, when it holds one and its codec is the
+/// active backend: for the scalar fast paths, which run no Python code (so nothing can
+/// replace the slot's value while the reference is used).
+///
+/// # Safety
+/// As [`coder_of`]; the result must not be used after Python code may have run.
+#[inline(always)]
+unsafe fn active_coder<'a>(ft: *mut ffi::PyObject) -> Option<&'a Coder> {
+    let off = CODER_SLOT.load(Ordering::Relaxed);
+    if off <= 0 {
+        return None;
+    }
+    // SAFETY: see `coder_of`; the object is kept alive by `ft`'s slot for as long as no
+    // Python code runs (caller), and it is a `Coder` (type checked), a frozen pyclass
+    // whose contents `get` borrows.
+    unsafe {
+        let p = *ft.cast::<u8>().offset(off).cast::<*mut ffi::PyObject>();
+        if p.is_null() || ffi::Py_TYPE(p) != CODER_TYPE.load(Ordering::Relaxed) {
+            return None;
+        }
+        let py = Python::assume_attached();
+        let c: &'a Coder = &*std::ptr::from_ref(
+            pyo3::Borrowed::from_ptr(py, p)
+                .cast_unchecked::<Coder>()
+                .get(),
+        );
+        c.codec.get().active.load(Ordering::Relaxed).then_some(c)
+    }
+}
+
 /// The [`Coder`] in `ft`'s coder slot (a new reference), when it holds one.
 ///
 /// # Safety
@@ -2634,6 +2750,26 @@ unsafe extern "C" fn field_encode_raw(
     ft: *mut ffi::PyObject,
     arg: *mut ffi::PyObject,
 ) -> *mut ffi::PyObject {
+    // SAFETY: CPython calls a method with the GIL held; `ft` is an instance of the class
+    // (the method descriptor checked it) and `arg` a valid reference. encode_scalar runs
+    // no Python code. It cannot panic, but a panic must not unwind into CPython: caught.
+    let fast = catch_unwind(|| unsafe { active_coder(ft).and_then(|c| c.encode_scalar(arg)) });
+    if let Ok(Some(p)) = fast {
+        return p;
+    }
+    // SAFETY: as above.
+    unsafe { field_encode_general(ft, arg) }
+}
+
+/// [`field_encode_raw`] for every value but the scalars.
+///
+/// # Safety
+/// As [`field_encode_raw`].
+#[inline(never)]
+unsafe fn field_encode_general(
+    ft: *mut ffi::PyObject,
+    arg: *mut ffi::PyObject,
+) -> *mut ffi::PyObject {
     // SAFETY: CPython calls a method with the GIL held (the thread is attached).
     let py = unsafe { Python::assume_attached() };
     // SAFETY: the method descriptor checked that `ft` is an instance of the class.
@@ -2664,6 +2800,29 @@ unsafe extern "C" fn field_encode_raw(
 /// method: `decode(data)` and `decode(data, zero_copy=<bool>)` are handled here; any other
 /// call is passed as it is to the type's Python `_decode_slow`, which parses it.
 unsafe extern "C" fn field_decode_raw(
+    ft: *mut ffi::PyObject,
+    args: *const *mut ffi::PyObject,
+    nargs: ffi::Py_ssize_t,
+    kwnames: *mut ffi::PyObject,
+) -> *mut ffi::PyObject {
+    if nargs == 1 && kwnames.is_null() {
+        // SAFETY: as in `field_encode_raw`; one positional argument, a valid reference.
+        let fast =
+            catch_unwind(|| unsafe { active_coder(ft).and_then(|c| c.decode_scalar(*args)) });
+        if let Ok(Some(p)) = fast {
+            return p;
+        }
+    }
+    // SAFETY: as above.
+    unsafe { field_decode_general(ft, args, nargs, kwnames) }
+}
+
+/// [`field_decode_raw`] for every input but a lone scalar.
+///
+/// # Safety
+/// As [`field_decode_raw`].
+#[inline(never)]
+unsafe fn field_decode_general(
     ft: *mut ffi::PyObject,
     args: *const *mut ffi::PyObject,
     nargs: ffi::Py_ssize_t,

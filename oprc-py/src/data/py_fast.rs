@@ -175,7 +175,7 @@ pub(super) unsafe fn int_i64(v: *mut ffi::PyObject) -> Option<i64> {
 /// # Safety
 /// `src` must be readable and `dst` writable for `n` bytes; they must not overlap.
 #[inline(always)]
-unsafe fn copy_short(src: *const u8, dst: *mut u8, n: usize) {
+pub(super) unsafe fn copy_short(src: *const u8, dst: *mut u8, n: usize) {
     // SAFETY: every access below stays within [0, n) of both ranges (caller).
     unsafe {
         match n {
