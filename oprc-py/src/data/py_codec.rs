@@ -211,6 +211,31 @@ enum PlanNode {
     },
 }
 
+/// Whether `k` is the str `name` (the same object, or an exact str with the same text).
+///
+/// # Safety
+/// Both must be valid references; `name` an exact str.
+#[inline(always)]
+unsafe fn same_str(k: *mut ffi::PyObject, name: *mut ffi::PyObject) -> bool {
+    if k == name {
+        return true;
+    }
+    // SAFETY: valid references (caller); str_utf8 only on exact strs. A failure (lone
+    // surrogates) sets an exception, cleared: the strings are then not taken as equal.
+    unsafe {
+        if ffi::Py_TYPE(k) != std::ptr::addr_of_mut!(ffi::PyUnicode_Type) {
+            return false;
+        }
+        match (py_fast::str_utf8(k), py_fast::str_utf8(name)) {
+            (Some(a), Some(b)) => short_eq(a, b),
+            _ => {
+                ffi::PyErr_Clear();
+                false
+            }
+        }
+    }
+}
+
 /// A field of a [`PlanNode::Record`]: name, its encoding (None when `enc_str` refuses
 /// it) and node.
 type RecordField = (Py<PyString>, Option<Box<[u8]>>, PlanNode);
@@ -1203,23 +1228,45 @@ impl Codec {
                     return self.via_prep(prep, v, out, depth);
                 }
                 let dict = if *by_dict {
-                    v.getattr(pyo3::intern!(py, "__dict__"))
-                        .ok()
-                        .and_then(|d| d.cast_into_exact::<PyDict>().ok())
+                    // SAFETY: `v` is valid; instance_dict returns a borrowed dict (or
+                    // NULL), of which we take our own reference at once.
+                    let d = unsafe { py_fast::instance_dict(v.as_ptr()) };
+                    let d = if d.is_null() {
+                        v.getattr(pyo3::intern!(py, "__dict__")).ok()
+                    } else {
+                        // SAFETY: as above.
+                        Some(unsafe { Bound::from_borrowed_ptr(py, d) })
+                    };
+                    d.and_then(|d| d.cast_into_exact::<PyDict>().ok())
                 } else {
                     None
                 };
                 let mark = out.mark();
                 mp::write_map_header(&mut out.buf, fields.len()).map_err(|e| self.derr(py, e))?;
+                // Pydantic keeps __dict__ in field order: the i-th entry is usually field
+                // i, which saves the lookup; a key that is not the field's name ends that.
+                let mut pos: Option<ffi::Py_ssize_t> = Some(0);
                 for (name, enc_name, node) in fields {
                     let name = name.bind(py);
                     let p = match &dict {
-                        // SAFETY: `d` is a dict we hold and `name` a str; the result is a
-                        // borrowed reference (or NULL), used below while `d` holds it.
+                        // SAFETY: `d` is a dict we hold and `name` a str; both lookups give
+                        // a borrowed reference (or NULL), used below while `d` holds it.
                         Some(d) => unsafe {
-                            let p = ffi::PyDict_GetItemWithError(d.as_ptr(), name.as_ptr());
+                            let mut p = std::ptr::null_mut();
+                            if let Some(at) = pos.as_mut() {
+                                let mut k = std::ptr::null_mut();
+                                if ffi::PyDict_Next(d.as_ptr(), at, &mut k, &mut p) == 0
+                                    || !same_str(k, name.as_ptr())
+                                {
+                                    p = std::ptr::null_mut();
+                                    pos = None;
+                                }
+                            }
                             if p.is_null() {
-                                ffi::PyErr_Clear();
+                                p = ffi::PyDict_GetItemWithError(d.as_ptr(), name.as_ptr());
+                                if p.is_null() {
+                                    ffi::PyErr_Clear();
+                                }
                             }
                             p
                         },
@@ -1232,7 +1279,7 @@ impl Codec {
                         None
                     };
                     match enc_name {
-                        Some(b) => out.buf.extend_from_slice(b),
+                        Some(b) => py_fast::put_bytes(&mut out.buf, b),
                         None => self.enc_str(name.as_any(), out)?,
                     }
                     let r = match &x {

@@ -12,6 +12,28 @@ extern "C" {
     // cpython/dictobject.h, exported by every CPython 3.x (orjson and msgspec call it):
     // a new empty dict sized for `minused` items without a resize.
     fn _PyDict_NewPresized(minused: ffi::Py_ssize_t) -> *mut ffi::PyObject;
+    // cpython/object.h: the address of an object's instance-dict slot (NULL when its type
+    // has none); what `obj.__dict__` reads.
+    fn _PyObject_GetDictPtr(obj: *mut ffi::PyObject) -> *mut *mut ffi::PyObject;
+}
+
+/// The instance `__dict__` of `obj` when it has one already (borrowed), else NULL: the
+/// object `getattr(obj, "__dict__")` returns, without the attribute lookup (a pydantic
+/// model's `__getattr__` hook makes that lookup slow).
+///
+/// # Safety
+/// `obj` must be a valid reference; the GIL must be held. The result is valid while
+/// `obj` keeps it (the caller takes a reference before running Python code).
+#[inline]
+pub(super) unsafe fn instance_dict(obj: *mut ffi::PyObject) -> *mut ffi::PyObject {
+    // SAFETY: `obj` is valid (caller); the dict slot holds NULL or a dict reference.
+    unsafe {
+        let p = _PyObject_GetDictPtr(obj);
+        if p.is_null() {
+            return std::ptr::null_mut();
+        }
+        *p
+    }
 }
 
 /// The UTF-8 form of an exact `str`, borrowed from the object: compact ASCII strings are
@@ -259,4 +281,16 @@ pub(super) fn put_str(buf: &mut Vec<u8>, s: &[u8]) -> bool {
 pub(super) unsafe fn dict_len(d: *mut ffi::PyObject) -> usize {
     // SAFETY: `d` is a dict (caller).
     unsafe { (*d.cast::<ffi::PyDictObject>()).ma_used as usize }
+}
+
+/// Appends `b` to `buf` (as `extend_from_slice`, without a `memcpy` call for short `b`).
+#[inline(always)]
+pub(super) fn put_bytes(buf: &mut Vec<u8>, b: &[u8]) {
+    buf.reserve(b.len());
+    // SAFETY: `reserve` made room for `b.len()` bytes after the current length, which we
+    // write and then extend the length over.
+    unsafe {
+        copy_short(b.as_ptr(), buf.as_mut_ptr().add(buf.len()), b.len());
+        buf.set_len(buf.len() + b.len());
+    }
 }
