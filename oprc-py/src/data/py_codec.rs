@@ -1464,10 +1464,21 @@ impl Codec {
                     return v;
                 }
                 self.check_depth(py, depth, m)?;
-                let items = (0..n)
-                    .map(|_| self.dec_plan(py, r, depth + 1, m, elem, any))
-                    .collect::<PyResult<Vec<_>>>()?;
-                Ok(PyList::new(py, items)?.into_any())
+                let len =
+                    ffi::Py_ssize_t::try_from(n).map_err(|_| self.ser_err(py, "array too long"))?;
+                // SAFETY: as in `dec_list`: a new list of `len` NULL slots, each filled
+                // once with a new reference (PyList_SET_ITEM steals it); if we stop early,
+                // the list's deallocator skips the NULL slots.
+                let list = unsafe { Bound::from_owned_ptr_or_err(py, ffi::PyList_New(len))? };
+                for i in 0..n {
+                    let item = self.dec_plan_raw(py, r, depth + 1, m, elem, any);
+                    if item.is_null() {
+                        return Err(PyErr::fetch(py));
+                    }
+                    // SAFETY: i < len; slot i of our new list is still NULL.
+                    unsafe { ffi::PyList_SET_ITEM(list.as_ptr(), i as ffi::Py_ssize_t, item) };
+                }
+                Ok(list)
             }
             DecPlan::Dict {
                 keys,
@@ -2539,7 +2550,9 @@ impl Coder {
     #[inline(always)]
     unsafe fn encode_scalar(&self, v: *mut ffi::PyObject) -> Option<*mut ffi::PyObject> {
         // SAFETY: `v` is valid (caller); each branch reads a value of exactly the type
-        // just checked; the GIL is held for the allocations.
+        // just checked; the GIL is held for the allocations. A new bytes object of
+        // `1 + len` bytes is filled completely (header byte, then the str's bytes) before
+        // anyone else sees it.
         unsafe {
             let bit = scalar_bit(ffi::Py_TYPE(v)) & self.enc_fast;
             let mut h = mp::Small::default();
@@ -2550,6 +2563,19 @@ impl Coder {
                         ffi::PyErr_Clear();
                         return None;
                     };
+                    if s.len() <= 31 {
+                        // fixstr: one header byte (as write_str_header writes it).
+                        let o = ffi::PyBytes_FromStringAndSize(
+                            std::ptr::null(),
+                            1 + s.len() as ffi::Py_ssize_t,
+                        );
+                        if !o.is_null() {
+                            let dst = ffi::PyBytes_AS_STRING(o).cast::<u8>().cast_mut();
+                            *dst = 0xa0 | s.len() as u8;
+                            py_fast::copy_short(s.as_ptr(), dst.add(1), s.len());
+                        }
+                        return Some(o);
+                    }
                     mp::write_str_header(&mut h, s.len()).ok()?;
                     let n = h.len;
                     return Some(py_fast::new_bytes_with(n + s.len(), |dst| {
