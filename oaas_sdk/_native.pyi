@@ -106,13 +106,16 @@ class DecodePlan:
     """A compiled decode plan of one field type (``Codec.decode_plan``); opaque."""
 
 class Coder:
-    """Native ``encode``/``decode`` of one field type (``Codec.coder``): ``FieldType``
-    stores these bound methods as its own ``encode`` and ``decode``. While its codec is
-    not the active backend, calls go to the field type's ``_encode_slow`` /
-    ``_decode_slow``; errors go through its ``_encode_failed`` / ``_decode_failed``."""
+    """Native ``encode``/``decode`` of one field type (``Codec.coder``), kept in the
+    ``FieldType``'s ``_ncoder`` slot. ``Coder.install`` makes ``FieldType.encode`` /
+    ``decode`` native methods that use it while its codec is the active backend and call
+    the field type's ``_encode_slow`` / ``_decode_slow`` otherwise; errors go through its
+    ``_encode_failed`` / ``_decode_failed``."""
 
-    def encode(self, value: Any) -> bytes: ...
-    def decode(self, data: bytes | bytearray | memoryview, *, zero_copy: bool = False) -> Any: ...
+    @staticmethod
+    def install(cls: type, slot: Any) -> None:
+        """Make ``cls.encode`` / ``cls.decode`` the native methods; ``slot``: the member
+        descriptor of the object slot holding each instance's coder."""
 
 class Codec:
     """The native state codec. Built once per process by ``codec.set_backend``."""

@@ -33,7 +33,7 @@ import typing
 import uuid
 import weakref
 from collections.abc import Callable
-from typing import Annotated, Any, Literal, Protocol, Union
+from typing import Annotated, Any, Literal, Union
 
 import msgpack
 import pydantic
@@ -955,12 +955,6 @@ def _pydantic_reason(e: pydantic.ValidationError) -> str:
     return "; ".join(parts)
 
 
-class _Decode(Protocol):
-    def __call__(
-        self, data: bytes | bytearray | memoryview, *, zero_copy: bool = False
-    ) -> Any: ...
-
-
 class FieldType:
     """A compiled type hint: converts, encodes and decodes values of one field.
 
@@ -975,15 +969,14 @@ class FieldType:
             any check (for ``int``: ``{int}``); a caller may skip ``coerce`` for them.
 
     ``encode(value) -> bytes`` and ``decode(data, *, zero_copy=False) -> value`` are
-    documented at :meth:`_encode_slow` and :meth:`_decode_slow`, which they are until the
-    native backend is first used; from then on they are the bound methods of a native
-    ``Coder`` (one call into the extension, no Python frame), which hands calls back to
-    those two while the Python backend is active. Both raise the same errors.
+    documented at :meth:`_encode_slow` and :meth:`_decode_slow`, which they are without
+    the extension; when it is importable they are its methods (``Coder.install``: one
+    call into the extension, no Python frame), which use the type's native ``Coder``
+    while the native backend is active and hand calls to those two otherwise. Both raise
+    the same errors.
     """
 
     __slots__ = (
-        "encode",
-        "decode",
         "__weakref__",
         "hint",
         "mutable",
@@ -1002,10 +995,9 @@ class FieldType:
         "_struct",
         "_plan",
         "_coder",
+        "_ncoder",
     )
 
-    encode: Callable[[Any], bytes]
-    decode: _Decode
     hint: Any
     mutable: bool
     passthrough_types: frozenset[type]
@@ -1038,8 +1030,7 @@ class FieldType:
         self._struct: tuple[Any, ...] | None = None
         self._plan: Any = None  # (native codec, compiled plan) for the active backend
         self._coder: Any = None  # (native codec, its Coder for this type), see _install
-        self.encode = self._encode_slow
-        self.decode = self._decode_slow
+        self._ncoder: Any = None  # that Coder, read by the native encode/decode methods
 
     def __repr__(self) -> str:
         return f"FieldType({self._name})"
@@ -1103,7 +1094,7 @@ class FieldType:
             raise self._encode_error(e) from (None if isinstance(e, _Mismatch) else e)
 
     def _install(self, nc: Any) -> None:
-        """Make ``encode``/``decode`` the native coder of codec ``nc`` (built once)."""
+        """Give ``encode``/``decode`` the native coder of codec ``nc`` (built once)."""
         c = self._coder
         if c is None or c[0] is not nc:
             _, plan, dplan = self._native_plans(nc)
@@ -1111,8 +1102,7 @@ class FieldType:
                 weakref.ref(self), tuple(self._pexact), self._any, plan, dplan, ZERO_COPY_MIN
             )
             c = self._coder = (nc, coder)
-        self.encode = c[1].encode
-        self.decode = c[1].decode
+        self._ncoder = c[1]
 
     def _encode_failed(self, e: BaseException) -> BaseException:
         """What ``encode`` raises for ``e`` (the native coder's errors go through this)."""
@@ -1191,6 +1181,11 @@ class FieldType:
             return self._conv(raw, 0)
         except Exception as e:
             raise SerializationError(f"cannot decode {self._name}: {e}") from e
+
+    # Without the extension these are the methods; ``Coder.install`` (``set_backend``)
+    # replaces them with the native ones.
+    encode = _encode_slow
+    decode = _decode_slow
 
 
 def _convert_pydantic(ft: FieldType, value: Any, where: str) -> Any:
@@ -2231,12 +2226,14 @@ def _decode_plan_desc(ft: FieldType, active: set[int]) -> tuple[Any, ...]:
     """The decode plan of a hint for the native codec, as nested tuples.
 
     Nodes: ("any",); ("exact", types, conv); ("list", elem, conv); ("dict", key types,
-    key conv, val, conv); ("record", ((name, node), ...), finish, conv); ("python", conv).
-    A record map is decoded field by field into a dict, then ``finish(dict, depth)`` builds
-    the model or dataclass (any failure: the raw value goes to ``conv`` instead, which
-    raises Python's error). A raw value of a type the node accepts is final,
-    exactly as ``FieldType.decode`` and the container ``_conv`` fast paths keep it;
-    anything else goes to that node's ``_conv`` (so errors are Python's).
+    key conv, val, conv); ("record", ((name, node), ...), finish, model, conv); ("python",
+    conv). A record map is decoded field by field into a dict, then ``finish(dict, depth)``
+    builds the model or dataclass (any failure: the raw value goes to ``conv`` instead,
+    which raises Python's error). ``model``: a pydantic model class whose ``finish`` is
+    exactly ``model_validate(dict, by_name=True)`` (see :func:`_fast_model`), else None;
+    the native decoder then calls its validator directly. A raw value of a type the node
+    accepts is final, exactly as ``FieldType.decode`` and the container ``_conv`` fast
+    paths keep it; anything else goes to that node's ``_conv`` (so errors are Python's).
     """
     if ft._any:
         return ("any",)
@@ -2256,10 +2253,26 @@ def _decode_plan_desc(ft: FieldType, active: set[int]) -> tuple[Any, ...]:
             return ("dict", tuple(st[3]), st[4], _decode_plan_desc(st[2], active), ft._conv)
         if kind == "record":
             fields = tuple((name, _decode_plan_desc(node, active)) for name, node in st[2])
-            return ("record", fields, st[3], ft._conv)
+            return ("record", fields, st[3], _fast_model(st[1]), ft._conv)
         return ("python", ft._conv)
     finally:
         active.discard(id(ft))
+
+
+def _fast_model(cls: Any) -> Any:
+    """``cls`` when ``_fill_model``'s ``finish`` for it succeeds exactly when
+    ``cls.__pydantic_validator__.validate_python(data, by_name=True)`` does, with the same
+    result (what ``model_validate(data, by_name=True)`` calls); else None."""
+    if (
+        _MODEL_VALIDATE_BY_NAME
+        and isinstance(cls, type)
+        and issubclass(cls, BaseModel)
+        and not issubclass(cls, RootModel)
+        and inspect.getattr_static(cls, "model_validate")
+        is inspect.getattr_static(BaseModel, "model_validate")
+    ):
+        return cls
+    return None
 
 
 def _native_helpers() -> dict[str, Any]:
@@ -2304,21 +2317,10 @@ def set_backend(native: Any) -> None:
         if nc is None:
             nc = _codecs[id(native)] = native.Codec(_native_helpers())
             nc.set_ref_factory(_ref_factory)
+            native.Coder.install(FieldType, FieldType.__dict__["_ncoder"])
     for c in _codecs.values():
         c.set_active(c is nc)
     _native_codec = nc
-
-
-def native_coder(ft: FieldType) -> Any:
-    """The native ``Coder`` of ``ft`` while the native codec is active, else ``None``.
-
-    The native engine calls it from Rust with no Python frame; it still follows
-    :func:`set_backend` (an inactive coder hands the call to the pure-Python codec)."""
-    nc = _native_codec
-    if nc is None:
-        return None
-    ft._install(nc)
-    return ft._coder[1]
 
 
 def backend() -> str:

@@ -518,9 +518,9 @@ class OaasObject:
 
     @classmethod
     def _oaas_build_encoders(cls) -> dict[str, Any]:
-        """Field name -> native ``Coder`` of its type when the native codec is active
-        (the native engine then encodes without a Python call), else -> ``FieldType``."""
-        enc = {n: codec.native_coder(f.ftype) or f.ftype for n, f in cls._oaas_fields.items()}
+        """Field name -> ``FieldType``, for the native engine's one-call commit (which
+        calls each type's ``encode``, a native method once the extension is loaded)."""
+        enc = {n: f.ftype for n, f in cls._oaas_fields.items()}
         cls._oaas_encoders = enc
         return enc
 

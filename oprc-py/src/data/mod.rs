@@ -10,7 +10,8 @@ pub mod cache;
 pub mod ext;
 pub mod msgpack;
 mod py_cache;
-pub(crate) mod py_codec;
+mod py_codec;
+mod py_fast;
 
 /// Components this module provides natively, reported by `build_info()`.
 pub const COMPONENTS: &[&str] = &["codec", "cache"];

@@ -25,59 +25,102 @@ pub fn err<T>(msg: impl Into<String>) -> Result<T, DecodeError> {
 
 // ----------------------------------------------------------------------------- writer
 
-pub fn write_nil(out: &mut Vec<u8>) {
-    out.push(0xc0);
+/// Where the writer puts bytes: a `Vec` or, for one scalar, a [`Small`] on the stack.
+pub trait Sink {
+    fn put(&mut self, b: &[u8]);
+    #[inline(always)]
+    fn put_byte(&mut self, b: u8) {
+        self.put(&[b]);
+    }
 }
 
-pub fn write_bool(out: &mut Vec<u8>, v: bool) {
-    out.push(if v { 0xc3 } else { 0xc2 });
+impl Sink for Vec<u8> {
+    #[inline(always)]
+    fn put(&mut self, b: &[u8]) {
+        self.extend_from_slice(b);
+    }
+    #[inline(always)]
+    fn put_byte(&mut self, b: u8) {
+        self.push(b);
+    }
+}
+
+/// The encoding of one scalar or a str/bin header (at most 9 bytes), on the stack.
+#[derive(Default)]
+pub struct Small {
+    pub buf: [u8; 9],
+    pub len: usize,
+}
+
+impl Small {
+    pub fn as_slice(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
+impl Sink for Small {
+    /// Callers write at most 9 bytes in all (one scalar or header); more is a bug, which
+    /// panics (the pyo3 layer turns panics into errors).
+    #[inline(always)]
+    fn put(&mut self, b: &[u8]) {
+        self.buf[self.len..self.len + b.len()].copy_from_slice(b);
+        self.len += b.len();
+    }
+}
+
+pub fn write_nil(out: &mut impl Sink) {
+    out.put_byte(0xc0);
+}
+
+pub fn write_bool(out: &mut impl Sink, v: bool) {
+    out.put_byte(if v { 0xc3 } else { 0xc2 });
 }
 
 /// Smallest unsigned form (never the signed ones).
 #[inline]
-pub fn write_u64(out: &mut Vec<u8>, v: u64) {
+pub fn write_u64(out: &mut impl Sink, v: u64) {
     if v < 0x80 {
-        out.push(v as u8);
+        out.put_byte(v as u8);
     } else if v <= 0xff {
-        out.extend_from_slice(&[0xcc, v as u8]);
+        out.put(&[0xcc, v as u8]);
     } else if v <= 0xffff {
-        out.push(0xcd);
-        out.extend_from_slice(&(v as u16).to_be_bytes());
+        out.put_byte(0xcd);
+        out.put(&(v as u16).to_be_bytes());
     } else if v <= 0xffff_ffff {
-        out.push(0xce);
-        out.extend_from_slice(&(v as u32).to_be_bytes());
+        out.put_byte(0xce);
+        out.put(&(v as u32).to_be_bytes());
     } else {
-        out.push(0xcf);
-        out.extend_from_slice(&v.to_be_bytes());
+        out.put_byte(0xcf);
+        out.put(&v.to_be_bytes());
     }
 }
 
 /// Non-negative values as [`write_u64`]; negative ones in the smallest signed form.
 #[inline]
-pub fn write_i64(out: &mut Vec<u8>, v: i64) {
+pub fn write_i64(out: &mut impl Sink, v: i64) {
     if v >= 0 {
         write_u64(out, v as u64);
     } else if v >= -32 {
-        out.push(v as i8 as u8);
+        out.put_byte(v as i8 as u8);
     } else if v >= i64::from(i8::MIN) {
-        out.extend_from_slice(&[0xd0, v as i8 as u8]);
+        out.put(&[0xd0, v as i8 as u8]);
     } else if v >= i64::from(i16::MIN) {
-        out.push(0xd1);
-        out.extend_from_slice(&(v as i16).to_be_bytes());
+        out.put_byte(0xd1);
+        out.put(&(v as i16).to_be_bytes());
     } else if v >= i64::from(i32::MIN) {
-        out.push(0xd2);
-        out.extend_from_slice(&(v as i32).to_be_bytes());
+        out.put_byte(0xd2);
+        out.put(&(v as i32).to_be_bytes());
     } else {
-        out.push(0xd3);
-        out.extend_from_slice(&v.to_be_bytes());
+        out.put_byte(0xd3);
+        out.put(&v.to_be_bytes());
     }
 }
 
 /// Always float 64 (a NaN keeps its bits).
 #[inline]
-pub fn write_f64(out: &mut Vec<u8>, v: f64) {
-    out.push(0xcb);
-    out.extend_from_slice(&v.to_bits().to_be_bytes());
+pub fn write_f64(out: &mut impl Sink, v: f64) {
+    out.put_byte(0xcb);
+    out.put(&v.to_bits().to_be_bytes());
 }
 
 fn too_long(what: &str, len: usize) -> DecodeError {
@@ -88,7 +131,7 @@ fn too_long(what: &str, len: usize) -> DecodeError {
 
 #[inline]
 fn write_len(
-    out: &mut Vec<u8>,
+    out: &mut impl Sink,
     len: usize,
     fix: Option<(u8, usize)>,
     c8: Option<u8>,
@@ -98,20 +141,20 @@ fn write_len(
 ) -> Result<(), DecodeError> {
     match fix {
         Some((base, max)) if len <= max => {
-            out.push(base | len as u8);
+            out.put_byte(base | len as u8);
             return Ok(());
         }
         _ => {}
     }
     match c8 {
-        Some(code) if len <= 0xff => out.extend_from_slice(&[code, len as u8]),
+        Some(code) if len <= 0xff => out.put(&[code, len as u8]),
         _ if len <= 0xffff => {
-            out.push(c16);
-            out.extend_from_slice(&(len as u16).to_be_bytes());
+            out.put_byte(c16);
+            out.put(&(len as u16).to_be_bytes());
         }
         _ if len <= 0xffff_ffff => {
-            out.push(c32);
-            out.extend_from_slice(&(len as u32).to_be_bytes());
+            out.put_byte(c32);
+            out.put(&(len as u32).to_be_bytes());
         }
         _ => return Err(too_long(what, len)),
     }
@@ -119,7 +162,7 @@ fn write_len(
 }
 
 #[inline]
-pub fn write_str_header(out: &mut Vec<u8>, len: usize) -> Result<(), DecodeError> {
+pub fn write_str_header(out: &mut impl Sink, len: usize) -> Result<(), DecodeError> {
     write_len(out, len, Some((0xa0, 31)), Some(0xd9), 0xda, 0xdb, "str")
 }
 
@@ -213,6 +256,25 @@ impl<'a> Reader<'a> {
 
     pub fn is_done(&self) -> bool {
         self.pos == self.data.len()
+    }
+
+    /// The next byte, not consumed.
+    #[inline(always)]
+    pub fn peek(&self) -> Option<u8> {
+        self.data.get(self.pos).copied()
+    }
+
+    /// Consumes a header of `head` bytes (already looked at with [`Self::peek`] and
+    /// friends) and the `n` bytes after it, which it returns; `None`, consuming nothing,
+    /// when they are not all present (the caller then reads the item with [`Self::read`],
+    /// which reports the error).
+    #[inline(always)]
+    pub fn take_after(&mut self, head: usize, n: usize) -> Option<&'a [u8]> {
+        let start = self.pos.checked_add(head)?;
+        let end = start.checked_add(n)?;
+        let s = self.data.get(start..end)?;
+        self.pos = end;
+        Some(s)
     }
 
     fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {

@@ -6,7 +6,7 @@
 use std::cell::Cell;
 use std::os::raw::c_int;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicIsize, AtomicPtr, Ordering};
 use std::sync::{Mutex, OnceLock};
 
 use pyo3::buffer::PyUntypedBuffer;
@@ -19,6 +19,7 @@ use pyo3::types::{
 
 use super::ext::{self, Clock, Delta, ObjectId, MAX_DEPTH};
 use super::msgpack::{self as mp, DecodeError, Reader, Token};
+use super::py_fast;
 
 /// Byte values at least this long are not copied into the encoder's scratch buffer: they
 /// are copied once, straight from the Python buffer into the result.
@@ -198,7 +199,8 @@ enum PlanNode {
     },
     Record {
         cls: Py<PyType>,
-        fields: Vec<(Py<PyString>, PlanNode)>,
+        /// Name, its encoding (None: not valid UTF-8, `enc_str` refuses it) and node.
+        fields: Vec<RecordField>,
         /// Read field values from the instance `__dict__` (pydantic models, whose
         /// `__getattr__` hook makes each attribute read slow), else by `getattr`.
         by_dict: bool,
@@ -208,6 +210,35 @@ enum PlanNode {
         prep: Py<PyAny>,
     },
 }
+
+/// Whether `k` is the str `name` (the same object, or an exact str with the same text).
+///
+/// # Safety
+/// Both must be valid references; `name` an exact str.
+#[inline(always)]
+unsafe fn same_str(k: *mut ffi::PyObject, name: *mut ffi::PyObject) -> bool {
+    if k == name {
+        return true;
+    }
+    // SAFETY: valid references (caller); str_utf8 only on exact strs. A failure (lone
+    // surrogates) sets an exception, cleared: the strings are then not taken as equal.
+    unsafe {
+        if ffi::Py_TYPE(k) != std::ptr::addr_of_mut!(ffi::PyUnicode_Type) {
+            return false;
+        }
+        match (py_fast::str_utf8(k), py_fast::str_utf8(name)) {
+            (Some(a), Some(b)) => short_eq(a, b),
+            _ => {
+                ffi::PyErr_Clear();
+                false
+            }
+        }
+    }
+}
+
+/// A field of a [`PlanNode::Record`]: name, its encoding (None when `enc_str` refuses
+/// it) and node.
+type RecordField = (Py<PyString>, Option<Box<[u8]>>, PlanNode);
 
 /// Item `i` of a plan description tuple: an iterable of types.
 fn desc_types(t: &Bound<'_, PyTuple>, i: usize) -> PyResult<Vec<Py<PyType>>> {
@@ -248,7 +279,12 @@ impl PlanNode {
                 for f in t.get_item(2)?.try_iter()? {
                     let f = f?;
                     let name = f.get_item(0)?.cast_into::<PyString>()?;
-                    fields.push((name.unbind(), Self::compile(&f.get_item(1)?)?));
+                    let enc = name.to_str().ok().and_then(|n| {
+                        let mut b = Vec::new();
+                        mp::write_str(&mut b, n.as_bytes()).ok()?;
+                        Some(b.into_boxed_slice())
+                    });
+                    fields.push((name.unbind(), enc, Self::compile(&f.get_item(1)?)?));
                 }
                 PlanNode::Record {
                     cls: t.get_item(1)?.cast_into::<PyType>()?.unbind(),
@@ -303,6 +339,9 @@ enum DecPlan {
     Record {
         fields: Vec<(Box<[u8]>, DecPlan)>,
         finish: Py<PyAny>,
+        /// A pydantic model whose `finish` is `model_validate(dict, by_name=True)`: its
+        /// validator is called directly, with the keyword names `("by_name",)`.
+        model: Option<(Py<PyType>, Py<PyTuple>)>,
         conv: Py<PyAny>,
     },
     Python {
@@ -340,9 +379,23 @@ impl DecPlan {
                     let name: Box<[u8]> = name.to_str()?.as_bytes().into();
                     fields.push((name, Self::compile(&f.get_item(1)?)?));
                 }
+                let model = match t.len() {
+                    5 => t.get_item(3)?.cast_into::<PyType>().ok(),
+                    _ => None,
+                };
+                let py = t.py();
                 DecPlan::Record {
                     fields,
                     finish: t.get_item(2)?.unbind(),
+                    model: model
+                        .map(|m| {
+                            (
+                                m.unbind(),
+                                PyTuple::new(py, [pyo3::intern!(py, "by_name")]).map(Bound::unbind),
+                            )
+                        })
+                        .map(|(m, k)| k.map(|k| (m, k)))
+                        .transpose()?,
                     conv: last()?,
                 }
             }
@@ -948,51 +1001,50 @@ impl Codec {
     }
 
     /// Writes an exact str, float, bool, None or 64-bit int without touching its reference
-    /// count (`None` for any other value): the hot case of list elements.
+    /// count; `false` (nothing written, no exception set) for any other value and for a
+    /// str the general path must refuse (lone surrogates): the hot case of container
+    /// elements. Returns a `bool`, not a `PyResult`: the hot loops then move no error
+    /// value around.
     ///
     /// # Safety
-    /// `p` must be a valid reference that stays alive during the call. On success the call
-    /// runs no Python code and allocates no GC-tracked object (so no finalizer can drop
-    /// `p`); on error (a str with lone surrogates) it builds the exception but no longer
-    /// reads `p`.
-    #[inline]
-    unsafe fn enc_leaf(
-        &self,
-        py: Python<'_>,
-        p: *mut ffi::PyObject,
-        out: &mut Out<'_>,
-    ) -> Option<PyResult<()>> {
-        // SAFETY: the caller guarantees `p` is valid; each branch calls a function that
-        // cannot fail for an object of exactly the type just checked.
+    /// `p` must be a valid reference that stays alive during the call. The call runs no
+    /// Python code and allocates no Python object.
+    #[inline(always)]
+    unsafe fn enc_leaf(p: *mut ffi::PyObject, out: &mut Out<'_>) -> bool {
+        // SAFETY: the caller guarantees `p` is valid; each branch reads a value of exactly
+        // the type just checked.
         unsafe {
             let t = ffi::Py_TYPE(p);
             if t == std::ptr::addr_of_mut!(ffi::PyUnicode_Type) {
-                let s = pyo3::Borrowed::from_ptr(py, p);
-                return Some(self.enc_str(&s, out));
+                let Some(s) = py_fast::str_utf8(p) else {
+                    ffi::PyErr_Clear();
+                    return false;
+                };
+                return py_fast::put_str(&mut out.buf, s);
             }
             if t == std::ptr::addr_of_mut!(ffi::PyLong_Type) {
-                let mut overflow: c_int = 0;
-                let n = ffi::PyLong_AsLongLongAndOverflow(p, &mut overflow);
-                if overflow != 0 {
-                    return None;
-                }
+                let Some(n) = py_fast::int_i64(p) else {
+                    return false;
+                };
                 mp::write_i64(&mut out.buf, n);
-                return Some(Ok(()));
+                return true;
             }
             if t == std::ptr::addr_of_mut!(ffi::PyFloat_Type) {
-                mp::write_f64(&mut out.buf, ffi::PyFloat_AsDouble(p));
-                return Some(Ok(()));
+                let mut b = [0xcb; 9];
+                b[1..].copy_from_slice(&ffi::PyFloat_AS_DOUBLE(p).to_bits().to_be_bytes());
+                out.buf.extend_from_slice(&b);
+                return true;
             }
             if t == std::ptr::addr_of_mut!(ffi::PyBool_Type) {
                 mp::write_bool(&mut out.buf, p == ffi::Py_True());
-                return Some(Ok(()));
+                return true;
             }
             if p == ffi::Py_None() {
                 mp::write_nil(&mut out.buf);
-                return Some(Ok(()));
+                return true;
             }
         }
-        None
+        false
     }
 
     /// Encodes one element of a list or dict with its plan node: leaf fast path when the
@@ -1001,7 +1053,7 @@ impl Codec {
     /// # Safety
     /// `p` must be a valid borrowed reference to an item of a container that stays alive
     /// (and unchanged) while the call runs, as [`Self::enc_leaf`] requires.
-    #[inline]
+    #[inline(always)]
     unsafe fn enc_item<'py>(
         &self,
         py: Python<'py>,
@@ -1018,15 +1070,30 @@ impl Codec {
                 PlanNode::Exact { types, .. } => has_type(types, ffi::Py_TYPE(p)),
                 _ => false,
             };
-            if native {
-                if let Some(r) = self.enc_leaf(py, p, out) {
-                    return r;
-                }
+            if native && Self::enc_leaf(p, out) {
+                return Ok(());
             }
-            // The owned reference keeps the item alive while Python code (a fallback) runs.
-            let item = Bound::from_borrowed_ptr(py, p);
-            self.enc_node(&item, node, out, depth + 1)
+            self.enc_item_slow(py, p, node, out, depth)
         }
+    }
+
+    /// [`Self::enc_item`] for values that are not leaves (kept out of the hot loop).
+    ///
+    /// # Safety
+    /// As [`Self::enc_item`].
+    #[inline(never)]
+    unsafe fn enc_item_slow<'py>(
+        &self,
+        py: Python<'py>,
+        p: *mut ffi::PyObject,
+        node: &PlanNode,
+        out: &mut Out<'py>,
+        depth: usize,
+    ) -> PyResult<()> {
+        // SAFETY: `p` is valid (caller). The owned reference keeps the item alive while
+        // Python code (a fallback) runs.
+        let item = unsafe { Bound::from_borrowed_ptr(py, p) };
+        self.enc_node(&item, node, out, depth + 1)
     }
 
     /// `enc_plan` for a container's element, with the common leaf nodes (`Any`, `Exact`
@@ -1078,14 +1145,18 @@ impl Codec {
                 let list = v.cast::<PyList>()?;
                 let n = list.len();
                 mp::write_array_header(&mut out.buf, n).map_err(|e| self.derr(py, e))?;
+                out.buf.reserve(n.saturating_mul(2).min(1 << 16));
                 for i in 0..n {
-                    // SAFETY: `list` is a list; PyList_GetItem checks `i` against its current
-                    // size and returns a borrowed reference, or NULL with IndexError set.
-                    let p = unsafe { ffi::PyList_GetItem(list.as_ptr(), i as ffi::Py_ssize_t) };
-                    if p.is_null() {
-                        let _ = PyErr::take(py);
-                        return Err(self.ser_err(py, "list changed size during encoding"));
-                    }
+                    // SAFETY: `list` is exactly a list; `i` is checked against its current
+                    // size (a fallback's Python code may shrink it), so the slot holds a
+                    // valid borrowed reference.
+                    let p = unsafe {
+                        let l = list.as_ptr();
+                        if i as ffi::Py_ssize_t >= ffi::PyList_GET_SIZE(l) {
+                            return Err(self.ser_err(py, "list changed size during encoding"));
+                        }
+                        ffi::PyList_GET_ITEM(l, i as ffi::Py_ssize_t)
+                    };
                     // SAFETY: `p` is a live item of `list`, borrowed for this call only.
                     unsafe { self.enc_item(py, p, elem, out, depth) }?;
                     Self::tick(out, py)?;
@@ -1123,14 +1194,21 @@ impl Codec {
                     }
                     // SAFETY: k is an exact str or int held by the dict, which no code
                     // changes while enc_leaf runs (see enc_leaf).
-                    match unsafe { self.enc_leaf(py, k, out) } {
-                        Some(r) => r?,
+                    // SAFETY: as above.
+                    if !unsafe { Self::enc_leaf(k, out) } {
+                        // A big int or a str with lone surrogates (which enc_str refuses).
                         // SAFETY: k is a valid borrowed reference, made owned.
-                        None => self.enc_int(&unsafe { Bound::from_borrowed_ptr(py, k) }, out)?,
+                        let k = unsafe { Bound::from_borrowed_ptr(py, k) };
+                        if k.is_exact_instance_of::<PyString>() {
+                            self.enc_str(&k, out)?;
+                        } else {
+                            self.enc_int(&k, out)?;
+                        }
                     }
                     // SAFETY: `x` is a live value of `d`, borrowed for this call only.
                     unsafe { self.enc_item(py, x, val, out, depth) }?;
-                    if d.len() != n {
+                    // SAFETY: `d` is exactly a dict.
+                    if unsafe { py_fast::dict_len(d.as_ptr()) } != n {
                         return Err(self.ser_err(py, "dict changed size during encoding"));
                     }
                     Self::tick(out, py)?;
@@ -1150,23 +1228,67 @@ impl Codec {
                     return self.via_prep(prep, v, out, depth);
                 }
                 let dict = if *by_dict {
-                    v.getattr(pyo3::intern!(py, "__dict__"))
-                        .ok()
-                        .and_then(|d| d.cast_into_exact::<PyDict>().ok())
+                    // SAFETY: `v` is valid; instance_dict returns a borrowed dict (or
+                    // NULL), of which we take our own reference at once.
+                    let d = unsafe { py_fast::instance_dict(v.as_ptr()) };
+                    let d = if d.is_null() {
+                        v.getattr(pyo3::intern!(py, "__dict__")).ok()
+                    } else {
+                        // SAFETY: as above.
+                        Some(unsafe { Bound::from_borrowed_ptr(py, d) })
+                    };
+                    d.and_then(|d| d.cast_into_exact::<PyDict>().ok())
                 } else {
                     None
                 };
                 let mark = out.mark();
                 mp::write_map_header(&mut out.buf, fields.len()).map_err(|e| self.derr(py, e))?;
-                for (name, node) in fields {
+                // Pydantic keeps __dict__ in field order: the i-th entry is usually field
+                // i, which saves the lookup; a key that is not the field's name ends that.
+                let mut pos: Option<ffi::Py_ssize_t> = Some(0);
+                for (name, enc_name, node) in fields {
                     let name = name.bind(py);
-                    // A field missing from __dict__ reads as Python's getattr does.
-                    let x = match dict.as_ref().map(|d| d.get_item(name)) {
-                        Some(Ok(Some(x))) => x,
-                        _ => v.getattr(name)?,
+                    let p = match &dict {
+                        // SAFETY: `d` is a dict we hold and `name` a str; both lookups give
+                        // a borrowed reference (or NULL), used below while `d` holds it.
+                        Some(d) => unsafe {
+                            let mut p = std::ptr::null_mut();
+                            if let Some(at) = pos.as_mut() {
+                                let mut k = std::ptr::null_mut();
+                                if ffi::PyDict_Next(d.as_ptr(), at, &mut k, &mut p) == 0
+                                    || !same_str(k, name.as_ptr())
+                                {
+                                    p = std::ptr::null_mut();
+                                    pos = None;
+                                }
+                            }
+                            if p.is_null() {
+                                p = ffi::PyDict_GetItemWithError(d.as_ptr(), name.as_ptr());
+                                if p.is_null() {
+                                    ffi::PyErr_Clear();
+                                }
+                            }
+                            p
+                        },
+                        None => std::ptr::null_mut(),
                     };
-                    self.enc_str(name.as_any(), out)?;
-                    if let Err(e) = self.enc_node(&x, node, out, depth + 1) {
+                    // A field missing from __dict__ reads as Python's getattr does.
+                    let x = if p.is_null() {
+                        Some(v.getattr(name)?)
+                    } else {
+                        None
+                    };
+                    match enc_name {
+                        Some(b) => py_fast::put_bytes(&mut out.buf, b),
+                        None => self.enc_str(name.as_any(), out)?,
+                    }
+                    let r = match &x {
+                        Some(x) => self.enc_node(x, node, out, depth + 1),
+                        // SAFETY: `p` is a value of `dict`, which we hold; enc_item takes
+                        // its own reference before any Python code runs.
+                        None => unsafe { self.enc_item(py, p, node, out, depth) },
+                    };
+                    if let Err(e) = r {
                         if e.is_instance(py, self.mismatch.bind(py)) {
                             // Python names the field in the message: let it redo the record.
                             out.reset(mark);
@@ -1199,8 +1321,103 @@ impl Codec {
         depth: usize,
         m: &mut DecodeMode<'py, '_>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let tok = r.read().map_err(|e| self.derr(py, e))?;
-        self.dec_token(py, tok, r, depth, m)
+        // SAFETY: dec_raw returns a new reference or NULL with an exception set.
+        unsafe { Bound::from_owned_ptr_or_err(py, self.dec_raw(py, r, depth, m)) }
+    }
+
+    /// [`Self::dec`] returning a new reference, or NULL with the Python exception set:
+    /// the common scalars (fixint, float 64, nil, bool, str up to 255 bytes) are read
+    /// straight from the input; anything else (and every malformed item) goes through
+    /// [`Reader::read`] and [`Self::dec_token`]. Not a `PyResult`: the per-element loops
+    /// then move no error value around.
+    #[inline]
+    fn dec_raw<'py>(
+        &self,
+        py: Python<'py>,
+        r: &mut Reader<'_>,
+        depth: usize,
+        m: &mut DecodeMode<'py, '_>,
+    ) -> *mut ffi::PyObject {
+        if let Some(b) = r.peek() {
+            // SAFETY: the GIL is held (`py`); each constructor returns a new reference
+            // or NULL with an exception set; None and the bools get a new reference.
+            unsafe {
+                match b {
+                    0x00..=0x7f => {
+                        r.take_after(1, 0);
+                        return ffi::PyLong_FromLong(std::os::raw::c_long::from(b));
+                    }
+                    0xe0..=0xff => {
+                        r.take_after(1, 0);
+                        return ffi::PyLong_FromLong(std::os::raw::c_long::from(b as i8));
+                    }
+                    0xa0..=0xbf => {
+                        if let Some(s) = r.take_after(1, usize::from(b & 0x1f)) {
+                            return self.dec_str_raw(py, s);
+                        }
+                    }
+                    0xd9 => {
+                        if let Some(&[n]) = r.clone().take_after(1, 1) {
+                            if let Some(s) = r.take_after(2, usize::from(n)) {
+                                return self.dec_str_raw(py, s);
+                            }
+                        }
+                    }
+                    0xcb => {
+                        if let Some(s) = r.take_after(1, 8) {
+                            let mut a = [0u8; 8];
+                            a.copy_from_slice(s);
+                            return ffi::PyFloat_FromDouble(f64::from_bits(u64::from_be_bytes(a)));
+                        }
+                    }
+                    0xc0 => {
+                        r.take_after(1, 0);
+                        return ffi::Py_NewRef(ffi::Py_None());
+                    }
+                    0xc2 | 0xc3 => {
+                        r.take_after(1, 0);
+                        return ffi::PyBool_FromLong(std::os::raw::c_long::from(b == 0xc3));
+                    }
+                    _ => {}
+                }
+            }
+        }
+        self.dec_slow(py, r, depth, m)
+    }
+
+    /// [`Self::dec_raw`] for everything but the common scalars.
+    #[inline(never)]
+    fn dec_slow<'py>(
+        &self,
+        py: Python<'py>,
+        r: &mut Reader<'_>,
+        depth: usize,
+        m: &mut DecodeMode<'py, '_>,
+    ) -> *mut ffi::PyObject {
+        let v = r
+            .read()
+            .map_err(|e| self.derr(py, e))
+            .and_then(|tok| self.dec_token(py, tok, r, depth, m));
+        match v {
+            Ok(v) => v.into_ptr(),
+            Err(e) => {
+                e.restore(py);
+                std::ptr::null_mut()
+            }
+        }
+    }
+
+    /// A str value (new reference, or NULL with the error [`Self::dec_str`] raises set).
+    #[inline(always)]
+    fn dec_str_raw(&self, py: Python<'_>, s: &[u8]) -> *mut ffi::PyObject {
+        // SAFETY: the GIL is held (`py`).
+        let o = unsafe { py_fast::new_str(s) };
+        if o.is_null() {
+            let e = PyErr::fetch(py);
+            self.ser_err(py, format!("str is not valid UTF-8: {e}"))
+                .restore(py);
+        }
+        o
     }
 
     /// Decodes the next value for a plan node (see [`DecPlan`]); `any` is the reference
@@ -1247,10 +1464,21 @@ impl Codec {
                     return v;
                 }
                 self.check_depth(py, depth, m)?;
-                let items = (0..n)
-                    .map(|_| self.dec_plan(py, r, depth + 1, m, elem, any))
-                    .collect::<PyResult<Vec<_>>>()?;
-                Ok(PyList::new(py, items)?.into_any())
+                let len =
+                    ffi::Py_ssize_t::try_from(n).map_err(|_| self.ser_err(py, "array too long"))?;
+                // SAFETY: as in `dec_list`: a new list of `len` NULL slots, each filled
+                // once with a new reference (PyList_SET_ITEM steals it); if we stop early,
+                // the list's deallocator skips the NULL slots.
+                let list = unsafe { Bound::from_owned_ptr_or_err(py, ffi::PyList_New(len))? };
+                for i in 0..n {
+                    let item = self.dec_plan_raw(py, r, depth + 1, m, elem, any);
+                    if item.is_null() {
+                        return Err(PyErr::fetch(py));
+                    }
+                    // SAFETY: i < len; slot i of our new list is still NULL.
+                    unsafe { ffi::PyList_SET_ITEM(list.as_ptr(), i as ffi::Py_ssize_t, item) };
+                }
+                Ok(list)
             }
             DecPlan::Dict {
                 keys,
@@ -1264,26 +1492,36 @@ impl Codec {
                     return conv.bind(py).call1((raw, depth));
                 };
                 self.check_depth(py, depth, m)?;
-                let d = PyDict::new(py);
+                // SAFETY: the GIL is held; a new dict or NULL with an exception set.
+                let d = unsafe { Bound::from_owned_ptr_or_err(py, py_fast::new_dict(n))? }
+                    .cast_into::<PyDict>()?;
                 for _ in 0..n {
-                    let key = self.dec_key(py, r, m)?;
+                    // SAFETY: dec_key_raw returns a new reference or NULL with an exception.
+                    let key =
+                        unsafe { Bound::from_owned_ptr_or_err(py, self.dec_key_raw(py, r, m))? };
                     let key = if has_type(keys, key.get_type_ptr()) {
                         key
                     } else {
                         key_conv.bind(py).call1((key, depth + 1))?
                     };
-                    let v = self.dec_plan(py, r, depth + 1, m, val, any)?;
-                    d.set_item(key, v)?;
+                    let v = self.dec_plan_raw(py, r, depth + 1, m, val, any);
+                    // SAFETY: as above.
+                    let v = unsafe { Bound::from_owned_ptr_or_err(py, v)? };
+                    // SAFETY: `d` is a dict; key and v are valid references (not stolen).
+                    if unsafe { ffi::PyDict_SetItem(d.as_ptr(), key.as_ptr(), v.as_ptr()) } != 0 {
+                        return Err(PyErr::fetch(py));
+                    }
                 }
                 Ok(d.into_any())
             }
             DecPlan::Record {
                 fields,
                 finish,
+                model,
                 conv,
             } => {
                 let start = r.clone();
-                match self.dec_record(py, r, depth, m, fields, finish, any) {
+                match self.dec_record(py, r, depth, m, fields, finish, model.as_ref(), any) {
                     Ok(v) => Ok(v),
                     Err(e) if e.is_instance_of::<pyo3::exceptions::PyKeyboardInterrupt>(py) => {
                         Err(e)
@@ -1311,36 +1549,145 @@ impl Codec {
         m: &mut DecodeMode<'py, '_>,
         fields: &[(Box<[u8]>, DecPlan)],
         finish: &Py<PyAny>,
+        model: Option<&(Py<PyType>, Py<PyTuple>)>,
         any: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let Token::Map(n) = r.read().map_err(|e| self.derr(py, e))? else {
             return Err(self.ser_err(py, "not a map"));
         };
         self.check_depth(py, depth, m)?;
-        let d = PyDict::new(py);
+        // SAFETY: the GIL is held; a new dict or NULL with an exception set.
+        let d = unsafe { Bound::from_owned_ptr_or_err(py, py_fast::new_dict(n))? }
+            .cast_into::<PyDict>()?;
         for i in 0..n {
-            let Token::Str(s) = r.read().map_err(|e| self.derr(py, e))? else {
-                return Err(self.ser_err(py, "map key is not str"));
+            let s = match r.peek() {
+                Some(b @ 0xa0..=0xbf) => r.take_after(1, usize::from(b & 0x1f)),
+                _ => None,
+            };
+            let s = match s {
+                Some(s) => s,
+                None => {
+                    let Token::Str(s) = r.read().map_err(|e| self.derr(py, e))? else {
+                        return Err(self.ser_err(py, "map key is not str"));
+                    };
+                    s
+                }
             };
             let key = match m.key_cache() {
-                Some(c) => c.get(py, s)?,
+                // SAFETY: the GIL is held; a new reference or NULL with an exception set.
+                Some(c) => unsafe { Bound::from_owned_ptr_or_err(py, c.get_raw(py, s))? },
                 None => self.dec_str(py, s)?,
             };
             // Fields usually come in declaration order: look at position i first.
             let node = match fields.get(i) {
-                Some((name, node)) if **name == *s => Some(node),
-                _ => fields.iter().find(|(name, _)| **name == *s).map(|(_, n)| n),
+                Some((name, node)) if short_eq(name, s) => Some(node),
+                _ => fields
+                    .iter()
+                    .find(|(name, _)| short_eq(name, s))
+                    .map(|(_, n)| n),
             };
-            let v = match node {
-                Some(node) => self.dec_plan(py, r, depth + 1, m, node, any)?,
-                None => self.dec_plan(py, r, depth + 1, m, &DecPlan::Any, any)?,
-            };
-            d.set_item(key, v)?;
+            let v = self.dec_plan_raw(py, r, depth + 1, m, node.unwrap_or(&DecPlan::Any), any);
+            // SAFETY: a new reference or NULL with an exception set.
+            let v = unsafe { Bound::from_owned_ptr_or_err(py, v)? };
+            // SAFETY: `d` is a dict; key and v are valid references (not stolen).
+            if unsafe { ffi::PyDict_SetItem(d.as_ptr(), key.as_ptr(), v.as_ptr()) } != 0 {
+                return Err(PyErr::fetch(py));
+            }
         }
         if d.len() != n {
             return Err(self.ser_err(py, "duplicate keys"));
         }
+        if let Some((cls, by_name)) = model {
+            // `model_validate(d, by_name=True)` without its Python frame: the class's
+            // current validator (read each time, as model_validate does).
+            let validator = cls
+                .bind(py)
+                .getattr(pyo3::intern!(py, "__pydantic_validator__"))?;
+            // SAFETY: [validator, d, True] are valid references and `by_name` the tuple of
+            // the one keyword's name: PyObject_VectorcallMethod calls
+            // validator.validate_python(d, by_name=True) and returns a new reference or
+            // NULL with an exception set.
+            return unsafe {
+                let args = [validator.as_ptr(), d.as_ptr(), ffi::Py_True()];
+                Bound::from_owned_ptr_or_err(
+                    py,
+                    ffi::PyObject_VectorcallMethod(
+                        pyo3::intern!(py, "validate_python").as_ptr(),
+                        args.as_ptr(),
+                        2,
+                        by_name.as_ptr(),
+                    ),
+                )
+            };
+        }
         finish.bind(py).call1((d, depth))
+    }
+
+    /// [`Self::dec_key`] returning a new reference or NULL with the exception set; fixstr
+    /// keys go straight to the key cache.
+    #[inline(always)]
+    fn dec_key_raw<'py>(
+        &self,
+        py: Python<'py>,
+        r: &mut Reader<'_>,
+        m: &mut DecodeMode<'py, '_>,
+    ) -> *mut ffi::PyObject {
+        if let Some(b @ 0xa0..=0xbf) = r.peek() {
+            if let Some(s) = r.take_after(1, usize::from(b & 0x1f)) {
+                return match m.key_cache() {
+                    Some(c) => {
+                        let o = c.get_raw(py, s);
+                        if o.is_null() {
+                            let e = PyErr::fetch(py);
+                            self.ser_err(py, format!("map key: {e}")).restore(py);
+                        }
+                        o
+                    }
+                    None => self.dec_str_raw(py, s),
+                };
+            }
+        }
+        match self.dec_key(py, r, m) {
+            Ok(v) => v.into_ptr(),
+            Err(e) => {
+                e.restore(py);
+                std::ptr::null_mut()
+            }
+        }
+    }
+
+    /// [`Self::dec_plan`] returning a new reference or NULL with the exception set, with
+    /// `Exact` nodes (the common container element) handled here on raw pointers.
+    #[inline(always)]
+    fn dec_plan_raw<'py>(
+        &self,
+        py: Python<'py>,
+        r: &mut Reader<'_>,
+        depth: usize,
+        m: &mut DecodeMode<'py, '_>,
+        plan: &DecPlan,
+        any: &Bound<'py, PyAny>,
+    ) -> *mut ffi::PyObject {
+        let v = match plan {
+            DecPlan::Exact { types, conv } => {
+                let raw = self.dec_raw(py, r, depth, m);
+                // SAFETY: `raw` is NULL or a new reference, whose type we read.
+                if raw.is_null() || has_type(types, unsafe { ffi::Py_TYPE(raw) }) {
+                    return raw;
+                }
+                // SAFETY: `raw` is a new reference, handed to the Bound.
+                let raw = unsafe { Bound::from_owned_ptr(py, raw) };
+                conv.bind(py).call1((raw, depth))
+            }
+            _ => self.dec_plan(py, r, depth, m, plan, any),
+        };
+        match v {
+            Ok(v) => v.into_ptr(),
+            Err(e) => {
+                e.restore(py);
+                std::ptr::null_mut()
+            }
+        }
     }
 
     fn dec_key<'py>(
@@ -1410,10 +1757,16 @@ impl Codec {
             }
             Token::Map(n) => {
                 self.check_depth(py, depth, m)?;
-                let d = PyDict::new(py);
+                // SAFETY: the GIL is held; a new dict or NULL with an exception set.
+                let d = unsafe { Bound::from_owned_ptr_or_err(py, py_fast::new_dict(n))? };
                 for _ in 0..n {
-                    let key = self.dec_key(py, r, m)?;
-                    let val = self.dec(py, r, depth + 1, m)?;
+                    // SAFETY: dec_key_raw / dec_raw return a new reference or NULL with an
+                    // exception set.
+                    let key =
+                        unsafe { Bound::from_owned_ptr_or_err(py, self.dec_key_raw(py, r, m))? };
+                    let val = unsafe {
+                        Bound::from_owned_ptr_or_err(py, self.dec_raw(py, r, depth + 1, m))?
+                    };
                     // SAFETY: `d` is a dict; key and val are valid references (not stolen).
                     if unsafe { ffi::PyDict_SetItem(d.as_ptr(), key.as_ptr(), val.as_ptr()) } != 0 {
                         return Err(PyErr::fetch(py));
@@ -1487,14 +1840,13 @@ impl Codec {
         // PyList_SetItem steals; if we stop early, the list's deallocator skips NULLs.
         let list = unsafe { Bound::from_owned_ptr_or_err(py, ffi::PyList_New(len))? };
         for i in 0..n {
-            let item = self.dec(py, r, depth + 1, m)?;
-            // SAFETY: i < len, `list` is a list we own, `item` is an owned reference.
-            let rc = unsafe {
-                ffi::PyList_SetItem(list.as_ptr(), i as ffi::Py_ssize_t, item.into_ptr())
-            };
-            if rc != 0 {
+            let item = self.dec_raw(py, r, depth + 1, m);
+            if item.is_null() {
                 return Err(PyErr::fetch(py));
             }
+            // SAFETY: i < len, `list` is a new list nobody else sees whose slot i is
+            // still NULL; PyList_SET_ITEM steals the new reference `item`.
+            unsafe { ffi::PyList_SET_ITEM(list.as_ptr(), i as ffi::Py_ssize_t, item) };
         }
         Ok(list)
     }
@@ -1660,55 +2012,126 @@ impl Codec {
     }
 }
 
-/// A Python str from UTF-8 bytes, validated once (by CPython's decoder).
+/// A Python str from UTF-8 bytes, validated once (ASCII copied as is, the rest by
+/// CPython's decoder: [`py_fast::new_str`]).
+#[inline]
 fn decode_utf8<'py>(py: Python<'py>, s: &[u8]) -> PyResult<Bound<'py, PyAny>> {
-    let len =
-        ffi::Py_ssize_t::try_from(s.len()).map_err(|_| PyValueError::new_err("str too long"))?;
-    // SAFETY: `s` is `len` readable bytes; PyUnicode_DecodeUTF8 copies them and returns a
-    // new reference or NULL with an exception set (invalid UTF-8).
-    unsafe {
-        Bound::from_owned_ptr_or_err(
-            py,
-            ffi::PyUnicode_DecodeUTF8(s.as_ptr().cast(), len, c"strict".as_ptr()),
-        )
+    // SAFETY: the GIL is held (`py`); new_str returns a new reference or NULL with an
+    // exception set.
+    unsafe { Bound::from_owned_ptr_or_err(py, py_fast::new_str(s)) }
+}
+
+/// `N` bytes of `s` from `i` as a native integer's bytes (one load).
+#[inline(always)]
+fn load<const N: usize>(s: &[u8], i: usize) -> [u8; N] {
+    let mut w = [0u8; N];
+    w.copy_from_slice(&s[i..i + N]);
+    w
+}
+
+/// `a == b` for short slices without a `memcmp` call: overlapping loads of the first and
+/// last 16, 8 or 4 bytes (map keys and field names are short).
+#[inline(always)]
+fn short_eq(a: &[u8], b: &[u8]) -> bool {
+    let n = a.len();
+    if n != b.len() {
+        return false;
+    }
+    match n {
+        0 => true,
+        1..=3 => a[0] == b[0] && a[n / 2] == b[n / 2] && a[n - 1] == b[n - 1],
+        4..=7 => load::<4>(a, 0) == load::<4>(b, 0) && load::<4>(a, n - 4) == load::<4>(b, n - 4),
+        8..=16 => load::<8>(a, 0) == load::<8>(b, 0) && load::<8>(a, n - 8) == load::<8>(b, n - 8),
+        17..=32 => {
+            load::<16>(a, 0) == load::<16>(b, 0) && load::<16>(a, n - 16) == load::<16>(b, n - 16)
+        }
+        _ => a == b,
     }
 }
 
+/// A hash of a key of at most [`KeyCache::MAX_LEN`] bytes from a few loads.
+#[inline(always)]
+fn key_hash(s: &[u8]) -> u64 {
+    let n = s.len();
+    let (a, b) = match n {
+        0 => (0, 0),
+        1..=3 => (
+            u64::from(s[0]) | u64::from(s[n / 2]) << 8 | u64::from(s[n - 1]) << 16,
+            0,
+        ),
+        4..=7 => (
+            u64::from(u32::from_le_bytes(load(s, 0))),
+            u64::from(u32::from_le_bytes(load(s, n - 4))),
+        ),
+        8..=16 => (
+            u64::from_le_bytes(load(s, 0)),
+            u64::from_le_bytes(load(s, n - 8)),
+        ),
+        _ => (
+            u64::from_le_bytes(load(s, 0)) ^ u64::from_le_bytes(load(s, n / 2 - 4)),
+            u64::from_le_bytes(load(s, n - 8)),
+        ),
+    };
+    (a ^ b.rotate_left(29) ^ (n as u64) << 56).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+}
+
 /// Recently decoded map keys (short str), so repeated keys are not decoded again, as
-/// orjson and msgspec do. Direct-mapped by a hash of the bytes.
-type KeySlot = Option<(Box<[u8]>, Py<PyAny>)>;
+/// orjson and msgspec do. Direct-mapped by a hash of the bytes; the bytes are stored in
+/// the slot.
+struct KeySlot {
+    len: usize,
+    bytes: [u8; KeyCache::MAX_LEN],
+    obj: Option<Py<PyAny>>,
+}
 
 struct KeyCache {
-    slots: Vec<KeySlot>,
+    slots: Box<[KeySlot]>,
 }
 
 impl KeyCache {
-    const SIZE: usize = 512;
+    const BITS: u32 = 9;
     const MAX_LEN: usize = 32;
 
     fn new() -> Self {
         KeyCache {
-            slots: (0..Self::SIZE).map(|_| None).collect(),
+            slots: (0..1usize << Self::BITS)
+                .map(|_| KeySlot {
+                    len: 0,
+                    bytes: [0; Self::MAX_LEN],
+                    obj: None,
+                })
+                .collect(),
         }
     }
 
     fn get<'py>(&mut self, py: Python<'py>, s: &[u8]) -> PyResult<Bound<'py, PyAny>> {
+        // SAFETY: get_raw returns a new reference or NULL with an exception set.
+        unsafe { Bound::from_owned_ptr_or_err(py, self.get_raw(py, s)) }
+    }
+
+    /// The str for UTF-8 bytes `s`: a new reference, or NULL with an exception set.
+    #[inline(always)]
+    fn get_raw(&mut self, py: Python<'_>, s: &[u8]) -> *mut ffi::PyObject {
         if s.len() > Self::MAX_LEN {
-            return decode_utf8(py, s);
+            // SAFETY: the GIL is held (`py`).
+            return unsafe { py_fast::new_str(s) };
         }
-        let mut h: u64 = 0xcbf29ce484222325;
-        for &b in s {
-            h = (h ^ u64::from(b)).wrapping_mul(0x100000001b3);
-        }
-        let slot = &mut self.slots[(h as usize) % Self::SIZE];
-        if let Some((k, v)) = slot {
-            if **k == *s {
-                return Ok(v.bind(py).clone());
+        let i = (key_hash(s) >> (64 - Self::BITS)) as usize;
+        let slot = &mut self.slots[i];
+        if let Some(o) = &slot.obj {
+            if short_eq(&slot.bytes[..slot.len], s) {
+                return o.clone_ref(py).into_ptr();
             }
         }
-        let v = decode_utf8(py, s)?;
-        *slot = Some((s.into(), v.clone().unbind()));
-        Ok(v)
+        // SAFETY: the GIL is held (`py`).
+        let o = unsafe { py_fast::new_str(s) };
+        if !o.is_null() {
+            slot.len = s.len();
+            slot.bytes[..s.len()].copy_from_slice(s);
+            // SAFETY: `o` is a valid new reference; the slot takes one more.
+            slot.obj = Some(unsafe { Bound::from_borrowed_ptr(py, o) }.unbind());
+        }
+        o
     }
 }
 
@@ -1895,7 +2318,25 @@ impl Codec {
             .try_iter()?
             .map(|x| Ok(x?.cast_into::<PyType>()?.unbind()))
             .collect::<PyResult<Vec<_>>>()?;
+        let all = T_STR | T_INT | T_FLOAT | T_BOOL | T_NONE;
+        let enc_fast = if any {
+            all
+        } else {
+            scalar_bits(&exact)
+                | match &plan.get().root {
+                    PlanNode::Any => all,
+                    PlanNode::Exact { types, .. } => scalar_bits(types),
+                    _ => 0,
+                }
+        };
+        let dec_fast = match (any, &decode_plan.get().root) {
+            (true, _) | (_, DecPlan::Any) => all,
+            (_, DecPlan::Exact { types, .. }) => scalar_bits(types),
+            _ => 0,
+        };
         Ok(Coder {
+            enc_fast,
+            dec_fast,
             codec: slf.clone().unbind(),
             owner,
             exact,
@@ -2032,6 +2473,11 @@ pub struct Coder {
     decode_plan: Py<DecodePlan>,
     /// `codec.ZERO_COPY_MIN`: the view threshold of `decode(..., zero_copy=True)`.
     view_min: usize,
+    /// Exact scalar types (`T_*` bits) encoded as under `Any` (the plan or `exact` keeps
+    /// them unchanged): written without the plan.
+    enc_fast: u8,
+    /// Exact scalar types the decode plan keeps as decoded.
+    dec_fast: u8,
 }
 
 impl Coder {
@@ -2058,19 +2504,174 @@ impl Coder {
     }
 }
 
-#[pymethods]
+/// Exact scalar types a [`Coder`] encodes or decodes without its plan (bit masks).
+const T_STR: u8 = 1;
+const T_INT: u8 = 2;
+const T_FLOAT: u8 = 4;
+const T_BOOL: u8 = 8;
+const T_NONE: u8 = 16;
+
+/// The scalar bit of an exact type, 0 for any other type.
+#[inline(always)]
+fn scalar_bit(t: *mut ffi::PyTypeObject) -> u8 {
+    // SAFETY: reading the addresses of the interpreter's static type objects and of None.
+    unsafe {
+        if t == std::ptr::addr_of_mut!(ffi::PyUnicode_Type) {
+            T_STR
+        } else if t == std::ptr::addr_of_mut!(ffi::PyLong_Type) {
+            T_INT
+        } else if t == std::ptr::addr_of_mut!(ffi::PyFloat_Type) {
+            T_FLOAT
+        } else if t == std::ptr::addr_of_mut!(ffi::PyBool_Type) {
+            T_BOOL
+        } else if t == ffi::Py_TYPE(ffi::Py_None()) {
+            T_NONE
+        } else {
+            0
+        }
+    }
+}
+
+/// The scalar types in `types`.
+fn scalar_bits(types: &[Py<PyType>]) -> u8 {
+    types.iter().fold(0, |m, t| {
+        m | scalar_bit(t.as_ptr().cast::<ffi::PyTypeObject>())
+    })
+}
+
 impl Coder {
-    /// `FieldType.encode` on the native backend: errors as the Python one.
+    /// The whole encoding of an exact str, int (64-bit), float, bool or None that this
+    /// coder writes as under `Any`, built straight into its `bytes` object. `None` (no
+    /// exception set) for any other value, left to the general path, which also raises
+    /// the errors (lone surrogates).
+    ///
+    /// # Safety
+    /// `v` must be a valid reference; the GIL must be held.
+    #[inline(always)]
+    unsafe fn encode_scalar(&self, v: *mut ffi::PyObject) -> Option<*mut ffi::PyObject> {
+        // SAFETY: `v` is valid (caller); each branch reads a value of exactly the type
+        // just checked; the GIL is held for the allocations. A new bytes object of
+        // `1 + len` bytes is filled completely (header byte, then the str's bytes) before
+        // anyone else sees it.
+        unsafe {
+            let bit = scalar_bit(ffi::Py_TYPE(v)) & self.enc_fast;
+            let mut h = mp::Small::default();
+            match bit {
+                0 => return None,
+                T_STR => {
+                    let Some(s) = py_fast::str_utf8(v) else {
+                        ffi::PyErr_Clear();
+                        return None;
+                    };
+                    if s.len() <= 31 {
+                        // fixstr: one header byte (as write_str_header writes it).
+                        let o = ffi::PyBytes_FromStringAndSize(
+                            std::ptr::null(),
+                            1 + s.len() as ffi::Py_ssize_t,
+                        );
+                        if !o.is_null() {
+                            let dst = ffi::PyBytes_AS_STRING(o).cast::<u8>().cast_mut();
+                            *dst = 0xa0 | s.len() as u8;
+                            py_fast::copy_short(s.as_ptr(), dst.add(1), s.len());
+                        }
+                        return Some(o);
+                    }
+                    mp::write_str_header(&mut h, s.len()).ok()?;
+                    let n = h.len;
+                    return Some(py_fast::new_bytes_with(n + s.len(), |dst| {
+                        dst[..n].copy_from_slice(h.as_slice());
+                        let rest = &mut dst[n..];
+                        // SAFETY: `rest` and `s` have the same length and do not overlap
+                        // (a new bytes object and the str's storage).
+                        py_fast::copy_short(s.as_ptr(), rest.as_mut_ptr(), s.len());
+                    }));
+                }
+                T_INT => mp::write_i64(&mut h, py_fast::int_i64(v)?),
+                T_FLOAT => mp::write_f64(&mut h, ffi::PyFloat_AS_DOUBLE(v)),
+                T_BOOL => mp::write_bool(&mut h, v == ffi::Py_True()),
+                _ => mp::write_nil(&mut h),
+            }
+            Some(ffi::PyBytes_FromStringAndSize(
+                h.buf.as_ptr().cast(),
+                h.len as ffi::Py_ssize_t,
+            ))
+        }
+    }
+
+    /// The value of `data` when it is exact `bytes` holding one scalar this coder keeps
+    /// as decoded. `None` (no exception set) otherwise: the general path decodes it and
+    /// raises the errors (invalid UTF-8).
+    ///
+    /// # Safety
+    /// `data` must be a valid reference; the GIL must be held.
+    #[inline(always)]
+    unsafe fn decode_scalar(&self, data: *mut ffi::PyObject) -> Option<*mut ffi::PyObject> {
+        if self.dec_fast == 0 {
+            return None;
+        }
+        // SAFETY: `data` is valid (caller) and, once checked, exactly bytes; the
+        // constructors return a new reference or NULL with an exception set.
+        unsafe {
+            if ffi::Py_TYPE(data) != std::ptr::addr_of_mut!(ffi::PyBytes_Type) {
+                return None;
+            }
+            let b = py_fast::bytes_of(data);
+            let tok = match (b.first().copied()?, b.len()) {
+                (x @ (0x00..=0x7f | 0xe0..=0xff), 1) => Token::Int(i64::from(x as i8)),
+                (x @ 0xa0..=0xbf, n) if n == 1 + usize::from(x & 0x1f) => Token::Str(&b[1..]),
+                (0xcb, 9) => Token::Float(f64::from_bits(u64::from_be_bytes(load(b, 1)))),
+                _ => {
+                    let mut r = Reader::new(b);
+                    let tok = r.read().ok()?;
+                    if !r.is_done() {
+                        return None;
+                    }
+                    tok
+                }
+            };
+            let ok = |bit: u8| self.dec_fast & bit != 0;
+            Some(match tok {
+                Token::Nil if ok(T_NONE) => ffi::Py_NewRef(ffi::Py_None()),
+                Token::Bool(b) if ok(T_BOOL) => ffi::PyBool_FromLong(b.into()),
+                Token::Uint(u) if ok(T_INT) => ffi::PyLong_FromUnsignedLongLong(u),
+                Token::Int(i) if ok(T_INT) => ffi::PyLong_FromLongLong(i),
+                Token::Float(f) if ok(T_FLOAT) => ffi::PyFloat_FromDouble(f),
+                Token::Str(s) if ok(T_STR) => {
+                    let o = py_fast::new_str(s);
+                    if o.is_null() {
+                        ffi::PyErr_Clear();
+                        return None;
+                    }
+                    o
+                }
+                _ => return None,
+            })
+        }
+    }
+
+    /// `FieldType.encode` on the native backend, once the codec is known to be active
+    /// and the value is not one [`Self::encode_scalar`] writes: errors as the Python one.
     fn encode<'py>(
         &self,
         py: Python<'py>,
         value: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        self.encode_value(py, value)
+        let codec = self.codec.get();
+        let r = guarded(codec, py, || {
+            let mut out = Out::new();
+            if self.any || has_type(&self.exact, value.get_type_ptr()) {
+                codec.enc(value, &mut out, 0, true)?;
+            } else {
+                codec.enc_plan(value, &self.plan.get().root, &mut out, 0)?;
+            }
+            out.into_pybytes(py)
+        });
+        r.map(Bound::into_any)
+            .map_err(|e| self.failed(py, pyo3::intern!(py, "_encode_failed"), e))
     }
 
-    /// `FieldType.decode` on the native backend: errors as the Python one.
-    #[pyo3(signature = (data, *, zero_copy=false))]
+    /// `FieldType.decode` on the native backend, once the codec is known to be active
+    /// and the input is not one [`Self::decode_scalar`] reads: errors as the Python one.
     fn decode<'py>(
         &self,
         py: Python<'py>,
@@ -2078,15 +2679,6 @@ impl Coder {
         zero_copy: bool,
     ) -> PyResult<Bound<'py, PyAny>> {
         let codec = self.codec.get();
-        if !codec.active.load(Ordering::Relaxed) {
-            let kw = PyDict::new(py);
-            kw.set_item(pyo3::intern!(py, "zero_copy"), zero_copy)?;
-            return self.owner(py)?.call_method(
-                pyo3::intern!(py, "_decode_slow"),
-                (data,),
-                Some(&kw),
-            );
-        }
         let view_min = if zero_copy { self.view_min } else { 0 };
         let plan = self.decode_plan.get();
         let factory = if self.any || plan.needs_factory {
@@ -2108,31 +2700,336 @@ impl Coder {
         });
         r.map_err(|e| self.failed(py, pyo3::intern!(py, "_decode_failed"), e))
     }
+
+    /// The error for a panic that escaped everything else (a bug): a `SerializationError`.
+    fn panicked(&self, py: Python<'_>) -> PyErr {
+        self.codec
+            .get()
+            .ser_err(py, "internal error in the native codec")
+    }
 }
 
-impl Coder {
-    /// The body of `encode`, for Rust callers (the engine's one-call commit).
-    pub(crate) fn encode_value<'py>(
-        &self,
-        py: Python<'py>,
-        value: &Bound<'py, PyAny>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        let codec = self.codec.get();
-        if !codec.active.load(Ordering::Relaxed) {
-            return self
-                .owner(py)?
-                .call_method1(pyo3::intern!(py, "_encode_slow"), (value,));
+/// A `PyMethodDef` in a static. CPython only ever reads it.
+struct MethodDef(std::cell::UnsafeCell<ffi::PyMethodDef>);
+
+// SAFETY: the definitions are constants never written after initialisation; CPython
+// reads them (with the GIL held) and keeps pointers to them, which stay valid forever.
+unsafe impl Sync for MethodDef {}
+
+impl MethodDef {
+    fn get(&self) -> *mut ffi::PyMethodDef {
+        self.0.get()
+    }
+}
+
+/// Offset of the `FieldType` slot that holds its [`Coder`] (`FieldType._ncoder`), set by
+/// `Coder.install`; 0 until then.
+static CODER_SLOT: AtomicIsize = AtomicIsize::new(0);
+/// The `Coder` type object, set by `Coder.install`.
+static CODER_TYPE: AtomicPtr<ffi::PyTypeObject> = AtomicPtr::new(std::ptr::null_mut());
+
+/// The [`Coder`] in `ft`'s coder slot, borrowed, when it holds one and its codec is the
+/// active backend: for the scalar fast paths, which run no Python code (so nothing can
+/// replace the slot's value while the reference is used).
+///
+/// # Safety
+/// As [`coder_of`]; the result must not be used after Python code may have run.
+#[inline(always)]
+unsafe fn active_coder<'a>(ft: *mut ffi::PyObject) -> Option<&'a Coder> {
+    let off = CODER_SLOT.load(Ordering::Relaxed);
+    if off <= 0 {
+        return None;
+    }
+    // SAFETY: see `coder_of`; the object is kept alive by `ft`'s slot for as long as no
+    // Python code runs (caller), and it is a `Coder` (type checked), a frozen pyclass
+    // whose contents `get` borrows.
+    unsafe {
+        let p = *ft.cast::<u8>().offset(off).cast::<*mut ffi::PyObject>();
+        if p.is_null() || ffi::Py_TYPE(p) != CODER_TYPE.load(Ordering::Relaxed) {
+            return None;
         }
-        let r = guarded(codec, py, || {
-            let mut out = Out::new();
-            if self.any || has_type(&self.exact, value.get_type_ptr()) {
-                codec.enc(value, &mut out, 0, true)?;
-            } else {
-                codec.enc_plan(value, &self.plan.get().root, &mut out, 0)?;
+        let py = Python::assume_attached();
+        let c: &'a Coder = &*std::ptr::from_ref(
+            pyo3::Borrowed::from_ptr(py, p)
+                .cast_unchecked::<Coder>()
+                .get(),
+        );
+        c.codec.get().active.load(Ordering::Relaxed).then_some(c)
+    }
+}
+
+/// The [`Coder`] in `ft`'s coder slot (a new reference), when it holds one.
+///
+/// # Safety
+/// `ft` must be a valid reference to an instance of the class `Coder.install` was given
+/// (the method descriptors that call this check that); the GIL must be held.
+#[inline(always)]
+unsafe fn coder_of<'py>(py: Python<'py>, ft: *mut ffi::PyObject) -> Option<Bound<'py, Coder>> {
+    let off = CODER_SLOT.load(Ordering::Relaxed);
+    if off <= 0 {
+        return None;
+    }
+    // SAFETY: `off` is the offset of an object slot (a `T_OBJECT_EX` member) of the
+    // class `ft` is an instance of (caller): a possibly NULL object pointer. A non-NULL
+    // value is a live object owned by `ft`; we take our own reference before any Python
+    // code could replace it. Its type is checked before the cast.
+    unsafe {
+        let p = *ft.cast::<u8>().offset(off).cast::<*mut ffi::PyObject>();
+        if p.is_null() || ffi::Py_TYPE(p) != CODER_TYPE.load(Ordering::Relaxed) {
+            return None;
+        }
+        Some(Bound::from_borrowed_ptr(py, p).cast_into_unchecked::<Coder>())
+    }
+}
+
+/// Hands a call's result to CPython: a new reference, or NULL with the exception set. A
+/// panic (caught by the caller) becomes a `SerializationError`.
+fn into_raw(
+    py: Python<'_>,
+    coder: Option<&Coder>,
+    r: std::thread::Result<PyResult<*mut ffi::PyObject>>,
+) -> *mut ffi::PyObject {
+    let r = match r {
+        Ok(r) => r,
+        Err(_) => match coder.map(|c| catch_unwind(AssertUnwindSafe(|| c.panicked(py)))) {
+            Some(Ok(e)) => Err(e),
+            _ => {
+                // SAFETY: the GIL is held; the strings are static and NUL-terminated.
+                unsafe {
+                    ffi::PyErr_SetString(
+                        ffi::PyExc_SystemError,
+                        c"internal error in the native codec".as_ptr(),
+                    );
+                }
+                return std::ptr::null_mut();
             }
-            out.into_pybytes(py)
-        });
-        r.map(Bound::into_any)
-            .map_err(|e| self.failed(py, pyo3::intern!(py, "_encode_failed"), e))
+        },
+    };
+    match r {
+        Ok(p) => p,
+        Err(e) => {
+            e.restore(py);
+            std::ptr::null_mut()
+        }
+    }
+}
+
+/// `FieldType.encode` once the extension is loaded: a `METH_O` method of the class
+/// (`Coder.install`), so that `ft.encode(v)` is CPython's specialised method call with no
+/// argument parsing and no pyo3 trampoline. Without a coder for the active codec, the
+/// call goes to the type's Python `_encode_slow` (which builds the coder when the native
+/// backend is active).
+unsafe extern "C" fn field_encode_raw(
+    ft: *mut ffi::PyObject,
+    arg: *mut ffi::PyObject,
+) -> *mut ffi::PyObject {
+    // SAFETY: CPython calls a method with the GIL held; `ft` is an instance of the class
+    // (the method descriptor checked it) and `arg` a valid reference. encode_scalar runs
+    // no Python code. It cannot panic, but a panic must not unwind into CPython: caught.
+    let fast = catch_unwind(|| unsafe { active_coder(ft).and_then(|c| c.encode_scalar(arg)) });
+    if let Ok(Some(p)) = fast {
+        return p;
+    }
+    // SAFETY: as above.
+    unsafe { field_encode_general(ft, arg) }
+}
+
+/// [`field_encode_raw`] for every value but the scalars.
+///
+/// # Safety
+/// As [`field_encode_raw`].
+#[inline(never)]
+unsafe fn field_encode_general(
+    ft: *mut ffi::PyObject,
+    arg: *mut ffi::PyObject,
+) -> *mut ffi::PyObject {
+    // SAFETY: CPython calls a method with the GIL held (the thread is attached).
+    let py = unsafe { Python::assume_attached() };
+    // SAFETY: the method descriptor checked that `ft` is an instance of the class.
+    let coder = unsafe { coder_of(py, ft) };
+    let coder = coder.as_ref().map(Bound::get);
+    let r = catch_unwind(AssertUnwindSafe(|| match coder {
+        Some(c) if c.codec.get().active.load(Ordering::Relaxed) => {
+            // SAFETY: `arg` is a valid borrowed reference; the GIL is held.
+            if let Some(p) = unsafe { c.encode_scalar(arg) } {
+                return Ok(p);
+            }
+            // SAFETY: as above.
+            let value = unsafe { pyo3::Borrowed::from_ptr(py, arg) };
+            c.encode(py, &value).map(Bound::into_ptr)
+        }
+        _ => {
+            // SAFETY: `ft` and `arg` are valid; a new reference or NULL with an exception.
+            let p = unsafe {
+                ffi::PyObject_CallMethodOneArg(ft, pyo3::intern!(py, "_encode_slow").as_ptr(), arg)
+            };
+            Ok(p)
+        }
+    }));
+    into_raw(py, coder, r)
+}
+
+/// `FieldType.decode` (see [`field_encode_raw`]), a `METH_FASTCALL | METH_KEYWORDS`
+/// method: `decode(data)` and `decode(data, zero_copy=<bool>)` are handled here; any other
+/// call is passed as it is to the type's Python `_decode_slow`, which parses it.
+unsafe extern "C" fn field_decode_raw(
+    ft: *mut ffi::PyObject,
+    args: *const *mut ffi::PyObject,
+    nargs: ffi::Py_ssize_t,
+    kwnames: *mut ffi::PyObject,
+) -> *mut ffi::PyObject {
+    if nargs == 1 && kwnames.is_null() {
+        // SAFETY: as in `field_encode_raw`; one positional argument, a valid reference.
+        let fast =
+            catch_unwind(|| unsafe { active_coder(ft).and_then(|c| c.decode_scalar(*args)) });
+        if let Ok(Some(p)) = fast {
+            return p;
+        }
+    }
+    // SAFETY: as above.
+    unsafe { field_decode_general(ft, args, nargs, kwnames) }
+}
+
+/// [`field_decode_raw`] for every input but a lone scalar.
+///
+/// # Safety
+/// As [`field_decode_raw`].
+#[inline(never)]
+unsafe fn field_decode_general(
+    ft: *mut ffi::PyObject,
+    args: *const *mut ffi::PyObject,
+    nargs: ffi::Py_ssize_t,
+    kwnames: *mut ffi::PyObject,
+) -> *mut ffi::PyObject {
+    // SAFETY: as in `field_encode_raw`.
+    let py = unsafe { Python::assume_attached() };
+    // SAFETY: as in `field_encode_raw`.
+    let coder = unsafe { coder_of(py, ft) };
+    let coder = coder.as_ref().map(Bound::get);
+    let r = catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: CPython passes `nargs` positional arguments then one value per name in
+        // `kwnames` (a tuple of str, or NULL), all valid borrowed references.
+        let zero_copy = unsafe {
+            match (nargs, kwnames.is_null()) {
+                (1, true) => Some(false),
+                (1, false) if ffi::PyTuple_GET_SIZE(kwnames) == 1 => {
+                    let name = ffi::PyTuple_GET_ITEM(kwnames, 0);
+                    let v = *args.add(1);
+                    let is_zc = ffi::Py_TYPE(name) == std::ptr::addr_of_mut!(ffi::PyUnicode_Type)
+                        && py_fast::str_utf8(name) == Some(b"zero_copy".as_slice());
+                    match (is_zc, v == ffi::Py_True(), v == ffi::Py_False()) {
+                        (true, true, _) => Some(true),
+                        (true, _, true) => Some(false),
+                        _ => None,
+                    }
+                }
+                _ => None,
+            }
+        };
+        match (coder, zero_copy) {
+            (Some(c), Some(zc)) if c.codec.get().active.load(Ordering::Relaxed) => {
+                // SAFETY: one positional argument, a valid borrowed reference; GIL held.
+                let data = unsafe { *args };
+                if let Some(p) = unsafe { c.decode_scalar(data) } {
+                    return Ok(p);
+                }
+                // SAFETY: as above.
+                let data = unsafe { pyo3::Borrowed::from_ptr(py, data) };
+                c.decode(py, &data, zc).map(Bound::into_ptr)
+            }
+            _ => {
+                // The call as it came, to `ft._decode_slow`: [ft, *args, *kwvalues].
+                let nkw = if kwnames.is_null() {
+                    0
+                } else {
+                    // SAFETY: kwnames is a tuple.
+                    unsafe { ffi::PyTuple_GET_SIZE(kwnames) }
+                };
+                let mut all = Vec::with_capacity((1 + nargs + nkw) as usize);
+                all.push(ft);
+                // SAFETY: `args` holds nargs + nkw valid pointers.
+                all.extend_from_slice(unsafe {
+                    std::slice::from_raw_parts(args, (nargs + nkw) as usize)
+                });
+                // SAFETY: valid method name, argument array and keyword names; a new
+                // reference or NULL with an exception set.
+                let p = unsafe {
+                    ffi::PyObject_VectorcallMethod(
+                        pyo3::intern!(py, "_decode_slow").as_ptr(),
+                        all.as_ptr(),
+                        (1 + nargs) as usize,
+                        kwnames,
+                    )
+                };
+                Ok(p)
+            }
+        }
+    }));
+    into_raw(py, coder, r)
+}
+
+static FIELD_ENCODE: MethodDef = MethodDef(std::cell::UnsafeCell::new(ffi::PyMethodDef {
+    ml_name: c"encode".as_ptr(),
+    ml_meth: ffi::PyMethodDefPointer {
+        PyCFunction: field_encode_raw,
+    },
+    ml_flags: ffi::METH_O,
+    ml_doc: c"encode(value) -> bytes: see FieldType._encode_slow (native coder).".as_ptr(),
+}));
+
+static FIELD_DECODE: MethodDef = MethodDef(std::cell::UnsafeCell::new(ffi::PyMethodDef {
+    ml_name: c"decode".as_ptr(),
+    ml_meth: ffi::PyMethodDefPointer {
+        PyCFunctionFastWithKeywords: field_decode_raw,
+    },
+    ml_flags: ffi::METH_FASTCALL | ffi::METH_KEYWORDS,
+    ml_doc: c"decode(data, *, zero_copy=False): see FieldType._decode_slow (native coder)."
+        .as_ptr(),
+}));
+
+#[pymethods]
+impl Coder {
+    /// Makes `cls.encode` / `cls.decode` (`codec.FieldType`) the native methods, which
+    /// find the type's coder in the object slot `slot` (the member descriptor
+    /// `cls._ncoder`) and otherwise call `_encode_slow` / `_decode_slow`.
+    #[staticmethod]
+    fn install(cls: &Bound<'_, PyType>, slot: &Bound<'_, PyAny>) -> PyResult<()> {
+        let py = cls.py();
+        // SAFETY: the member descriptor's fields are read only after its exact type is
+        // checked; PyDescr_NewMethod gets a static definition and a live type.
+        unsafe {
+            let d = slot.as_ptr();
+            if ffi::Py_TYPE(d) != std::ptr::addr_of_mut!(ffi::PyMemberDescr_Type) {
+                return Err(PyTypeError::new_err("slot must be a member descriptor"));
+            }
+            let d = d.cast::<ffi::PyMemberDescrObject>();
+            let m = (*d).d_member;
+            if (*d).d_common.d_type != cls.as_ptr().cast::<ffi::PyTypeObject>()
+                || m.is_null()
+                || (*m).type_code != ffi::Py_T_OBJECT_EX
+                || (*m).offset <= 0
+            {
+                return Err(PyValueError::new_err("slot must be an object slot of cls"));
+            }
+            let off = (*m).offset;
+            let prev = CODER_SLOT.load(Ordering::Relaxed);
+            if prev != 0 && prev != off {
+                return Err(PyValueError::new_err(
+                    "Coder.install: another class is installed",
+                ));
+            }
+            CODER_TYPE.store(
+                <Coder as pyo3::PyTypeInfo>::type_object_raw(py),
+                Ordering::Relaxed,
+            );
+            CODER_SLOT.store(off, Ordering::Relaxed);
+            let ty = cls.as_ptr().cast::<ffi::PyTypeObject>();
+            for (name, def) in [("encode", &FIELD_ENCODE), ("decode", &FIELD_DECODE)] {
+                let descr =
+                    Bound::from_owned_ptr_or_err(py, ffi::PyDescr_NewMethod(ty, def.get()))?;
+                cls.setattr(name, descr)?;
+            }
+        }
+        Ok(())
     }
 }

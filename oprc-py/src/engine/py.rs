@@ -16,8 +16,6 @@ use pyo3::types::{PyBytes, PyDict, PyList, PySet, PyString, PyTuple};
 use pyo3_async_runtimes::generic::{ContextExt, Runtime as AsyncRuntime};
 use pyo3_async_runtimes::TaskLocals;
 
-use crate::data::py_codec::Coder;
-
 use super::batcher::{Engine, EngineConfig, Outcome, Ticket};
 use super::layout::{Identity, ObjectId, WriteRecord};
 use super::mapped::MappedFile;
@@ -302,8 +300,8 @@ impl PyEngine {
     /// Reads the object's bookkeeping attributes (`_oaas_meta` with `cls_id`,
     /// `partition_id`, `object_id`; `_oaas_version`; `_oaas_dirty`, a set of field names;
     /// `_oaas_committed`, `{name: bytes}`), encodes each dirty field (`getattr(obj, name)`)
-    /// with `encoders[name]` (the field's native `Coder`, called with no Python frame, or
-    /// any object with an `encode` method) and queues the commit. Then, as
+    /// with `encoders[name].encode` (the field's `FieldType`, whose `encode` is a native
+    /// method: no Python frame runs) and queues the commit. Then, as
     /// `OaasObject._oaas_apply` does: the new bytes go into `_oaas_committed`,
     /// `_oaas_version` and `_oaas_updated_ms` (ms since the Unix epoch) are set through
     /// `object.__setattr__`, the object leaves its runtime's dirty registry
@@ -355,10 +353,8 @@ impl PyEngine {
                 .ok_or_else(|| PyValueError::new_err(format!("no encoder for field {name}")))
                 .and_then(|enc| {
                     let value = obj.getattr(&name)?;
-                    let data = match enc.cast::<Coder>() {
-                        Ok(coder) => coder.get().encode_value(py, &value)?,
-                        Err(_) => enc.call_method1(intern!(py, "encode"), (value,))?,
-                    };
+                    // `FieldType.encode`: a native method, so no Python frame runs.
+                    let data = enc.call_method1(intern!(py, "encode"), (value,))?;
                     Ok(data.cast_into::<PyBytes>()?)
                 });
             let data = match data {
