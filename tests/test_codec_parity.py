@@ -176,6 +176,31 @@ def test_field_type_methods_become_native_and_follow_the_backend(
     assert on("native", lambda: ft.decode(b"\x91\x01")) == [1]
 
 
+def test_native_methods_take_every_call_form_python_takes() -> None:
+    ft = codec.field_type(int)
+    for impl in ("python", "native"):
+        assert on(impl, lambda: ft.decode(data=b"\x05")) == 5
+        assert on(impl, lambda: ft.decode(b"\x05", zero_copy=1)) == 5
+        assert on(impl, lambda: codec.FieldType.encode(ft, 5)) == b"\x05"
+    for call in (lambda: ft.decode(), lambda: ft.decode(b"\x05", nope=True),
+                 lambda: ft.decode(b"\x05", b"")):
+        assert _error_of("python", call)[0] is _error_of("native", call)[0] is TypeError
+
+
+@pytest.mark.parametrize(
+    ("hint", "value"),
+    [(int, 5), (int, 300), (int, -7), (int, 2**64), (float, 1.5), (float, 3), (str, ""),
+     (str, "a" * 31), (str, "b" * 32), (str, "é"), (bool, True), (Any, None),
+     (bytes, b""), (bytes, b"x" * 5000), (int | None, None), (Any, 2**70)],
+)
+def test_scalar_fast_paths_match_python(hint: Any, value: Any) -> None:
+    ft = codec.field_type(hint)
+    data = on("python", lambda: ft.encode(value))
+    assert on("native", lambda: ft.encode(value)) == data
+    assert same(on("native", lambda: ft.decode(data)), on("python", lambda: ft.decode(data)))
+    _agree(data + b"\xc0", hint)  # trailing bytes: refused alike
+
+
 @pytest.mark.parametrize(
     ("hint", "value"),
     [(list[int], [1, "x"]), (dict[str, int], {"a": "x"}), (_PItem, _PItem(a=1, b=["x"])),

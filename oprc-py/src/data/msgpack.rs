@@ -174,7 +174,7 @@ pub fn write_str(out: &mut Vec<u8>, s: &[u8]) -> Result<(), DecodeError> {
 }
 
 #[inline]
-pub fn write_bin_header(out: &mut Vec<u8>, len: usize) -> Result<(), DecodeError> {
+pub fn write_bin_header(out: &mut impl Sink, len: usize) -> Result<(), DecodeError> {
     write_len(out, len, None, Some(0xc4), 0xc5, 0xc6, "bin")
 }
 

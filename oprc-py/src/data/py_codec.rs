@@ -2318,7 +2318,7 @@ impl Codec {
             .try_iter()?
             .map(|x| Ok(x?.cast_into::<PyType>()?.unbind()))
             .collect::<PyResult<Vec<_>>>()?;
-        let all = T_STR | T_INT | T_FLOAT | T_BOOL | T_NONE;
+        let all = T_STR | T_INT | T_FLOAT | T_BOOL | T_NONE | T_BYTES;
         let enc_fast = if any {
             all
         } else {
@@ -2510,6 +2510,7 @@ const T_INT: u8 = 2;
 const T_FLOAT: u8 = 4;
 const T_BOOL: u8 = 8;
 const T_NONE: u8 = 16;
+const T_BYTES: u8 = 32;
 
 /// The scalar bit of an exact type, 0 for any other type.
 #[inline(always)]
@@ -2526,6 +2527,8 @@ fn scalar_bit(t: *mut ffi::PyTypeObject) -> u8 {
             T_BOOL
         } else if t == ffi::Py_TYPE(ffi::Py_None()) {
             T_NONE
+        } else if t == std::ptr::addr_of_mut!(ffi::PyBytes_Type) {
+            T_BYTES
         } else {
             0
         }
@@ -2586,7 +2589,24 @@ impl Coder {
                         py_fast::copy_short(s.as_ptr(), rest.as_mut_ptr(), s.len());
                     }));
                 }
-                T_INT => mp::write_i64(&mut h, py_fast::int_i64(v)?),
+                T_INT => {
+                    let n = py_fast::int_i64(v)?;
+                    if (0..0x80).contains(&n) {
+                        // positive fixint: CPython's cached one-byte bytes object.
+                        return Some(ffi::PyBytes_FromStringAndSize([n as u8].as_ptr().cast(), 1));
+                    }
+                    mp::write_i64(&mut h, n)
+                }
+                T_BYTES => {
+                    // bin header and the bytes, as `Codec::enc` writes them.
+                    let b = py_fast::bytes_of(v);
+                    mp::write_bin_header(&mut h, b.len()).ok()?;
+                    let n = h.len;
+                    return Some(py_fast::new_bytes_with(n + b.len(), |dst| {
+                        dst[..n].copy_from_slice(h.as_slice());
+                        dst[n..].copy_from_slice(b);
+                    }));
+                }
                 T_FLOAT => mp::write_f64(&mut h, ffi::PyFloat_AS_DOUBLE(v)),
                 T_BOOL => mp::write_bool(&mut h, v == ffi::Py_True()),
                 _ => mp::write_nil(&mut h),
@@ -2599,7 +2619,7 @@ impl Coder {
     }
 
     /// The value of `data` when it is exact `bytes` holding one scalar this coder keeps
-    /// as decoded. `None` (no exception set) otherwise: the general path decodes it and
+    /// as decoded, for a call without `zero_copy=True` (a bin value is copied). `None` (no exception set) otherwise: the general path decodes it and
     /// raises the errors (invalid UTF-8).
     ///
     /// # Safety
@@ -2636,6 +2656,9 @@ impl Coder {
                 Token::Uint(u) if ok(T_INT) => ffi::PyLong_FromUnsignedLongLong(u),
                 Token::Int(i) if ok(T_INT) => ffi::PyLong_FromLongLong(i),
                 Token::Float(f) if ok(T_FLOAT) => ffi::PyFloat_FromDouble(f),
+                Token::Bin(b) if ok(T_BYTES) => {
+                    ffi::PyBytes_FromStringAndSize(b.as_ptr().cast(), b.len() as ffi::Py_ssize_t)
+                }
                 Token::Str(s) if ok(T_STR) => {
                     let o = py_fast::new_str(s);
                     if o.is_null() {
@@ -2930,8 +2953,12 @@ unsafe fn field_decode_general(
             (Some(c), Some(zc)) if c.codec.get().active.load(Ordering::Relaxed) => {
                 // SAFETY: one positional argument, a valid borrowed reference; GIL held.
                 let data = unsafe { *args };
-                if let Some(p) = unsafe { c.decode_scalar(data) } {
-                    return Ok(p);
+                // Scalars and copies only: zero_copy may ask for a view of a bin value.
+                if !zc {
+                    // SAFETY: as above.
+                    if let Some(p) = unsafe { c.decode_scalar(data) } {
+                        return Ok(p);
+                    }
                 }
                 // SAFETY: as above.
                 let data = unsafe { pyo3::Borrowed::from_ptr(py, data) };
