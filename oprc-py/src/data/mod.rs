@@ -10,7 +10,7 @@ pub mod cache;
 pub mod ext;
 pub mod msgpack;
 mod py_cache;
-mod py_codec;
+pub(crate) mod py_codec;
 mod py_fast;
 
 /// Components this module provides natively, reported by `build_info()`.

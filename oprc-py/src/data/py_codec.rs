@@ -2751,6 +2751,31 @@ static CODER_SLOT: AtomicIsize = AtomicIsize::new(0);
 /// The `Coder` type object, set by `Coder.install`.
 static CODER_TYPE: AtomicPtr<ffi::PyTypeObject> = AtomicPtr::new(std::ptr::null_mut());
 
+/// The class `Coder.install` made `encode` / `decode` native methods of
+/// (`codec.FieldType`), for [`encode_field`].
+static FIELD_CLASS: AtomicPtr<ffi::PyTypeObject> = AtomicPtr::new(std::ptr::null_mut());
+
+/// `ft.encode(value)` for Rust callers (the engine's one-call commit), with no method
+/// lookup and no argument tuple: exactly what the native `FieldType.encode` does.
+/// `None` when `ft` is not exactly an instance of the installed `FieldType` class (the
+/// caller then calls its `encode` method).
+pub(crate) fn encode_field<'py>(
+    ft: &Bound<'py, PyAny>,
+    value: &Bound<'py, PyAny>,
+) -> Option<PyResult<Bound<'py, PyAny>>> {
+    let cls = FIELD_CLASS.load(Ordering::Relaxed);
+    if cls.is_null() || ft.get_type_ptr() != cls {
+        return None;
+    }
+    // SAFETY: `ft` is an instance of the installed class (checked above), as the method
+    // descriptor would have checked; both references are valid and the GIL is held (a
+    // `Bound`). The result is a new reference or NULL with an exception set.
+    Some(unsafe {
+        let p = field_encode_raw(ft.as_ptr(), value.as_ptr());
+        Bound::from_owned_ptr_or_err(ft.py(), p)
+    })
+}
+
 /// The [`Coder`] in `ft`'s coder slot, borrowed, when it holds one and its codec is the
 /// active backend: for the scalar fast paths, which run no Python code (so nothing can
 /// replace the slot's value while the reference is used).
@@ -3051,6 +3076,7 @@ impl Coder {
             );
             CODER_SLOT.store(off, Ordering::Relaxed);
             let ty = cls.as_ptr().cast::<ffi::PyTypeObject>();
+            FIELD_CLASS.store(ty, Ordering::Relaxed);
             for (name, def) in [("encode", &FIELD_ENCODE), ("decode", &FIELD_DECODE)] {
                 let descr =
                     Bound::from_owned_ptr_or_err(py, ffi::PyDescr_NewMethod(ty, def.get()))?;

@@ -353,8 +353,11 @@ impl PyEngine {
                 .ok_or_else(|| PyValueError::new_err(format!("no encoder for field {name}")))
                 .and_then(|enc| {
                     let value = obj.getattr(&name)?;
-                    // `FieldType.encode`: a native method, so no Python frame runs.
-                    let data = enc.call_method1(intern!(py, "encode"), (value,))?;
+                    // `FieldType.encode`: a native method, called here directly.
+                    let data = match crate::data::py_codec::encode_field(&enc, &value) {
+                        Some(r) => r?,
+                        None => enc.call_method1(intern!(py, "encode"), (value,))?,
+                    };
                     Ok(data.cast_into::<PyBytes>()?)
                 });
             let data = match data {
