@@ -88,6 +88,10 @@ class MappedFile(Buffer):
         """msync (MS_SYNC) with the GIL released."""
     def close(self) -> None: ...
 
+def object_setattr(cls: type) -> Any:
+    """A method descriptor of ``cls`` (``OaasObject``) running the native ``__setattr__``
+    (``object.use_native_setattr`` installs it)."""
+
 def raw_batched_writes(path: str, n_commits: int, n_fields: int = 10, value_len: int = 100,
                        batch: int = 256, rewrite: int | None = None) -> float:
     """Benchmark ceiling: elapsed seconds to write ``n_commits`` commits straight into a

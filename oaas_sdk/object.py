@@ -866,6 +866,20 @@ class OaasObject:
         await eng.submit_future(record, asyncio.get_running_loop())
 
 
+def use_native_setattr(native: Any) -> None:
+    """Make ``OaasObject.__setattr__`` the native method of ``native``
+    (``oaas_sdk._native``; one call with no Python frame, same steps as the Python
+    definition above), or, with ``None``, the Python definition again. Called by
+    ``Runtime.__init__`` with the implementation it configures."""
+    global _native_setattr
+    if native is None:
+        OaasObject.__setattr__ = _PY_SETATTR  # type: ignore[method-assign]
+        return
+    if _native_setattr is None or _native_setattr[0] is not native:
+        _native_setattr = (native, native.object_setattr(OaasObject))
+    OaasObject.__setattr__ = _native_setattr[1]  # type: ignore[method-assign]
+
+
 class _LazyField:
     """Non-data descriptor of a mutable field: runs only when the instance lacks the field
     (never decoded, or parked after a commit). Decodes or unparks the value into the
@@ -941,3 +955,9 @@ def _is_classvar(hint: Any) -> bool:
     if isinstance(hint, str):
         return hint.startswith(("ClassVar", "typing.ClassVar"))
     return hint is ClassVar or typing.get_origin(hint) is ClassVar
+
+
+# The Python __setattr__ (the reference; pure-Python implementation) and the native one
+# of the last extension module used (see use_native_setattr).
+_PY_SETATTR = OaasObject.__dict__["__setattr__"]
+_native_setattr: tuple[Any, Any] | None = None

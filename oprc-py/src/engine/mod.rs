@@ -8,6 +8,7 @@
 //! ceiling. Only `py` imports pyo3.
 
 pub mod batcher;
+mod front;
 pub mod layout;
 pub mod mapped;
 mod py;

@@ -778,5 +778,6 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyTicket>()?;
     m.add_class::<PyMappedFile>()?;
     m.add_function(wrap_pyfunction!(raw_batched_writes, m)?)?;
+    m.add_function(wrap_pyfunction!(super::front::object_setattr, m)?)?;
     Ok(())
 }
