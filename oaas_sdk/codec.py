@@ -396,17 +396,7 @@ _MAX_NDIM = 64
 
 def _ext_ndarray(a: Any) -> Any:
     dt = a.dtype
-    s = dt.str
-    if (
-        dt.kind not in _NP_KINDS
-        or dt.hasobject
-        or dt.fields is not None
-        or dt.subdtype is not None
-        or dt.itemsize == 0
-        or not _DTYPE_RE.fullmatch(s)
-    ):
-        raise SerializationError(f"cannot encode a numpy array of dtype {dt!s} ({s})")
-    sb = s.encode("ascii")
+    sb = _ndarray_dtype_str(dt)
     payload = b"".join(
         (
             bytes((len(sb),)),

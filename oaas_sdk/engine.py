@@ -433,8 +433,9 @@ class NativeEngine:
     :class:`~oaas_sdk.stores.lmdb.LmdbStore`). Other arguments as :class:`Engine`, plus
     ``map_size``/``max_map_size`` (bytes). ``submit`` returns a native ticket whose
     ``wait()`` releases the GIL. ``submit_future`` gives a future of the caller's loop:
-    the native persister reports each batch's outcomes at once
-    (``take_completions``) to one dispatcher thread, which wakes each loop once per batch.
+    the native persister reports each batch's outcomes at once, and the loop, watching
+    the engine's completion socket, resolves them on its own thread (:meth:`_watch`;
+    docs/engine.md). ``commit_object`` is the one-call commit of ``commit_async``.
     (A Rust future per commit through pyo3-async-runtimes was measured first: one GIL
     acquisition and one loop wake-up per commit made it 0.6x the Python engine.)
     Raises :class:`StorageError` when the store cannot be opened.
@@ -478,27 +479,27 @@ class NativeEngine:
                              record.deletes, record.delete_object, record.time_ms)
             _settle(fut, t.error, on_error)
             return fut
-        if loop is not self._watched:
-            self._watch(loop)
-        token = next(self._tokens)
-        self._waiters[token] = [loop, fut, on_error]
+        token, w = self.waiter(loop, fut)
+        w[2] = on_error
         try:
             self._submit(cls_id, pid, oid, record.expected_version, record.entries,
                          record.deletes, record.delete_object, record.time_ms, token)
         except BaseException:
-            del self._waiters[token]
+            self.forget(token)
             raise
         return fut
 
-    def waiter(self, loop: asyncio.AbstractEventLoop) -> tuple[int, _Waiter]:
-        """A token for ``commit_object`` and its waiter ``[loop, future, on_error]``: the
-        future resolves on ``loop`` when the commit with this token completes; set
-        ``waiter[2]`` (an error handler run on ``loop`` before the future fails) before
-        returning to the loop. :meth:`forget` the token if the commit was not queued."""
+    def waiter(self, loop: asyncio.AbstractEventLoop,
+               fut: asyncio.Future[None] | None = None) -> tuple[int, _Waiter]:
+        """A token for ``commit_object`` (or ``submit``) and its waiter
+        ``[loop, future, on_error]``: the future (``fut``, or a new one of ``loop``)
+        resolves on ``loop`` when the commit with this token completes; set ``waiter[2]``
+        (an error handler run on ``loop`` before the future fails) before returning to the
+        loop. :meth:`forget` the token if the commit was not queued."""
         if loop is not self._watched:
             self._watch(loop)
         token = next(self._tokens)
-        w: _Waiter = [loop, loop.create_future(), None]
+        w: _Waiter = [loop, loop.create_future() if fut is None else fut, None]
         self._waiters[token] = w
         return token, w
 
@@ -527,22 +528,10 @@ class NativeEngine:
         self._watching[id(loop)] = weakref.ref(loop)
 
     def _on_ready(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Reader callback on ``loop``: resolve the completed commits (those of other
-        loops through their ``call_soon_threadsafe``)."""
+        """Reader callback on ``loop``: resolve the completed commits."""
         items = self._eng.take_ready()
-        if not items:
-            return
-        waiters = self._waiters
-        here: list[tuple[_Waiter, BaseException | None]] = []
-        other: list[tuple[_Waiter, BaseException | None]] = []
-        for token, err in items:
-            w = waiters.pop(token, None)
-            if w is not None:
-                (here if w[0] is loop else other).append((w, err))
-        if here:
-            _settle_many(here)
-        if other:
-            _dispatch(other)
+        if items:
+            self._wake(items, loop)
 
     def _start_dispatcher(self) -> None:
         self._pid = os.getpid()
@@ -561,15 +550,21 @@ class NativeEngine:
             # Drop this batch before blocking again: its waiters hold the objects.
             del items
 
-    def _wake(self, items: list[tuple[int, BaseException | None]]) -> None:
+    def _wake(self, items: list[tuple[int, BaseException | None]],
+              here: asyncio.AbstractEventLoop | None = None) -> None:
+        """Resolve the futures of completed commits: those of ``here`` (the loop running
+        this call) at once, the others through their loop's ``call_soon_threadsafe``."""
         waiters = self._waiters
-        wake = []
+        local: list[tuple[_Waiter, BaseException | None]] = []
+        other: list[tuple[_Waiter, BaseException | None]] = []
         for token, err in items:
             w = waiters.pop(token, None)
             if w is not None:
-                wake.append((w, err))
-        if wake:
-            _dispatch(wake)
+                (local if w[0] is here else other).append((w, err))
+        if local:
+            _settle_many(local)
+        if other:
+            _dispatch(other)
 
     def submit(self, record: WriteRecord) -> Any:
         """Queue one commit; returns its native ``Ticket``. Raises :class:`StorageError`

@@ -2733,14 +2733,14 @@ impl Coder {
 }
 
 /// A `PyMethodDef` in a static. CPython only ever reads it.
-struct MethodDef(std::cell::UnsafeCell<ffi::PyMethodDef>);
+pub(crate) struct MethodDef(pub(crate) std::cell::UnsafeCell<ffi::PyMethodDef>);
 
 // SAFETY: the definitions are constants never written after initialisation; CPython
 // reads them (with the GIL held) and keeps pointers to them, which stay valid forever.
 unsafe impl Sync for MethodDef {}
 
 impl MethodDef {
-    fn get(&self) -> *mut ffi::PyMethodDef {
+    pub(crate) fn get(&self) -> *mut ffi::PyMethodDef {
         self.0.get()
     }
 }

@@ -486,18 +486,26 @@ enum Next {
     Closed,
 }
 
+/// The next message if one is queued (`Next::Timeout` when none is).
+fn try_msg(bell: &Doorbell, rx: &Receiver<Msg>) -> Next {
+    match rx.try_recv() {
+        Ok(m) => {
+            bell.queued.fetch_sub(1, Ordering::SeqCst);
+            Next::Msg(m)
+        }
+        Err(TryRecvError::Empty) => Next::Timeout,
+        Err(TryRecvError::Disconnected) => Next::Closed,
+    }
+}
+
 /// The next message: at once when one is queued, else park until `want` messages are
 /// queued (or a flush or stop arrives) or `deadline` passes. See [`Doorbell`].
 fn next_msg(bell: &Doorbell, rx: &Receiver<Msg>, want: usize, deadline: Option<Instant>) -> Next {
     let want = i64::try_from(want.max(1)).unwrap_or(i64::MAX);
     loop {
-        match rx.try_recv() {
-            Ok(m) => {
-                bell.queued.fetch_sub(1, Ordering::SeqCst);
-                return Next::Msg(m);
-            }
-            Err(TryRecvError::Disconnected) => return Next::Closed,
-            Err(TryRecvError::Empty) => {}
+        match try_msg(bell, rx) {
+            Next::Timeout => {}
+            taken => return taken,
         }
         bell.want.store(want, Ordering::SeqCst);
         if bell.queued.load(Ordering::SeqCst) >= want {
@@ -550,14 +558,7 @@ fn persister(sh: Arc<Shared>, rx: Receiver<Msg>, cfg: EngineConfig) {
                 let deadline = Instant::now() + delay;
                 while n < cfg.batch_max_entries {
                     let next = if batch.len() >= target {
-                        match rx.try_recv() {
-                            Ok(m) => {
-                                bell.queued.fetch_sub(1, Ordering::SeqCst);
-                                Next::Msg(m)
-                            }
-                            Err(TryRecvError::Empty) => Next::Timeout,
-                            Err(TryRecvError::Disconnected) => Next::Closed,
-                        }
+                        try_msg(bell, &rx)
                     } else {
                         // Wake when the batch would be full: the commits it waits for, at
                         // most what fits under `batch_max_entries` (in records, >= 1).

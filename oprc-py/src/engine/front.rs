@@ -13,8 +13,11 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PySet, PyTuple, PyType};
 
-/// `object.__setattr__(obj, name, value)`.
-fn set_plain(
+use crate::data::py_codec::MethodDef;
+
+/// `object.__setattr__(obj, name, value)`: the object model's own attributes bypass the
+/// class's `__setattr__` (which converts and marks fields dirty).
+pub(super) fn set_plain(
     obj: &Bound<'_, PyAny>,
     name: &Bound<'_, PyAny>,
     value: &Bound<'_, PyAny>,
@@ -124,13 +127,6 @@ unsafe extern "C" fn setattr_raw(
     }
 }
 
-/// A `PyMethodDef` in a static. CPython only ever reads it.
-struct MethodDef(std::cell::UnsafeCell<ffi::PyMethodDef>);
-
-// SAFETY: the definition is a constant never written after initialisation; CPython reads
-// it (with the GIL held) and keeps a pointer to it, which stays valid forever.
-unsafe impl Sync for MethodDef {}
-
 static SETATTR: MethodDef = MethodDef(std::cell::UnsafeCell::new(ffi::PyMethodDef {
     ml_name: c"__setattr__".as_ptr(),
     ml_meth: ffi::PyMethodDefPointer {
@@ -147,7 +143,7 @@ pub fn object_setattr(cls: &Bound<'_, PyType>) -> PyResult<Py<PyAny>> {
     // SAFETY: `cls` is a live type object; the definition is static. PyDescr_NewMethod
     // returns a new reference or NULL with an exception set.
     unsafe {
-        let d = ffi::PyDescr_NewMethod(cls.as_ptr().cast::<ffi::PyTypeObject>(), SETATTR.0.get());
+        let d = ffi::PyDescr_NewMethod(cls.as_ptr().cast::<ffi::PyTypeObject>(), SETATTR.get());
         Ok(Bound::from_owned_ptr_or_err(cls.py(), d)?.unbind())
     }
 }

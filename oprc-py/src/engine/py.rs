@@ -17,31 +17,13 @@ use pyo3_async_runtimes::generic::{ContextExt, Runtime as AsyncRuntime};
 use pyo3_async_runtimes::TaskLocals;
 
 use super::batcher::{Engine, EngineConfig, Outcome, Ticket};
+use super::front::set_plain;
 use super::layout::{Identity, ObjectId, WriteRecord};
 use super::mapped::MappedFile;
 use super::store::{LmdbStore, StoreError, DEFAULT_MAP_SIZE, DEFAULT_MAX_MAP_SIZE};
 
 pyo3::import_exception!(oaas_sdk.errors, StorageError);
 pyo3::import_exception!(oaas_sdk.errors, ConflictError);
-
-/// `object.__setattr__(obj, name, value)`: the object model's own attributes bypass the
-/// class's `__setattr__` (which converts and marks fields dirty).
-fn set_plain(
-    obj: &Bound<'_, PyAny>,
-    name: &Bound<'_, PyString>,
-    value: &Bound<'_, PyAny>,
-) -> PyResult<()> {
-    // SAFETY: the three pointers are live, GIL-held references for the whole call;
-    // PyObject_GenericSetAttr does not steal them and returns -1 with an exception set on
-    // failure.
-    let rc =
-        unsafe { pyo3::ffi::PyObject_GenericSetAttr(obj.as_ptr(), name.as_ptr(), value.as_ptr()) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(PyErr::fetch(obj.py()))
-    }
-}
 
 fn storage_err(e: StoreError) -> PyErr {
     StorageError::new_err(e.0)
