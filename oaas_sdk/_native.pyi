@@ -16,7 +16,8 @@ def build_profile() -> str:
     """``"release"`` or ``"debug"``: the Cargo profile the extension was compiled with."""
 
 def build_info() -> dict[str, object]:
-    """``{"version": str, "profile": str, "components": list[str]}``."""
+    """``{"version": str, "profile": str, "components": list[str],
+    "allocator": {"name": "mimalloc", "purge_delay_ms": int}}`` (-1 = never purge)."""
 
 # --- engine (oprc-py/src/engine/) ------------------------------------------------------
 

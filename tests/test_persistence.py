@@ -288,3 +288,19 @@ def test_native_extension_reports_version_and_profile():
     assert _native.build_profile() in ("release", "debug")
     info = _native.build_info()
     assert info["version"] == _native.__version__
+
+
+@pytest.mark.parametrize("env, expected", [(None, 10_000), ("250", 250)])
+def test_native_allocator_purge_delay(env, expected):
+    """The extension keeps freed allocator pages for 10 s (they were purged and faulted
+    back in under a commit load), unless MIMALLOC_PURGE_DELAY says otherwise."""
+    from .conftest import _need_impl
+
+    _need_impl("native")
+    child_env = {k: v for k, v in os.environ.items() if k != "MIMALLOC_PURGE_DELAY"}
+    if env is not None:
+        child_env["MIMALLOC_PURGE_DELAY"] = env
+    code = "from oaas_sdk import _native; print(_native.build_info()['allocator'])"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       env=child_env, check=True)
+    assert r.stdout.strip() == repr({"name": "mimalloc", "purge_delay_ms": expected})
