@@ -51,12 +51,15 @@ class Engine:
                delete_object: bool = False, time_ms: int = 0, token: int = 0) -> Ticket:
         """Queue one commit; a non-zero ``token`` also reports its outcome through
         :meth:`take_completions`."""
-    def commit_object(self, obj: Any, encoders: dict[str, Any], token: int = 0
-                      ) -> tuple[int, dict[str, bytes], set[str]] | None:
+    def commit_object(self, obj: Any, encoders: dict[str, Any]) -> None:
         """Encode the dirty fields of an ``OaasObject`` changed by assignments only, queue
-        the commit and apply it to the object, in one call. ``token`` 0: returns ``None``;
-        else the undo state ``(old version, old committed entries, old dirty set)``.
+        the commit and apply it to the object, in one call (acknowledged once queued).
         Encoding errors propagate with ``_oaas_field`` set; ``StorageError`` when closed."""
+    def commit_object_future(self, obj: Any, encoders: dict[str, Any],
+                             event_loop: Any) -> Any:
+        """``commit_object`` of a durable commit: returns a future of ``event_loop``,
+        resolved by :meth:`take_ready` (``here=event_loop``) or through the loop's
+        ``call_soon_threadsafe``; on failure ``obj._oaas_undo_entries`` runs first."""
     def take_completions(self, timeout: float | None = None
                          ) -> list[tuple[int, BaseException | None]] | None:
         """Outcomes of token-carrying commits (typically one batch), ``[]`` on timeout
@@ -64,8 +67,10 @@ class Engine:
     def notify_fd(self) -> int:
         """Read end of a pipe the persister writes a byte to when token-carrying commits
         complete (at most once per :meth:`take_ready`); for ``loop.add_reader``."""
-    def take_ready(self) -> list[tuple[int, BaseException | None]]:
-        """The completions available now, without blocking (``[]`` when closed)."""
+    def take_ready(self, here: Any = None) -> list[tuple[int, BaseException | None]]:
+        """The completions available now, without blocking (``[]`` when closed); the
+        futures of :meth:`commit_object_future` are resolved instead (at once when their
+        loop is ``here``)."""
     def read(self, cls_id: str, partition_id: int, object_id: int | str
              ) -> tuple[int, int, int, dict[str, bytes]] | None:
         """``(version, created_ms, updated_ms, entries)`` or ``None``; GIL released."""

@@ -452,6 +452,7 @@ class NativeEngine:
         #: applies it to the object (``_native.Engine.commit_object``); ``None`` on
         #: :class:`Engine`.
         self.commit_object = self._eng.commit_object
+        self._commit_object_future = self._eng.commit_object_future
         self.durability = durability
         self.inline = False
         #: Whether a ticket completes before submit returns (no future needed).
@@ -488,6 +489,17 @@ class NativeEngine:
             self.forget(token)
             raise
         return fut
+
+    def commit_object_future(self, obj: Any, encoders: dict[str, Any]) -> asyncio.Future[None]:
+        """``commit_object`` of a durable commit: returns a future of the running loop,
+        resolved by the engine on that loop when the commit's batch is fsynced, or failed
+        with its ``ConflictError`` / ``StorageError`` after the object's changes are
+        restored (``_native.Engine.commit_object_future``). Raises ``RuntimeError``
+        without a running loop, and as ``commit_object``; nothing is queued then."""
+        loop = asyncio.get_running_loop()
+        if loop is not self._watched:
+            self._watch(loop)
+        return self._commit_object_future(obj, encoders, loop)
 
     def waiter(self, loop: asyncio.AbstractEventLoop,
                fut: asyncio.Future[None] | None = None) -> tuple[int, _Waiter]:
@@ -529,7 +541,7 @@ class NativeEngine:
 
     def _on_ready(self, loop: asyncio.AbstractEventLoop) -> None:
         """Reader callback on ``loop``: resolve the completed commits."""
-        items = self._eng.take_ready()
+        items = self._eng.take_ready(loop)  # resolves commit_object_future's futures itself
         if items:
             self._wake(items, loop)
 

@@ -769,7 +769,9 @@ class OaasObject:
         """``commit_async`` of a committed object changed by assignments only: one call
         into the native engine encodes the assigned fields, queues the commit and applies
         it to the object (``NativeEngine.commit_object``, the work of ``_oaas_prepare``,
-        ``submit`` and ``_oaas_apply``)."""
+        ``submit`` and ``_oaas_apply``); a durable commit's future is made, and resolved,
+        by the engine (``NativeEngine.commit_object_future``), which also runs
+        ``_oaas_undo_entries`` when the commit fails."""
         if not self._oaas_dirty:
             self._oaas_rt.dirty.pop(id(self), None)
             return _DONE
@@ -786,24 +788,14 @@ class OaasObject:
                 self._oaas_mark_stale(self._oaas_key(), self._oaas_version)
             return _DONE
         try:
-            loop = asyncio.get_running_loop()
-            token, waiter = eng.waiter(loop)
+            fut = eng.commit_object_future(self, encoders)
+        except (TypeError, SerializationError) as e:
+            return _failed(self._oaas_encode_error(e))
         except BaseException as e:
             return _failed(e)
-        try:
-            undo = eng.commit_object(self, encoders, token)
-        except BaseException as e:
-            eng.forget(token)
-            if isinstance(e, TypeError | SerializationError):
-                e = self._oaas_encode_error(e)
-            return _failed(e)
-        key = self._oaas_key()
-        version = self._oaas_version
         if fresh:
-            self._oaas_mark_stale(key, version)
-        # On failure the engine runs this on the loop before the future's waiters resume.
-        waiter[2] = lambda: self._oaas_undo_entries(key, version, undo[2], undo)
-        return waiter[1]
+            self._oaas_mark_stale(self._oaas_key(), self._oaas_version)
+        return fut
 
     def _oaas_key(self) -> ObjectKey:
         m = self._oaas_meta

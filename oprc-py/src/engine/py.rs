@@ -3,21 +3,23 @@
 //! blocking call, map errors to `oaas_sdk.errors`.
 
 use std::cell::OnceCell;
+use std::collections::HashMap;
 use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 
 use pyo3::exceptions::{PyTimeoutError, PyValueError};
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyList, PySet, PyString, PyTuple};
+use pyo3::types::{PyBytes, PyDict, PyList};
 use pyo3_async_runtimes::generic::{ContextExt, Runtime as AsyncRuntime};
 use pyo3_async_runtimes::TaskLocals;
 
 use super::batcher::{Engine, EngineConfig, Outcome, Ticket};
-use super::front::set_plain;
+use super::commit::{self, NativeWaiter};
 use super::layout::{Identity, ObjectId, WriteRecord};
 use super::mapped::MappedFile;
 use super::store::{LmdbStore, StoreError, DEFAULT_MAP_SIZE, DEFAULT_MAX_MAP_SIZE};
@@ -167,13 +169,59 @@ impl From<PyObjectId> for ObjectId {
 pub struct PyEngine {
     inner: RwLock<Option<Arc<Engine>>>,
     name: String,
+    /// Futures of durable `commit_object_future` commits, by token, until resolved.
+    waiters: Mutex<HashMap<u64, NativeWaiter>>,
+    /// Tokens of those commits: from 2^62 up, apart from the callers' own tokens.
+    next_token: AtomicU64,
     /// The read end of the completion socket pair (`notify_fd`), made on first use. It
     /// lives as long as this object, so an event loop never watches a closed descriptor.
     #[cfg(unix)]
     notify: OnceLock<std::os::unix::net::UnixStream>,
 }
 
+/// First token of the commits whose futures this engine resolves itself.
+const NATIVE_TOKENS: u64 = 1 << 62;
+
 impl PyEngine {
+    fn waiters(&self) -> std::sync::MutexGuard<'_, HashMap<u64, NativeWaiter>> {
+        self.waiters.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Completions as Python sees them: `[(token, error or None), ...]` for the tokens
+    /// of the caller's own waiters; the futures of `commit_object_future` commits are
+    /// resolved here instead: at once when they belong to `here` (the loop running this
+    /// call), else through their loop's `call_soon_threadsafe`.
+    fn route<'py>(
+        &self,
+        py: Python<'py>,
+        items: Vec<(u64, Outcome)>,
+        here: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyList>> {
+        let out = PyList::empty(py);
+        let mut mine = Vec::new();
+        {
+            let mut waiters = self.waiters();
+            for (token, outcome) in items {
+                match waiters.remove(&token) {
+                    Some(w) => mine.push((w, outcome)),
+                    None => {
+                        let err = outcome_err(&outcome).map(|e| e.into_value(py).into_any());
+                        out.append((token, err))?;
+                    }
+                }
+            }
+        } // unlocked: settling runs Python code, which may commit again
+        for (w, outcome) in mine {
+            let error = outcome_err(&outcome);
+            if here.is_some_and(|h| h.is(w.event_loop.bind(py))) {
+                w.settle(py, error);
+            } else {
+                w.settle_threadsafe(py, error);
+            }
+        }
+        Ok(out)
+    }
+
     fn engine(&self) -> PyResult<Arc<Engine>> {
         match &*self.inner.read().unwrap_or_else(|p| p.into_inner()) {
             Some(e) => Ok(Arc::clone(e)),
@@ -226,6 +274,8 @@ impl PyEngine {
         Ok(PyEngine {
             inner: RwLock::new(Some(Arc::new(engine))),
             name,
+            waiters: Mutex::new(HashMap::new()),
+            next_token: AtomicU64::new(NATIVE_TOKENS),
             #[cfg(unix)]
             notify: OnceLock::new(),
         })
@@ -289,128 +339,59 @@ impl PyEngine {
     /// `object.__setattr__`, the object leaves its runtime's dirty registry
     /// (`_oaas_rt.dirty`), and `_oaas_stale[1]` takes the new version when it is a list.
     ///
-    /// `token` 0: `_oaas_dirty` is cleared and `None` returned (with `durability="async"`
-    /// the commit is acknowledged now). A non-zero `token` reports the outcome through
-    /// `take_completions`; `_oaas_dirty` is replaced by an empty set and the undo state
-    /// `(old version, copy of the old committed dict, old dirty set)` is returned.
+    /// With `durability="async"` the commit is acknowledged once queued; else see
+    /// `commit_object_future`.
     ///
     /// Raises an encoding error unchanged, with the field's name as its `_oaas_field`
     /// attribute; `StorageError` when the engine is closed; `TypeError`/`AttributeError`
     /// when the object lacks the bookkeeping. Nothing is queued or changed then.
-    #[pyo3(signature = (obj, encoders, token=0))]
-    fn commit_object<'py>(
+    fn commit_object(&self, obj: &Bound<'_, PyAny>, encoders: &Bound<'_, PyDict>) -> PyResult<()> {
+        let engine = self.engine()?;
+        let (record, p) = commit::prepare(obj, encoders)?;
+        engine.submit(record, 0).map_err(storage_err)?;
+        commit::apply(obj, p)
+    }
+
+    /// `commit_object` of a durable commit: returns a future of `event_loop` (made by
+    /// its `create_future`) that resolves when the commit's batch is written (fsynced),
+    /// or fails with the commit's `ConflictError` / `StorageError` after the object's
+    /// changes are restored (`OaasObject._oaas_undo_entries`: old version, old committed
+    /// bytes, the fields dirty again). The future is resolved by `take_ready(here)` on
+    /// the loop watching `notify_fd` (or `take_completions` through
+    /// `call_soon_threadsafe`). Errors as `commit_object`; nothing is queued then.
+    fn commit_object_future<'py>(
         &self,
-        py: Python<'py>,
         obj: &Bound<'py, PyAny>,
         encoders: &Bound<'py, PyDict>,
-        token: u64,
-    ) -> PyResult<Option<Bound<'py, PyTuple>>> {
+        event_loop: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let py = obj.py();
         let engine = self.engine()?;
-        let meta = obj.getattr(intern!(py, "_oaas_meta"))?;
-        let version: u64 = obj.getattr(intern!(py, "_oaas_version"))?.extract()?;
-        let dirty = obj
-            .getattr(intern!(py, "_oaas_dirty"))?
-            .cast_into::<PySet>()?;
-        let committed = obj
-            .getattr(intern!(py, "_oaas_committed"))?
-            .cast_into::<PyDict>()?;
-        let identity = Identity {
-            cls_id: meta.getattr(intern!(py, "cls_id"))?.extract()?,
-            partition_id: meta.getattr(intern!(py, "partition_id"))?.extract()?,
-            object_id: meta
-                .getattr(intern!(py, "object_id"))?
-                .extract::<PyObjectId>()?
-                .into(),
-        };
-        let mut encoded: Vec<(Bound<'py, PyString>, Bound<'py, PyBytes>)> =
-            Vec::with_capacity(dirty.len());
-        let mut entries = Vec::with_capacity(dirty.len());
-        // Names first: encoding may run Python code (a hint's conversion) that must not
-        // find the set being iterated.
-        let names: Vec<Bound<'py, PyAny>> = dirty.iter().collect();
-        for name in names {
-            let name = name.cast_into::<PyString>()?;
-            let data = encoders
-                .get_item(&name)?
-                .ok_or_else(|| PyValueError::new_err(format!("no encoder for field {name}")))
-                .and_then(|enc| {
-                    let value = obj.getattr(&name)?;
-                    // `FieldType.encode`: a native method, called here directly.
-                    let data = match crate::data::py_codec::encode_field(&enc, &value) {
-                        Some(r) => r?,
-                        None => enc.call_method1(intern!(py, "encode"), (value,))?,
-                    };
-                    Ok(data.cast_into::<PyBytes>()?)
-                });
-            let data = match data {
-                Ok(d) => d,
-                Err(e) => {
-                    // Best effort: the caller words the message with the field's name.
-                    let _ = e.value(py).setattr(intern!(py, "_oaas_field"), &name);
-                    return Err(e);
-                }
-            };
-            entries.push((name.to_str()?.to_owned(), data.as_bytes().to_vec()));
-            encoded.push((name, data));
+        let future = event_loop.call_method0(intern!(py, "create_future"))?;
+        let (record, p) = commit::prepare(obj, encoders)?;
+        let token = self.next_token.fetch_add(1, Ordering::Relaxed);
+        // Registered before it is queued: another thread may take the completion first.
+        self.waiters().insert(
+            token,
+            NativeWaiter {
+                event_loop: event_loop.clone().unbind(),
+                future: future.clone().unbind(),
+                undo: p.undo(obj)?,
+            },
+        );
+        if let Err(e) = engine.submit(record, token) {
+            self.waiters().remove(&token);
+            return Err(storage_err(e));
         }
-        let time_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
-        let mut record = WriteRecord::new(identity, version, time_ms);
-        record.entries = entries;
-        let undo = if token != 0 {
-            Some(PyTuple::new(
-                py,
-                [
-                    version.into_pyobject(py)?.into_any(),
-                    committed.copy()?.into_any(),
-                    dirty.clone().into_any(),
-                ],
-            )?)
-        } else {
-            None
-        };
-        engine.submit(record, token).map_err(storage_err)?;
-        // Queued: apply it to the object (nothing below fails on a well-formed object).
-        for (name, data) in encoded {
-            committed.set_item(name, data)?;
-        }
-        let new_version = version + 1;
-        set_plain(
-            obj,
-            intern!(py, "_oaas_version"),
-            new_version.into_pyobject(py)?.as_any(),
-        )?;
-        set_plain(
-            obj,
-            intern!(py, "_oaas_updated_ms"),
-            time_ms.into_pyobject(py)?.as_any(),
-        )?;
-        if token != 0 {
-            set_plain(obj, intern!(py, "_oaas_dirty"), PySet::empty(py)?.as_any())?;
-        } else {
-            dirty.clear();
-        }
-        let registry = obj
-            .getattr(intern!(py, "_oaas_rt"))?
-            .getattr(intern!(py, "dirty"))?
-            .cast_into::<PyDict>()?;
-        let id = obj.as_ptr() as usize;
-        if registry.contains(id)? {
-            registry.del_item(id)?;
-        }
-        if let Ok(mark) = obj
-            .getattr(intern!(py, "_oaas_stale"))?
-            .cast_into::<PyList>()
-        {
-            mark.set_item(1, new_version)?;
-        }
-        Ok(undo)
+        commit::apply(obj, p)?;
+        Ok(future)
     }
 
     /// Block, with the GIL released, until commits submitted with a non-zero `token` have
     /// completed; return `[(token, error or None), ...]` (typically one batch), `[]` when
     /// `timeout` (seconds) passes first, `None` once the engine is closed and drained.
+    /// The futures of `commit_object_future` commits are not listed: they are resolved
+    /// through their loop's `call_soon_threadsafe`.
     #[pyo3(signature = (timeout=None))]
     fn take_completions<'py>(
         &self,
@@ -424,11 +405,7 @@ impl PyEngine {
         let Some(items) = py.detach(move || engine.take_completions(limit)) else {
             return Ok(None);
         };
-        let out = PyList::empty(py);
-        for (token, outcome) in items {
-            let err = outcome_err(&outcome).map(|e| e.into_value(py).into_any());
-            out.append((token, err))?;
-        }
+        let out = self.route(py, items, None)?;
         Ok(Some(out))
     }
 
@@ -479,8 +456,16 @@ impl PyEngine {
     }
 
     /// The completions available now, `[(token, error or None), ...]`, without blocking;
-    /// empties the completion socket (`notify_fd`) first. `[]` when closed.
-    fn take_ready<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+    /// empties the completion socket (`notify_fd`) first. `[]` when closed. The futures of
+    /// `commit_object_future` commits are resolved instead of listed: now when their loop
+    /// is `here` (pass the loop running this call), else through their loop's
+    /// `call_soon_threadsafe`.
+    #[pyo3(signature = (here=None))]
+    fn take_ready<'py>(
+        &self,
+        py: Python<'py>,
+        here: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyList>> {
         #[cfg(unix)]
         if let Some(reader) = self.notify.get() {
             use std::io::Read;
@@ -492,15 +477,10 @@ impl PyEngine {
                 }
             }
         }
-        let out = PyList::empty(py);
         let Ok(engine) = self.engine() else {
-            return Ok(out);
+            return Ok(PyList::empty(py));
         };
-        for (token, outcome) in engine.take_ready() {
-            let err = outcome_err(&outcome).map(|e| e.into_value(py).into_any());
-            out.append((token, err))?;
-        }
-        Ok(out)
+        self.route(py, engine.take_ready(), here)
     }
 
     /// The object as committed through this engine, or `None`: a tuple
@@ -561,22 +541,18 @@ impl PyEngine {
     }
 
     /// Write everything queued, stop the persister and close the store. Idempotent.
-    /// Returns the completions nobody took yet, as `take_ready` (`[]` when none, or when
-    /// already closed).
+    /// Returns the completions nobody took yet, as `take_ready` with no loop (`[]` when
+    /// none, or when already closed).
     fn close<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
-        let out = PyList::empty(py);
         let taken = self.inner.write().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some(engine) = taken {
-            let rest = py.detach(move || {
-                engine.close();
-                engine.take_ready()
-            });
-            for (token, outcome) in rest {
-                let err = outcome_err(&outcome).map(|e| e.into_value(py).into_any());
-                out.append((token, err))?;
-            }
-        }
-        Ok(out)
+        let Some(engine) = taken else {
+            return Ok(PyList::empty(py));
+        };
+        let rest = py.detach(move || {
+            engine.close();
+            engine.take_ready()
+        });
+        self.route(py, rest, None)
     }
 
     /// Current LMDB map size in bytes (0 when closed).
