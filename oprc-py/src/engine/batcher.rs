@@ -175,10 +175,15 @@ struct Doorbell {
     want: AtomicI64,
 }
 
+/// Commits not yet written, by object key, in submission order: the read-your-writes
+/// overlay. foldhash (hashbrown's default hasher) instead of SipHash: this map is
+/// touched twice per commit with the lock held.
+type PendingMap = HashMap<Vec<u8>, Vec<Arc<WriteRecord>>, foldhash::fast::RandomState>;
+
 struct Shared {
     doorbell: Doorbell,
     store: LmdbStore,
-    pending: Mutex<HashMap<Vec<u8>, Vec<Arc<WriteRecord>>>>,
+    pending: Mutex<PendingMap>,
     stats: Mutex<Stats>,
     depth: AtomicI64,
     completions: Mutex<Completions>,
@@ -260,7 +265,7 @@ impl Engine {
                 want: AtomicI64::new(1),
             },
             store,
-            pending: Mutex::new(HashMap::new()),
+            pending: Mutex::new(PendingMap::default()),
             stats: Mutex::new(Stats::default()),
             depth: AtomicI64::new(0),
             completions: Mutex::new(Completions::default()),
@@ -329,10 +334,15 @@ impl Engine {
     pub fn submit(&self, record: WriteRecord, token: u64) -> Result<Ticket, StoreError> {
         self.check_usable()?;
         let record = Arc::new(record);
-        lock(&self.shared.pending)
-            .entry(record.object_key.clone())
-            .or_default()
-            .push(Arc::clone(&record));
+        {
+            let mut pending = lock(&self.shared.pending);
+            match pending.get_mut(&record.object_key) {
+                Some(list) => list.push(Arc::clone(&record)),
+                None => {
+                    pending.insert(record.object_key.clone(), vec![Arc::clone(&record)]);
+                }
+            }
+        }
         self.shared.depth.fetch_add(1, Ordering::Relaxed);
         let (ack, waited) = if self.cfg.durable {
             let t = Ticket::new();
