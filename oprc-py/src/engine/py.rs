@@ -170,7 +170,7 @@ pub struct PyEngine {
     inner: RwLock<Option<Arc<Engine>>>,
     name: String,
     /// Futures of durable `commit_object_future` commits, by token, until resolved.
-    waiters: Mutex<HashMap<u64, NativeWaiter>>,
+    waiters: Mutex<WaiterMap>,
     /// Tokens of those commits: from 2^62 up, apart from the callers' own tokens.
     next_token: AtomicU64,
     /// The read end of the completion socket pair (`notify_fd`), made on first use. It
@@ -179,11 +179,15 @@ pub struct PyEngine {
     notify: OnceLock<std::os::unix::net::UnixStream>,
 }
 
+/// The futures of `commit_object_future` commits by token (foldhash: two lookups per
+/// commit on the event loop's thread).
+type WaiterMap = HashMap<u64, NativeWaiter, foldhash::fast::RandomState>;
+
 /// First token of the commits whose futures this engine resolves itself.
 const NATIVE_TOKENS: u64 = 1 << 62;
 
 impl PyEngine {
-    fn waiters(&self) -> std::sync::MutexGuard<'_, HashMap<u64, NativeWaiter>> {
+    fn waiters(&self) -> std::sync::MutexGuard<'_, WaiterMap> {
         self.waiters.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -274,7 +278,7 @@ impl PyEngine {
         Ok(PyEngine {
             inner: RwLock::new(Some(Arc::new(engine))),
             name,
-            waiters: Mutex::new(HashMap::new()),
+            waiters: Mutex::new(WaiterMap::default()),
             next_token: AtomicU64::new(NATIVE_TOKENS),
             #[cfg(unix)]
             notify: OnceLock::new(),
