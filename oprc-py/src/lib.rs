@@ -19,7 +19,7 @@ const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 /// Commits are allocated on the committing thread and freed on the persister's, so
 /// pages empty and refill all the time; with mimalloc's default (1 s, and its arena
 /// multiplier) they were purged and faulted back in (each fault zeroing a transparent
-/// huge page): a third of the native commit call's time in `perf` (docs/engine.md).
+/// huge page) on the committing thread (docs/engine.md, "The queue").
 /// 10 s keeps a busy process's pages and still returns an idle process's memory.
 pub const PURGE_DELAY_MS: i64 = 10_000;
 
