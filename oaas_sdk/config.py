@@ -60,6 +60,12 @@ class OaasConfig(BaseSettings):
         "previous batch held more than one commit (a lone committer is written at once), "
         "and only until the batch holds as many commits as the previous one."
     )
+    pending_max_bytes: int = Field(
+        default=256 << 20, ge=0,
+        description="Write throttling: a commit waits while more than this many bytes of "
+        "entry values are queued and not yet written (0: no bound). Bounds the memory of "
+        'write-back (durability="async") when the store is slower than the writers.'
+    )
     native: Literal["auto", "on", "off"] = Field(
         default="auto",
         description='"auto": native extension when it imports; "on": require it; "off": Python.',

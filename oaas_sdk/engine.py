@@ -174,16 +174,21 @@ class Engine:
 
     ``durability``: ``"sync"`` completes a ticket once its batch is durable;
     ``"async"`` once queued. ``batch_max_entries`` (count) and ``batch_max_delay_ms``
-    (milliseconds) bound a batch. ``inline=True`` writes in the caller's thread, one
-    commit a batch (used for the memory store, where there is nothing to wait for).
+    (milliseconds) bound a batch. ``pending_max_bytes``: write throttling, a submission
+    waits while more than this many bytes of entry values are queued and unwritten (0: no
+    bound; the idea of the kernel's dirty-page throttling). ``inline=True`` writes in the
+    caller's thread, one commit a batch (used for the memory store, where there is nothing
+    to wait for).
     """
 
     def __init__(self, store: Store, *, durability: str = "sync", batch_max_entries: int = 4096,
-                 batch_max_delay_ms: float = 2.0, inline: bool = False) -> None:
+                 batch_max_delay_ms: float = 2.0, pending_max_bytes: int = 256 << 20,
+                 inline: bool = False) -> None:
         self.store = store
         self.durability = durability
         self.batch_max_entries = batch_max_entries
         self.batch_max_delay_s = batch_max_delay_ms / 1000.0
+        self.pending_max_bytes = pending_max_bytes
         self.inline = inline
         #: Whether a ticket completes before submit returns (no future needed).
         self.acks_at_submit = inline or durability == "async"
@@ -192,6 +197,10 @@ class Engine:
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._pending: dict[ObjectKey, list[WriteRecord]] = {}
         self._lock = threading.Lock()
+        #: Signalled (under ``_lock``) when a batch is written: throttled submitters wait.
+        self._drained = threading.Condition(self._lock)
+        self._pending_bytes = 0
+        self.write_throttles = 0
         self._thread: threading.Thread | None = None
         self._pid = os.getpid()
         self._forks = _forks
@@ -217,8 +226,11 @@ class Engine:
             return ticket
         self._ensure_thread()
         with self._lock:
+            if self._pending_bytes > self.pending_max_bytes > 0:
+                self._throttle()
             self._pending.setdefault(record.key, []).append(record)
             self._depth += 1
+            self._pending_bytes += record.nbytes()
         if self.durability == "async":
             ticket._complete(None)  # write-back: acknowledged once queued
         self._queue.put(ticket)
@@ -242,6 +254,18 @@ class Engine:
             _settle_waiter(w, ticket.error)
         return fut
 
+    def _throttle(self) -> None:
+        """Write throttling: wait (``_lock`` held, released while waiting) until the
+        persister has brought the unwritten bytes to ``pending_max_bytes`` or below;
+        returns early when the engine is closed or its persister is gone. The open batch is
+        closed first (a flush marker) rather than waited out."""
+        self.write_throttles += 1
+        self._queue.put(CommitTicket(None))  # close the open batch: no waiting out its window
+        t = self._thread
+        while (self._pending_bytes > self.pending_max_bytes and not self._closed
+               and t is not None and t.is_alive()):
+            self._drained.wait(1.0)  # the timeout only re-checks the persister's liveness
+
     def _ensure_thread(self) -> None:
         if self._forks != _forks:  # forked: the parent's thread is not ours
             self._forks = _forks
@@ -251,6 +275,7 @@ class Engine:
             with self._lock:
                 self._pending.clear()
                 self._depth = 0
+                self._pending_bytes = 0
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name="oaas-persister", daemon=True)
             self._thread.start()
@@ -333,6 +358,8 @@ class Engine:
                         if not lst:
                             del self._pending[r.key]
                 self._depth -= len(records)
+                self._pending_bytes -= sum(r.nbytes() for r in records)
+                self._drained.notify_all()
         if records:
             self.batches += 1
             self.records_in_batches += len(records)
@@ -403,6 +430,8 @@ class Engine:
             "persist_latency_p50_us": pct(0.50),
             "persist_latency_p99_us": pct(0.99),
             "queue_depth": self._depth,
+            "pending_bytes": self._pending_bytes,
+            "write_throttles": self.write_throttles,
         }
 
 
@@ -443,10 +472,11 @@ class NativeEngine:
 
     def __init__(self, native: ModuleType, path: str, *, durability: str = "sync",
                  batch_max_entries: int = 4096, batch_max_delay_ms: float = 2.0,
-                 **store_options: int) -> None:
+                 pending_max_bytes: int = 256 << 20, **store_options: int) -> None:
         self._eng = native.Engine(path, durability=durability,
                                   batch_max_entries=batch_max_entries,
-                                  batch_max_delay_ms=batch_max_delay_ms, **store_options)
+                                  batch_max_delay_ms=batch_max_delay_ms,
+                                  pending_max_bytes=pending_max_bytes, **store_options)
         self._submit = self._eng.submit
         #: One call that encodes an object's assigned fields, queues the commit and
         #: applies it to the object (``_native.Engine.commit_object``); ``None`` on

@@ -91,10 +91,12 @@ class Runtime:
             path, opts = lmdb_location(loc)
             return NativeEngine(self.native, path, durability=c.durability,
                                 batch_max_entries=c.batch_max_entries,
-                                batch_max_delay_ms=c.batch_max_delay_ms, **opts)
+                                batch_max_delay_ms=c.batch_max_delay_ms,
+                                pending_max_bytes=c.pending_max_bytes, **opts)
         store = self._given_store or open_store(self.store_url, sync=True)
         return Engine(store, durability=c.durability, batch_max_entries=c.batch_max_entries,
-                      batch_max_delay_ms=c.batch_max_delay_ms, inline=self._inline)
+                      batch_max_delay_ms=c.batch_max_delay_ms,
+                      pending_max_bytes=c.pending_max_bytes, inline=self._inline)
 
     @property
     def implementation(self) -> str:
@@ -130,7 +132,7 @@ class Runtime:
             out.update({"commits": 0, "failed_commits": 0, "entries_written": 0,
                         "bytes_written": 0, "batches": 0, "mean_batch_size": 0.0,
                         "persist_latency_p50_us": 0.0, "persist_latency_p99_us": 0.0,
-                        "queue_depth": 0})
+                        "queue_depth": 0, "pending_bytes": 0, "write_throttles": 0})
         return out
 
 

@@ -162,7 +162,9 @@ class OaasService:
         ``cache_misses``, ``cache_evictions``, ``cache_bytes``, ``commits``,
         ``failed_commits``, ``entries_written``, ``bytes_written``, ``batches``,
         ``mean_batch_size``, ``persist_latency_p50_us``, ``persist_latency_p99_us``,
-        ``queue_depth``, ``live_objects``, ``dirty_objects``, ``store``, ``durability``."""
+        ``queue_depth``, ``pending_bytes`` (entry bytes queued, not yet written),
+        ``write_throttles`` (commits that waited for ``pending_max_bytes``),
+        ``live_objects``, ``dirty_objects``, ``store``, ``durability``."""
         return _rt.current().stats()
 
     # -- server and agents (in-process until remote invocation exists) -------------------

@@ -121,7 +121,8 @@ class WriteRecord:
         return self.expected_version + 1
 
     def nbytes(self) -> int:
-        return sum(len(v) for v in self.entries.values())
+        """Bytes of entry values in this record."""
+        return sum(map(len, self.entries.values()))
 
 
 @dataclass(slots=True)

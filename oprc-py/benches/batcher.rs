@@ -71,6 +71,7 @@ fn bench_engine(c: &mut Criterion) {
             batch_max_entries: n * FIELDS,
             // Only a safety net: all N commits are queued well within it.
             batch_max_delay: Duration::from_millis(100),
+            pending_max_bytes: 0,
         };
         let engine = Engine::start(store, cfg).expect("start engine");
         let version = Cell::new(1u64);

@@ -124,6 +124,9 @@ pub struct EngineConfig {
     pub durable: bool,
     pub batch_max_entries: usize,
     pub batch_max_delay: Duration,
+    /// Write throttling: a commit submitted while the unwritten bytes of entry values
+    /// exceed this waits in [`Engine::throttle`] until they do not (0: no bound).
+    pub pending_max_bytes: u64,
 }
 
 /// A commit, the ticket a writer waits on (none when acknowledged at submit), its
@@ -145,6 +148,8 @@ pub struct Stats {
     pub bytes_written: u64,
     pub batches: u64,
     pub records_in_batches: u64,
+    /// Submissions that waited in [`Engine::throttle`].
+    pub write_throttles: u64,
     pub latencies_us: VecDeque<f64>,
     pub last_error: Option<String>,
 }
@@ -186,6 +191,12 @@ struct Shared {
     pending: Mutex<PendingMap>,
     stats: Mutex<Stats>,
     depth: AtomicI64,
+    /// Bytes of entry values queued and not yet written (the throttled quantity).
+    pending_bytes: AtomicI64,
+    /// Held by a throttled submitter from its check to its wait, and by the persister
+    /// before it signals `drained_cv`: no wake-up is lost.
+    drained: Mutex<()>,
+    drained_cv: Condvar,
     completions: Mutex<Completions>,
     completions_cv: Condvar,
     /// Called (from the persister) when completions arrive while `signaled` is false:
@@ -268,6 +279,9 @@ impl Engine {
             pending: Mutex::new(PendingMap::default()),
             stats: Mutex::new(Stats::default()),
             depth: AtomicI64::new(0),
+            pending_bytes: AtomicI64::new(0),
+            drained: Mutex::new(()),
+            drained_cv: Condvar::new(),
             completions: Mutex::new(Completions::default()),
             completions_cv: Condvar::new(),
             notifier: OnceLock::new(),
@@ -344,6 +358,9 @@ impl Engine {
             }
         }
         self.shared.depth.fetch_add(1, Ordering::Relaxed);
+        self.shared
+            .pending_bytes
+            .fetch_add(record.nbytes() as i64, Ordering::Relaxed);
         let (ack, waited) = if self.cfg.durable {
             let t = Ticket::new();
             (t.clone(), Some(t))
@@ -469,6 +486,52 @@ impl Engine {
         // pushed before it are taken below.
         self.shared.signaled.store(false, Ordering::SeqCst);
         std::mem::take(&mut lock(&self.shared.completions).items)
+    }
+
+    /// Whether a submission now would be throttled: the unwritten bytes exceed
+    /// `pending_max_bytes` (a cheap check before releasing the GIL for [`Engine::throttle`]).
+    pub fn over_pending_limit(&self) -> bool {
+        let limit = self.cfg.pending_max_bytes;
+        limit > 0 && self.shared.pending_bytes.load(Ordering::Relaxed) > limit as i64
+    }
+
+    /// Write throttling (the idea of the kernel's dirty-page throttling): block until the
+    /// unwritten bytes are at most `pending_max_bytes`, so that write-back
+    /// (`durability="async"`) cannot queue more than that while the store is slower than
+    /// the writers. Returns at once when under the limit, and when the engine is closed,
+    /// not owned (forked) or its persister is gone. A throttled writer closes the open
+    /// batch (a flush marker) instead of waiting out `batch_max_delay`. Counted in
+    /// `Stats::write_throttles`.
+    pub fn throttle(&self) {
+        if !self.over_pending_limit() {
+            return;
+        }
+        lock(&self.shared.stats).write_throttles += 1;
+        // Close the open batch now: waiting out its window would only stall the writer.
+        let _nudge = self.flush_ticket();
+        let mut guard = lock(&self.shared.drained);
+        while self.over_pending_limit()
+            && !self.closed.load(Ordering::Acquire)
+            && self.is_owner()
+            && lock(&self.thread)
+                .as_ref()
+                .is_some_and(|t| !t.is_finished())
+        {
+            // The timeout only re-checks the persister's liveness; progress is signalled.
+            guard = match self
+                .shared
+                .drained_cv
+                .wait_timeout(guard, Duration::from_secs(1))
+            {
+                Ok((g, _)) => g,
+                Err(p) => p.into_inner().0,
+            };
+        }
+    }
+
+    /// Bytes of entry values queued and not yet written.
+    pub fn pending_bytes(&self) -> i64 {
+        self.shared.pending_bytes.load(Ordering::Relaxed)
     }
 
     pub fn stats(&self) -> (Stats, i64) {
@@ -640,6 +703,11 @@ fn write_batch(sh: &Shared, batch: Vec<Queued>) {
         }
     }
     sh.depth.fetch_sub(batch.len() as i64, Ordering::Relaxed);
+    let written: usize = batch.iter().map(|(r, _, _, _)| r.nbytes()).sum();
+    sh.pending_bytes
+        .fetch_sub(written as i64, Ordering::Relaxed);
+    drop(lock(&sh.drained)); // a throttled submitter is now waiting, or will see the bytes
+    sh.drained_cv.notify_all();
     let now = Instant::now();
     {
         let mut st = lock(&sh.stats);
@@ -710,6 +778,7 @@ mod tests {
             durable,
             batch_max_entries: 64,
             batch_max_delay: Duration::from_millis(2),
+            pending_max_bytes: 0,
         };
         Engine::start(store, cfg).expect("start")
     }
@@ -802,6 +871,7 @@ mod tests {
             durable,
             batch_max_entries: 4096,
             batch_max_delay: delay,
+            pending_max_bytes: 0,
         };
         Engine::start(store, cfg).expect("start")
     }

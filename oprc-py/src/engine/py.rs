@@ -164,6 +164,8 @@ impl From<PyObjectId> for ObjectId {
 /// docs/format.md). `durability`: `"sync"` (a ticket completes once its batch is fsynced)
 /// or `"async"` (once queued). `batch_max_entries` (count) and `batch_max_delay_ms` (ms)
 /// close a batch. `map_size` / `max_map_size`: initial and largest LMDB map, in bytes.
+/// `pending_max_bytes`: write throttling, a commit waits (GIL released) while more than
+/// this many bytes of entry values are queued and unwritten (0: no bound).
 /// Raises `StorageError` when the store cannot be opened.
 #[pyclass(name = "Engine", module = "oaas_sdk._native", frozen)]
 pub struct PyEngine {
@@ -182,6 +184,16 @@ pub struct PyEngine {
 /// The futures of `commit_object_future` commits by token (foldhash: two lookups per
 /// commit on the event loop's thread).
 type WaiterMap = HashMap<u64, NativeWaiter, foldhash::fast::RandomState>;
+
+/// Default write-throttling bound (`pending_max_bytes`): 256 MiB of unwritten values.
+const DEFAULT_PENDING_MAX_BYTES: u64 = 256 << 20;
+
+/// Wait, with the GIL released, while `engine` throttles writers (`Engine::throttle`).
+fn throttle(py: Python<'_>, engine: &Engine) {
+    if engine.over_pending_limit() {
+        py.detach(|| engine.throttle());
+    }
+}
 
 /// First token of the commits whose futures this engine resolves itself.
 const NATIVE_TOKENS: u64 = 1 << 62;
@@ -240,8 +252,10 @@ impl PyEngine {
 #[pymethods]
 impl PyEngine {
     #[new]
+    #[allow(clippy::too_many_arguments)]
     #[pyo3(signature = (path, *, durability="sync", batch_max_entries=4096, batch_max_delay_ms=2.0,
-                        map_size=DEFAULT_MAP_SIZE, max_map_size=DEFAULT_MAX_MAP_SIZE))]
+                        map_size=DEFAULT_MAP_SIZE, max_map_size=DEFAULT_MAX_MAP_SIZE,
+                        pending_max_bytes=DEFAULT_PENDING_MAX_BYTES))]
     fn new(
         py: Python<'_>,
         path: PathBuf,
@@ -250,6 +264,7 @@ impl PyEngine {
         batch_max_delay_ms: f64,
         map_size: usize,
         max_map_size: usize,
+        pending_max_bytes: u64,
     ) -> PyResult<Self> {
         let durable = match durability {
             "sync" => true,
@@ -267,6 +282,7 @@ impl PyEngine {
             durable,
             batch_max_entries: batch_max_entries.max(1),
             batch_max_delay: Duration::from_secs_f64(batch_max_delay_ms / 1000.0),
+            pending_max_bytes,
         };
         let engine = py
             .detach(move || {
@@ -312,6 +328,7 @@ impl PyEngine {
         token: u64,
     ) -> PyResult<PyTicket> {
         let engine = self.engine()?;
+        throttle(entries.py(), &engine);
         let identity = Identity {
             cls_id,
             partition_id,
@@ -351,6 +368,7 @@ impl PyEngine {
     /// when the object lacks the bookkeeping. Nothing is queued or changed then.
     fn commit_object(&self, obj: &Bound<'_, PyAny>, encoders: &Bound<'_, PyDict>) -> PyResult<()> {
         let engine = self.engine()?;
+        throttle(obj.py(), &engine);
         let (record, p) = commit::prepare(obj, encoders)?;
         engine.submit(record, 0).map_err(storage_err)?;
         commit::apply(obj, p)
@@ -371,6 +389,7 @@ impl PyEngine {
     ) -> PyResult<Bound<'py, PyAny>> {
         let py = obj.py();
         let engine = self.engine()?;
+        throttle(py, &engine);
         let future = event_loop.call_method0(intern!(py, "create_future"))?;
         let (record, p) = commit::prepare(obj, encoders)?;
         let token = self.next_token.fetch_add(1, Ordering::Relaxed);
@@ -567,8 +586,8 @@ impl PyEngine {
     /// Counters, as `oaas.stats()` reports them (see `oaas_sdk.engine.Engine.stats`).
     fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let d = PyDict::new(py);
-        let (st, depth) = match self.engine() {
-            Ok(e) => e.stats(),
+        let ((st, depth), pending_bytes) = match self.engine() {
+            Ok(e) => (e.stats(), e.pending_bytes()),
             Err(_) => Default::default(),
         };
         let mut lat: Vec<f64> = st.latencies_us.iter().copied().collect();
@@ -594,6 +613,8 @@ impl PyEngine {
         d.set_item("persist_latency_p50_us", pct(0.50))?;
         d.set_item("persist_latency_p99_us", pct(0.99))?;
         d.set_item("queue_depth", depth)?;
+        d.set_item("pending_bytes", pending_bytes)?;
+        d.set_item("write_throttles", st.write_throttles)?;
         Ok(d)
     }
 }
