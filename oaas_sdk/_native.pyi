@@ -96,7 +96,12 @@ class MappedFile(Buffer):
 
 def object_setattr(cls: type) -> Any:
     """A method descriptor of ``cls`` (``OaasObject``) running the native ``__setattr__``
-    (``object.use_native_setattr`` installs it)."""
+    (``object.use_native_methods`` installs it)."""
+
+def object_commit_async(cls: type) -> Any:
+    """A method descriptor of ``cls`` (``OaasObject``) running the native ``commit_async``:
+    the one-call commit, else ``cls._oaas_py_commit_async`` (``object.use_native_methods``
+    installs it)."""
 
 def raw_batched_writes(path: str, n_commits: int, n_fields: int = 10, value_len: int = 100,
                        batch: int = 256, rewrite: int | None = None) -> float:

@@ -194,6 +194,8 @@ class Engine:
         self.acks_at_submit = inline or durability == "async"
         #: The native engine's one-call commit (see NativeEngine); this engine has none.
         self.commit_object: Any = None
+        #: The native engine object (see NativeEngine); none here.
+        self._eng: Any = None
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._pending: dict[ObjectKey, list[WriteRecord]] = {}
         self._lock = threading.Lock()

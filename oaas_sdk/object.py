@@ -858,18 +858,22 @@ class OaasObject:
         await eng.submit_future(record, asyncio.get_running_loop())
 
 
-def use_native_setattr(native: Any) -> None:
-    """Make ``OaasObject.__setattr__`` the native method of ``native``
-    (``oaas_sdk._native``; one call with no Python frame, same steps as the Python
-    definition above), or, with ``None``, the Python definition again. Called by
+def use_native_methods(native: Any) -> None:
+    """Make ``OaasObject.__setattr__`` and ``OaasObject.commit_async`` the native methods
+    of ``native`` (``oaas_sdk._native``; one call with no Python frame, same behaviour as
+    the Python definitions above, which the native ``commit_async`` calls for every case
+    but the one-call commit), or, with ``None``, the Python definitions again. Called by
     ``Runtime.__init__`` with the implementation it configures."""
-    global _native_setattr
+    global _native_methods
     if native is None:
         OaasObject.__setattr__ = _PY_SETATTR  # type: ignore[method-assign]
+        OaasObject.commit_async = _PY_COMMIT_ASYNC  # type: ignore[method-assign]
         return
-    if _native_setattr is None or _native_setattr[0] is not native:
-        _native_setattr = (native, native.object_setattr(OaasObject))
-    OaasObject.__setattr__ = _native_setattr[1]  # type: ignore[method-assign]
+    if _native_methods is None or _native_methods[0] is not native:
+        _native_methods = (native, native.object_setattr(OaasObject),
+                           native.object_commit_async(OaasObject))
+    OaasObject.__setattr__ = _native_methods[1]  # type: ignore[method-assign]
+    OaasObject.commit_async = _native_methods[2]  # type: ignore[method-assign]
 
 
 class _LazyField:
@@ -949,7 +953,12 @@ def _is_classvar(hint: Any) -> bool:
     return hint is ClassVar or typing.get_origin(hint) is ClassVar
 
 
-# The Python __setattr__ (the reference; pure-Python implementation) and the native one
-# of the last extension module used (see use_native_setattr).
+# The Python __setattr__ and commit_async (the reference; pure-Python implementation) and
+# the native ones of the last extension module used (see use_native_methods), which find
+# the Python commit_async and the awaitables it returns on the class.
 _PY_SETATTR = OaasObject.__dict__["__setattr__"]
-_native_setattr: tuple[Any, Any] | None = None
+_PY_COMMIT_ASYNC = OaasObject.__dict__["commit_async"]
+OaasObject._oaas_py_commit_async = _PY_COMMIT_ASYNC
+OaasObject._oaas_done = _DONE
+OaasObject._oaas_failed = staticmethod(_failed)
+_native_methods: tuple[Any, Any, Any] | None = None

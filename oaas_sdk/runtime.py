@@ -50,9 +50,9 @@ class Runtime:
         self._inline = kind == "memory"
         # The codec is process-wide: the latest configuration picks its implementation.
         codec.set_backend(self.native)
-        from .object import use_native_setattr  # object imports this module
+        from .object import use_native_methods  # object imports this module
 
-        use_native_setattr(self.native)
+        use_native_methods(self.native)
         # A memory store is its own cache: caching its entries again would only cost.
         cache_bytes = 0 if kind == "memory" else config.cache_max_bytes
         self.cache: Any = (

@@ -1,17 +1,26 @@
-//! The object model's hottest call in Rust: `OaasObject.__setattr__` as a native method of
-//! the class. `oaas_sdk/object.py` keeps the Python definition (the reference, and what
-//! the pure-Python implementation runs) and installs this one while the native
-//! implementation is configured (`object.use_native_setattr`); both do the same steps:
-//! convert the value to the field's type unless its exact type passes through, store it
-//! with `object.__setattr__`, mark a mutable field live (and unpark it), and mark the field
-//! dirty (entering the runtime's dirty registry on the first change since a commit).
+//! The object model's hottest calls in Rust, as native methods of `OaasObject`:
+//! `__setattr__` and `commit_async`. `oaas_sdk/object.py` keeps the Python definitions
+//! (the reference, and what the pure-Python implementation runs) and installs these while
+//! the native implementation is configured (`object.use_native_methods`).
+//!
+//! `__setattr__` does the same steps as the Python one: convert the value to the field's
+//! type unless its exact type passes through, store it with `object.__setattr__`, mark a
+//! mutable field live (and unpark it), and mark the field dirty (entering the runtime's
+//! dirty registry on the first change since a commit).
+//!
+//! `commit_async` takes the one-call path of the Python `commit_async` /
+//! `_oaas_commit_native` (an object changed by assignments only, on the native engine)
+//! with no Python frame, and calls the Python definition for everything else.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use pyo3::ffi;
 use pyo3::intern;
 use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PySet, PyTuple, PyType};
+
+use super::py::{Failed, PyEngine};
 
 use crate::data::py_codec::MethodDef;
 
@@ -144,6 +153,142 @@ pub fn object_setattr(cls: &Bound<'_, PyType>) -> PyResult<Py<PyAny>> {
     // returns a new reference or NULL with an exception set.
     unsafe {
         let d = ffi::PyDescr_NewMethod(cls.as_ptr().cast::<ffi::PyTypeObject>(), SETATTR.get());
+        Ok(Bound::from_owned_ptr_or_err(cls.py(), d)?.unbind())
+    }
+}
+
+/// `asyncio.events._get_running_loop` (C-accelerated): the running loop or `None`.
+fn running_loop(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
+    static GET: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+    GET.get_or_try_init(py, || {
+        py.import("asyncio.events")?
+            .getattr("_get_running_loop")
+            .map(Bound::unbind)
+    })?
+    .bind(py)
+    .call0()
+}
+
+/// The one-call path of `OaasObject.commit_async` (object.py, `_oaas_commit_native`):
+/// `Some(awaitable)` when taken, `None` when the Python definition must run (the object
+/// is new, has a live mutable field, a mapped field or was deleted; the engine is not
+/// native or not open yet; no running loop, or one not yet watched; the class's encoders
+/// are not built; the object was never cached; or the commit failed before anything was
+/// queued, which the Python definition then reports in its own words).
+fn commit_async_fast<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py, PyAny>>> {
+    let py = obj.py();
+    let cls = obj.get_type();
+    let rt = obj.getattr(intern!(py, "_oaas_rt"))?;
+    let eng = rt.getattr(intern!(py, "_engine"))?;
+    if eng.is_none() {
+        return Ok(None);
+    }
+    let native = eng.getattr(intern!(py, "_eng"))?;
+    let Ok(native) = native.cast::<PyEngine>() else {
+        return Ok(None);
+    };
+    if !obj.getattr(intern!(py, "_oaas_version"))?.is_truthy()?
+        || obj.getattr(intern!(py, "_oaas_live"))?.is_truthy()?
+        || obj.getattr(intern!(py, "_oaas_deleted"))?.is_truthy()?
+        || cls.getattr(intern!(py, "_oaas_mapped"))?.is_truthy()?
+        || obj.getattr(intern!(py, "_oaas_stale"))?.is_none()
+    {
+        return Ok(None);
+    }
+    let dirty = obj
+        .getattr(intern!(py, "_oaas_dirty"))?
+        .cast_into::<PySet>()?;
+    if dirty.is_empty() {
+        rt.getattr(intern!(py, "dirty"))?
+            .cast_into::<PyDict>()?
+            .call_method1(intern!(py, "pop"), (obj.as_ptr() as usize, py.None()))?;
+        return cls.getattr(intern!(py, "_oaas_done")).map(Some);
+    }
+    let encoders = cls.getattr(intern!(py, "_oaas_encoders"))?;
+    let Ok(encoders) = encoders.cast_into::<PyDict>() else {
+        return Ok(None);
+    };
+    if encoders.is_empty() {
+        return Ok(None);
+    }
+    let outcome = if native.get().durable() {
+        let event_loop = running_loop(py)?;
+        if event_loop.is_none() || !eng.getattr(intern!(py, "_watched"))?.is(&event_loop) {
+            return Ok(None);
+        }
+        native.get().commit_future(obj, &encoders, &event_loop)
+    } else {
+        native.get().commit_now(obj, &encoders).and_then(|()| {
+            cls.getattr(intern!(py, "_oaas_done"))
+                .map_err(Failed::After)
+        })
+    };
+    match outcome {
+        Ok(awaitable) => Ok(Some(awaitable)),
+        Err(Failed::Before(_)) => Ok(None),
+        Err(Failed::After(e)) => cls
+            .getattr(intern!(py, "_oaas_failed"))?
+            .call1((e.into_value(py),))
+            .map(Some),
+    }
+}
+
+/// The `commit_async(self)` method (`METH_NOARGS`, bound by CPython's method descriptor,
+/// which checks that `slf` is an `OaasObject`).
+unsafe extern "C" fn commit_async_raw(
+    slf: *mut ffi::PyObject,
+    _unused: *mut ffi::PyObject,
+) -> *mut ffi::PyObject {
+    // SAFETY: CPython calls a method with the GIL held (the thread is attached).
+    let py = unsafe { Python::assume_attached() };
+    let r = catch_unwind(AssertUnwindSafe(|| -> PyResult<Bound<'_, PyAny>> {
+        // SAFETY: `slf` is a valid borrowed reference for the duration of the call.
+        let obj = unsafe { pyo3::Borrowed::from_ptr(py, slf) };
+        match commit_async_fast(&obj)? {
+            Some(awaitable) => Ok(awaitable),
+            None => obj
+                .get_type()
+                .getattr(intern!(py, "_oaas_py_commit_async"))?
+                .call1((obj,)),
+        }
+    }));
+    let r = r.unwrap_or_else(|_| {
+        Err(pyo3::exceptions::PySystemError::new_err(
+            "internal error in the native commit_async",
+        ))
+    });
+    match r {
+        Ok(v) => v.into_ptr(),
+        Err(e) => {
+            e.restore(py);
+            std::ptr::null_mut()
+        }
+    }
+}
+
+static COMMIT_ASYNC: MethodDef = MethodDef(std::cell::UnsafeCell::new(ffi::PyMethodDef {
+    ml_name: c"commit_async".as_ptr(),
+    ml_meth: ffi::PyMethodDefPointer {
+        PyCFunction: commit_async_raw,
+    },
+    ml_flags: ffi::METH_NOARGS,
+    ml_doc: c"Commit this object's changes; the awaitable resolves when the write is durable \
+(durability=\"sync\") or queued (\"async\"). Native OaasObject.commit_async: see the \
+Python definition."
+        .as_ptr(),
+}));
+
+/// A method descriptor of class `cls` (`OaasObject`) running the native `commit_async`;
+/// `object.use_native_methods` stores it as `cls.commit_async`. The class provides
+/// `_oaas_py_commit_async` (the Python definition, called for every other case),
+/// `_oaas_done` (the awaitable of a commit acknowledged at once) and `_oaas_failed`
+/// (error -> failed awaitable).
+#[pyfunction]
+pub fn object_commit_async(cls: &Bound<'_, PyType>) -> PyResult<Py<PyAny>> {
+    // SAFETY: as in `object_setattr`.
+    unsafe {
+        let d =
+            ffi::PyDescr_NewMethod(cls.as_ptr().cast::<ffi::PyTypeObject>(), COMMIT_ASYNC.get());
         Ok(Bound::from_owned_ptr_or_err(cls.py(), d)?.unbind())
     }
 }

@@ -171,6 +171,7 @@ impl From<PyObjectId> for ObjectId {
 pub struct PyEngine {
     inner: RwLock<Option<Arc<Engine>>>,
     name: String,
+    durable: bool,
     /// Futures of durable `commit_object_future` commits, by token, until resolved.
     waiters: Mutex<WaiterMap>,
     /// Tokens of those commits: from 2^62 up, apart from the callers' own tokens.
@@ -184,6 +185,22 @@ pub struct PyEngine {
 /// The futures of `commit_object_future` commits by token (foldhash: two lookups per
 /// commit on the event loop's thread).
 type WaiterMap = HashMap<u64, NativeWaiter, foldhash::fast::RandomState>;
+
+/// An error of a one-call commit, and whether the commit was queued before it.
+pub(super) enum Failed {
+    /// Nothing was queued and the object is unchanged.
+    Before(PyErr),
+    /// The commit was queued; applying it to the object failed (a malformed object).
+    After(PyErr),
+}
+
+impl Failed {
+    pub(super) fn into_err(self) -> PyErr {
+        match self {
+            Failed::Before(e) | Failed::After(e) => e,
+        }
+    }
+}
 
 /// Default write-throttling bound (`pending_max_bytes`): 256 MiB of unwritten values.
 const DEFAULT_PENDING_MAX_BYTES: u64 = 256 << 20;
@@ -236,6 +253,59 @@ impl PyEngine {
             }
         }
         Ok(out)
+    }
+
+    /// `commit_object`: see there.
+    pub(super) fn commit_now(
+        &self,
+        obj: &Bound<'_, PyAny>,
+        encoders: &Bound<'_, PyDict>,
+    ) -> Result<(), Failed> {
+        let engine = self.engine().map_err(Failed::Before)?;
+        throttle(obj.py(), &engine);
+        let (record, p) = commit::prepare(obj, encoders).map_err(Failed::Before)?;
+        engine
+            .submit(record, 0)
+            .map_err(|e| Failed::Before(storage_err(e)))?;
+        commit::apply(obj, p).map_err(Failed::After)
+    }
+
+    /// `commit_object_future`: see there.
+    pub(super) fn commit_future<'py>(
+        &self,
+        obj: &Bound<'py, PyAny>,
+        encoders: &Bound<'py, PyDict>,
+        event_loop: &Bound<'py, PyAny>,
+    ) -> Result<Bound<'py, PyAny>, Failed> {
+        let py = obj.py();
+        let engine = self.engine().map_err(Failed::Before)?;
+        throttle(py, &engine);
+        let future = event_loop
+            .call_method0(intern!(py, "create_future"))
+            .map_err(Failed::Before)?;
+        let (record, p) = commit::prepare(obj, encoders).map_err(Failed::Before)?;
+        let undo = p.undo(obj).map_err(Failed::Before)?;
+        let token = self.next_token.fetch_add(1, Ordering::Relaxed);
+        // Registered before it is queued: another thread may take the completion first.
+        self.waiters().insert(
+            token,
+            NativeWaiter {
+                event_loop: event_loop.clone().unbind(),
+                future: future.clone().unbind(),
+                undo,
+            },
+        );
+        if let Err(e) = engine.submit(record, token) {
+            self.waiters().remove(&token);
+            return Err(Failed::Before(storage_err(e)));
+        }
+        commit::apply(obj, p).map_err(Failed::After)?;
+        Ok(future)
+    }
+
+    /// Whether commits are acknowledged when written (`durability="sync"`).
+    pub(super) fn durable(&self) -> bool {
+        self.durable
     }
 
     fn engine(&self) -> PyResult<Arc<Engine>> {
@@ -294,6 +364,7 @@ impl PyEngine {
         Ok(PyEngine {
             inner: RwLock::new(Some(Arc::new(engine))),
             name,
+            durable,
             waiters: Mutex::new(WaiterMap::default()),
             next_token: AtomicU64::new(NATIVE_TOKENS),
             #[cfg(unix)]
@@ -367,11 +438,7 @@ impl PyEngine {
     /// attribute; `StorageError` when the engine is closed; `TypeError`/`AttributeError`
     /// when the object lacks the bookkeeping. Nothing is queued or changed then.
     fn commit_object(&self, obj: &Bound<'_, PyAny>, encoders: &Bound<'_, PyDict>) -> PyResult<()> {
-        let engine = self.engine()?;
-        throttle(obj.py(), &engine);
-        let (record, p) = commit::prepare(obj, encoders)?;
-        engine.submit(record, 0).map_err(storage_err)?;
-        commit::apply(obj, p)
+        self.commit_now(obj, encoders).map_err(Failed::into_err)
     }
 
     /// `commit_object` of a durable commit: returns a future of `event_loop` (made by
@@ -387,27 +454,8 @@ impl PyEngine {
         encoders: &Bound<'py, PyDict>,
         event_loop: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let py = obj.py();
-        let engine = self.engine()?;
-        throttle(py, &engine);
-        let future = event_loop.call_method0(intern!(py, "create_future"))?;
-        let (record, p) = commit::prepare(obj, encoders)?;
-        let token = self.next_token.fetch_add(1, Ordering::Relaxed);
-        // Registered before it is queued: another thread may take the completion first.
-        self.waiters().insert(
-            token,
-            NativeWaiter {
-                event_loop: event_loop.clone().unbind(),
-                future: future.clone().unbind(),
-                undo: p.undo(obj)?,
-            },
-        );
-        if let Err(e) = engine.submit(record, token) {
-            self.waiters().remove(&token);
-            return Err(storage_err(e));
-        }
-        commit::apply(obj, p)?;
-        Ok(future)
+        self.commit_future(obj, encoders, event_loop)
+            .map_err(Failed::into_err)
     }
 
     /// Block, with the GIL released, until commits submitted with a non-zero `token` have
@@ -762,5 +810,6 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyMappedFile>()?;
     m.add_function(wrap_pyfunction!(raw_batched_writes, m)?)?;
     m.add_function(wrap_pyfunction!(super::front::object_setattr, m)?)?;
+    m.add_function(wrap_pyfunction!(super::front::object_commit_async, m)?)?;
     Ok(())
 }
