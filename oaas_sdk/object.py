@@ -226,6 +226,11 @@ class OaasObject:
     _oaas_mapped: ClassVar[tuple[str, ...]] = ()  # memory-mapped fields (oaas_sdk.mapped)
     # field name -> encoder, for the native engine's one-call commit (_oaas_build_encoders)
     _oaas_encoders: ClassVar[dict[str, Any] | None] = None
+    # For the native commit_async (set below the class): the Python definition, the
+    # awaitable of a commit acknowledged at once, error -> failed awaitable.
+    _oaas_py_commit_async: ClassVar[Any]
+    _oaas_done: ClassVar[Any]
+    _oaas_failed: ClassVar[Any]
 
     # -- class definition -----------------------------------------------------------------
     def __init_subclass__(cls, **kwargs: Any) -> None:
