@@ -10,7 +10,8 @@ plain memory copy of it (``arr.tobytes()``). Cache: median cost of a hit on the 
 the Python ``EntryCache`` against a ``dict`` lookup.
 
 Timings are medians of repeated ``timeit`` runs, in nanoseconds per operation.
-Run: ``python -m benchmarks.codec [--json PATH] [--quick]``; needs the ``bench`` extra.
+Run: ``python -m benchmarks.codec [--json PATH] [--quick] [--payloads NAME[,NAME...]]``
+(``--payloads`` runs only the named payloads); needs the ``bench`` extra.
 """
 
 from __future__ import annotations
@@ -163,7 +164,16 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--json", default=str(Path(__file__).parent / "results" / "codec.json"))
     ap.add_argument("--quick", action="store_true", help="fewer repeats (smoke run)")
+    ap.add_argument("--payloads", metavar="NAME[,NAME...]",
+                    help="run only these payloads (comma-separated), e.g. dict_1k")
     args = ap.parse_args()
+    chosen = payloads()
+    if args.payloads:
+        names = [n.strip() for n in args.payloads.split(",") if n.strip()]
+        unknown = sorted(set(names) - chosen.keys())
+        if unknown:
+            ap.error(f"unknown payloads {unknown}; choose from {sorted(chosen)}")
+        chosen = {n: v for n, v in chosen.items() if n in names}
 
     results: dict[str, Any] = {
         "python": platform.python_version(),
@@ -174,7 +184,7 @@ def main() -> None:
         "payloads": {},
     }
     fastest_lib = ("orjson", "ormsgpack", "msgspec")
-    for name, (hint, value) in payloads().items():
+    for name, (hint, value) in chosen.items():
         row: dict[str, Any] = {}
         for lib, (enc, dec) in codecs(hint, value).items():
             if lib == "native":

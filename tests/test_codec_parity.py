@@ -248,3 +248,82 @@ def test_ref_factory_set_after_the_coder_is_built() -> None:
     codec.set_default_ref_factory(lambda c, p, o: f"{c}/{p}/{o}")
     assert on("native", lambda: ft.decode(data)) == "example.Counter/1/alice"
     assert on("python", lambda: ft.decode(data)) == "example.Counter/1/alice"
+
+
+class _Slots:
+    """A plain class: its instance `__dict__` is a split-table dict."""
+
+    def __init__(self) -> None:
+        self.a = "x"
+        self.b = 2
+
+
+def _with_holes() -> dict[str, int]:
+    d = {f"key{i:02d}": i for i in range(40)}
+    for i in range(0, 40, 3):
+        del d[f"key{i:02d}"]  # deleted entries stay in the table as holes
+    return d
+
+
+@pytest.mark.parametrize(
+    ("hint", "value"),
+    [
+        (dict[str, str], {f"key{i:02d}": f"value-{i:08d}" for i in range(36)}),
+        (dict[str, int], _with_holes()),
+        (Any, _with_holes()),
+        (Any, {1: "a", "b": 2, 3: [1, 2], -4: None}),  # general (non-str) table
+        (dict[int, str], {i * 7919: str(i) for i in range(100)}),
+        (dict[str, Any], _Slots().__dict__),  # split table
+        (dict[str, str], {"é": "ü", "ключ": "значение", "😀": "x", "a" * 40: "é" * 40}),
+        (dict[str, str], {f"k{i}-{'x' * (i % 50)}": f"v{i}" for i in range(3000)}),
+        (dict[str, str], {}),
+    ],
+)
+def test_dict_tables_encode_and_decode_alike(hint: Any, value: Any) -> None:
+    """Every dict table layout the native encoder reads in place (unicode and general
+    combined tables, holes left by deletions, split instance dicts) gives the bytes of the
+    Python codec, and both decode them back."""
+    data = both_encode(value, hint)
+    cross_decode(data, hint, dict(value))
+    ft = codec.field_type(hint)
+    assert on("native", lambda: ft.encode(value)) == data
+    assert on("native", lambda: ft.decode(data)) == dict(value)
+
+
+def test_key_cache_evictions_and_collisions_decode_right() -> None:
+    """More distinct keys than the key cache has slots, decoded twice in alternating
+    maps (hits, misses and slots taken over by other keys), non-ASCII keys among them."""
+    big = {f"key{i}": i for i in range(2000)}
+    other = {f"{chr(0x400 + i % 64)}-{i}": i for i in range(700)}
+    data_big = both_encode(big, dict[str, int])
+    data_other = both_encode(other, dict[str, int])
+    ft = codec.field_type(dict[str, int])
+    for _ in range(2):
+        assert on("native", lambda: ft.decode(data_big)) == big
+        assert on("native", lambda: ft.decode(data_other)) == other
+        assert on("native", lambda: codec.decode(data_other, Any)) == other
+
+
+def test_dict_changed_while_encoding_is_refused_alike() -> None:
+    """Python code run mid-dict (a getter that grows and shrinks the dict being encoded)
+    raises SerializationError on both codecs; the native one reads no stale table."""
+    import dataclasses
+
+    outer: dict[str, Any] = {}
+
+    @dataclasses.dataclass
+    class Grows:
+        a: int
+
+        def __getattribute__(self, name: str) -> Any:
+            if name == "a":
+                outer.update({f"new{i}": i for i in range(100)})
+                outer.pop("z", None)
+            return object.__getattribute__(self, name)
+
+    for hint in (Any, dict[str, Any], dict[str, Grows | int]):
+        for impl in ("python", "native"):
+            outer.clear()
+            outer.update({"x": 1, "m": Grows(a=1), "z": 2})
+            err = _error_of(impl, lambda: codec.encode(outer, hint))  # noqa: B023
+            assert err[0] is SerializationError, (impl, hint, err)

@@ -771,11 +771,11 @@ impl Codec {
         let mut k: *mut ffi::PyObject = std::ptr::null_mut();
         let mut x: *mut ffi::PyObject = std::ptr::null_mut();
         let mut seen = 0usize;
-        // SAFETY: `v` is exactly a dict. PyDict_Next yields borrowed references, which we
+        // SAFETY: `v` is exactly a dict. dict_next (as PyDict_Next) yields borrowed references, which we
         // turn into owned ones at once, so they stay valid even if Python code run below
-        // (a fallback) changes the dict; PyDict_Next bounds-checks `pos` against the
+        // (a fallback) changes the dict; dict_next bounds-checks `pos` against the
         // current table, and a size change is reported as an error after the step.
-        while unsafe { ffi::PyDict_Next(v.as_ptr(), &mut pos, &mut k, &mut x) } != 0 {
+        while unsafe { py_fast::dict_next(v.as_ptr(), &mut pos, &mut k, &mut x) } {
             // SAFETY: k and x are valid borrowed references returned just now.
             let (key, val) = unsafe {
                 (
@@ -1181,9 +1181,9 @@ impl Codec {
                 let mut pos: ffi::Py_ssize_t = 0;
                 let mut k: *mut ffi::PyObject = std::ptr::null_mut();
                 let mut x: *mut ffi::PyObject = std::ptr::null_mut();
-                // SAFETY: as in `enc_dict`: borrowed references from PyDict_Next, made
+                // SAFETY: as in `enc_dict`: borrowed references from dict_next, made
                 // owned at once; a size change is reported after the step.
-                while unsafe { ffi::PyDict_Next(v.as_ptr(), &mut pos, &mut k, &mut x) } != 0 {
+                while unsafe { py_fast::dict_next(v.as_ptr(), &mut pos, &mut k, &mut x) } {
                     seen += 1;
                     // SAFETY: k is a valid borrowed reference returned just now.
                     let kt = unsafe { ffi::Py_TYPE(k) };

@@ -283,6 +283,88 @@ pub(super) unsafe fn dict_len(d: *mut ffi::PyObject) -> usize {
     unsafe { (*d.cast::<ffi::PyDictObject>()).ma_used as usize }
 }
 
+/// The header of a dict's keys object, `struct _dictkeysobject` in CPython's
+/// `Include/internal/pycore_dict.h` (3.11 to 3.13, without free threading); the hash
+/// index (`1 << dk_log2_index_bytes` bytes) and then the entries follow it.
+#[repr(C)]
+struct DictKeys {
+    dk_refcnt: ffi::Py_ssize_t,
+    dk_log2_size: u8,
+    dk_log2_index_bytes: u8,
+    dk_kind: u8,
+    dk_version: u32,
+    dk_usable: ffi::Py_ssize_t,
+    dk_nentries: ffi::Py_ssize_t,
+}
+
+/// `dk_kind` of a combined table with only str keys (`PyDictUnicodeEntry`: key, value)
+/// and of one with any keys (`PyDictKeyEntry`: hash, key, value).
+const DICT_KEYS_GENERAL: u8 = 0;
+const DICT_KEYS_UNICODE: u8 = 1;
+
+/// Whether the running CPython has the [`DictKeys`] layout (checked once).
+fn dict_layout_known() -> bool {
+    static KNOWN: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    // SAFETY: `Py_Version` is a constant exported by CPython 3.11 and later.
+    *KNOWN.get_or_init(|| (0x030b..=0x030d).contains(&(unsafe { ffi::Py_Version } >> 16)))
+}
+
+/// `PyDict_Next` (same `pos` protocol, borrowed references), reading the entries of a
+/// combined table in place: the call and its hash lookup cost a fifth of encoding a
+/// `dict[str, str]`. Split tables (instance dicts) and unknown CPython versions go
+/// through `PyDict_Next`. Like it, every call re-reads the table and bounds-checks `pos`,
+/// so a dict changed between calls (by Python code) is read safely.
+///
+/// # Safety
+/// `d` must be a valid reference to a dict; the GIL must be held.
+#[inline(always)]
+pub(super) unsafe fn dict_next(
+    d: *mut ffi::PyObject,
+    pos: &mut ffi::Py_ssize_t,
+    key: &mut *mut ffi::PyObject,
+    value: &mut *mut ffi::PyObject,
+) -> bool {
+    // SAFETY: `d` is a dict (caller). A combined table (`ma_values` NULL) stores
+    // `dk_nentries` entries right after its `1 << dk_log2_index_bytes` index bytes, each
+    // a (key, value) pair of pointers for the unicode kind and (hash, key, value) for the
+    // general kind; a deleted entry has a NULL value. We read only entries below
+    // `dk_nentries`, as `_PyDict_Next` does.
+    unsafe {
+        let mp = d.cast::<ffi::PyDictObject>();
+        if !(*mp).ma_values.is_null() || !dict_layout_known() {
+            return ffi::PyDict_Next(d, pos, key, value) != 0;
+        }
+        let keys = (*mp).ma_keys.cast::<DictKeys>();
+        let (width, first) = match (*keys).dk_kind {
+            DICT_KEYS_UNICODE => (2, 0),
+            DICT_KEYS_GENERAL => (3, 1),
+            _ => return ffi::PyDict_Next(d, pos, key, value) != 0,
+        };
+        let n = (*keys).dk_nentries;
+        let mut i = *pos;
+        if i < 0 {
+            return false;
+        }
+        let entries = keys
+            .add(1)
+            .cast::<u8>()
+            .add(1usize << (*keys).dk_log2_index_bytes)
+            .cast::<*mut ffi::PyObject>();
+        while i < n {
+            let e = entries.add(i as usize * width + first);
+            let v = *e.add(1);
+            if !v.is_null() {
+                *key = *e;
+                *value = v;
+                *pos = i + 1;
+                return true;
+            }
+            i += 1;
+        }
+        false
+    }
+}
+
 /// Appends `b` to `buf` (as `extend_from_slice`, without a `memcpy` call for short `b`).
 #[inline(always)]
 pub(super) fn put_bytes(buf: &mut Vec<u8>, b: &[u8]) {
