@@ -302,7 +302,16 @@ struct DictKeys {
 const DICT_KEYS_GENERAL: u8 = 0;
 const DICT_KEYS_UNICODE: u8 = 1;
 
-/// Whether the running CPython has the [`DictKeys`] layout (checked once).
+/// Whether the running CPython has the [`DictKeys`] layout (checked once). Never on a
+/// free-threaded build (`Py_GIL_DISABLED`: the keys object has a mutex in front, and
+/// another thread may resize the table while it is read).
+#[cfg(Py_GIL_DISABLED)]
+fn dict_layout_known() -> bool {
+    false
+}
+
+/// See the other `dict_layout_known`.
+#[cfg(not(Py_GIL_DISABLED))]
 fn dict_layout_known() -> bool {
     static KNOWN: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     // SAFETY: `Py_Version` is a constant exported by CPython 3.11 and later.
