@@ -19,7 +19,9 @@ Measures, in one process and one run:
 - a mapped field of ``--mapped-mib`` MiB (default 1024 = 1 GiB) summed with numpy through
   the zero-copy view, vs reading the same file into memory and summing.
 
-Run: ``python -m benchmarks.persistence [--seconds S] [--mapped-mib N] [--json PATH]``.
+Run: ``python -m benchmarks.persistence [--seconds S] [--repeats R] [--mapped-mib N]
+[--json PATH]``. Each durable-rate point runs ``R`` times (default 3), interleaved across
+the implementations and the ceiling; the median is reported, every run is in the JSON.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import asyncio
 import json
 import os
 import platform
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -64,7 +67,7 @@ def _configure(impl: str, path: Path, durability: str) -> None:
 
 def durable_rate(impl: str, committers: int, seconds: float, base: Path) -> float:
     """Durable commits per second with ``committers`` concurrent tasks."""
-    path = base / f"{impl}-{committers}"
+    path = Path(tempfile.mkdtemp(dir=base, prefix=f"{impl}-{committers}-"))
     _configure(impl, path, "sync")
     objs = [Rec.create(obj_id=i) for i in range(committers)]
 
@@ -195,27 +198,34 @@ def raw_rate(batch: int, base: Path, seconds: float, rewrite: bool = True) -> fl
     """Commits/s of Rust writing the same bytes straight into the store, ``batch`` commits
     per fsynced transaction. ``rewrite``: ``batch`` objects each rewritten in turn (the
     durable-rate workload: every committer rewrites its own object); else a new object
-    per commit."""
+    per commit. A short probe sizes the timed run to about ``seconds``."""
     from oaas_sdk import _native
 
-    n = max(batch, int(batch * 40 if batch > 1 else 300))
-    path = str(base / f"raw-{batch}-{'rewrite' if rewrite else 'insert'}")
-    elapsed = _native.raw_batched_writes(path, n, 10, 100, batch, batch if rewrite else None)
-    return n / elapsed
+    def run(n: int) -> float:
+        path = tempfile.mkdtemp(dir=base, prefix=f"raw-{batch}-")
+        return n / _native.raw_batched_writes(path, n, 10, 100, batch,
+                                              batch if rewrite else None)
+
+    probe = max(batch * 20, 200)
+    n = max(probe, int(run(probe) * seconds) // batch * batch)
+    return run(n)
 
 
 def calling_thread_us(impl: str, base: Path, n: int = 20000) -> dict[str, float]:
     """Mean calling-thread time per commit_async() and per engine submit, durability=async.
 
     Steady state: ``n // 4`` commits (and submits) run first, unmeasured, so that the
-    process has grown its heaps (first-touch page faults are not per-commit costs)."""
+    process has grown its heaps (first-touch page faults are not per-commit costs). The
+    commits are timed in 5 blocks of ``n // 5``; the median block mean is reported (one
+    block slowed by the VM does not move it)."""
     _configure(impl, base / f"async-{impl}", "async")
     objs = [Rec.create(obj_id=i) for i in range(256)]
 
     async def run() -> tuple[float, float]:
         await oaas.commit_all_async()
-        spent = 0
-        for k in range(-(n // 4), n):
+        block = n // 5
+        spent = [0] * 5
+        for k in range(-(n // 4), block * 5):
             o = objs[k % 256]
             v = bytes([k % 256]) * 100
             for name in NAMES:
@@ -223,7 +233,7 @@ def calling_thread_us(impl: str, base: Path, n: int = 20000) -> dict[str, float]
             t = time.perf_counter_ns()
             aw = o.commit_async()
             if k >= 0:
-                spent += time.perf_counter_ns() - t
+                spent[k // block] += time.perf_counter_ns() - t
             await aw
         eng = _rt.current().engine
         entries = {name: b"\xc4\x64" + b"x" * 100 for name in NAMES}
@@ -237,7 +247,7 @@ def calling_thread_us(impl: str, base: Path, n: int = 20000) -> dict[str, float]
             eng.submit(r)
         submit = (time.perf_counter_ns() - t) / n
         eng.flush()
-        return spent / n / 1000, submit / 1000
+        return statistics.median(spent) / block / 1000, submit / 1000
 
     commit_us, submit_us = asyncio.run(run())
     oaas.configure(OaasConfig(mock_mode=True, native="off"))
@@ -286,21 +296,33 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=2.0, help="per durable-rate point")
     ap.add_argument("--mapped-mib", type=int, default=1024)
     ap.add_argument("--json", type=str, default=None)
+    ap.add_argument("--repeats", type=int, default=3,
+                    help="interleaved runs of each durable-rate point; the median is reported")
     a = ap.parse_args()
     out: dict[str, Any] = {"python": platform.python_version(), "cpus": os.cpu_count()}
     with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_DIR")) as d:
         base = Path(d)
         rates: dict[str, dict[int, float]] = {"python": {}, "native": {}, "raw": {},
                                               "raw_insert": {}}
+        runs: dict[str, dict[int, list[float]]] = {k: {} for k in rates}
         for c in (1, 16, 256):
-            for impl in ("python", "native"):
-                rates[impl][c] = round(durable_rate(impl, c, a.seconds, base), 1)
-            rates["raw"][c] = round(raw_rate(c, base, a.seconds), 1)
-            rates["raw_insert"][c] = round(raw_rate(c, base, a.seconds, rewrite=False), 1)
+            # Interleaved repeats, median reported: the VM's speed drifts within minutes.
+            for _ in range(a.repeats):
+                for impl in ("python", "native"):
+                    runs[impl].setdefault(c, []).append(
+                        round(durable_rate(impl, c, a.seconds, base), 1))
+                runs["raw"].setdefault(c, []).append(round(raw_rate(c, base, a.seconds), 1))
+                runs["raw_insert"].setdefault(c, []).append(
+                    round(raw_rate(c, base, a.seconds, rewrite=False), 1))
+            for k in rates:
+                rates[k][c] = statistics.median(runs[k][c])
             print(f"committers={c:>3}: python {rates['python'][c]:>9.1f}/s  native "
                   f"{rates['native'][c]:>9.1f}/s  raw ceiling {rates['raw'][c]:>9.1f}/s  "
                   f"native/python {rates['native'][c] / rates['python'][c]:.2f}x  "
-                  f"native/raw {rates['native'][c] / rates['raw'][c]:.2f}", flush=True)
+                  f"native/raw {rates['native'][c] / rates['raw'][c]:.2f}  "
+                  f"(runs: native {runs['native'][c]}, raw {runs['raw'][c]})", flush=True)
+        out["repeats"] = a.repeats
+        out["durable_commits_per_s_runs"] = runs
         out["durable_commits_per_s"] = rates
         eng_rates: dict[str, dict[int, float]] = {"python": {}, "native": {}}
         for c in (1, 16, 256):
