@@ -9,7 +9,9 @@ payloads are skipped by json/orjson (no bytes type). The 1 MiB array is also com
 plain memory copy of it (``arr.tobytes()``). Cache: median cost of a hit on the native and
 the Python ``EntryCache`` against a ``dict`` lookup.
 
-Timings are medians of repeated ``timeit`` runs, in nanoseconds per operation.
+Timings are medians of repeated ``timeit`` runs, in nanoseconds per operation; for each
+payload every library's encode and decode are timed in interleaved rounds (one block of
+each per round), so a drift of the machine's speed during the run moves them alike.
 Run: ``python -m benchmarks.codec [--json PATH] [--quick] [--payloads NAME[,NAME...]]``
 (``--payloads`` runs only the named payloads); needs the ``bench`` extra.
 """
@@ -89,6 +91,25 @@ def bench(fn: Callable[[], Any], quick: bool) -> float:
     n = max(1, n // (10 if quick else 2))
     runs = t.repeat(repeat=3 if quick else 7, number=n)
     return statistics.median(runs) / n * 1e9
+
+
+def bench_interleaved(thunks: dict[str, Callable[[], Any]], quick: bool,
+                      before: Callable[[str], None]) -> dict[str, float]:
+    """Median ns per call of each thunk, timed in rounds that take every thunk in turn
+    (``before(name)`` runs untimed ahead of each block): a drift of the machine's speed
+    during the run shifts all of them alike, so their ratios hold."""
+    timers = {k: timeit.Timer(f) for k, f in thunks.items()}
+    number: dict[str, int] = {}
+    for k, t in timers.items():
+        before(k)
+        n, _ = t.autorange()
+        number[k] = max(1, n // (10 if quick else 4))
+    runs: dict[str, list[float]] = {k: [] for k in thunks}
+    for _ in range(3 if quick else 11):
+        for k, t in timers.items():
+            before(k)
+            runs[k].append(t.timeit(number[k]) / number[k] * 1e9)
+    return {k: statistics.median(v) for k, v in runs.items()}
 
 
 def codecs(hint: Any, value: Any) -> dict[str, tuple[Callable[[], Any], Callable[[], Any]]]:
@@ -185,12 +206,20 @@ def main() -> None:
     }
     fastest_lib = ("orjson", "ormsgpack", "msgspec")
     for name, (hint, value) in chosen.items():
-        row: dict[str, Any] = {}
+        thunks: dict[str, Callable[[], Any]] = {}
         for lib, (enc, dec) in codecs(hint, value).items():
-            if lib == "native":
-                codec.set_backend(_native)
-            row[lib] = {"encode": bench(enc, args.quick), "decode": bench(dec, args.quick)}
-            codec.set_backend(None)
+            thunks[f"{lib}:encode"] = enc
+            thunks[f"{lib}:decode"] = dec
+
+        def backend_for(key: str) -> None:
+            codec.set_backend(_native if key.startswith("native:") else None)
+
+        timed = bench_interleaved(thunks, args.quick, backend_for)
+        codec.set_backend(None)
+        row: dict[str, Any] = {}
+        for key, ns in timed.items():
+            lib, op = key.split(":")
+            row.setdefault(lib, {})[op] = ns
         results["payloads"][name] = row
         print(f"\n{name}")
         for lib, t in row.items():
