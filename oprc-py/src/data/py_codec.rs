@@ -2554,8 +2554,8 @@ impl Coder {
     unsafe fn encode_scalar(&self, v: *mut ffi::PyObject) -> Option<*mut ffi::PyObject> {
         // SAFETY: `v` is valid (caller); each branch reads a value of exactly the type
         // just checked; the GIL is held for the allocations. A new bytes object of
-        // `1 + len` bytes is filled completely (header byte, then the str's bytes) before
-        // anyone else sees it.
+        // `1 + len` bytes (or 9 for a float) is filled completely (header byte, then the
+        // str's bytes or the float's 8) before anyone else sees it.
         unsafe {
             let bit = scalar_bit(ffi::Py_TYPE(v)) & self.enc_fast;
             let mut h = mp::Small::default();
@@ -2607,7 +2607,17 @@ impl Coder {
                         dst[n..].copy_from_slice(b);
                     }));
                 }
-                T_FLOAT => mp::write_f64(&mut h, ffi::PyFloat_AS_DOUBLE(v)),
+                T_FLOAT => {
+                    // float 64 (as `mp::write_f64`), written straight into the new bytes.
+                    let o = ffi::PyBytes_FromStringAndSize(std::ptr::null(), 9);
+                    if !o.is_null() {
+                        let dst = ffi::PyBytes_AS_STRING(o).cast::<u8>().cast_mut();
+                        *dst = 0xcb;
+                        let bits = ffi::PyFloat_AS_DOUBLE(v).to_bits().to_be_bytes();
+                        std::ptr::copy_nonoverlapping(bits.as_ptr(), dst.add(1), 8);
+                    }
+                    return Some(o);
+                }
                 T_BOOL => mp::write_bool(&mut h, v == ffi::Py_True()),
                 _ => mp::write_nil(&mut h),
             }
