@@ -863,8 +863,9 @@ class OaasObject:
         await eng.submit_future(record, asyncio.get_running_loop())
 
 
-def use_native_methods(native: Any) -> None:
-    """Make ``OaasObject.__setattr__`` and ``OaasObject.commit_async`` the native methods
+def use_native_methods(native: Any, native_engine: bool = True) -> None:
+    """Make ``OaasObject.__setattr__`` and, when the runtime's engine will be the native
+    one (``native_engine``: an LMDB store), ``OaasObject.commit_async`` the native methods
     of ``native`` (``oaas_sdk._native``; one call with no Python frame, same behaviour as
     the Python definitions above, which the native ``commit_async`` calls for every case
     but the one-call commit), or, with ``None``, the Python definitions again. Called by
@@ -878,7 +879,9 @@ def use_native_methods(native: Any) -> None:
         _native_methods = (native, native.object_setattr(OaasObject),
                            native.object_commit_async(OaasObject))
     OaasObject.__setattr__ = _native_methods[1]  # type: ignore[method-assign]
-    OaasObject.commit_async = _native_methods[2]  # type: ignore[method-assign]
+    # On the Python engine the native commit_async could only call the Python one.
+    OaasObject.commit_async = (  # type: ignore[method-assign]
+        _native_methods[2] if native_engine else _PY_COMMIT_ASYNC)
 
 
 class _LazyField:

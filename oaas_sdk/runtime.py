@@ -52,7 +52,7 @@ class Runtime:
         codec.set_backend(self.native)
         from .object import use_native_methods  # object imports this module
 
-        use_native_methods(self.native)
+        use_native_methods(self.native, native_engine=kind == "lmdb" and store is None)
         # A memory store is its own cache: caching its entries again would only cost.
         cache_bytes = 0 if kind == "memory" else config.cache_max_bytes
         self.cache: Any = (
