@@ -5,6 +5,14 @@ acknowledged is lost. Both engines (``lmdb_sdk``)."""
 
 from __future__ import annotations
 
+import faulthandler
+import os
+import signal
+import threading
+import time
+
+import pytest
+
 from oaas_sdk import oaas, runtime
 
 from .models import Counter
@@ -46,5 +54,44 @@ def test_no_bound_with_zero(lmdb_sdk) -> None:
     stats = oaas.stats()
     assert stats["write_throttles"] == 0
     assert stats["pending_bytes"] > LIMIT
+    runtime.current().flush()
+    assert oaas.stats()["pending_bytes"] == 0
+
+
+def test_ctrl_c_interrupts_a_throttled_commit(lmdb_sdk) -> None:
+    """A writer waiting for a stalled store (another process holds LMDB's write lock)
+    can be interrupted: KeyboardInterrupt, and the commit is not queued."""
+    import lmdb
+
+    lmdb_sdk.reconfigure(durability="async", batch_max_delay_ms=0, pending_max_bytes=LIMIT)
+    c = Counter.create(obj_id=1)
+    c.commit()
+    runtime.current().flush()
+    env = lmdb.open(str(lmdb_sdk.path), max_dbs=8, subdir=True)
+    blocker = env.begin(write=True)  # the persister now waits for this lock
+    interrupted = threading.Event()
+
+    def interrupt_when_throttled() -> None:
+        while oaas.stats()["write_throttles"] == 0:
+            time.sleep(0.005)
+        interrupted.set()
+        os.kill(os.getpid(), signal.SIGINT)
+
+    t = threading.Thread(target=interrupt_when_throttled, daemon=True)
+    t.start()
+    # Were the wait not interruptible, this test would hang: fail it instead.
+    faulthandler.dump_traceback_later(60, exit=True)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            for i in range(2, 200):  # queued behind the lock until throttled
+                o = Counter.create(obj_id=i)
+                o.label = "z" * 100
+                o.commit()
+        assert interrupted.is_set()
+    finally:
+        faulthandler.cancel_dump_traceback_later()
+        blocker.abort()
+        env.close()
+        t.join(10)
     runtime.current().flush()
     assert oaas.stats()["pending_bytes"] == 0

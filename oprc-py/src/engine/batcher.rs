@@ -495,34 +495,39 @@ impl Engine {
         limit > 0 && self.shared.pending_bytes.load(Ordering::Relaxed) > limit as i64
     }
 
-    /// Write throttling (the idea of the kernel's dirty-page throttling): block until the
-    /// unwritten bytes are at most `pending_max_bytes`, so that write-back
+    /// Write throttling (the idea of the kernel's dirty-page throttling): a writer that
+    /// finds the unwritten bytes over `pending_max_bytes` calls this once, then
+    /// [`Engine::wait_drained`] until it returns `true`, so that write-back
     /// (`durability="async"`) cannot queue more than that while the store is slower than
-    /// the writers. Returns at once when under the limit, and when the engine is closed,
-    /// not owned (forked) or its persister is gone. A throttled writer closes the open
-    /// batch (a flush marker) instead of waiting out `batch_max_delay`. Counted in
-    /// `Stats::write_throttles`.
-    pub fn throttle(&self) {
-        if !self.over_pending_limit() {
-            return;
-        }
+    /// the writers. Counts the wait in `Stats::write_throttles` and closes the open batch
+    /// (a flush marker) so that the writer does not wait out `batch_max_delay`.
+    pub fn begin_throttle(&self) {
         lock(&self.shared.stats).write_throttles += 1;
-        // Close the open batch now: waiting out its window would only stall the writer.
         let _nudge = self.flush_ticket();
+    }
+
+    /// Block up to `max_wait` until the unwritten bytes are at most `pending_max_bytes`:
+    /// `true` once they are, or when the engine is closed, not owned (forked) or its
+    /// persister is gone; `false` when `max_wait` passed first (the caller checks for
+    /// signals and waits again).
+    pub fn wait_drained(&self, max_wait: Duration) -> bool {
+        let deadline = Instant::now() + max_wait;
         let mut guard = lock(&self.shared.drained);
-        while self.over_pending_limit()
-            && !self.closed.load(Ordering::Acquire)
-            && self.is_owner()
-            && lock(&self.thread)
-                .as_ref()
-                .is_some_and(|t| !t.is_finished())
-        {
-            // The timeout only re-checks the persister's liveness; progress is signalled.
-            guard = match self
-                .shared
-                .drained_cv
-                .wait_timeout(guard, Duration::from_secs(1))
-            {
+        loop {
+            let usable = !self.closed.load(Ordering::Acquire)
+                && self.is_owner()
+                && lock(&self.thread)
+                    .as_ref()
+                    .is_some_and(|t| !t.is_finished());
+            if !self.over_pending_limit() || !usable {
+                return true;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            // Progress is signalled; the timeout bounds the wait for the caller.
+            guard = match self.shared.drained_cv.wait_timeout(guard, deadline - now) {
                 Ok((g, _)) => g,
                 Err(p) => p.into_inner().0,
             };

@@ -220,13 +220,13 @@ fn commit_async_fast<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py,
     } else {
         native.get().commit_now(obj, &encoders).and_then(|()| {
             cls.getattr(intern!(py, "_oaas_done"))
-                .map_err(Failed::After)
+                .map_err(Failed::Final)
         })
     };
     match outcome {
         Ok(awaitable) => Ok(Some(awaitable)),
-        Err(Failed::Before(_)) => Ok(None),
-        Err(Failed::After(e)) => cls
+        Err(Failed::Retry(_)) => Ok(None),
+        Err(Failed::Final(e)) => cls
             .getattr(intern!(py, "_oaas_failed"))?
             .call1((e.into_value(py),))
             .map(Some),

@@ -186,18 +186,20 @@ pub struct PyEngine {
 /// commit on the event loop's thread).
 type WaiterMap = HashMap<u64, NativeWaiter, foldhash::fast::RandomState>;
 
-/// An error of a one-call commit, and whether the commit was queued before it.
+/// An error of a one-call commit, and what the native `commit_async` does with it.
 pub(super) enum Failed {
-    /// Nothing was queued and the object is unchanged.
-    Before(PyErr),
-    /// The commit was queued; applying it to the object failed (a malformed object).
-    After(PyErr),
+    /// Nothing was queued and the object is unchanged: the Python definition may redo
+    /// the commit and report the error in its own words.
+    Retry(PyErr),
+    /// Reported as it is: the commit was queued and applying it failed (a malformed
+    /// object), or a signal interrupted the write throttling (nothing queued).
+    Final(PyErr),
 }
 
 impl Failed {
     pub(super) fn into_err(self) -> PyErr {
         match self {
-            Failed::Before(e) | Failed::After(e) => e,
+            Failed::Retry(e) | Failed::Final(e) => e,
         }
     }
 }
@@ -205,11 +207,18 @@ impl Failed {
 /// Default write-throttling bound (`pending_max_bytes`): 256 MiB of unwritten values.
 const DEFAULT_PENDING_MAX_BYTES: u64 = 256 << 20;
 
-/// Wait, with the GIL released, while `engine` throttles writers (`Engine::throttle`).
-fn throttle(py: Python<'_>, engine: &Engine) {
-    if engine.over_pending_limit() {
-        py.detach(|| engine.throttle());
+/// Write throttling: wait, with the GIL released, while `engine` holds more unwritten
+/// bytes than its bound (`Engine::begin_throttle`); signals are checked every 100 ms, so
+/// Ctrl-C interrupts the wait (`KeyboardInterrupt`; nothing is queued then).
+fn throttle(py: Python<'_>, engine: &Engine) -> PyResult<()> {
+    if !engine.over_pending_limit() {
+        return Ok(());
     }
+    engine.begin_throttle();
+    while !py.detach(|| engine.wait_drained(Duration::from_millis(100))) {
+        py.check_signals()?;
+    }
+    Ok(())
 }
 
 /// First token of the commits whose futures this engine resolves itself.
@@ -261,13 +270,13 @@ impl PyEngine {
         obj: &Bound<'_, PyAny>,
         encoders: &Bound<'_, PyDict>,
     ) -> Result<(), Failed> {
-        let engine = self.engine().map_err(Failed::Before)?;
-        throttle(obj.py(), &engine);
-        let (record, p) = commit::prepare(obj, encoders).map_err(Failed::Before)?;
+        let engine = self.engine().map_err(Failed::Retry)?;
+        throttle(obj.py(), &engine).map_err(Failed::Final)?;
+        let (record, p) = commit::prepare(obj, encoders).map_err(Failed::Retry)?;
         engine
             .submit(record, 0)
-            .map_err(|e| Failed::Before(storage_err(e)))?;
-        commit::apply(obj, p).map_err(Failed::After)
+            .map_err(|e| Failed::Retry(storage_err(e)))?;
+        commit::apply(obj, p).map_err(Failed::Final)
     }
 
     /// `commit_object_future`: see there.
@@ -278,13 +287,13 @@ impl PyEngine {
         event_loop: &Bound<'py, PyAny>,
     ) -> Result<Bound<'py, PyAny>, Failed> {
         let py = obj.py();
-        let engine = self.engine().map_err(Failed::Before)?;
-        throttle(py, &engine);
+        let engine = self.engine().map_err(Failed::Retry)?;
+        throttle(py, &engine).map_err(Failed::Final)?;
         let future = event_loop
             .call_method0(intern!(py, "create_future"))
-            .map_err(Failed::Before)?;
-        let (record, p) = commit::prepare(obj, encoders).map_err(Failed::Before)?;
-        let undo = p.undo(obj).map_err(Failed::Before)?;
+            .map_err(Failed::Retry)?;
+        let (record, p) = commit::prepare(obj, encoders).map_err(Failed::Retry)?;
+        let undo = p.undo(obj).map_err(Failed::Retry)?;
         let token = self.next_token.fetch_add(1, Ordering::Relaxed);
         // Registered before it is queued: another thread may take the completion first.
         self.waiters().insert(
@@ -297,9 +306,9 @@ impl PyEngine {
         );
         if let Err(e) = engine.submit(record, token) {
             self.waiters().remove(&token);
-            return Err(Failed::Before(storage_err(e)));
+            return Err(Failed::Retry(storage_err(e)));
         }
-        commit::apply(obj, p).map_err(Failed::After)?;
+        commit::apply(obj, p).map_err(Failed::Final)?;
         Ok(future)
     }
 
@@ -399,7 +408,7 @@ impl PyEngine {
         token: u64,
     ) -> PyResult<PyTicket> {
         let engine = self.engine()?;
-        throttle(entries.py(), &engine);
+        throttle(entries.py(), &engine)?;
         let identity = Identity {
             cls_id,
             partition_id,
