@@ -512,13 +512,15 @@ class NativeEngine:
                              record.deletes, record.delete_object, record.time_ms)
             _settle(fut, t.error, on_error)
             return fut
-        token, w = self.waiter(loop, fut)
-        w[2] = on_error
+        if loop is not self._watched:
+            self._watch(loop)
+        token = next(self._tokens)
+        self._waiters[token] = [loop, fut, on_error]
         try:
             self._submit(cls_id, pid, oid, record.expected_version, record.entries,
                          record.deletes, record.delete_object, record.time_ms, token)
         except BaseException:
-            self.forget(token)
+            del self._waiters[token]
             raise
         return fut
 
@@ -532,24 +534,6 @@ class NativeEngine:
         if loop is not self._watched:
             self._watch(loop)
         return self._commit_object_future(obj, encoders, loop)
-
-    def waiter(self, loop: asyncio.AbstractEventLoop,
-               fut: asyncio.Future[None] | None = None) -> tuple[int, _Waiter]:
-        """A token for ``commit_object`` (or ``submit``) and its waiter
-        ``[loop, future, on_error]``: the future (``fut``, or a new one of ``loop``)
-        resolves on ``loop`` when the commit with this token completes; set ``waiter[2]``
-        (an error handler run on ``loop`` before the future fails) before returning to the
-        loop. :meth:`forget` the token if the commit was not queued."""
-        if loop is not self._watched:
-            self._watch(loop)
-        token = next(self._tokens)
-        w: _Waiter = [loop, loop.create_future() if fut is None else fut, None]
-        self._waiters[token] = w
-        return token, w
-
-    def forget(self, token: int) -> None:
-        """Drop the waiter of a token whose commit was not queued."""
-        self._waiters.pop(token, None)
 
     def _watch(self, loop: asyncio.AbstractEventLoop) -> None:
         """Have ``loop`` resolve this engine's futures itself: it watches the engine's

@@ -2794,18 +2794,11 @@ pub(crate) fn encode_field<'py>(
 /// As [`coder_of`]; the result must not be used after Python code may have run.
 #[inline(always)]
 unsafe fn active_coder<'a>(ft: *mut ffi::PyObject) -> Option<&'a Coder> {
-    let off = CODER_SLOT.load(Ordering::Relaxed);
-    if off <= 0 {
-        return None;
-    }
-    // SAFETY: see `coder_of`; the object is kept alive by `ft`'s slot for as long as no
+    // SAFETY: as `slot_coder`; the object is kept alive by `ft`'s slot for as long as no
     // Python code runs (caller), and it is a `Coder` (type checked), a frozen pyclass
     // whose contents `get` borrows.
     unsafe {
-        let p = *ft.cast::<u8>().offset(off).cast::<*mut ffi::PyObject>();
-        if p.is_null() || ffi::Py_TYPE(p) != CODER_TYPE.load(Ordering::Relaxed) {
-            return None;
-        }
+        let p = slot_coder(ft)?;
         let py = Python::assume_attached();
         let c: &'a Coder = &*std::ptr::from_ref(
             pyo3::Borrowed::from_ptr(py, p)
@@ -2823,20 +2816,30 @@ unsafe fn active_coder<'a>(ft: *mut ffi::PyObject) -> Option<&'a Coder> {
 /// (the method descriptors that call this check that); the GIL must be held.
 #[inline(always)]
 unsafe fn coder_of<'py>(py: Python<'py>, ft: *mut ffi::PyObject) -> Option<Bound<'py, Coder>> {
+    // SAFETY: as `slot_coder`; we take our own reference before any Python code could
+    // replace the slot's value, and the type was checked there.
+    unsafe {
+        let p = slot_coder(ft)?;
+        Some(Bound::from_borrowed_ptr(py, p).cast_into_unchecked::<Coder>())
+    }
+}
+
+/// The object in `ft`'s coder slot, borrowed, when it is a `Coder`.
+///
+/// # Safety
+/// As [`coder_of`].
+#[inline(always)]
+unsafe fn slot_coder(ft: *mut ffi::PyObject) -> Option<*mut ffi::PyObject> {
     let off = CODER_SLOT.load(Ordering::Relaxed);
     if off <= 0 {
         return None;
     }
     // SAFETY: `off` is the offset of an object slot (a `T_OBJECT_EX` member) of the
     // class `ft` is an instance of (caller): a possibly NULL object pointer. A non-NULL
-    // value is a live object owned by `ft`; we take our own reference before any Python
-    // code could replace it. Its type is checked before the cast.
+    // value is a live object owned by `ft`. Its type is checked before anyone casts it.
     unsafe {
         let p = *ft.cast::<u8>().offset(off).cast::<*mut ffi::PyObject>();
-        if p.is_null() || ffi::Py_TYPE(p) != CODER_TYPE.load(Ordering::Relaxed) {
-            return None;
-        }
-        Some(Bound::from_borrowed_ptr(py, p).cast_into_unchecked::<Coder>())
+        (!p.is_null() && ffi::Py_TYPE(p) == CODER_TYPE.load(Ordering::Relaxed)).then_some(p)
     }
 }
 

@@ -104,7 +104,7 @@ unsafe extern "C" fn setattr_raw(
 ) -> *mut ffi::PyObject {
     // SAFETY: CPython calls a method with the GIL held (the thread is attached).
     let py = unsafe { Python::assume_attached() };
-    let r = catch_unwind(AssertUnwindSafe(|| -> PyResult<()> {
+    method_result(py, "__setattr__", || {
         if nargs != 2 {
             return Err(pyo3::exceptions::PyTypeError::new_err(format!(
                 "__setattr__ expected 2 arguments, got {nargs}"
@@ -119,21 +119,8 @@ unsafe extern "C" fn setattr_raw(
                 pyo3::Borrowed::from_ptr(py, *args.add(1)),
             )
         };
-        setattr(&obj, &name, &value)
-    }));
-    let r = r.unwrap_or_else(|_| {
-        Err(pyo3::exceptions::PySystemError::new_err(
-            "internal error in the native __setattr__",
-        ))
-    });
-    match r {
-        // SAFETY: Py_None is immortal-or-refcounted; we return a new reference.
-        Ok(()) => unsafe { ffi::Py_NewRef(ffi::Py_None()) },
-        Err(e) => {
-            e.restore(py);
-            std::ptr::null_mut()
-        }
-    }
+        setattr(&obj, &name, &value).map(|()| py.None().into_bound(py))
+    })
 }
 
 static SETATTR: MethodDef = MethodDef(std::cell::UnsafeCell::new(ffi::PyMethodDef {
@@ -146,14 +133,40 @@ static SETATTR: MethodDef = MethodDef(std::cell::UnsafeCell::new(ffi::PyMethodDe
 }));
 
 /// A method descriptor of class `cls` (`OaasObject`) running the native `__setattr__`;
-/// `object.use_native_setattr` stores it as `cls.__setattr__`.
+/// `object.use_native_methods` stores it as `cls.__setattr__`.
 #[pyfunction]
 pub fn object_setattr(cls: &Bound<'_, PyType>) -> PyResult<Py<PyAny>> {
+    method_descriptor(cls, &SETATTR)
+}
+
+/// A method descriptor of class `cls` running the static method definition `def`.
+fn method_descriptor(cls: &Bound<'_, PyType>, def: &'static MethodDef) -> PyResult<Py<PyAny>> {
     // SAFETY: `cls` is a live type object; the definition is static. PyDescr_NewMethod
     // returns a new reference or NULL with an exception set.
     unsafe {
-        let d = ffi::PyDescr_NewMethod(cls.as_ptr().cast::<ffi::PyTypeObject>(), SETATTR.get());
+        let d = ffi::PyDescr_NewMethod(cls.as_ptr().cast::<ffi::PyTypeObject>(), def.get());
         Ok(Bound::from_owned_ptr_or_err(cls.py(), d)?.unbind())
+    }
+}
+
+/// What a native method returns to CPython for `body`'s outcome: the new reference, or
+/// NULL with the error set; a panic becomes `SystemError` naming the method `what`.
+fn method_result<'py>(
+    py: Python<'py>,
+    what: &str,
+    body: impl FnOnce() -> PyResult<Bound<'py, PyAny>>,
+) -> *mut ffi::PyObject {
+    let r = catch_unwind(AssertUnwindSafe(body)).unwrap_or_else(|_| {
+        Err(pyo3::exceptions::PySystemError::new_err(format!(
+            "internal error in the native {what}"
+        )))
+    });
+    match r {
+        Ok(v) => v.into_ptr(),
+        Err(e) => {
+            e.restore(py);
+            std::ptr::null_mut()
+        }
     }
 }
 
@@ -241,7 +254,7 @@ unsafe extern "C" fn commit_async_raw(
 ) -> *mut ffi::PyObject {
     // SAFETY: CPython calls a method with the GIL held (the thread is attached).
     let py = unsafe { Python::assume_attached() };
-    let r = catch_unwind(AssertUnwindSafe(|| -> PyResult<Bound<'_, PyAny>> {
+    method_result(py, "commit_async", || {
         // SAFETY: `slf` is a valid borrowed reference for the duration of the call.
         let obj = unsafe { pyo3::Borrowed::from_ptr(py, slf) };
         match commit_async_fast(&obj)? {
@@ -251,19 +264,7 @@ unsafe extern "C" fn commit_async_raw(
                 .getattr(intern!(py, "_oaas_py_commit_async"))?
                 .call1((obj,)),
         }
-    }));
-    let r = r.unwrap_or_else(|_| {
-        Err(pyo3::exceptions::PySystemError::new_err(
-            "internal error in the native commit_async",
-        ))
-    });
-    match r {
-        Ok(v) => v.into_ptr(),
-        Err(e) => {
-            e.restore(py);
-            std::ptr::null_mut()
-        }
-    }
+    })
 }
 
 static COMMIT_ASYNC: MethodDef = MethodDef(std::cell::UnsafeCell::new(ffi::PyMethodDef {
@@ -285,10 +286,5 @@ Python definition."
 /// (error -> failed awaitable).
 #[pyfunction]
 pub fn object_commit_async(cls: &Bound<'_, PyType>) -> PyResult<Py<PyAny>> {
-    // SAFETY: as in `object_setattr`.
-    unsafe {
-        let d =
-            ffi::PyDescr_NewMethod(cls.as_ptr().cast::<ffi::PyTypeObject>(), COMMIT_ASYNC.get());
-        Ok(Bound::from_owned_ptr_or_err(cls.py(), d)?.unbind())
-    }
+    method_descriptor(cls, &COMMIT_ASYNC)
 }
