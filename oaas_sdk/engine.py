@@ -304,7 +304,9 @@ class Engine:
         # commit for nothing (the idea of PostgreSQL's commit_delay / commit_siblings).
         # With durability="async" nobody waits for the batch: it always collects for
         # batch_max_delay (or up to batch_max_entries). What is already queued always
-        # joins the batch. (The native persister does the same: oprc-py batcher.rs.)
+        # joins the batch. The window runs from the first commit's submission, not from
+        # when it is taken here: a commit queued during the last write has waited already.
+        # (The native persister does the same: oprc-py batcher.rs.)
         collect = self.durability == "async"
         last_len = 0
         while True:
@@ -314,11 +316,12 @@ class Engine:
             batch = [first]
             n = len(first.record.entries) if first.record is not None else 0
             delay = self.batch_max_delay_s if collect or last_len > 1 else 0.0
-            deadline = time.monotonic() + delay
+            deadline_ns = first.submitted_ns + int(delay * 1e9)
             target = self.batch_max_entries if collect else last_len
             stop = False
             while n < self.batch_max_entries and first.record is not None:
-                remaining = deadline - time.monotonic() if len(batch) < target else 0.0
+                remaining = ((deadline_ns - time.perf_counter_ns()) / 1e9
+                             if len(batch) < target else 0.0)
                 try:
                     item = q.get(timeout=remaining) if remaining > 0 else q.get_nowait()
                 except queue.Empty:

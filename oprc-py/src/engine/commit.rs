@@ -13,6 +13,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PySet, PyString};
 
 use super::front::set_plain;
+use super::future::CommitFuture;
 use super::layout::{Identity, ObjectId, WriteRecord};
 
 /// An object's commit, encoded and not yet queued.
@@ -192,41 +193,31 @@ impl Undo {
 /// until the persister reports its outcome.
 pub(super) struct NativeWaiter {
     pub event_loop: Py<PyAny>,
-    pub future: Py<PyAny>,
+    pub future: Py<CommitFuture>,
     pub undo: Undo,
 }
 
 impl NativeWaiter {
-    /// Resolve the future with the commit's outcome, on the thread of its event loop:
-    /// `set_result(None)`, or, after the undo, `set_exception(error)`. A future already
-    /// done (cancelled) is left alone, but a failure is still undone: the object must
-    /// know (as `_settle` in oaas_sdk/engine.py). Errors of the undo or of the future go
-    /// to `sys.unraisablehook`: the other commits of the batch must still resolve.
-    pub fn settle(self, py: Python<'_>, error: Option<PyErr>) {
-        let fut = self.future.bind(py);
-        let done = fut
-            .call_method0(intern!(py, "done"))
-            .and_then(|d| d.is_truthy())
-            .unwrap_or(true);
-        let outcome = match error {
-            None if done => Ok(()),
-            None => fut
-                .call_method1(intern!(py, "set_result"), (py.None(),))
-                .map(drop),
-            Some(e) => {
-                if let Err(u) = self.undo.run(py) {
-                    u.write_unraisable(py, Some(self.undo.obj.bind(py)));
-                }
-                if done {
-                    Ok(())
-                } else {
-                    fut.call_method1(intern!(py, "set_exception"), (e.into_value(py),))
-                        .map(drop)
-                }
+    /// Resolve the future with the commit's outcome, on the thread of its event loop
+    /// (`direct`: from a callback of that loop with no task running, see
+    /// [`CommitFuture::resolve`]). A future already done (cancelled) is left alone, but a
+    /// failure is still undone: the object must know (as `_settle` in
+    /// oaas_sdk/engine.py). Errors of the undo go to `sys.unraisablehook`: the other
+    /// commits of the batch must still resolve.
+    pub fn settle(self, py: Python<'_>, error: Option<PyErr>, direct: bool) {
+        let NativeWaiter { future, undo, .. } = self;
+        let error = error.map(|e| {
+            if let Err(u) = undo.run(py) {
+                u.write_unraisable(py, Some(undo.obj.bind(py)));
             }
-        };
-        if let Err(e) = outcome {
-            e.write_unraisable(py, Some(fut));
+            e.into_value(py).into_any()
+        });
+        // Released before the callbacks run: they may run the awaiting task, whose next
+        // steps must not find the object still referenced from here.
+        drop(undo);
+        let fut = future.bind(py);
+        if fut.borrow().is_pending() {
+            CommitFuture::resolve(fut, error, direct);
         }
     }
 
@@ -272,8 +263,9 @@ impl Settle {
 #[pymethods]
 impl Settle {
     fn __call__(&self, py: Python<'_>) {
+        // Run by a `call_soon_threadsafe` handle: a loop callback, no task running.
         if let Some((w, error)) = self.take() {
-            w.settle(py, error);
+            w.settle(py, error, true);
         }
     }
 }

@@ -5,12 +5,13 @@
 //! In data-flow order: `layout` (keys, records) -> `batcher` (tickets, channel, persister)
 //! -> `store` (one LMDB transaction per batch). `runtime` is the fork-aware tokio runtime
 //! behind Python awaitables, `mapped` the memory-mapped fields, `raw` the benchmark
-//! ceiling. `py` (bindings), `front` (the object's `__setattr__`) and `commit` (the
-//! object's one-call commit and its future) use pyo3; the rest is plain Rust.
+//! ceiling. `py` (bindings), `front` (the object's `__setattr__` and `commit_async`), `commit`
+//! (the object's one-call commit) and `future` (its awaitable) use pyo3; the rest is plain Rust.
 
 pub mod batcher;
 mod commit;
 mod front;
+mod future;
 pub mod layout;
 pub mod mapped;
 mod py;

@@ -12,14 +12,15 @@ use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 
 use pyo3::exceptions::{PyTimeoutError, PyValueError};
-use pyo3::intern;
 use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBytes, PyDict, PyList};
 use pyo3_async_runtimes::generic::{ContextExt, Runtime as AsyncRuntime};
 use pyo3_async_runtimes::TaskLocals;
 
 use super::batcher::{Engine, EngineConfig, Outcome, Ticket};
 use super::commit::{self, NativeWaiter};
+use super::future::CommitFuture;
 use super::layout::{Identity, ObjectId, WriteRecord};
 use super::mapped::MappedFile;
 use super::store::{LmdbStore, StoreError, DEFAULT_MAP_SIZE, DEFAULT_MAX_MAP_SIZE};
@@ -221,6 +222,17 @@ fn throttle(py: Python<'_>, engine: &Engine) -> PyResult<()> {
     Ok(())
 }
 
+/// `asyncio.current_task(event_loop)`: the task running on that loop now, or `None`.
+fn current_task<'py>(
+    py: Python<'py>,
+    event_loop: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyAny>> {
+    static CURRENT_TASK: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+    CURRENT_TASK
+        .import(py, "asyncio", "current_task")?
+        .call1((event_loop,))
+}
+
 /// First token of the commits whose futures this engine resolves itself.
 const NATIVE_TOKENS: u64 = 1 << 62;
 
@@ -253,10 +265,19 @@ impl PyEngine {
                 }
             }
         } // unlocked: settling runs Python code, which may commit again
+        if mine.is_empty() {
+            return Ok(out);
+        }
+        // A loop's own callback with no task running (the reader of the completion
+        // socket) runs the futures' callbacks (the tasks' wake-ups) directly.
+        let direct = match here {
+            Some(h) => current_task(py, h)?.is_none(),
+            None => false,
+        };
         for (w, outcome) in mine {
             let error = outcome_err(&outcome);
             if here.is_some_and(|h| h.is(w.event_loop.bind(py))) {
-                w.settle(py, error);
+                w.settle(py, error, direct);
             } else {
                 w.settle_threadsafe(py, error);
             }
@@ -289,9 +310,8 @@ impl PyEngine {
         let py = obj.py();
         let engine = self.engine().map_err(Failed::Retry)?;
         throttle(py, &engine).map_err(Failed::Final)?;
-        let future = event_loop
-            .call_method0(intern!(py, "create_future"))
-            .map_err(Failed::Retry)?;
+        let future =
+            Py::new(py, CommitFuture::new(event_loop.clone().unbind())).map_err(Failed::Retry)?;
         let (record, p) = commit::prepare(obj, encoders).map_err(Failed::Retry)?;
         let undo = p.undo(obj).map_err(Failed::Retry)?;
         let token = self.next_token.fetch_add(1, Ordering::Relaxed);
@@ -300,7 +320,7 @@ impl PyEngine {
             token,
             NativeWaiter {
                 event_loop: event_loop.clone().unbind(),
-                future: future.clone().unbind(),
+                future: future.clone_ref(py),
                 undo,
             },
         );
@@ -309,7 +329,7 @@ impl PyEngine {
             return Err(Failed::Retry(storage_err(e)));
         }
         commit::apply(obj, p).map_err(Failed::Final)?;
-        Ok(future)
+        Ok(future.into_bound(py).into_any())
     }
 
     /// Whether commits are acknowledged when written (`durability="sync"`).
@@ -820,5 +840,5 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(raw_batched_writes, m)?)?;
     m.add_function(wrap_pyfunction!(super::front::object_setattr, m)?)?;
     m.add_function(wrap_pyfunction!(super::front::object_commit_async, m)?)?;
-    Ok(())
+    super::future::register(m)
 }
