@@ -3,7 +3,9 @@
 Private: users go through ``oaas_sdk``; the package decides which implementation runs.
 """
 
-from collections.abc import Callable, Sequence
+import asyncio
+import contextvars
+from collections.abc import Callable, Generator, Sequence
 from typing import Any
 
 from typing_extensions import Buffer
@@ -35,6 +37,27 @@ class Ticket:
         """An asyncio future of the running loop (a Rust future), resolved to ``None`` when
         the commit completes, or failed with its error."""
 
+class CommitFuture:
+    """The future of a durable one-call commit: asyncio's future protocol (``await``,
+    ``asyncio.gather`` / ``wait`` / ``wait_for`` / ``shield`` take it as a future). Made
+    and resolved by :class:`Engine`; its done-callbacks run from :meth:`Engine.take_ready`
+    on the loop's thread (docs/engine.md)."""
+
+    _asyncio_future_blocking: bool
+    def get_loop(self) -> asyncio.AbstractEventLoop: ...
+    def done(self) -> bool: ...
+    def cancelled(self) -> bool: ...
+    def result(self) -> None: ...
+    def exception(self) -> BaseException | None: ...
+    def cancel(self, msg: Any = None) -> bool: ...
+    def add_done_callback(self, fn: Callable[[CommitFuture], object], *,
+                          context: contextvars.Context | None = None) -> None: ...
+    def remove_done_callback(self, fn: Callable[[CommitFuture], object]) -> int: ...
+    def __await__(self) -> Generator[Any]: ...
+    def __iter__(self) -> Generator[Any]: ...
+    def __next__(self) -> Any: ...
+
+
 class Engine:
     """Native batcher + persister over an LMDB environment in directory ``path``.
 
@@ -56,7 +79,7 @@ class Engine:
         the commit and apply it to the object, in one call (acknowledged once queued).
         Encoding errors propagate with ``_oaas_field`` set; ``StorageError`` when closed."""
     def commit_object_future(self, obj: Any, encoders: dict[str, Any],
-                             event_loop: Any) -> Any:
+                             event_loop: Any) -> CommitFuture:
         """``commit_object`` of a durable commit: returns a future of ``event_loop``,
         resolved by :meth:`take_ready` (``here=event_loop``) or through the loop's
         ``call_soon_threadsafe``; on failure ``obj._oaas_undo_entries`` runs first."""

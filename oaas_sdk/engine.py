@@ -27,7 +27,7 @@ import threading
 import time
 import weakref
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from types import ModuleType
 from typing import Any, Protocol
 
@@ -527,7 +527,7 @@ class NativeEngine:
             raise
         return fut
 
-    def commit_object_future(self, obj: Any, encoders: dict[str, Any]) -> asyncio.Future[None]:
+    def commit_object_future(self, obj: Any, encoders: dict[str, Any]) -> Awaitable[None]:
         """``commit_object`` of a durable commit: returns a future of the running loop,
         resolved by the engine on that loop when the commit's batch is fsynced, or failed
         with its ``ConflictError`` / ``StorageError`` after the object's changes are

@@ -196,9 +196,9 @@ fn runs_here(event_loop: &Bound<'_, PyAny>) -> PyResult<bool> {
     }
     match event_loop.getattr_opt(intern!(py, "_thread_id"))? {
         Some(tid) if tid.is_none() => Ok(false),
-        Some(tid) => match tid.extract::<u64>() {
+        Some(tid) => match tid.extract::<std::ffi::c_ulong>() {
             // SAFETY: a plain query of the calling thread's identifier.
-            Ok(tid) => Ok(tid == u64::from(unsafe { ffi::PyThread_get_thread_ident() })),
+            Ok(tid) => Ok(tid == unsafe { ffi::PyThread_get_thread_ident() }),
             Err(_) => Ok(running_loop(py)?.is(event_loop)),
         },
         None => Ok(running_loop(py)?.is(event_loop)),
