@@ -41,9 +41,10 @@ fn commits(n: usize, version: u64) -> Vec<WriteRecord> {
                 object_id: ObjectId::Num(i),
             };
             let mut r = WriteRecord::new(id, version, TIME_MS);
-            r.entries = (0..FIELDS)
-                .map(|f| (format!("field{f}"), vec![(i as usize + f) as u8; VALUE_LEN]))
-                .collect();
+            for f in 0..FIELDS {
+                r.entries
+                    .push(&format!("field{f}"), &[(i as usize + f) as u8; VALUE_LEN]);
+            }
             r
         })
         .collect()
@@ -155,7 +156,7 @@ fn bench_lmdb(c: &mut Criterion) {
                 let fields = r
                     .entries
                     .iter()
-                    .map(|(name, v)| (entry_key(&r.object_key, name), v.clone()))
+                    .map(|(name, v)| (entry_key(&r.object_key, name), v.to_vec()))
                     .collect();
                 (r.object_key, fields)
             })

@@ -406,7 +406,7 @@ impl Engine {
                         created_ms: r.time_ms,
                         updated_ms: r.time_ms,
                     },
-                    entries: r.entries.clone(),
+                    entries: r.entries.to_vec(),
                 });
             }
         }
@@ -779,7 +779,7 @@ mod tests {
             object_id: ObjectId::Num(oid),
         };
         let mut r = WriteRecord::new(id, expected, 5);
-        r.entries = vec![("x".into(), v.to_vec())];
+        r.entries.push("x", v);
         r
     }
 

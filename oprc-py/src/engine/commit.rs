@@ -14,7 +14,7 @@ use pyo3::types::{PyBytes, PyDict, PyList, PySet, PyString};
 
 use super::front::set_plain;
 use super::future::CommitFuture;
-use super::layout::{Identity, ObjectId, WriteRecord};
+use super::layout::{Entries, Identity, ObjectId, WriteRecord};
 
 /// An object's commit, encoded and not yet queued.
 pub(super) struct Prepared<'py> {
@@ -57,7 +57,7 @@ pub(super) fn prepare<'py>(
     // the set being iterated.
     let names: Vec<Bound<'py, PyAny>> = dirty.iter().collect();
     let mut encoded = Vec::with_capacity(names.len());
-    let mut entries = Vec::with_capacity(names.len());
+    let mut size = 0;
     for name in names {
         let name = name.cast_into::<PyString>()?;
         let data = encoders
@@ -82,8 +82,12 @@ pub(super) fn prepare<'py>(
                 return Err(e);
             }
         };
-        entries.push((name.to_str()?.to_owned(), data.as_bytes().to_vec()));
+        size += name.to_str()?.len() + data.as_bytes().len();
         encoded.push((name, data));
+    }
+    let mut entries = Entries::with_capacity(encoded.len(), size);
+    for (name, data) in &encoded {
+        entries.push(name.to_str()?, data.as_bytes());
     }
     let time_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -104,16 +108,14 @@ impl<'py> Prepared<'py> {
     /// What [`Undo::run`] needs to restore `obj` if this commit fails: the committed
     /// bytes its fields had before (read now, before [`apply`] replaces them).
     pub fn undo(&self, obj: &Bound<'py, PyAny>) -> PyResult<Undo> {
-        let mut names = Vec::with_capacity(self.encoded.len());
         let mut old = Vec::with_capacity(self.encoded.len());
         for (name, _) in &self.encoded {
-            old.push(self.committed.get_item(name)?.map(Bound::unbind));
-            names.push(name.clone().unbind());
+            let bytes = self.committed.get_item(name)?.map(Bound::unbind);
+            old.push((name.clone().unbind(), bytes));
         }
         Ok(Undo {
             obj: obj.clone().unbind(),
             version: self.version,
-            names,
             old,
         })
     }
@@ -165,8 +167,8 @@ pub(super) fn apply<'py>(obj: &Bound<'py, PyAny>, p: Prepared<'py>) -> PyResult<
 pub(super) struct Undo {
     obj: Py<PyAny>,
     version: u64,
-    names: Vec<Py<PyString>>,
-    old: Vec<Option<Py<PyAny>>>,
+    /// Each written field and its committed bytes before the commit.
+    old: Vec<(Py<PyString>, Option<Py<PyAny>>)>,
 }
 
 impl Undo {
@@ -174,12 +176,12 @@ impl Undo {
         let obj = self.obj.bind(py);
         let key = obj.call_method0(intern!(py, "_oaas_key"))?;
         let old = PyDict::new(py);
-        for (name, bytes) in self.names.iter().zip(&self.old) {
+        for (name, bytes) in &self.old {
             if let Some(b) = bytes {
                 old.set_item(name, b)?;
             }
         }
-        let names = PyList::new(py, &self.names)?;
+        let names = PyList::new(py, self.old.iter().map(|(name, _)| name))?;
         let undo = (self.version, old, PySet::empty(py)?);
         obj.call_method1(
             intern!(py, "_oaas_undo_entries"),

@@ -14,7 +14,7 @@ use std::time::Duration;
 use pyo3::exceptions::{PyTimeoutError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyBytes, PyDict, PyList};
+use pyo3::types::{PyBytes, PyDict, PyList, PyString};
 use pyo3_async_runtimes::generic::{ContextExt, Runtime as AsyncRuntime};
 use pyo3_async_runtimes::TaskLocals;
 
@@ -435,11 +435,17 @@ impl PyEngine {
             object_id: object_id.into(),
         };
         let mut record = WriteRecord::new(identity, expected_version, time_ms);
-        record.entries.reserve(entries.len());
+        let mut values = Vec::with_capacity(entries.len());
+        let mut size = 0;
         for (k, v) in entries.iter() {
-            let name: String = k.extract()?;
-            let value = v.cast::<PyBytes>()?.as_bytes().to_vec();
-            record.entries.push((name, value));
+            let name = k.cast_into::<PyString>()?;
+            let value = v.cast_into::<PyBytes>()?;
+            size += name.to_str()?.len() + value.as_bytes().len();
+            values.push((name, value));
+        }
+        record.entries = super::layout::Entries::with_capacity(values.len(), size);
+        for (name, value) in &values {
+            record.entries.push(name.to_str()?, value.as_bytes());
         }
         record.deletes = deletes;
         record.delete_object = delete_object;

@@ -31,9 +31,10 @@ pub fn batched_writes(
             object_id: ObjectId::Num(oid),
         };
         let mut r = WriteRecord::new(id, expected, 0);
-        r.entries = (0..n_fields)
-            .map(|f| (format!("f{f}"), vec![fill; value_len]))
-            .collect();
+        let value = vec![fill; value_len];
+        for f in 0..n_fields {
+            r.entries.push(&format!("f{f}"), &value);
+        }
         r
     };
     let write = |records: &[WriteRecord]| -> Result<(), StoreError> {

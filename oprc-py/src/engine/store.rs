@@ -311,8 +311,8 @@ impl LmdbStore {
                     updated_ms: r.time_ms,
                 };
                 metas.insert(okey, Some(meta));
-                for (name, value) in &r.entries {
-                    puts.insert(super::layout::entry_key(okey, name), Some(value.as_slice()));
+                for (name, value) in r.entries.iter() {
+                    puts.insert(super::layout::entry_key(okey, name), Some(value));
                 }
                 for name in &r.deletes {
                     puts.insert(super::layout::entry_key(okey, name), None);
@@ -375,10 +375,7 @@ mod tests {
             object_id: ObjectId::Num(oid),
         };
         let mut r = WriteRecord::new(id, expected, 1000 + expected as i64);
-        r.entries = entries
-            .iter()
-            .map(|(n, v)| (n.to_string(), v.to_vec()))
-            .collect();
+        r.entries = entries.iter().copied().collect();
         r
     }
 
