@@ -14,6 +14,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
+use smallvec::{smallvec, SmallVec};
 
 use super::layout::{StoredObject, WriteRecord};
 use super::store::{LmdbStore, StoreError};
@@ -182,8 +183,36 @@ struct Doorbell {
 
 /// Commits not yet written, by object key, in submission order: the read-your-writes
 /// overlay. foldhash (hashbrown's default hasher) instead of SipHash: this map is
-/// touched twice per commit with the lock held.
-type PendingMap = HashMap<Vec<u8>, Vec<Arc<WriteRecord>>, foldhash::fast::RandomState>;
+/// touched twice per commit with the lock held. Neither the key nor a lone commit's list
+/// allocates: the key is the first listed commit's own `object_key` ([`PendingKey`]),
+/// and one commit fits in the list inline.
+type PendingMap = HashMap<PendingKey, SmallVec<[Arc<WriteRecord>; 1]>, foldhash::fast::RandomState>;
+
+/// A pending map key: a commit, compared and hashed by its `object_key` (and looked up
+/// by `&[u8]`). It is the first commit of its list; when that one is written while later
+/// ones are pending, the entry is re-keyed by the next.
+struct PendingKey(Arc<WriteRecord>);
+
+impl PartialEq for PendingKey {
+    fn eq(&self, other: &PendingKey) -> bool {
+        self.0.object_key == other.0.object_key
+    }
+}
+
+impl Eq for PendingKey {}
+
+impl std::hash::Hash for PendingKey {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        // As `[u8]` hashes: lookups by `&[u8]` (Borrow) must find it.
+        self.0.object_key.as_slice().hash(h);
+    }
+}
+
+impl std::borrow::Borrow<[u8]> for PendingKey {
+    fn borrow(&self) -> &[u8] {
+        &self.0.object_key
+    }
+}
 
 struct Shared {
     doorbell: Doorbell,
@@ -346,14 +375,33 @@ impl Engine {
     /// Queue one commit; its ticket completes per `durable`. A non-zero `token` also
     /// reports the commit's outcome through [`Engine::take_completions`] once it is written.
     pub fn submit(&self, record: WriteRecord, token: u64) -> Result<Ticket, StoreError> {
+        self.queue(record, token, true)
+            .map(|t| t.unwrap_or_else(Ticket::written))
+    }
+
+    /// Queue one commit whose outcome only its `token` reports (non-zero; see
+    /// [`Engine::take_completions`]): no ticket is made or completed.
+    pub fn submit_token(&self, record: WriteRecord, token: u64) -> Result<(), StoreError> {
+        debug_assert!(token != 0, "a commit without a ticket needs a token");
+        self.queue(record, token, false).map(drop)
+    }
+
+    /// `submit` / `submit_token`: the ticket (`None` when `ticket` is false).
+    fn queue(
+        &self,
+        record: WriteRecord,
+        token: u64,
+        ticket: bool,
+    ) -> Result<Option<Ticket>, StoreError> {
         self.check_usable()?;
         let record = Arc::new(record);
         {
             let mut pending = lock(&self.shared.pending);
-            match pending.get_mut(&record.object_key) {
+            match pending.get_mut(record.object_key.as_slice()) {
                 Some(list) => list.push(Arc::clone(&record)),
                 None => {
-                    pending.insert(record.object_key.clone(), vec![Arc::clone(&record)]);
+                    let list = smallvec![Arc::clone(&record)];
+                    pending.insert(PendingKey(Arc::clone(&record)), list);
                 }
             }
         }
@@ -361,11 +409,13 @@ impl Engine {
         self.shared
             .pending_bytes
             .fetch_add(record.nbytes() as i64, Ordering::Relaxed);
-        let (ack, waited) = if self.cfg.durable {
+        let (ack, waited) = if !ticket {
+            (None, None)
+        } else if self.cfg.durable {
             let t = Ticket::new();
-            (t.clone(), Some(t))
+            (Some(t.clone()), Some(t))
         } else {
-            (Ticket::written(), None)
+            (Some(Ticket::written()), None)
         };
         if self
             .send(Msg::Commit((record, waited, Instant::now(), token)), false)
@@ -388,7 +438,7 @@ impl Engine {
         let mut stored = self.shared.store.read(object_key, what)?;
         let pending: Vec<Arc<WriteRecord>> = lock(&self.shared.pending)
             .get(object_key)
-            .cloned()
+            .map(|list| list.to_vec())
             .unwrap_or_default();
         for r in pending {
             let found = stored.as_ref().map_or(0, |s| s.meta.version);
@@ -703,12 +753,24 @@ fn write_batch(sh: &Shared, batch: Vec<Queued>) {
     {
         let mut pending = lock(&sh.pending);
         for (r, _, _, _) in &batch {
-            if let Some(list) = pending.get_mut(&r.object_key) {
-                if let Some(i) = list.iter().position(|x| Arc::ptr_eq(x, r)) {
-                    list.remove(i);
-                }
-                if list.is_empty() {
-                    pending.remove(&r.object_key);
+            let key = r.object_key.as_slice();
+            let Some(list) = pending.get_mut(key) else {
+                continue;
+            };
+            if let Some(i) = list.iter().position(|x| Arc::ptr_eq(x, r)) {
+                list.remove(i);
+            }
+            if list.is_empty() {
+                pending.remove(key);
+            } else if pending
+                .get_key_value(key)
+                .is_some_and(|(k, _)| Arc::ptr_eq(&k.0, r))
+            {
+                // The key's own commit is written: re-key by one still pending, so the
+                // key does not keep a written commit alive.
+                if let Some((old_key, list)) = pending.remove_entry(key) {
+                    let next = list.first().map_or(old_key, |f| PendingKey(Arc::clone(f)));
+                    pending.insert(next, list);
                 }
             }
         }
@@ -906,6 +968,38 @@ mod tests {
         assert_eq!((st.commits, depth), (200, 0));
         assert_eq!(st.batches, 1, "one batch for the whole window");
         e.close();
+    }
+
+    #[test]
+    fn the_overlay_keeps_later_commits_when_the_first_is_written() {
+        // durability "async", a 30 s window: v0 is written by the flush's batch while v1
+        // and v2 of the same object stay pending (the pending entry is re-keyed by v1).
+        let dir = tempfile::tempdir().expect("tempdir");
+        let e = engine_with(dir.path(), false, Duration::from_secs(30));
+        e.submit(rec(1, 0, b"v0"), 0).expect("submit");
+        let flushed = e.flush_ticket();
+        e.submit(rec(1, 1, b"v1"), 0).expect("submit");
+        e.submit(rec(1, 2, b"v2"), 0).expect("submit");
+        assert!(flushed.wait(Some(Duration::from_secs(20))).is_some());
+        let key = rec(1, 0, b"").object_key;
+        {
+            let pending = lock(&e.shared.pending);
+            let (k, list) = pending
+                .get_key_value(key.as_slice())
+                .expect("still pending");
+            let versions: Vec<u64> = list.iter().map(|r| r.expected_version).collect();
+            assert_eq!(versions, vec![1, 2]);
+            assert!(Arc::ptr_eq(&k.0, &list[0]), "keyed by a pending commit");
+        }
+        let got = e.read(&key, &"o").expect("read").expect("present");
+        assert_eq!(
+            (got.meta.version, got.entries[0].1.as_slice()),
+            (3, &b"v2"[..])
+        );
+        e.close();
+        assert!(lock(&e.shared.pending).is_empty());
+        let stored = engine(dir.path(), true).read(&key, &"o").expect("read");
+        assert_eq!(stored.expect("present").meta.version, 3);
     }
 
     #[test]

@@ -324,7 +324,7 @@ impl PyEngine {
                 undo,
             },
         );
-        if let Err(e) = engine.submit(record, token) {
+        if let Err(e) = engine.submit_token(record, token) {
             self.waiters().remove(&token);
             return Err(Failed::Retry(storage_err(e)));
         }
