@@ -34,9 +34,41 @@ from typing import Any, Protocol
 from .errors import StorageError
 from .stores import ObjectKey, Store, StoredObject, WriteRecord, apply_record
 
-__all__ = ["Engine", "CommitTicket", "NativeEngine", "Ticket", "AnyEngine"]
+__all__ = ["Engine", "CommitFuture", "CommitTicket", "NativeEngine", "Ticket", "AnyEngine"]
 
 log = logging.getLogger("oaas_sdk")
+
+
+def thrown(typ: Any, val: Any = None) -> BaseException:
+    """The exception ``coroutine.throw(typ, val)`` raises: ``typ`` itself when it is an
+    exception instance, else ``typ(val)`` (``typ()`` without ``val``)."""
+    if isinstance(typ, BaseException):
+        return typ
+    exc: BaseException = typ() if val is None else typ(val)
+    return exc
+
+
+class CommitFuture(asyncio.Future[None]):
+    """The future of a durable commit made in Python (``submit_future``): an
+    ``asyncio.Future`` that is also a coroutine (``send`` / ``throw`` / ``close``, driving
+    its own ``__await__``), so ``asyncio.run(obj.commit_async())`` and
+    ``asyncio.create_task(obj.commit_async())`` take it, as they take oaas-sdk2-py's
+    ``async def commit_async``. (The native engine's one-call commits have their own,
+    ``_native.CommitFuture``, with the same protocols.)"""
+
+    __slots__ = ()
+
+    def send(self, value: Any) -> Any:
+        if not self.done():
+            self._asyncio_future_blocking = True
+            return self  # the task waits on this future
+        raise StopIteration(self.result())
+
+    def throw(self, typ: Any, val: Any = None, tb: Any = None) -> Any:
+        raise thrown(typ, val)
+
+    def close(self) -> None:
+        pass
 
 
 class CommitTicket:
@@ -245,7 +277,7 @@ class Engine:
         batch with one wake-up of each loop. ``on_error`` runs on ``loop`` before the
         future fails (never when it succeeds). Raises as :meth:`submit`."""
         ticket = self.submit(record)
-        fut: asyncio.Future[None] = loop.create_future()
+        fut: asyncio.Future[None] = CommitFuture(loop=loop)
         if ticket._done:
             _settle(fut, ticket.error, on_error)
             return fut
@@ -508,7 +540,7 @@ class NativeEngine:
         """Queue one commit; returns a future of ``loop`` resolved (with the commit's error,
         if any) when the commit completes. ``on_error`` runs on ``loop`` before the future
         fails. Raises :class:`StorageError` when closed."""
-        fut: asyncio.Future[None] = loop.create_future()
+        fut: asyncio.Future[None] = CommitFuture(loop=loop)
         cls_id, pid, oid = record.key
         if self.acks_at_submit:  # acknowledged once queued
             t = self._submit(cls_id, pid, oid, record.expected_version, record.entries,
@@ -527,13 +559,16 @@ class NativeEngine:
             raise
         return fut
 
-    def commit_object_future(self, obj: Any, encoders: dict[str, Any]) -> Awaitable[None]:
-        """``commit_object`` of a durable commit: returns a future of the running loop,
-        resolved by the engine on that loop when the commit's batch is fsynced, or failed
-        with its ``ConflictError`` / ``StorageError`` after the object's changes are
-        restored (``_native.Engine.commit_object_future``). Raises ``RuntimeError``
-        without a running loop, and as ``commit_object``; nothing is queued then."""
-        loop = asyncio.get_running_loop()
+    def commit_object_future(self, obj: Any, encoders: dict[str, Any],
+                             loop: asyncio.AbstractEventLoop | None = None) -> Awaitable[None]:
+        """``commit_object`` of a durable commit: returns a future of ``loop`` (default:
+        the running loop), resolved by the engine on that loop when the commit's batch is
+        fsynced, or failed with its ``ConflictError`` / ``StorageError`` after the
+        object's changes are restored (``_native.Engine.commit_object_future``). Raises
+        ``RuntimeError`` without a running loop, and as ``commit_object``; nothing is
+        queued then."""
+        if loop is None:
+            loop = asyncio.get_running_loop()
         if loop is not self._watched:
             self._watch(loop)
         return self._commit_object_future(obj, encoders, loop)

@@ -26,6 +26,7 @@ from collections.abc import Awaitable, Iterable
 from typing import Any, ClassVar, TypeVar
 
 from . import codec
+from .engine import thrown
 from .errors import ConflictError, ObjectNotFound, SerializationError
 from .mapped import MappedField, flush_mapped
 from .runtime import Runtime, current
@@ -734,7 +735,11 @@ class OaasObject:
         when the write is durable (``durability="sync"``) or queued (``"async"``).
 
         Errors as :meth:`commit`. Encoding happens before this returns, so later changes
-        to the object are not part of this commit.
+        to the object are not part of this commit; except when called outside a running
+        event loop with ``durability="sync"`` (``asyncio.run(obj.commit_async())``): the
+        commit then runs when the loop starts the returned coroutine. What it returns is
+        a coroutine as well as an awaitable: ``asyncio.run`` and ``asyncio.create_task``
+        take it, as they take oaas-sdk2-py's ``async def commit_async``.
         """
         eng = self._oaas_rt.engine
         if (eng.commit_object is not None and self._oaas_version and not self._oaas_live
@@ -759,8 +764,8 @@ class OaasObject:
             return _failed(error)
         try:
             loop = asyncio.get_running_loop()
-        except BaseException as e:
-            return _failed(e)
+        except RuntimeError:  # no loop yet: commit once one runs this
+            return self._oaas_commit_in_loop()
         undo = self._oaas_apply(record)
         try:
             # On failure the engine runs the undo on this loop before the future's
@@ -793,7 +798,11 @@ class OaasObject:
                 self._oaas_mark_stale(self._oaas_key(), self._oaas_version)
             return _DONE
         try:
-            fut = eng.commit_object_future(self, encoders)
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop yet: commit once one runs this
+            return self._oaas_commit_in_loop()
+        try:
+            fut = eng.commit_object_future(self, encoders, loop)
         except (TypeError, SerializationError) as e:
             return _failed(self._oaas_encode_error(e))
         except BaseException as e:
@@ -801,6 +810,11 @@ class OaasObject:
         if fresh:
             self._oaas_mark_stale(self._oaas_key(), self._oaas_version)
         return fut
+
+    async def _oaas_commit_in_loop(self) -> None:
+        """``commit_async`` called outside a running loop: the commit, once a loop runs
+        this coroutine."""
+        await self.commit_async()
 
     def _oaas_key(self) -> ObjectKey:
         m = self._oaas_meta
@@ -911,7 +925,13 @@ class _LazyField:
 
 
 class _Done:
-    """An already-resolved awaitable (cheaper than a Future for the common no-op commit)."""
+    """An already-resolved awaitable (cheaper than a Future for the common no-op commit).
+
+    Also a coroutine (``send`` / ``throw`` / ``close``), as every awaitable
+    ``commit_async`` returns is: ``asyncio.run(obj.commit_async())`` and
+    ``asyncio.create_task(obj.commit_async())`` take it, as they take oaas-sdk2-py's
+    ``async def commit_async``.
+    """
 
     __slots__ = ()
 
@@ -919,11 +939,22 @@ class _Done:
         return None
         yield  # pragma: no cover - makes this a generator
 
+    def send(self, value: Any) -> Any:
+        raise StopIteration
+
+    def throw(self, typ: Any, val: Any = None, tb: Any = None) -> Any:
+        raise thrown(typ, val)
+
+    def close(self) -> None:
+        pass
+
 
 _DONE = _Done()
 
 
 class _Failed:
+    """An awaitable (and coroutine, as :class:`_Done`) that raises ``error``."""
+
     __slots__ = ("error",)
 
     def __init__(self, error: BaseException) -> None:
@@ -932,6 +963,15 @@ class _Failed:
     def __await__(self) -> Any:
         raise self.error
         yield  # pragma: no cover
+
+    def send(self, value: Any) -> Any:
+        raise self.error
+
+    def throw(self, typ: Any, val: Any = None, tb: Any = None) -> Any:
+        raise thrown(typ, val)
+
+    def close(self) -> None:
+        pass
 
 
 def _failed(e: BaseException) -> Awaitable[None]:

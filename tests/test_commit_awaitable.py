@@ -1,8 +1,9 @@
 """What ``commit_async()`` returns for a durable commit behaves as an asyncio future
-wherever asyncio takes one: ``await``, ``gather``, ``wait``, ``wait_for`` (including its
-timeout, which cancels the wait and not the commit), ``shield``, ``ensure_future``,
-done-callbacks with their contexts, and the states ``result`` / ``exception`` /
-``cancelled`` report.
+wherever asyncio takes one: ``await``, ``gather``, ``wait_for`` (including its timeout,
+which cancels the wait and not the commit), ``shield``, ``ensure_future``, done-callbacks
+with their contexts, and the states ``result`` / ``exception`` / ``cancelled`` report.
+Every awaitable it returns is also a coroutine, as oaas-sdk2-py's ``async def
+commit_async`` is: ``asyncio.run`` and ``asyncio.create_task`` take it.
 
 On the native engine it is the engine's own ``CommitFuture`` (resolved from the loop's
 completion reader, its callbacks run there directly); on the Python engine an
@@ -70,7 +71,9 @@ def test_gather_wait_shield_and_ensure_future(durable) -> None:
     async def run() -> None:
         objs = [await _counter(10 + i) for i in range(4)]
         assert await asyncio.gather(*(_pending(o, 1) for o in objs)) == [None] * 4
-        done, pending = await asyncio.wait([_pending(o, 2) for o in objs])
+        # A coroutine too (as an `async def` commit_async is): asyncio.wait wants tasks.
+        done, pending = await asyncio.wait([asyncio.create_task(_pending(o, 2))  # type: ignore[arg-type]
+                                            for o in objs])
         assert len(done) == 4 and not pending
         assert await asyncio.shield(_pending(objs[0], 3)) is None
         fut = _pending(objs[1], 4)
@@ -224,3 +227,35 @@ def test_a_callback_raising_system_exit_stops_the_loop(durable) -> None:
     with pytest.raises(SystemExit):
         asyncio.run(run())
     assert after == [1]
+
+
+def test_asyncio_run_and_create_task_take_every_commit_awaitable(durable) -> None:
+    """New object (general path), assignments (one-call path), nothing to commit, a
+    refused value: as with an ``async def commit_async``."""
+    c = Counter.create(obj_id=60)
+    assert asyncio.run(c.commit_async()) is None  # no loop when called: runs in the loop
+    c.count = 2
+    assert asyncio.run(c.commit_async()) is None
+    assert asyncio.run(c.commit_async()) is None  # nothing dirty
+
+    async def run() -> None:
+        c.count = 3
+        await asyncio.create_task(c.commit_async())  # type: ignore[arg-type]
+        c.tags = {"a": 1}
+        await asyncio.create_task(c.commit_async())  # type: ignore[arg-type]
+        await asyncio.create_task(c.commit_async())  # type: ignore[arg-type]  # nothing dirty
+        c.count = 4
+        task = asyncio.create_task(c.commit_async())  # type: ignore[arg-type]
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await asyncio.sleep(0)
+
+    asyncio.run(run())
+    object.__setattr__(c, "count", object())  # bypasses conversion: cannot be encoded
+    c._oaas_dirty.add("count")
+    with pytest.raises(TypeError):
+        asyncio.run(c.commit_async())
+    durable.reconfigure(durability="sync")
+    got = Counter.load(60)
+    assert (got.count, got.tags) == (4, {"a": 1})

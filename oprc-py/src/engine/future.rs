@@ -5,8 +5,10 @@
 //! futures.py): `_asyncio_future_blocking`, `get_loop`, `done`, `cancelled`, `result`,
 //! `exception`, `cancel`, `add_done_callback(fn, *, context=None)`,
 //! `remove_done_callback`, and `__await__`; so `await`, `asyncio.gather`, `wait`,
-//! `wait_for`, `shield` and `ensure_future` take it as they take a future (and, like a
-//! future, `asyncio.create_task` does not: it wants a coroutine).
+//! `wait_for`, `shield` and `ensure_future` take it as they take a future. It also speaks
+//! the coroutine protocol (`send`, `throw`, `close`), as every awaitable `commit_async`
+//! returns does: `asyncio.create_task(obj.commit_async())` works, as it does where
+//! `commit_async` is an `async def` (oaas-sdk2-py).
 //!
 //! The difference from `asyncio.Future` is what resolution costs. asyncio schedules each
 //! done-callback with `loop.call_soon` (a Python `Handle` per callback, run by the next
@@ -16,7 +18,7 @@
 //! Everywhere else (a `cancel`, a callback added to a done future, a batch resolved while
 //! a task is running) callbacks go through `call_soon` as asyncio's do.
 
-use pyo3::exceptions::{PyException, PyStopIteration};
+use pyo3::exceptions::{PyBaseException, PyException, PyStopIteration};
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
@@ -178,7 +180,7 @@ impl CommitFuture {
         }
     }
 
-    /// One step of `await`: the future itself while pending (the awaiting task
+    /// One step of `await` / `send`: the future itself while pending (the awaiting task
     /// then waits on it), else its outcome raised (`StopIteration` for success).
     fn step(slf: &Bound<'_, CommitFuture>) -> PyResult<Py<PyAny>> {
         let py = slf.py();
@@ -345,6 +347,35 @@ impl CommitFuture {
     fn __next__(slf: &Bound<'_, Self>) -> PyResult<Py<PyAny>> {
         CommitFuture::step(slf)
     }
+
+    /// Coroutine protocol, as `__next__` (the value sent is ignored): a task made by
+    /// `asyncio.create_task(obj.commit_async())` drives the future itself.
+    #[pyo3(signature = (_value=None))]
+    fn send(slf: &Bound<'_, Self>, _value: Option<&Bound<'_, PyAny>>) -> PyResult<Py<PyAny>> {
+        CommitFuture::step(slf)
+    }
+
+    /// Coroutine protocol: raise the exception thrown in (an instance, or a type made
+    /// with `val`), as an `await` of a future does.
+    #[pyo3(signature = (typ, val=None, _tb=None))]
+    fn throw(
+        &self,
+        typ: &Bound<'_, PyAny>,
+        val: Option<&Bound<'_, PyAny>>,
+        _tb: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        if typ.is_instance_of::<PyBaseException>() {
+            return Err(PyErr::from_value(typ.clone()));
+        }
+        let made = match val {
+            Some(v) if !v.is_none() => typ.call1((v,))?,
+            _ => typ.call0()?,
+        };
+        Err(PyErr::from_value(made))
+    }
+
+    /// Coroutine protocol: nothing to close (the commit is already queued).
+    fn close(&self) {}
 
     fn __repr__(&self) -> &'static str {
         match self.state {
