@@ -259,3 +259,33 @@ def test_asyncio_run_and_create_task_take_every_commit_awaitable(durable) -> Non
     durable.reconfigure(durability="sync")
     got = Counter.load(60)
     assert (got.count, got.tags) == (4, {"a": 1})
+
+
+def test_completions_taken_inside_a_task_wake_waiters_through_the_loop(durable) -> None:
+    """The native engine runs waiters' wake-ups directly only from a loop callback; taken
+    while a task runs (here: this one), they are scheduled, and the waiting task resumes."""
+    if durable.impl != "native":
+        pytest.skip("the engine's own completion routing")
+
+    async def wait(fut: asyncio.Future[None]) -> str:
+        await fut
+        return "resumed"
+
+    async def run() -> None:
+        c = await _counter(70)
+        fut = _pending(c, 2)
+        waiter = asyncio.ensure_future(wait(fut))
+        await asyncio.sleep(0)  # the waiter task now waits on the future
+        eng = runtime.current().engine
+        eng._eng.flush()  # written; the completion reader has not run yet
+        eng._eng.take_ready(asyncio.get_running_loop())  # inside this task
+        assert fut.done()
+        await asyncio.sleep(0)  # the waiter's wake-up was scheduled before this resume
+        assert waiter.done() and waiter.result() == "resumed"
+
+    # Not asyncio.run: were the waiter stuck, its cancellation at shutdown would hang.
+    loop = asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(run())
+    finally:
+        loop.close()

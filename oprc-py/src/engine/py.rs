@@ -269,11 +269,9 @@ impl PyEngine {
             return Ok(out);
         }
         // A loop's own callback with no task running (the reader of the completion
-        // socket) runs the futures' callbacks (the tasks' wake-ups) directly.
-        let direct = match here {
-            Some(h) => current_task(py, h)?.is_none(),
-            None => false,
-        };
+        // socket) runs the futures' callbacks (the tasks' wake-ups) directly. (Should the
+        // check fail, they are scheduled instead: every future taken here must resolve.)
+        let direct = here.is_some_and(|h| current_task(py, h).is_ok_and(|t| t.is_none()));
         for (w, outcome) in mine {
             let error = outcome_err(&outcome);
             if here.is_some_and(|h| h.is(w.event_loop.bind(py))) {
