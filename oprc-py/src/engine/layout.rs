@@ -3,6 +3,9 @@
 //! No pyo3 here.
 
 use std::fmt;
+use std::sync::OnceLock;
+
+use crossbeam_channel::{Receiver, Sender};
 
 /// Version byte that starts every metadata record.
 pub const META_FORMAT: u8 = 1;
@@ -122,7 +125,8 @@ impl Meta {
 /// The entries of a write record, `(field name, value bytes)` in order: names and values
 /// back to back in one buffer, so a record costs two allocations instead of two per
 /// entry (a record is built on the committing thread and freed on the persister's).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// The buffer comes from, and goes back to, a small pool ([`buffers`]).
+#[derive(Debug, Default, PartialEq, Eq)]
 pub struct Entries {
     data: Vec<u8>,
     /// Per entry: start in `data`, name length, value length (the value follows the name).
@@ -130,13 +134,62 @@ pub struct Entries {
     value_bytes: usize,
 }
 
+/// Entry buffers to reuse: a bounded lock-free queue (a crossbeam channel) that written
+/// records' buffers go back to and new records take theirs from. A record's buffer is
+/// about the size of its values (just over a KiB for the benchmark's objects), past the
+/// allocator's small-object fast path: a fresh one costs mimalloc's generic path on the
+/// committing thread and a cross-thread free on the persister's (measured: docs/engine.md).
+/// At most [`POOLED_BUFFERS`] buffers of at most [`POOLED_CAPACITY`] bytes are kept.
+fn buffers() -> &'static BufferPool {
+    static POOL: OnceLock<BufferPool> = OnceLock::new();
+    POOL.get_or_init(|| crossbeam_channel::bounded(POOLED_BUFFERS))
+}
+
+type BufferPool = (Sender<Vec<u8>>, Receiver<Vec<u8>>);
+
+const POOLED_BUFFERS: usize = 256;
+const POOLED_CAPACITY: usize = 16 << 10;
+
+impl Clone for Entries {
+    fn clone(&self) -> Entries {
+        let mut data = Entries::buffer(self.data.len());
+        data.extend_from_slice(&self.data);
+        Entries {
+            data,
+            spans: self.spans.clone(),
+            value_bytes: self.value_bytes,
+        }
+    }
+}
+
+impl Drop for Entries {
+    fn drop(&mut self) {
+        let data = std::mem::take(&mut self.data);
+        if data.capacity() > 0 && data.capacity() <= POOLED_CAPACITY {
+            let _ = buffers().0.try_send(data); // the pool is full: freed
+        }
+    }
+}
+
 impl Entries {
     /// Room for `n` entries of `bytes` name and value bytes in all.
     pub fn with_capacity(n: usize, bytes: usize) -> Entries {
         Entries {
-            data: Vec::with_capacity(bytes),
+            data: Entries::buffer(bytes),
             spans: Vec::with_capacity(n),
             value_bytes: 0,
+        }
+    }
+
+    /// An empty buffer of at least `bytes` capacity, from the pool when it has one.
+    fn buffer(bytes: usize) -> Vec<u8> {
+        match buffers().1.try_recv() {
+            Ok(mut b) => {
+                b.clear();
+                b.reserve(bytes);
+                b
+            }
+            Err(_) => Vec::with_capacity(bytes),
         }
     }
 
@@ -323,6 +376,10 @@ mod tests {
         assert_eq!(got[2], ("b", &[0u8; 100][..]));
         let again: Entries = e.iter().collect();
         assert_eq!(again, e);
+        assert_eq!(e.clone(), e);
+        drop(again); // its buffer goes to the pool; the next record may get it, emptied
+        let next = Entries::with_capacity(1, 4);
+        assert!(next.is_empty() && next.iter().next().is_none());
         assert_eq!(e.to_vec()[1], ("\u{e9}t\u{e9}".to_string(), Vec::new()));
         assert!(Entries::default().is_empty());
     }
