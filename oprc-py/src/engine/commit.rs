@@ -8,9 +8,11 @@
 //! The Python definitions are the reference: `_oaas_prepare` / `_oaas_apply` /
 //! `_oaas_undo_entries` of `OaasObject` and `_settle` of `oaas_sdk/engine.py`.
 
+use pyo3::exceptions::PyKeyError;
+use pyo3::ffi;
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyList, PySet, PyString};
+use pyo3::types::{PyBytes, PyDict, PyList, PySet, PyString, PyTuple};
 
 use super::front::set_plain;
 use super::future::CommitFuture;
@@ -54,11 +56,14 @@ pub(super) fn prepare<'py>(
         },
     };
     // Names first: encoding may run Python code (a hint's conversion) that must not find
-    // the set being iterated.
-    let names: Vec<Bound<'py, PyAny>> = dirty.iter().collect();
+    // the set being iterated. A tuple made in C (cheaper than iterating from here).
+    // SAFETY: `dirty` is a live set; PySequence_Tuple returns a new reference, or NULL
+    // with an exception set.
+    let names = unsafe { Bound::from_owned_ptr_or_err(py, ffi::PySequence_Tuple(dirty.as_ptr())) }?
+        .cast_into::<PyTuple>()?;
     let mut encoded = Vec::with_capacity(names.len());
     let mut size = 0;
-    for name in names {
+    for name in names.iter() {
         let name = name.cast_into::<PyString>()?;
         let data = encoders
             .get_item(&name)?
@@ -148,9 +153,11 @@ pub(super) fn apply<'py>(obj: &Bound<'py, PyAny>, p: Prepared<'py>) -> PyResult<
         .getattr(intern!(py, "_oaas_rt"))?
         .getattr(intern!(py, "dirty"))?
         .cast_into::<PyDict>()?;
-    let id = (obj.as_ptr() as usize).into_pyobject(py)?;
-    if registry.contains(&id)? {
-        registry.del_item(&id)?;
+    // Present: an object with dirty fields is in the registry (one lookup, not two).
+    if let Err(e) = registry.del_item(obj.as_ptr() as usize) {
+        if !e.is_instance_of::<PyKeyError>(py) {
+            return Err(e);
+        }
     }
     if let Ok(mark) = obj
         .getattr(intern!(py, "_oaas_stale"))?
