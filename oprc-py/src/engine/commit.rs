@@ -26,23 +26,44 @@ pub(super) struct Prepared<'py> {
     dirty: Bound<'py, PySet>,
     version: u64,
     time_ms: i64,
+    /// `_oaas_rt` and `_oaas_stale` when the caller read them already.
+    rt: Option<Bound<'py, PyAny>>,
+    stale: Option<Bound<'py, PyAny>>,
 }
 
-/// Read `obj`'s bookkeeping and encode its dirty fields into the commit's record with `encoders[name]` (the
-/// field's `FieldType`; its native `encode` is called directly). Nothing on the object
-/// changes. Errors: an encoding error unchanged, with the field's name as its
-/// `_oaas_field` attribute; `TypeError` / `AttributeError` when the object lacks the
-/// bookkeeping; `ValueError` when a dirty field has no encoder.
+/// The bookkeeping the native `commit_async` reads to decide on the one-call commit,
+/// handed on so that [`prepare`] and [`apply`] do not read it again.
+pub(super) struct Known<'py> {
+    pub version: u64,
+    pub dirty: Bound<'py, PySet>,
+    pub rt: Bound<'py, PyAny>,
+    pub stale: Bound<'py, PyAny>,
+}
+
+/// Read `obj`'s bookkeeping and encode its dirty fields into the commit's record with
+/// `encoders[name]` (the field's `FieldType`; its native `encode` is called directly).
+/// Nothing on the object changes. `known`: the version, dirty set, runtime and stale mark
+/// when the caller read them already (else they are read here). Errors: an encoding error
+/// unchanged, with the field's name as its `_oaas_field` attribute; `TypeError` /
+/// `AttributeError` when the object lacks the bookkeeping; `ValueError` when a dirty
+/// field has no encoder.
 pub(super) fn prepare<'py>(
     obj: &Bound<'py, PyAny>,
     encoders: &Bound<'py, PyDict>,
+    known: Option<Known<'py>>,
 ) -> PyResult<(WriteRecord, Prepared<'py>)> {
     let py = obj.py();
     let meta = obj.getattr(intern!(py, "_oaas_meta"))?;
-    let version: u64 = obj.getattr(intern!(py, "_oaas_version"))?.extract()?;
-    let dirty = obj
-        .getattr(intern!(py, "_oaas_dirty"))?
-        .cast_into::<PySet>()?;
+    let (version, dirty, rt, stale) = match known {
+        Some(k) => (k.version, k.dirty, Some(k.rt), Some(k.stale)),
+        None => (
+            obj.getattr(intern!(py, "_oaas_version"))?.extract()?,
+            obj.getattr(intern!(py, "_oaas_dirty"))?
+                .cast_into::<PySet>()?,
+            None,
+            None,
+        ),
+    };
     let committed = obj
         .getattr(intern!(py, "_oaas_committed"))?
         .cast_into::<PyDict>()?;
@@ -105,6 +126,8 @@ pub(super) fn prepare<'py>(
         dirty,
         version,
         time_ms,
+        rt,
+        stale,
     };
     Ok((record, prepared))
 }
@@ -149,20 +172,22 @@ pub(super) fn apply<'py>(obj: &Bound<'py, PyAny>, p: Prepared<'py>) -> PyResult<
         p.time_ms.into_pyobject(py)?.as_any(),
     )?;
     p.dirty.clear();
-    let registry = obj
-        .getattr(intern!(py, "_oaas_rt"))?
-        .getattr(intern!(py, "dirty"))?
-        .cast_into::<PyDict>()?;
+    let rt = match p.rt {
+        Some(rt) => rt,
+        None => obj.getattr(intern!(py, "_oaas_rt"))?,
+    };
+    let registry = rt.getattr(intern!(py, "dirty"))?.cast_into::<PyDict>()?;
     // Present: an object with dirty fields is in the registry (one lookup, not two).
     if let Err(e) = registry.del_item(obj.as_ptr() as usize) {
         if !e.is_instance_of::<PyKeyError>(py) {
             return Err(e);
         }
     }
-    if let Ok(mark) = obj
-        .getattr(intern!(py, "_oaas_stale"))?
-        .cast_into::<PyList>()
-    {
+    let stale = match p.stale {
+        Some(stale) => stale,
+        None => obj.getattr(intern!(py, "_oaas_stale"))?,
+    };
+    if let Ok(mark) = stale.cast_into::<PyList>() {
         mark.set_item(1, new_version)?;
     }
     Ok(())

@@ -20,6 +20,7 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PySet, PyTuple, PyType};
 
+use super::commit::Known;
 use super::py::{Failed, PyEngine};
 
 use crate::data::py_codec::MethodDef;
@@ -223,11 +224,13 @@ fn commit_async_fast<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py,
     let Ok(native) = native.cast::<PyEngine>() else {
         return Ok(None);
     };
-    if !obj.getattr(intern!(py, "_oaas_version"))?.is_truthy()?
+    let version = obj.getattr(intern!(py, "_oaas_version"))?;
+    let stale = obj.getattr(intern!(py, "_oaas_stale"))?;
+    if !version.is_truthy()?
         || obj.getattr(intern!(py, "_oaas_live"))?.is_truthy()?
         || obj.getattr(intern!(py, "_oaas_deleted"))?.is_truthy()?
         || cls.getattr(intern!(py, "_oaas_mapped"))?.is_truthy()?
-        || obj.getattr(intern!(py, "_oaas_stale"))?.is_none()
+        || stale.is_none()
     {
         return Ok(None);
     }
@@ -247,17 +250,28 @@ fn commit_async_fast<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py,
     if encoders.is_empty() {
         return Ok(None);
     }
+    let known = Known {
+        version: version.extract()?,
+        dirty,
+        rt,
+        stale,
+    };
     let outcome = if native.get().durable() {
         let event_loop = eng.getattr(intern!(py, "_watched"))?;
         if !runs_here(&event_loop)? {
             return Ok(None);
         }
-        native.get().commit_future(obj, &encoders, &event_loop)
+        native
+            .get()
+            .commit_future(obj, &encoders, &event_loop, Some(known))
     } else {
-        native.get().commit_now(obj, &encoders).and_then(|()| {
-            cls.getattr(intern!(py, "_oaas_done"))
-                .map_err(Failed::Final)
-        })
+        native
+            .get()
+            .commit_now(obj, &encoders, Some(known))
+            .and_then(|()| {
+                cls.getattr(intern!(py, "_oaas_done"))
+                    .map_err(Failed::Final)
+            })
     };
     match outcome {
         Ok(awaitable) => Ok(Some(awaitable)),

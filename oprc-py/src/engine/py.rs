@@ -19,7 +19,7 @@ use pyo3_async_runtimes::generic::{ContextExt, Runtime as AsyncRuntime};
 use pyo3_async_runtimes::TaskLocals;
 
 use super::batcher::{Engine, EngineConfig, Outcome, Ticket};
-use super::commit::{self, NativeWaiter};
+use super::commit::{self, Known, NativeWaiter};
 use super::future::CommitFuture;
 use super::layout::{Identity, ObjectId, WriteRecord};
 use super::mapped::MappedFile;
@@ -284,14 +284,16 @@ impl PyEngine {
     }
 
     /// `commit_object`: see there.
-    pub(super) fn commit_now(
+    /// `known`: the object's bookkeeping when the caller read it already.
+    pub(super) fn commit_now<'py>(
         &self,
-        obj: &Bound<'_, PyAny>,
-        encoders: &Bound<'_, PyDict>,
+        obj: &Bound<'py, PyAny>,
+        encoders: &Bound<'py, PyDict>,
+        known: Option<Known<'py>>,
     ) -> Result<(), Failed> {
         let engine = self.engine().map_err(Failed::Retry)?;
         throttle(obj.py(), &engine).map_err(Failed::Final)?;
-        let (record, p) = commit::prepare(obj, encoders).map_err(Failed::Retry)?;
+        let (record, p) = commit::prepare(obj, encoders, known).map_err(Failed::Retry)?;
         engine
             .submit(record, 0)
             .map_err(|e| Failed::Retry(storage_err(e)))?;
@@ -304,13 +306,14 @@ impl PyEngine {
         obj: &Bound<'py, PyAny>,
         encoders: &Bound<'py, PyDict>,
         event_loop: &Bound<'py, PyAny>,
+        known: Option<Known<'py>>,
     ) -> Result<Bound<'py, PyAny>, Failed> {
         let py = obj.py();
         let engine = self.engine().map_err(Failed::Retry)?;
         throttle(py, &engine).map_err(Failed::Final)?;
         let future =
             Py::new(py, CommitFuture::new(event_loop.clone().unbind())).map_err(Failed::Retry)?;
-        let (record, p) = commit::prepare(obj, encoders).map_err(Failed::Retry)?;
+        let (record, p) = commit::prepare(obj, encoders, known).map_err(Failed::Retry)?;
         let undo = p.undo(obj).map_err(Failed::Retry)?;
         let token = self.next_token.fetch_add(1, Ordering::Relaxed);
         // Registered before it is queued: another thread may take the completion first.
@@ -471,7 +474,8 @@ impl PyEngine {
     /// attribute; `StorageError` when the engine is closed; `TypeError`/`AttributeError`
     /// when the object lacks the bookkeeping. Nothing is queued or changed then.
     fn commit_object(&self, obj: &Bound<'_, PyAny>, encoders: &Bound<'_, PyDict>) -> PyResult<()> {
-        self.commit_now(obj, encoders).map_err(Failed::into_err)
+        self.commit_now(obj, encoders, None)
+            .map_err(Failed::into_err)
     }
 
     /// `commit_object` of a durable commit: returns a future of `event_loop` (made by
@@ -487,7 +491,7 @@ impl PyEngine {
         encoders: &Bound<'py, PyDict>,
         event_loop: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        self.commit_future(obj, encoders, event_loop)
+        self.commit_future(obj, encoders, event_loop, None)
             .map_err(Failed::into_err)
     }
 
