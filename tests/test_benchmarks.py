@@ -22,6 +22,7 @@ import pytest
 
 from benchmarks import ycsb
 from benchmarks.report import OPS
+from oaas_sdk import native_available
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -223,3 +224,13 @@ def test_quick_run_writes_plots(quick_run: tuple[dict[str, Any], Path]) -> None:
     assert names <= {p.name for p in plot_dir.glob("*.png")}
     for n in names:
         assert (plot_dir / n).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.skipif(not native_available(), reason="the native extension is not built")
+def test_loop_cpu_measures_both_figures(tmp_path: Path) -> None:
+    """``benchmarks.loop_cpu`` (comparisons of builds) runs and reports positive figures."""
+    from benchmarks import loop_cpu
+
+    durable = loop_cpu.durable_loop_cpu(4, 0.2, tmp_path)
+    assert durable["commits_per_s"] > 0 and durable["loop_cpu_us_per_commit"] > 0
+    assert loop_cpu.async_commit_call_us(0.2, tmp_path) > 0
