@@ -39,7 +39,7 @@ class Ticket:
 
 class CommitFuture:
     """The future of a durable one-call commit: asyncio's future protocol (``await``,
-    ``asyncio.gather`` / ``wait`` / ``wait_for`` / ``shield`` take it as a future). Made
+    ``asyncio.gather`` / ``wait_for`` / ``shield`` take it as a future). Made
     and resolved by :class:`Engine`; its done-callbacks run from :meth:`Engine.take_ready`
     on the loop's thread (docs/engine.md)."""
 
@@ -56,6 +56,11 @@ class CommitFuture:
     def __await__(self) -> Generator[Any]: ...
     def __iter__(self) -> Generator[Any]: ...
     def __next__(self) -> Any: ...
+    # The coroutine protocol, as every awaitable ``commit_async`` returns: ``asyncio.run``
+    # and ``asyncio.create_task`` take it.
+    def send(self, value: Any = None) -> Any: ...
+    def throw(self, typ: Any, val: Any = None, tb: Any = None) -> Any: ...
+    def close(self) -> None: ...
 
 
 class Engine:

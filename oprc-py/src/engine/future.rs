@@ -4,11 +4,12 @@
 //! It speaks asyncio's future protocol, as `asyncio.Future` defines it (Lib/asyncio/
 //! futures.py): `_asyncio_future_blocking`, `get_loop`, `done`, `cancelled`, `result`,
 //! `exception`, `cancel`, `add_done_callback(fn, *, context=None)`,
-//! `remove_done_callback`, and `__await__`; so `await`, `asyncio.gather`, `wait`,
-//! `wait_for`, `shield` and `ensure_future` take it as they take a future. It also speaks
-//! the coroutine protocol (`send`, `throw`, `close`), as every awaitable `commit_async`
-//! returns does: `asyncio.create_task(obj.commit_async())` works, as it does where
-//! `commit_async` is an `async def` (oaas-sdk2-py).
+//! `remove_done_callback`, and `__await__`; so `await`, `asyncio.gather`, `wait_for`,
+//! `shield` and `ensure_future` take it as they take a future. It also speaks the
+//! coroutine protocol (`send`, `throw`, `close`), as every awaitable `commit_async`
+//! returns does: `asyncio.run` and `asyncio.create_task(obj.commit_async())` work, as they
+//! do where `commit_async` is an `async def` (oaas-sdk2-py); and, as for a coroutine,
+//! `asyncio.wait` wants tasks of it.
 //!
 //! The difference from `asyncio.Future` is what resolution costs. asyncio schedules each
 //! done-callback with `loop.call_soon` (a Python `Handle` per callback, run by the next
