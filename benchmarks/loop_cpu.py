@@ -1,17 +1,17 @@
 """The event loop thread's cost per commit, for comparing builds of the native engine.
 
-Two measures, each over ``--seconds`` per run, ``--runs`` runs, medians printed (and
-every run with ``--json``):
+Two measures, ``--runs`` runs each, medians printed (and every run with ``--json``):
 
 - ``durable``: the durable workload of ``benchmarks.persistence`` (``committers`` tasks,
   each assigning 10 fields of 100 bytes of its own 1 KB object and awaiting
-  ``commit_async()``, ``durability="sync"``): commits per second, and the CPU time of the
-  event loop's thread per commit (``time.thread_time``), in µs. At hundreds of committers
+  ``commit_async()``, ``durability="sync"``, ``--seconds`` per run): commits per second,
+  and the CPU time of the event loop's thread per commit (``time.thread_time``), in µs.
+  At hundreds of committers
   that thread is the bottleneck, so its CPU per commit is what a change of the commit path
   moves; it is steadier than the rate, which also follows the disk.
-- ``async``: one task rewriting 256 objects in turn, ``durability="async"``: the mean
-  wall time of the ``commit_async()`` call alone, in µs (as
-  ``benchmarks.persistence.calling_thread_us``, without its blocks).
+- ``async``: one task rewriting 256 objects in turn, ``durability="async"``: the wall
+  time of the ``commit_async()`` call alone, in µs
+  (``benchmarks.persistence.calling_thread_us``, ``--commits`` commits per run).
 
 To compare two builds, run this alternately against a copy of each package, e.g.
 ``PYTHONPATH=/tmp/build-a python -m benchmarks.loop_cpu`` then ``PYTHONPATH=/tmp/build-b
@@ -26,76 +26,29 @@ import asyncio
 import json
 import statistics
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 from oaas_sdk import OaasConfig, oaas
 
-from .persistence import NAMES, Rec
-
-
-def _configure(path: Path, durability: str) -> None:
-    oaas.configure(OaasConfig(storage=f"lmdb:{path}", native="on", durability=durability,
-                              batch_max_delay_ms=1.0))
+from .persistence import Rec, _configure, calling_thread_us, committers_run
 
 
 def durable_loop_cpu(committers: int, seconds: float, base: Path) -> dict[str, float]:
     """Durable commits/s and the event loop thread's CPU µs per commit."""
-    _configure(Path(tempfile.mkdtemp(dir=base)), "sync")
+    _configure("native", Path(tempfile.mkdtemp(dir=base)), "sync")
     objs = [Rec.create(obj_id=i) for i in range(committers)]
-
-    async def run() -> tuple[int, float, float]:
-        await oaas.commit_all_async()
-        stop = time.perf_counter() + seconds
-        done = 0
-
-        async def worker(o: Rec) -> None:
-            nonlocal done
-            n = 0
-            while time.perf_counter() < stop:
-                n += 1
-                v = bytes([n % 256]) * 100
-                for name in NAMES:
-                    setattr(o, name, v)
-                await o.commit_async()
-                done += 1
-
-        cpu0, t0 = time.thread_time(), time.perf_counter()
-        await asyncio.gather(*(worker(o) for o in objs))
-        return done, time.thread_time() - cpu0, time.perf_counter() - t0
-
-    done, cpu, wall = asyncio.run(run())
+    done, cpu, wall = asyncio.run(committers_run(objs, seconds))
     oaas.configure(OaasConfig(mock_mode=True, native="off"))
     return {"commits_per_s": round(done / wall, 1),
             "loop_cpu_us_per_commit": round(cpu / done * 1e6, 3)}
 
 
-def async_commit_call_us(seconds: float, base: Path) -> float:
-    """Mean µs of the ``commit_async()`` call, ``durability="async"``."""
-    _configure(Path(tempfile.mkdtemp(dir=base)), "async")
-    objs = [Rec.create(obj_id=i) for i in range(256)]
-
-    async def run() -> float:
-        await oaas.commit_all_async()
-        stop = time.perf_counter() + seconds
-        k = spent = n = 0
-        while time.perf_counter() < stop:
-            o = objs[k % 256]
-            k += 1
-            v = bytes([k % 256]) * 100
-            for name in NAMES:
-                setattr(o, name, v)
-            t = time.perf_counter_ns()
-            aw = o.commit_async()
-            spent += time.perf_counter_ns() - t
-            n += 1
-            await aw
-        return spent / n / 1000
-
-    us = asyncio.run(run())
-    oaas.configure(OaasConfig(mock_mode=True, native="off"))
-    return round(us, 3)
+def async_commit_call_us(commits: int, base: Path) -> float:
+    """µs of the ``commit_async()`` call, ``durability="async"``
+    (:func:`benchmarks.persistence.calling_thread_us`)."""
+    path = Path(tempfile.mkdtemp(dir=base))
+    return calling_thread_us("native", path, n=commits)["commit_async_us"]
 
 
 def main() -> None:
@@ -103,12 +56,14 @@ def main() -> None:
     ap.add_argument("--committers", type=int, default=256)
     ap.add_argument("--seconds", type=float, default=1.0, help="per run")
     ap.add_argument("--runs", type=int, default=2)
+    ap.add_argument("--commits", type=int, default=20000,
+                    help="per run of the commit_async() call measure")
     ap.add_argument("--json", type=str, default=None)
     a = ap.parse_args()
     with tempfile.TemporaryDirectory() as d:
         base = Path(d)
         durable = [durable_loop_cpu(a.committers, a.seconds, base) for _ in range(a.runs)]
-        calls = [async_commit_call_us(a.seconds, base) for _ in range(a.runs)]
+        calls = [async_commit_call_us(a.commits, base) for _ in range(a.runs)]
     out: dict[str, Any] = {
         "committers": a.committers,
         "durable_runs": durable,

@@ -1,24 +1,15 @@
 """``OaasObject.commit_async`` follows the configured implementation: a native method with
 ``native="on"`` on an LMDB store (the one-call commit; the Python definition for every
 other case), the Python definition with ``native="off"`` or on the memory store (whose
-engine is the Python one). The behaviour of commits is tested on both by
-the rest of the suite; these cover the method itself."""
+engine is the Python one; which one is installed: tests/test_setattr_impl.py). The
+behaviour of commits is tested on both by the rest of the suite; these cover the method
+itself."""
 
 from __future__ import annotations
-
-import types
 
 from oaas_sdk import OaasObject, oaas, runtime
 
 from .models import Counter
-
-
-def test_implementation_follows_configuration(sdk) -> None:
-    impl = OaasObject.__dict__["commit_async"]
-    if sdk.impl == "native" and sdk.store == "lmdb":
-        assert not isinstance(impl, types.FunctionType)  # a method descriptor
-    else:
-        assert isinstance(impl, types.FunctionType)
 
 
 async def test_clean_object_leaves_the_dirty_registry(sdk) -> None:

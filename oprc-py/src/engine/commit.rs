@@ -83,7 +83,6 @@ pub(super) fn prepare<'py>(
     let names = unsafe { Bound::from_owned_ptr_or_err(py, ffi::PySequence_Tuple(dirty.as_ptr())) }?
         .cast_into::<PyTuple>()?;
     let mut encoded = Vec::with_capacity(names.len());
-    let mut size = 0;
     for name in names.iter() {
         let name = name.cast_into::<PyString>()?;
         let data = encoders
@@ -108,13 +107,9 @@ pub(super) fn prepare<'py>(
                 return Err(e);
             }
         };
-        size += name.to_str()?.len() + data.as_bytes().len();
         encoded.push((name, data));
     }
-    let mut entries = Entries::with_capacity(encoded.len(), size);
-    for (name, data) in &encoded {
-        entries.push(name.to_str()?, data.as_bytes());
-    }
+    let entries = entries_of(&encoded)?;
     let time_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
@@ -130,6 +125,21 @@ pub(super) fn prepare<'py>(
         stale,
     };
     Ok((record, prepared))
+}
+
+/// A record's entries from `(field name, value bytes)` pairs, in their order, sized
+/// for all of them up front (one buffer, see [`Entries`]). Fails only on a name that is
+/// not valid UTF-8 (a lone surrogate).
+pub(super) fn entries_of(pairs: &[(Bound<'_, PyString>, Bound<'_, PyBytes>)]) -> PyResult<Entries> {
+    let mut size = 0;
+    for (name, data) in pairs {
+        size += name.to_str()?.len() + data.as_bytes().len();
+    }
+    let mut entries = Entries::with_capacity(pairs.len(), size);
+    for (name, data) in pairs {
+        entries.push(name.to_str()?, data.as_bytes());
+    }
+    Ok(entries)
 }
 
 impl<'py> Prepared<'py> {

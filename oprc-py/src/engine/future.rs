@@ -40,10 +40,12 @@ enum State {
 pub struct CommitFuture {
     event_loop: Py<PyAny>,
     state: State,
-    /// Done-callbacks and their `contextvars.Context` (None: the current one).
-    callbacks: Vec<(Py<PyAny>, Option<Py<PyAny>>)>,
+    callbacks: Callbacks,
     blocking: bool,
 }
+
+/// Done-callbacks and their `contextvars.Context` (None: the current one).
+type Callbacks = Vec<(Py<PyAny>, Option<Py<PyAny>>)>;
 
 /// `asyncio.CancelledError` / `asyncio.InvalidStateError`.
 fn asyncio_error<'py>(py: Python<'py>, name: &'static str) -> PyResult<Bound<'py, PyType>> {
@@ -116,16 +118,8 @@ impl CommitFuture {
     /// every callback has run. Not `direct`: each callback through `loop.call_soon`.
     pub fn resolve(slf: &Bound<'_, CommitFuture>, error: Option<Py<PyAny>>, direct: bool) {
         let py = slf.py();
-        let (callbacks, event_loop) = {
-            let mut me = slf.borrow_mut();
-            if !me.is_pending() {
-                return;
-            }
-            me.state = State::Done(error);
-            (
-                std::mem::take(&mut me.callbacks),
-                me.event_loop.clone_ref(py),
-            )
+        let Some((callbacks, event_loop)) = CommitFuture::finish(slf, State::Done(error)) else {
+            return;
         };
         let event_loop = event_loop.bind(py);
         if !direct {
@@ -171,28 +165,30 @@ impl CommitFuture {
         }
     }
 
-    /// `StopIteration` (done), the failure, `CancelledError`; `None` while pending.
-    fn outcome(&self, py: Python<'_>) -> Option<PyErr> {
-        match &self.state {
-            State::Pending => None,
-            State::Done(None) => Some(PyStopIteration::new_err(())),
-            State::Done(Some(e)) => Some(PyErr::from_value(e.bind(py).clone())),
-            State::Cancelled(msg) => Some(cancelled_err(py, msg.as_ref())),
+    /// Leave the pending state for `state`: the callbacks to run and the loop, or `None`
+    /// when the future is done already.
+    fn finish(slf: &Bound<'_, CommitFuture>, state: State) -> Option<(Callbacks, Py<PyAny>)> {
+        let mut me = slf.borrow_mut();
+        if !me.is_pending() {
+            return None;
         }
+        me.state = state;
+        Some((
+            std::mem::take(&mut me.callbacks),
+            me.event_loop.clone_ref(slf.py()),
+        ))
     }
 
     /// One step of `await` / `send`: the future itself while pending (the awaiting task
     /// then waits on it), else its outcome raised (`StopIteration` for success).
     fn step(slf: &Bound<'_, CommitFuture>) -> PyResult<Py<PyAny>> {
-        let py = slf.py();
         let mut me = slf.borrow_mut();
-        match me.outcome(py) {
-            None => {
-                me.blocking = true;
-                Ok(slf.clone().into_any().unbind())
-            }
-            Some(e) => Err(e),
+        if me.is_pending() {
+            me.blocking = true;
+            return Ok(slf.clone().into_any().unbind());
         }
+        me.result(slf.py())?;
+        Err(PyStopIteration::new_err(()))
     }
 }
 
@@ -274,16 +270,8 @@ impl CommitFuture {
     #[pyo3(signature = (msg=None))]
     fn cancel(slf: &Bound<'_, Self>, msg: Option<Py<PyAny>>) -> PyResult<bool> {
         let py = slf.py();
-        let (callbacks, event_loop) = {
-            let mut me = slf.borrow_mut();
-            if !me.is_pending() {
-                return Ok(false);
-            }
-            me.state = State::Cancelled(msg);
-            (
-                std::mem::take(&mut me.callbacks),
-                me.event_loop.clone_ref(py),
-            )
+        let Some((callbacks, event_loop)) = CommitFuture::finish(slf, State::Cancelled(msg)) else {
+            return Ok(false);
         };
         for (cb, ctx) in callbacks {
             call_soon(event_loop.bind(py), &cb, slf.as_any(), ctx.as_ref())?;

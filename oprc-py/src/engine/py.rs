@@ -436,18 +436,11 @@ impl PyEngine {
             object_id: object_id.into(),
         };
         let mut record = WriteRecord::new(identity, expected_version, time_ms);
-        let mut values = Vec::with_capacity(entries.len());
-        let mut size = 0;
+        let mut pairs = Vec::with_capacity(entries.len());
         for (k, v) in entries.iter() {
-            let name = k.cast_into::<PyString>()?;
-            let value = v.cast_into::<PyBytes>()?;
-            size += name.to_str()?.len() + value.as_bytes().len();
-            values.push((name, value));
+            pairs.push((k.cast_into::<PyString>()?, v.cast_into::<PyBytes>()?));
         }
-        record.entries = super::layout::Entries::with_capacity(values.len(), size);
-        for (name, value) in &values {
-            record.entries.push(name.to_str()?, value.as_bytes());
-        }
+        record.entries = commit::entries_of(&pairs)?;
         record.deletes = deletes;
         record.delete_object = delete_object;
         let ticket = engine.submit(record, token).map_err(storage_err)?;
