@@ -560,15 +560,12 @@ class NativeEngine:
         return fut
 
     def commit_object_future(self, obj: Any, encoders: dict[str, Any],
-                             loop: asyncio.AbstractEventLoop | None = None) -> Awaitable[None]:
-        """``commit_object`` of a durable commit: returns a future of ``loop`` (default:
-        the running loop), resolved by the engine on that loop when the commit's batch is
+                             loop: asyncio.AbstractEventLoop) -> Awaitable[None]:
+        """``commit_object`` of a durable commit: returns a future of ``loop`` (the
+        running loop), resolved by the engine on that loop when the commit's batch is
         fsynced, or failed with its ``ConflictError`` / ``StorageError`` after the
         object's changes are restored (``_native.Engine.commit_object_future``). Raises
-        ``RuntimeError`` without a running loop, and as ``commit_object``; nothing is
-        queued then."""
-        if loop is None:
-            loop = asyncio.get_running_loop()
+        as ``commit_object``; nothing is queued then."""
         if loop is not self._watched:
             self._watch(loop)
         return self._commit_object_future(obj, encoders, loop)

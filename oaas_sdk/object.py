@@ -924,8 +924,9 @@ class _LazyField:
         return value
 
 
-class _Done:
-    """An already-resolved awaitable (cheaper than a Future for the common no-op commit).
+class _Resolved:
+    """An awaitable resolved already: ``None``, or raising ``error`` (cheaper than a
+    Future for the common no-op commit and for errors found before anything is queued).
 
     Also a coroutine (``send`` / ``throw`` / ``close``), as every awaitable
     ``commit_async`` returns is: ``asyncio.run(obj.commit_async())`` and
@@ -933,13 +934,20 @@ class _Done:
     ``async def commit_async``.
     """
 
-    __slots__ = ()
+    __slots__ = ("error",)
+
+    def __init__(self, error: BaseException | None = None) -> None:
+        self.error = error
 
     def __await__(self) -> Any:
+        if self.error is not None:
+            raise self.error
         return None
         yield  # pragma: no cover - makes this a generator
 
     def send(self, value: Any) -> Any:
+        if self.error is not None:
+            raise self.error
         raise StopIteration
 
     def throw(self, typ: Any, val: Any = None, tb: Any = None) -> Any:
@@ -949,33 +957,11 @@ class _Done:
         pass
 
 
-_DONE = _Done()
-
-
-class _Failed:
-    """An awaitable (and coroutine, as :class:`_Done`) that raises ``error``."""
-
-    __slots__ = ("error",)
-
-    def __init__(self, error: BaseException) -> None:
-        self.error = error
-
-    def __await__(self) -> Any:
-        raise self.error
-        yield  # pragma: no cover
-
-    def send(self, value: Any) -> Any:
-        raise self.error
-
-    def throw(self, typ: Any, val: Any = None, tb: Any = None) -> Any:
-        raise thrown(typ, val)
-
-    def close(self) -> None:
-        pass
+_DONE = _Resolved()
 
 
 def _failed(e: BaseException) -> Awaitable[None]:
-    return _Failed(e)
+    return _Resolved(e)
 
 
 class _FieldDefault:
