@@ -1,20 +1,54 @@
 """Configuration of the SDK: :class:`OaasConfig`.
 
 Every field can be set in code or from the environment as ``OAAS_<FIELD>`` (upper case),
-read by pydantic-settings; values given in code win over the environment.
+read by pydantic-settings; values given in code win over the environment. The unprefixed
+names that oaas-sdk2-py and the OaaS platform set (:data:`LEGACY_ENV`: ``HTTP_PORT``,
+``MOCK_MODE``, ``OPRC_PARTITION_DEFAULT``, ...) are read too, with ``OAAS_*`` winning.
 """
 
 from __future__ import annotations
 
+import json
+import os
 from typing import Any, Literal
 
 import pydantic
 from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from .errors import ConfigError
 
-__all__ = ["OaasConfig"]
+__all__ = ["OaasConfig", "LEGACY_ENV"]
+
+LEGACY_ENV: dict[str, str] = {
+    "mock_mode": "MOCK_MODE",
+    "async_mode": "ASYNC_MODE",
+    "auto_commit": "AUTO_COMMIT",
+    "batch_size": "BATCH_SIZE",
+    "oprc_zenoh_peers": "OPRC_ZENOH_PEERS",
+    "oprc_partition_default": "OPRC_PARTITION_DEFAULT",
+    "http_port": "HTTP_PORT",
+}
+"""Field -> the unprefixed environment variable oaas-sdk2-py or the OaaS platform sets for
+it. Read when ``OAAS_<FIELD>`` is not set."""
+
+
+class _LegacyEnv(PydanticBaseSettingsSource):
+    """Settings source of the unprefixed names in :data:`LEGACY_ENV` (below OAAS_*)."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        name = LEGACY_ENV.get(field_name)
+        value = os.environ.get(name) if name else None
+        return value, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for field_name, name in LEGACY_ENV.items():
+            value = os.environ.get(name)
+            if value is not None:
+                out[field_name] = value
+        return out
 
 
 class OaasConfig(BaseSettings):
@@ -76,6 +110,44 @@ class OaasConfig(BaseSettings):
         default=0, ge=0, lt=2**32, description="Partition id of objects created here."
     )
     batch_size: int = Field(default=100, description="Deprecated in oaas-sdk2-py; unused.")
+    # Serving and remote invocation (oaas_sdk.rpc).
+    http_port: int = Field(
+        default=8080, ge=0, lt=65536,
+        description="Port of oaas.start_server()/run_or_gen() when none is given (0: any "
+        "free port); also read from HTTP_PORT as the OaaS platform sets it."
+    )
+    server_host: str = Field(
+        default="0.0.0.0", min_length=1,
+        description="Address the server binds (\"127.0.0.1\": this host only)."
+    )
+    routes: dict[str, str] = Field(
+        default_factory=dict,
+        description='Remote classes: cls_id -> "host:port" of the process serving them. '
+        'Keys "<package>.*" (a package) and "*" (everything not served here) are fallbacks. '
+        "From the environment as JSON: OAAS_ROUTES='{\"example.Counter\": \"10.0.0.5:8080\"}'."
+    )
+    rpc_max_message_bytes: int = Field(
+        default=16 << 20, ge=1024,
+        description="Largest gRPC message (request or response) sent or received, in bytes."
+    )
+    rpc_timeout_s: float | None = Field(
+        default=None, gt=0,
+        description="Deadline of a remote call whose method declares no timeout, in seconds "
+        "(None: no deadline)."
+    )
+    shutdown_grace_s: float = Field(
+        default=20.0, ge=0,
+        description="On SIGTERM/SIGINT, calls in flight get this long to finish, in seconds."
+    )
+
+    @classmethod
+    def settings_customise_sources(
+        cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, _LegacyEnv(settings_cls), dotenv_settings,
+                file_secret_settings)
 
     def __init__(self, **values: Any) -> None:
         try:
@@ -96,6 +168,40 @@ class OaasConfig(BaseSettings):
 
         parse_storage_url(v)
         return v
+
+    @field_validator("routes", mode="before")
+    @classmethod
+    def _parse_routes(cls, v: Any) -> Any:
+        if isinstance(v, str):  # a JSON object, as from OAAS_ROUTES
+            try:
+                return json.loads(v)
+            except ValueError as e:
+                raise ValueError(f"routes must be a JSON object: {e}") from None
+        return v
+
+    @field_validator("routes")
+    @classmethod
+    def _check_routes(cls, v: dict[str, str]) -> dict[str, str]:
+        for key, target in v.items():
+            host, sep, port = target.rpartition(":")
+            if not (sep and host and port.isdigit() and 0 < int(port) < 65536):
+                raise ValueError(f"route {key!r}: {target!r} is not \"host:port\"")
+        return v
+
+    def route_for(self, cls_id: str, served_here: bool = False) -> str | None:
+        """The ``"host:port"`` serving ``cls_id`` per :attr:`routes`: the exact id, then
+        ``"<package>.*"``, then (only when the class is not ``served_here``) ``"*"``;
+        ``None`` when no route applies."""
+        r = self.routes
+        if not r:
+            return None
+        target = r.get(cls_id)
+        if target is None:
+            package = cls_id.rpartition(".")[0]
+            target = r.get(f"{package}.*") if package else None
+        if target is None and not served_here:
+            target = r.get("*")
+        return target
 
     def get_zenoh_peers(self) -> list[str] | None:
         """Zenoh peers as a list (oaas-sdk2-py compatibility)."""
