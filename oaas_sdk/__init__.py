@@ -14,6 +14,7 @@ from .errors import (
     ConflictError,
     OaasError,
     ObjectNotFound,
+    RemoteError,
     SerializationError,
     StorageError,
     ValidationError,
@@ -37,6 +38,6 @@ __all__ = [
     "field", "Mapped", "mapped", "getter", "setter", "method", "function", "constructor",
     "InvocationRequest", "ObjectInvocationRequest", "InvocationResponse", "ResponseStatus",
     "OaasError", "ObjectNotFound", "ValidationError", "SerializationError", "ConflictError",
-    "StorageError", "ConfigError", "ServerError", "AgentError", "native_available",
+    "StorageError", "ConfigError", "RemoteError", "ServerError", "AgentError", "native_available",
     "__version__",
 ]

@@ -15,6 +15,7 @@ __all__ = [
     "ConflictError",
     "StorageError",
     "ConfigError",
+    "RemoteError",
 ]
 
 
@@ -63,3 +64,19 @@ class StorageError(OaasError):
 class ConfigError(OaasError, ValueError):
     """The configuration is invalid or cannot be honoured (for example ``native="on"``
     without the native extension)."""
+
+
+class RemoteError(OaasError):
+    """A remote invocation failed on the other side.
+
+    Raised by calls through an :class:`~oaas_sdk.ObjectRef` to an object served by another
+    process when the remote exception is neither a builtin exception type nor an oaas-sdk
+    error (those are re-raised as their own type). A remote exception type ``MyError``
+    arrives as a subclass of this class named ``MyError``. Attributes: ``status`` (the
+    protocol's ``ResponseStatus`` name, e.g. ``"APP_ERROR"``), ``remote_type`` (the remote
+    exception's type name, or ``""``), ``target`` (``"host:port"``).
+    """
+
+    status: str = ""
+    remote_type: str = ""
+    target: str = ""

@@ -1,9 +1,11 @@
 """References to objects by identity: :class:`ObjectRef` and :func:`ref`.
 
 An ``ObjectRef`` holds only (cls_id, partition_id, object_id). Calling a method on it
-(``await r.increment(1)``) invokes that method of the object wherever it lives; until remote
-invocation exists, the object is resolved in this process through the identity map or the
-store. References are valid field values (stored as codec extension 12).
+(``await r.increment(1)``) invokes that method of the object wherever it lives: over the
+OaaS gRPC protocol (:mod:`oaas_sdk.rpc.client`) when ``OaasConfig.routes`` maps its class
+to another process (or the class is not registered here and a ``"*"`` route exists), else
+in this process through the identity map or the store. References are valid field values
+(stored as codec extension 12).
 """
 
 from __future__ import annotations
@@ -74,7 +76,8 @@ class ObjectRef:
 
         cls = class_by_id(self.cls_id)
         if cls is None:
-            raise ObjectNotFound(f"no class {self.cls_id!r} is registered in this process")
+            raise ObjectNotFound(f"no class {self.cls_id!r} is registered in this process "
+                                 f"and OaasConfig.routes has no route for it")
         return cls
 
     def resolve_sync(self) -> Any:
@@ -88,6 +91,16 @@ class ObjectRef:
     def __getattr__(self, name: str) -> Callable[..., Any]:
         if name.startswith("__"):
             raise AttributeError(name)
+        from .object import class_by_id
+        from .runtime import current
+
+        local = class_by_id(self.cls_id)
+        target = current().config.route_for(self.cls_id, served_here=local is not None)
+        if target is not None:  # served by another process: call over the OaaS protocol
+            from .rpc.client import remote_method
+
+            return remote_method(target, self.cls_id, self.object_id, self.partition_id,
+                                 local, name)
         cls = self._class()
         specs = getattr(cls, "_oaas_methods", {})
         spec = next((s for s in specs.values() if s.attr_name == name or s.name == name), None)

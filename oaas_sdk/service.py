@@ -9,13 +9,16 @@ import logging
 import sys
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from . import methods as _m
 from . import runtime as _rt
 from .config import OaasConfig
 from .errors import OaasError
 from .object import _CLASSES, OaasObject, class_by_id, registered_classes
+
+if TYPE_CHECKING:
+    from .rpc.server import ServerHandle
 
 __all__ = ["OaasService", "oaas", "ServerError", "AgentError"]
 
@@ -37,6 +40,7 @@ class OaasService:
     def __init__(self) -> None:
         self._server_running = False
         self._server_port: int | None = None
+        self._server: ServerHandle | None = None
         self._agents: dict[str, dict[str, Any]] = {}
 
     # -- configuration --------------------------------------------------------------------
@@ -167,29 +171,62 @@ class OaasService:
         ``live_objects``, ``dirty_objects``, ``store``, ``durability``."""
         return _rt.current().stats()
 
-    # -- server and agents (in-process until remote invocation exists) -------------------
-    def start_server(self, port: int = 8080, loop: Any = None,
+    # -- server and agents (the OaaS gRPC protocol, oaas_sdk.rpc) -------------------------
+    def start_server(self, port: int | None = None, loop: Any = None,
                      async_mode: bool | None = None) -> None:
-        """Start serving the registered classes. In this version invocations run
-        in-process, so this records the server state only. Raises :class:`ServerError` when
-        already running."""
-        if self._server_running:
-            raise ServerError("the server is already running")
-        self._server_running = True
-        self._server_port = port
-        log.info("server started (in-process) on port %d", port)
+        """Serve the registered classes over the OaaS invocation protocol (gRPC service
+        ``oprc.OprcFunction``, pure-Python ``grpc.aio`` server) on
+        ``OaasConfig.server_host``:``port``.
 
-    def stop_server(self) -> None:
-        """Stop the server (no-op when not running)."""
+        ``port``: default ``OaasConfig.http_port`` (``HTTP_PORT``, 8080); 0 picks a free
+        port (see :meth:`get_server_info`). ``loop``: run the server on this event loop
+        (it starts when the loop runs); by default on the running loop when called from a
+        coroutine, else on a background thread with its own loop. ``async_mode`` is
+        accepted for oaas-sdk2-py compatibility. Raises :class:`ServerError` when a server
+        is already running or the address cannot be bound.
+        """
+        if self._server is not None:
+            raise ServerError("the server is already running")
+        from .rpc.server import ServerHandle
+
+        cfg = self.config
+        port = cfg.http_port if port is None else port
+        try:
+            self._server = ServerHandle.start(cfg.server_host, port, cfg.rpc_max_message_bytes,
+                                              loop)
+        except OSError as e:
+            raise ServerError(f"cannot start the server on {cfg.server_host}:{port}: {e}") \
+                from None
+        self._server_running = True
+        self._server_port = self._server.port
+        log.info("serving %d classes over oprc.OprcFunction on %s:%d", len(_CLASSES),
+                 cfg.server_host, self._server_port)
+
+    def stop_server(self, grace: float | None = None) -> None:
+        """Stop the server (no-op when not running). Calls in flight get ``grace`` seconds
+        to finish (default ``OaasConfig.shutdown_grace_s``); when called from a coroutine
+        on the server's own loop the stop is scheduled rather than awaited."""
+        handle, self._server = self._server, None
         self._server_running = False
         self._server_port = None
+        if handle is not None:
+            handle.stop(self.config.shutdown_grace_s if grace is None else grace)
 
     def is_server_running(self) -> bool:
+        """Whether :meth:`start_server` started a server that is not stopped."""
         return self._server_running
 
     def get_server_info(self) -> dict[str, Any]:
+        """Server status: ``running``, ``port`` (bound port or ``None``), ``host``,
+        ``async_mode``, ``mock_mode``, ``registered_services`` (and ``services``, the same
+        count), ``inflight`` (calls being served)."""
+        cfg = self.config
+        h = self._server
         return {"running": self._server_running, "port": self._server_port,
-                "services": len(_CLASSES)}
+                "host": cfg.server_host if h is not None else None,
+                "async_mode": cfg.async_mode, "mock_mode": cfg.mock_mode,
+                "registered_services": len(_CLASSES), "services": len(_CLASSES),
+                "inflight": h.server.inflight if h is not None else 0}
 
     async def start_agent(self, service_class: type[OaasObject], obj_id: int | str | None = None,
                           partition_id: int | None = None, loop: Any = None) -> str:
@@ -253,24 +290,72 @@ class OaasService:
         return text
 
     def run_or_gen(self) -> None:
-        """Entry point of a service module: ``gen`` prints the package description (JSON),
-        no argument starts the server and serves until interrupted."""
+        """Entry point of a service module.
+
+        ``python service.py``: serve the registered classes (port ``HTTP_PORT``, see
+        :meth:`start_server`) until SIGTERM or SIGINT, then stop gracefully: no new calls,
+        calls in flight finish (``OaasConfig.shutdown_grace_s`` at most), pending commits
+        are flushed, and the function returns (the process exits 0).
+
+        ``python service.py gen [--out FILE] [--stdout] [--format yaml|json]``: write the
+        package description (:meth:`package_spec`) to ``FILE`` or standard output (both
+        with ``--stdout``); YAML by default. Raises ``SystemExit`` (status 2) for bad
+        arguments, :class:`ServerError` when the server cannot start.
+        """
         if len(sys.argv) > 1 and sys.argv[1] == "gen":
-            self.print_pkg()
+            self._gen(sys.argv[2:])
             return
-        self.start_server()
         try:
-            asyncio.run(_forever())
-        except KeyboardInterrupt:
+            asyncio.run(self._serve_until_signal())
+        except KeyboardInterrupt:  # no signal handlers on this platform
             pass
         finally:
-            self.stop_server()
+            self.stop_server(grace=0)
             self.shutdown()
 
+    async def _serve_until_signal(self) -> None:
+        import signal
 
-async def _forever() -> None:
-    while True:
-        await asyncio.sleep(3600)
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                loop.add_signal_handler(sig, stop.set)
+            except (NotImplementedError, RuntimeError):  # not the main thread / Windows
+                pass
+        self.start_server()
+        handle = self._server
+        assert handle is not None
+        if isinstance(handle.started, asyncio.Task):
+            await handle.started
+        await stop.wait()
+        log.info("stopping: finishing calls in flight, flushing commits")
+        self._server, self._server_running, self._server_port = None, False, None
+        await handle.astop(self.config.shutdown_grace_s)
+        await self.commit_all_async()
+
+    def _gen(self, argv: list[str]) -> None:
+        import argparse
+
+        ap = argparse.ArgumentParser(prog=f"{sys.argv[0]} gen",
+                                     description="Write the package description.")
+        ap.add_argument("--out", "-o", help="write to this file")
+        ap.add_argument("--stdout", action="store_true", help="also print it")
+        ap.add_argument("--format", "-f", choices=("yaml", "json"), default="yaml")
+        ns = ap.parse_args(argv)
+        spec = self.package_spec()
+        if ns.format == "json":
+            text = json.dumps(spec, indent=2) + "\n"
+        else:
+            import yaml
+
+            text = yaml.safe_dump(spec, sort_keys=False, allow_unicode=True)
+        if ns.out:
+            with open(ns.out, "w", encoding="utf-8") as f:
+                f.write(text)
+        if ns.stdout or not ns.out:
+            sys.stdout.write(text)
+            sys.stdout.flush()
 
 
 #: The process-wide facade.

@@ -1,0 +1,410 @@
+"""The server side of the OaaS invocation protocol: :func:`dispatch` and :class:`RpcServer`.
+
+A request runs exactly as a local call of the same method: the object is loaded by id
+(an id with no stored state starts from the class's defaults, as ``load_or_create``), the
+method takes the object's turn, its changes roll back if it raises, and the auto-commit
+after it (``OaasConfig.auto_commit``) completes before the response leaves, so with
+``durability="sync"`` a successful response means the new state is durable.
+
+Statuses: ``OKAY``; ``INVALID_REQUEST`` for an unknown ``cls_id``/``fn_id``, a missing or
+malformed object id, or a stateful method called without an object; ``APP_ERROR`` for an
+exception raised by the method (payload: its message as UTF-8; header ``oaas-error-type``
+its type) and for a payload that cannot be converted to the parameters (payload: a JSON
+object ``{"error_type": "SerializationError", "error_message": ..., "error_class": ...}``,
+header ``oaas-error: json``); ``SYSTEM_ERROR`` when the store failed. Nothing is written
+for a failed call. Malformed protobuf bytes end the RPC with gRPC status
+``INVALID_ARGUMENT``; messages over ``OaasConfig.rpc_max_message_bytes`` with
+``RESOURCE_EXHAUSTED`` (by gRPC).
+
+This is the pure-Python server (grpcio, ``grpc.aio``); it serves with the native and the
+Python implementation alike, since a request runs through the same Python method path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import inspect
+import json
+import logging
+import re
+import uuid
+from typing import Any
+
+import grpc
+from google.protobuf.message import DecodeError
+
+from ..errors import ObjectNotFound, SerializationError, StorageError, ValidationError
+from ..invocation import (
+    InvocationRequest,
+    InvocationResponse,
+    ObjectInvocationRequest,
+    ResponseStatus,
+)
+from ..object import OaasObject, class_by_id
+from . import messages as _pb
+from .payload import RESULT_HEADER, decode_args, encode_result, signature_of
+
+__all__ = ["dispatch", "RpcServer", "ERROR_TYPE_HEADER", "ERROR_MODULE_HEADER",
+           "ERROR_FORMAT_HEADER"]
+
+log = logging.getLogger("oaas_sdk")
+
+ERROR_TYPE_HEADER = "oaas-error-type"
+ERROR_MODULE_HEADER = "oaas-error-module"
+ERROR_FORMAT_HEADER = "oaas-error"
+
+_NUMERIC_ID = re.compile(r"0|[1-9][0-9]{0,19}")
+
+
+def _invalid(msg: str) -> InvocationResponse:
+    return InvocationResponse(payload=msg.encode(), status=ResponseStatus.INVALID_REQUEST,
+                              headers={ERROR_FORMAT_HEADER: "text"})
+
+
+def _message_of(e: BaseException) -> str:
+    """The exception's message: its single string argument when it has one (so
+    ``KeyError("k")`` gives ``k``, not ``'k'``), else ``str(e)``."""
+    if len(e.args) == 1 and isinstance(e.args[0], str):
+        return e.args[0]
+    return str(e)
+
+
+def _error_headers(e: BaseException, fmt: str) -> dict[str, str]:
+    t = type(e)
+    return {ERROR_TYPE_HEADER: t.__name__, ERROR_MODULE_HEADER: t.__module__,
+            ERROR_FORMAT_HEADER: fmt}
+
+
+def _app_error(e: BaseException) -> InvocationResponse:
+    status = ResponseStatus.SYSTEM_ERROR if isinstance(e, StorageError) \
+        else ResponseStatus.APP_ERROR
+    return InvocationResponse(payload=_message_of(e).encode("utf-8", "surrogatepass"),
+                              status=status, headers=_error_headers(e, "text"))
+
+
+def _conversion_error(e: BaseException) -> InvocationResponse:
+    """The protocol's answer to a payload that cannot be converted: APP_ERROR with a JSON
+    ``SerializationError`` object (as oaas-sdk2-py); the exact local exception type is in
+    ``error_class`` and the headers."""
+    body = {"error_type": "SerializationError", "error_message": _message_of(e),
+            "error_class": type(e).__name__}
+    return InvocationResponse(payload=json.dumps(body).encode(),
+                              status=ResponseStatus.APP_ERROR,
+                              headers=_error_headers(e, "json"))
+
+
+def _object_id(raw: str) -> int | str:
+    """The id of a wire object id: decimal strings are numeric ids (u64)."""
+    if _NUMERIC_ID.fullmatch(raw):
+        n = int(raw)
+        if n < 2**64:
+            return n
+    return raw
+
+
+def _spec_of(cls: type[OaasObject], fn_id: str) -> Any:
+    specs = cls._oaas_methods
+    spec = specs.get(fn_id)
+    if spec is None:
+        spec = next((s for s in specs.values() if s.attr_name == fn_id), None)
+    return spec
+
+
+def _forget(obj: OaasObject) -> None:
+    """Drop an object created for this call that must not be persisted."""
+    rt = obj._oaas_rt
+    m = obj.meta
+    rt.dirty.pop(id(obj), None)
+    key = (m.cls_id, m.partition_id, m.object_id)
+    if rt.identity.get(key) is obj:
+        del rt.identity[key]
+
+
+async def dispatch(req: InvocationRequest) -> InvocationResponse:
+    """Run one invocation (an :class:`ObjectInvocationRequest` for a method of an object,
+    an :class:`InvocationRequest` for a class-level function or a stateless method) and
+    return its response. Never raises for a request or method error: those become the
+    response's status (see the module docstring)."""
+    inv_id = uuid.uuid4().hex
+    cls = class_by_id(req.cls_id)
+    if cls is None:
+        return _with_id(_invalid(f"cls_id '{req.cls_id}' not found"), inv_id)
+    spec = _spec_of(cls, req.fn_id)
+    if spec is None:
+        return _with_id(_invalid(f"fn_id '{req.fn_id}' not found"), inv_id)
+    is_obj = isinstance(req, ObjectInvocationRequest)
+    if spec.kind != "function" and not spec.stateless and spec.kind != "getter" \
+            and not is_obj:
+        return _with_id(_invalid(
+            f"fn_id '{req.fn_id}' of '{req.cls_id}' is a method of an object: call it "
+            f"with InvokeObj and an object_id"), inv_id)
+    where = f"{cls.__name__}.{spec.attr_name}()"
+    sig = signature_of(spec)
+    try:
+        args, kwargs = decode_args(sig, req.payload, req.options, where)
+    except SerializationError as e:
+        return _with_id(_conversion_error(e), inv_id)
+
+    obj: OaasObject | None = None
+    created = False
+    if spec.kind != "function":
+        if is_obj and req.object_id is not None:  # type: ignore[attr-defined]
+            try:
+                oid = _object_id(req.object_id)  # type: ignore[attr-defined]
+                try:
+                    obj = cls.load(oid, req.partition_id)
+                except ObjectNotFound:
+                    obj = cls.create(oid, partition_id=req.partition_id)
+                    created = True
+            except ValueError as e:  # malformed identity
+                return _with_id(_invalid(f"object_id: {e}"), inv_id)
+            except StorageError as e:
+                return _with_id(_app_error(e), inv_id)
+        elif is_obj:
+            return _with_id(_invalid("object_id is missing"), inv_id)
+        else:  # InvokeFn of a stateless method or getter: a transient default object
+            obj = cls.create()
+            created = True
+    if sig.request_param is not None:
+        kwargs[sig.request_param] = req
+    try:
+        try:
+            bound = sig.sig.bind(*((obj,) if sig.has_self else ()), *args, **kwargs)
+        except TypeError as e:
+            raise ValidationError(f"{where}: {e}") from None
+        del bound
+        if spec.kind in ("method", "constructor", "function"):
+            spec.convert_args(args, kwargs, obj)  # a conversion error is the caller's
+    except ValidationError as e:
+        if created and obj is not None:
+            _forget(obj)
+        return _with_id(_conversion_error(e), inv_id)
+
+    try:
+        target: Any = cls if obj is None else obj
+        res = getattr(target, spec.attr_name)(*args, **kwargs)
+        if inspect.isawaitable(res):
+            res = await res
+    except Exception as e:
+        if created and obj is not None:
+            _forget(obj)
+        log.debug("invocation %s.%s failed", req.cls_id, req.fn_id, exc_info=True)
+        if spec.kind == "setter" and isinstance(e, ValidationError):
+            return _with_id(_conversion_error(e), inv_id)  # the value does not fit the field
+        return _with_id(_app_error(e), inv_id)
+    if created and obj is not None and (not is_obj or spec.stateless
+                                        or spec.kind == "getter"):
+        _forget(obj)  # a read does not create the object
+    try:
+        payload, kind = encode_result(res, req.options)
+    except SerializationError as e:
+        return _with_id(_app_error(e), inv_id)
+    return InvocationResponse(payload=payload, status=ResponseStatus.OKAY,
+                              headers={RESULT_HEADER: kind}, invocation_id=inv_id)
+
+
+def _with_id(r: InvocationResponse, inv_id: str) -> InvocationResponse:
+    r.invocation_id = inv_id
+    return r
+
+
+class RpcServer:
+    """A ``grpc.aio`` server of the ``oprc.OprcFunction`` service for the classes
+    registered in this process.
+
+    ``host``/``port``: bind address (port 0: any free port, see :attr:`port` after
+    :meth:`bind`). ``max_message_bytes``: largest request/response message. Create and use
+    it on one event loop.
+    """
+
+    def __init__(self, host: str, port: int, max_message_bytes: int) -> None:
+        self.host = host
+        self.port = port
+        self.max_message_bytes = max_message_bytes
+        self._server: Any = None
+        self.inflight = 0
+
+    def bind(self) -> int:
+        """Create the server and bind its port (synchronously); returns the bound port.
+        Raises ``OSError`` when the address cannot be bound."""
+        opts = [("grpc.max_receive_message_length", self.max_message_bytes),
+                ("grpc.max_send_message_length", self.max_message_bytes),
+                ("grpc.so_reuseport", 0)]
+        server = grpc.aio.server(options=opts)
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
+            _pb.SERVICE, {
+                "InvokeFn": grpc.unary_unary_rpc_method_handler(self._invoke_fn),
+                "InvokeObj": grpc.unary_unary_rpc_method_handler(self._invoke_obj),
+            }),))
+        addr = f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+        try:
+            bound = server.add_insecure_port(addr)
+        except RuntimeError as e:
+            raise OSError(f"cannot bind {addr}: {e}") from None
+        if not bound:
+            raise OSError(f"cannot bind {addr}")
+        self._server = server
+        self.port = bound
+        return bound
+
+    async def start(self) -> None:
+        """Start serving (binds first if :meth:`bind` was not called)."""
+        if self._server is None:
+            self.bind()
+        await self._server.start()
+
+    async def stop(self, grace: float | None) -> None:
+        """Stop accepting calls; calls in flight get ``grace`` seconds to finish (``None``:
+        cancelled at once)."""
+        if self._server is not None:
+            await self._server.stop(grace)
+
+    async def _invoke_fn(self, data: bytes, context: Any) -> bytes:
+        try:
+            m = _pb.PbInvocationRequest.FromString(data)
+        except DecodeError as e:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                f"malformed oprc.InvocationRequest: {e}")
+        return await self._run(_pb.request_from_pb(m))
+
+    async def _invoke_obj(self, data: bytes, context: Any) -> bytes:
+        try:
+            m = _pb.PbObjectInvocationRequest.FromString(data)
+        except DecodeError as e:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                f"malformed oprc.ObjectInvocationRequest: {e}")
+        return await self._run(_pb.object_request_from_pb(m))
+
+    async def _run(self, req: InvocationRequest) -> bytes:
+        self.inflight += 1
+        try:
+            resp = await dispatch(req)
+        except Exception as e:  # a defect of the SDK: answer, keep serving
+            log.exception("invocation %s.%s failed in the server", req.cls_id, req.fn_id)
+            resp = InvocationResponse(payload=f"internal error: {e}".encode(),
+                                      status=ResponseStatus.SYSTEM_ERROR)
+        finally:
+            self.inflight -= 1
+        out: bytes = _pb.response_to_pb(resp).SerializeToString()
+        return out
+
+
+
+class ServerHandle:
+    """An :class:`RpcServer` running on an event loop, for the synchronous facade
+    (``oaas.start_server()``).
+
+    * Called from a coroutine (a loop runs in this thread) or given a ``loop``: the server
+      binds now and starts on that loop (when it next runs, for a loop not yet running).
+    * Otherwise: the server runs on its own event loop in a daemon thread, started before
+      :meth:`start` returns; methods then run on that thread (do not use the same objects
+      from other threads meanwhile).
+
+    Raises ``OSError`` when the address cannot be bound.
+    """
+
+    def __init__(self, server: RpcServer, loop: asyncio.AbstractEventLoop,
+                 thread: Any = None, started: Any = None) -> None:
+        self.server = server
+        self.loop = loop
+        self.thread = thread
+        self.started = started  # the start task/future
+
+    @classmethod
+    def start(cls, host: str, port: int, max_message_bytes: int,
+              loop: asyncio.AbstractEventLoop | None = None) -> ServerHandle:
+        server = RpcServer(host, port, max_message_bytes)
+        if loop is None:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                loop = None
+        if loop is None:
+            return cls._start_thread(server)
+        if loop.is_running():
+            try:
+                running = asyncio.get_running_loop()
+            except RuntimeError:
+                running = None
+            if running is not loop:  # a loop running in another thread
+                fut = asyncio.run_coroutine_threadsafe(server.start(), loop)
+                fut.result(timeout=30)
+                return cls(server, loop, started=fut)
+        prev = None
+        if not loop.is_running():
+            try:
+                prev = asyncio.get_event_loop_policy().get_event_loop()
+            except RuntimeError:
+                prev = None
+            asyncio.set_event_loop(loop)  # grpc.aio binds the server to the current loop
+        try:
+            server.bind()
+        finally:
+            if not loop.is_running():
+                asyncio.set_event_loop(prev)
+        task = loop.create_task(server.start())
+        return cls(server, loop, started=task)
+
+    @classmethod
+    def _start_thread(cls, server: RpcServer) -> ServerHandle:
+        import threading
+
+        loop = asyncio.new_event_loop()
+        ready: concurrent.futures.Future[None] = concurrent.futures.Future()
+
+        def run() -> None:
+            asyncio.set_event_loop(loop)
+            try:
+                loop.run_until_complete(server.start())
+            except BaseException as e:
+                ready.set_exception(e)
+                loop.close()
+                return
+            ready.set_result(None)
+            try:
+                loop.run_forever()
+            finally:
+                loop.close()
+
+        t = threading.Thread(target=run, name="oaas-rpc-server", daemon=True)
+        t.start()
+        ready.result(timeout=30)
+        return cls(server, loop, thread=t, started=ready)
+
+    @property
+    def port(self) -> int:
+        return self.server.port
+
+    async def astop(self, grace: float | None) -> None:
+        """Stop from a coroutine on the server's loop."""
+        if self.started is not None and isinstance(self.started, asyncio.Task) \
+                and not self.started.done():
+            await self.started
+        await self.server.stop(grace)
+
+    def stop(self, grace: float | None) -> None:
+        """Stop from synchronous code: waits for calls in flight (``grace`` seconds at
+        most) unless called from within the server's own running loop, where the stop is
+        scheduled instead."""
+        loop = self.loop
+        if self.thread is not None:
+            if loop.is_running():
+                fut = asyncio.run_coroutine_threadsafe(self.server.stop(grace), loop)
+                fut.result(timeout=None if grace is None else grace + 10)
+                loop.call_soon_threadsafe(loop.stop)
+            self.thread.join(timeout=30)
+            return
+        if loop.is_closed():
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            loop.create_task(self.astop(grace))
+        elif loop.is_running():
+            asyncio.run_coroutine_threadsafe(self.astop(grace), loop).result(
+                timeout=None if grace is None else grace + 10)
+        else:
+            loop.run_until_complete(self.astop(grace))
