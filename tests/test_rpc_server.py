@@ -1,0 +1,309 @@
+"""The OaaS gRPC server, black box: ``HTTP_PORT=<port> python service.py`` in a subprocess
+(native on and off), called with a plain grpcio client generated from the package's
+``oprc.proto``: statuses, payload conventions, state across calls and restarts, errors,
+and the graceful stop on SIGTERM."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from tests.conftest import IMPLS, _need_impl
+from tests.rpc_support import PlainClient, ServiceProcess, compile_proto, write_service
+
+OKAY, INVALID_REQUEST, APP_ERROR = 0, 1, 2
+
+
+@pytest.fixture(scope="module")
+def pb(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Any]:
+    return compile_proto(tmp_path_factory.mktemp("proto"))
+
+
+@pytest.fixture(scope="module", params=IMPLS)
+def served(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
+           pb: tuple[Any, Any]) -> Iterator[tuple[ServiceProcess, PlainClient]]:
+    """One service process per implementation for the tests that need no restart."""
+    _need_impl(request.param)
+    d = tmp_path_factory.mktemp(f"svc-{request.param}")
+    svc = ServiceProcess(write_service(d), request.param, d / "store",
+                         OAAS_RPC_MAX_MESSAGE_BYTES=str(1 << 20)).start()
+    client = PlainClient(*pb, svc.target)
+    try:
+        yield svc, client
+    finally:
+        client.close()
+        rc = svc.terminate()
+        assert rc == 0, svc.output
+
+
+def _json(r: Any) -> Any:
+    assert r.status == OKAY, r
+    return json.loads(r.payload)
+
+
+def test_invoke_obj_keeps_state_across_calls(served: Any) -> None:
+    _, c = served
+    assert _json(c.obj("add", b"5", object_id="100")) == 5
+    assert _json(c.obj("add", b"5", object_id="100")) == 10  # not from the default again
+    assert _json(c.obj("add", b"", object_id="100")) == 11  # empty payload: the default
+    assert _json(c.obj("get_count", object_id="100")) == 11
+    assert _json(c.obj("get_history", object_id="100")) == ["+5", "+5", "+1"]
+    # another object, string id, is independent
+    assert _json(c.obj("add", b"2", object_id="alice")) == 2
+    assert _json(c.obj("get_count", object_id="100")) == 11
+
+
+def test_invoke_fn(served: Any) -> None:
+    _, c = served
+    r = c.fn("version")
+    assert (r.status, r.payload, r.headers["oaas-result"]) == (OKAY, b"1.0", "str")
+    assert _json(c.fn("add_numbers", b"40")) == 42
+    # a stateless method through InvokeFn runs on a transient object
+    assert c.fn("hello", b'"fn"').payload == b"hello fn"
+    # a stateful method needs an object
+    r = c.fn("add", b"1")
+    assert r.status == INVALID_REQUEST and b"InvokeObj" in r.payload
+
+
+def test_result_conventions(served: Any) -> None:
+    _, c = served
+    r = c.obj("hello", b'"bob"')
+    assert (r.payload, r.headers["oaas-result"]) == (b"hello bob", "str")  # raw UTF-8
+    assert c.obj("hello", b"bob").payload == b"hello bob"  # non-JSON text taken as is
+    r = c.obj("echo", b"\xff\x00\x01")
+    assert (r.payload, r.headers["oaas-result"]) == (b"\xff\x00\x01", "bytes")
+    r = c.obj("nothing")
+    assert r.status == OKAY and r.payload == b"" and r.headers["oaas-result"] == "none"
+    r = c.obj("put", b'{"name": "n", "qty": 2}', object_id="7")
+    assert _json(r) == {"name": "n", "qty": 2}  # a pydantic model as its JSON
+
+
+def test_request_parameter_gets_the_invocation(served: Any) -> None:
+    _, c = served
+    got = _json(c.obj("who", b"raw body", object_id="55", options={"k": "v"}))
+    assert got == {"object_id": "55", "fn_id": "who", "payload": "raw body",
+                   "options": {"k": "v"}}
+
+
+def test_legacy_numeric_object_id_field(served: Any) -> None:
+    _, c = served
+    pb2 = c.pb2
+    raw = pb2.ObjectInvocationRequest(cls_id="example.Counter", fn_id="add", payload=b"3")
+    # field 2 (uint64) of older platform versions, by its wire bytes
+    data = raw.SerializeToString() + b"\x10\xd2\x09"  # field 2 varint 1234
+    call = c.channel.unary_unary("/oprc.OprcFunction/InvokeObj")
+    r = pb2.InvocationResponse.FromString(call(data, timeout=30))
+    assert r.status == OKAY and json.loads(r.payload) == 3
+    assert _json(c.obj("get_count", object_id="1234")) == 3
+
+
+def test_app_error_writes_nothing_and_server_keeps_serving(served: Any) -> None:
+    _, c = served
+    assert _json(c.obj("add", b"4", object_id="300")) == 4
+    r = c.obj("boom", b'"kaput"', object_id="300")
+    assert r.status == APP_ERROR
+    assert r.payload == b"kaput"  # the exception's message as UTF-8
+    assert r.headers["oaas-error-type"] == "ValueError"
+    assert _json(c.obj("get_count", object_id="300")) == 4  # rolled back
+    assert _json(c.obj("get_history", object_id="300")) == ["+4"]
+    # KeyError's message is its argument, not its repr
+    r = c.obj("missing", b'"zz"', object_id="300")
+    assert (r.status, r.payload, r.headers["oaas-error-type"]) == (APP_ERROR, b"zz", "KeyError")
+
+
+def test_failed_call_on_new_id_creates_nothing(served: Any) -> None:
+    _, c = served
+    assert c.obj("boom", b'"x"', object_id="301").status == APP_ERROR
+    assert c.obj("get_count", object_id="302").status == OKAY  # a read creates nothing
+    assert c.obj("hello", b'"x"', object_id="303").status == OKAY
+    # a method's timeout applies as in a local call
+    r = c.obj("slow", object_id="304")
+    assert r.status == APP_ERROR and r.headers["oaas-error-type"] == "TimeoutError"
+
+
+def test_invalid_request(served: Any) -> None:
+    _, c = served
+    r = c.obj("add", b"1", cls_id="example.Nope")
+    assert (r.status, r.payload) == (INVALID_REQUEST, b"cls_id 'example.Nope' not found")
+    r = c.obj("nope", b"1")
+    assert (r.status, r.payload) == (INVALID_REQUEST, b"fn_id 'nope' not found")
+    r = c.fn("nope")
+    assert (r.status, r.payload) == (INVALID_REQUEST, b"fn_id 'nope' not found")
+    r = c.obj("add", b"1", object_id=None)
+    assert r.status == INVALID_REQUEST and b"object_id" in r.payload
+    r = c.obj("add", b"1", object_id="Not Valid!")
+    assert r.status == INVALID_REQUEST and b"object_id" in r.payload
+
+
+def test_unconvertible_payload(served: Any) -> None:
+    _, c = served
+    for fn, payload in [("add", b'"xyz"'), ("add", b"[1, 2]"), ("put", b'{"nme": 1}'),
+                        ("put", b"not json"), ("set_count", b'"many"')]:
+        r = c.obj(fn, payload, object_id="400")
+        assert r.status == APP_ERROR, (fn, payload, r)
+        body = json.loads(r.payload)
+        assert body["error_type"] == "SerializationError", body
+        assert body["error_message"], body
+        assert r.headers["oaas-error"] == "json"
+    assert _json(c.obj("get_count", object_id="400")) == 0
+    # an envelope that is not one
+    r = c.obj("add", b"\xc1garbage", object_id="400", options={"oaas-args": "envelope"})
+    assert r.status == APP_ERROR and json.loads(r.payload)["error_type"] == \
+        "SerializationError"
+    # a missing required argument
+    r = c.obj("combine", b"", object_id="400")
+    assert r.status == APP_ERROR and "a" in json.loads(r.payload)["error_message"]
+
+
+def test_oversized_and_malformed_messages(served: Any) -> None:
+    svc, c = served
+    # 1 MiB limit in this service (OAAS_RPC_MAX_MESSAGE_BYTES)
+    with pytest.raises(grpc.RpcError) as ei:
+        c.obj("size", b"x" * (2 << 20))
+    assert ei.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert _json(c.obj("size", b"x" * (512 << 10))) == 512 << 10
+    call = c.channel.unary_unary("/oprc.OprcFunction/InvokeObj")
+    for bad in (b"\xff\xff\xff", b"\x1a\x10abc", b"\x0a"):
+        with pytest.raises(grpc.RpcError) as ei:
+            call(bad, timeout=30)
+        assert ei.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert _json(c.obj("add", b"1", object_id="500")) == 1  # still serving
+    assert svc.proc.poll() is None
+
+
+def test_calls_on_one_object_take_turns(served: Any) -> None:
+    """Concurrent calls on one object run one at a time: no update is lost."""
+    _, c = served
+    errors: list[BaseException] = []
+
+    def worker() -> None:
+        try:
+            for _ in range(10):
+                assert c.obj("add", b"1", object_id="600").status == OKAY
+        except BaseException as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not errors
+    assert _json(c.obj("get_count", object_id="600")) == 40
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_state_survives_sigterm_and_restart(impl: str, tmp_path: Path,
+                                            pb: tuple[Any, Any]) -> None:
+    _need_impl(impl)
+    script = write_service(tmp_path)
+    svc = ServiceProcess(script, impl, tmp_path / "store").start()
+    c = PlainClient(*pb, svc.target)
+    try:
+        assert _json(c.obj("add", b"5", object_id="42")) == 5
+        assert _json(c.obj("add", b"5", object_id="42")) == 10
+    finally:
+        c.close()
+    assert svc.terminate(signal.SIGTERM) == 0, svc.output
+
+    svc = ServiceProcess(script, impl, tmp_path / "store").start()
+    c = PlainClient(*pb, svc.target)
+    try:
+        assert _json(c.obj("add", b"1", object_id="42")) == 11
+        assert _json(c.obj("get_history", object_id="42")) == ["+5", "+5", "+1"]
+    finally:
+        c.close()
+    assert svc.terminate(signal.SIGINT) == 0, svc.output
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_sync_durability_response_after_commit(impl: str, tmp_path: Path,
+                                               pb: tuple[Any, Any]) -> None:
+    """With durability="sync" a response means the state is durable: a SIGKILL right
+    after it loses nothing."""
+    _need_impl(impl)
+    script = write_service(tmp_path)
+    svc = ServiceProcess(script, impl, tmp_path / "store", OAAS_DURABILITY="sync").start()
+    c = PlainClient(*pb, svc.target)
+    try:
+        assert _json(c.obj("add", b"7", object_id="9")) == 7
+    finally:
+        c.close()
+    svc.kill()
+    svc = ServiceProcess(script, impl, tmp_path / "store").start()
+    c = PlainClient(*pb, svc.target)
+    try:
+        assert _json(c.obj("get_count", object_id="9")) == 7
+    finally:
+        c.close()
+        svc.terminate()
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_sigterm_lets_calls_in_flight_finish(impl: str, tmp_path: Path,
+                                             pb: tuple[Any, Any]) -> None:
+    _need_impl(impl)
+    script = write_service(tmp_path)
+    svc = ServiceProcess(script, impl, tmp_path / "store",
+                         OAAS_DURABILITY="async").start()
+    c = PlainClient(*pb, svc.target)
+    started, release = tmp_path / "started", tmp_path / "release"
+    req = c.pb2.ObjectInvocationRequest(cls_id="example.Counter", fn_id="gated_add",
+                                        object_id="77")
+    import msgpack
+
+    from oaas_sdk import codec
+
+    req.payload = msgpack.packb([[codec.encode(str(started)), codec.encode(str(release)),
+                                  codec.encode(3)], {}])
+    req.options["oaas-args"] = "envelope"
+    fut = c.stub.InvokeObj.future(req, timeout=60)
+    deadline = time.monotonic() + 60
+    while not started.exists():  # the call is running in the server
+        assert time.monotonic() < deadline and svc.proc is not None \
+            and svc.proc.poll() is None
+        time.sleep(0.01)
+    assert svc.proc is not None
+    svc.proc.send_signal(signal.SIGTERM)
+    release.touch()
+    r = fut.result(timeout=60)
+    assert r.status == OKAY and json.loads(r.payload) == 3
+    assert svc.proc.wait(timeout=60) == 0
+    c.close()
+    svc = ServiceProcess(script, impl, tmp_path / "store").start()
+    c = PlainClient(*pb, svc.target)
+    try:
+        assert _json(c.obj("get_count", object_id="77")) == 3  # flushed at exit
+    finally:
+        c.close()
+        svc.terminate()
+
+
+def test_gen_writes_the_package_description(tmp_path: Path) -> None:
+    import yaml
+
+    script = write_service(tmp_path)
+    env = {"PYTHONPATH": str(Path(__file__).resolve().parent.parent), "PATH": "/usr/bin"}
+    out = subprocess.run([sys.executable, str(script), "gen"], env=env, cwd=tmp_path,
+                         capture_output=True, timeout=120, check=True).stdout
+    doc = yaml.safe_load(out)
+    cls = doc["classes"][0]
+    assert cls["cls_id"] == "example.Counter"
+    assert {"add", "version", "get_count"} <= {f["name"] for f in cls["functions"]}
+    subprocess.run([sys.executable, str(script), "gen", "--format", "json", "--out",
+                    str(tmp_path / "pkg.json")], env=env, cwd=tmp_path, timeout=120,
+                   check=True, capture_output=True)
+    assert json.loads((tmp_path / "pkg.json").read_text()) == doc
+    bad = subprocess.run([sys.executable, str(script), "gen", "--format", "xml"], env=env,
+                         cwd=tmp_path, capture_output=True, timeout=120)
+    assert bad.returncode == 2 and b"--format" in bad.stderr
