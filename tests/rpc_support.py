@@ -142,9 +142,11 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def write_service(directory: Path) -> Path:
-    path = directory / "service.py"
-    path.write_text(SERVICE_SOURCE)
+def write_service(directory: Path, package: str = "example",
+                  name: str = "service.py") -> Path:
+    """The service module in ``directory``; its class is ``<package>.Counter``."""
+    path = directory / name
+    path.write_text(SERVICE_SOURCE.replace('package="example"', f'package="{package}"'))
     return path
 
 
