@@ -1,0 +1,72 @@
+"""Server-side dispatch in process, on both implementations and both stores: a request
+runs as a local call does (turn, rollback, auto-commit before the response), and a failed
+or read-only call on a new id writes nothing."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgpack
+
+from oaas_sdk import ObjectInvocationRequest, ResponseStatus, codec, oaas
+from oaas_sdk.rpc.server import dispatch
+from oaas_sdk.runtime import current
+from tests.models import Counter
+
+
+def _req(fn: str, oid: Any, payload: bytes = b"", **options: str) -> ObjectInvocationRequest:
+    return ObjectInvocationRequest(cls_id="test.Counter", fn_id=fn, object_id=str(oid),
+                                   payload=payload, options=options)
+
+
+def _stored_count(oid: int) -> int | None:
+    stored = current().engine.read(("test.Counter", 0, oid))
+    if stored is None:
+        return None
+    return int(codec.decode(stored.entries["count"], int))
+
+
+async def test_response_after_commit(sdk: Any) -> None:
+    r = await dispatch(_req("increment", 11, b"5"))
+    assert r.status == ResponseStatus.OKAY and r.payload == b"5"
+    assert _stored_count(11) == 5  # committed before the response was made
+
+
+async def test_auto_commit_off_keeps_changes_until_commit(sdk: Any) -> None:
+    sdk.reconfigure(auto_commit=False)
+    r = await dispatch(_req("increment", 12, b"3"))
+    assert r.status == ResponseStatus.OKAY and r.payload == b"3"
+    assert _stored_count(12) is None
+    assert (await dispatch(_req("increment", 12, b"3"))).payload == b"6"  # same live object
+    await oaas.commit_all_async()
+    assert _stored_count(12) == 6
+
+
+async def test_failures_and_reads_on_new_ids_write_nothing(sdk: Any) -> None:
+    r = await dispatch(_req("fail_after_change", 13, b"4"))
+    assert r.status == ResponseStatus.APP_ERROR and r.payload == b"boom"
+    assert r.headers["oaas-error-type"] == "RuntimeError"
+    r = await dispatch(_req("increment", 14, b'"x"'))
+    assert r.status == ResponseStatus.APP_ERROR
+    assert (await dispatch(_req("get_count", 15))).payload == b"0"
+    await oaas.commit_all_async()
+    assert [_stored_count(i) for i in (13, 14, 15)] == [None, None, None]
+    assert not Counter.exists(13) and not Counter.exists(15)
+
+
+async def test_envelope_arguments_and_codec_result(sdk: Any) -> None:
+    env = msgpack.packb([[codec.encode(1)], {"c": codec.encode(10)}])
+    r = await dispatch(_req("add_many", 16, env, **{"oaas-args": "envelope",
+                                                    "oaas-result": "codec"}))
+    assert r.status == ResponseStatus.OKAY, r
+    assert r.headers["oaas-result"] == "codec" and codec.decode(r.payload) == 13
+    assert _stored_count(16) == 13
+
+
+async def test_turns_hold_across_concurrent_requests(sdk: Any) -> None:
+    import asyncio
+
+    rs = await asyncio.gather(*(dispatch(_req("slow_increment", 17, b"0.001"))
+                                for _ in range(8)))
+    assert sorted(int(r.payload or b"0") for r in rs) == list(range(1, 9))
+    assert _stored_count(17) == 8
