@@ -202,15 +202,17 @@ class OaasService:
         log.info("serving %d classes over oprc.OprcFunction on %s:%d", len(_CLASSES),
                  cfg.server_host, self._server_port)
 
-    def stop_server(self, grace: float | None = None) -> None:
+    def stop_server(self, grace: float | None = None) -> asyncio.Task[None] | None:
         """Stop the server (no-op when not running). Calls in flight get ``grace`` seconds
-        to finish (default ``OaasConfig.shutdown_grace_s``); when called from a coroutine
-        on the server's own loop the stop is scheduled rather than awaited."""
+        to finish (default ``OaasConfig.shutdown_grace_s``). Blocks until stopped, except
+        when called from a coroutine on the server's own event loop: the stop is then
+        scheduled and its task returned (``await oaas.stop_server()`` waits for it)."""
         handle, self._server = self._server, None
         self._server_running = False
         self._server_port = None
-        if handle is not None:
-            handle.stop(self.config.shutdown_grace_s if grace is None else grace)
+        if handle is None:
+            return None
+        return handle.stop(self.config.shutdown_grace_s if grace is None else grace)
 
     def is_server_running(self) -> bool:
         """Whether :meth:`start_server` started a server that is not stopped."""

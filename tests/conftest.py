@@ -18,6 +18,8 @@ from oaas_sdk import OaasConfig, native_available, oaas
 
 # Tests never touch ./.oaas: the default store is memory unless a test names one.
 os.environ.setdefault("OAAS_STORAGE", "memory")
+# Servers started by tests bind this host only.
+os.environ.setdefault("OAAS_SERVER_HOST", "127.0.0.1")
 
 IMPLS = ["python", "native"]
 STORES = ["memory", "lmdb"]

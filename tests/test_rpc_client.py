@@ -222,8 +222,10 @@ async def test_start_server_from_a_coroutine(sdk: Any) -> None:
         assert await ref("test.Counter", 32).increment(4) == 4
     finally:
         oaas.config.routes = {}
-        oaas.stop_server()
-        await asyncio.sleep(0)  # let the scheduled stop run
+        await rpc_client.close_channels()
+        stopping = oaas.stop_server()
+        assert stopping is not None
+        await stopping
 
 
 def test_start_server_on_a_busy_port_fails(sdk: Any) -> None:

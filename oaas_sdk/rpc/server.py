@@ -383,10 +383,10 @@ class ServerHandle:
             await self.started
         await self.server.stop(grace)
 
-    def stop(self, grace: float | None) -> None:
+    def stop(self, grace: float | None) -> asyncio.Task[None] | None:
         """Stop from synchronous code: waits for calls in flight (``grace`` seconds at
-        most) unless called from within the server's own running loop, where the stop is
-        scheduled instead."""
+        most), unless called from within the server's own running loop: the stop is then
+        scheduled and its task returned (await it to wait for the stop)."""
         loop = self.loop
         if self.thread is not None:
             if loop.is_running():
@@ -394,17 +394,18 @@ class ServerHandle:
                 fut.result(timeout=None if grace is None else grace + 10)
                 loop.call_soon_threadsafe(loop.stop)
             self.thread.join(timeout=30)
-            return
+            return None
         if loop.is_closed():
-            return
+            return None
         try:
             running = asyncio.get_running_loop()
         except RuntimeError:
             running = None
         if running is loop:
-            loop.create_task(self.astop(grace))
-        elif loop.is_running():
+            return loop.create_task(self.astop(grace))
+        if loop.is_running():
             asyncio.run_coroutine_threadsafe(self.astop(grace), loop).result(
                 timeout=None if grace is None else grace + 10)
         else:
             loop.run_until_complete(self.astop(grace))
+        return None
