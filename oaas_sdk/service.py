@@ -300,8 +300,9 @@ class OaasService:
         are flushed, and the function returns (the process exits 0).
 
         ``python service.py gen [--out FILE] [--stdout] [--format yaml|json]``: write the
-        package description (:meth:`package_spec`) to ``FILE`` or standard output (both
-        with ``--stdout``); YAML by default. Raises ``SystemExit`` (status 2) for bad
+        package description the platform deploys from (``OPackage`` documents, see
+        :mod:`oaas_sdk.rpc.package`) to ``FILE`` or standard output (both with
+        ``--stdout``); YAML by default. Raises ``SystemExit`` (status 2) for bad
         arguments, :class:`ServerError` when the server cannot start.
         """
         if len(sys.argv) > 1 and sys.argv[1] == "gen":
@@ -345,13 +346,9 @@ class OaasService:
         ap.add_argument("--stdout", action="store_true", help="also print it")
         ap.add_argument("--format", "-f", choices=("yaml", "json"), default="yaml")
         ns = ap.parse_args(argv)
-        spec = self.package_spec()
-        if ns.format == "json":
-            text = json.dumps(spec, indent=2) + "\n"
-        else:
-            import yaml
+        from .rpc.package import export_packages, render
 
-            text = yaml.safe_dump(spec, sort_keys=False, allow_unicode=True)
+        text = render(export_packages(registered_classes()), ns.format)
         if ns.out:
             with open(ns.out, "w", encoding="utf-8") as f:
                 f.write(text)

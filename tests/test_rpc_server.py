@@ -296,14 +296,23 @@ def test_gen_writes_the_package_description(tmp_path: Path) -> None:
     env = {"PYTHONPATH": str(Path(__file__).resolve().parent.parent), "PATH": "/usr/bin"}
     out = subprocess.run([sys.executable, str(script), "gen"], env=env, cwd=tmp_path,
                          capture_output=True, timeout=120, check=True).stdout
-    doc = yaml.safe_load(out)
-    cls = doc["classes"][0]
-    assert cls["cls_id"] == "example.Counter"
-    assert {"add", "version", "get_count"} <= {f["name"] for f in cls["functions"]}
+    docs = [d for d in yaml.safe_load_all(out) if d]
+    assert len(docs) == 1
+    pkg = docs[0]
+    assert pkg["name"] == "example"
+    cls = pkg["classes"][0]
+    assert cls["key"] == "Counter"
+    bindings = {b["name"]: b for b in cls["function_bindings"]}
+    assert {"add", "version", "get_count"} <= set(bindings)
+    assert bindings["add"]["function_key"] == "Counter.add"
+    assert bindings["add"]["parameters"] == ["amount: int"]
+    assert bindings["add"]["immutable"] is False and bindings["hello"]["immutable"] is True
+    assert {f["key"] for f in pkg["functions"]} >= {"Counter.add", "Counter.version"}
+    assert pkg["deployments"][0]["class_key"] == "Counter"
     subprocess.run([sys.executable, str(script), "gen", "--format", "json", "--out",
                     str(tmp_path / "pkg.json")], env=env, cwd=tmp_path, timeout=120,
                    check=True, capture_output=True)
-    assert json.loads((tmp_path / "pkg.json").read_text()) == doc
+    assert json.loads((tmp_path / "pkg.json").read_text()) == pkg
     bad = subprocess.run([sys.executable, str(script), "gen", "--format", "xml"], env=env,
                          cwd=tmp_path, capture_output=True, timeout=120)
     assert bad.returncode == 2 and b"--format" in bad.stderr
