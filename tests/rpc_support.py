@@ -75,6 +75,11 @@ class Counter(OaasObject):
     async def when(self, stamps: tuple, tags: set) -> tuple:
         return (stamps, tags)
 
+    @oaas.method()
+    async def absorb(self, other: "Counter", factor: int = 1) -> int:
+        self.count += other.count * factor
+        return self.count
+
     @oaas.method(stateless=True)
     async def echo(self, data: bytes) -> bytes:
         return data

@@ -88,6 +88,14 @@ async def test_result_and_argument_types_round_trip(routed: Routed) -> None:
     assert await r.add(10**30) == 10**30 + 7  # beyond 64 bits
 
 
+async def test_references_as_arguments(routed: Routed) -> None:
+    """An ObjectRef argument arrives as the live object of the parameter's class."""
+    src, dst = routed.ref(2000), routed.ref(2001)
+    assert await src.add(6) == 6
+    assert await dst.absorb(src) == 6
+    assert await dst.absorb(src, factor=2) == 18
+
+
 async def test_remote_exceptions_are_reraised(routed: Routed) -> None:
     r = routed.ref(1003)
     await r.add(2)

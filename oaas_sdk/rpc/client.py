@@ -8,7 +8,8 @@ is re-raised as that type with the remote message; any other type ``T`` as a sub
 ``ObjectRef`` attribute access returns for a routed class.
 
 Channels are reused per event loop and target. The deadline of a call is the method's
-``timeout`` (else ``OaasConfig.rpc_timeout_s``); a call that fails with gRPC
+``timeout`` plus :data:`DEADLINE_SLACK_S` (room for the commit and the transport), else
+``OaasConfig.rpc_timeout_s``; a call that fails with gRPC
 ``UNAVAILABLE`` is retried ``retry_count`` times, ``retry_delay`` seconds apart (the
 method's options when its class is known here).
 """
@@ -32,7 +33,10 @@ from . import messages as _pb
 from .payload import RESULT_HEADER, decode_result, encode_args, signature_of
 from .server import ERROR_FORMAT_HEADER, ERROR_MODULE_HEADER, ERROR_TYPE_HEADER
 
-__all__ = ["invoke", "remote_method", "close_channels"]
+__all__ = ["invoke", "remote_method", "close_channels", "DEADLINE_SLACK_S"]
+
+DEADLINE_SLACK_S = 1.0
+"""Seconds added to a method's ``timeout`` to make the deadline of a remote call to it."""
 
 # (loop, target, max message bytes) -> channel. A grpc.aio channel belongs to the loop it
 # was created on.
@@ -199,7 +203,9 @@ def remote_method(target: str, cls_id: str, object_id: int | str, partition_id: 
     fn_id = spec.name if spec is not None else name
     is_fn = spec is not None and spec.kind == "function"
     returns = signature_of(spec).returns if spec is not None else Any
-    timeout = spec.timeout if spec is not None else None
+    # The method's timeout bounds its body on the server; the deadline adds room for the
+    # commit after it and the transport.
+    timeout = spec.timeout + DEADLINE_SLACK_S if spec is not None and spec.timeout else None
     retry_count = spec.retry_count if spec is not None else 0
     retry_delay = spec.retry_delay if spec is not None else 1.0
 

@@ -136,7 +136,7 @@ def decode_args(sig: Signature, payload: bytes, options: dict[str, str],
     """
     mode = options.get(ARGS_OPTION)
     if mode == ENVELOPE:
-        return _decode_envelope(payload, where)
+        return _decode_envelope(sig, payload, where)
     if mode:
         raise _bad(f"{where}: unknown argument encoding {ARGS_OPTION}={mode!r}")
     if not payload or not sig.params:
@@ -177,7 +177,8 @@ def _json_or_text(payload: bytes) -> Any:
         return bytes(payload)
 
 
-def _decode_envelope(payload: bytes, where: str) -> tuple[tuple[Any, ...], dict[str, Any]]:
+def _decode_envelope(sig: Signature, payload: bytes,
+                     where: str) -> tuple[tuple[Any, ...], dict[str, Any]]:
     try:
         env = msgpack.unpackb(payload, raw=False, strict_map_key=True, use_list=True)
     except Exception as e:  # msgpack raises several types for malformed input
@@ -188,12 +189,39 @@ def _decode_envelope(payload: bytes, where: str) -> tuple[tuple[Any, ...], dict[
             and all(isinstance(k, str) and isinstance(v, bytes) for k, v in env[1].items())):
         raise _bad(f"{where}: malformed argument envelope: expected "
                    f"[[bin, ...], {{str: bin}}]")
+    P = inspect.Parameter
+    positional = [p for p in sig.params if p.kind in (P.POSITIONAL_ONLY,
+                                                      P.POSITIONAL_OR_KEYWORD)]
+    var_pos = next((p for p in sig.params if p.kind is P.VAR_POSITIONAL), None)
+    var_kw = next((p for p in sig.params if p.kind is P.VAR_KEYWORD), None)
+    by_name = {p.name: p for p in sig.params if p.kind not in (P.VAR_POSITIONAL,
+                                                               P.VAR_KEYWORD)}
+
+    def hint_of(p: inspect.Parameter | None) -> Any:
+        return Any if p is None else sig.hints.get(p.name, Any)
+
+    args = []
+    for i, data in enumerate(env[0]):
+        p = positional[i] if i < len(positional) else var_pos
+        args.append(_decode_value(data, hint_of(p), where))
+    kwargs = {k: _decode_value(v, hint_of(by_name.get(k, var_kw)), where)
+              for k, v in env[1].items()}
+    return tuple(args), kwargs
+
+
+def _decode_value(data: bytes, hint: Any, where: str) -> Any:
+    """One envelope item: decoded for the parameter's type (so references, models and
+    dataclasses come back as such), else as a plain value that the method's argument
+    conversion then converts as pydantic's lax mode does."""
+    if hint is not Any:
+        try:
+            return codec.decode(data, hint)
+        except (TypeError, SerializationError):
+            pass
     try:
-        args = tuple(codec.decode(a) for a in env[0])
-        kwargs = {k: codec.decode(v) for k, v in env[1].items()}
+        return codec.decode(data)
     except SerializationError as e:
         raise _bad(f"{where}: malformed argument in the envelope: {e}") from None
-    return args, kwargs
 
 
 # -- client side: arguments -> request payload ---------------------------------------------
