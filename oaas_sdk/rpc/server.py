@@ -402,6 +402,10 @@ class ServerHandle:
         except RuntimeError:
             running = None
         if running is loop:
+            started = self.started
+            if isinstance(started, asyncio.Task) and not started.done():
+                started.cancel()  # never served: nothing to stop, the port is released
+                return None
             return loop.create_task(self.astop(grace))
         if loop.is_running():
             asyncio.run_coroutine_threadsafe(self.astop(grace), loop).result(
