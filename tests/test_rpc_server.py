@@ -148,7 +148,8 @@ def test_invalid_request(served: Any) -> None:
 def test_unconvertible_payload(served: Any) -> None:
     _, c = served
     for fn, payload in [("add", b'"xyz"'), ("add", b"[1, 2]"), ("put", b'{"nme": 1}'),
-                        ("put", b"not json"), ("set_count", b'"many"')]:
+                        ("put", b"not json"), ("set_count", b'"many"'),
+                        ("add", b"[" * 100_000 + b"]" * 100_000)]:  # nesting too deep
         r = c.obj(fn, payload, object_id="400")
         assert r.status == APP_ERROR, (fn, payload, r)
         body = json.loads(r.payload)

@@ -133,9 +133,14 @@ def _remote(cls: type[BaseException], msg: str, status: str, remote_type: str,
 _remote_types: dict[str, type[RemoteError]] = {}
 
 
+_MAX_REMOTE_TYPES = 512  # bounds what a server can make this process create
+
+
 def _remote_type(name: str) -> type[RemoteError]:
     t = _remote_types.get(name)
     if t is None:
+        if len(_remote_types) >= _MAX_REMOTE_TYPES:
+            return RemoteError
         t = _remote_types[name] = type(name, (RemoteError,), {
             "__module__": "oaas_sdk.remote",
             "__doc__": f"The remote exception type {name} (a RemoteError)."})
@@ -151,7 +156,7 @@ def _exception_type(name: str, module: str) -> type[BaseException]:
         t = getattr(_errors, name)
         if t is not RemoteError:
             return t
-    if name.isidentifier() and not keyword.iskeyword(name):
+    if name.isidentifier() and not keyword.iskeyword(name) and len(name) <= 200:
         return _remote_type(name)
     return RemoteError
 

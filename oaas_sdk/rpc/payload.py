@@ -171,6 +171,8 @@ def _json_or_text(payload: bytes) -> Any:
         return json.loads(payload)
     except ValueError:
         pass
+    except RecursionError:
+        raise _bad("the payload's JSON nests too deep") from None
     try:
         return payload.decode("utf-8")
     except UnicodeDecodeError:
