@@ -236,6 +236,30 @@ async def test_start_server_from_a_coroutine(sdk: Any) -> None:
         await stopping
 
 
+def test_start_server_on_a_given_loop(sdk: Any) -> None:
+    """oaas-sdk2-py's pattern: start_server(loop=loop), then the caller runs the loop."""
+    oaas.configure(sdk.config(server_host="127.0.0.1"))
+    loop = asyncio.new_event_loop()
+    try:
+        oaas.start_server(port=0, loop=loop)
+        port = oaas.get_server_info()["port"]
+
+        async def call() -> int:
+            oaas.config.routes = {"test.Counter": f"127.0.0.1:{port}"}
+            try:
+                return int(await ref("test.Counter", 33).increment(6))
+            finally:
+                oaas.config.routes = {}
+                await rpc_client.close_channels()
+
+        assert loop.run_until_complete(call()) == 6
+        oaas.stop_server()  # the loop is not running: runs the stop to its end
+        assert not oaas.is_server_running()
+    finally:
+        loop.close()
+        asyncio.set_event_loop(None)
+
+
 def test_start_server_on_a_busy_port_fails(sdk: Any) -> None:
     import socket
 

@@ -23,6 +23,7 @@ Python implementation alike, since a request runs through the same Python method
 from __future__ import annotations
 
 import asyncio
+import atexit
 import concurrent.futures
 import inspect
 import json
@@ -331,18 +332,11 @@ class ServerHandle:
                 fut = asyncio.run_coroutine_threadsafe(server.start(), loop)
                 fut.result(timeout=30)
                 return cls(server, loop, started=fut)
-        prev = None
         if not loop.is_running():
-            try:
-                prev = asyncio.get_event_loop_policy().get_event_loop()
-            except RuntimeError:
-                prev = None
-            asyncio.set_event_loop(loop)  # grpc.aio binds the server to the current loop
-        try:
-            server.bind()
-        finally:
-            if not loop.is_running():
-                asyncio.set_event_loop(prev)
+            # grpc.aio binds a server to the current event loop; the caller is about to
+            # run this one (oaas-sdk2-py's pattern: start_server(loop=l); l.run_forever()).
+            asyncio.set_event_loop(loop)
+        server.bind()
         task = loop.create_task(server.start())
         return cls(server, loop, started=task)
 
@@ -370,7 +364,17 @@ class ServerHandle:
         t = threading.Thread(target=run, name="oaas-rpc-server", daemon=True)
         t.start()
         ready.result(timeout=30)
-        return cls(server, loop, thread=t, started=ready)
+        handle = cls(server, loop, thread=t, started=ready)
+        # At exit, stop serving before the runtime flushes and closes the store (atexit
+        # runs handlers last-registered first).
+        atexit.register(handle._stop_at_exit)
+        return handle
+
+    def _stop_at_exit(self) -> None:
+        try:
+            self.stop(0)
+        except Exception:  # pragma: no cover - nothing to report to at exit
+            log.debug("stopping the server at exit failed", exc_info=True)
 
     @property
     def port(self) -> int:
@@ -389,6 +393,7 @@ class ServerHandle:
         scheduled and its task returned (await it to wait for the stop)."""
         loop = self.loop
         if self.thread is not None:
+            atexit.unregister(self._stop_at_exit)
             if loop.is_running():
                 fut = asyncio.run_coroutine_threadsafe(self.server.stop(grace), loop)
                 fut.result(timeout=None if grace is None else grace + 10)
