@@ -127,8 +127,9 @@ PbInvocationResponse: Any = message_factory.GetMessageClass(
 
 def request_from_pb(m: Any) -> InvocationRequest:
     """An :class:`InvocationRequest` from its protobuf message."""
-    return InvocationRequest(partition_id=m.partition_id, cls_id=m.cls_id, fn_id=m.fn_id,
-                             options=dict(m.options), payload=m.payload)
+    return InvocationRequest.model_construct(  # typed by protobuf: no validation needed
+        partition_id=m.partition_id, cls_id=m.cls_id, fn_id=m.fn_id,
+        options=dict(m.options), payload=m.payload)
 
 
 def object_request_from_pb(m: Any) -> ObjectInvocationRequest:
@@ -141,9 +142,9 @@ def object_request_from_pb(m: Any) -> ObjectInvocationRequest:
         oid = str(m.legacy_object_id)
     else:
         oid = None
-    return ObjectInvocationRequest(partition_id=m.partition_id, cls_id=m.cls_id,
-                                   fn_id=m.fn_id, options=dict(m.options),
-                                   payload=m.payload, object_id=oid)
+    return ObjectInvocationRequest.model_construct(
+        partition_id=m.partition_id, cls_id=m.cls_id, fn_id=m.fn_id,
+        options=dict(m.options), payload=m.payload, object_id=oid)
 
 
 def response_to_pb(r: InvocationResponse) -> Any:

@@ -74,6 +74,18 @@ class Signature:
     returns: Any
     sig: inspect.Signature
     has_self: bool
+    binds_0: bool  # a call without arguments binds (every parameter has a default)
+    binds_1: bool  # ... and one with a single positional argument
+
+    def check_binding(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        """Raise ``TypeError`` (as a call would) when ``args``/``kwargs`` do not bind to
+        the parameters; the request parameter counts as given."""
+        n = len(args)
+        if n <= 1 and len(kwargs) == (self.request_param is not None) and \
+                (self.request_param is None or self.request_param in kwargs):
+            if self.binds_0 if n == 0 else self.binds_1:
+                return
+        self.sig.bind(*((None,) if self.has_self else ()), *args, **kwargs)
 
 
 _sigs: dict[int, tuple[Any, Signature]] = {}
@@ -106,7 +118,13 @@ def signature_of(spec: Any) -> Signature:
         finfo = spec.owner._oaas_fields.get(spec.field)
         if finfo is not None and ret in (Any, None):
             ret = finfo.annotation
-    s = Signature(tuple(params), hints, request_param, ret, sig, has_self)
+    P = inspect.Parameter
+    optional = [p.default is not P.empty or p.kind in (P.VAR_POSITIONAL, P.VAR_KEYWORD)
+                for p in params]
+    binds_0 = all(optional)
+    binds_1 = bool(params) and params[0].kind in (P.POSITIONAL_ONLY, P.POSITIONAL_OR_KEYWORD,
+                                                  P.VAR_POSITIONAL) and all(optional[1:])
+    s = Signature(tuple(params), hints, request_param, ret, sig, has_self, binds_0, binds_1)
     _sigs[id(spec)] = (spec, s)
     return s
 

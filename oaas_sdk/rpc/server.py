@@ -26,6 +26,7 @@ import asyncio
 import atexit
 import concurrent.futures
 import inspect
+import itertools
 import json
 import logging
 import re
@@ -55,11 +56,24 @@ ERROR_TYPE_HEADER = "oaas-error-type"
 ERROR_MODULE_HEADER = "oaas-error-module"
 ERROR_FORMAT_HEADER = "oaas-error"
 
+# Invocation ids: unique per process start (random prefix) and call (counter).
+_ID_PREFIX = uuid.uuid4().hex[:16] + "-"
+_ids = itertools.count(1)
+
 _NUMERIC_ID = re.compile(r"0|[1-9][0-9]{0,19}")
 
 
+def _response(payload: bytes | None, status: ResponseStatus,
+              headers: dict[str, str] | None = None,
+              invocation_id: str = "") -> InvocationResponse:
+    # Built without validation: every value is typed here.
+    return InvocationResponse.model_construct(payload=payload, status=status,
+                                              headers=headers or {},
+                                              invocation_id=invocation_id)
+
+
 def _invalid(msg: str) -> InvocationResponse:
-    return InvocationResponse(payload=msg.encode(), status=ResponseStatus.INVALID_REQUEST,
+    return _response(payload=msg.encode(), status=ResponseStatus.INVALID_REQUEST,
                               headers={ERROR_FORMAT_HEADER: "text"})
 
 
@@ -80,7 +94,7 @@ def _error_headers(e: BaseException, fmt: str) -> dict[str, str]:
 def _app_error(e: BaseException) -> InvocationResponse:
     status = ResponseStatus.SYSTEM_ERROR if isinstance(e, StorageError) \
         else ResponseStatus.APP_ERROR
-    return InvocationResponse(payload=_message_of(e).encode("utf-8", "surrogatepass"),
+    return _response(payload=_message_of(e).encode("utf-8", "surrogatepass"),
                               status=status, headers=_error_headers(e, "text"))
 
 
@@ -90,7 +104,7 @@ def _conversion_error(e: BaseException) -> InvocationResponse:
     ``error_class`` and the headers."""
     body = {"error_type": "SerializationError", "error_message": _message_of(e),
             "error_class": type(e).__name__}
-    return InvocationResponse(payload=json.dumps(body).encode(),
+    return _response(payload=json.dumps(body).encode(),
                               status=ResponseStatus.APP_ERROR,
                               headers=_error_headers(e, "json"))
 
@@ -127,7 +141,7 @@ async def dispatch(req: InvocationRequest) -> InvocationResponse:
     an :class:`InvocationRequest` for a class-level function or a stateless method) and
     return its response. Never raises for a request or method error: those become the
     response's status (see the module docstring)."""
-    inv_id = uuid.uuid4().hex
+    inv_id = f"{_ID_PREFIX}{next(_ids):x}"
     cls = class_by_id(req.cls_id)
     if cls is None:
         return _with_id(_invalid(f"cls_id '{req.cls_id}' not found"), inv_id)
@@ -171,10 +185,9 @@ async def dispatch(req: InvocationRequest) -> InvocationResponse:
         kwargs[sig.request_param] = req
     try:
         try:
-            bound = sig.sig.bind(*((obj,) if sig.has_self else ()), *args, **kwargs)
+            sig.check_binding(args, kwargs)
         except TypeError as e:
             raise ValidationError(f"{where}: {e}") from None
-        del bound
         if spec.kind in ("method", "constructor", "function"):
             spec.convert_args(args, kwargs, obj)  # a conversion error is the caller's
     except ValidationError as e:
@@ -201,7 +214,7 @@ async def dispatch(req: InvocationRequest) -> InvocationResponse:
         payload, kind = encode_result(res, req.options)
     except SerializationError as e:
         return _with_id(_app_error(e), inv_id)
-    return InvocationResponse(payload=payload, status=ResponseStatus.OKAY,
+    return _response(payload=payload, status=ResponseStatus.OKAY,
                               headers={RESULT_HEADER: kind}, invocation_id=inv_id)
 
 
@@ -283,7 +296,7 @@ class RpcServer:
             resp = await dispatch(req)
         except Exception as e:  # a defect of the SDK: answer, keep serving
             log.exception("invocation %s.%s failed in the server", req.cls_id, req.fn_id)
-            resp = InvocationResponse(payload=f"internal error: {e}".encode(),
+            resp = _response(payload=f"internal error: {e}".encode(),
                                       status=ResponseStatus.SYSTEM_ERROR)
         finally:
             self.inflight -= 1
