@@ -182,11 +182,18 @@ class OaasConfig(BaseSettings):
     @field_validator("routes")
     @classmethod
     def _check_routes(cls, v: dict[str, str]) -> dict[str, str]:
-        for key, target in v.items():
+        out = {}
+        for key, given in v.items():
+            target = given.strip()
+            for scheme in ("grpc://", "http://"):  # accepted, as gRPC tools write them
+                if target.startswith(scheme):
+                    target = target[len(scheme):]
+            target = target.rstrip("/")
             host, sep, port = target.rpartition(":")
             if not (sep and host and port.isdigit() and 0 < int(port) < 65536):
-                raise ValueError(f"route {key!r}: {target!r} is not \"host:port\"")
-        return v
+                raise ValueError(f"route {key!r}: {given!r} is not \"host:port\"")
+            out[key] = target
+        return out
 
     def route_for(self, cls_id: str, served_here: bool = False) -> str | None:
         """The ``"host:port"`` serving ``cls_id`` per :attr:`routes`: the exact id, then

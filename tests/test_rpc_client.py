@@ -302,6 +302,7 @@ def test_routes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     assert c.route_for("a.C") == "h2:2"
     assert c.route_for("b.C") == "h3:3"
     assert c.route_for("b.C", served_here=True) is None
+    assert OaasConfig(routes={"x.Y": "grpc://h:5/"}).routes["x.Y"] == "h:5"
     monkeypatch.setenv("OAAS_ROUTES", '{"a.B": "no-port"}')
     with pytest.raises(ConfigError, match="routes"):
         OaasConfig()
