@@ -228,6 +228,30 @@ def test_state_survives_sigterm_and_restart(impl: str, tmp_path: Path,
 
 
 @pytest.mark.parametrize("impl", IMPLS)
+def test_sigterm_commits_what_auto_commit_left(impl: str, tmp_path: Path,
+                                              pb: tuple[Any, Any]) -> None:
+    """AUTO_COMMIT=false (oaas-sdk2-py's environment name): changes stay in the live
+    objects and are committed when the server stops."""
+    _need_impl(impl)
+    script = write_service(tmp_path)
+    svc = ServiceProcess(script, impl, tmp_path / "store", AUTO_COMMIT="false").start()
+    c = PlainClient(*pb, svc.target)
+    try:
+        assert _json(c.obj("add", b"5", object_id="8")) == 5
+        assert _json(c.obj("add", b"5", object_id="8")) == 10
+    finally:
+        c.close()
+    assert svc.terminate() == 0, svc.output
+    svc = ServiceProcess(script, impl, tmp_path / "store").start()
+    c = PlainClient(*pb, svc.target)
+    try:
+        assert _json(c.obj("get_count", object_id="8")) == 10
+    finally:
+        c.close()
+        assert svc.terminate() == 0
+
+
+@pytest.mark.parametrize("impl", IMPLS)
 def test_sync_durability_response_after_commit(impl: str, tmp_path: Path,
                                                pb: tuple[Any, Any]) -> None:
     """With durability="sync" a response means the state is durable: a SIGKILL right
