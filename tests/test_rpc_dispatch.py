@@ -4,11 +4,12 @@ or read-only call on a new id writes nothing."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import msgpack
 
-from oaas_sdk import ObjectInvocationRequest, ResponseStatus, codec, oaas
+from oaas_sdk import OaasObject, ObjectInvocationRequest, ResponseStatus, codec, oaas
 from oaas_sdk.rpc.server import dispatch
 from oaas_sdk.runtime import current
 from tests.models import Counter
@@ -64,9 +65,51 @@ async def test_envelope_arguments_and_codec_result(sdk: Any) -> None:
 
 
 async def test_turns_hold_across_concurrent_requests(sdk: Any) -> None:
-    import asyncio
-
     rs = await asyncio.gather(*(dispatch(_req("slow_increment", 17, b"0.001"))
                                 for _ in range(8)))
     assert sorted(int(r.payload or b"0") for r in rs) == list(range(1, 9))
     assert _stored_count(17) == 8
+
+
+_started: dict[str, asyncio.Event] = {}
+
+
+@oaas.service("Racer", package="rpcdispatch")
+class Racer(OaasObject):
+    count: int = 0
+
+    @oaas.method()
+    async def fail_later(self) -> None:
+        self.count += 100
+        _started["fail_later"].set()
+        await asyncio.sleep(0.01)
+        raise RuntimeError("late failure")
+
+    @oaas.method()
+    async def add(self, n: int) -> int:
+        self.count += n
+        return self.count
+
+
+def _racer(fn: str, payload: bytes = b"") -> ObjectInvocationRequest:
+    return ObjectInvocationRequest(cls_id="rpcdispatch.Racer", fn_id=fn, object_id="19",
+                                   payload=payload)
+
+
+async def test_concurrent_calls_on_a_new_id_keep_the_survivor(sdk: Any) -> None:
+    """A failing first call on a new id does not drop the object from under a call that
+    waits for its turn: the latter's change is kept (auto_commit off: committed by
+    commit_all)."""
+    sdk.reconfigure(auto_commit=False)
+    _started["fail_later"] = asyncio.Event()
+    failing = asyncio.ensure_future(dispatch(_racer("fail_later")))
+    await _started["fail_later"].wait()
+    waiting = asyncio.ensure_future(dispatch(_racer("add", b"2")))
+    r1, r2 = await failing, await waiting
+    assert r1.status == ResponseStatus.APP_ERROR and r1.payload == b"late failure"
+    assert r2.status == ResponseStatus.OKAY and r2.payload == b"2"
+    # the same live object serves the next call (not a second instance from defaults)
+    assert (await dispatch(_racer("add", b"3"))).payload == b"5"
+    await oaas.commit_all_async()
+    stored = current().engine.read(("rpcdispatch.Racer", 0, 19))
+    assert stored is not None and codec.decode(stored.entries["count"], int) == 5

@@ -74,7 +74,7 @@ def _response(payload: bytes | None, status: ResponseStatus,
 
 def _invalid(msg: str) -> InvocationResponse:
     return _response(payload=msg.encode(), status=ResponseStatus.INVALID_REQUEST,
-                              headers={ERROR_FORMAT_HEADER: "text"})
+                     headers={ERROR_FORMAT_HEADER: "text"})
 
 
 def _message_of(e: BaseException) -> str:
@@ -95,7 +95,7 @@ def _app_error(e: BaseException) -> InvocationResponse:
     status = ResponseStatus.SYSTEM_ERROR if isinstance(e, StorageError) \
         else ResponseStatus.APP_ERROR
     return _response(payload=_message_of(e).encode("utf-8", "surrogatepass"),
-                              status=status, headers=_error_headers(e, "text"))
+                     status=status, headers=_error_headers(e, "text"))
 
 
 def _conversion_error(e: BaseException) -> InvocationResponse:
@@ -104,9 +104,8 @@ def _conversion_error(e: BaseException) -> InvocationResponse:
     ``error_class`` and the headers."""
     body = {"error_type": "SerializationError", "error_message": _message_of(e),
             "error_class": type(e).__name__}
-    return _response(payload=json.dumps(body).encode(),
-                              status=ResponseStatus.APP_ERROR,
-                              headers=_error_headers(e, "json"))
+    return _response(payload=json.dumps(body).encode(), status=ResponseStatus.APP_ERROR,
+                     headers=_error_headers(e, "json"))
 
 
 def _object_id(raw: str) -> int | str:
@@ -127,7 +126,11 @@ def _spec_of(cls: type[OaasObject], fn_id: str) -> Any:
 
 
 def _forget(obj: OaasObject) -> None:
-    """Drop an object created for this call that must not be persisted."""
+    """Drop an object created for this call that must not be persisted, unless another
+    call is using it meanwhile (holds or awaits its turn): that call then decides."""
+    turn = obj._oaas_turn
+    if turn is not None and (turn.locked or turn.waiters):
+        return
     rt = obj._oaas_rt
     m = obj.meta
     rt.dirty.pop(id(obj), None)
@@ -215,7 +218,7 @@ async def dispatch(req: InvocationRequest) -> InvocationResponse:
     except SerializationError as e:
         return _with_id(_app_error(e), inv_id)
     return _response(payload=payload, status=ResponseStatus.OKAY,
-                              headers={RESULT_HEADER: kind}, invocation_id=inv_id)
+                     headers={RESULT_HEADER: kind}, invocation_id=inv_id)
 
 
 def _with_id(r: InvocationResponse, inv_id: str) -> InvocationResponse:
@@ -297,7 +300,7 @@ class RpcServer:
         except Exception as e:  # a defect of the SDK: answer, keep serving
             log.exception("invocation %s.%s failed in the server", req.cls_id, req.fn_id)
             resp = _response(payload=f"internal error: {e}".encode(),
-                                      status=ResponseStatus.SYSTEM_ERROR)
+                             status=ResponseStatus.SYSTEM_ERROR)
         finally:
             self.inflight -= 1
         out: bytes = _pb.response_to_pb(resp).SerializeToString()
