@@ -214,6 +214,16 @@ class OaasService:
             return None
         return handle.stop(self.config.shutdown_grace_s if grace is None else grace)
 
+    def restart_server(self, port: int | None = None, loop: Any = None,
+                       async_mode: bool | None = None) -> None:
+        """Stop the server if it runs, then start it again on ``port`` (default: the port
+        it had, else ``OaasConfig.http_port``). Raises :class:`ServerError` as
+        :meth:`start_server`."""
+        previous = self._server_port
+        if self._server is not None:
+            self.stop_server()
+        self.start_server(port if port is not None else previous, loop, async_mode)
+
     def is_server_running(self) -> bool:
         """Whether :meth:`start_server` started a server that is not stopped."""
         return self._server_running

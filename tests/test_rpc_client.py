@@ -219,6 +219,9 @@ def test_start_server_serves_this_process(local_server: int) -> None:
 
     assert asyncio.run(calls()) == (2, 15)
     assert Counter.load(31).count == 15  # the server ran it in this process's runtime
+    oaas.restart_server()  # same port again
+    assert oaas.get_server_info()["port"] == local_server
+    wait_ready(target)
 
 
 async def test_start_server_from_a_coroutine(sdk: Any) -> None:
