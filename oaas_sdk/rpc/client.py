@@ -24,6 +24,7 @@ from collections.abc import Callable
 from typing import Any
 
 import grpc
+from google.protobuf.message import DecodeError
 
 from .. import errors as _errors
 from .. import runtime as _rt
@@ -114,7 +115,11 @@ async def invoke(target: str, cls_id: str, fn_id: str, args: tuple[Any, ...] = (
                     from None
             raise _remote(RemoteError, f"{where} at {target}: {code.name}: {e.details()}",
                           code.name, "", target) from None
-    resp = _pb.PbInvocationResponse.FromString(raw)
+    try:
+        resp = _pb.PbInvocationResponse.FromString(raw)
+    except DecodeError as e:
+        raise _remote(RemoteError, f"{where} at {target}: malformed response: {e}",
+                      "SYSTEM_ERROR", "", target) from None
     headers = dict(resp.headers)
     body = resp.payload if resp.HasField("payload") else None
     if resp.status == ResponseStatus.OKAY:
