@@ -305,7 +305,8 @@ class OaasService:
         """Entry point of a service module.
 
         ``python service.py``: serve the registered classes (port ``HTTP_PORT``, see
-        :meth:`start_server`) until SIGTERM or SIGINT, then stop gracefully: no new calls,
+        :meth:`start_server`; a line on standard error says when it serves) until SIGTERM
+        or SIGINT, then stop gracefully: no new calls,
         calls in flight finish (``OaasConfig.shutdown_grace_s`` at most), pending commits
         are flushed, and the function returns (the process exits 0).
 
@@ -341,6 +342,8 @@ class OaasService:
         assert handle is not None
         if isinstance(handle.started, asyncio.Task):
             await handle.started
+        print(f"oaas-sdk: serving {len(_CLASSES)} classes (oprc.OprcFunction) on "
+              f"{self.config.server_host}:{handle.port}", file=sys.stderr, flush=True)
         await stop.wait()
         log.info("stopping: finishing calls in flight, flushing commits")
         self._server, self._server_running, self._server_port = None, False, None
