@@ -342,8 +342,9 @@ class OaasService:
         assert handle is not None
         if isinstance(handle.started, asyncio.Task):
             await handle.started
-        print(f"oaas-sdk: serving {len(_CLASSES)} classes (oprc.OprcFunction) on "
-              f"{self.config.server_host}:{handle.port}", file=sys.stderr, flush=True)
+        n = len(_CLASSES)
+        print(f"oaas-sdk: serving {n} class{'' if n == 1 else 'es'} (oprc.OprcFunction) "
+              f"on {self.config.server_host}:{handle.port}", file=sys.stderr, flush=True)
         await stop.wait()
         log.info("stopping: finishing calls in flight, flushing commits")
         self._server, self._server_running, self._server_port = None, False, None

@@ -216,7 +216,7 @@ def test_state_survives_sigterm_and_restart(impl: str, tmp_path: Path,
     finally:
         c.close()
     assert svc.terminate(signal.SIGTERM) == 0, svc.output
-    assert f"oaas-sdk: serving 1 classes (oprc.OprcFunction) on 127.0.0.1:{svc.port}" \
+    assert f"oaas-sdk: serving 1 class (oprc.OprcFunction) on 127.0.0.1:{svc.port}" \
         in svc.output
 
     svc = ServiceProcess(script, impl, tmp_path / "store").start()
