@@ -182,6 +182,18 @@ def test_oversized_and_malformed_messages(served: Any) -> None:
     assert svc.proc.poll() is None
 
 
+def test_grpc_health_check(served: Any) -> None:
+    """The standard grpc.health.v1 Check, by its wire bytes (no generated code)."""
+    _, c = served
+    check = c.channel.unary_unary("/grpc.health.v1.Health/Check")
+    assert check(b"", timeout=30) == b"\x08\x01"  # service "": SERVING
+    name = b"oprc.OprcFunction"
+    assert check(b"\x0a" + bytes([len(name)]) + name, timeout=30) == b"\x08\x01"
+    with pytest.raises(grpc.RpcError) as ei:
+        check(b"\x0a\x05other", timeout=30)
+    assert ei.value.code() == grpc.StatusCode.NOT_FOUND
+
+
 def test_calls_on_one_object_take_turns(served: Any) -> None:
     """Concurrent calls on one object run one at a time: no update is lost."""
     _, c = served

@@ -34,6 +34,9 @@ __all__ = [
     "PbObjectInvocationRequest",
     "PbInvocationResponse",
     "file_descriptor_proto",
+    "HEALTH_SERVICE",
+    "PbHealthCheckRequest",
+    "PbHealthCheckResponse",
     "request_from_pb",
     "object_request_from_pb",
     "response_to_pb",
@@ -123,6 +126,34 @@ PbObjectInvocationRequest: Any = message_factory.GetMessageClass(
     _fdesc.message_types_by_name["ObjectInvocationRequest"])
 PbInvocationResponse: Any = message_factory.GetMessageClass(
     _fdesc.message_types_by_name["InvocationResponse"])
+
+# The standard gRPC health service (grpc/health/v1/health.proto: Check only), so that
+# orchestrators' gRPC probes (Kubernetes grpc probes, grpc_health_probe) can ask the
+# runtime whether it serves.
+HEALTH_SERVICE = "grpc.health.v1.Health"
+HEALTH_SERVING, HEALTH_NOT_SERVING = 1, 2
+
+
+def _health_file() -> descriptor_pb2.FileDescriptorProto:
+    fd = descriptor_pb2.FileDescriptorProto(name="grpc/health/v1/health.proto",
+                                            package="grpc.health.v1", syntax="proto3")
+    req = fd.message_type.add(name="HealthCheckRequest")
+    _field(req, "service", 1, _F.TYPE_STRING)
+    resp = fd.message_type.add(name="HealthCheckResponse")
+    status = resp.enum_type.add(name="ServingStatus")
+    for i, n in enumerate(("UNKNOWN", "SERVING", "NOT_SERVING", "SERVICE_UNKNOWN")):
+        status.value.add(name=n, number=i)
+    _field(resp, "status", 1, _F.TYPE_ENUM,
+           type_name=".grpc.health.v1.HealthCheckResponse.ServingStatus")
+    return fd
+
+
+_pool.Add(_health_file())
+_hdesc = _pool.FindFileByName("grpc/health/v1/health.proto")
+PbHealthCheckRequest: Any = message_factory.GetMessageClass(
+    _hdesc.message_types_by_name["HealthCheckRequest"])
+PbHealthCheckResponse: Any = message_factory.GetMessageClass(
+    _hdesc.message_types_by_name["HealthCheckResponse"])
 
 
 def request_from_pb(m: Any) -> InvocationRequest:

@@ -241,6 +241,7 @@ class RpcServer:
         self.max_message_bytes = max_message_bytes
         self._server: Any = None
         self.inflight = 0
+        self.stopping = False
 
     def bind(self) -> int:
         """Create the server and bind its port (synchronously); returns the bound port.
@@ -249,11 +250,15 @@ class RpcServer:
                 ("grpc.max_send_message_length", self.max_message_bytes),
                 ("grpc.so_reuseport", 0)]
         server = grpc.aio.server(options=opts)
-        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
-            _pb.SERVICE, {
+        server.add_generic_rpc_handlers((
+            grpc.method_handlers_generic_handler(_pb.SERVICE, {
                 "InvokeFn": grpc.unary_unary_rpc_method_handler(self._invoke_fn),
                 "InvokeObj": grpc.unary_unary_rpc_method_handler(self._invoke_obj),
-            }),))
+            }),
+            grpc.method_handlers_generic_handler(_pb.HEALTH_SERVICE, {
+                "Check": grpc.unary_unary_rpc_method_handler(self._health_check),
+            }),
+        ))
         addr = f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
         try:
             bound = server.add_insecure_port(addr)
@@ -274,8 +279,23 @@ class RpcServer:
     async def stop(self, grace: float | None) -> None:
         """Stop accepting calls; calls in flight get ``grace`` seconds to finish (``None``:
         cancelled at once)."""
+        self.stopping = True
         if self._server is not None:
             await self._server.stop(grace)
+
+    async def _health_check(self, data: bytes, context: Any) -> bytes:
+        """``grpc.health.v1.Health/Check``: SERVING for the whole server (``""``) and for
+        ``oprc.OprcFunction``; NOT_SERVING once stopping; NOT_FOUND for other services."""
+        try:
+            service = _pb.PbHealthCheckRequest.FromString(data).service
+        except DecodeError as e:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                f"malformed HealthCheckRequest: {e}")
+        if service not in ("", _pb.SERVICE):
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"unknown service {service!r}")
+        status = _pb.HEALTH_NOT_SERVING if self.stopping else _pb.HEALTH_SERVING
+        out: bytes = _pb.PbHealthCheckResponse(status=status).SerializeToString()
+        return out
 
     async def _invoke_fn(self, data: bytes, context: Any) -> bytes:
         try:
