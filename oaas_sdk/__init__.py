@@ -8,10 +8,20 @@ Public API (see ``docs/api.md``)::
 from __future__ import annotations
 
 from ._native_loader import native_available
+from .compat import (
+    DebugContext,
+    DebugLevel,
+    Session,
+    StateDescriptor,
+    configure_debug,
+    get_debug_context,
+    set_debug_level,
+)
 from .config import OaasConfig
 from .errors import (
     ConfigError,
     ConflictError,
+    DecoratorError,
     OaasError,
     ObjectNotFound,
     SerializationError,
@@ -37,6 +47,9 @@ __all__ = [
     "field", "Mapped", "mapped", "getter", "setter", "method", "function", "constructor",
     "InvocationRequest", "ObjectInvocationRequest", "InvocationResponse", "ResponseStatus",
     "OaasError", "ObjectNotFound", "ValidationError", "SerializationError", "ConflictError",
-    "StorageError", "ConfigError", "ServerError", "AgentError", "native_available",
-    "__version__",
+    "StorageError", "ConfigError", "ServerError", "AgentError", "DecoratorError",
+    "native_available", "__version__",
+    # oaas-sdk2-py compatibility (oaas_sdk.compat)
+    "Session", "StateDescriptor", "DebugLevel", "DebugContext", "configure_debug",
+    "set_debug_level", "get_debug_context",
 ]

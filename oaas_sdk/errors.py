@@ -15,6 +15,7 @@ __all__ = [
     "ConflictError",
     "StorageError",
     "ConfigError",
+    "DecoratorError",
 ]
 
 
@@ -63,3 +64,19 @@ class StorageError(OaasError):
 class ConfigError(OaasError, ValueError):
     """The configuration is invalid or cannot be honoured (for example ``native="on"``
     without the native extension)."""
+
+
+class DecoratorError(OaasError):
+    """A method or function declared with ``retry_count > 0`` failed on every attempt.
+
+    Raised from the last attempt's exception (``__cause__``), as oaas-sdk2-py does; the
+    message names the method and the number of attempts. ``attempts`` (int) and
+    ``last_error`` (the last exception) give the same as attributes. With
+    ``retry_count=0`` (the default) a method's own exception propagates unchanged.
+    """
+
+    def __init__(self, message: str, *, attempts: int = 0,
+                 last_error: BaseException | None = None) -> None:
+        super().__init__(message)
+        self.attempts = attempts
+        self.last_error = last_error
