@@ -1,0 +1,185 @@
+"""The decorators keep the decorated signatures for type checkers (docs/api.md): mypy
+(``--strict``) run on a sample service sees ``await c.increment(2)`` as ``int``, reports
+wrong argument types, and reveals no ``Any`` in what decorated calls return."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+SAMPLE = '''
+from typing import Optional
+
+from oaas_sdk import OaasObject, getter, oaas, setter
+
+
+@oaas.service("Counter", package="typing")
+class Counter(OaasObject):
+    count: int = 0
+    peer: Optional["Counter"] = None
+
+    @oaas.method
+    async def increment(self, amount: int = 1) -> int:
+        self.count += amount
+        return self.count
+
+    @oaas.method()
+    def bump(self) -> int:
+        self.count += 1
+        return self.count
+
+    @oaas.method("describe", stateless=True, timeout=2.0)
+    async def describe(self, prefix: str) -> str:
+        return f"{prefix}{self.count}"
+
+    @oaas.method(retry_count=2, retry_delay=0.1)
+    def label(self, *, upper: bool = False) -> str:
+        return "X" if upper else "x"
+
+    @oaas.function()
+    async def release() -> str:
+        return "1.0"
+
+    @oaas.function
+    def double(x: int) -> int:
+        return 2 * x
+
+    @oaas.getter("count")
+    async def get_count(self) -> int:
+        return self.count
+
+    @getter
+    def get_peer(self) -> Optional["Counter"]:
+        return self.peer
+
+    @oaas.setter()
+    async def set_count(self, value: int) -> int:
+        return value
+
+    @setter("count")
+    def put_count(self, value: int) -> None:
+        pass
+
+    @oaas.constructor()
+    async def init(self, start: int) -> None:
+        self.count = start
+
+
+async def main() -> None:
+    c = Counter.create()
+    reveal_type(c)  # R1
+    reveal_type(await c.increment(2))  # R2
+    reveal_type(c.bump())  # R3
+    reveal_type(await c.describe("n="))  # R4
+    reveal_type(c.label(upper=True))  # R5
+    reveal_type(await Counter.release())  # R6
+    reveal_type(Counter.double(3))  # R7
+    reveal_type(await c.get_count())  # R8
+    reveal_type(c.get_peer())  # R9
+    reveal_type(await c.set_count(3))  # R10
+    reveal_type(Counter.load(1))  # R11
+    await c.init(0)
+    await c.increment("two")  # E1
+    c.bump(1)  # E2
+    await c.describe(prefix=3)  # E3
+    c.label(True)  # E4
+    Counter.double("3")  # E5
+    await c.set_count("3")  # E6
+    c.put_count(None)  # E7
+    await c.increment(amount=1, extra=2)  # E8
+'''
+
+EXPECTED_TYPES = {
+    "R1": r"(typing_sample\.)?Counter",
+    "R2": r"(builtins\.)?int",
+    "R3": r"(builtins\.)?int",
+    "R4": r"(builtins\.)?str",
+    "R5": r"(builtins\.)?str",
+    "R6": r"(builtins\.)?str",
+    "R7": r"(builtins\.)?int",
+    "R8": r"(builtins\.)?int",
+    "R9": r"(typing_sample\.Counter|Counter) \| None|Union\[.*Counter, None\]",
+    "R10": r"(builtins\.)?int",
+    "R11": r"(typing_sample\.)?Counter",
+}
+
+
+@pytest.fixture(scope="module")
+def mypy_report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[str]]:
+    """mypy's notes and errors on the sample, by the marker (R1, E1, ...) of their line."""
+    pytest.importorskip("mypy")
+    d = tmp_path_factory.mktemp("typing")
+    src = d / "typing_sample.py"
+    src.write_text(textwrap.dedent(SAMPLE))
+    proc = subprocess.run(
+        [sys.executable, "-m", "mypy", "--strict", "--config-file", "/dev/null", "--cache-dir", str(d / ".mypy_cache"),
+         "--no-error-summary", "--hide-error-context", str(src)],
+        cwd=d, capture_output=True, text=True, timeout=300)
+    assert proc.stderr == "" or "error" not in proc.stderr.lower(), proc.stderr
+    lines = src.read_text().splitlines()
+    report: dict[str, list[str]] = {}
+    for out in proc.stdout.splitlines():
+        m = re.match(r".*typing_sample\.py:(\d+): (note|error): (.*)", out)
+        if m is None:
+            continue
+        marker = re.search(r"# ([RE]\d+)$", lines[int(m.group(1)) - 1])
+        key = marker.group(1) if marker else f"line {m.group(1)}: {lines[int(m.group(1)) - 1]}"
+        report.setdefault(key, []).append(f"{m.group(2)}: {m.group(3)}")
+    return report
+
+
+@pytest.mark.parametrize("marker", sorted(EXPECTED_TYPES))
+def test_decorated_calls_keep_their_types(mypy_report: dict[str, list[str]],
+                                          marker: str) -> None:
+    got = mypy_report.get(marker, [])
+    revealed = [n.split('"')[1] for n in got if n.startswith("note: Revealed type is")]
+    assert len(revealed) == 1, got
+    assert re.fullmatch(EXPECTED_TYPES[marker], revealed[0]), (marker, revealed[0])
+    assert "Any" not in revealed[0]
+    assert not [e for e in got if e.startswith("error")], got
+
+
+def test_wrong_arguments_are_reported(mypy_report: dict[str, list[str]]) -> None:
+    for marker in [f"E{i}" for i in range(1, 9)]:
+        errors = [e for e in mypy_report.get(marker, []) if e.startswith("error")]
+        assert errors, f"{marker}: mypy reported nothing"
+
+
+def test_nothing_else_is_reported(mypy_report: dict[str, list[str]]) -> None:
+    unexpected = {k: v for k, v in mypy_report.items() if not re.fullmatch(r"[RE]\d+", k)}
+    assert unexpected == {}
+
+
+def test_the_sample_runs(impl: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The sample is a working service, not only something mypy accepts."""
+    import asyncio
+    import importlib
+
+    from oaas_sdk import OaasConfig, oaas
+
+    src = textwrap.dedent(SAMPLE).split("async def main()")[0].replace(
+        'package="typing"', 'package="typingrun"')
+    (tmp_path / "typing_run_sample.py").write_text(src)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "typing_run_sample", raising=False)
+    Counter = importlib.import_module("typing_run_sample").Counter
+    oaas.configure(OaasConfig(mock_mode=True, native="on" if impl == "native" else "off"))
+
+    async def run() -> tuple[object, ...]:
+        c = Counter.create()
+        d = Counter.create()
+        await c.init(1)
+        c.peer = d
+        return (await c.increment(2), c.bump(), await c.describe("n="), c.label(upper=True),
+                await Counter.release(), Counter.double(3), await c.set_count(5),
+                await c.get_count(), c.get_peer() is d)
+
+    try:
+        assert asyncio.run(run()) == (3, 4, "n=4", "X", "1.0", 6, 5, 5, True)
+    finally:
+        oaas.configure(OaasConfig(mock_mode=True, native="off"))
