@@ -117,8 +117,9 @@ def mypy_report(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[str]
     src = d / "typing_sample.py"
     src.write_text(textwrap.dedent(SAMPLE))
     proc = subprocess.run(
-        [sys.executable, "-m", "mypy", "--strict", "--config-file", "/dev/null", "--cache-dir", str(d / ".mypy_cache"),
-         "--no-error-summary", "--hide-error-context", str(src)],
+        [sys.executable, "-m", "mypy", "--strict", "--config-file", "/dev/null",
+         "--cache-dir", str(d / ".mypy_cache"), "--no-error-summary", "--hide-error-context",
+         str(src)],
         cwd=d, capture_output=True, text=True, timeout=300)
     assert proc.stderr == "" or "error" not in proc.stderr.lower(), proc.stderr
     lines = src.read_text().splitlines()
