@@ -18,7 +18,7 @@ import time
 import typing
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, cast, overload
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeAlias, TypeVar, cast, overload
 
 import pydantic
 
@@ -500,25 +500,33 @@ def method(func_or_name: Callable[..., Any] | str | None = None, /, *, name: str
     return deco
 
 
+if TYPE_CHECKING:  # staticmethod is not subscriptable at run time before Python 3.12
+    _FunctionLike: TypeAlias = Callable[_P, _R] | staticmethod[_P, _R]
+
+
 @overload
-def function(name: Callable[_P, _R], /) -> staticmethod[_P, _R]: ...
+def function(name: _FunctionLike[_P, _R], /) -> staticmethod[_P, _R]: ...
 @overload
 def function(name: str = "", serve_with_agent: bool = False, timeout: float | None = None,
-             retry_count: int = 0,
-             retry_delay: float = 1.0) -> Callable[[Callable[_P, _R]], staticmethod[_P, _R]]: ...
-def function(name: Callable[..., Any] | str = "", serve_with_agent: bool = False,
-             timeout: float | None = None, retry_count: int = 0,
-             retry_delay: float = 1.0) -> Any:
+             retry_count: int = 0, retry_delay: float = 1.0,
+             ) -> Callable[[_FunctionLike[_P, _R]], staticmethod[_P, _R]]: ...
+def function(name: Callable[..., Any] | staticmethod[..., Any] | str = "",
+             serve_with_agent: bool = False, timeout: float | None = None,
+             retry_count: int = 0, retry_delay: float = 1.0) -> Any:
     """Mark a class-level, stateless function (no object, no ``self``): called on the class
     (``await Cls.version()``), as a ``staticmethod`` is. Usable as ``@oaas.function`` or
-    ``@oaas.function(name, ...)``; options as for :func:`method`.
+    ``@oaas.function(name, ...)``; options as for :func:`method`. A ``@staticmethod``
+    below it is accepted (pyright checks the first parameter of a function in a class body
+    as ``self`` unless it sees ``staticmethod`` itself).
     """
-    def deco(fn: Callable[_P, _R]) -> staticmethod[_P, _R]:
+    def deco(fn: _FunctionLike[_P, _R]) -> staticmethod[_P, _R]:
+        if isinstance(fn, staticmethod):
+            fn = fn.__func__
         return cast("staticmethod[_P, _R]", _Pending(MethodSpec(
             fn, name=fname, kind="function", serve_with_agent=serve_with_agent,
             timeout=timeout, retry_count=retry_count, retry_delay=retry_delay)))
 
-    if callable(name):  # bare @oaas.function
+    if callable(name) or isinstance(name, staticmethod):  # bare @oaas.function
         fname = ""
         return deco(name)
     fname = name
