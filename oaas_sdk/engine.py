@@ -510,10 +510,17 @@ class NativeEngine:
     def __init__(self, native: ModuleType, path: str, *, durability: str = "sync",
                  batch_max_entries: int = 4096, batch_max_delay_ms: float = 2.0,
                  pending_max_bytes: int = 256 << 20, **store_options: int) -> None:
-        self._eng = native.Engine(path, durability=durability,
-                                  batch_max_entries=batch_max_entries,
-                                  batch_max_delay_ms=batch_max_delay_ms,
-                                  pending_max_bytes=pending_max_bytes, **store_options)
+        from .stores.lmdb import claim_environment, release_environment
+
+        self._claim: object | None = claim_environment(path, "the native engine")
+        try:
+            self._eng = native.Engine(path, durability=durability,
+                                      batch_max_entries=batch_max_entries,
+                                      batch_max_delay_ms=batch_max_delay_ms,
+                                      pending_max_bytes=pending_max_bytes, **store_options)
+        except BaseException:
+            release_environment(self._claim)
+            raise
         self._submit = self._eng.submit
         #: One call that encodes an object's assigned fields, queues the commit and
         #: applies it to the object (``_native.Engine.commit_object``); ``None`` on
@@ -646,7 +653,12 @@ class NativeEngine:
 
     def close(self) -> None:
         """Flush, stop the persister and close the store. Idempotent."""
+        from .stores.lmdb import release_environment
+
         rest = self._eng.close()
+        if self._claim is not None:
+            release_environment(self._claim)
+            self._claim = None
         if rest:
             self._wake(rest)
         fd = self._notify_fd

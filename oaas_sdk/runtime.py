@@ -19,6 +19,7 @@ from ._native_loader import native_module
 from .cache import EntryCache
 from .config import OaasConfig
 from .engine import AnyEngine, Engine, NativeEngine
+from .errors import StorageError
 from .stores import ObjectKey, Store, StoredObject, lmdb_location, open_store, parse_storage_url
 
 if TYPE_CHECKING:
@@ -47,6 +48,8 @@ class Runtime:
         self.store_url = storage
         self._engine: AnyEngine | None = None
         self._engine_lock = threading.Lock()
+        # Set when oaas.configure() replaced this runtime: it never opens its store again.
+        self._replaced = False
         self._inline = kind == "memory"
         # The codec is process-wide: the latest configuration picks its implementation.
         codec.set_backend(self.native)
@@ -80,9 +83,27 @@ class Runtime:
         if eng is None:
             with self._engine_lock:
                 if self._engine is None:
+                    if self._replaced:
+                        return self._successor_engine()
                     self._engine = self._open_engine()
                 eng = self._engine
         return eng
+
+    def _successor_engine(self) -> AnyEngine:
+        """The engine for an object of a replaced runtime (one loaded before the last
+        ``oaas.configure()``): the current runtime's when it has the same LMDB directory,
+        so the process keeps one handle per environment (LMDB forbids two)."""
+        kind, loc = parse_storage_url(self.store_url)
+        if kind != "lmdb" or self._given_store is not None:
+            return self._open_engine()  # nothing shared: a store of its own, as before
+        cur = current()
+        ckind, cloc = parse_storage_url(cur.store_url)
+        if (cur is not self and ckind == "lmdb" and cur._given_store is None
+                and _same_directory(lmdb_location(cloc)[0], lmdb_location(loc)[0])):
+            return cur.engine
+        raise StorageError(
+            f"lmdb store at {lmdb_location(loc)[0]}: closed, because oaas.configure() "
+            f"replaced the configuration this object was loaded under; load it again")
 
     def _open_engine(self) -> AnyEngine:
         c = self.config
@@ -136,6 +157,10 @@ class Runtime:
         return out
 
 
+def _same_directory(a: str, b: str) -> bool:
+    return os.path.realpath(a) == os.path.realpath(b)
+
+
 _current: Runtime | None = None
 _lock = threading.Lock()
 
@@ -167,6 +192,7 @@ def configure(config: OaasConfig | None, store: Store | None = None) -> Runtime:
     with _lock:
         old = _current
         if old is not None:
+            old._replaced = True
             old.close()
         _set(new)
     return new

@@ -8,6 +8,8 @@ from __future__ import annotations
 import faulthandler
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 
@@ -58,17 +60,27 @@ def test_no_bound_with_zero(lmdb_sdk) -> None:
     assert oaas.stats()["pending_bytes"] == 0
 
 
+# Holds the store's write lock from another process until its standard input closes.
+_HOLD_WRITE_LOCK = """
+import sys, lmdb
+env = lmdb.open(sys.argv[1], max_dbs=8, subdir=True)
+txn = env.begin(write=True)
+print("locked", flush=True)
+sys.stdin.read()
+txn.abort()
+env.close()
+"""
+
+
 def test_ctrl_c_interrupts_a_throttled_commit(lmdb_sdk) -> None:
     """A writer waiting for a stalled store (another process holds LMDB's write lock)
     can be interrupted: KeyboardInterrupt, and the commit is not queued."""
-    import lmdb
-
     lmdb_sdk.reconfigure(durability="async", batch_max_delay_ms=0, pending_max_bytes=LIMIT)
     c = Counter.create(obj_id=1)
     c.commit()
     runtime.current().flush()
-    env = lmdb.open(str(lmdb_sdk.path), max_dbs=8, subdir=True)
-    blocker = env.begin(write=True)  # the persister now waits for this lock
+    blocker = subprocess.Popen([sys.executable, "-c", _HOLD_WRITE_LOCK, str(lmdb_sdk.path)],
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     interrupted = threading.Event()
 
     def interrupt_when_throttled() -> None:
@@ -77,11 +89,12 @@ def test_ctrl_c_interrupts_a_throttled_commit(lmdb_sdk) -> None:
         interrupted.set()
         os.kill(os.getpid(), signal.SIGINT)
 
-    t = threading.Thread(target=interrupt_when_throttled, daemon=True)
-    t.start()
     # Were the wait not interruptible, this test would hang: fail it instead.
     faulthandler.dump_traceback_later(60, exit=True)
+    t = threading.Thread(target=interrupt_when_throttled, daemon=True)
     try:
+        assert blocker.stdout is not None and blocker.stdout.readline() == "locked\n"
+        t.start()  # the persister now waits for the other process's lock
         with pytest.raises(KeyboardInterrupt):
             for i in range(2, 200):  # queued behind the lock until throttled
                 o = Counter.create(obj_id=i)
@@ -90,8 +103,10 @@ def test_ctrl_c_interrupts_a_throttled_commit(lmdb_sdk) -> None:
         assert interrupted.is_set()
     finally:
         faulthandler.cancel_dump_traceback_later()
-        blocker.abort()
-        env.close()
-        t.join(10)
+        assert blocker.stdin is not None
+        blocker.stdin.close()
+        assert blocker.wait(30) == 0
+        if t.is_alive():
+            t.join(10)
     runtime.current().flush()
     assert oaas.stats()["pending_bytes"] == 0

@@ -9,7 +9,9 @@ transaction, so one fsync covers it (group commit). LMDB: http://www.lmdb.tech/d
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterator
+from typing import Any, cast
 
 import lmdb
 
@@ -25,7 +27,16 @@ from . import (
     unpack_meta,
 )
 
-__all__ = ["LmdbStore", "FORMAT_KEY", "FORMAT_VALUE", "DEFAULT_MAP_SIZE"]
+__all__ = [
+    "LmdbStore",
+    "FORMAT_KEY",
+    "FORMAT_VALUE",
+    "DEFAULT_MAP_SIZE",
+    "ENGINE_0_9",
+    "claim_environment",
+    "release_environment",
+    "claimed_environments",
+]
 
 #: Key (in ``meta``) of the record that names the layout version of the environment.
 FORMAT_KEY = b"\x00oaas-format"
@@ -33,6 +44,79 @@ FORMAT_VALUE = b"oaas-sdk/1"
 #: Initial map size in bytes; the map doubles when a write finds it full.
 DEFAULT_MAP_SIZE = 1 << 30
 _MAX_MAP_SIZE = 1 << 40
+
+
+def _engine_0_9() -> dict[str, Any]:
+    """``lmdb.open`` arguments that pin LMDB's 0.9 engine for new environments.
+
+    ``lmdb`` 3 bundles LMDB 0.9 and 1.0 and lets ``LMDB_DEFAULT_LIB_VERSION=1`` pick 1.0
+    for new environments; its files (data format v3) are unreadable by the Rust side
+    (LMDB 0.9) and by older ``lmdb`` releases. Releases before 3 have only 0.9 and no
+    ``lib_version`` argument.
+    """
+    try:
+        cast(Any, lmdb).version(lib_version=0)  # no such argument before lmdb 3
+    except TypeError:  # lmdb < 3: one engine, 0.9
+        return {}
+    return {"lib_version": 0}
+
+
+#: Extra ``lmdb.open`` arguments that select LMDB 0.9 (empty where it is the only engine).
+ENGINE_0_9: dict[str, Any] = _engine_0_9()
+
+# LMDB forbids opening one environment twice in one process: its locks are fcntl() locks,
+# owned by the (process, file) pair, so closing a second handle releases the first one's
+# locks (LMDB docs, "Caveats"). The Python store and the native engine (a separate LMDB
+# build) must therefore never hold one directory at the same time: every opening of an
+# environment by this SDK claims its directory here first.
+_claims: dict[str, tuple[str, object]] = {}
+_claims_lock = threading.Lock()
+
+
+def claim_environment(path: str, holder: str) -> object:
+    """Record that ``holder`` (a description, for errors) opens the environment in
+    directory ``path``; returns the token to give :func:`release_environment`.
+
+    Raises :class:`StorageError` naming the directory and the current holder when this
+    process has it open already."""
+    key = os.path.realpath(path)
+    token = object()
+    with _claims_lock:
+        other = _claims.get(key)
+        if other is not None:
+            raise StorageError(
+                f"lmdb store at {path}: the environment is already open in this process "
+                f"({other[0]}); LMDB allows one handle per environment and process")
+        _claims[key] = (holder, token)
+    return token
+
+
+def release_environment(token: object) -> None:
+    """Forget the claim ``token`` (from :func:`claim_environment`). Idempotent; a token
+    of the parent process does nothing in a forked child."""
+    with _claims_lock:
+        for key, (_, t) in _claims.items():
+            if t is token:
+                del _claims[key]
+                return
+
+
+def claimed_environments() -> dict[str, str]:
+    """The directories this process has open now: real path -> holder."""
+    with _claims_lock:
+        return {key: holder for key, (holder, _) in _claims.items()}
+
+
+def _forget_claims_in_child() -> None:
+    # A forked child holds none of its parent's environments (it must open its own), and
+    # the lock may have been held by a thread that does not exist in the child.
+    global _claims_lock
+    _claims_lock = threading.Lock()
+    _claims.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_claims_in_child)
 
 
 class LmdbStore:
@@ -48,13 +132,15 @@ class LmdbStore:
         self.path = path
         self.max_map_size = max(max_map_size, map_size)
         self.name = f"lmdb store at {path}"
+        self._claim: object | None = None
         try:
             if os.path.exists(path) and not os.path.isdir(path):
                 raise StorageError(f"{self.name}: the path exists and is not a directory")
             os.makedirs(path, exist_ok=True)
+            self._claim = claim_environment(path, "the Python lmdb store")
             self._env = lmdb.open(
                 path, map_size=map_size, max_dbs=4, subdir=True, sync=sync, metasync=sync,
-                readahead=False, lock=True,
+                readahead=False, lock=True, **ENGINE_0_9,
             )
             self._meta = self._env.open_db(b"meta")
             self._entries = self._env.open_db(b"entries")
@@ -65,10 +151,16 @@ class LmdbStore:
                 elif fmt != FORMAT_VALUE:
                     raise StorageError(f"{self.name}: unknown layout {fmt!r}, expected "
                                        f"{FORMAT_VALUE!r}")
-        except StorageError:
+        except BaseException as e:
+            env = getattr(self, "_env", None)
+            if env is not None:
+                env.close()
+            if self._claim is not None:
+                release_environment(self._claim)
+                self._claim = None
+            if isinstance(e, (lmdb.Error, OSError)):
+                raise StorageError(f"{self.name}: cannot open: {e}") from e
             raise
-        except (lmdb.Error, OSError) as e:
-            raise StorageError(f"{self.name}: cannot open: {e}") from e
 
     def read(self, key: ObjectKey) -> StoredObject | None:
         try:
@@ -157,7 +249,7 @@ class LmdbStore:
         prefix = okey + b"\x00"
         cur = txn.cursor(db=self._entries)
         if cur.set_range(prefix):
-            while cur.key().startswith(prefix):
+            while cast(bytes, cur.key()).startswith(prefix):  # buffers=False: bytes
                 if not cur.delete():
                     break
 
@@ -176,7 +268,11 @@ class LmdbStore:
         return iter(keys)
 
     def close(self) -> None:
+        """Close the environment and release its directory. Idempotent."""
         self._env.close()
+        if self._claim is not None:
+            release_environment(self._claim)
+            self._claim = None
 
 
 def _parse_object_key(cls_id: str, k: bytes) -> ObjectKey:
