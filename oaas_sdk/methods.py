@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from .object import OaasObject
 
 __all__ = ["method", "function", "constructor", "getter", "setter", "MethodSpec",
-           "collect_methods"]
+           "collect_methods", "invoke"]
 
 # Ids of the objects whose turn the current call chain holds.
 _HELD: contextvars.ContextVar[frozenset[int]] = contextvars.ContextVar(
@@ -468,7 +468,7 @@ def method(func_or_name: _F, /) -> _F: ...
 def method(func_or_name: str | None = None, /, *, name: str = "", stateless: bool = False,
            strict: bool = False, serve_with_agent: bool = False, timeout: float | None = None,
            retry_count: int = 0, retry_delay: float = 1.0) -> Callable[[_F], _F]: ...
-def method(func_or_name: Callable[..., Any] | str | None = None, /, *, name: str = "",
+def method(func_or_name: Callable[..., Any] | str | None = None, *, name: str = "",
            stateless: bool = False, strict: bool = False, serve_with_agent: bool = False,
            timeout: float | None = None, retry_count: int = 0,
            retry_delay: float = 1.0) -> Any:
@@ -692,7 +692,26 @@ def _make_setter(cls: type, spec: MethodSpec) -> Callable[..., Any]:
             return _call_sync(inner, self, (value,), {})
         wrapper = sset
     wrapper._oaas_spec = spec  # type: ignore[attr-defined]
+    wrapper._oaas_run_spec = inner  # type: ignore[attr-defined]
     return wrapper
+
+
+async def invoke(target: Any, spec: MethodSpec, args: tuple[Any, ...],
+                 kwargs: dict[str, Any]) -> Any:
+    """Run one call of ``spec`` from async code (an invocation server, a proxy) and return
+    its result: on ``target``, the object, or the class for a function.
+
+    Unlike calling the method itself, a sync method or setter called this way waits for
+    the object's turn when another call holds it (called directly, a sync call cannot wait
+    and raises ``RuntimeError``); everything else (rollback, retries, auto-commit) is as
+    for a direct call. Raises what the call raises.
+    """
+    if spec.is_async or spec.kind in ("function", "getter"):  # nothing to wait for here
+        res = getattr(target, spec.attr_name)(*args, **kwargs)
+        return await res if inspect.isawaitable(res) else res
+    # A sync method or setter: run as an async call, which awaits the turn.
+    run: MethodSpec = getattr(getattr(type(target), spec.attr_name), "_oaas_run_spec", spec)
+    return await _call_async(run, target, args, kwargs)
 
 
 def collect_methods(cls: type) -> None:

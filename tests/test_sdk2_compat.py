@@ -469,3 +469,28 @@ def test_debug_level_sets_the_sdk_logger():
         logger.disabled = disabled
         get_debug_context().level = DebugLevel.INFO
         get_debug_context().enabled = True
+
+
+async def test_invoke_waits_for_the_turn_of_a_sync_method_or_setter(sdk):
+    """What an invocation server uses: a sync method or setter invoked from async code
+    waits for a suspended call on the object instead of raising."""
+    from oaas_sdk.methods import invoke
+
+    t = Tally.create(obj_id=9)
+    started, release = asyncio.Event(), asyncio.Event()
+    holder = asyncio.create_task(t.hold(started, release))
+    await asyncio.wait_for(started.wait(), timeout=5)
+    specs = Tally._oaas_methods
+    bump = asyncio.create_task(invoke(t, specs["bump"], (1,), {}))
+    put = asyncio.create_task(invoke(t, specs["write_count"], ("500",), {}))
+    await asyncio.sleep(0)  # let both start: they wait for the turn hold() keeps
+    assert not bump.done() and not put.done() and t.count == 100
+    release.set()
+    assert await asyncio.wait_for(bump, timeout=5) == 101  # ran after hold() finished
+    assert await asyncio.wait_for(put, timeout=5) == 500
+    await asyncio.wait_for(holder, timeout=5)
+    assert await invoke(t, specs["read_count"], (), {}) == 500
+    with pytest.raises(DecoratorError):  # a function, invoked on the class
+        await invoke(Tally, specs["broken"], (), {})
+    sdk.reconfigure()
+    assert Tally.load(9).count == 500
