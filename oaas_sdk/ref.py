@@ -13,6 +13,7 @@ from typing import Any
 
 from . import codec
 from .errors import ObjectNotFound
+from .methods import invoke
 from .stores import check_identity
 
 __all__ = ["ObjectRef", "ref"]
@@ -93,17 +94,11 @@ class ObjectRef:
         spec = next((s for s in specs.values() if s.attr_name == name or s.name == name), None)
         if spec is None:
             raise AttributeError(f"{self.cls_id} has no method or accessor {name!r}")
-        attr = spec.attr_name
 
         async def call(*args: Any, **kwargs: Any) -> Any:
-            if spec.kind == "function":
-                res = getattr(cls, attr)(*args, **kwargs)
-            else:
-                obj = self.resolve_sync()
-                res = getattr(obj, attr)(*args, **kwargs)
-            if hasattr(res, "__await__"):
-                res = await res
-            return res
+            # invoke(): a sync method or setter waits for the object's turn
+            target = cls if spec.kind == "function" else self.resolve_sync()
+            return await invoke(target, spec, args, kwargs)
 
         call.__name__ = name
         return call

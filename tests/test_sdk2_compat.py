@@ -482,11 +482,13 @@ async def test_invoke_waits_for_the_turn_of_a_sync_method_or_setter(sdk):
     await asyncio.wait_for(started.wait(), timeout=5)
     specs = Tally._oaas_methods
     bump = asyncio.create_task(invoke(t, specs["bump"], (1,), {}))
+    via_ref = asyncio.create_task(t.as_ref().bump(2))  # ObjectRef calls use invoke() too
     put = asyncio.create_task(invoke(t, specs["write_count"], ("500",), {}))
-    await asyncio.sleep(0)  # let both start: they wait for the turn hold() keeps
-    assert not bump.done() and not put.done() and t.count == 100
+    await asyncio.sleep(0)  # let them start: they wait for the turn hold() keeps
+    assert not bump.done() and not via_ref.done() and not put.done() and t.count == 100
     release.set()
     assert await asyncio.wait_for(bump, timeout=5) == 101  # ran after hold() finished
+    assert await asyncio.wait_for(via_ref, timeout=5) == 103
     assert await asyncio.wait_for(put, timeout=5) == 500
     await asyncio.wait_for(holder, timeout=5)
     assert await invoke(t, specs["read_count"], (), {}) == 500
