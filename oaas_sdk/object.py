@@ -307,7 +307,7 @@ class OaasObject:
             m = cls._oaas_mutable = tuple(n for n, f in cls._oaas_fields.items() if f.mutable)
         return m
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: object, **kwargs: object) -> None:
         raise TypeError(f"create {type(self).__name__} objects with "
                         f"{type(self).__name__}.create() or .load(id), not the constructor")
 
