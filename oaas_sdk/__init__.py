@@ -14,17 +14,24 @@ from .compat import (
     Session,
     StateDescriptor,
     configure_debug,
+    configure_oaas,
+    create_object,
+    disable_auto_commit,
+    enable_auto_commit,
     get_debug_context,
+    load_object,
     set_debug_level,
 )
 from .config import OaasConfig
 from .errors import (
     ConfigError,
+    ConfigurationError,
     ConflictError,
     DecoratorError,
     OaasError,
     ObjectNotFound,
     SerializationError,
+    SessionError,
     StorageError,
     ValidationError,
 )
@@ -51,5 +58,6 @@ __all__ = [
     "native_available", "__version__",
     # oaas-sdk2-py compatibility (oaas_sdk.compat)
     "Session", "StateDescriptor", "DebugLevel", "DebugContext", "configure_debug",
-    "set_debug_level", "get_debug_context",
+    "set_debug_level", "get_debug_context", "create_object", "load_object", "configure_oaas",
+    "enable_auto_commit", "disable_auto_commit", "SessionError", "ConfigurationError",
 ]

@@ -1,8 +1,10 @@
 """Names that code written for oaas-sdk2-py 0.3.6 imports and that have no role of their own
 in oaas-sdk's design: the per-object :class:`Session` (``obj.session``), the standalone
-:class:`StateDescriptor`, and the debug switches (:class:`DebugLevel`,
-:func:`configure_debug`, :func:`set_debug_level`, :func:`get_debug_context`), which map onto
-the standard ``logging`` logger ``oaas_sdk``. Each is importable from ``oaas_sdk``.
+:class:`StateDescriptor`, the debug switches (:class:`DebugLevel`, :func:`configure_debug`,
+:func:`set_debug_level`, :func:`get_debug_context`), which map onto the standard
+``logging`` logger ``oaas_sdk``, and the module-level conveniences (:func:`create_object`,
+:func:`load_object`, :func:`configure_oaas`, :func:`enable_auto_commit`,
+:func:`disable_auto_commit`). Each is importable from ``oaas_sdk``.
 """
 
 from __future__ import annotations
@@ -16,12 +18,16 @@ from . import codec
 from .errors import SerializationError, ValidationError
 
 if TYPE_CHECKING:
+    from .config import OaasConfig
+    from .object import OaasObject
     from .runtime import Runtime
 
 __all__ = ["Session", "StateDescriptor", "DebugLevel", "DebugContext", "configure_debug",
-           "set_debug_level", "get_debug_context"]
+           "set_debug_level", "get_debug_context", "create_object", "load_object",
+           "configure_oaas", "enable_auto_commit", "disable_auto_commit"]
 
 T = TypeVar("T")
+Obj = TypeVar("Obj", bound="OaasObject")
 
 log = logging.getLogger("oaas_sdk")
 
@@ -274,3 +280,38 @@ def configure_debug(level: DebugLevel = DebugLevel.INFO, trace_calls: bool = Fal
     _context.trace_session_operations = trace_session_operations
     _context.performance_monitoring = performance_monitoring
 
+
+
+# -- module-level conveniences ------------------------------------------------------------
+
+def create_object(cls: type[Obj], obj_id: int | str | None = None, local: bool = False) -> Obj:
+    """``cls.create(obj_id, local=local)`` (see :meth:`OaasObject.create`, errors included)."""
+    return cls.create(obj_id, local=local)
+
+
+def load_object(cls: type[Obj], obj_id: int | str) -> Obj:
+    """``cls.load(obj_id)`` (see :meth:`OaasObject.load`; ``ObjectNotFound`` when absent)."""
+    return cls.load(obj_id)
+
+
+def configure_oaas(config: OaasConfig) -> None:
+    """``oaas.configure(config)``."""
+    from .service import oaas
+
+    oaas.configure(config)
+
+
+def enable_auto_commit() -> None:
+    """Turn ``auto_commit`` on in the active configuration: from the next call on, a
+    method that changed state commits after it."""
+    from .runtime import current
+
+    current().config.auto_commit = True
+
+
+def disable_auto_commit() -> None:
+    """Turn ``auto_commit`` off in the active configuration: changes wait for an explicit
+    commit (``obj.commit_async()``, ``oaas.commit_all_async()``)."""
+    from .runtime import current
+
+    current().config.auto_commit = False

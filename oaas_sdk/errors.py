@@ -16,6 +16,8 @@ __all__ = [
     "StorageError",
     "ConfigError",
     "DecoratorError",
+    "SessionError",
+    "ConfigurationError",
 ]
 
 
@@ -80,3 +82,12 @@ class DecoratorError(OaasError):
         super().__init__(message)
         self.attempts = attempts
         self.last_error = last_error
+
+
+class SessionError(OaasError):
+    """oaas-sdk2-py's error of session operations, kept so code that catches it imports;
+    oaas-sdk has no session of its own and raises the specific errors above instead."""
+
+
+#: oaas-sdk2-py's name of :class:`ConfigError`.
+ConfigurationError = ConfigError

@@ -496,3 +496,36 @@ async def test_invoke_waits_for_the_turn_of_a_sync_method_or_setter(sdk):
         await invoke(Tally, specs["broken"], (), {})
     sdk.reconfigure()
     assert Tally.load(9).count == 500
+
+
+async def test_module_level_conveniences(sdk):
+    from oaas_sdk import (
+        ConfigError,
+        ConfigurationError,
+        OaasError,
+        SessionError,
+        configure_oaas,
+        create_object,
+        disable_auto_commit,
+        enable_auto_commit,
+        load_object,
+    )
+
+    t = create_object(Tally, obj_id=10)
+    assert isinstance(t, Tally) and load_object(Tally, 10) is t
+    with pytest.raises(ObjectNotFound):
+        load_object(Tally, 11)
+    disable_auto_commit()
+    await t.abump()
+    sdk.reconfigure(auto_commit=True)
+    with pytest.raises(ObjectNotFound):  # not committed: auto-commit was off
+        Tally.load(10)
+    t = Tally.create(obj_id=10)
+    disable_auto_commit()
+    enable_auto_commit()
+    assert t.bump() == 1
+    sdk.reconfigure()
+    assert Tally.load(10).count == 1
+    assert ConfigurationError is ConfigError and issubclass(SessionError, OaasError)
+    configure_oaas(sdk.config(mock_mode=True))
+    assert oaas.config.mock_mode
