@@ -8,14 +8,31 @@ Public API (see ``docs/api.md``)::
 from __future__ import annotations
 
 from ._native_loader import native_available
+from .compat import (
+    DebugContext,
+    DebugLevel,
+    Session,
+    StateDescriptor,
+    configure_debug,
+    configure_oaas,
+    create_object,
+    disable_auto_commit,
+    enable_auto_commit,
+    get_debug_context,
+    load_object,
+    set_debug_level,
+)
 from .config import OaasConfig
 from .errors import (
     ConfigError,
+    ConfigurationError,
     ConflictError,
+    DecoratorError,
     OaasError,
     ObjectNotFound,
     RemoteError,
     SerializationError,
+    SessionError,
     StorageError,
     ValidationError,
 )
@@ -38,6 +55,10 @@ __all__ = [
     "field", "Mapped", "mapped", "getter", "setter", "method", "function", "constructor",
     "InvocationRequest", "ObjectInvocationRequest", "InvocationResponse", "ResponseStatus",
     "OaasError", "ObjectNotFound", "ValidationError", "SerializationError", "ConflictError",
-    "StorageError", "ConfigError", "RemoteError", "ServerError", "AgentError", "native_available",
-    "__version__",
+    "StorageError", "ConfigError", "RemoteError", "ServerError", "AgentError",
+    "DecoratorError", "native_available", "__version__",
+    # oaas-sdk2-py compatibility (oaas_sdk.compat)
+    "Session", "StateDescriptor", "DebugLevel", "DebugContext", "configure_debug",
+    "set_debug_level", "get_debug_context", "create_object", "load_object", "configure_oaas",
+    "enable_auto_commit", "disable_auto_commit", "SessionError", "ConfigurationError",
 ]

@@ -1898,6 +1898,24 @@ def _fill_ndarray(ft: FieldType) -> None:
     ft.mutable = True
 
 
+def _identity_given(v: Any) -> tuple[str, int, int | str] | None:
+    """The identity an assignment to a reference field gives without an object, as
+    oaas-sdk2-py accepts: a tuple ``(cls_id, partition_id, object_id)``, a dict with
+    ``cls_id``, ``object_id`` and optionally ``partition_id`` (default 0), or an object
+    metadata (``cls_id``, ``partition_id``, ``object_id`` attributes). ``None`` for
+    anything else. The identity is checked (``ValueError``) when it is resolved."""
+    if type(v) is tuple and len(v) == 3 and type(v[0]) is str:
+        return (v[0], v[1], v[2])
+    if type(v) is dict and "cls_id" in v and "object_id" in v \
+            and set(v) <= {"cls_id", "partition_id", "object_id"}:
+        return (v["cls_id"], v.get("partition_id", 0), v["object_id"])
+    try:
+        cls_id, pid, oid = v.cls_id, v.partition_id, v.object_id
+    except AttributeError:
+        return None
+    return (cls_id, pid, oid) if type(cls_id) is str else None
+
+
 def _fill_ref(ft: FieldType, cls: type) -> None:
     name = ft._name
     from_identity = getattr(cls, "__oaas_from_identity__", None)
@@ -1918,6 +1936,8 @@ def _fill_ref(ft: FieldType, cls: type) -> None:
         if isinstance(v, cls):
             return v
         ident = _identity_of(v)
+        if ident is None:
+            ident = _identity_given(v)
         if ident is not None and from_identity is not None:
             try:
                 cls_id, pid, oid = ident

@@ -15,6 +15,9 @@ __all__ = [
     "ConflictError",
     "StorageError",
     "ConfigError",
+    "DecoratorError",
+    "SessionError",
+    "ConfigurationError",
     "RemoteError",
 ]
 
@@ -64,6 +67,31 @@ class StorageError(OaasError):
 class ConfigError(OaasError, ValueError):
     """The configuration is invalid or cannot be honoured (for example ``native="on"``
     without the native extension)."""
+
+
+class DecoratorError(OaasError):
+    """A method or function declared with ``retry_count > 0`` failed on every attempt.
+
+    Raised from the last attempt's exception (``__cause__``), as oaas-sdk2-py does; the
+    message names the method and the number of attempts. ``attempts`` (int) and
+    ``last_error`` (the last exception) give the same as attributes. With
+    ``retry_count=0`` (the default) a method's own exception propagates unchanged.
+    """
+
+    def __init__(self, message: str, *, attempts: int = 0,
+                 last_error: BaseException | None = None) -> None:
+        super().__init__(message)
+        self.attempts = attempts
+        self.last_error = last_error
+
+
+class SessionError(OaasError):
+    """oaas-sdk2-py's error of session operations, kept so code that catches it imports;
+    oaas-sdk has no session of its own and raises the specific errors above instead."""
+
+
+#: oaas-sdk2-py's name of :class:`ConfigError`.
+ConfigurationError = ConfigError
 
 
 class RemoteError(OaasError):

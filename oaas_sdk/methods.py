@@ -18,26 +18,29 @@ import time
 import typing
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeAlias, TypeVar, cast, overload
 
 import pydantic
 
-from .errors import ValidationError
+from .errors import DecoratorError, ValidationError
 from .invocation import InvocationRequest, ObjectInvocationRequest
 
 if TYPE_CHECKING:
     from .object import OaasObject
 
 __all__ = ["method", "function", "constructor", "getter", "setter", "MethodSpec",
-           "collect_methods"]
+           "collect_methods", "invoke"]
 
 # Ids of the objects whose turn the current call chain holds.
 _HELD: contextvars.ContextVar[frozenset[int]] = contextvars.ContextVar(
     "oaas_held_turns", default=frozenset())
-# True while a sync method body runs: nested sync calls then run inline.
-_IN_SYNC: contextvars.ContextVar[bool] = contextvars.ContextVar("oaas_in_sync", default=False)
 
 _SIMPLE = (int, float, str, bool, bytes)
+
+# The decorated function's own type: decorators hand it back unchanged to type checkers.
+_F = TypeVar("_F", bound=Callable[..., Any])
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
 
 
 class Turn:
@@ -104,6 +107,13 @@ class MethodSpec:
         self._request_param: str | None = None
         self.attr_name = fn.__name__
         self.owner: type | None = None
+
+    @property
+    def field_name(self) -> str | None:
+        """The field an accessor reads or writes (``None`` for other kinds, and for an
+        accessor whose field is inferred until its class is defined); oaas-sdk2-py's
+        ``AccessorSpec.field_name``."""
+        return self.field
 
     # -- argument conversion --------------------------------------------------------------
     def _prepare(self) -> list[tuple[str, Any, pydantic.TypeAdapter[Any] | None]]:
@@ -279,8 +289,10 @@ async def _call_async(spec: MethodSpec, obj: OaasObject, args: tuple[Any, ...],
                 break
             except BaseException as e:
                 _rollback(obj, snap)
-                if attempt >= spec.retry_count or not isinstance(e, Exception):
+                if not isinstance(e, Exception) or not spec.retry_count:
                     raise
+                if attempt >= spec.retry_count:
+                    raise _exhausted(spec, e) from e
                 attempt += 1
                 await asyncio.sleep(spec.retry_delay)
         if not reentrant and obj._oaas_rt.config.auto_commit and obj._oaas_needs_commit():
@@ -300,21 +312,48 @@ async def _run_body(spec: MethodSpec, obj: Any, args: tuple[Any, ...],
         if spec.timeout:
             return await asyncio.wait_for(coro, spec.timeout)
         return await coro
-    token = _IN_SYNC.set(True)
-    try:
-        return spec.fn(obj, *args, **kwargs)
-    finally:
-        _IN_SYNC.reset(token)
+    return spec.fn(obj, *args, **kwargs)
 
 
-def _call_sync_inline(spec: MethodSpec, obj: OaasObject, args: tuple[Any, ...],
-                      kwargs: dict[str, Any]) -> Any:
-    """A sync method called from sync code: run now, commit (blocking) after."""
+def _exhausted(spec: MethodSpec, error: Exception) -> DecoratorError:
+    """The error of a call whose every attempt (``retry_count + 1``) failed."""
+    attempts = spec.retry_count + 1
+    owner = f"{spec.owner.__name__}." if spec.owner is not None else ""
+    return DecoratorError(f"{owner}{spec.name} failed after {attempts} attempts: "
+                          f"{type(error).__name__}: {error}",
+                          attempts=attempts, last_error=error)
+
+
+def _call_sync(spec: MethodSpec, obj: OaasObject, args: tuple[Any, ...],
+               kwargs: dict[str, Any]) -> Any:
+    """A sync method: run now, in the calling thread, and return its value; commit
+    (blocking) after it when ``auto_commit`` is on and state changed.
+
+    Called from a method of the same object (re-entrant), it runs inside the caller's turn
+    and leaves the commit to the caller. Otherwise, in a thread running an event loop, it
+    takes the object's turn like an async call but cannot wait for it: when another call
+    chain holds the turn (an async method of this object suspended at an ``await``), it
+    raises ``RuntimeError`` rather than interleave with that method's changes.
+    """
     args, kwargs = spec.convert_args(args, kwargs, obj)
-    nested = _IN_SYNC.get()
-    snap = None if spec.stateless else _snapshot(obj)
-    token = _IN_SYNC.set(True)
+    oid = id(obj)
+    held = _HELD.get()
+    outer = oid in held  # a call on this object up the chain commits after us
+    turn = None
+    if not outer and not spec.stateless and _in_running_loop():
+        turn = obj._oaas_turn
+        if turn is None:
+            turn = Turn()
+            object.__setattr__(obj, "_oaas_turn", turn)
+        if turn.locked:
+            raise RuntimeError(
+                f"{type(obj).__name__}.{spec.attr_name}() is a sync method called while "
+                f"another call on {obj!r} holds its turn; make it async, or await that "
+                f"call first")
+        turn.locked = True
+    held_token = None if outer else _HELD.set(held | {oid})
     try:
+        snap = None if spec.stateless else _snapshot(obj)
         attempt = 0
         while True:
             try:
@@ -323,15 +362,20 @@ def _call_sync_inline(spec: MethodSpec, obj: OaasObject, args: tuple[Any, ...],
             except BaseException as e:
                 if snap is not None:
                     _rollback(obj, snap)
-                if attempt >= spec.retry_count or not isinstance(e, Exception):
+                if not isinstance(e, Exception) or not spec.retry_count:
                     raise
+                if attempt >= spec.retry_count:
+                    raise _exhausted(spec, e) from e
                 attempt += 1
                 time.sleep(spec.retry_delay)
+        if (not outer and not spec.stateless and obj._oaas_rt.config.auto_commit
+                and obj._oaas_needs_commit()):
+            obj.commit()
     finally:
-        _IN_SYNC.reset(token)
-    if (not nested and not spec.stateless and obj._oaas_rt.config.auto_commit
-            and obj._oaas_needs_commit()):
-        obj.commit()
+        if held_token is not None:
+            _HELD.reset(held_token)
+        if turn is not None:
+            turn.release()
     return spec.convert_result(result)
 
 
@@ -354,9 +398,7 @@ def _make_method(spec: MethodSpec) -> Callable[..., Any]:
     else:
         @functools.wraps(fn)
         def smethod(self: OaasObject, *args: Any, **kwargs: Any) -> Any:
-            if _IN_SYNC.get() or not _in_running_loop():
-                return _call_sync_inline(spec, self, args, kwargs)
-            return _call_async(spec, self, args, kwargs)
+            return _call_sync(spec, self, args, kwargs)
 
         wrapper = smethod
     wrapper._oaas_spec = spec  # type: ignore[attr-defined]
@@ -376,9 +418,11 @@ def _make_function(spec: MethodSpec) -> Callable[..., Any]:
                     coro = fn(*args, **kwargs)
                     res = await (asyncio.wait_for(coro, spec.timeout) if spec.timeout else coro)
                     return spec.convert_result(res)
-                except Exception:
-                    if attempt >= spec.retry_count:
+                except Exception as e:
+                    if not spec.retry_count:
                         raise
+                    if attempt >= spec.retry_count:
+                        raise _exhausted(spec, e) from e
                     attempt += 1
                     await asyncio.sleep(spec.retry_delay)
 
@@ -387,7 +431,17 @@ def _make_function(spec: MethodSpec) -> Callable[..., Any]:
         @functools.wraps(fn)
         def sfunc(*args: Any, **kwargs: Any) -> Any:
             args, kwargs = spec.convert_args(args, kwargs)
-            return spec.convert_result(fn(*args, **kwargs))
+            attempt = 0
+            while True:
+                try:
+                    return spec.convert_result(fn(*args, **kwargs))
+                except Exception as e:
+                    if not spec.retry_count:
+                        raise
+                    if attempt >= spec.retry_count:
+                        raise _exhausted(spec, e) from e
+                    attempt += 1
+                    time.sleep(spec.retry_delay)
 
         wrapper = sfunc
     wrapper._oaas_spec = spec  # type: ignore[attr-defined]
@@ -408,74 +462,141 @@ class _Pending:
         return self.spec.fn(*args, **kwargs)
 
 
-def method(func_or_name: Any = None, *, name: str = "", stateless: bool = False,
+@overload
+def method(func_or_name: _F, /) -> _F: ...
+@overload
+def method(func_or_name: str | None = None, /, *, name: str = "", stateless: bool = False,
            strict: bool = False, serve_with_agent: bool = False, timeout: float | None = None,
-           retry_count: int = 0, retry_delay: float = 1.0) -> Any:
+           retry_count: int = 0, retry_delay: float = 1.0) -> Callable[[_F], _F]: ...
+def method(func_or_name: Callable[..., Any] | str | None = None, *, name: str = "",
+           stateless: bool = False, strict: bool = False, serve_with_agent: bool = False,
+           timeout: float | None = None, retry_count: int = 0,
+           retry_delay: float = 1.0) -> Any:
     """Mark a method of an :class:`OaasObject` subclass as an invocable method.
 
     Usable as ``@oaas.method``, ``@oaas.method()`` or ``@oaas.method("name")``. Options as in
     oaas-sdk2-py: ``name`` (invocation name), ``stateless`` (does not change state: no turn,
     no commit), ``strict`` (strict pydantic conversion of parameters), ``serve_with_agent``,
-    ``timeout`` (seconds, async methods), ``retry_count`` and ``retry_delay`` (seconds).
+    ``timeout`` (seconds, async methods), ``retry_count`` and ``retry_delay`` (seconds):
+    a failing call is run again up to ``retry_count`` times, and when every attempt failed
+    it raises :class:`~oaas_sdk.errors.DecoratorError` from the last error.
+
+    The decorated method keeps its signature for type checkers: an ``async def`` returns an
+    awaitable of its declared result, a ``def`` its result (at run time too, in or outside
+    an event loop).
     """
-    def deco(fn: Callable[..., Any]) -> Any:
-        return _Pending(MethodSpec(fn, name=name, kind="method", stateless=stateless,
-                                   strict=strict, serve_with_agent=serve_with_agent,
-                                   timeout=timeout, retry_count=retry_count,
-                                   retry_delay=retry_delay))
+    def deco(fn: _F) -> _F:
+        return cast(_F, _Pending(MethodSpec(
+            fn, name=name, kind="method", stateless=stateless, strict=strict,
+            serve_with_agent=serve_with_agent, timeout=timeout, retry_count=retry_count,
+            retry_delay=retry_delay)))
 
     if callable(func_or_name):
         return deco(func_or_name)
     if isinstance(func_or_name, str):
         name = func_or_name
+    elif func_or_name is not None:
+        raise TypeError(f"@method takes a function or a name, not {func_or_name!r}")
     return deco
 
 
+if TYPE_CHECKING:  # staticmethod is not subscriptable at run time before Python 3.12
+    _FunctionLike: TypeAlias = Callable[_P, _R] | staticmethod[_P, _R]
+
+
+@overload
+def function(name: _FunctionLike[_P, _R], /) -> staticmethod[_P, _R]: ...
+@overload
 def function(name: str = "", serve_with_agent: bool = False, timeout: float | None = None,
+             retry_count: int = 0, retry_delay: float = 1.0,
+             ) -> Callable[[_FunctionLike[_P, _R]], staticmethod[_P, _R]]: ...
+def function(name: Callable[..., Any] | staticmethod[..., Any] | str = "",
+             serve_with_agent: bool = False, timeout: float | None = None,
              retry_count: int = 0, retry_delay: float = 1.0) -> Any:
-    """Mark a class-level, stateless function (no object, no ``self``)."""
-    if callable(name):  # bare @oaas.function
-        return _Pending(MethodSpec(name, kind="function"))
+    """Mark a class-level, stateless function (no object, no ``self``): called on the class
+    (``await Cls.version()``), as a ``staticmethod`` is. Usable as ``@oaas.function`` or
+    ``@oaas.function(name, ...)``; options as for :func:`method`. A ``@staticmethod``
+    below it is accepted (pyright checks the first parameter of a function in a class body
+    as ``self`` unless it sees ``staticmethod`` itself).
+    """
+    def deco(fn: _FunctionLike[_P, _R]) -> staticmethod[_P, _R]:
+        if isinstance(fn, staticmethod):
+            fn = fn.__func__
+        return cast("staticmethod[_P, _R]", _Pending(MethodSpec(
+            fn, name=fname, kind="function", serve_with_agent=serve_with_agent,
+            timeout=timeout, retry_count=retry_count, retry_delay=retry_delay)))
 
-    def deco(fn: Callable[..., Any]) -> Any:
-        return _Pending(MethodSpec(fn, name=name, kind="function",
-                                   serve_with_agent=serve_with_agent, timeout=timeout,
-                                   retry_count=retry_count, retry_delay=retry_delay))
+    if callable(name) or isinstance(name, staticmethod):  # bare @oaas.function
+        fname = ""
+        return deco(name)
+    fname = name
     return deco
 
 
+@overload
+def constructor(validate: _F, /) -> _F: ...
+@overload
 def constructor(validate: bool = True, timeout: float | None = None,
+                error_handling: str = "strict") -> Callable[[_F], _F]: ...
+def constructor(validate: Callable[..., Any] | bool = True, timeout: float | None = None,
                 error_handling: str = "strict") -> Any:
-    """Mark an initialisation method; it runs, and commits, like any other method."""
-    def deco(fn: Callable[..., Any]) -> Any:
-        return _Pending(MethodSpec(fn, kind="constructor", timeout=timeout))
+    """Mark an initialisation method; it runs, and commits, like any other method.
+
+    Usable as ``@oaas.constructor`` or ``@oaas.constructor(...)``; ``validate`` and
+    ``error_handling`` are accepted for oaas-sdk2-py compatibility (arguments are always
+    converted to the annotated types), ``timeout`` is in seconds.
+    """
+    def deco(fn: _F) -> _F:
+        return cast(_F, _Pending(MethodSpec(fn, kind="constructor", timeout=timeout)))
     if callable(validate):
         return deco(validate)  # bare @oaas.constructor
     return deco
 
 
-def getter(field: str | None = None, *, projection: list[str] | None = None) -> Any:
+@overload
+def getter(field: _F, /) -> _F: ...
+@overload
+def getter(field: str | None = None, *,
+           projection: list[str] | None = None) -> Callable[[_F], _F]: ...
+def getter(field: Callable[..., Any] | str | None = None, *,
+           projection: list[str] | None = None) -> Any:
     """Mark an accessor that returns a persisted field; the body is not run.
 
     ``field``: the field name, inferred from ``get_<field>`` or the method name when
     omitted. ``projection``: a path into the value (attribute or dict key per step).
-    The class definition fails with ``TypeError`` when the field does not exist.
+    The class definition fails with ``TypeError`` when the field does not exist; a
+    malformed ``projection`` raises ``ValueError``. A sync getter returns the value, an
+    async one an awaitable of it.
     """
     if projection is not None and (not isinstance(projection, list)
                                    or not all(isinstance(s, str) and s for s in projection)):
         raise ValueError("projection must be a list of non-empty strings")
 
-    def deco(fn: Callable[..., Any]) -> Any:
-        return _Pending(MethodSpec(fn, kind="getter", field=field, projection=projection))
+    def deco(fn: _F) -> _F:
+        return cast(_F, _Pending(MethodSpec(fn, kind="getter", field=fname,
+                                            projection=projection)))
+    if callable(field):  # bare @oaas.getter
+        fname = None
+        return deco(field)
+    fname = field
     return deco
 
 
-def setter(field: str | None = None) -> Any:
+@overload
+def setter(field: _F, /) -> _F: ...
+@overload
+def setter(field: str | None = None) -> Callable[[_F], _F]: ...
+def setter(field: Callable[..., Any] | str | None = None) -> Any:
     """Mark an accessor that assigns a persisted field (converted like an assignment) and
     commits like a method; returns the stored value when the method declares a return type.
-    The field is inferred from ``set_<field>`` when omitted."""
-    def deco(fn: Callable[..., Any]) -> Any:
-        return _Pending(MethodSpec(fn, kind="setter", field=field))
+    The field is inferred from ``set_<field>`` when omitted. A sync setter runs and commits
+    before it returns; an async one returns an awaitable."""
+    def deco(fn: _F) -> _F:
+        return cast(_F, _Pending(MethodSpec(fn, kind="setter", field=fname)))
+    if callable(field):  # bare @oaas.setter
+        fname = None
+        return deco(field)
+    fname = field
     return deco
 
 
@@ -568,20 +689,41 @@ def _make_setter(cls: type, spec: MethodSpec) -> Callable[..., Any]:
     else:
         @functools.wraps(spec.fn)
         def sset(self: OaasObject, value: Any) -> Any:
-            if _IN_SYNC.get() or not _in_running_loop():
-                return _call_sync_inline(inner, self, (value,), {})
-            return _call_async(inner, self, (value,), {})
+            return _call_sync(inner, self, (value,), {})
         wrapper = sset
     wrapper._oaas_spec = spec  # type: ignore[attr-defined]
+    wrapper._oaas_run_spec = inner  # type: ignore[attr-defined]
     return wrapper
+
+
+async def invoke(target: Any, spec: MethodSpec, args: tuple[Any, ...],
+                 kwargs: dict[str, Any]) -> Any:
+    """Run one call of ``spec`` from async code (an invocation server, a proxy) and return
+    its result: on ``target``, the object, or the class for a function.
+
+    Unlike calling the method itself, a sync method or setter called this way waits for
+    the object's turn when another call holds it (called directly, a sync call cannot wait
+    and raises ``RuntimeError``); everything else (rollback, retries, auto-commit) is as
+    for a direct call. Raises what the call raises.
+    """
+    if spec.is_async or spec.kind in ("function", "getter"):  # nothing to wait for here
+        res = getattr(target, spec.attr_name)(*args, **kwargs)
+        return await res if inspect.isawaitable(res) else res
+    # A sync method or setter: run as an async call, which awaits the turn.
+    run: MethodSpec = getattr(getattr(type(target), spec.attr_name), "_oaas_run_spec", spec)
+    return await _call_async(run, target, args, kwargs)
 
 
 def collect_methods(cls: type) -> None:
     """Turn the decorated functions of a class body into callables; record their specs in
-    ``cls._oaas_methods`` (invocation name -> spec), inherited specs included."""
+    ``cls._oaas_methods`` (invocation name -> spec) and the accessors' specs in
+    ``cls._oaas_accessors`` (attribute name -> spec, as oaas-sdk2-py records them; each has
+    ``kind`` ``"getter"``/``"setter"`` and ``field_name``), inherited specs included."""
     specs: dict[str, MethodSpec] = {}
+    accessors: dict[str, MethodSpec] = {}
     for base in reversed(cls.__mro__[1:]):
         specs.update(getattr(base, "_oaas_methods", {}) or {})
+        accessors.update(getattr(base, "_oaas_accessors", {}) or {})
     for attr, value in list(cls.__dict__.items()):
         if not isinstance(value, _Pending):
             continue
@@ -594,7 +736,10 @@ def collect_methods(cls: type) -> None:
             setattr(cls, attr, _make_function(spec))
         elif spec.kind == "getter":
             setattr(cls, attr, _make_getter(cls, spec))
+            accessors[attr] = spec
         elif spec.kind == "setter":
             setattr(cls, attr, _make_setter(cls, spec))
+            accessors[attr] = spec
         specs[spec.name] = spec
     cls._oaas_methods = specs  # type: ignore[attr-defined]
+    cls._oaas_accessors = accessors  # type: ignore[attr-defined]

@@ -32,6 +32,7 @@ from .mapped import MappedField, flush_mapped
 from .runtime import Runtime, current
 
 if typing.TYPE_CHECKING:
+    from .compat import Session
     from .ref import ObjectRef
 from .stores import ObjectKey, StoredObject, WriteRecord, check_identity
 
@@ -223,6 +224,7 @@ class OaasObject:
     _oaas_package: ClassVar[str] = "default"
     _oaas_service_name: ClassVar[str] = "OaasObject"
     _oaas_methods: ClassVar[dict[str, Any]] = {}
+    _oaas_accessors: ClassVar[dict[str, Any]] = {}  # getters and setters by attribute name
     _oaas_ready: ClassVar[bool] = True
     _oaas_mapped: ClassVar[tuple[str, ...]] = ()  # memory-mapped fields (oaas_sdk.mapped)
     # field name -> encoder, for the native engine's one-call commit (_oaas_build_encoders)
@@ -305,7 +307,7 @@ class OaasObject:
             m = cls._oaas_mutable = tuple(n for n, f in cls._oaas_fields.items() if f.mutable)
         return m
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: object, **kwargs: object) -> None:
         raise TypeError(f"create {type(self).__name__} objects with "
                         f"{type(self).__name__}.create() or .load(id), not the constructor")
 
@@ -463,6 +465,14 @@ class OaasObject:
     def version(self) -> int:
         """Committed version this process knows (0: never committed)."""
         return self._oaas_version
+
+    @property
+    def session(self) -> Session:
+        """oaas-sdk2-py's ``obj.session``: ``await obj.session.commit_async()`` commits
+        every object with uncommitted changes (see :class:`~oaas_sdk.compat.Session`)."""
+        from .compat import Session
+
+        return Session(self._oaas_rt)
 
     def as_ref(self) -> ObjectRef:
         """An :class:`~oaas_sdk.ObjectRef` to this object: identity only; calls on it go

@@ -15,6 +15,7 @@ from typing import Any
 
 from . import codec
 from .errors import ObjectNotFound
+from .methods import invoke
 from .stores import check_identity
 
 __all__ = ["ObjectRef", "ref"]
@@ -95,28 +96,22 @@ class ObjectRef:
         from .runtime import current
 
         local = class_by_id(self.cls_id)
-        target = current().config.route_for(self.cls_id, served_here=local is not None)
-        if target is not None:  # served by another process: call over the OaaS protocol
+        route = current().config.route_for(self.cls_id, served_here=local is not None)
+        if route is not None:  # served by another process: call over the OaaS protocol
             from .rpc.client import remote_method
 
-            return remote_method(target, self.cls_id, self.object_id, self.partition_id,
+            return remote_method(route, self.cls_id, self.object_id, self.partition_id,
                                  local, name)
         cls = self._class()
         specs = getattr(cls, "_oaas_methods", {})
         spec = next((s for s in specs.values() if s.attr_name == name or s.name == name), None)
         if spec is None:
             raise AttributeError(f"{self.cls_id} has no method or accessor {name!r}")
-        attr = spec.attr_name
 
         async def call(*args: Any, **kwargs: Any) -> Any:
-            if spec.kind == "function":
-                res = getattr(cls, attr)(*args, **kwargs)
-            else:
-                obj = self.resolve_sync()
-                res = getattr(obj, attr)(*args, **kwargs)
-            if hasattr(res, "__await__"):
-                res = await res
-            return res
+            # invoke(): a sync method or setter waits for the object's turn
+            target = cls if spec.kind == "function" else self.resolve_sync()
+            return await invoke(target, spec, args, kwargs)
 
         call.__name__ = name
         return call

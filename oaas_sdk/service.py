@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 __all__ = ["OaasService", "oaas", "ServerError", "AgentError"]
 
 log = logging.getLogger("oaas_sdk")
-C = TypeVar("C", bound=type)
+C = TypeVar("C", bound=type[OaasObject])
 
 
 class ServerError(OaasError):
@@ -42,6 +42,13 @@ class OaasService:
         self._server_port: int | None = None
         self._server: ServerHandle | None = None
         self._agents: dict[str, dict[str, Any]] = {}
+        # The decorators, as instance attributes: type checkers then keep their overloads
+        # (a staticmethod of an overloaded function loses them).
+        self.method = _m.method
+        self.function = _m.function
+        self.constructor = _m.constructor
+        self.getter = _m.getter
+        self.setter = _m.setter
 
     # -- configuration --------------------------------------------------------------------
     def configure(self, config: OaasConfig | None = None) -> None:
@@ -93,12 +100,6 @@ class OaasService:
             cls._oaas_pkg_dependencies = list(dependencies or [])  # type: ignore[attr-defined]
             return cls
         return deco
-
-    method = staticmethod(_m.method)
-    function = staticmethod(_m.function)
-    constructor = staticmethod(_m.constructor)
-    getter = staticmethod(_m.getter)
-    setter = staticmethod(_m.setter)
 
     def get_service(self, name: str, package: str = "default") -> type[OaasObject] | None:
         """The class registered as ``"<package>.<name>"``, or ``None``."""

@@ -154,8 +154,8 @@ async def test_reentrant_call_does_not_deadlock(sdk):
 
 async def test_sync_method_from_async_and_sync_code(sdk):
     c = Counter.create()
-    assert await c.sync_bump() == 1
-    # from plain sync code (no running loop) a sync method returns its value
+    # a sync method returns its value, in a running loop (here) as in plain sync code
+    assert c.sync_bump() == 1
     result = await asyncio.to_thread(c.sync_bump)
     assert result == 2
 

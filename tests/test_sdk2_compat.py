@@ -195,3 +195,337 @@ async def test_server_and_agent_management(mock_oaas):
     assert oaas.list_agents() == {}
     oaas.stop_server()
     assert not oaas.is_server_running()
+
+
+# -- behaviours oaas-sdk2-py code relies on ------------------------------------------------
+# Written for oaas-sdk (not copied from oaas-sdk2-py's tests); each runs on both
+# implementations and both stores through the ``sdk`` fixture.
+
+import asyncio  # noqa: E402
+import logging  # noqa: E402
+from datetime import UTC, datetime  # noqa: E402
+from typing import Optional  # noqa: E402
+
+from oaas_sdk import (  # noqa: E402
+    DebugLevel,
+    DecoratorError,
+    OaasObject,
+    ObjectNotFound,
+    Session,
+    StateDescriptor,
+    ValidationError,
+    configure_debug,
+    get_debug_context,
+    getter,
+    ref,
+    set_debug_level,
+)
+from oaas_sdk.errors import SerializationError  # noqa: E402
+
+
+@oaas.service("Tally", package="compat")
+class Tally(OaasObject):
+    count: int = 0
+    notes: list[str] = []
+    _attempts: int = 0
+
+    @oaas.method()
+    def bump(self, by: int = 1) -> int:
+        self.count += by
+        return self.count
+
+    @oaas.method()
+    async def abump(self) -> int:
+        return self.bump(10)  # a sync method of the same object, inside this call's turn
+
+    @oaas.method()
+    async def hold(self, started: asyncio.Event, release: asyncio.Event) -> None:
+        self.count += 100
+        started.set()
+        await release.wait()
+
+    @oaas.getter("count")
+    def read_count(self) -> int:
+        return -1  # not run
+
+    @oaas.setter("count")
+    def write_count(self, value: int) -> int:
+        return -1  # not run
+
+    @getter()
+    async def get_notes(self) -> list[str]:
+        return []
+
+    @oaas.method(retry_count=2, retry_delay=0.001)
+    def flaky(self, fail_times: int) -> int:
+        self._attempts += 1
+        self.notes.append(f"try {self._attempts}")  # rolled back on each failure
+        if self._attempts <= fail_times:
+            raise ValueError(f"attempt {self._attempts} failed")
+        return self._attempts
+
+    @oaas.method(retry_count=1, retry_delay=0.001)
+    async def aflaky(self) -> None:
+        self.count += 1
+        raise KeyError("always")
+
+    @oaas.method()
+    def no_retry(self) -> None:
+        raise ValueError("plain")
+
+    @oaas.function(retry_count=1, retry_delay=0.001)
+    async def broken() -> None:
+        raise RuntimeError("function failed")
+
+
+@oaas.service("Owner", package="compat")
+class Owner(OaasObject):
+    pet: Optional[Tally] = None
+
+
+class SubTally(Tally):
+    @getter("count")
+    def peek(self) -> int: ...
+
+
+async def test_sync_method_getter_and_setter_return_values_in_a_running_loop(sdk):
+    t = Tally.create(obj_id=1)
+    assert t.bump(2) == 2  # no await: a sync method returns its value
+    assert t.write_count(7) == 7
+    assert t.read_count() == 7
+    sdk.reconfigure()
+    assert Tally.load(1).count == 7  # the sync setter committed before returning
+
+
+async def test_sync_method_called_inside_an_async_method_of_the_same_object(sdk):
+    t = Tally.create(obj_id=2)
+    assert await t.abump() == 10
+    sdk.reconfigure()
+    assert Tally.load(2).count == 10
+
+
+async def test_sync_method_refuses_to_interleave_with_a_suspended_call(sdk):
+    t = Tally.create(obj_id=3)
+    started, release = asyncio.Event(), asyncio.Event()
+    task = asyncio.create_task(t.hold(started, release))
+    await asyncio.wait_for(started.wait(), timeout=5)
+    with pytest.raises(RuntimeError, match="holds its turn"):
+        t.bump()
+    release.set()
+    await asyncio.wait_for(task, timeout=5)
+    assert t.bump() == 101  # the turn is free again
+
+
+async def test_session_commit_async_commits_changed_objects(sdk):
+    sdk.reconfigure(auto_commit=False)
+    t = Tally.create(obj_id=4)
+    u = Tally.create(obj_id=5)
+    t.count, u.count = 1, 2
+    assert isinstance(t.session, Session) and t.session == u.session
+    await t.session.commit_async()  # commits u as well, as an oaas-sdk2-py session did
+    t.count = 3
+    t.session.commit()
+    sdk.reconfigure()
+    assert (Tally.load(4).count, Tally.load(5).count) == (3, 2)
+
+
+async def test_session_after_delete_and_of_a_replaced_configuration(sdk):
+    t = Tally.create(obj_id=6)
+    await t.commit_async()
+    t.delete()
+    await t.session.commit_async()  # nothing left to do: the delete is done
+    with pytest.raises(ObjectNotFound):
+        Tally.load(6)
+    old = t.session
+    sdk.reconfigure()
+    from oaas_sdk import ConfigError
+
+    with pytest.raises(ConfigError, match="replaced"):
+        await old.commit_async()
+
+
+def test_accessor_specs_by_attribute_name():
+    specs = Tally._oaas_accessors
+    assert set(specs) == {"read_count", "write_count", "get_notes"}
+    assert specs["read_count"].field_name == "count" and specs["read_count"].kind == "getter"
+    assert specs["write_count"].field_name == "count" and specs["write_count"].kind == "setter"
+    assert specs["get_notes"].field_name == "notes"  # inferred from get_<field>
+    assert set(SubTally._oaas_accessors) == {"read_count", "write_count", "get_notes", "peek"}
+    assert "peek" not in Tally._oaas_accessors
+    assert "bump" not in specs  # methods are not accessors
+
+
+async def test_retries_exhausted_raise_decorator_error(sdk):
+    t = Tally.create(obj_id=7)
+    assert t.flaky(2) == 3  # two failures, then success on the last allowed attempt
+    assert t.notes == ["try 3"]  # each failed attempt's changes were rolled back
+    t._attempts = 0
+    with pytest.raises(DecoratorError, match="failed after 3 attempts") as info:
+        t.flaky(5)
+    assert info.value.attempts == 3
+    assert isinstance(info.value.last_error, ValueError)
+    assert isinstance(info.value.__cause__, ValueError)
+    assert t.notes == ["try 3"]
+    with pytest.raises(DecoratorError, match="aflaky failed after 2 attempts"):
+        await t.aflaky()
+    assert t.count == 0
+    with pytest.raises(DecoratorError, match="broken failed after 2 attempts"):
+        await Tally.broken()
+    with pytest.raises(ValueError, match="plain"):  # no retries: the error itself
+        t.no_retry()
+
+
+async def test_reference_assigned_as_tuple_dict_or_metadata(sdk):
+    pet = Tally.create(obj_id=8)
+    pet.count = 5
+    await pet.commit_async()
+    o = Owner.create(obj_id=1)
+    o.pet = (pet.meta.cls_id, pet.meta.partition_id, pet.object_id)
+    assert o.pet is pet
+    o.pet = None
+    o.pet = {"cls_id": "compat.Tally", "object_id": 8}
+    assert o.pet is pet
+    o.pet = None
+    o.pet = pet.meta
+    assert o.pet is pet
+    o.pet = ref("compat.Tally", 8)
+    assert o.pet is pet
+    await o.commit_async()
+    sdk.reconfigure()
+    assert Owner.load(1).pet.count == 5
+    o = Owner.load(1)
+    for bad in [("compat.Tally", 0), ("compat.Tally", 0, "Bad Id!"), {"cls_id": "compat.Tally"},
+                ("compat.Tally", "zero", 8)]:
+        with pytest.raises(ValidationError, match="pet"):
+            o.pet = bad
+    assert o.pet.count == 5  # the field kept its value
+
+
+class _Slots:
+    """An object keeping encoded state by index, as oaas-sdk2-py's BaseObject did."""
+
+    count = StateDescriptor("count", int, 0, 0)
+    when = StateDescriptor("when", Optional[datetime], None, 1)
+    tags = StateDescriptor("tags", list[str], [], 2)
+
+    def __init__(self) -> None:
+        self.data: dict[int, bytes] = {}
+
+    def get_data(self, index: int) -> bytes | None:
+        return self.data.get(index)
+
+    def set_data(self, index: int, data: bytes) -> None:
+        self.data[index] = data
+
+
+def test_state_descriptor_reads_writes_and_converts():
+    s = _Slots()
+    assert (s.count, s.when, s.tags) == (0, None, [])
+    s.count = "41"  # type: ignore[assignment]
+    s.count += 1
+    when = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    s.when = when
+    s.tags = ("a", "b")  # type: ignore[assignment]
+    fresh = _Slots()
+    fresh.data = dict(s.data)  # read back from the bytes alone
+    assert (fresh.count, fresh.when, fresh.tags) == (42, when, ["a", "b"])
+    d = _Slots.count
+    assert isinstance(d, StateDescriptor) and d.private_name == "_state_count"
+    assert d._convert_value(42.9) == 42 and d._convert_value(True) == 1
+    assert d._deserialize(d._serialize(7)) == 7
+
+
+def test_state_descriptor_refuses_bad_values_and_bytes():
+    s = _Slots()
+    s.count = 3
+    with pytest.raises(ValidationError, match="count"):
+        s.count = "three"  # type: ignore[assignment]
+    with pytest.raises(ValidationError, match="when"):
+        s.when = "not a date"  # type: ignore[assignment]
+    assert s.count == 3 and s.get_data(1) is None  # nothing written
+    fresh = _Slots()
+    fresh.data = {0: b"\xc1"}  # 0xc1 is never valid MessagePack
+    with pytest.raises(SerializationError, match="count"):
+        fresh.count  # noqa: B018
+    with pytest.raises(TypeError):
+        StateDescriptor("sock", type(logging), None, 0)
+
+
+def test_debug_level_sets_the_sdk_logger():
+    logger = logging.getLogger("oaas_sdk")
+    level, disabled = logger.level, logger.disabled
+    try:
+        configure_debug(level=DebugLevel.DEBUG, performance_monitoring=True)
+        assert logger.level == logging.DEBUG and not logger.disabled
+        assert get_debug_context().performance_monitoring
+        set_debug_level(DebugLevel.ERROR)
+        assert logger.level == logging.ERROR
+        set_debug_level(DebugLevel.NONE)
+        assert logger.disabled
+        with pytest.raises(TypeError, match="DebugLevel"):
+            set_debug_level("DEBUG")  # type: ignore[arg-type]
+    finally:
+        logger.setLevel(level)
+        logger.disabled = disabled
+        get_debug_context().level = DebugLevel.INFO
+        get_debug_context().enabled = True
+
+
+async def test_invoke_waits_for_the_turn_of_a_sync_method_or_setter(sdk):
+    """What an invocation server uses: a sync method or setter invoked from async code
+    waits for a suspended call on the object instead of raising."""
+    from oaas_sdk.methods import invoke
+
+    t = Tally.create(obj_id=9)
+    started, release = asyncio.Event(), asyncio.Event()
+    holder = asyncio.create_task(t.hold(started, release))
+    await asyncio.wait_for(started.wait(), timeout=5)
+    specs = Tally._oaas_methods
+    bump = asyncio.create_task(invoke(t, specs["bump"], (1,), {}))
+    via_ref = asyncio.create_task(t.as_ref().bump(2))  # ObjectRef calls use invoke() too
+    put = asyncio.create_task(invoke(t, specs["write_count"], ("500",), {}))
+    await asyncio.sleep(0)  # let them start: they wait for the turn hold() keeps
+    assert not bump.done() and not via_ref.done() and not put.done() and t.count == 100
+    release.set()
+    assert await asyncio.wait_for(bump, timeout=5) == 101  # ran after hold() finished
+    assert await asyncio.wait_for(via_ref, timeout=5) == 103
+    assert await asyncio.wait_for(put, timeout=5) == 500
+    await asyncio.wait_for(holder, timeout=5)
+    assert await invoke(t, specs["read_count"], (), {}) == 500
+    with pytest.raises(DecoratorError):  # a function, invoked on the class
+        await invoke(Tally, specs["broken"], (), {})
+    sdk.reconfigure()
+    assert Tally.load(9).count == 500
+
+
+async def test_module_level_conveniences(sdk):
+    from oaas_sdk import (
+        ConfigError,
+        ConfigurationError,
+        OaasError,
+        SessionError,
+        configure_oaas,
+        create_object,
+        disable_auto_commit,
+        enable_auto_commit,
+        load_object,
+    )
+
+    t = create_object(Tally, obj_id=10)
+    assert isinstance(t, Tally) and load_object(Tally, 10) is t
+    with pytest.raises(ObjectNotFound):
+        load_object(Tally, 11)
+    disable_auto_commit()
+    await t.abump()
+    sdk.reconfigure(auto_commit=True)
+    with pytest.raises(ObjectNotFound):  # not committed: auto-commit was off
+        Tally.load(10)
+    t = Tally.create(obj_id=10)
+    disable_auto_commit()
+    enable_auto_commit()
+    assert t.bump() == 1
+    sdk.reconfigure()
+    assert Tally.load(10).count == 1
+    assert ConfigurationError is ConfigError and issubclass(SessionError, OaasError)
+    configure_oaas(sdk.config(mock_mode=True))
+    assert oaas.config.mock_mode

@@ -25,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import atexit
 import concurrent.futures
-import inspect
 import itertools
 import json
 import logging
@@ -43,6 +42,7 @@ from ..invocation import (
     ObjectInvocationRequest,
     ResponseStatus,
 )
+from ..methods import invoke
 from ..object import OaasObject, class_by_id
 from . import messages as _pb
 from .payload import RESULT_HEADER, decode_args, encode_result, signature_of
@@ -199,10 +199,8 @@ async def dispatch(req: InvocationRequest) -> InvocationResponse:
         return _with_id(_conversion_error(e), inv_id)
 
     try:
-        target: Any = cls if obj is None else obj
-        res = getattr(target, spec.attr_name)(*args, **kwargs)
-        if inspect.isawaitable(res):
-            res = await res
+        # as a call through a reference: a sync method or setter waits for the turn too
+        res = await invoke(cls if obj is None else obj, spec, args, kwargs)
     except Exception as e:
         if created and obj is not None:
             _forget(obj)
