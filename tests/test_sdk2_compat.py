@@ -187,7 +187,7 @@ async def test_mock_mode_testing_example(mock_oaas):
 async def test_server_and_agent_management(mock_oaas):
     ns = _exec(COUNTER)
     Counter = ns["Counter"]
-    oaas.start_server(port=8080)
+    oaas.start_server(port=0)  # 8080 in oaas-sdk2-py's README; any free port here
     agent_id = await oaas.start_agent(Counter, obj_id=123)
     assert oaas.is_server_running()
     assert agent_id in oaas.list_agents()
