@@ -157,7 +157,7 @@ class LmdbStore:
         prefix = okey + b"\x00"
         cur = txn.cursor(db=self._entries)
         if cur.set_range(prefix):
-            while cur.key().startswith(prefix):
+            while bytes(cur.key()).startswith(prefix):
                 if not cur.delete():
                     break
 
@@ -183,7 +183,7 @@ class LmdbStore:
             cur = txn.cursor()
             ok = cur.first()
             while ok:
-                k = cur.key()
+                k = bytes(cur.key())
                 if k.startswith(b"\x00"):  # the layout record
                     ok = cur.next()
                     continue

@@ -34,8 +34,10 @@ try:
     from redis.backoff import NoBackoff
     from redis.cluster import ClusterNode, RedisCluster
     from redis.retry import Retry
+
+    _HAVE_REDIS = True
 except ImportError:  # pragma: no cover - exercised only without the extra
-    redis = None
+    _HAVE_REDIS = False
 
 __all__ = ["RedisStore", "DEFAULT_PREFIX", "COMMIT_SCRIPT", "object_key", "parse_object_key"]
 
@@ -100,7 +102,7 @@ return {1, ARGV[2]}
 # cluster is failing over or resharding).
 _TRANSIENT: tuple[type[BaseException], ...] = ()
 _CLUSTER: tuple[type[BaseException], ...] = ()
-if redis is not None:
+if _HAVE_REDIS:
     _TRANSIENT = (rexc.ConnectionError, rexc.TimeoutError, rexc.BusyLoadingError,
                   rexc.ClusterDownError, rexc.TryAgainError, rexc.MasterDownError,
                   rexc.ReadOnlyError, rexc.SlotNotCoveredError, OSError)
@@ -170,7 +172,7 @@ class RedisStore:
 
     def __init__(self, url: str, *, cluster: bool = False,
                  retry_deadline_s: float = 30.0) -> None:
-        if redis is None:
+        if not _HAVE_REDIS:
             raise ConfigError(f"storage {_redact(url)!r} needs redis-py: "
                               "pip install 'oaas-sdk[redis]'")
         self.cluster = cluster
