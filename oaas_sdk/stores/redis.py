@@ -334,7 +334,9 @@ class RedisStore:
                 args.append(name)
                 args.append(value)
             args.extend(r.deletes)
-            pipe.evalsha(self._sha, 1, object_key(self.prefix, r.key), *args)
+            # execute_command: redis-py blocks the evalsha method in cluster pipelines
+            # (NOSCRIPT is handled here: the script is loaded and the call sent again).
+            pipe.execute_command("EVALSHA", self._sha, 1, object_key(self.prefix, r.key), *args)
         replies = pipe.execute(raise_on_error=False)
         again: list[int] = []
         for i, reply in zip(todo, replies, strict=True):
