@@ -64,8 +64,9 @@ class RedisServer:
     write is on disk). ``cluster=True``: cluster mode (see :class:`RedisCluster`)."""
 
     def __init__(self, path: Path, *, durable: bool = False, cluster: bool = False,
-                 port: int | None = None) -> None:
+                 port: int | None = None, extra: list[str] | None = None) -> None:
         self.path = path
+        self.extra = list(extra or ())
         self.durable = durable
         self.cluster = cluster
         self.port = port if port is not None else free_port(bus=cluster)
@@ -87,7 +88,7 @@ class RedisServer:
         if self.cluster:
             a += ["--cluster-enabled", "yes", "--cluster-config-file",
                   str(self.path / "nodes.conf"), "--cluster-node-timeout", "3000"]
-        return a
+        return a + self.extra
 
     def cli(self, *args: str, check: bool = True) -> str:
         """``redis-cli -p PORT args...`` against this server; its output."""
@@ -109,7 +110,7 @@ class RedisServer:
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as s:
                     s.sendall(b"PING\r\n")
-                    return s.recv(64).startswith(b"+PONG")
+                    return s.recv(64).startswith((b"+PONG", b"-NOAUTH"))
             except OSError:
                 return False
 
