@@ -140,8 +140,9 @@ class RedisServer:
 class RedisCluster:
     """Three primaries (no replicas) on 127.0.0.1, made with ``redis-cli --cluster create``."""
 
-    def __init__(self, path: Path, size: int = 3) -> None:
-        self.nodes = [RedisServer(path / f"node{i}", cluster=True) for i in range(size)]
+    def __init__(self, path: Path, size: int = 3, *, durable: bool = False) -> None:
+        self.nodes = [RedisServer(path / f"node{i}", cluster=True, durable=durable)
+                      for i in range(size)]
 
     @property
     def url(self) -> str:
@@ -154,13 +155,16 @@ class RedisCluster:
                         *[f"127.0.0.1:{n.port}" for n in self.nodes],
                         "--cluster-replicas", "0", "--cluster-yes"],
                        capture_output=True, timeout=60, check=True)
+        self.wait_ok()
+        return self
 
+    def wait_ok(self) -> None:
+        """Wait (30 s at most) until every node reports cluster_state:ok."""
         def ok() -> bool:
             return all("cluster_state:ok" in n.cli("cluster", "info", check=False)
                        for n in self.nodes)
 
         _wait(ok, "cluster_state:ok on every node", timeout=30)
-        return self
 
     def stop(self) -> None:
         for n in self.nodes:
