@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -24,7 +25,7 @@ from oaas_sdk import ConfigError, ConflictError, OaasConfig, StorageError, oaas,
 from oaas_sdk.stores import WriteRecord, open_store, parse_storage_url
 
 from .models import Counter
-from .redis_servers import RedisCluster, RedisServer, need_redis
+from .redis_servers import RedisCluster, RedisServer, free_port, need_redis
 
 redis = pytest.importorskip("redis")
 
@@ -95,8 +96,10 @@ def test_password_in_url_and_never_in_messages(tmp_path: Path) -> None:
     need_redis()
     s = RedisServer(tmp_path / "auth", extra=["--requirepass", "s3cret"]).start()
     try:
-        with pytest.raises(StorageError) as e:
-            open_store(f"redis://:wrong@127.0.0.1:{s.port}/0", retry_deadline_s=0)
+        t0 = time.monotonic()
+        with pytest.raises(StorageError, match="AuthenticationError") as e:
+            open_store(f"redis://:wrong@127.0.0.1:{s.port}/0", retry_deadline_s=30)
+        assert time.monotonic() - t0 < 5  # not retried: waiting cannot fix a password
         assert "wrong" not in str(e.value)
         store = open_store(f"redis://:s3cret@127.0.0.1:{s.port}/1?prefix=p")
         assert "s3cret" not in store.name and str(s.port) in store.name
@@ -108,9 +111,49 @@ def test_password_in_url_and_never_in_messages(tmp_path: Path) -> None:
         s.stop()
 
 
-def test_unreachable_server_is_a_storage_error_after_the_deadline() -> None:
-    from .redis_servers import free_port
+def _certificates(d: Path) -> tuple[Path, Path, Path]:
+    """A throwaway CA and a server certificate for 127.0.0.1 (openssl); (ca, cert, key)."""
+    if not shutil.which("openssl"):
+        pytest.skip("openssl not installed")
+    d.mkdir()
 
+    def ssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=d, check=True, capture_output=True, timeout=60)
+
+    ssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out",
+        "ca.crt", "-days", "1", "-subj", "/CN=oaas-test-ca")
+    ssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out",
+        "server.csr", "-subj", "/CN=127.0.0.1")
+    (d / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
+    ssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+        "-CAcreateserial", "-out", "server.crt", "-days", "1", "-extfile", "san.ext")
+    return d / "ca.crt", d / "server.crt", d / "server.key"
+
+
+def test_tls_url(impl: str, tmp_path: Path) -> None:
+    """rediss:// with a password: the commit travels over TLS, verified against the CA."""
+    need_redis()
+    ca, cert, key = _certificates(tmp_path / "tls")
+    tls_port = free_port()
+    s = RedisServer(tmp_path / "redis", extra=[
+        "--tls-port", str(tls_port), "--tls-cert-file", str(cert), "--tls-key-file",
+        str(key), "--tls-ca-cert-file", str(ca), "--tls-auth-clients", "no",
+        "--requirepass", "pw"]).start()
+    try:
+        url = f"rediss://:pw@127.0.0.1:{tls_port}/0?ssl_ca_certs={ca}&prefix=tls"
+        oaas.configure(OaasConfig(storage=url, native=native_flag(impl)))
+        c = Counter.create(obj_id=1, count=41)
+        c.commit()
+        oaas.configure(OaasConfig(storage=url, native=native_flag(impl)))
+        assert Counter.load(1).count == 41
+        assert s.cli("-a", "pw", "hget", "tls:{test.Counter/0/n:1}", "@version").endswith("1")
+        with pytest.raises(StorageError):  # plain text against the TLS port
+            open_store(f"redis://:pw@127.0.0.1:{tls_port}/0", retry_deadline_s=0)
+    finally:
+        s.stop()
+
+
+def test_unreachable_server_is_a_storage_error_after_the_deadline() -> None:
     t0 = time.monotonic()
     with pytest.raises(StorageError, match="store_retry_deadline_s"):
         open_store(f"redis://127.0.0.1:{free_port()}/0", retry_deadline_s=0.3)

@@ -110,6 +110,8 @@ if _HAVE_REDIS:
 
 
 def _transient(e: BaseException) -> bool:
+    if isinstance(e, rexc.AuthenticationError | rexc.AuthorizationError):
+        return False  # ConnectionErrors to redis-py, but retrying cannot help
     if isinstance(e, _TRANSIENT):
         return True
     # redis-py's cluster client wraps lost nodes in generic errors: tell them by message.
