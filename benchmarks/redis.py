@@ -14,8 +14,9 @@ temporary directory; stopped at the end) and measures, in one run:
   (``durability="sync"``: resolves once Redis answered), objects/s, with the Python and
   the native codec (both over the Python engine and store).
 
-Run: ``python -m benchmarks.redis [--objects N] [--repeats R] [--json PATH]``. Each point
-runs ``R`` times (default 3); the median is reported, every run is in the JSON. Needs
+Run: ``python -m benchmarks.redis [--objects N] [--repeats R] [--requests N]
+[--json PATH]``. Each point runs ``R`` times (default 3); the median is reported, every run
+is in the JSON; ``--requests`` is per redis-benchmark run (default 200,000). Needs
 Debian's ``redis-server`` and ``redis-tools`` and redis-py (``.[test]`` or ``.[redis]``).
 """
 
@@ -99,6 +100,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--objects", type=int, default=20_000)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--requests", type=int, default=200_000,
+                    help="requests per redis-benchmark run")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
     n = args.objects
@@ -113,10 +116,10 @@ def main() -> None:
         try:
             for rep in range(args.repeats):
                 server.cli("flushall")
-                add("redis_benchmark_set_P16", redis_benchmark(server.port, max(n, 100_000)))
+                add("redis_benchmark_set_P16", redis_benchmark(server.port, args.requests))
                 sha = server.cli("script", "load", COMMIT_SCRIPT)
                 add("redis_benchmark_script_P16", redis_benchmark(
-                    server.port, max(n, 100_000), "evalsha", sha, "1",
+                    server.port, args.requests, "evalsha", sha, "1",
                     "b:{__rand_int__}", "0", "1", "1", "w", "0123456789abcdef", "1", "data",
                     "x" * 1000))
                 for batch in (16, 256):

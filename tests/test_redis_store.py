@@ -523,3 +523,20 @@ def test_sigkill_of_the_server_mid_stream_loses_no_acknowledged_commit(
     for oid, v in acked.items():
         c = Counter.load(oid)
         assert c.count == v and c.label == str(v) and c._oaas_version == v, (oid, v)
+
+
+def test_benchmark_runs_and_reports_every_point(tmp_path: Path) -> None:
+    """``python -m benchmarks.redis`` (small): every point measured, positive."""
+    need_redis()
+    out = tmp_path / "redis.json"
+    p = subprocess.run([sys.executable, "-m", "benchmarks.redis", "--objects", "300",
+                        "--repeats", "1", "--requests", "2000", "--json", str(out)],
+                       capture_output=True, text=True, timeout=300, cwd=str(ROOT),
+                       env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert p.returncode == 0, p.stderr
+    import json
+
+    med = json.loads(out.read_text())["median_per_s"]
+    points = {"redis_benchmark_set_P16", "redis_benchmark_script_P16", "store_batch16",
+              "store_batch256", "sdk_insert_python", "sdk_update_python"}
+    assert points <= set(med) and all(med[k] > 0 for k in points)
