@@ -142,7 +142,7 @@ def main() -> None:
     if args.json is not None:
         m = re.search(r"redis_version:(\S+)", version)
         args.json.write_text(json.dumps({
-            "suite": "redis", "objects": n, "repeats": args.repeats,
+            "suite": "redis", "objects": n, "repeats": args.repeats, "requests": args.requests,
             "value_bytes": len(VALUE), "median_per_s": med, "runs": runs,
             "redis_version": m.group(1) if m else None,
             "machine": {"python": platform.python_version(), "cpus": os.cpu_count()},

@@ -19,7 +19,15 @@ from ._native_loader import native_module
 from .cache import EntryCache
 from .config import OaasConfig
 from .engine import AnyEngine, Engine, NativeEngine
-from .stores import ObjectKey, Store, StoredObject, lmdb_location, open_store, parse_storage_url
+from .stores import (
+    ObjectKey,
+    Store,
+    StoredObject,
+    display_url,
+    lmdb_location,
+    open_store,
+    parse_storage_url,
+)
 
 if TYPE_CHECKING:
     from .object import OaasObject
@@ -121,7 +129,7 @@ class Runtime:
         eng = self._engine
         out: dict[str, Any] = {
             "implementation": self.implementation,
-            "store": self.store_url,
+            "store": display_url(self.store_url),
             "durability": self.config.durability,
             "cache_hits": self.cache.hits,
             "cache_misses": self.cache.misses,

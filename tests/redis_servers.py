@@ -64,9 +64,13 @@ class RedisServer:
     write is on disk). ``cluster=True``: cluster mode (see :class:`RedisCluster`)."""
 
     def __init__(self, path: Path, *, durable: bool = False, cluster: bool = False,
-                 port: int | None = None, extra: list[str] | None = None) -> None:
+                 port: int | None = None, extra: list[str] | None = None,
+                 password: str | None = None) -> None:
         self.path = path
         self.extra = list(extra or ())
+        self.password = password
+        if password is not None:
+            self.extra += ["--requirepass", password, "--masterauth", password]
         self.durable = durable
         self.cluster = cluster
         self.port = port if port is not None else free_port(bus=cluster)
@@ -92,7 +96,9 @@ class RedisServer:
 
     def cli(self, *args: str, check: bool = True) -> str:
         """``redis-cli -p PORT args...`` against this server; its output."""
-        out = subprocess.run(["redis-cli", "-h", "127.0.0.1", "-p", str(self.port), *args],
+        auth = [] if self.password is None else ["-a", self.password, "--no-auth-warning"]
+        out = subprocess.run(["redis-cli", "-h", "127.0.0.1", "-p", str(self.port), *auth,
+                              *args],
                              capture_output=True, timeout=30, check=check)
         return out.stdout.decode().strip()
 
@@ -140,18 +146,22 @@ class RedisServer:
 class RedisCluster:
     """Three primaries (no replicas) on 127.0.0.1, made with ``redis-cli --cluster create``."""
 
-    def __init__(self, path: Path, size: int = 3, *, durable: bool = False) -> None:
-        self.nodes = [RedisServer(path / f"node{i}", cluster=True, durable=durable)
-                      for i in range(size)]
+    def __init__(self, path: Path, size: int = 3, *, durable: bool = False,
+                 password: str | None = None) -> None:
+        self.password = password
+        self.nodes = [RedisServer(path / f"node{i}", cluster=True, durable=durable,
+                                  password=password) for i in range(size)]
 
     @property
     def url(self) -> str:
-        return "redis+cluster://" + ",".join(f"127.0.0.1:{n.port}" for n in self.nodes)
+        auth = "" if self.password is None else f":{self.password}@"
+        return f"redis+cluster://{auth}" + ",".join(f"127.0.0.1:{n.port}" for n in self.nodes)
 
     def start(self) -> RedisCluster:
         for n in self.nodes:
             n.start()
-        subprocess.run(["redis-cli", "--cluster", "create",
+        auth = [] if self.password is None else ["-a", self.password, "--no-auth-warning"]
+        subprocess.run(["redis-cli", *auth, "--cluster", "create",
                         *[f"127.0.0.1:{n.port}" for n in self.nodes],
                         "--cluster-replicas", "0", "--cluster-yes"],
                        capture_output=True, timeout=60, check=True)

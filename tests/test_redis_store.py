@@ -111,6 +111,28 @@ def test_password_in_url_and_never_in_messages(tmp_path: Path) -> None:
         s.stop()
 
 
+def test_cluster_with_a_password(tmp_path: Path) -> None:
+    """redis+cluster://:password@...: every node is reached with the password, and the
+    password shows nowhere (store name, oaas.stats())."""
+    need_redis()
+    cluster = RedisCluster(tmp_path / "c", password="cl-pw")
+    try:
+        cluster.start()
+        url = f"{cluster.url}?prefix=auth"
+        assert url.startswith("redis+cluster://:cl-pw@")
+        oaas.configure(OaasConfig(storage=url, native="off"))
+        for i in range(20):  # spread over the three primaries
+            Counter.create(obj_id=i, count=i).commit()
+        assert "cl-pw" not in oaas.stats()["store"] and ":***@" in oaas.stats()["store"]
+        assert "cl-pw" not in runtime.current().engine.store.name
+        oaas.configure(OaasConfig(storage=url, native="off"))
+        assert [Counter.load(i).count for i in range(20)] == list(range(20))
+        held = [int(n.cli("dbsize")) for n in cluster.nodes]
+        assert sum(held) == 20 and min(held) > 0
+    finally:
+        cluster.stop()
+
+
 def _certificates(d: Path) -> tuple[Path, Path, Path]:
     """A throwaway CA and a server certificate for 127.0.0.1 (openssl); (ca, cert, key)."""
     if not shutil.which("openssl"):
@@ -540,3 +562,25 @@ def test_benchmark_runs_and_reports_every_point(tmp_path: Path) -> None:
     points = {"redis_benchmark_set_P16", "redis_benchmark_script_P16", "store_batch16",
               "store_batch256", "sdk_insert_python", "sdk_update_python"}
     assert points <= set(med) and all(med[k] > 0 for k in points)
+
+
+@pytest.mark.parametrize("kind", ["memory", "lmdb", "redis"])
+def test_classes_on_every_store(kind: str, tmp_path: Path,
+                                request: pytest.FixtureRequest) -> None:
+    """``Store.classes()``: sorted ids of the classes with stored objects, on each store."""
+    url = {"memory": "memory", "lmdb": f"lmdb:{tmp_path / 's'}"}.get(kind)
+    if url is None:
+        url = f"{request.getfixturevalue('redis_server').url}?prefix={fresh_prefix()}"
+    store = open_store(url)
+    try:
+        assert store.classes() == []
+        recs = [WriteRecord((c, p, o), 0, {"f": b"\x00"})
+                for c in ("b.Z", "a.A", "a.A0", "a.B") for p in (0, 7) for o in (1, "x")]
+        assert store.write_batch(recs) == [None] * len(recs)
+        assert store.classes() == ["a.A", "a.A0", "a.B", "b.Z"]
+        gone = [WriteRecord(("a.A0", p, o), 1, delete_object=True)
+                for p in (0, 7) for o in (1, "x")]
+        assert store.write_batch(gone) == [None] * 4
+        assert store.classes() == ["a.A", "a.B", "b.Z"]
+    finally:
+        store.close()

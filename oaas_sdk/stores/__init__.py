@@ -34,6 +34,7 @@ __all__ = [
     "unpack_meta",
     "apply_record",
     "lmdb_location",
+    "display_url",
 ]
 
 #: Identity of an object: (cls_id, partition_id, object_id).
@@ -220,6 +221,23 @@ def parse_storage_url(url: str) -> tuple[str, str]:
         f"storage {url!r} not understood: use 'memory', 'lmdb:<dir>', 'redis://host:port/db' "
         "or 'redis+cluster://host:port,...'"
     )
+
+
+def display_url(url: str) -> str:
+    """``url`` as it may be shown (stats, logs): a password in a Redis URL is replaced by
+    ``***``; other URLs are returned unchanged."""
+    if not url.startswith(("redis://", "rediss://", "redis+cluster://", "rediss+cluster://")):
+        return url
+    scheme, _, rest = url.partition("://")
+    authority, slash, tail = rest.partition("/")
+    query = ""
+    if not slash:
+        authority, q, query = authority.partition("?")
+        query = q + query
+    creds, at, hosts = authority.rpartition("@")
+    if ":" in creds:  # [user]:password (a lone name is a user name, as redis-py reads it)
+        creds = creds.partition(":")[0] + ":***"
+    return f"{scheme}://{creds}{at}{hosts}{slash}{tail}{query}"
 
 
 def lmdb_location(location: str) -> tuple[str, dict[str, int]]:

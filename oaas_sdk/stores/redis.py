@@ -225,13 +225,11 @@ class RedisStore:
         if parts.path not in ("", "/", "/0"):
             raise ValueError("a Redis Cluster has only database 0")
         kw = self._timeouts(options)
-        if creds:
-            user, sep, password = creds.partition(":")
-            if sep:
-                kw["username"] = unquote(user) or None
-                kw["password"] = unquote(password)
-            else:
-                kw["password"] = unquote(user)
+        if creds:  # as redis-py reads a one-server URL: [user][:password]@
+            if parts.username:
+                kw["username"] = unquote(parts.username)
+            if parts.password is not None:
+                kw["password"] = unquote(parts.password)
         if parts.scheme.startswith("rediss"):
             kw["ssl"] = True
         return RedisCluster(startup_nodes=nodes, **kw)
