@@ -91,7 +91,8 @@ class RedisServer:
             a += ["--appendonly", "no"]
         if self.cluster:
             a += ["--cluster-enabled", "yes", "--cluster-config-file",
-                  str(self.path / "nodes.conf"), "--cluster-node-timeout", "3000"]
+                  str(self.path / "nodes.conf"), "--cluster-node-timeout", "3000",
+                  "--repl-diskless-sync-delay", "0"]
         return a + self.extra
 
     def cli(self, *args: str, check: bool = True) -> str:
@@ -144,11 +145,14 @@ class RedisServer:
 
 
 class RedisCluster:
-    """Three primaries (no replicas) on 127.0.0.1, made with ``redis-cli --cluster create``."""
+    """Three primaries on 127.0.0.1 (``replicas`` replicas each), made with
+    ``redis-cli --cluster create``."""
 
     def __init__(self, path: Path, size: int = 3, *, durable: bool = False,
-                 password: str | None = None) -> None:
+                 password: str | None = None, replicas: int = 0) -> None:
         self.password = password
+        self.replicas = replicas
+        size *= 1 + replicas
         self.nodes = [RedisServer(path / f"node{i}", cluster=True, durable=durable,
                                   password=password) for i in range(size)]
 
@@ -163,18 +167,40 @@ class RedisCluster:
         auth = [] if self.password is None else ["-a", self.password, "--no-auth-warning"]
         subprocess.run(["redis-cli", *auth, "--cluster", "create",
                         *[f"127.0.0.1:{n.port}" for n in self.nodes],
-                        "--cluster-replicas", "0", "--cluster-yes"],
+                        "--cluster-replicas", str(self.replicas), "--cluster-yes"],
                        capture_output=True, timeout=60, check=True)
         self.wait_ok()
         return self
 
     def wait_ok(self) -> None:
-        """Wait (30 s at most) until every node reports cluster_state:ok."""
+        """Wait (30 s at most) until every running node reports cluster_state:ok."""
         def ok() -> bool:
             return all("cluster_state:ok" in n.cli("cluster", "info", check=False)
-                       for n in self.nodes)
+                       for n in self.nodes if n.proc is not None)
 
         _wait(ok, "cluster_state:ok on every node", timeout=30)
+
+        def synced() -> bool:  # a replica that never synced would not take over
+            infos = [n.cli("info", "replication", check=False) for n in self.nodes
+                     if n.proc is not None]
+            return all("master_link_status:up" in i for i in infos if "role:slave" in i)
+
+        _wait(synced, "every replica in sync", timeout=30)
+
+    def primary_of(self, key: str) -> RedisServer:
+        """The running node that serves ``key`` as a primary (from CLUSTER NODES)."""
+        node = next(n for n in self.nodes if n.proc is not None)
+        slot = int(node.cli("cluster", "keyslot", key))
+        for line in node.cli("cluster", "nodes").splitlines():
+            f = line.split()
+            if "master" not in f[2] or "fail" in f[2]:
+                continue
+            for r in f[8:]:
+                lo, _, hi = r.partition("-")
+                if lo.isdigit() and int(lo) <= slot <= int(hi or lo):
+                    port = int(f[1].split("@")[0].rpartition(":")[2])
+                    return next(n for n in self.nodes if n.port == port)
+        raise LookupError(f"no primary serves slot {slot}")
 
     def stop(self) -> None:
         for n in self.nodes:

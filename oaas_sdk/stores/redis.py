@@ -182,20 +182,19 @@ class RedisStore:
         self.name = f"redis store at {_redact(url)}"
         self.prefix, client_url, options = _split_options(url)
         self._sha: str | None = None
-        self._sha_lock = threading.Lock()
         self._closed = False
         self._client: Any = None
+        self._client_lock = threading.Lock()
 
-        def connect() -> None:
-            if self._client is None:
-                try:
-                    self._client = (self._open_cluster(client_url, options) if cluster
-                                    else self._open_single(client_url, options))
-                except (ValueError, TypeError) as e:
-                    raise ConfigError(f"storage {_redact(url)!r}: {e}") from None
-            self._load_script()
+        def open_client() -> Any:
+            try:
+                return (self._open_cluster(client_url, options) if cluster
+                        else self._open_single(client_url, options))
+            except (ValueError, TypeError) as e:
+                raise ConfigError(f"storage {_redact(url)!r}: {e}") from None
 
-        self._retrying(connect, "connect")
+        self._open_client = open_client
+        self._retrying(lambda client: None, "connect")
 
     # -- opening ----------------------------------------------------------------------
     @staticmethod
@@ -234,29 +233,59 @@ class RedisStore:
             kw["ssl"] = True
         return RedisCluster(startup_nodes=nodes, **kw)
 
-    def _load_script(self) -> None:
-        if self.cluster:
-            sha = self._client.script_load(COMMIT_SCRIPT)  # every primary
-            if isinstance(sha, dict):  # some redis-py versions answer per node
-                sha = next(iter(sha.values()))
-        else:
-            sha = self._client.script_load(COMMIT_SCRIPT)
+    def _load_script(self, client: Any) -> None:
+        """SCRIPT LOAD the commit script (on every primary of a cluster)."""
+        sha = client.script_load(COMMIT_SCRIPT)
+        if isinstance(sha, dict):  # some redis-py versions answer per node
+            sha = next(iter(sha.values()))
         self._sha = sha.decode() if isinstance(sha, bytes) else str(sha)
 
+    def _connected(self) -> Any:
+        """The client, opened (and the script loaded) when there is none."""
+        with self._client_lock:
+            if self._client is None:
+                client = self._open_client()
+                try:
+                    self._load_script(client)
+                except BaseException:
+                    client.close()
+                    raise
+                self._client = client
+            return self._client
+
+    def _drop(self, client: Any) -> None:
+        """Forget a cluster client after a transient error: the next attempt opens a new
+        one, which learns the cluster's current layout (a replica promoted by a failover)
+        from whichever startup node answers. A one-server client reconnects by itself."""
+        if not self.cluster:
+            return
+        with self._client_lock:
+            if self._client is not client:
+                return
+            self._client = None
+        try:
+            client.close()
+        except Exception:  # closing a broken client must not raise
+            pass
+
     # -- retries ----------------------------------------------------------------------
-    def _retrying(self, fn: Callable[[], T], what: str) -> T:
-        """``fn()``, retried with exponential backoff on transient errors until
+    def _retrying(self, fn: Callable[[Any], T], what: str) -> T:
+        """``fn(client)``, retried with exponential backoff on transient errors until
         ``retry_deadline_s`` has passed; then :class:`StorageError`."""
         if self._closed:
             raise StorageError(f"{self.name}: the store is closed")
         deadline = time.monotonic() + self.retry_deadline_s
         delay = _BACKOFF_FIRST_S
         while True:
+            client = None
             try:
-                return fn()
+                client = self._connected()
+                return fn(client)
             except StorageError:
                 raise
             except Exception as e:
+                if client is not None and _transient(e):
+                    self._drop(client)
                 if not _transient(e):
                     if isinstance(e, rexc.RedisError | rexc.RedisClusterException):
                         raise StorageError(f"{self.name}: {what} failed: "
@@ -275,7 +304,7 @@ class RedisStore:
         """The committed object, or ``None``. Raises :class:`StorageError` (unreachable
         past the deadline, or a hash that is not an object record)."""
         rkey = object_key(self.prefix, key)
-        raw: dict[bytes, bytes] = self._retrying(lambda: self._client.hgetall(rkey),
+        raw: dict[bytes, bytes] = self._retrying(lambda client: client.hgetall(rkey),
                                                  f"read of {key}")
         if not raw:
             return None
@@ -303,29 +332,29 @@ class RedisStore:
         tokens = [os.urandom(8).hex() for _ in records]
         state = {"in_doubt": False}
 
-        def attempt() -> None:
+        def attempt(client: Any) -> None:
             nonlocal todo
             if state["in_doubt"]:
-                todo = self._landed(records, tokens, todo)
+                todo = self._landed(client, records, tokens, todo)
             if not todo:
                 return
             state["in_doubt"] = True  # from here on, a break leaves the outcome unknown
-            todo = self._send(records, tokens, todo, results)
+            todo = self._send(client, records, tokens, todo, results)
             state["in_doubt"] = False
             if todo:  # scripts unknown to a (restarted) server: load and send again
-                self._load_script()
-                todo = self._send(records, tokens, todo, results)
+                self._load_script(client)
+                todo = self._send(client, records, tokens, todo, results)
                 if todo:
                     raise StorageError(f"{self.name}: the commit script cannot be loaded")
 
         self._retrying(attempt, f"write of {len(records)} commits")
         return results
 
-    def _send(self, records: list[WriteRecord], tokens: list[str], todo: list[int],
-              results: list[Exception | None]) -> list[int]:
+    def _send(self, client: Any, records: list[WriteRecord], tokens: list[str],
+              todo: list[int], results: list[Exception | None]) -> list[int]:
         """One pipeline of script calls for ``todo``; fills ``results``; returns the
         indices refused with NOSCRIPT (not executed)."""
-        pipe = self._client.pipeline(transaction=False)
+        pipe = client.pipeline(transaction=False)
         for i in todo:
             r = records[i]
             args: list[Any] = [r.expected_version, r.expected_version + 1, r.time_ms,
@@ -352,13 +381,13 @@ class RedisStore:
                 results[i] = None if int(ok) else conflict(records[i], int(found))
         return again
 
-    def _landed(self, records: list[WriteRecord], tokens: list[str],
+    def _landed(self, client: Any, records: list[WriteRecord], tokens: list[str],
                 todo: list[int]) -> list[int]:
         """After a broken exchange: which of ``todo`` landed (their results stay
         ``None``); returns the others. Commits of one object land in order, so the
         object's stored token names the last of its commits that landed."""
         keys = sorted({records[i].key for i in todo}, key=repr)
-        pipe = self._client.pipeline(transaction=False)
+        pipe = client.pipeline(transaction=False)
         for k in keys:
             pipe.hmget(object_key(self.prefix, k), "@version", "@commit")
         stored = {k: (v, t) for k, (v, t) in zip(keys, pipe.execute(), strict=True)}
@@ -381,18 +410,18 @@ class RedisStore:
         return rest
 
     # -- scans ------------------------------------------------------------------------
-    def _scan(self, pattern: str) -> Iterator[bytes]:
+    def _scan(self, client: Any, pattern: str) -> Iterator[bytes]:
         if self.cluster:
-            for node in self._client.get_primaries():
-                conn = self._client.get_redis_connection(node)
+            for node in client.get_primaries():
+                conn = client.get_redis_connection(node)
                 yield from conn.scan_iter(match=pattern, count=1000)
         else:
-            yield from self._client.scan_iter(match=pattern, count=1000)
+            yield from client.scan_iter(match=pattern, count=1000)
 
     def _scan_keys(self, pattern: str, what: str) -> list[ObjectKey]:
-        def run() -> list[ObjectKey]:
+        def run(client: Any) -> list[ObjectKey]:
             out = []
-            for raw in self._scan(pattern):
+            for raw in self._scan(client, pattern):
                 k = parse_object_key(self.prefix, raw)
                 if k is not None:
                     out.append(k)
@@ -418,8 +447,11 @@ class RedisStore:
         if self._closed:
             return
         self._closed = True
+        with self._client_lock:
+            client, self._client = self._client, None
         try:
-            self._client.close()
+            if client is not None:
+                client.close()
         except Exception:  # closing a broken connection must not raise
             pass
 
