@@ -180,12 +180,33 @@ class RedisCluster:
 
         _wait(ok, "cluster_state:ok on every node", timeout=30)
 
-        def synced() -> bool:  # a replica that never synced would not take over
-            infos = [n.cli("info", "replication", check=False) for n in self.nodes
-                     if n.proc is not None]
-            return all("master_link_status:up" in i for i in infos if "role:slave" in i)
+        if self.replicas:
+            self._wait_replicas_streaming()
 
-        _wait(synced, "every replica in sync", timeout=30)
+    def _wait_replicas_streaming(self) -> None:
+        """Until every primary's replicas acknowledge a write (``WAIT``): after a diskless
+        full sync a primary streams writes to a replica only once the replica has
+        acknowledged, up to a second later, and a replica promoted before that would
+        have none of them."""
+        pending = {n.port for n in self.nodes if "role:master" in n.cli("info", "replication")
+                   and "slave0:" in n.cli("info", "replication")}
+        i = 0
+        deadline = time.monotonic() + 30
+        while pending:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"replicas of {sorted(pending)} never acknowledged")
+            key = f"replication-check-{i}"
+            i += 1
+            node = self.primary_of(key)
+            if node.port not in pending:
+                continue
+            out = subprocess.run(["redis-cli", "-h", "127.0.0.1", "-p", str(node.port),
+                                  *([] if self.password is None else
+                                    ["-a", self.password, "--no-auth-warning"])],
+                                 input=f"SET {key} x\nWAIT {self.replicas} 2000\nDEL {key}\n",
+                                 capture_output=True, text=True, timeout=30).stdout.split()
+            if len(out) >= 2 and out[1] == str(self.replicas):
+                pending.discard(node.port)
 
     def primary_of(self, key: str) -> RedisServer:
         """The running node that serves ``key`` as a primary (from CLUSTER NODES)."""

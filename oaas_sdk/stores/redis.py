@@ -114,12 +114,16 @@ def _transient(e: BaseException) -> bool:
         return False  # ConnectionErrors to redis-py, but retrying cannot help
     if isinstance(e, _TRANSIENT):
         return True
+    if isinstance(e, rexc.ResponseError) and str(e).startswith(_TRANSIENT_REPLIES):
+        return True  # a reply error redis-py did not map to its own class
     # redis-py's cluster client wraps lost nodes in generic errors: tell them by message.
     text = str(e).lower()
     return isinstance(e, _CLUSTER) and any(
         w in text for w in ("connect", "slot", "node", "ttl", "exhaust", "cluster is down"))
 
 
+_TRANSIENT_REPLIES = ("CLUSTERDOWN", "TRYAGAIN", "LOADING", "MASTERDOWN", "READONLY",
+                      "MOVED", "ASK")
 T = TypeVar("T")
 _BACKOFF_FIRST_S = 0.02
 _BACKOFF_MAX_S = 1.0
