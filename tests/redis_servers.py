@@ -121,7 +121,11 @@ class RedisServer:
             except OSError:
                 return False
 
-        _wait(up, f"redis-server on port {self.port}")
+        try:
+            _wait(up, f"redis-server on port {self.port}")
+        except BaseException:
+            self.kill()  # never leave a server behind
+            raise
         return self
 
     def kill(self) -> None:
