@@ -269,7 +269,7 @@ class Sdk:
         """Stores this SDK can run on: oaas-sdk2-py has only its in-memory mock mode."""
         if self.name != "oaas_sdk":
             return ("memory",)
-        # Hook for the Redis store (reserved in oaas-sdk, not built yet).
+        # The Redis store, when a server is named (docs/benchmarks.md, "Not done yet").
         return ("memory", "lmdb", "redis") if os.environ.get(REDIS_ENV) else ("memory", "lmdb")
 
     def configure(self, store: str, durability: str = "sync", **extra: Any) -> None:
@@ -285,8 +285,11 @@ class Sdk:
             return
         if store == "memory":
             storage = "memory"
-        elif store == "redis":
-            storage = os.environ[REDIS_ENV]
+        elif store == "redis":  # a fresh key prefix: a store of its own on the server
+            url = os.environ[REDIS_ENV]
+            self._redis_runs = getattr(self, "_redis_runs", 0) + 1
+            storage = (f"{url}{'&' if '?' in url else '?'}"
+                       f"prefix=bench{os.getpid()}x{self._redis_runs}")
         else:
             d = tempfile.mkdtemp(prefix="oaas-bench-")
             self._tmpdirs.append(d)

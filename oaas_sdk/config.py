@@ -72,13 +72,21 @@ class OaasConfig(BaseSettings):
     storage: str = Field(
         default="lmdb:./.oaas",
         description='"lmdb:<dir>" (embedded default), "memory", "redis://host:port/db" '
-        'or "redis+cluster://host:port,host:port".',
+        '("rediss://" with TLS) or "redis+cluster://host:port,host:port".',
     )
     cache_max_bytes: int = Field(
         default=256 << 20, ge=0, description="Bound of the entry cache, in bytes (0: no cache)."
     )
     cache_ttl_s: float | None = Field(
-        default=None, gt=0, description="Time-to-live of cached entries, in seconds."
+        default=None, gt=0,
+        description="Time-to-live of cached entries, in seconds. With a shared store "
+        "(Redis) the entry cache is used only when this is set: it bounds how long a "
+        "commit of another process can go unseen.",
+    )
+    store_retry_deadline_s: float = Field(
+        default=30.0, ge=0,
+        description="Redis stores: how long a write or read is retried (with backoff) "
+        "while the server cannot be reached, in seconds; then StorageError.",
     )
     durability: Literal["sync", "async"] = Field(
         default="sync",

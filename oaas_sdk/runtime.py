@@ -20,7 +20,15 @@ from .cache import EntryCache
 from .config import OaasConfig
 from .engine import AnyEngine, Engine, NativeEngine
 from .errors import StorageError
-from .stores import ObjectKey, Store, StoredObject, lmdb_location, open_store, parse_storage_url
+from .stores import (
+    ObjectKey,
+    Store,
+    StoredObject,
+    display_url,
+    lmdb_location,
+    open_store,
+    parse_storage_url,
+)
 
 if TYPE_CHECKING:
     from .object import OaasObject
@@ -56,8 +64,12 @@ class Runtime:
         from .object import use_native_methods  # object imports this module
 
         use_native_methods(self.native, native_engine=kind == "lmdb" and store is None)
-        # A memory store is its own cache: caching its entries again would only cost.
-        cache_bytes = 0 if kind == "memory" else config.cache_max_bytes
+        # A memory store is its own cache: caching its entries again would only cost. A
+        # shared (Redis) store is written by other processes too: its entries are cached
+        # only when cache_ttl_s bounds how long their commits can go unseen.
+        shared = kind.startswith("redis")
+        cache_bytes = (0 if kind == "memory" or (shared and config.cache_ttl_s is None)
+                       else config.cache_max_bytes)
         self.cache: Any = (
             self.native.EntryCache(cache_bytes, config.cache_ttl_s, StoredObject)
             if self.native is not None
@@ -114,7 +126,8 @@ class Runtime:
                                 batch_max_entries=c.batch_max_entries,
                                 batch_max_delay_ms=c.batch_max_delay_ms,
                                 pending_max_bytes=c.pending_max_bytes, **opts)
-        store = self._given_store or open_store(self.store_url, sync=True)
+        store = self._given_store or open_store(
+            self.store_url, sync=True, retry_deadline_s=c.store_retry_deadline_s)
         return Engine(store, durability=c.durability, batch_max_entries=c.batch_max_entries,
                       batch_max_delay_ms=c.batch_max_delay_ms,
                       pending_max_bytes=c.pending_max_bytes, inline=self._inline)
@@ -137,7 +150,7 @@ class Runtime:
         eng = self._engine
         out: dict[str, Any] = {
             "implementation": self.implementation,
-            "store": self.store_url,
+            "store": display_url(self.store_url),
             "durability": self.config.durability,
             "cache_hits": self.cache.hits,
             "cache_misses": self.cache.misses,

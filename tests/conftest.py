@@ -7,6 +7,7 @@ directory). With ``OAAS_REQUIRE_NATIVE=1`` (CI) a missing extension fails instea
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -16,13 +17,16 @@ import pytest
 
 from oaas_sdk import OaasConfig, native_available, oaas
 
+from .redis_servers import RedisCluster, RedisServer, need_redis
+
 # Tests never touch ./.oaas: the default store is memory unless a test names one.
 os.environ.setdefault("OAAS_STORAGE", "memory")
 # Servers started by tests bind this host only.
 os.environ.setdefault("OAAS_SERVER_HOST", "127.0.0.1")
 
 IMPLS = ["python", "native"]
-STORES = ["memory", "lmdb"]
+STORES = ["memory", "lmdb", "redis", "cluster"]
+_prefixes = itertools.count(1)
 
 
 @dataclass
@@ -30,11 +34,13 @@ class Sdk:
     impl: str
     store: str
     path: Path | None
+    url: str = ""  # the storage URL of the redis stores
 
     def config(self, **over: object) -> OaasConfig:
         kw: dict[str, object] = {
             "native": "on" if self.impl == "native" else "off",
-            "storage": "memory" if self.store == "memory" else f"lmdb:{self.path}",
+            "storage": ("memory" if self.store == "memory" else self.url
+                        or f"lmdb:{self.path}"),
             "batch_max_delay_ms": 0.5,
         }
         kw.update(over)
@@ -74,6 +80,10 @@ def sdk(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Sdk]:
     impl, store = request.param
     _need_impl(impl)
     s = Sdk(impl, store, tmp_path / "store" if store == "lmdb" else None)
+    if store in ("redis", "cluster"):
+        server = request.getfixturevalue("redis_server" if store == "redis" else
+                                         "redis_cluster")
+        s.url = f"{server.url}?prefix=t{next(_prefixes)}"
     s.reconfigure()
     yield s
     oaas.configure(OaasConfig(mock_mode=True, native="off"))
@@ -94,3 +104,25 @@ def mock_oaas() -> Iterator[None]:
     oaas.configure(OaasConfig(mock_mode=True))
     yield
     oaas.configure(OaasConfig(mock_mode=True, native="off"))
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """One redis-server on a free loopback port for the whole session (tests isolate
+    themselves by key prefix)."""
+    need_redis()
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
+    """A 3-primary Redis Cluster on free loopback ports for the whole session."""
+    need_redis()
+    cluster = RedisCluster(tmp_path_factory.mktemp("redis-cluster"))
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()

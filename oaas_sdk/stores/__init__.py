@@ -4,7 +4,8 @@ One interface (:class:`Store`), several implementations chosen by the ``storage`
 
 - ``memory``: a dict, nothing persisted (what ``mock_mode=True`` uses);
 - ``lmdb:<dir>``: the embedded default, an LMDB environment in ``<dir>`` (``./.oaas``);
-- ``redis://...`` / ``redis+cluster://...``: reserved for the Redis stores.
+- ``redis://host:port/db`` (``rediss://`` with TLS) / ``redis+cluster://host:port,...``
+  (``rediss+cluster://``): shared stores on Redis or a Redis Cluster (``stores/redis.py``).
 
 The key layout and record formats are in ``docs/format.md`` ("Store layout").
 """
@@ -33,6 +34,7 @@ __all__ = [
     "unpack_meta",
     "apply_record",
     "lmdb_location",
+    "display_url",
 ]
 
 #: Identity of an object: (cls_id, partition_id, object_id).
@@ -173,6 +175,10 @@ class Store(Protocol):
         """Identities of the stored objects of a class (optionally one partition)."""
         ...
 
+    def classes(self) -> list[str]:
+        """Sorted ids of the classes that have stored objects."""
+        ...
+
     def close(self) -> None:
         """Release the store's resources; further calls are errors."""
         ...
@@ -194,7 +200,8 @@ def parse_storage_url(url: str) -> tuple[str, str]:
     """Split a ``storage`` setting into (kind, location).
 
     ``"memory"`` -> ("memory", ""); ``"lmdb:./dir"`` or ``"lmdb://./dir"`` -> ("lmdb", "./dir");
-    ``"redis://..."`` -> ("redis", url); ``"redis+cluster://..."`` -> ("redis+cluster", url).
+    ``"redis://..."`` / ``"rediss://..."`` -> ("redis", url); ``"redis+cluster://..."`` /
+    ``"rediss+cluster://..."`` -> ("redis+cluster", url).
     Raises :class:`ConfigError` for anything else.
     """
     if url == "memory":
@@ -208,12 +215,29 @@ def parse_storage_url(url: str) -> tuple[str, str]:
         return "lmdb", path
     if url.startswith("redis://") or url.startswith("rediss://"):
         return "redis", url
-    if url.startswith("redis+cluster://"):
+    if url.startswith("redis+cluster://") or url.startswith("rediss+cluster://"):
         return "redis+cluster", url
     raise ConfigError(
         f"storage {url!r} not understood: use 'memory', 'lmdb:<dir>', 'redis://host:port/db' "
         "or 'redis+cluster://host:port,...'"
     )
+
+
+def display_url(url: str) -> str:
+    """``url`` as it may be shown (stats, logs): a password in a Redis URL is replaced by
+    ``***``; other URLs are returned unchanged."""
+    if not url.startswith(("redis://", "rediss://", "redis+cluster://", "rediss+cluster://")):
+        return url
+    scheme, _, rest = url.partition("://")
+    authority, slash, tail = rest.partition("/")
+    query = ""
+    if not slash:
+        authority, q, query = authority.partition("?")
+        query = q + query
+    creds, at, hosts = authority.rpartition("@")
+    if ":" in creds:  # [user]:password (a lone name is a user name, as redis-py reads it)
+        creds = creds.partition(":")[0] + ":***"
+    return f"{scheme}://{creds}{at}{hosts}{slash}{tail}{query}"
 
 
 def lmdb_location(location: str) -> tuple[str, dict[str, int]]:
@@ -234,11 +258,12 @@ def lmdb_location(location: str) -> tuple[str, dict[str, int]]:
     return path, opts
 
 
-def open_store(url: str, *, sync: bool = True) -> Store:
+def open_store(url: str, *, sync: bool = True, retry_deadline_s: float = 30.0) -> Store:
     """Open the store named by a ``storage`` URL (see :func:`parse_storage_url`).
 
-    ``sync``: fsync every transaction (LMDB). Raises :class:`StorageError` when the store
-    cannot be opened and :class:`ConfigError` for a URL of a store not available here.
+    ``sync``: fsync every transaction (LMDB). ``retry_deadline_s``: how long the Redis
+    stores retry an unreachable server, seconds. Raises :class:`StorageError` when the
+    store cannot be opened and :class:`ConfigError` for a malformed URL.
     """
     kind, loc = parse_storage_url(url)
     if kind == "memory":
@@ -250,4 +275,6 @@ def open_store(url: str, *, sync: bool = True) -> Store:
 
         path, opts = lmdb_location(loc)
         return LmdbStore(path, sync=sync, **opts)
-    raise ConfigError(f"storage {url!r}: the Redis stores are not available in this version")
+    from .redis import RedisStore
+
+    return RedisStore(url, cluster=kind == "redis+cluster", retry_deadline_s=retry_deadline_s)

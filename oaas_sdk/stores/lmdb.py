@@ -267,6 +267,23 @@ class LmdbStore:
                     keys.append(_parse_object_key(cls_id, k))
         return iter(keys)
 
+    def classes(self) -> list[str]:
+        """Sorted ids of the classes that have stored objects (one key per class is
+        visited: the scan jumps past each class's range)."""
+        out: list[str] = []
+        with self._env.begin(db=self._meta) as txn:
+            cur = txn.cursor()
+            ok = cur.first()
+            while ok:
+                k = bytes(cur.key())
+                if k.startswith(b"\x00"):  # the layout record
+                    ok = cur.next()
+                    continue
+                cls_id = k[:k.index(b"\x00")]
+                out.append(cls_id.decode())
+                ok = cur.set_range(cls_id + b"\x01")
+        return out
+
     def close(self) -> None:
         """Close the environment and release its directory. Idempotent."""
         self._env.close()

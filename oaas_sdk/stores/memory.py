@@ -49,5 +49,10 @@ class MemoryStore:
                     and (partition_id is None or k[1] == partition_id)]
         return iter(keys)
 
+    def classes(self) -> list[str]:
+        """Sorted ids of the classes that have stored objects."""
+        with self._lock:
+            return sorted({k[0] for k in self._objects})
+
     def close(self) -> None:
         pass

@@ -1,0 +1,503 @@
+"""The shared stores: one Redis server, or a Redis Cluster, through redis-py.
+
+Layout (``docs/format.md``, "Redis"): one hash per object under
+``<prefix>:{<cls_id>/<partition_id>/n:<u64>}`` (numeric ids) or ``.../s:<string id>``;
+its fields are the entry names (value: codec bytes) plus ``@version``, ``@created``,
+``@updated`` (decimal) and ``@commit`` (the token of the last commit). The braces are the
+hash tag: every key of one object lies in one cluster slot. A commit of one object is one
+call of a version-checked Lua script, atomic on the server; a batch of commits is one
+pipeline (per node on a cluster). redis-py: https://redis.readthedocs.io/
+
+Faults: a lost connection or a restarting server is retried with backoff until
+``retry_deadline_s`` has passed since the batch started; then the batch fails with
+:class:`StorageError`. Retries never apply a commit twice: each commit carries a random
+token that the script stores, and after a broken exchange the store reads back which of
+the unacknowledged commits landed before sending the rest.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
+
+from ..errors import ConfigError, StorageError
+from . import ObjectKey, StoredObject, WriteRecord, conflict
+
+try:
+    import redis
+    import redis.exceptions as rexc
+    from redis.backoff import NoBackoff
+    from redis.cluster import ClusterNode, RedisCluster
+    from redis.retry import Retry
+
+    _HAVE_REDIS = True
+except ImportError:  # pragma: no cover - exercised only without the extra
+    _HAVE_REDIS = False
+
+__all__ = ["RedisStore", "DEFAULT_PREFIX", "COMMIT_SCRIPT", "object_key", "parse_object_key"]
+
+#: First part of every key the store writes (``?prefix=`` in the URL changes it).
+DEFAULT_PREFIX = "oaas"
+_PREFIX = re.compile(r"[A-Za-z0-9_.:\-]{1,64}")
+_META_FIELDS = (b"@version", b"@created", b"@updated", b"@commit")
+
+#: The commit of one object. KEYS[1]: the object's hash. ARGV: expected version, new
+#: version, time (ms), "w" (write) or "d" (delete the object), commit token, number of
+#: entries n, then n (name, value) pairs, then the names of entries to delete.
+#: Returns {1, version now} when applied (or already applied by this very commit, a
+#: resend), {0, version found} on a version mismatch (nothing written).
+COMMIT_SCRIPT = """
+local key = KEYS[1]
+local found = redis.call('HGET', key, '@version') or '0'
+if found ~= ARGV[1] then
+  if found == ARGV[2] and redis.call('HGET', key, '@commit') == ARGV[5] then
+    return {1, found}
+  end
+  return {0, found}
+end
+if ARGV[4] == 'd' then
+  redis.call('DEL', key)
+  return {1, '0'}
+end
+local n = tonumber(ARGV[6])
+local args = {'@version', ARGV[2], '@updated', ARGV[3], '@commit', ARGV[5]}
+if found == '0' then
+  args[#args + 1] = '@created'
+  args[#args + 1] = ARGV[3]
+end
+local i = 7
+local last = 6 + 2 * n
+while i <= last do
+  args[#args + 1] = ARGV[i]
+  args[#args + 1] = ARGV[i + 1]
+  i = i + 2
+  if #args >= 1000 then
+    redis.call('HSET', key, unpack(args))
+    args = {}
+  end
+end
+if #args > 0 then
+  redis.call('HSET', key, unpack(args))
+end
+local dels = {}
+for j = last + 1, #ARGV do
+  dels[#dels + 1] = ARGV[j]
+  if #dels >= 1000 then
+    redis.call('HDEL', key, unpack(dels))
+    dels = {}
+  end
+end
+if #dels > 0 then
+  redis.call('HDEL', key, unpack(dels))
+end
+return {1, ARGV[2]}
+"""
+
+# Errors after which the exchange is retried (the server is away, restarting, or the
+# cluster is failing over or resharding).
+_TRANSIENT: tuple[type[BaseException], ...] = ()
+_CLUSTER: tuple[type[BaseException], ...] = ()
+if _HAVE_REDIS:
+    _TRANSIENT = (rexc.ConnectionError, rexc.TimeoutError, rexc.BusyLoadingError,
+                  rexc.ClusterDownError, rexc.TryAgainError, rexc.MasterDownError,
+                  rexc.ReadOnlyError, rexc.SlotNotCoveredError, OSError)
+    _CLUSTER = (rexc.ClusterError, rexc.RedisClusterException)
+
+
+def _transient(e: BaseException) -> bool:
+    if isinstance(e, rexc.AuthenticationError | rexc.AuthorizationError):
+        return False  # ConnectionErrors to redis-py, but retrying cannot help
+    if isinstance(e, _TRANSIENT):
+        return True
+    if isinstance(e, rexc.ResponseError) and str(e).startswith(_TRANSIENT_REPLIES):
+        return True  # a reply error redis-py did not map to its own class
+    # redis-py's cluster client wraps lost nodes in generic errors: tell them by message.
+    text = str(e).lower()
+    return isinstance(e, _CLUSTER) and any(
+        w in text for w in ("connect", "slot", "node", "ttl", "exhaust", "cluster is down"))
+
+
+_TRANSIENT_REPLIES = ("CLUSTERDOWN", "TRYAGAIN", "LOADING", "MASTERDOWN", "READONLY",
+                      "MOVED", "ASK")
+T = TypeVar("T")
+_BACKOFF_FIRST_S = 0.02
+_BACKOFF_MAX_S = 1.0
+
+
+def object_key(prefix: str, key: ObjectKey) -> bytes:
+    """The Redis key of one object's hash: ``<prefix>:{<cls_id>/<pid>/n:<u64>}`` for a
+    numeric id, ``...s:<id>}`` for a string id. ASCII; the braces are the hash tag."""
+    cls_id, pid, oid = key
+    kind = "n" if isinstance(oid, int) else "s"
+    return f"{prefix}:{{{cls_id}/{pid}/{kind}:{oid}}}".encode()
+
+
+def parse_object_key(prefix: str, raw: bytes) -> ObjectKey | None:
+    """Inverse of :func:`object_key`; ``None`` for a key of another shape."""
+    text = raw.decode("ascii", "replace")
+    head = prefix + ":{"
+    if not text.startswith(head) or not text.endswith("}"):
+        return None
+    parts = text[len(head):-1].split("/", 2)
+    if len(parts) != 3 or not parts[1].isdigit() or parts[2][:2] not in ("n:", "s:"):
+        return None
+    cls_id, pid, rest = parts
+    oid: int | str = rest[2:]
+    if rest[0] == "n":
+        if not rest[2:].isdigit():
+            return None
+        oid = int(rest[2:])
+    return (cls_id, int(pid), oid)
+
+
+def _redact(url: str) -> str:
+    """``url`` without its user and password (for names in messages)."""
+    parts = urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]
+    return f"{parts.scheme}://{host}{parts.path}"
+
+
+class RedisStore:
+    """A store on one Redis server (``cluster=False``) or a Redis Cluster.
+
+    ``url``: ``redis://[[user]:password@]host:port[/db][?options]``, ``rediss://...``
+    (TLS), or ``redis+cluster://[[user]:password@]host:port[,host:port...][?options]``
+    (``rediss+cluster://`` with TLS). Options: ``prefix`` (first part of every key,
+    default ``oaas``) and redis-py's connection options (``socket_timeout``,
+    ``socket_connect_timeout``, ``ssl_cert_reqs``, ...). ``retry_deadline_s``: how long
+    (seconds) a batch or read is retried while the server cannot be reached.
+
+    Raises :class:`ConfigError` for a malformed URL or when redis-py is not installed,
+    :class:`StorageError` when the server cannot be reached within the deadline.
+    """
+
+    def __init__(self, url: str, *, cluster: bool = False,
+                 retry_deadline_s: float = 30.0) -> None:
+        if not _HAVE_REDIS:
+            raise ConfigError(f"storage {_redact(url)!r} needs redis-py: "
+                              "pip install 'oaas-sdk[redis]'")
+        self.cluster = cluster
+        self.retry_deadline_s = retry_deadline_s
+        self.name = f"redis store at {_redact(url)}"
+        self.prefix, client_url, options = _split_options(url)
+        self._sha: str | None = None
+        self._closed = False
+        self._client: Any = None
+        self._client_lock = threading.Lock()
+
+        def open_client() -> Any:
+            try:
+                return (self._open_cluster(client_url, options) if cluster
+                        else self._open_single(client_url, options))
+            except (ValueError, TypeError) as e:
+                raise ConfigError(f"storage {_redact(url)!r}: {e}") from None
+
+        self._open_client = open_client
+        self._retrying(lambda client: None, "connect")
+
+    # -- opening ----------------------------------------------------------------------
+    @staticmethod
+    def _timeouts(options: dict[str, Any]) -> dict[str, Any]:
+        out: dict[str, Any] = {"socket_connect_timeout": 2.0, "socket_timeout": 10.0}
+        out.update(options)
+        return out
+
+    def _open_single(self, url: str, options: dict[str, Any]) -> Any:
+        # Our own loop retries (with the deadline and the read-back of landed commits):
+        # redis-py must not resend a pipeline by itself.
+        return redis.Redis.from_url(url, retry=Retry(NoBackoff(), 0),
+                                    **self._timeouts(options))
+
+    def _open_cluster(self, url: str, options: dict[str, Any]) -> Any:
+        parts = urlsplit(url)
+        netloc = parts.netloc
+        creds, _, hosts = netloc.rpartition("@")
+        nodes = []
+        for hp in filter(None, hosts.split(",")):
+            host, sep, port = hp.rpartition(":")
+            if not sep or not port.isdigit():
+                raise ValueError(f"cluster node {hp!r} is not host:port")
+            nodes.append(ClusterNode(host.strip("[]"), int(port)))
+        if not nodes:
+            raise ValueError("no cluster node given (redis+cluster://host:port,host:port)")
+        if parts.path not in ("", "/", "/0"):
+            raise ValueError("a Redis Cluster has only database 0")
+        kw = self._timeouts(options)
+        if creds:  # as redis-py reads a one-server URL: [user][:password]@
+            if parts.username:
+                kw["username"] = unquote(parts.username)
+            if parts.password is not None:
+                kw["password"] = unquote(parts.password)
+        if parts.scheme.startswith("rediss"):
+            kw["ssl"] = True
+        return RedisCluster(startup_nodes=nodes, **kw)
+
+    def _load_script(self, client: Any) -> None:
+        """SCRIPT LOAD the commit script (on every primary of a cluster)."""
+        sha = client.script_load(COMMIT_SCRIPT)
+        if isinstance(sha, dict):  # some redis-py versions answer per node
+            sha = next(iter(sha.values()))
+        self._sha = sha.decode() if isinstance(sha, bytes) else str(sha)
+
+    def _connected(self) -> Any:
+        """The client, opened (and the script loaded) when there is none."""
+        with self._client_lock:
+            if self._client is None:
+                client = self._open_client()
+                try:
+                    self._load_script(client)
+                except BaseException:
+                    client.close()
+                    raise
+                self._client = client
+            return self._client
+
+    def _drop(self, client: Any) -> None:
+        """Forget a cluster client after a transient error: the next attempt opens a new
+        one, which learns the cluster's current layout (a replica promoted by a failover)
+        from whichever startup node answers. A one-server client reconnects by itself."""
+        if not self.cluster:
+            return
+        with self._client_lock:
+            if self._client is not client:
+                return
+            self._client = None
+        try:
+            client.close()
+        except Exception:  # closing a broken client must not raise
+            pass
+
+    # -- retries ----------------------------------------------------------------------
+    def _retrying(self, fn: Callable[[Any], T], what: str) -> T:
+        """``fn(client)``, retried with exponential backoff on transient errors until
+        ``retry_deadline_s`` has passed; then :class:`StorageError`."""
+        if self._closed:
+            raise StorageError(f"{self.name}: the store is closed")
+        deadline = time.monotonic() + self.retry_deadline_s
+        delay = _BACKOFF_FIRST_S
+        while True:
+            client = None
+            try:
+                client = self._connected()
+                return fn(client)
+            except StorageError:
+                raise
+            except Exception as e:
+                if client is not None and _transient(e):
+                    self._drop(client)
+                if not _transient(e):
+                    if isinstance(e, rexc.RedisError | rexc.RedisClusterException):
+                        raise StorageError(f"{self.name}: {what} failed: "
+                                           f"{type(e).__name__}: {e}") from e
+                    raise
+                left = deadline - time.monotonic()
+                if left <= 0 or self._closed:
+                    raise StorageError(
+                        f"{self.name}: {what} failed: {type(e).__name__}: {e} (retried for "
+                        f"{self.retry_deadline_s:g} s, store_retry_deadline_s)") from e
+                time.sleep(min(delay, left))
+                delay = min(delay * 2, _BACKOFF_MAX_S)
+
+    # -- reads ------------------------------------------------------------------------
+    def read(self, key: ObjectKey) -> StoredObject | None:
+        """The committed object, or ``None``. Raises :class:`StorageError` (unreachable
+        past the deadline, or a hash that is not an object record)."""
+        rkey = object_key(self.prefix, key)
+        raw: dict[bytes, bytes] = self._retrying(lambda client: client.hgetall(rkey),
+                                                 f"read of {key}")
+        if not raw:
+            return None
+        try:
+            version = int(raw.pop(b"@version"))
+            created = int(raw.pop(b"@created", b"0"))
+            updated = int(raw.pop(b"@updated", b"0"))
+            raw.pop(b"@commit", None)
+            entries = {k.decode(): v for k, v in raw.items()}
+        except (KeyError, ValueError) as e:
+            raise StorageError(f"{self.name}: {rkey.decode()} is not an object record "
+                               f"({e!r})") from None
+        return StoredObject(version, created, updated, entries)
+
+    # -- writes -----------------------------------------------------------------------
+    def write_batch(self, records: list[WriteRecord]) -> list[Exception | None]:
+        """Apply ``records`` in order: one script call per commit, pipelined. Returns a
+        result per record (``None`` or :class:`ConflictError`). Raises
+        :class:`StorageError` once the server has been unreachable for
+        ``retry_deadline_s``: each commit then either landed whole or not at all (one
+        whose answer was lost may have landed; the object's next commit then meets
+        :class:`ConflictError`)."""
+        results: list[Exception | None] = [None] * len(records)
+        todo = list(range(len(records)))
+        tokens = [os.urandom(8).hex() for _ in records]
+        state = {"in_doubt": False}
+
+        def attempt(client: Any) -> None:
+            nonlocal todo
+            if state["in_doubt"]:
+                todo = self._landed(client, records, tokens, todo)
+            if not todo:
+                return
+            state["in_doubt"] = True  # from here on, a break leaves the outcome unknown
+            todo = self._send(client, records, tokens, todo, results)
+            state["in_doubt"] = False
+            if todo:  # scripts unknown to a (restarted) server: load and send again
+                self._load_script(client)
+                todo = self._send(client, records, tokens, todo, results)
+                if todo:
+                    raise StorageError(f"{self.name}: the commit script cannot be loaded")
+
+        self._retrying(attempt, f"write of {len(records)} commits")
+        return results
+
+    def _send(self, client: Any, records: list[WriteRecord], tokens: list[str],
+              todo: list[int], results: list[Exception | None]) -> list[int]:
+        """One pipeline of script calls for ``todo``; fills ``results``; returns the
+        indices refused with NOSCRIPT (not executed)."""
+        pipe = client.pipeline(transaction=False)
+        for i in todo:
+            r = records[i]
+            args: list[Any] = [r.expected_version, r.expected_version + 1, r.time_ms,
+                               "d" if r.delete_object else "w", tokens[i], len(r.entries)]
+            for name, value in r.entries.items():
+                args.append(name)
+                args.append(value)
+            args.extend(r.deletes)
+            # execute_command: redis-py blocks the evalsha method in cluster pipelines
+            # (NOSCRIPT is handled here: the script is loaded and the call sent again).
+            pipe.execute_command("EVALSHA", self._sha, 1, object_key(self.prefix, r.key), *args)
+        replies = pipe.execute(raise_on_error=False)
+        again: list[int] = []
+        for i, reply in zip(todo, replies, strict=True):
+            if isinstance(reply, rexc.NoScriptError):
+                again.append(i)
+            elif _transient(reply):
+                raise reply
+            elif isinstance(reply, Exception):
+                raise StorageError(f"{self.name}: commit of {records[i].key} failed: "
+                                   f"{type(reply).__name__}: {reply}")
+            else:
+                ok, found = reply
+                results[i] = None if int(ok) else conflict(records[i], int(found))
+        return again
+
+    def _landed(self, client: Any, records: list[WriteRecord], tokens: list[str],
+                todo: list[int]) -> list[int]:
+        """After a broken exchange: which of ``todo`` landed (their results stay
+        ``None``); returns the others. Commits of one object land in order, so the
+        object's stored token names the last of its commits that landed."""
+        keys = sorted({records[i].key for i in todo}, key=repr)
+        pipe = client.pipeline(transaction=False)
+        for k in keys:
+            pipe.hmget(object_key(self.prefix, k), "@version", "@commit")
+        stored = {k: (v, t) for k, (v, t) in zip(keys, pipe.execute(), strict=True)}
+        rest: list[int] = []
+        by_key: dict[Any, list[int]] = {}
+        for i in todo:
+            by_key.setdefault(records[i].key, []).append(i)
+        for k, idx in by_key.items():
+            version, token = stored[k]
+            tok = token.decode() if token is not None else None
+            upto = -1
+            for pos, i in enumerate(idx):
+                r = records[i]
+                if r.delete_object and version is None:
+                    upto = pos  # gone: this delete (or a later one) landed
+                elif tok == tokens[i] and version is not None and int(version) == r.new_version:
+                    upto = pos
+            rest.extend(idx[upto + 1:])
+        rest.sort()
+        return rest
+
+    # -- scans ------------------------------------------------------------------------
+    def _scan(self, client: Any, pattern: str) -> Iterator[bytes]:
+        if self.cluster:
+            for node in client.get_primaries():
+                conn = client.get_redis_connection(node)
+                yield from conn.scan_iter(match=pattern, count=1000)
+        else:
+            yield from client.scan_iter(match=pattern, count=1000)
+
+    def _scan_keys(self, pattern: str, what: str) -> list[ObjectKey]:
+        def run(client: Any) -> list[ObjectKey]:
+            out = []
+            for raw in self._scan(client, pattern):
+                k = parse_object_key(self.prefix, raw)
+                if k is not None:
+                    out.append(k)
+            return out
+
+        return self._retrying(run, what)
+
+    def scan(self, cls_id: str, partition_id: int | None = None) -> Iterator[ObjectKey]:
+        """Identities of the stored objects of ``cls_id`` (one partition when given), in
+        no particular order. SCANs the keyspace (every primary on a cluster)."""
+        pattern = f"{self.prefix}:{{{_glob_escape(cls_id)}/"
+        pattern += "*" if partition_id is None else f"{partition_id}/*"
+        keys = self._scan_keys(pattern, f"scan of {cls_id}")
+        return iter([k for k in keys if k[0] == cls_id])
+
+    def classes(self) -> list[str]:
+        """Sorted ids of the classes that have stored objects (SCANs the keyspace)."""
+        keys = self._scan_keys(f"{_glob_escape(self.prefix)}:{{*", "scan of classes")
+        return sorted({k[0] for k in keys})
+
+    def close(self) -> None:
+        """Close the connections. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        with self._client_lock:
+            client, self._client = self._client, None
+        try:
+            if client is not None:
+                client.close()
+        except Exception:  # closing a broken connection must not raise
+            pass
+
+
+def _glob_escape(text: str) -> str:
+    return re.sub(r"([*?\[\]\\])", r"\\\1", text)
+
+
+def _split_options(url: str) -> tuple[str, str, dict[str, Any]]:
+    """(key prefix, URL for redis-py, options for the cluster client) from a store URL.
+
+    Our own option (``prefix``) is taken out of the query; the rest stays in the URL for
+    ``Redis.from_url`` (one server) or becomes keyword arguments (cluster, whose URL we
+    parse ourselves). Raises :class:`ConfigError` for a bad prefix."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    prefix = DEFAULT_PREFIX
+    rest: list[tuple[str, str]] = []
+    for name, value in query:
+        if name == "prefix":
+            if not _PREFIX.fullmatch(value):
+                raise ConfigError(f"redis option prefix={value!r}: expected "
+                                  "[A-Za-z0-9_.:-]{1,64}")
+            prefix = value
+        else:
+            rest.append((name, value))
+    base = parts._replace(query=urlencode(rest)).geturl()
+    options: dict[str, Any] = {}
+    if parts.scheme.endswith("+cluster"):
+        base = parts._replace(query="").geturl()
+        for name, value in rest:
+            options[name] = _option_value(value)
+    return prefix, base, options
+
+
+def _option_value(value: str) -> Any:
+    low = value.lower()
+    if low in ("true", "yes"):
+        return True
+    if low in ("false", "no"):
+        return False
+    try:
+        return float(value) if "." in value else int(value)
+    except ValueError:
+        return value
