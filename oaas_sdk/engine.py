@@ -415,8 +415,8 @@ class Engine:
             else:
                 self.failed_commits += 1
                 if t.done():  # durability="async": already acknowledged
-                    log.error("write-back of %s failed after acknowledgement: %s",
-                              t.record.key, res)
+                    log.error("write-back of %s/%s/%s failed after acknowledgement: %s",
+                              *t.record.key, res)
                     self.last_error = res
             if not t.done():
                 t._complete(res)
@@ -534,6 +534,13 @@ class NativeEngine:
         self._watching: dict[int, weakref.ref[asyncio.AbstractEventLoop]] = {}
         self._watched: asyncio.AbstractEventLoop | None = None
         self._notify_fd = -1
+        # Failures no caller hears of (a failed batch, a failed write-back) reach the
+        # "oaas_sdk" logger as the Python engine's do: a thread blocked in the native
+        # failure log (which holds the log only, not the engine) logs them as they come.
+        self._failures = self._eng.failure_log()
+        self._logger = threading.Thread(target=_log_failures, args=(self._failures, None),
+                                        daemon=True, name="oaas-failure-log")
+        self._logger.start()
 
     def submit_future(self, record: WriteRecord, loop: asyncio.AbstractEventLoop,
                       on_error: OnError | None = None) -> asyncio.Future[None]:
@@ -641,12 +648,17 @@ class NativeEngine:
         return self.store.read(key)
 
     def flush(self, timeout: float | None = None) -> None:
-        """Block (GIL released) until every commit submitted so far is written or failed."""
+        """Block (GIL released) until every commit submitted so far is written or failed;
+        the failures among them are logged when this returns."""
         self._eng.flush(timeout)
+        _log_failures(self._failures, 0.0)
 
     def close(self) -> None:
         """Flush, stop the persister and close the store. Idempotent."""
         rest = self._eng.close()
+        if self._pid == os.getpid() and self._logger.is_alive():
+            # The log ends with the engine: its last lines are logged before this returns.
+            self._logger.join(timeout=5.0)
         if rest:
             self._wake(rest)
         fd = self._notify_fd
@@ -671,6 +683,19 @@ class NativeEngine:
     def stats(self) -> dict[str, Any]:
         """Counters, with the keys of :meth:`Engine.stats`."""
         return dict(self._eng.stats())
+
+
+def _log_failures(failures: Any, timeout: float | None) -> None:
+    """Log the lines of a native engine's failure log (``_native.FailureLog``): until it
+    closes (``timeout=None``, the logging thread), or those there now (``0.0``)."""
+    while True:
+        lines = failures.take(timeout)
+        if lines is None:
+            return
+        for line in lines:
+            log.error("%s", line)
+        if timeout is not None:
+            return
 
 
 #: Either engine: what ``Runtime.engine`` holds.

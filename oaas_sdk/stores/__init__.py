@@ -173,6 +173,10 @@ class Store(Protocol):
         """Identities of the stored objects of a class (optionally one partition)."""
         ...
 
+    def classes(self) -> list[str]:
+        """The class ids that have stored objects, sorted."""
+        ...
+
     def close(self) -> None:
         """Release the store's resources; further calls are errors."""
         ...
@@ -234,11 +238,14 @@ def lmdb_location(location: str) -> tuple[str, dict[str, int]]:
     return path, opts
 
 
-def open_store(url: str, *, sync: bool = True) -> Store:
+def open_store(url: str, *, sync: bool = True, readonly: bool = False) -> Store:
     """Open the store named by a ``storage`` URL (see :func:`parse_storage_url`).
 
-    ``sync``: fsync every transaction (LMDB). Raises :class:`StorageError` when the store
-    cannot be opened and :class:`ConfigError` for a URL of a store not available here.
+    ``sync``: fsync every transaction (LMDB). ``readonly``: open for reading only (the
+    inspector): nothing is created or written, and another process may have the store
+    open for writing. Raises :class:`StorageError` when the store cannot be opened (with
+    ``readonly``, also when there is no store there) and :class:`ConfigError` for a URL of
+    a store not available here.
     """
     kind, loc = parse_storage_url(url)
     if kind == "memory":
@@ -249,5 +256,5 @@ def open_store(url: str, *, sync: bool = True) -> Store:
         from .lmdb import LmdbStore
 
         path, opts = lmdb_location(loc)
-        return LmdbStore(path, sync=sync, **opts)
+        return LmdbStore(path, sync=sync, readonly=readonly, **opts)
     raise ConfigError(f"storage {url!r}: the Redis stores are not available in this version")

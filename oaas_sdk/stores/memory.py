@@ -49,5 +49,9 @@ class MemoryStore:
                     and (partition_id is None or k[1] == partition_id)]
         return iter(keys)
 
+    def classes(self) -> list[str]:
+        with self._lock:
+            return sorted({k[0] for k in self._objects})
+
     def close(self) -> None:
         pass
