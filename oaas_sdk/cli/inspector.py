@@ -31,7 +31,7 @@ def parse_object_id(text: str) -> int | str:
 def iso_ms(ms: int) -> str:
     """Milliseconds since the epoch as an ISO 8601 UTC time, e.g. ``2026-12-03T08:00:00.123Z``."""
     try:
-        t = _dt.datetime.fromtimestamp(ms / 1000, _dt.timezone.utc)
+        t = _dt.datetime.fromtimestamp(ms / 1000, _dt.UTC)
     except (OverflowError, OSError, ValueError):
         return f"{ms} ms"
     return t.isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -192,7 +192,7 @@ class LmdbStore:
         prefix = okey + b"\x00"
         cur = txn.cursor(db=self._entries)
         if cur.set_range(prefix):
-            while cur.key().startswith(prefix):
+            while bytes(cur.key()).startswith(prefix):  # bytes: lmdb types key() loosely
                 if not cur.delete():
                     break
 
