@@ -7,6 +7,7 @@ import datetime as dt
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -367,3 +368,41 @@ def test_console_script_reads_a_store_another_process_has_open(impl: str,
     finally:
         writer.kill()
         writer.wait(timeout=30)
+
+
+def _readme_sessions() -> list[tuple[list[str], str]]:
+    """The inspector sessions shown in the README: (argv, expected output)."""
+    readme = (ROOT / "README.md").read_text()
+    sessions: list[tuple[list[str], str]] = []
+    for block in re.findall(r"```text\n(.*?)```", readme, flags=re.S):
+        lines = textwrap.dedent(block).splitlines()
+        for line in lines:
+            if line.startswith("$ python -m oaas_sdk "):
+                sessions.append((line.split()[4:], ""))
+            elif sessions:
+                argv, text = sessions[-1]
+                sessions[-1] = (argv, text + line + "\n")
+    return sessions
+
+
+def _masked(text: str) -> str:
+    """Without what changes from run to run: times; the LMDB map and file sizes."""
+    text = re.sub(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", "<time>", text)
+    return re.sub(r"map size: \d+  file size: \d+", "map size: <n>  file size: <n>", text)
+
+
+def test_readme_shows_what_the_inspector_prints_for_the_quickstart(impl: str,
+                                                                    tmp_path: Path) -> None:
+    sessions = _readme_sessions()
+    assert [s[0][0] for s in sessions] == ["classes", "get", "get", "stats", "verify"]
+    env = _env(impl)
+    env.pop("OAAS_STORAGE", None)  # the quickstart uses its default store ./.oaas
+    for _ in range(2):
+        r = subprocess.run([sys.executable, "-m", "examples.quickstart"], cwd=tmp_path,
+                           env=env, capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr
+    for argv, expected in sessions:
+        r = subprocess.run([sys.executable, "-m", "oaas_sdk", *argv], cwd=tmp_path, env=env,
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+        assert _masked(r.stdout) == _masked(expected), argv

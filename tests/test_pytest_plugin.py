@@ -3,7 +3,9 @@ a test file of a user project in a fresh pytest process that finds the plugin in
 
 from __future__ import annotations
 
+import re
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -113,3 +115,14 @@ def test_bad_marker_is_a_usage_error_naming_it(project: pytest.Pytester) -> None
 def test_marker_is_registered(project: pytest.Pytester) -> None:
     result = project.runpytest_subprocess("--markers")
     result.stdout.fnmatch_lines(["@pytest.mark.oaas(storage=*"])
+
+
+def test_the_guides_testing_example_passes(project: pytest.Pytester) -> None:
+    """docs/guide.md's test functions, with the guide's classes, in a user's project."""
+    guide = (Path(__file__).resolve().parent.parent / "docs" / "guide.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", guide, flags=re.S)
+    classes = next(b for b in blocks if "class Task(OaasObject)" in b)
+    tests = next(b for b in blocks if "oaas_runtime" in b)
+    project.makepyfile(test_guide=classes + "\n" + tests)
+    result = project.runpytest_subprocess("-p", "no:randomly", "--strict-markers")
+    result.assert_outcomes(passed=2)

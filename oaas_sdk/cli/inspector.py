@@ -156,8 +156,9 @@ def _decode_entry(info: Any, data: bytes) -> Any:
 
 def _import_app(module: str) -> dict[str, Any]:
     """Import ``module`` (from the current directory too, as ``python -m`` would) and
-    return the registered OaaS classes by ``cls_id``."""
-    from ..object import registered_classes
+    return the OaaS classes by ``cls_id``: those registered with ``@oaas.service``, and
+    the other subclasses of ``OaasObject`` (under their default ``cls_id``)."""
+    from ..object import OaasObject, registered_classes
 
     cwd = os.getcwd()
     if cwd not in sys.path and "" not in sys.path:
@@ -166,4 +167,10 @@ def _import_app(module: str) -> dict[str, Any]:
         importlib.import_module(module)
     except Exception as e:
         raise ConfigError(f"--app {module}: cannot import it: {type(e).__name__}: {e}") from e
-    return registered_classes()
+    found = registered_classes()
+    todo = list(OaasObject.__subclasses__())
+    while todo:
+        cls = todo.pop()
+        found.setdefault(cls._oaas_cls_id, cls)
+        todo.extend(cls.__subclasses__())
+    return found
