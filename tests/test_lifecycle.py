@@ -163,7 +163,7 @@ def test_sigterm_flushes_write_back(impl: str, tmp_path: Path, own_handler: bool
     if own_handler:  # installed before the SDK's runtime: the SDK must not replace it
         code = textwrap.dedent("""
             import signal, sys
-            signal.signal(signal.SIGTERM, lambda s, f: (print("own", flush=True), sys.exit(3)))
+            signal.signal(signal.SIGTERM, lambda s, f: sys.exit(3))
         """) + code
     w = subprocess.Popen([sys.executable, "-c", code, storage], env=_writer_env(impl),
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -182,7 +182,7 @@ def test_sigterm_flushes_write_back(impl: str, tmp_path: Path, own_handler: bool
             w.wait(timeout=30)
     lines = rest.split()
     if own_handler:
-        assert "own" in lines and w.returncode == 3, err
+        assert w.returncode == 3, err  # the application's handler ran, not the SDK's
         return
     assert w.returncode == -signal.SIGTERM, err
     acked += [int(x) for x in lines]
