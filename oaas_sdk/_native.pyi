@@ -120,6 +120,9 @@ class FailureLog:
     def take(self, timeout: float | None = None) -> list[str] | None:
         """Block (GIL released) until lines are there and take them all; ``[]`` after
         ``timeout`` seconds; ``None`` once the engine is closed and every line taken."""
+    def wait(self, timeout: float | None = None) -> bool | None:
+        """Block (GIL released) until lines are there (``True``) or ``timeout`` seconds
+        pass (``False``), taking nothing; ``None`` once closed and every line taken."""
 
 class MappedFile(Buffer):
     """A file of exactly ``size`` bytes mapped shared and writable (memmap2); the buffer

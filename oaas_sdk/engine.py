@@ -537,9 +537,9 @@ class NativeEngine:
         # Failures no caller hears of (a failed batch, a failed write-back) reach the
         # "oaas_sdk" logger as the Python engine's do: a thread blocked in the native
         # failure log (which holds the log only, not the engine) logs them as they come.
-        self._failures = self._eng.failure_log()
-        self._logger = threading.Thread(target=_log_failures, args=(self._failures, None),
-                                        daemon=True, name="oaas-failure-log")
+        self._failures = _FailureLogger(self._eng.failure_log())
+        self._logger = threading.Thread(target=self._failures.run, daemon=True,
+                                        name="oaas-failure-log")
         self._logger.start()
 
     def submit_future(self, record: WriteRecord, loop: asyncio.AbstractEventLoop,
@@ -651,7 +651,7 @@ class NativeEngine:
         """Block (GIL released) until every commit submitted so far is written or failed;
         the failures among them are logged when this returns."""
         self._eng.flush(timeout)
-        _log_failures(self._failures, 0.0)
+        self._failures.log_now()
 
     def close(self) -> None:
         """Flush, stop the persister and close the store. Idempotent."""
@@ -685,17 +685,24 @@ class NativeEngine:
         return dict(self._eng.stats())
 
 
-def _log_failures(failures: Any, timeout: float | None) -> None:
-    """Log the lines of a native engine's failure log (``_native.FailureLog``): until it
-    closes (``timeout=None``, the logging thread), or those there now (``0.0``)."""
-    while True:
-        lines = failures.take(timeout)
-        if lines is None:
-            return
-        for line in lines:
-            log.error("%s", line)
-        if timeout is not None:
-            return
+class _FailureLogger:
+    """Logs the lines of a native engine's failure log (``_native.FailureLog``) on the
+    ``oaas_sdk`` logger: :meth:`run` (a thread) as they come, until the engine closes;
+    :meth:`log_now` those there now. Lines are taken and logged under one lock, so once
+    ``log_now`` returns every line pushed before it was called has been logged."""
+
+    def __init__(self, failures: Any) -> None:
+        self._failures = failures
+        self._lock = threading.Lock()
+
+    def run(self) -> None:
+        while self._failures.wait(None):  # None once closed and empty
+            self.log_now()
+
+    def log_now(self) -> None:
+        with self._lock:
+            for line in self._failures.take(0.0) or ():
+                log.error("%s", line)
 
 
 #: Either engine: what ``Runtime.engine`` holds.

@@ -197,26 +197,47 @@ impl FailureLog {
     /// Block until failure lines are there (or `timeout` passes: `Some(vec![])`) and take
     /// them all; `None` once the engine is closed and every line was taken.
     pub fn take(&self, timeout: Option<Duration>) -> Option<Vec<String>> {
-        let deadline = timeout.map(|t| Instant::now() + t);
-        let mut st = lock(&self.state);
-        loop {
-            if !st.lines.is_empty() || st.dropped > 0 {
+        let (mut st, found) = self.until_lines(timeout);
+        match found? {
+            false => Some(Vec::new()),
+            true => {
                 let mut out: Vec<String> = st.lines.drain(..).collect();
                 if st.dropped > 0 {
                     out.push(format!("{} more failures were not logged", st.dropped));
                     st.dropped = 0;
                 }
-                return Some(out);
+                Some(out)
+            }
+        }
+    }
+
+    /// Block until failure lines are there (`Some(true)`) or `timeout` passes
+    /// (`Some(false)`), without taking them; `None` once closed and every line was taken.
+    pub fn wait(&self, timeout: Option<Duration>) -> Option<bool> {
+        self.until_lines(timeout).1
+    }
+
+    /// The state once lines are there (`Some(true)`), `timeout` passed (`Some(false)`) or
+    /// the log is closed and empty (`None`).
+    fn until_lines(
+        &self,
+        timeout: Option<Duration>,
+    ) -> (MutexGuard<'_, FailureLines>, Option<bool>) {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let mut st = lock(&self.state);
+        loop {
+            if !st.lines.is_empty() || st.dropped > 0 {
+                return (st, Some(true));
             }
             if st.closed {
-                return None;
+                return (st, None);
             }
             st = match deadline {
                 None => self.cv.wait(st).unwrap_or_else(|p| p.into_inner()),
                 Some(d) => {
                     let left = d.saturating_duration_since(Instant::now());
                     if left.is_zero() {
-                        return Some(Vec::new());
+                        return (st, Some(false));
                     }
                     self.cv
                         .wait_timeout(st, left)
@@ -992,10 +1013,13 @@ mod tests {
         let t = e.submit(rec(2, 7, b"x"), 0).expect("submit");
         assert_eq!(t.outcome(), Some(Outcome::Written)); // acknowledged at submit
         e.flush_ticket().wait(None);
+        assert_eq!(log.wait(Some(Duration::ZERO)), Some(true));
         let lines = log.take(Some(Duration::ZERO)).expect("open");
         assert_eq!(lines.len(), 1, "{lines:?}");
         assert!(lines[0].starts_with("write-back of t.C/0/2 failed after acknowledgement:"));
+        assert_eq!(log.wait(Some(Duration::ZERO)), Some(false));
         e.close();
+        assert_eq!(log.wait(None), None);
         assert_eq!(log.take(None), None);
     }
 

@@ -111,6 +111,16 @@ impl PyFailureLog {
         let limit = timeout.and_then(|s| Duration::try_from_secs_f64(s.max(0.0)).ok());
         py.detach(move || log.take(limit))
     }
+
+    /// Block, with the GIL released, until failure lines are there (`True`) or `timeout`
+    /// (seconds) passes (`False`), without taking them; `None` once the engine is closed
+    /// and every line was taken.
+    #[pyo3(signature = (timeout=None))]
+    fn wait(&self, py: Python<'_>, timeout: Option<f64>) -> Option<bool> {
+        let log = Arc::clone(&self.0);
+        let limit = timeout.and_then(|s| Duration::try_from_secs_f64(s.max(0.0)).ok());
+        py.detach(move || log.wait(limit))
+    }
 }
 
 // --- Ticket --------------------------------------------------------------------------
