@@ -11,6 +11,7 @@ import logging
 import os
 import signal
 import threading
+import time
 import weakref
 from types import FrameType, ModuleType
 from typing import TYPE_CHECKING, Any
@@ -210,10 +211,36 @@ def _flush_on_sigterm() -> None:
     _sigterm_installed = True
 
 
+#: While the main thread is inside the engine's code (which may hold a lock the flush
+#: needs), the handler is run again this much later, for at most SIGTERM_DEFER_S.
+_SIGTERM_RETRY_S = 0.002
+SIGTERM_DEFER_S = 2.0
+_sigterm_since: float | None = None
+
+
+def _in_engine(frame: FrameType | None) -> bool:
+    """Whether the interrupted main thread is inside ``oaas_sdk.engine`` (between
+    bytecodes of code that may hold the engine's locks)."""
+    while frame is not None:
+        if frame.f_globals.get("__name__") == "oaas_sdk.engine":
+            return True
+        frame = frame.f_back
+    return False
+
+
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
-    global _sigterm_installed
-    # The flush runs on another thread: this handler interrupted the main thread at an
-    # arbitrary point, possibly holding a lock the flush needs; then the timeout ends it.
+    global _sigterm_installed, _sigterm_since
+    now = time.monotonic()
+    if _sigterm_since is None:
+        _sigterm_since = now
+    if _in_engine(frame) and now - _sigterm_since < SIGTERM_DEFER_S:
+        # Blocking here could deadlock the flush on a lock this thread holds: let it
+        # leave the engine, and take the signal again shortly.
+        pid = os.getpid()
+        threading.Timer(_SIGTERM_RETRY_S, os.kill, (pid, signal.SIGTERM)).start()
+        return
+    # The flush runs on another thread and this one waits, so nothing more is committed
+    # (and acknowledged) meanwhile; the timeout bounds a flush that cannot finish.
     t = threading.Thread(target=shutdown, name="oaas-sigterm-flush", daemon=True)
     t.start()
     t.join(SIGTERM_FLUSH_TIMEOUT_S)
@@ -224,6 +251,8 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     _sigterm_installed = False
     signal.raise_signal(signal.SIGTERM)
+
+
 if hasattr(os, "register_at_fork"):
     # A child must not share the parent's LMDB handles or persister thread.
     def _after_fork_in_child() -> None:
