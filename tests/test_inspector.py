@@ -273,6 +273,10 @@ def test_errors_are_messages_with_exit_status(tmp_path: Path) -> None:
     assert (rc, out) == (1, "") and "no object insp.Shelf/0/99" in err
     rc, _, err = run("objects", store, "insp.Nope")
     assert rc == 1
+    rc, _, err = run("get", store, "insp.Shelf", "1", "--partition", "-1")
+    assert rc == 2 and "invalid partition_id -1" in err
+    rc, _, err = run("get", store, "insp.Shelf", "Not-An-Id")
+    assert rc == 2 and "invalid object_id 'Not-An-Id'" in err
     rc, _, err = run("classes", "nonsense:x")
     assert rc == 2 and "storage 'nonsense:x' not understood" in err
     rc, _, err = run("classes", f"lmdb:{tmp_path / 'missing'}")

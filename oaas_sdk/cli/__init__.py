@@ -26,6 +26,7 @@ from typing import Any, TextIO
 from .. import codec
 from .._native_loader import native_module
 from ..errors import ConfigError, OaasError, StorageError
+from ..stores import check_identity
 from .inspector import Corrupt, DecodedObject, Inspector, iso_ms, parse_object_id
 
 __all__ = ["main", "build_parser"]
@@ -164,6 +165,10 @@ def _cmd_objects(insp: Inspector, args: argparse.Namespace, out: TextIO, err: Te
 def _cmd_get(insp: Inspector, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     oid = parse_object_id(args.obj_id)
     key = (args.cls_id, args.partition, oid)
+    try:
+        check_identity(*key)
+    except ValueError as e:
+        raise _Fail(str(e), 2) from None
     stored = insp.read(key)
     if stored is None:
         _need_class(insp, args.cls_id)

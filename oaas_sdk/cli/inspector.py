@@ -11,13 +11,15 @@ import datetime as _dt
 import importlib
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from .. import codec
 from ..errors import ConfigError, SerializationError, StorageError
 from ..stores import ObjectKey, Store, StoredObject, open_store, parse_storage_url
+
+T = TypeVar("T")
 
 __all__ = ["Inspector", "DecodedObject", "Corrupt", "parse_object_id", "iso_ms"]
 
@@ -97,15 +99,25 @@ class Inspector:
         self.store.close()
 
     def classes(self) -> list[str]:
-        """Sorted class ids with stored objects."""
-        return self.store.classes()
+        """Sorted class ids with stored objects. :class:`StorageError` when the store fails
+        (as for every method here)."""
+        return self._guard(self.store.classes)
 
     def keys(self, cls_id: str) -> list[ObjectKey]:
         """Identities of the stored objects of ``cls_id``, sorted by partition, then id."""
-        return sorted(self.store.scan(cls_id), key=_key_order)
+        return self._guard(lambda: sorted(self.store.scan(cls_id), key=_key_order))
 
     def read(self, key: ObjectKey) -> StoredObject | None:
-        return self.store.read(key)
+        return self._guard(lambda: self.store.read(key))
+
+    def _guard(self, fn: Callable[[], T]) -> T:
+        """``fn()``, with a failure of the store's library as :class:`StorageError`."""
+        try:
+            return fn()
+        except StorageError:
+            raise
+        except Exception as e:
+            raise StorageError(f"{self.name}: read failed: {type(e).__name__}: {e}") from e
 
     def decode(self, key: ObjectKey, stored: StoredObject) -> DecodedObject:
         """Decode every entry of ``stored``: with the ``app`` class's hint when the class
