@@ -7,6 +7,8 @@ Public API (see ``docs/api.md``)::
 
 from __future__ import annotations
 
+import logging as _logging
+
 from ._native_loader import native_available
 from .compat import (
     DebugContext,
@@ -49,6 +51,10 @@ from .ref import ObjectRef, ref
 from .service import AgentError, OaasService, ServerError, oaas
 
 __version__ = "0.1.0"
+
+# A library logs through its logger and leaves handlers to the application: without one
+# configured, records go nowhere (not to Python's last-resort stderr handler).
+_logging.getLogger("oaas_sdk").addHandler(_logging.NullHandler())
 
 __all__ = [
     "oaas", "OaasService", "OaasObject", "OaasConfig", "ObjectMeta", "ObjectRef", "ref",

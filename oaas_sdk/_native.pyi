@@ -109,6 +109,20 @@ class Engine:
         completions nobody took. Idempotent."""
     def map_size(self) -> int: ...
     def stats(self) -> dict[str, float | int]: ...
+    def failure_log(self) -> FailureLog:
+        """The engine's :class:`FailureLog`; ``StorageError`` when closed."""
+
+class FailureLog:
+    """Failures no caller is told of (a failed batch; a write-back failed after its
+    acknowledgement), as lines for the ``oaas_sdk`` logger. Holds the log only, not the
+    engine; at most 1024 lines wait, later ones are counted in one line."""
+
+    def take(self, timeout: float | None = None) -> list[str] | None:
+        """Block (GIL released) until lines are there and take them all; ``[]`` after
+        ``timeout`` seconds; ``None`` once the engine is closed and every line taken."""
+    def wait(self, timeout: float | None = None) -> bool | None:
+        """Block (GIL released) until lines are there (``True``) or ``timeout`` seconds
+        pass (``False``), taking nothing; ``None`` once closed and every line taken."""
 
 class MappedFile(Buffer):
     """A file of exactly ``size`` bytes mapped shared and writable (memmap2); the buffer

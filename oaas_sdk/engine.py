@@ -415,8 +415,8 @@ class Engine:
             else:
                 self.failed_commits += 1
                 if t.done():  # durability="async": already acknowledged
-                    log.error("write-back of %s failed after acknowledgement: %s",
-                              t.record.key, res)
+                    log.error("write-back of %s/%s/%s failed after acknowledgement: %s",
+                              *t.record.key, res)
                     self.last_error = res
             if not t.done():
                 t._complete(res)
@@ -541,6 +541,13 @@ class NativeEngine:
         self._watching: dict[int, weakref.ref[asyncio.AbstractEventLoop]] = {}
         self._watched: asyncio.AbstractEventLoop | None = None
         self._notify_fd = -1
+        # Failures no caller hears of (a failed batch, a failed write-back) reach the
+        # "oaas_sdk" logger as the Python engine's do: a thread blocked in the native
+        # failure log (which holds the log only, not the engine) logs them as they come.
+        self._failures = _FailureLogger(self._eng.failure_log())
+        self._logger = threading.Thread(target=self._failures.run, daemon=True,
+                                        name="oaas-failure-log")
+        self._logger.start()
 
     def submit_future(self, record: WriteRecord, loop: asyncio.AbstractEventLoop,
                       on_error: OnError | None = None) -> asyncio.Future[None]:
@@ -648,8 +655,10 @@ class NativeEngine:
         return self.store.read(key)
 
     def flush(self, timeout: float | None = None) -> None:
-        """Block (GIL released) until every commit submitted so far is written or failed."""
+        """Block (GIL released) until every commit submitted so far is written or failed;
+        the failures among them are logged when this returns."""
         self._eng.flush(timeout)
+        self._failures.log_now()
 
     def close(self) -> None:
         """Flush, stop the persister and close the store. Idempotent."""
@@ -659,6 +668,9 @@ class NativeEngine:
         if self._claim is not None:
             release_environment(self._claim)
             self._claim = None
+        if self._pid == os.getpid() and self._logger.is_alive():
+            # The log ends with the engine: its last lines are logged before this returns.
+            self._logger.join(timeout=5.0)
         if rest:
             self._wake(rest)
         fd = self._notify_fd
@@ -683,6 +695,26 @@ class NativeEngine:
     def stats(self) -> dict[str, Any]:
         """Counters, with the keys of :meth:`Engine.stats`."""
         return dict(self._eng.stats())
+
+
+class _FailureLogger:
+    """Logs the lines of a native engine's failure log (``_native.FailureLog``) on the
+    ``oaas_sdk`` logger: :meth:`run` (a thread) as they come, until the engine closes;
+    :meth:`log_now` those there now. Lines are taken and logged under one lock, so once
+    ``log_now`` returns every line pushed before it was called has been logged."""
+
+    def __init__(self, failures: Any) -> None:
+        self._failures = failures
+        self._lock = threading.Lock()
+
+    def run(self) -> None:
+        while self._failures.wait(None):  # None once closed and empty
+            self.log_now()
+
+    def log_now(self) -> None:
+        with self._lock:
+            for line in self._failures.take(0.0) or ():
+                log.error("%s", line)
 
 
 #: Either engine: what ``Runtime.engine`` holds.

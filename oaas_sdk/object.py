@@ -19,6 +19,7 @@ import asyncio
 import dataclasses
 import os
 import random
+import reprlib
 import sys
 import threading
 import time
@@ -168,6 +169,22 @@ def _resolve_hint(owner: type, name: str, annotation: Any) -> Any:
                             f"{text!r}: {e}") from None
     return annotation
 
+
+class _FieldRepr(reprlib.Repr):
+    """__repr__ of fields: long values shortened, as reprlib does; OaaS objects inside as
+    their identity (no recursion through references)."""
+
+    def repr1(self, x: Any, level: int) -> str:
+        if isinstance(x, OaasObject):
+            m = x._oaas_meta
+            return f"<{type(x).__name__} {m.cls_id}/{m.partition_id}/{m.object_id}>"
+        return super().repr1(x, level)
+
+
+_REPR = _FieldRepr()
+_REPR.maxstring = _REPR.maxother = 60
+_REPR.maxlist = _REPR.maxtuple = _REPR.maxset = _REPR.maxfrozenset = _REPR.maxdict = 8
+_REPR.maxlevel = 3
 
 # The stale mark of objects whose runtime has no entry cache (the memory store).
 _UNCACHED: list[int] = [0, 0]
@@ -530,8 +547,39 @@ class OaasObject:
         return ObjectRef(m.cls_id, m.object_id, m.partition_id)
 
     def __repr__(self) -> str:
-        m = self._oaas_meta
-        return f"<{type(self).__name__} {m.cls_id}/{m.partition_id}/{m.object_id!r}>"
+        """``Counter(object_id=1, count=2, history=['+1', '+1'])``, as pydantic's repr;
+        ``partition_id`` shown when not 0, long values shortened (``reprlib``). Reads no
+        field through the object: nothing is decoded into it or marked as read."""
+        cls = type(self)
+        try:
+            m = self._oaas_meta
+        except AttributeError:  # not made by create/load
+            return f"<{cls.__name__} (uninitialised)>"
+        parts = [f"object_id={m.object_id!r}"]
+        if m.partition_id:
+            parts.append(f"partition_id={m.partition_id}")
+        for name, f in cls._oaas_fields.items():
+            try:
+                text = _REPR.repr(self._oaas_peek(name, f))
+            except Exception as e:  # a corrupt entry, a failing __repr__ of a value
+                text = f"<{type(e).__name__}>"
+            parts.append(f"{name}={text}")
+        return f"{cls.__name__}({', '.join(parts)})"
+
+    def _oaas_peek(self, name: str, f: FieldInfo) -> Any:
+        """A field's value for display, leaving the object as it was: never through the
+        lazy descriptor (which would mark the object read), never loading a referenced
+        object (references show as ``ObjectRef``)."""
+        if not f.mutable or name in self._oaas_live:
+            return _get(self, name)  # in the instance (mutable: decoded and live)
+        if name in self._oaas_parked:
+            return self._oaas_parked[name]
+        data = self._oaas_committed.get(name)
+        if data is None:
+            return f.new_default()
+        if _has_reference(f.ftype.hint):
+            return codec.decode(data)  # references decode to ObjectRef: nothing loaded
+        return f.ftype.decode(data)
 
     # -- field access ---------------------------------------------------------------------
     def _oaas_materialize(self, name: str, f: FieldInfo) -> Any:

@@ -9,9 +9,11 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import signal
 import threading
+import time
 import weakref
-from types import ModuleType
+from types import FrameType, ModuleType
 from typing import TYPE_CHECKING, Any
 
 from . import codec
@@ -84,6 +86,8 @@ class Runtime:
         self.dirty: dict[int, OaasObject] = {}
         self.touched: weakref.WeakValueDictionary[int, OaasObject] = (
             weakref.WeakValueDictionary())
+        if config.durability == "async" and kind != "memory":
+            _flush_on_sigterm()  # write-back must survive `kill` as it survives exit()
 
     @property
     def engine(self) -> AnyEngine:
@@ -222,6 +226,72 @@ def shutdown() -> None:
 
 
 atexit.register(shutdown)
+
+#: Longest a SIGTERM waits for the write-back to be flushed before the process exits.
+SIGTERM_FLUSH_TIMEOUT_S = 20.0
+_sigterm_installed = False
+
+
+def _flush_on_sigterm() -> None:
+    """Install a SIGTERM handler that flushes and closes the active runtime, then lets
+    the signal's previous disposition (the default: terminate) end the process, so it
+    still exits with the SIGTERM status. Only from the main thread, once, and only when
+    nobody installed a handler (SIGTERM at its default: a handler of the application, an
+    ignored SIGTERM or one set outside Python is left alone)."""
+    global _sigterm_installed
+    if _sigterm_installed or threading.current_thread() is not threading.main_thread():
+        return
+    try:
+        if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+            return
+        signal.signal(signal.SIGTERM, _on_sigterm)
+    except (ValueError, OSError, AttributeError):  # no SIGTERM here, or not allowed
+        return
+    _sigterm_installed = True
+
+
+#: While the main thread is inside the engine's code (which may hold a lock the flush
+#: needs), the handler is run again this much later, for at most SIGTERM_DEFER_S.
+_SIGTERM_RETRY_S = 0.002
+SIGTERM_DEFER_S = 2.0
+_sigterm_since: float | None = None
+
+
+def _in_engine(frame: FrameType | None) -> bool:
+    """Whether the interrupted main thread is inside ``oaas_sdk.engine`` (between
+    bytecodes of code that may hold the engine's locks)."""
+    while frame is not None:
+        if frame.f_globals.get("__name__") == "oaas_sdk.engine":
+            return True
+        frame = frame.f_back
+    return False
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    global _sigterm_installed, _sigterm_since
+    now = time.monotonic()
+    if _sigterm_since is None:
+        _sigterm_since = now
+    if _in_engine(frame) and now - _sigterm_since < SIGTERM_DEFER_S:
+        # Blocking here could deadlock the flush on a lock this thread holds: let it
+        # leave the engine, and take the signal again shortly.
+        pid = os.getpid()
+        threading.Timer(_SIGTERM_RETRY_S, os.kill, (pid, signal.SIGTERM)).start()
+        return
+    # The flush runs on another thread and this one waits, so nothing more is committed
+    # (and acknowledged) meanwhile; the timeout bounds a flush that cannot finish.
+    t = threading.Thread(target=shutdown, name="oaas-sigterm-flush", daemon=True)
+    t.start()
+    t.join(SIGTERM_FLUSH_TIMEOUT_S)
+    if t.is_alive():
+        log.error("SIGTERM: write-back not flushed within %.0f s; exiting anyway",
+                  SIGTERM_FLUSH_TIMEOUT_S)
+    # Chain to the default disposition: the process ends as killed by SIGTERM.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    _sigterm_installed = False
+    signal.raise_signal(signal.SIGTERM)
+
+
 if hasattr(os, "register_at_fork"):
     # A child must not share the parent's LMDB handles or persister thread.
     def _after_fork_in_child() -> None:

@@ -258,12 +258,16 @@ def lmdb_location(location: str) -> tuple[str, dict[str, int]]:
     return path, opts
 
 
-def open_store(url: str, *, sync: bool = True, retry_deadline_s: float = 30.0) -> Store:
+def open_store(url: str, *, sync: bool = True, readonly: bool = False,
+               retry_deadline_s: float = 30.0) -> Store:
     """Open the store named by a ``storage`` URL (see :func:`parse_storage_url`).
 
-    ``sync``: fsync every transaction (LMDB). ``retry_deadline_s``: how long the Redis
-    stores retry an unreachable server, seconds. Raises :class:`StorageError` when the
-    store cannot be opened and :class:`ConfigError` for a malformed URL.
+    ``sync``: fsync every transaction (LMDB). ``readonly``: open for reading only (the
+    inspector): nothing is created or written, and another process may have the store
+    open for writing (the Redis stores are opened as usual: reading writes nothing).
+    ``retry_deadline_s``: how long the Redis stores retry an unreachable server, seconds.
+    Raises :class:`StorageError` when the store cannot be opened (with ``readonly``, also
+    when there is no LMDB store there) and :class:`ConfigError` for a malformed URL.
     """
     kind, loc = parse_storage_url(url)
     if kind == "memory":
@@ -274,7 +278,7 @@ def open_store(url: str, *, sync: bool = True, retry_deadline_s: float = 30.0) -
         from .lmdb import LmdbStore
 
         path, opts = lmdb_location(loc)
-        return LmdbStore(path, sync=sync, **opts)
+        return LmdbStore(path, sync=sync, readonly=readonly, **opts)
     from .redis import RedisStore
 
     return RedisStore(url, cluster=kind == "redis+cluster", retry_deadline_s=retry_deadline_s)

@@ -122,20 +122,28 @@ if hasattr(os, "register_at_fork"):
 class LmdbStore:
     """An LMDB environment in directory ``path`` (created when missing).
 
-    ``sync=True`` fsyncs every write transaction. Raises :class:`StorageError` naming the
-    path when it cannot be created or opened (not writable, a file, a corrupt environment,
-    an environment of another format).
+    ``sync=True`` fsyncs every write transaction. ``readonly=True`` opens an existing
+    store for reading only (nothing is created or written; a writer in another process
+    may have it open; on a read-only directory it reads without the lock file). Raises
+    :class:`StorageError` naming the path when it cannot be created or opened (not
+    writable, a file, a corrupt environment, an environment of another format; with
+    ``readonly``, no store there).
     """
 
     def __init__(self, path: str, *, sync: bool = True, map_size: int = DEFAULT_MAP_SIZE,
-                 max_map_size: int = _MAX_MAP_SIZE) -> None:
+                 max_map_size: int = _MAX_MAP_SIZE, readonly: bool = False) -> None:
         self.path = path
         self.max_map_size = max(max_map_size, map_size)
         self.name = f"lmdb store at {path}"
         self._claim: object | None = None
+        self.readonly = readonly
         try:
             if os.path.exists(path) and not os.path.isdir(path):
                 raise StorageError(f"{self.name}: the path exists and is not a directory")
+            if readonly:
+                self._claim = claim_environment(path, "a read-only lmdb store")
+                self._open_readonly(path)
+                return
             os.makedirs(path, exist_ok=True)
             self._claim = claim_environment(path, "the Python lmdb store")
             self._env = lmdb.open(
@@ -161,6 +169,34 @@ class LmdbStore:
             if isinstance(e, (lmdb.Error, OSError)):
                 raise StorageError(f"{self.name}: cannot open: {e}") from e
             raise
+
+    def _open_readonly(self, path: str) -> None:
+        if not os.path.isfile(os.path.join(path, "data.mdb")):
+            raise StorageError(f"{self.name}: no store there (no data.mdb)")
+        try:
+            # lock=True: the reader table tells a writer in another process which pages
+            # this reader still sees.
+            self._env = lmdb.open(path, readonly=True, max_dbs=4, subdir=True, lock=True,
+                                  readahead=False)
+        except lmdb.Error:
+            if os.access(path, os.W_OK):
+                raise
+            # A read-only directory: no lock file can be made, and no writer can be there.
+            self._env = lmdb.open(path, readonly=True, max_dbs=4, subdir=True, lock=False,
+                                  readahead=False)
+        try:
+            self._meta = self._env.open_db(b"meta", create=False)
+            self._entries = self._env.open_db(b"entries", create=False)
+        except lmdb.NotFoundError:
+            self._env.close()
+            raise StorageError(f"{self.name}: not an oaas-sdk store (no 'meta' and "
+                               f"'entries' databases)") from None
+        with self._env.begin(db=self._meta) as txn:
+            fmt = txn.get(FORMAT_KEY)
+        if fmt != FORMAT_VALUE:
+            self._env.close()
+            raise StorageError(f"{self.name}: unknown layout {fmt!r}, expected "
+                               f"{FORMAT_VALUE!r}")
 
     def read(self, key: ObjectKey) -> StoredObject | None:
         try:
@@ -268,20 +304,20 @@ class LmdbStore:
         return iter(keys)
 
     def classes(self) -> list[str]:
-        """Sorted ids of the classes that have stored objects (one key per class is
-        visited: the scan jumps past each class's range)."""
         out: list[str] = []
         with self._env.begin(db=self._meta) as txn:
             cur = txn.cursor()
-            ok = cur.first()
-            while ok:
-                k = bytes(cur.key())
-                if k.startswith(b"\x00"):  # the layout record
-                    ok = cur.next()
+            # Object keys start with cls_id + 0x00; the format record with 0x00. After a
+            # class, jump past all its keys: cls_id + 0x01 sorts after every one of them.
+            found = cur.set_range(b"\x01")
+            while found:
+                k = cur.key()
+                cls_id, sep, _ = k.partition(b"\x00")
+                if not sep:
+                    found = cur.next()
                     continue
-                cls_id = k[:k.index(b"\x00")]
                 out.append(cls_id.decode())
-                ok = cur.set_range(cls_id + b"\x01")
+                found = cur.set_range(cls_id + b"\x01")
         return out
 
     def close(self) -> None:

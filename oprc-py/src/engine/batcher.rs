@@ -157,6 +157,98 @@ pub struct Stats {
 
 const LATENCY_WINDOW: usize = 8192;
 
+/// Failures no caller hears of otherwise, as lines for the `oaas_sdk` logger: a batch whose
+/// transaction failed, and commits acknowledged at submit (nobody waits on them) that then
+/// failed: the lines the Python engine logs. The binding layer takes them
+/// ([`FailureLog::take`]); at most [`FAILURE_LOG_MAX`] wait, later ones are counted.
+#[derive(Default)]
+pub struct FailureLog {
+    state: Mutex<FailureLines>,
+    cv: Condvar,
+}
+
+#[derive(Default)]
+struct FailureLines {
+    lines: VecDeque<String>,
+    dropped: u64,
+    closed: bool,
+}
+
+/// Lines a [`FailureLog`] holds before it only counts.
+pub const FAILURE_LOG_MAX: usize = 1024;
+
+impl FailureLog {
+    fn push(&self, line: String) {
+        let mut st = lock(&self.state);
+        if st.lines.len() >= FAILURE_LOG_MAX {
+            st.dropped += 1;
+        } else {
+            st.lines.push_back(line);
+        }
+        drop(st);
+        self.cv.notify_all();
+    }
+
+    fn close(&self) {
+        lock(&self.state).closed = true;
+        self.cv.notify_all();
+    }
+
+    /// Block until failure lines are there (or `timeout` passes: `Some(vec![])`) and take
+    /// them all; `None` once the engine is closed and every line was taken.
+    pub fn take(&self, timeout: Option<Duration>) -> Option<Vec<String>> {
+        let (mut st, found) = self.until_lines(timeout);
+        match found? {
+            false => Some(Vec::new()),
+            true => {
+                let mut out: Vec<String> = st.lines.drain(..).collect();
+                if st.dropped > 0 {
+                    out.push(format!("{} more failures were not logged", st.dropped));
+                    st.dropped = 0;
+                }
+                Some(out)
+            }
+        }
+    }
+
+    /// Block until failure lines are there (`Some(true)`) or `timeout` passes
+    /// (`Some(false)`), without taking them; `None` once closed and every line was taken.
+    pub fn wait(&self, timeout: Option<Duration>) -> Option<bool> {
+        self.until_lines(timeout).1
+    }
+
+    /// The state once lines are there (`Some(true)`), `timeout` passed (`Some(false)`) or
+    /// the log is closed and empty (`None`).
+    fn until_lines(
+        &self,
+        timeout: Option<Duration>,
+    ) -> (MutexGuard<'_, FailureLines>, Option<bool>) {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let mut st = lock(&self.state);
+        loop {
+            if !st.lines.is_empty() || st.dropped > 0 {
+                return (st, Some(true));
+            }
+            if st.closed {
+                return (st, None);
+            }
+            st = match deadline {
+                None => self.cv.wait(st).unwrap_or_else(|p| p.into_inner()),
+                Some(d) => {
+                    let left = d.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return (st, Some(false));
+                    }
+                    self.cv
+                        .wait_timeout(st, left)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0
+                }
+            };
+        }
+    }
+}
+
 /// Outcomes of token-carrying commits, handed out a batch at a time by
 /// `Engine::take_completions`, so that a waiter resolves every commit of a batch in one
 /// wake-up instead of one per commit.
@@ -233,6 +325,7 @@ struct Shared {
     notifier: OnceLock<Notifier>,
     /// Set when the notifier ran and nobody has taken completions since.
     signaled: AtomicBool,
+    failures: Arc<FailureLog>,
 }
 
 /// See [`Engine::set_notifier`].
@@ -315,6 +408,7 @@ impl Engine {
             completions_cv: Condvar::new(),
             notifier: OnceLock::new(),
             signaled: AtomicBool::new(false),
+            failures: Arc::default(),
         });
         let (tx, rx) = crossbeam_channel::unbounded();
         let sh = Arc::clone(&shared);
@@ -336,6 +430,11 @@ impl Engine {
 
     pub fn store(&self) -> &LmdbStore {
         &self.shared.store
+    }
+
+    /// The engine's [`FailureLog`]; closed (after its last lines) when the engine closes.
+    pub fn failure_log(&self) -> Arc<FailureLog> {
+        Arc::clone(&self.shared.failures)
     }
 
     /// Whether this process is the one that started the engine (false in a forked child,
@@ -483,6 +582,7 @@ impl Engine {
         }
         lock(&self.shared.completions).closed = true;
         self.shared.completions_cv.notify_all();
+        self.shared.failures.close();
     }
 
     /// Block until token-carrying commits have completed, and take their outcomes (all
@@ -748,7 +848,11 @@ fn write_batch(sh: &Shared, batch: Vec<Queued>) {
                 Err(m) => Outcome::Conflict(m),
             })
             .collect(),
-        Err(e) => vec![Outcome::Storage(e.0); batch.len()],
+        Err(e) => {
+            sh.failures
+                .push(format!("batch of {} commits failed: {}", batch.len(), e.0));
+            vec![Outcome::Storage(e.0); batch.len()]
+        }
     };
     {
         let mut pending = lock(&sh.pending);
@@ -786,7 +890,7 @@ fn write_batch(sh: &Shared, batch: Vec<Queued>) {
         let mut st = lock(&sh.stats);
         st.batches += 1;
         st.records_in_batches += batch.len() as u64;
-        for ((r, _, at, _), res) in batch.iter().zip(&results) {
+        for ((r, t, at, tok), res) in batch.iter().zip(&results) {
             match res {
                 Outcome::Written => {
                     st.commits += 1;
@@ -801,6 +905,13 @@ fn write_batch(sh: &Shared, batch: Vec<Queued>) {
                 Outcome::Conflict(m) | Outcome::Storage(m) => {
                     st.failed_commits += 1;
                     st.last_error = Some(m.clone());
+                    if t.is_none() && *tok == 0 {
+                        // Acknowledged at submit (write-back): nobody else learns of it.
+                        sh.failures.push(format!(
+                            "write-back of {} failed after acknowledgement: {m}",
+                            r.identity
+                        ));
+                    }
                 }
             }
         }
@@ -883,6 +994,33 @@ mod tests {
             .expect("read")
             .expect("present");
         assert_eq!(got.meta.version, 20);
+    }
+
+    #[test]
+    fn failures_nobody_waits_for_reach_the_failure_log() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let durable = engine(dir.path(), true);
+        let log = durable.failure_log();
+        let t = durable.submit(rec(1, 5, b"x"), 0).expect("submit");
+        assert!(matches!(t.wait(None), Some(Outcome::Conflict(_))));
+        // The writer was told: nothing to log.
+        assert_eq!(log.take(Some(Duration::ZERO)), Some(Vec::new()));
+        durable.close();
+        assert_eq!(log.take(None), None);
+
+        let e = engine(dir.path(), false);
+        let log = e.failure_log();
+        let t = e.submit(rec(2, 7, b"x"), 0).expect("submit");
+        assert_eq!(t.outcome(), Some(Outcome::Written)); // acknowledged at submit
+        e.flush_ticket().wait(None);
+        assert_eq!(log.wait(Some(Duration::ZERO)), Some(true));
+        let lines = log.take(Some(Duration::ZERO)).expect("open");
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert!(lines[0].starts_with("write-back of t.C/0/2 failed after acknowledgement:"));
+        assert_eq!(log.wait(Some(Duration::ZERO)), Some(false));
+        e.close();
+        assert_eq!(log.wait(None), None);
+        assert_eq!(log.take(None), None);
     }
 
     #[test]

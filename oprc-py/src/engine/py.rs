@@ -18,7 +18,7 @@ use pyo3::types::{PyBytes, PyDict, PyList, PyString};
 use pyo3_async_runtimes::generic::{ContextExt, Runtime as AsyncRuntime};
 use pyo3_async_runtimes::TaskLocals;
 
-use super::batcher::{Engine, EngineConfig, Outcome, Ticket};
+use super::batcher::{Engine, EngineConfig, FailureLog, Outcome, Ticket};
 use super::commit::{self, Known, NativeWaiter};
 use super::future::CommitFuture;
 use super::layout::{Identity, ObjectId, WriteRecord};
@@ -89,6 +89,37 @@ impl ContextExt for EngineRuntime {
         TASK_LOCALS
             .try_with(|c| c.get().cloned())
             .unwrap_or_default()
+    }
+}
+
+// --- FailureLog --------------------------------------------------------------------
+
+/// Failures of an engine that no caller is told of (see `Engine.failure_log`). Holds only
+/// the log, not the engine: a thread blocked in `take` does not keep the engine alive.
+#[pyclass(name = "FailureLog", module = "oaas_sdk._native", frozen)]
+pub struct PyFailureLog(Arc<FailureLog>);
+
+#[pymethods]
+impl PyFailureLog {
+    /// Block, with the GIL released, until failure lines are there and take them all;
+    /// `[]` when `timeout` (seconds) passes first, `None` once the engine is closed and
+    /// every line was taken.
+    #[pyo3(signature = (timeout=None))]
+    fn take(&self, py: Python<'_>, timeout: Option<f64>) -> Option<Vec<String>> {
+        let log = Arc::clone(&self.0);
+        // An infinite (or unrepresentable) timeout waits without one.
+        let limit = timeout.and_then(|s| Duration::try_from_secs_f64(s.max(0.0)).ok());
+        py.detach(move || log.take(limit))
+    }
+
+    /// Block, with the GIL released, until failure lines are there (`True`) or `timeout`
+    /// (seconds) passes (`False`), without taking them; `None` once the engine is closed
+    /// and every line was taken.
+    #[pyo3(signature = (timeout=None))]
+    fn wait(&self, py: Python<'_>, timeout: Option<f64>) -> Option<bool> {
+        let log = Arc::clone(&self.0);
+        let limit = timeout.and_then(|s| Duration::try_from_secs_f64(s.max(0.0)).ok());
+        py.detach(move || log.wait(limit))
     }
 }
 
@@ -656,6 +687,12 @@ impl PyEngine {
         self.route(py, rest, None)
     }
 
+    /// The engine's failure log: the lines the `oaas_sdk` logger should get (a failed
+    /// batch, a failed write-back). Raises `StorageError` when the engine is closed.
+    fn failure_log(&self) -> PyResult<PyFailureLog> {
+        Ok(PyFailureLog(self.engine()?.failure_log()))
+    }
+
     /// Current LMDB map size in bytes (0 when closed).
     fn map_size(&self) -> usize {
         self.engine().map(|e| e.store().map_size()).unwrap_or(0)
@@ -837,6 +874,7 @@ impl PyMappedFile {
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyEngine>()?;
     m.add_class::<PyTicket>()?;
+    m.add_class::<PyFailureLog>()?;
     m.add_class::<PyMappedFile>()?;
     m.add_function(wrap_pyfunction!(raw_batched_writes, m)?)?;
     m.add_function(wrap_pyfunction!(super::front::object_setattr, m)?)?;
