@@ -317,9 +317,13 @@ class Engine:
     # -- reads ----------------------------------------------------------------------------
     def read(self, key: ObjectKey) -> StoredObject | None:
         """The object as committed through this engine: store state plus pending commits."""
-        stored = self.store.read(key)
+        # Pending commits first: one the persister writes between the two reads is then
+        # in `stored` and skipped below by its version. Read the other way round, a commit
+        # written meanwhile would be in neither (seen with Redis, whose reads take a
+        # round trip).
         with self._lock:
             pending = list(self._pending.get(key, ()))
+        stored = self.store.read(key)
         for r in pending:
             found = stored.version if stored is not None else 0
             if found != r.expected_version:

@@ -332,3 +332,31 @@ def test_native_engine_is_used_for_lmdb(lmdb_sdk):
     eng = runtime.current().engine
     assert isinstance(eng, NativeEngine if lmdb_sdk.impl == "native" else Engine)
     assert oaas.stats()["implementation"] == lmdb_sdk.impl
+
+
+def test_read_sees_a_commit_written_while_the_store_read_runs() -> None:
+    """``Engine.read`` overlays pending commits on the store's state. A commit the
+    persister writes while the store read is under way (a Redis round trip) must be in
+    one of the two: here the store read returns the state from before the write."""
+    from oaas_sdk.engine import Engine
+    from oaas_sdk.stores import WriteRecord
+    from oaas_sdk.stores.memory import MemoryStore
+
+    class ReadRacingTheWriter(MemoryStore):
+        engine: Engine
+
+        def read(self, key):  # type: ignore[no-untyped-def]
+            before = super().read(key)
+            self.engine.flush()  # the persister writes the pending commit meanwhile
+            return before
+
+    store = ReadRacingTheWriter()
+    engine = Engine(store, durability="async", batch_max_delay_ms=50)
+    store.engine = engine
+    key = ("t.Racer", 0, 1)
+    try:
+        engine.submit(WriteRecord(key, 0, {"count": b"\x07"}, time_ms=1)).wait()
+        found = engine.read(key)
+        assert found is not None and found.version == 1 and found.entries == {"count": b"\x07"}
+    finally:
+        engine.close()
