@@ -142,11 +142,20 @@ def _certificates(d: Path) -> tuple[Path, Path, Path]:
     def ssl(*args: str) -> None:
         subprocess.run(["openssl", *args], cwd=d, check=True, capture_output=True, timeout=60)
 
+    # The extensions Python 3.13's strict verification (VERIFY_X509_STRICT) requires.
     ssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out",
-        "ca.crt", "-days", "1", "-subj", "/CN=oaas-test-ca")
+        "ca.crt", "-days", "1", "-subj", "/CN=oaas-test-ca",
+        "-addext", "basicConstraints=critical,CA:TRUE",
+        "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+        "-addext", "subjectKeyIdentifier=hash")
     ssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out",
         "server.csr", "-subj", "/CN=127.0.0.1")
-    (d / "san.ext").write_text("subjectAltName=IP:127.0.0.1\n")
+    (d / "san.ext").write_text(
+        "subjectAltName=IP:127.0.0.1\n"
+        "basicConstraints=critical,CA:FALSE\n"
+        "keyUsage=critical,digitalSignature,keyEncipherment\n"
+        "extendedKeyUsage=serverAuth\n"
+        "authorityKeyIdentifier=keyid,issuer\n")
     ssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
         "-CAcreateserial", "-out", "server.crt", "-days", "1", "-extfile", "san.ext")
     return d / "ca.crt", d / "server.crt", d / "server.key"
@@ -171,6 +180,25 @@ def test_tls_url(impl: str, tmp_path: Path) -> None:
         assert s.cli("-a", "pw", "hget", "tls:{test.Counter/0/n:1}", "@version").endswith("1")
         with pytest.raises(StorageError):  # plain text against the TLS port
             open_store(f"redis://:pw@127.0.0.1:{tls_port}/0", retry_deadline_s=0)
+    finally:
+        s.stop()
+
+
+def test_a_certificate_the_ca_does_not_vouch_for_fails_at_once(tmp_path: Path) -> None:
+    """Verification failures are not retried until the deadline: retrying cannot help."""
+    need_redis()
+    _, cert, key = _certificates(tmp_path / "tls")
+    other_ca, _, _ = _certificates(tmp_path / "other")
+    tls_port = free_port()
+    s = RedisServer(tmp_path / "redis", extra=[
+        "--tls-port", str(tls_port), "--tls-cert-file", str(cert), "--tls-key-file",
+        str(key), "--tls-ca-cert-file", str(other_ca), "--tls-auth-clients", "no"]).start()
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(StorageError, match="CERTIFICATE_VERIFY_FAILED"):
+            open_store(f"rediss://127.0.0.1:{tls_port}/0?ssl_ca_certs={other_ca}",
+                       retry_deadline_s=30)
+        assert time.monotonic() - t0 < 10
     finally:
         s.stop()
 

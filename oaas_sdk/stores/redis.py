@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import re
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -112,6 +113,8 @@ if _HAVE_REDIS:
 def _transient(e: BaseException) -> bool:
     if isinstance(e, rexc.AuthenticationError | rexc.AuthorizationError):
         return False  # ConnectionErrors to redis-py, but retrying cannot help
+    if isinstance(e, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in str(e):
+        return False  # a certificate the CA does not vouch for stays so
     if isinstance(e, _TRANSIENT):
         return True
     if isinstance(e, rexc.ResponseError) and str(e).startswith(_TRANSIENT_REPLIES):
