@@ -290,6 +290,27 @@ def test_native_extension_reports_version_and_profile():
     assert info["version"] == _native.__version__
 
 
+def test_native_extension_links_a_current_lmdb_0_9():
+    """The native engine links LMDB 0.9.x (the data and lock formats the Python store's
+    `lmdb` package shares, docs/format.md), and a current one: >= 0.9.33, not the 0.9.24
+    bundled by the crates.io lmdb-rkv-sys."""
+    import lmdb
+
+    from oaas_sdk.stores.lmdb import ENGINE_0_9
+
+    from .conftest import _need_impl
+
+    _need_impl("native")
+    from oaas_sdk import _native
+
+    version = _native.build_info()["lmdb"]
+    major, minor, patch = (int(part) for part in version.split("."))
+    assert (major, minor) == (0, 9), version
+    assert patch >= 33, version
+    # The engine the Python store opens with (lib_version=0 where `lmdb` has two) is 0.9.
+    assert lmdb.version(**ENGINE_0_9)[:2] == (0, 9)
+
+
 @pytest.mark.parametrize("env, expected", [(None, 10_000), ("250", 250)])
 def test_native_allocator_purge_delay(env, expected):
     """The extension keeps freed allocator pages for 10 s (they were purged and faulted

@@ -63,8 +63,9 @@ fn py_build_profile() -> &'static str {
     build_profile()
 }
 
-/// Return a dict describing the native build: version, profile, component list and
-/// allocator (`{"name": "mimalloc", "purge_delay_ms": int}`, -1 = never purge).
+/// Return a dict describing the native build: version, profile, component list,
+/// allocator (`{"name": "mimalloc", "purge_delay_ms": int}`, -1 = never purge) and the
+/// linked LMDB's version (`"lmdb": "0.9.36"`).
 #[pyfunction]
 fn build_info(py: Python<'_>) -> PyResult<Bound<'_, pyo3::types::PyDict>> {
     let d = pyo3::types::PyDict::new(py);
@@ -74,6 +75,8 @@ fn build_info(py: Python<'_>) -> PyResult<Bound<'_, pyo3::types::PyDict>> {
     alloc.set_item("name", "mimalloc")?;
     alloc.set_item("purge_delay_ms", purge_delay_ms())?;
     d.set_item("allocator", alloc)?;
+    let (major, minor, patch) = engine::store::lmdb_version();
+    d.set_item("lmdb", format!("{major}.{minor}.{patch}"))?;
     d.set_item(
         "components",
         data::COMPONENTS

@@ -1,7 +1,8 @@
 //! The LMDB store: the environment and layout of `oaas_sdk.stores.lmdb` (`docs/format.md`,
-//! "LMDB environment"), through `lmdb-rkv`, which bundles LMDB 0.9.24. That LMDB shares
-//! data *and lock* files with the `lmdb` PyPI package (LMDB 0.9.x, lock format 1), so a
-//! Python process and a native one can have the same environment open at once. No pyo3.
+//! "LMDB environment"), through `lmdb-rkv`, over `vendor/lmdb-rkv-sys`, which builds LMDB
+//! 0.9.36 ([`lmdb_version`]). That LMDB shares data *and lock* files with the `lmdb` PyPI
+//! package (LMDB 0.9.x, lock format 1), so a Python process and a native one can have the
+//! same environment open at once. No pyo3.
 //!
 //! LMDB rules followed here (http://www.lmdb.tech/doc/): one write transaction at a time
 //! (the persister is the only writer); `mdb_env_set_mapsize` only while this process has no
@@ -23,6 +24,16 @@ use super::layout::{entry_prefix, Meta, StoredObject, WriteRecord, FORMAT_KEY, F
 pub const DEFAULT_MAP_SIZE: usize = 1 << 30;
 /// The map never grows past this many bytes (1 TiB).
 pub const DEFAULT_MAX_MAP_SIZE: usize = 1 << 40;
+
+/// The version of the linked LMDB library, `(major, minor, patch)`, as `mdb_version()`
+/// reports it (0.9.x: see `docs/format.md` for why it must stay 0.9).
+pub fn lmdb_version() -> (i32, i32, i32) {
+    let (mut major, mut minor, mut patch) = (0, 0, 0);
+    // SAFETY: mdb_version only writes the three ints through the pointers, which point to
+    // live locals, and returns a pointer to a static string that is not used here.
+    unsafe { lmdb_sys::mdb_version(&mut major, &mut minor, &mut patch) };
+    (major, minor, patch)
+}
 
 /// A store failure; the message names the store and why.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -377,6 +388,24 @@ mod tests {
         let mut r = WriteRecord::new(id, expected, 1000 + expected as i64);
         r.entries = entries.iter().copied().collect();
         r
+    }
+
+    #[test]
+    fn links_the_vendored_lmdb_0_9() {
+        // The library linked is the one whose header the bindings were written for.
+        let want = (
+            lmdb_sys::MDB_VERSION_MAJOR as i32,
+            lmdb_sys::MDB_VERSION_MINOR as i32,
+            lmdb_sys::MDB_VERSION_PATCH as i32,
+        );
+        assert_eq!(lmdb_version(), want);
+        let (major, minor, patch) = lmdb_version();
+        assert_eq!(
+            (major, minor),
+            (0, 9),
+            "data/lock formats shared with py-lmdb"
+        );
+        assert!(patch >= 36, "LMDB 0.9.{patch}: the vendored copy is 0.9.36");
     }
 
     fn open(dir: &Path, map: usize, max: usize) -> LmdbStore {
