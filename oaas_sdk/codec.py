@@ -810,7 +810,7 @@ def _dec_ndarray(data: bytes) -> Any:
     if count == 0:
         return np.empty(shape, dt)
     arr = np.frombuffer(bytearray(memoryview(data)[end:]), dtype=dt).reshape(shape)
-    if dt.kind == "b" and int(arr.view(np.uint8).max()) > 1:
+    if dt.kind == "b" and bool((arr.view(np.uint8) > 1).any()):
         raise _corrupt("ext 11 (numpy.ndarray) bool data holds bytes other than 0 and 1")
     return arr
 
