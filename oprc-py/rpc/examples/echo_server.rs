@@ -38,8 +38,7 @@ async fn main() -> ExitCode {
         }
     };
     println!("listening on {}", server.local_addr());
-    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-    {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("echo_server: {e}");

@@ -75,11 +75,7 @@ fn cpu_seconds() -> (f64, f64) {
     (t(ru.ru_utime), t(ru.ru_stime))
 }
 
-async fn call(
-    client: &mut OprcFunctionClient<Channel>,
-    o: &Opts,
-    oid: &str,
-) -> Result<(), String> {
+async fn call(client: &mut OprcFunctionClient<Channel>, o: &Opts, oid: &str) -> Result<(), String> {
     let resp = if o.rpc_obj {
         client
             .invoke_obj(ObjectInvocationRequest {
@@ -102,7 +98,11 @@ async fn call(
     };
     match resp {
         Ok(r) if r.get_ref().status == 0 => Ok(()),
-        Ok(r) => Err(format!("status {} payload {:?}", r.get_ref().status, r.get_ref().payload)),
+        Ok(r) => Err(format!(
+            "status {} payload {:?}",
+            r.get_ref().status,
+            r.get_ref().payload
+        )),
         Err(s) => Err(format!("gRPC {s}")),
     }
 }

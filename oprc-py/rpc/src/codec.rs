@@ -71,7 +71,10 @@ impl<U: Message + Default> Decoder for OprcDecoder<U> {
         U::decode(buf).map(Some).map_err(|e| {
             Status::invalid_argument(format!(
                 "malformed {}: {e}",
-                std::any::type_name::<U>().rsplit("::").next().unwrap_or("message")
+                std::any::type_name::<U>()
+                    .rsplit("::")
+                    .next()
+                    .unwrap_or("message")
             ))
         })
     }

@@ -21,6 +21,4 @@ pub mod pb {
     tonic::include_proto!("oprc");
 }
 
-pub use server::{
-    start, CallKind, EchoInvoker, Invocation, Invoker, RunningServer, ServerConfig,
-};
+pub use server::{start, CallKind, EchoInvoker, Invocation, Invoker, RunningServer, ServerConfig};

@@ -10,7 +10,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::oneshot;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status};
@@ -22,6 +25,9 @@ use crate::pb::{InvocationRequest, InvocationResponse, ObjectInvocationRequest};
 
 /// The gRPC service name of the protocol.
 pub const SERVICE: &str = "oprc.OprcFunction";
+
+/// How long a stop waits for connections to close once no call runs any more.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Which rpc a call came through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -138,6 +144,20 @@ impl Default for ServerConfig {
 struct Service<I> {
     invoker: Arc<I>,
     inflight: Arc<AtomicUsize>,
+    /// Turns true when the grace period of a stop is over: calls still running end.
+    cancel: watch::Receiver<bool>,
+}
+
+impl<I: Invoker> Service<I> {
+    async fn run(&self, call: Invocation) -> Result<Response<InvocationResponse>, Status> {
+        let _g = InflightGuard::new(&self.inflight);
+        let mut cancel = self.cancel.clone();
+        tokio::select! {
+            r = self.invoker.invoke(call) => r.map(Response::new),
+            _ = cancel.wait_for(|c| *c) => Err(Status::unavailable(
+                "the server stopped before the call finished (grace period over)")),
+        }
+    }
 }
 
 /// Counts a call in flight while alive (also when the call is cancelled).
@@ -162,18 +182,14 @@ impl<I: Invoker> OprcFunction for Service<I> {
         &self,
         request: Request<InvocationRequest>,
     ) -> Result<Response<InvocationResponse>, Status> {
-        let _g = InflightGuard::new(&self.inflight);
-        let call = Invocation::from_fn(request.into_inner());
-        self.invoker.invoke(call).await.map(Response::new)
+        self.run(Invocation::from_fn(request.into_inner())).await
     }
 
     async fn invoke_obj(
         &self,
         request: Request<ObjectInvocationRequest>,
     ) -> Result<Response<InvocationResponse>, Status> {
-        let _g = InflightGuard::new(&self.inflight);
-        let call = Invocation::from_obj(request.into_inner());
-        self.invoker.invoke(call).await.map(Response::new)
+        self.run(Invocation::from_obj(request.into_inner())).await
     }
 }
 
@@ -181,16 +197,57 @@ impl<I: Invoker> OprcFunction for Service<I> {
 /// (grpcio, grpc-go, the Python server) say `RESOURCE_EXHAUSTED`, which clients expect.
 /// The handlers never answer `OUT_OF_RANGE` themselves: invocation errors travel in the
 /// response message.
-fn resource_exhausted_for_oversized<B>(mut resp: http::Response<B>) -> http::Response<B> {
-    let h = resp.headers_mut();
+/// The status travels in the headers (`grpc-message` percent-encoded) (trailers-only responses) or in the trailers.
+fn resource_exhausted_for_oversized(
+    mut resp: http::Response<tonic::body::Body>,
+) -> http::Response<tonic::body::Body> {
+    fix_oversized_status(resp.headers_mut());
+    resp.map(|b| tonic::body::Body::new(FixTrailers(b)))
+}
+
+fn fix_oversized_status(h: &mut http::HeaderMap) {
     let oversized = h.get("grpc-status").is_some_and(|v| v == "11")
-        && h
-            .get("grpc-message")
-            .is_some_and(|m| m.as_bytes().windows(9).any(|w| w == b"too large"));
+        && h.get("grpc-message").is_some_and(|m| {
+            contains(m.as_bytes(), b"too%20large") || contains(m.as_bytes(), b"too large")
+        });
     if oversized {
         h.insert("grpc-status", http::HeaderValue::from_static("8"));
     }
-    resp
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+/// A response body whose trailers go through [`fix_oversized_status`].
+struct FixTrailers(tonic::body::Body);
+
+impl http_body::Body for FixTrailers {
+    type Data = Bytes;
+    type Error = Status;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Status>>> {
+        match Pin::new(&mut self.0).poll_frame(cx) {
+            Poll::Ready(Some(Ok(mut frame))) => {
+                if let Some(t) = frame.trailers_mut() {
+                    fix_oversized_status(t);
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            other => other,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.0.size_hint()
+    }
 }
 
 /// A server started by [`start`].
@@ -199,6 +256,7 @@ pub struct RunningServer {
     inflight: Arc<AtomicUsize>,
     health: HealthReporter,
     shutdown: Option<oneshot::Sender<()>>,
+    cancel: watch::Sender<bool>,
     task: JoinHandle<Result<(), tonic::transport::Error>>,
 }
 
@@ -236,9 +294,19 @@ impl RunningServer {
             Some(g) if !g.is_zero() => tokio::time::timeout(g, &mut self.task).await.is_ok(),
             _ => self.inflight() == 0,
         };
-        if !finished || !self.task.is_finished() {
+        if !finished {
+            // calls still running end with UNAVAILABLE; the connections then close
+            let _ = self.cancel.send(true);
+            if tokio::time::timeout(CLOSE_TIMEOUT, &mut self.task)
+                .await
+                .is_err()
+            {
+                self.task.abort();
+                let _ = (&mut self.task).await;
+            }
+        } else if !self.task.is_finished() {
+            let _ = tokio::time::timeout(CLOSE_TIMEOUT, &mut self.task).await;
             self.task.abort();
-            let _ = (&mut self.task).await;
         }
         finished
     }
@@ -265,9 +333,11 @@ pub async fn start<I: Invoker>(
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
 
     let inflight = Arc::new(AtomicUsize::new(0));
+    let (cancel, cancel_rx) = watch::channel(false);
     let svc = OprcFunctionServer::new(Service {
         invoker: Arc::new(invoker),
         inflight: inflight.clone(),
+        cancel: cancel_rx,
     })
     .max_decoding_message_size(cfg.max_message_bytes)
     .max_encoding_message_size(cfg.max_message_bytes);
@@ -291,6 +361,7 @@ pub async fn start<I: Invoker>(
         inflight,
         health,
         shutdown: Some(tx),
+        cancel,
         task,
     })
 }
