@@ -228,8 +228,9 @@ def test_state_survives_sigterm_and_restart(impl: str, tmp_path: Path,
     finally:
         c.close()
     assert svc.terminate(signal.SIGTERM) == 0, svc.output
-    assert f"oaas-sdk: serving 1 class (oprc.OprcFunction) on 127.0.0.1:{svc.port}" \
-        in svc.output
+    # the native server runs with the native implementation, grpcio's otherwise
+    assert f"oaas-sdk: serving 1 class (oprc.OprcFunction) on 127.0.0.1:{svc.port} " \
+        f"({impl} server)" in svc.output
 
     svc = ServiceProcess(script, impl, tmp_path / "store").start()
     c = PlainClient(*pb, svc.target)

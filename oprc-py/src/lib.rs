@@ -96,6 +96,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(build_info, m)?)?;
     engine::register(m)?;
     data::register(m)?;
+    rpc::register(m)?;
     Ok(())
 }
 
