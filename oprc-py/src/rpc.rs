@@ -80,9 +80,12 @@ impl Bridge {
     }
 
     fn take(&self) -> Vec<Pending> {
-        self.scheduled.store(false, Ordering::SeqCst);
+        // Consume the wake-up bytes first, then clear the flag, then take the queue: a
+        // call queued after the clear writes a new byte (served by the next drain), one
+        // queued before it is in the queue taken here.
         let mut buf = [0u8; 256];
         while matches!((&self.wake_rx).read(&mut buf), Ok(n) if n > 0) {}
+        self.scheduled.store(false, Ordering::SeqCst);
         match self.queue.lock() {
             Ok(mut q) => std::mem::take(&mut *q),
             Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
