@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 from typing import Any, Literal
 
 from ..config import OaasConfig
@@ -23,6 +24,8 @@ from .server import dispatch
 __all__ = ["NativeRpcServer", "server_implementation"]
 
 log = logging.getLogger("oaas_sdk")
+
+_EAGER: dict[str, Any] = {"eager_start": True} if sys.version_info >= (3, 12) else {}
 
 
 def server_implementation(config: OaasConfig) -> Literal["native", "python"]:
@@ -103,10 +106,13 @@ class NativeRpcServer:
                partition_id: int, payload: bytes, options: dict[str, str],
                done: Any) -> None:
         assert self._loop is not None
-        task = self._loop.create_task(_run(is_obj, cls_id, fn_id, object_id, partition_id,
-                                           payload, options, done))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        coro = _run(is_obj, cls_id, fn_id, object_id, partition_id, payload, options, done)
+        # Python 3.12+: the call runs at once, up to its first real wait (a call that
+        # never waits completes without a trip through the loop's queue).
+        task = asyncio.Task(coro, loop=self._loop, **_EAGER)
+        if not task.done():
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
     def _drain(self) -> None:
         try:
