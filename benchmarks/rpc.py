@@ -99,8 +99,9 @@ def sdk2_python() -> Path:
 def serve(kind: str, workdir: Path, echo_bin: Path) -> Iterator[str]:
     """Run server ``kind``; yields its target ``host:port``; stops it after."""
     if kind in ("native", "python"):
+        passed = {k: v for k, v in os.environ.items() if k == "OAAS_RPC_THREADS"}
         svc = ServiceProcess(write_service(workdir), kind, workdir / "store",
-                             OAAS_DURABILITY="sync").start()
+                             OAAS_DURABILITY="sync", **passed).start()
         try:
             yield svc.target
         finally:

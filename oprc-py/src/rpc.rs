@@ -39,9 +39,7 @@ fn runtime() -> PyResult<&'static tokio::runtime::Runtime> {
     if let Some(rt) = RT.get() {
         return Ok(rt);
     }
-    let threads = std::thread::available_parallelism()
-        .map(|n| n.get().min(4))
-        .unwrap_or(2);
+    let threads = rpc_threads()?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(threads)
         .thread_name("oaas-rpc")
@@ -50,6 +48,24 @@ fn runtime() -> PyResult<&'static tokio::runtime::Runtime> {
         .map_err(|e| PyRuntimeError::new_err(format!("cannot start the RPC runtime: {e}")))?;
     Ok(RT.get_or_init(|| rt))
 }
+
+/// Worker threads of the runtime: `OAAS_RPC_THREADS` when set (1 to 64), else
+/// [`DEFAULT_THREADS`].
+fn rpc_threads() -> PyResult<usize> {
+    match std::env::var("OAAS_RPC_THREADS") {
+        Err(_) => Ok(DEFAULT_THREADS),
+        Ok(v) => match v.trim().parse::<usize>() {
+            Ok(n) if (1..=64).contains(&n) => Ok(n),
+            _ => Err(PyValueError::new_err(format!(
+                "OAAS_RPC_THREADS must be a number of threads from 1 to 64, not {v:?}"
+            ))),
+        },
+    }
+}
+
+/// The server's I/O threads by default. The Python side (one event loop thread) is the
+/// limit of a served call, so more I/O threads only compete with it for cores.
+pub const DEFAULT_THREADS: usize = 2;
 
 type Reply = Result<InvocationResponse, Status>;
 
