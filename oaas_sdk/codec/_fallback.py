@@ -25,9 +25,10 @@ import msgpack
 
 from oaas_sdk.errors import SerializationError
 
+from . import _values
+from . import format as _format
 from ._active import ACTIVE
 from ._values import (
-    _ANY_LEAF,
     _K_BYTES,
     _K_DATE,
     _K_DATETIME,
@@ -47,9 +48,6 @@ from ._values import (
     _K_TIMEDELTA,
     _K_TUPLE,
     _K_UUID,
-    _KEY_TYPES,
-    _KINDS,
-    _PLAIN_TYPES,
     _classify,
     _corrupt,
     _Deferred,
@@ -63,16 +61,10 @@ from ._values import (
     _unsupported_value,
 )
 from .format import (
-    _DATE,
     _DAY_US,
-    _DT,
-    _DTYPE_RE,
-    _I64,
     _I64_MIN,
     _MAX_NDIM,
     _NP_KINDS,
-    _TD,
-    _TIME,
     _U32_MAX,
     _U64_MAX,
     EXT_BIGINT,
@@ -93,6 +85,20 @@ from .format import (
     _ndarray_dtype_str,
     _td_us,
 )
+
+# Bound by assignment, not imported: CPython (3.11+) compiles `name.method(...)` on a name
+# bound by an import as a plain attribute load and call (no LOAD_METHOD), which costs
+# tens of ns per call on the hot paths below.
+_KINDS = _values._KINDS
+_PLAIN_TYPES = _values._PLAIN_TYPES
+_ANY_LEAF = _values._ANY_LEAF
+_KEY_TYPES = _values._KEY_TYPES
+_DT = _format._DT
+_TIME = _format._TIME
+_I64 = _format._I64
+_DATE = _format._DATE
+_TD = _format._TD
+_DTYPE_RE = _format._DTYPE_RE
 
 _ExtType = msgpack.ExtType
 _unpackb = msgpack.unpackb

@@ -20,11 +20,17 @@ from pydantic import BaseModel, RootModel, TypeAdapter
 
 from oaas_sdk.errors import SerializationError, ValidationError
 
+from . import _fallback
 from ._active import ACTIVE
-from ._fallback import _conv_any, _ext_hook, _new_packer, _pool, _prep_any, _unpackb
+from ._fallback import _conv_any, _ext_hook, _new_packer, _prep_any, _unpackb
 from ._values import _hint_name, _Mismatch, _too_deep, _TooDeep, _Unsupported
 from .coerce import _check, _convert_pydantic, _where
 from .format import ZERO_COPY_MIN
+
+# Bound by assignment, not imported: CPython (3.11+) compiles `name.method(...)` on a name
+# bound by an import as a plain attribute load and call (no LOAD_METHOD), which costs
+# tens of ns per call on the hot paths below.
+_pool = _fallback._pool
 
 __all__ = ["FieldType"]
 
