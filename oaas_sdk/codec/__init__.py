@@ -26,7 +26,7 @@ encoder and decoder), :mod:`.bridge` (choosing the backend: :func:`set_backend`)
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import sys
 from typing import Any
 
 from oaas_sdk.errors import SerializationError
@@ -153,10 +153,22 @@ def encode_objects(
     return out
 
 
-def __getattr__(name: str) -> Callable[[str, int, int | str], Any] | None:
-    # The active state used to be module globals of oaas_sdk.codec; read it from ACTIVE.
+
+# Every module-level name of the single-module codec (before the split into this package)
+# stays reachable as ``oaas_sdk.codec.<name>``: public names are imported above; the
+# active state and the private helpers are looked up here, in their new modules.
+_PARTS = ("format", "_active", "_values", "_fallback", "coerce", "plan", "nodes", "compile",
+          "bridge", "plain")
+
+
+def __getattr__(name: str) -> Any:
     if name == "_ref_factory":
         return ACTIVE.ref_factory
     if name == "_native_codec":
         return ACTIVE.native
+    if not name.startswith("__"):
+        for part in _PARTS:
+            mod = sys.modules.get(f"{__name__}.{part}")
+            if mod is not None and name in mod.__dict__:
+                return mod.__dict__[name]
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

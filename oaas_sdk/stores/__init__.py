@@ -16,6 +16,9 @@ URLs, :func:`open_store`), :mod:`.layout`, and one module per store: :mod:`.memo
 
 from __future__ import annotations
 
+from .layout import _CLS_ID as _CLS_ID
+from .layout import _META as _META
+from .layout import _STR_ID as _STR_ID
 from .layout import (
     META_FORMAT,
     check_identity,
