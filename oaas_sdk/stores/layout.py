@@ -23,12 +23,15 @@ from .records import ObjectKey
 __all__ = [
     "DEFAULT_REDIS_PREFIX",
     "ENTRIES_DB",
+    "FIRST_OBJECT_KEY",
     "FORMAT_KEY",
     "FORMAT_VALUE",
     "META_DB",
     "META_FORMAT",
     "REDIS_META_FIELDS",
+    "after_class_bytes",
     "check_identity",
+    "class_id_bytes",
     "class_prefix_bytes",
     "entries_prefix_bytes",
     "entry_key_bytes",
@@ -126,6 +129,24 @@ def unpack_meta(data: bytes) -> tuple[int, int, int]:
         raise ValueError(f"bad metadata record ({len(data)} bytes)")
     _, version, created, updated = _META.unpack(data)
     return version, created, updated
+
+
+#: Smallest possible object key: the layout record (0x00 ...) sorts before it, every
+#: object key (``cls_id`` is never empty and holds no 0x00) at or after it.
+FIRST_OBJECT_KEY = b"\x01"
+
+
+def class_id_bytes(k: bytes) -> bytes | None:
+    """The ``cls_id`` (UTF-8) an LMDB ``meta`` key starts with; ``None`` for a key that is
+    not an object key."""
+    cls_id, sep, _ = k.partition(b"\x00")
+    return cls_id if sep else None
+
+
+def after_class_bytes(cls_id: bytes) -> bytes:
+    """A key that sorts after every object key of class ``cls_id`` (UTF-8) and before those
+    of any class that sorts after it: ``cls_id`` + 0x01."""
+    return cls_id + b"\x01"
 
 
 def parse_object_key_bytes(cls_id: str, k: bytes) -> ObjectKey:

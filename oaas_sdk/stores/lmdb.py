@@ -18,9 +18,12 @@ import lmdb
 from ..errors import StorageError
 from .layout import (
     ENTRIES_DB,
+    FIRST_OBJECT_KEY,
     FORMAT_KEY,
     FORMAT_VALUE,
     META_DB,
+    after_class_bytes,
+    class_id_bytes,
     class_prefix_bytes,
     entries_prefix_bytes,
     entry_key_bytes,
@@ -306,17 +309,15 @@ class LmdbStore:
         out: list[str] = []
         with self._env.begin(db=self._meta) as txn:
             cur = txn.cursor()
-            # Object keys start with cls_id + 0x00; the format record with 0x00. After a
-            # class, jump past all its keys: cls_id + 0x01 sorts after every one of them.
-            found = cur.set_range(b"\x01")
+            # One seek per class: after a class, jump past all its keys.
+            found = cur.set_range(FIRST_OBJECT_KEY)
             while found:
-                k = cur.key()
-                cls_id, sep, _ = k.partition(b"\x00")
-                if not sep:
+                cls_id = class_id_bytes(cur.key())
+                if cls_id is None:
                     found = cur.next()
                     continue
                 out.append(cls_id.decode())
-                found = cur.set_range(cls_id + b"\x01")
+                found = cur.set_range(after_class_bytes(cls_id))
         return out
 
     def close(self) -> None:
