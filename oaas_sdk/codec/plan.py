@@ -34,13 +34,15 @@ _pool = _fallback._pool
 
 __all__ = ["FieldType"]
 
+# pydantic 2.11+: model_validate(data, by_name=True) takes field names whatever the aliases.
 _MODEL_VALIDATE_BY_NAME = "by_name" in inspect.signature(BaseModel.model_validate).parameters
 
 
 class FieldType:
     """A compiled type hint: converts, encodes and decodes values of one field.
 
-    Get one with :func:`field_type` (cached per hint); do not construct directly.
+    Get one with :func:`~oaas_sdk.codec.field_type` (cached per hint); do not construct
+    directly.
 
     Attributes:
         hint: the type hint it was compiled from.
@@ -264,8 +266,8 @@ class FieldType:
         except Exception as e:
             raise SerializationError(f"cannot decode {self._name}: {e}") from e
 
-    # Without the extension these are the methods; ``Coder.install`` (``set_backend``)
-    # (in ``bridge.set_backend``) replaces them with the native ones.
+    # Without the extension these are the methods; ``Coder.install`` (called once by
+    # ``bridge.set_backend``) replaces them with the native ones.
     encode = _encode_slow
     decode = _decode_slow
 
