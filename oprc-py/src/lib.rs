@@ -43,7 +43,6 @@ pub fn purge_delay_ms() -> i64 {
 
 pub mod data;
 pub mod engine;
-pub mod rpc;
 
 /// The crate version, as in `Cargo.toml`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -82,7 +81,6 @@ fn build_info(py: Python<'_>) -> PyResult<Bound<'_, pyo3::types::PyDict>> {
         data::COMPONENTS
             .iter()
             .chain(engine::COMPONENTS)
-            .chain(rpc::COMPONENTS)
             .collect::<Vec<_>>(),
     )?;
     Ok(d)

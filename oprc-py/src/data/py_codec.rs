@@ -2370,25 +2370,6 @@ impl Codec {
         })
     }
 
-    /// Decode each item of a list of bytes (see `decode`).
-    #[pyo3(signature = (items, ref_factory=None))]
-    fn decode_many<'py>(
-        &self,
-        py: Python<'py>,
-        items: &Bound<'py, PyList>,
-        ref_factory: Option<Bound<'py, PyAny>>,
-    ) -> PyResult<Bound<'py, PyList>> {
-        guarded(self, py, || {
-            let out = PyList::empty(py);
-            for (i, d) in items.iter().enumerate() {
-                out.append(self.decode_one(py, &d, ref_factory.clone(), 0)?)?;
-                if i % 64 == 63 {
-                    py.check_signals()?;
-                }
-            }
-            Ok(out)
-        })
-    }
 }
 
 impl Codec {

@@ -33,7 +33,6 @@ pub enum Outcome {
 struct TicketInner {
     state: Mutex<Option<Outcome>>,
     cv: Condvar,
-    notify: tokio::sync::Notify,
 }
 
 /// Completion of one submitted commit (or of a flush marker). Cheap to clone.
@@ -75,7 +74,6 @@ impl Ticket {
             *s = Some(outcome);
         }
         self.0.cv.notify_all();
-        self.0.notify.notify_waiters();
     }
 
     pub fn outcome(&self) -> Option<Outcome> {
@@ -106,16 +104,6 @@ impl Ticket {
         s.clone()
     }
 
-    /// Resolve when done, without blocking a thread.
-    pub async fn done(&self) -> Outcome {
-        loop {
-            let notified = self.0.notify.notified();
-            if let Some(o) = self.outcome() {
-                return o;
-            }
-            notified.await;
-        }
-    }
 }
 
 /// Settings of an engine.

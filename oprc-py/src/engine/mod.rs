@@ -3,8 +3,7 @@
 //! and the on-disk layout (`docs/format.md`); data written by one is read by the other.
 //!
 //! In data-flow order: `layout` (keys, records) -> `batcher` (tickets, channel, persister)
-//! -> `store` (one LMDB transaction per batch). `runtime` is the fork-aware tokio runtime
-//! behind Python awaitables, `mapped` the memory-mapped fields, `raw` the benchmark
+//! -> `store` (one LMDB transaction per batch). `mapped` the memory-mapped fields, `raw` the benchmark
 //! ceiling. `py` (bindings), `front` (the object's `__setattr__` and `commit_async`), `commit`
 //! (the object's one-call commit) and `future` (its awaitable) use pyo3; the rest is plain Rust.
 
@@ -16,7 +15,6 @@ pub mod layout;
 pub mod mapped;
 mod py;
 pub mod raw;
-pub mod runtime;
 pub mod store;
 
 pub use py::register;

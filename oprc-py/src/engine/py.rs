@@ -1,12 +1,9 @@
-//! Python bindings of the engine: `oaas_sdk._native.Engine`, `Ticket`, `MappedFile` and
-//! `raw_batched_writes`. Thin: convert arguments once, release the GIL around every
-//! blocking call, map errors to `oaas_sdk.errors`.
+//! Python bindings of the engine: `oaas_sdk._native.Engine`, `Ticket`, `MappedFile`.
+//! Thin: convert arguments once, release the GIL around every blocking call, map errors
+//! to `oaas_sdk.errors`.
 
-use std::cell::OnceCell;
 use std::collections::HashMap;
-use std::future::Future;
 use std::path::PathBuf;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
@@ -15,8 +12,6 @@ use pyo3::exceptions::{PyTimeoutError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString};
-use pyo3_async_runtimes::generic::{ContextExt, Runtime as AsyncRuntime};
-use pyo3_async_runtimes::TaskLocals;
 
 use super::batcher::{Engine, EngineConfig, FailureLog, Outcome, Ticket};
 use super::commit::{self, Known, NativeWaiter};
@@ -37,58 +32,6 @@ fn outcome_err(o: &Outcome) -> Option<PyErr> {
         Outcome::Written => None,
         Outcome::Conflict(m) => Some(ConflictError::new_err(m.clone())),
         Outcome::Storage(m) => Some(StorageError::new_err(m.clone())),
-    }
-}
-
-// --- pyo3-async-runtimes over the engine's fork-aware runtime --------------------------
-
-struct EngineRuntime;
-
-tokio::task_local! {
-    static TASK_LOCALS: OnceCell<TaskLocals>;
-}
-
-fn runtime_handle() -> tokio::runtime::Handle {
-    match super::runtime::handle() {
-        Ok(h) => h,
-        // Without threads nothing here can work; the process is out of resources.
-        Err(e) => panic!("oaas_sdk: cannot start the engine runtime: {e}"),
-    }
-}
-
-impl AsyncRuntime for EngineRuntime {
-    type JoinError = tokio::task::JoinError;
-    type JoinHandle = tokio::task::JoinHandle<()>;
-
-    fn spawn<F>(fut: F) -> Self::JoinHandle
-    where
-        F: Future<Output = ()> + Send + 'static,
-    {
-        runtime_handle().spawn(fut)
-    }
-
-    fn spawn_blocking<F>(f: F) -> Self::JoinHandle
-    where
-        F: FnOnce() + Send + 'static,
-    {
-        runtime_handle().spawn_blocking(f)
-    }
-}
-
-impl ContextExt for EngineRuntime {
-    fn scope<F, R>(locals: TaskLocals, fut: F) -> Pin<Box<dyn Future<Output = R> + Send>>
-    where
-        F: Future<Output = R> + Send + 'static,
-    {
-        let cell = OnceCell::new();
-        let _ = cell.set(locals);
-        Box::pin(TASK_LOCALS.scope(cell, fut))
-    }
-
-    fn get_task_locals() -> Option<TaskLocals> {
-        TASK_LOCALS
-            .try_with(|c| c.get().cloned())
-            .unwrap_or_default()
     }
 }
 
@@ -156,20 +99,6 @@ impl PyTicket {
             None => Err(PyTimeoutError::new_err("commit did not complete in time")),
             Some(o) => outcome_err(&o).map_or(Ok(()), Err),
         }
-    }
-
-    /// An awaitable that resolves on the running event loop when the commit completes
-    /// (a Rust future, through pyo3-async-runtimes); raises the commit's error.
-    fn awaitable<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
-        let t = self.ticket.clone();
-        // Resolves to None (`Option<()>::None`; `()` itself would become an empty tuple).
-        pyo3_async_runtimes::generic::future_into_py::<EngineRuntime, _, Option<()>>(
-            py,
-            async move {
-                let o = t.done().await;
-                outcome_err(&o).map_or(Ok(None), Err)
-            },
-        )
     }
 }
 
@@ -751,30 +680,6 @@ impl Drop for PyEngine {
     }
 }
 
-// --- raw ceiling for the benchmark ---------------------------------------------------
-
-/// Benchmark ceiling: write `n_commits` commits of `n_fields` entries of `value_len` bytes
-/// each straight into a store at `path`, `batch` commits per fsynced transaction, with no
-/// engine around it. `rewrite=None`: every commit creates a new object; `rewrite=k`: `k`
-/// objects (created first, untimed) rewritten in turn, as `k` committers do. Returns the
-/// elapsed seconds (GIL released meanwhile).
-#[pyfunction]
-#[pyo3(signature = (path, n_commits, n_fields=10, value_len=100, batch=256, rewrite=None))]
-fn raw_batched_writes(
-    py: Python<'_>,
-    path: PathBuf,
-    n_commits: u64,
-    n_fields: usize,
-    value_len: usize,
-    batch: usize,
-    rewrite: Option<u64>,
-) -> PyResult<f64> {
-    py.detach(move || {
-        super::raw::batched_writes(&path, n_commits, n_fields, value_len, batch.max(1), rewrite)
-    })
-    .map_err(storage_err)
-}
-
 // --- mapped files --------------------------------------------------------------------
 
 /// A file mapped into memory (memmap2), writable, exposed through the buffer protocol.
@@ -876,7 +781,6 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyTicket>()?;
     m.add_class::<PyFailureLog>()?;
     m.add_class::<PyMappedFile>()?;
-    m.add_function(wrap_pyfunction!(raw_batched_writes, m)?)?;
     m.add_function(wrap_pyfunction!(super::front::object_setattr, m)?)?;
     m.add_function(wrap_pyfunction!(super::front::object_commit_async, m)?)?;
     super::future::register(m)
