@@ -43,6 +43,7 @@ pub fn purge_delay_ms() -> i64 {
 
 pub mod data;
 pub mod engine;
+mod object;
 
 /// The crate version, as in `Cargo.toml`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -8,12 +8,9 @@
 //! (the object's one-call commit) and `future` (its awaitable) use pyo3; the rest is plain Rust.
 
 pub mod batcher;
-mod commit;
-mod front;
-mod future;
 pub mod layout;
 pub mod mapped;
-mod py;
+pub(crate) mod py;
 pub mod raw;
 pub mod store;
 

@@ -13,9 +13,10 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString};
 
+use crate::object::commit::{self, Known, NativeWaiter};
+use crate::object::future::CommitFuture;
+
 use super::batcher::{Engine, EngineConfig, FailureLog, Outcome, Ticket};
-use super::commit::{self, Known, NativeWaiter};
-use super::future::CommitFuture;
 use super::layout::{Identity, ObjectId, WriteRecord};
 use super::mapped::MappedFile;
 use super::store::{LmdbStore, StoreError, DEFAULT_MAP_SIZE, DEFAULT_MAX_MAP_SIZE};
@@ -148,7 +149,7 @@ pub struct PyEngine {
 type WaiterMap = HashMap<u64, NativeWaiter, foldhash::fast::RandomState>;
 
 /// An error of a one-call commit, and what the native `commit_async` does with it.
-pub(super) enum Failed {
+pub(crate) enum Failed {
     /// Nothing was queued and the object is unchanged: the Python definition may redo
     /// the commit and report the error in its own words.
     Retry(PyErr),
@@ -158,7 +159,7 @@ pub(super) enum Failed {
 }
 
 impl Failed {
-    pub(super) fn into_err(self) -> PyErr {
+    pub(crate) fn into_err(self) -> PyErr {
         match self {
             Failed::Retry(e) | Failed::Final(e) => e,
         }
@@ -245,7 +246,7 @@ impl PyEngine {
 
     /// `commit_object`: see there.
     /// `known`: the object's bookkeeping when the caller read it already.
-    pub(super) fn commit_now<'py>(
+    pub(crate) fn commit_now<'py>(
         &self,
         obj: &Bound<'py, PyAny>,
         encoders: &Bound<'py, PyDict>,
@@ -261,7 +262,7 @@ impl PyEngine {
     }
 
     /// `commit_object_future`: see there.
-    pub(super) fn commit_future<'py>(
+    pub(crate) fn commit_future<'py>(
         &self,
         obj: &Bound<'py, PyAny>,
         encoders: &Bound<'py, PyDict>,
@@ -294,7 +295,7 @@ impl PyEngine {
     }
 
     /// Whether commits are acknowledged when written (`durability="sync"`).
-    pub(super) fn durable(&self) -> bool {
+    pub(crate) fn durable(&self) -> bool {
         self.durable
     }
 
@@ -781,7 +782,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyTicket>()?;
     m.add_class::<PyFailureLog>()?;
     m.add_class::<PyMappedFile>()?;
-    m.add_function(wrap_pyfunction!(super::front::object_setattr, m)?)?;
-    m.add_function(wrap_pyfunction!(super::front::object_commit_async, m)?)?;
-    super::future::register(m)
+    m.add_function(wrap_pyfunction!(crate::object::front::object_setattr, m)?)?;
+    m.add_function(wrap_pyfunction!(crate::object::front::object_commit_async, m)?)?;
+    crate::object::future::register(m)
 }

@@ -16,10 +16,10 @@ use pyo3::types::{PyBytes, PyDict, PyList, PySet, PyString, PyTuple};
 
 use super::front::set_plain;
 use super::future::CommitFuture;
-use super::layout::{Entries, Identity, ObjectId, WriteRecord};
+use crate::engine::layout::{Entries, Identity, ObjectId, WriteRecord};
 
 /// An object's commit, encoded and not yet queued.
-pub(super) struct Prepared<'py> {
+pub(crate) struct Prepared<'py> {
     /// Field name and its new bytes, in the record's order.
     encoded: Vec<(Bound<'py, PyString>, Bound<'py, PyBytes>)>,
     committed: Bound<'py, PyDict>,
@@ -33,7 +33,7 @@ pub(super) struct Prepared<'py> {
 
 /// The bookkeeping the native `commit_async` reads to decide on the one-call commit,
 /// handed on so that [`prepare`] and [`apply`] do not read it again.
-pub(super) struct Known<'py> {
+pub(crate) struct Known<'py> {
     pub version: u64,
     pub dirty: Bound<'py, PySet>,
     pub rt: Bound<'py, PyAny>,
@@ -47,7 +47,7 @@ pub(super) struct Known<'py> {
 /// unchanged, with the field's name as its `_oaas_field` attribute; `TypeError` /
 /// `AttributeError` when the object lacks the bookkeeping; `ValueError` when a dirty
 /// field has no encoder.
-pub(super) fn prepare<'py>(
+pub(crate) fn prepare<'py>(
     obj: &Bound<'py, PyAny>,
     encoders: &Bound<'py, PyDict>,
     known: Option<Known<'py>>,
@@ -130,7 +130,7 @@ pub(super) fn prepare<'py>(
 /// A record's entries from `(field name, value bytes)` pairs, in their order, sized
 /// for all of them up front (one buffer, see [`Entries`]). Fails only on a name that is
 /// not valid UTF-8 (a lone surrogate).
-pub(super) fn entries_of(pairs: &[(Bound<'_, PyString>, Bound<'_, PyBytes>)]) -> PyResult<Entries> {
+pub(crate) fn entries_of(pairs: &[(Bound<'_, PyString>, Bound<'_, PyBytes>)]) -> PyResult<Entries> {
     let mut size = 0;
     for (name, data) in pairs {
         size += name.to_str()?.len() + data.as_bytes().len();
@@ -165,7 +165,7 @@ impl<'py> Prepared<'py> {
 /// leaves its runtime's dirty registry (`_oaas_rt.dirty`, keyed by `id(obj)`), and
 /// `_oaas_stale[1]` takes the new version when it is a list. Nothing here fails on a
 /// well-formed object.
-pub(super) fn apply<'py>(obj: &Bound<'py, PyAny>, p: Prepared<'py>) -> PyResult<()> {
+pub(crate) fn apply<'py>(obj: &Bound<'py, PyAny>, p: Prepared<'py>) -> PyResult<()> {
     let py = obj.py();
     for (name, data) in p.encoded {
         p.committed.set_item(name, data)?;
@@ -206,7 +206,7 @@ pub(super) fn apply<'py>(obj: &Bound<'py, PyAny>, p: Prepared<'py>) -> PyResult<
 /// What a failed commit restores on its object: the version it had, and the committed
 /// bytes of the fields it wrote (`None`: the field had none); the fields become dirty
 /// again. Runs `obj._oaas_undo_entries` (the Python reference).
-pub(super) struct Undo {
+pub(crate) struct Undo {
     obj: Py<PyAny>,
     version: u64,
     /// Each written field and its committed bytes before the commit.
@@ -235,7 +235,7 @@ impl Undo {
 
 /// A durable commit's future (of `event_loop`), registered under the commit's token
 /// until the persister reports its outcome.
-pub(super) struct NativeWaiter {
+pub(crate) struct NativeWaiter {
     pub event_loop: Py<PyAny>,
     pub future: Py<CommitFuture>,
     pub undo: Undo,
@@ -288,7 +288,7 @@ impl NativeWaiter {
 
 /// The callable `settle_threadsafe` schedules on another loop: settles its waiter once.
 #[pyclass(module = "oaas_sdk._native", frozen)]
-pub(super) struct Settle {
+pub(crate) struct Settle {
     waiter: std::sync::Mutex<Option<(NativeWaiter, Option<PyErr>)>>,
 }
 

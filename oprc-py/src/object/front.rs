@@ -21,13 +21,13 @@ use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PySet, PyTuple, PyType};
 
 use super::commit::Known;
-use super::py::{Failed, PyEngine};
+use crate::engine::py::{Failed, PyEngine};
 
 use crate::data::py_codec::MethodDef;
 
 /// `object.__setattr__(obj, name, value)`: the object model's own attributes bypass the
 /// class's `__setattr__` (which converts and marks fields dirty).
-pub(super) fn set_plain(
+pub(crate) fn set_plain(
     obj: &Bound<'_, PyAny>,
     name: &Bound<'_, PyAny>,
     value: &Bound<'_, PyAny>,
