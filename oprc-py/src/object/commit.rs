@@ -16,7 +16,8 @@ use pyo3::types::{PyBytes, PyDict, PyList, PySet, PyString, PyTuple};
 
 use super::front::set_plain;
 use super::future::CommitFuture;
-use crate::engine::layout::{Entries, Identity, ObjectId, WriteRecord};
+use oprc_core::id::{Identity, ObjectId};
+use oprc_core::store::layout::{Entries, WriteRecord};
 
 /// An object's commit, encoded and not yet queued.
 pub(crate) struct Prepared<'py> {
@@ -93,7 +94,7 @@ pub(crate) fn prepare<'py>(
             .and_then(|enc| {
                 let value = obj.getattr(&name)?;
                 // `FieldType.encode`: a native method, called here directly.
-                let data = match crate::data::py_codec::encode_field(&enc, &value) {
+                let data = match crate::codec::encode_field(&enc, &value) {
                     Some(r) => r?,
                     None => enc.call_method1(intern!(py, "encode"), (value,))?,
                 };

@@ -21,9 +21,9 @@ use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PySet, PyTuple, PyType};
 
 use super::commit::Known;
-use crate::engine::py::{Failed, PyEngine};
+use crate::engine::{Failed, PyEngine};
 
-use crate::data::py_codec::MethodDef;
+use crate::codec::MethodDef;
 
 /// `object.__setattr__(obj, name, value)`: the object model's own attributes bypass the
 /// class's `__setattr__` (which converts and marks fields dirty).

@@ -16,15 +16,20 @@
 //!
 //! Run: `cargo bench --bench batcher` (in `oprc-py/`).
 
+// The allocator of the extension (oprc-py/src/lib.rs), so the figures match it.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::cell::Cell;
 use std::path::Path;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
 use lmdb::{DatabaseFlags, Environment, EnvironmentFlags, Transaction, WriteFlags};
-use oprc_py::engine::batcher::{Engine, EngineConfig, Outcome};
-use oprc_py::engine::layout::{entry_key, Identity, Meta, ObjectId, WriteRecord};
-use oprc_py::engine::store::{LmdbStore, DEFAULT_MAP_SIZE, DEFAULT_MAX_MAP_SIZE};
+use oprc_core::batcher::{Engine, EngineConfig, Outcome};
+use oprc_core::id::{Identity, ObjectId};
+use oprc_core::store::layout::{entry_key, Meta, WriteRecord};
+use oprc_core::store::lmdb::{LmdbStore, DEFAULT_MAP_SIZE, DEFAULT_MAX_MAP_SIZE};
 
 const BATCHES: [usize; 3] = [1, 16, 256];
 const FIELDS: usize = 10;

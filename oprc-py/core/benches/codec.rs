@@ -9,12 +9,16 @@
 //!
 //! Run: `cargo bench --bench codec` (in `oprc-py/`). Throughput is in encoded bytes.
 
+// The allocator of the extension (oprc-py/src/lib.rs), so the figures match it.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use oprc_py::data::ext::{self, Clock, Delta, ObjectId, MAX_DEPTH};
-use oprc_py::data::msgpack::{self as mp, err, DecodeError, Reader, Token};
+use oprc_core::codec::ext::{self, Clock, Delta, ObjectId, MAX_DEPTH};
+use oprc_core::codec::msgpack::{self as mp, err, DecodeError, Reader, Token};
 
 /// A value the way the codec sees one: MessagePack types plus the ext types benchmarked.
 enum Value {
@@ -83,7 +87,7 @@ fn encode(v: &Value, out: &mut Vec<u8>) -> Result<(), DecodeError> {
         Value::Uuid(n) => ext_value(out, ext::EXT_UUID, &n.to_be_bytes())?,
         Value::Ref(cls, pid, oid) => {
             let mut p = Vec::with_capacity(cls.len() + 16);
-            ext::put_ref(&mut p, cls, *pid, &ObjectId::Num(*oid))?;
+            ext::put_ref(&mut p, cls, *pid, ObjectId::Num(*oid))?;
             ext_value(out, ext::EXT_REF, &p)?;
         }
     }

@@ -2,10 +2,11 @@
 //! object and entry keys, the 25-byte metadata record, and one commit as a write record.
 //! No pyo3 here.
 
-use std::fmt;
 use std::sync::OnceLock;
 
 use crossbeam_channel::{Receiver, Sender};
+
+pub use crate::id::{Identity, ObjectId};
 
 /// Version byte that starts every metadata record.
 pub const META_FORMAT: u8 = 1;
@@ -15,60 +16,46 @@ pub const META_LEN: usize = 25;
 pub const FORMAT_KEY: &[u8] = b"\x00oaas-format";
 /// Value of that record for this layout.
 pub const FORMAT_VALUE: &[u8] = b"oaas-sdk/1";
+/// Byte between the class id and the partition in an object key, and between the object
+/// key and the field name in an entry key.
+pub const KEY_SEP: u8 = 0x00;
+/// Tag byte of a numeric object id (u64 BE follows) in an object key.
+pub const KEY_NUM_ID: u8 = 0x01;
+/// Tag byte of a string object id (UTF-8 follows) in an object key.
+pub const KEY_STR_ID: u8 = 0x02;
 
-/// The object part of an identity: a u64 or a string id.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub enum ObjectId {
-    Num(u64),
-    Str(String),
-}
-
-impl fmt::Display for ObjectId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ObjectId::Num(n) => write!(f, "{n}"),
-            ObjectId::Str(s) => f.write_str(s),
+/// The object key of `(cls_id, partition_id, object_id)` (docs/format.md, "Keys"):
+/// `cls_id UTF-8 | 0x00 | partition_id u32 BE | 0x01 | object_id u64 BE` for numeric ids,
+/// `... | 0x02 | object_id UTF-8` for string ids. The one definition of the key layout in
+/// Rust: the store, the batcher, the entry cache and the bindings all build keys here.
+#[inline]
+pub fn object_key(cls_id: &str, partition_id: u32, object_id: ObjectId<&str>) -> Vec<u8> {
+    let id_len = match object_id {
+        ObjectId::Num(_) => 8,
+        ObjectId::Str(s) => s.len(),
+    };
+    let mut k = Vec::with_capacity(cls_id.len() + 6 + id_len);
+    k.extend_from_slice(cls_id.as_bytes());
+    k.push(KEY_SEP);
+    k.extend_from_slice(&partition_id.to_be_bytes());
+    match object_id {
+        ObjectId::Num(n) => {
+            k.push(KEY_NUM_ID);
+            k.extend_from_slice(&n.to_be_bytes());
+        }
+        ObjectId::Str(s) => {
+            k.push(KEY_STR_ID);
+            k.extend_from_slice(s.as_bytes());
         }
     }
-}
-
-/// Identity of an object: (cls_id, partition_id, object_id).
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct Identity {
-    pub cls_id: String,
-    pub partition_id: u32,
-    pub object_id: ObjectId,
-}
-
-impl fmt::Display for Identity {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}/{}/{}",
-            self.cls_id, self.partition_id, self.object_id
-        )
-    }
+    k
 }
 
 impl Identity {
-    /// The object key: `cls_id | 0x00 | partition u32 BE | 0x01 | id u64 BE` for numeric
-    /// ids, `... | 0x02 | id UTF-8` for string ids.
+    /// This identity's object key ([`object_key`]).
+    #[inline]
     pub fn object_key(&self) -> Vec<u8> {
-        let mut k = Vec::with_capacity(self.cls_id.len() + 14);
-        k.extend_from_slice(self.cls_id.as_bytes());
-        k.push(0);
-        k.extend_from_slice(&self.partition_id.to_be_bytes());
-        match &self.object_id {
-            ObjectId::Num(n) => {
-                k.push(1);
-                k.extend_from_slice(&n.to_be_bytes());
-            }
-            ObjectId::Str(s) => {
-                k.push(2);
-                k.extend_from_slice(s.as_bytes());
-            }
-        }
-        k
+        object_key(&self.cls_id, self.partition_id, self.object_id.as_deref())
     }
 }
 
@@ -76,7 +63,7 @@ impl Identity {
 pub fn entry_prefix(object_key: &[u8]) -> Vec<u8> {
     let mut k = Vec::with_capacity(object_key.len() + 1);
     k.extend_from_slice(object_key);
-    k.push(0);
+    k.push(KEY_SEP);
     k
 }
 
@@ -84,7 +71,7 @@ pub fn entry_prefix(object_key: &[u8]) -> Vec<u8> {
 pub fn entry_key(object_key: &[u8], name: &str) -> Vec<u8> {
     let mut k = Vec::with_capacity(object_key.len() + 1 + name.len());
     k.extend_from_slice(object_key);
-    k.push(0);
+    k.push(KEY_SEP);
     k.extend_from_slice(name.as_bytes());
     k
 }

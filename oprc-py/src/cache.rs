@@ -1,5 +1,5 @@
 //! The pyo3 layer of the entry cache: the interface of `oaas_sdk.cache.EntryCache` over
-//! the Rust cache in `cache`, with lookups and inserts run with the GIL released.
+//! the Rust cache `oprc_core::cache`, with lookups and inserts run with the GIL released.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,10 +8,13 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyString, PyTuple};
 
-use super::cache::{EntryCache, Record};
+use oprc_core::cache::{EntryCache, Record};
+use oprc_core::id::ObjectId;
+use oprc_core::store::layout::object_key;
 
-/// Object key bytes of an identity `(cls_id, partition_id, object_id)`, as in
-/// docs/format.md ("Keys"): the cache needs a key it can hash without the GIL.
+/// Object key bytes of an identity `(cls_id, partition_id, object_id)`
+/// (`oprc_core::store::layout::object_key`): the cache needs a key it can hash without
+/// the GIL.
 fn key_bytes(key: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
     let t = key.cast::<PyTuple>().map_err(|_| {
         PyValueError::new_err("cache key must be (cls_id, partition_id, object_id)")
@@ -25,18 +28,10 @@ fn key_bytes(key: &Bound<'_, PyAny>) -> PyResult<Vec<u8>> {
     let cls = cls.cast::<PyString>()?.to_str()?;
     let pid: u32 = t.get_item(1)?.extract()?;
     let oid = t.get_item(2)?;
-    let mut k = Vec::with_capacity(cls.len() + 14);
-    k.extend_from_slice(cls.as_bytes());
-    k.push(0);
-    k.extend_from_slice(&pid.to_be_bytes());
-    if let Ok(s) = oid.cast::<PyString>() {
-        k.push(2);
-        k.extend_from_slice(s.to_str()?.as_bytes());
-    } else {
-        k.push(1);
-        k.extend_from_slice(&oid.extract::<u64>()?.to_be_bytes());
-    }
-    Ok(k)
+    Ok(match oid.cast::<PyString>() {
+        Ok(s) => object_key(cls, pid, ObjectId::Str(s.to_str()?)),
+        Err(_) => object_key(cls, pid, ObjectId::Num(oid.extract::<u64>()?)),
+    })
 }
 
 fn entries_of(d: &Bound<'_, PyDict>) -> PyResult<Vec<(String, Arc<[u8]>)>> {
@@ -65,8 +60,8 @@ pub struct PyEntryCache {
 
 #[pymethods]
 impl PyEntryCache {
-    /// `max_bytes`: bound on the summed entry bytes plus 64 bytes per object (0 disables
-    /// the cache); `ttl_s`: seconds a record stays valid, or None.
+    /// `max_bytes`: bound on the summed record weights (`oprc_core::cache::weight`, the
+    /// same as the Python cache's; 0 disables the cache); `ttl_s`: seconds a record stays valid, or None.
     #[new]
     #[pyo3(signature = (max_bytes, ttl_s=None, record_type=None))]
     fn new(

@@ -4,6 +4,7 @@
 //! values from what these functions check and return.
 
 use super::msgpack::{err, DecodeError, Reader, Token};
+pub use crate::id::ObjectId;
 
 pub const EXT_BIGINT: i8 = 1;
 pub const EXT_TUPLE: i8 = 2;
@@ -327,15 +328,8 @@ pub fn get_ndarray(data: &[u8]) -> Result<NdHeader<'_>, DecodeError> {
     })
 }
 
-/// The identity an ext 12 payload holds.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ObjectId<'a> {
-    Num(u64),
-    Str(&'a str),
-}
-
 /// Ext 12 payload: exactly `[cls_id: str, partition_id: u32, object_id: u64 | str]`.
-pub fn get_ref(data: &[u8]) -> Result<(&str, u32, ObjectId<'_>), DecodeError> {
+pub fn get_ref(data: &[u8]) -> Result<(&str, u32, ObjectId<&str>), DecodeError> {
     let bad = || DecodeError("ext 12 (reference) payload is not [str, u32, u64 or str]".into());
     let mut r = Reader::new(data);
     if r.read()? != Token::Array(3) {
@@ -367,14 +361,14 @@ pub fn put_ref(
     out: &mut Vec<u8>,
     cls_id: &str,
     partition_id: u32,
-    object_id: &ObjectId<'_>,
+    object_id: ObjectId<&str>,
 ) -> Result<(), DecodeError> {
     use super::msgpack::{write_array_header, write_str, write_u64};
     write_array_header(out, 3)?;
     write_str(out, cls_id.as_bytes())?;
     write_u64(out, u64::from(partition_id));
     match object_id {
-        ObjectId::Num(o) => write_u64(out, *o),
+        ObjectId::Num(o) => write_u64(out, o),
         ObjectId::Str(s) => write_str(out, s.as_bytes())?,
     }
     Ok(())
@@ -473,7 +467,7 @@ mod tests {
     #[test]
     fn ref_payload() {
         let mut out = Vec::new();
-        put_ref(&mut out, "example.Counter", 1, &ObjectId::Str("alice")).unwrap();
+        put_ref(&mut out, "example.Counter", 1, ObjectId::Str("alice")).unwrap();
         assert_eq!(
             get_ref(&out).unwrap(),
             ("example.Counter", 1, ObjectId::Str("alice"))

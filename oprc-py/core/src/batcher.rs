@@ -16,8 +16,9 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
 use smallvec::{smallvec, SmallVec};
 
-use super::layout::{StoredObject, WriteRecord};
-use super::store::{LmdbStore, StoreError};
+use crate::store::layout::{StoredObject, WriteRecord};
+use crate::store::lmdb::LmdbStore;
+use crate::store::StoreError;
 
 /// How one commit ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -103,7 +104,6 @@ impl Ticket {
         }
         s.clone()
     }
-
 }
 
 /// Settings of an engine.
@@ -538,7 +538,7 @@ impl Engine {
                 s.apply(&r);
             } else {
                 stored = Some(StoredObject {
-                    meta: super::layout::Meta {
+                    meta: crate::store::layout::Meta {
                         version: 1,
                         created_ms: r.time_ms,
                         updated_ms: r.time_ms,
@@ -931,7 +931,7 @@ fn write_batch(sh: &Shared, batch: Vec<Queued>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::layout::{Identity, ObjectId};
+    use crate::id::{Identity, ObjectId};
 
     fn rec(oid: u64, expected: u64, v: &[u8]) -> WriteRecord {
         let id = Identity {

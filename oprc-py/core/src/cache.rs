@@ -12,8 +12,24 @@ use moka::notification::RemovalCause;
 use moka::policy::EvictionPolicy;
 use moka::sync::Cache;
 
-/// Per-record bookkeeping counted against the bound besides the entry bytes (bytes).
-pub const OVERHEAD: u64 = 64;
+/// Weight of one record besides its entries (bytes). The weights are those of the
+/// pure-Python cache (`oaas_sdk/cache.py`, measured there on CPython), so one
+/// `cache_max_bytes` holds the same objects in both implementations; checked against
+/// `tests/vectors/cache.json` by `tests/vectors.rs` (and by pytest for Python).
+pub const OBJECT_OVERHEAD: u64 = 360;
+/// Weight of one entry besides its name and value bytes.
+pub const ENTRY_OVERHEAD: u64 = 120;
+
+/// The weight of a record of `entries` (name, value) against the bound:
+/// [`OBJECT_OVERHEAD`] + the sum of [`ENTRY_OVERHEAD`] + name length + value length.
+#[inline]
+pub fn weight<'a>(entries: impl IntoIterator<Item = (&'a str, &'a [u8])>) -> u64 {
+    OBJECT_OVERHEAD
+        + entries
+            .into_iter()
+            .map(|(k, v)| ENTRY_OVERHEAD + (k.len() + v.len()) as u64)
+            .sum::<u64>()
+}
 
 /// A committed object: version, times (ms since the epoch) and entries (name, codec bytes).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,14 +41,9 @@ pub struct Record {
 }
 
 impl Record {
-    /// Weight against the bound: entry names and values plus [`OVERHEAD`].
+    /// Weight against the bound ([`weight`]).
     pub fn weight(&self) -> u64 {
-        OVERHEAD
-            + self
-                .entries
-                .iter()
-                .map(|(k, v)| (k.len() + v.len()) as u64)
-                .sum::<u64>()
+        weight(self.entries.iter().map(|(k, v)| (k.as_str(), &v[..])))
     }
 }
 
@@ -222,7 +233,7 @@ mod tests {
         c.put(b"a".to_vec(), rec(100));
         assert_eq!(c.get(b"a").unwrap().entries[0].1.len(), 100);
         assert_eq!((c.hits(), c.misses()), (1, 1));
-        assert_eq!(c.nbytes(), OVERHEAD + 101);
+        assert_eq!(c.nbytes(), OBJECT_OVERHEAD + ENTRY_OVERHEAD + 101);
         assert_eq!(c.len(), 1);
         c.discard(b"a");
         assert!(c.get(b"a").is_none());
@@ -231,7 +242,7 @@ mod tests {
 
     #[test]
     fn eviction_is_least_recently_used() {
-        let c = EntryCache::new(3 * (OVERHEAD + 101), None);
+        let c = EntryCache::new(3 * (OBJECT_OVERHEAD + ENTRY_OVERHEAD + 101), None);
         for i in 0..3u8 {
             c.put(vec![i], rec(100));
         }

@@ -1,4 +1,5 @@
-//! Python bindings of the engine: `oaas_sdk._native.Engine`, `Ticket`, `MappedFile`.
+//! Python bindings of the engine (`oprc_core::batcher::Engine`): `oaas_sdk._native.Engine`,
+//! `Ticket`, `FailureLog`, and the completions of commits (one token map).
 //! Thin: convert arguments once, release the GIL around every blocking call, map errors
 //! to `oaas_sdk.errors`.
 
@@ -16,10 +17,11 @@ use pyo3::types::{PyBytes, PyDict, PyList, PyString};
 use crate::object::commit::{self, Known, NativeWaiter};
 use crate::object::future::CommitFuture;
 
-use super::batcher::{Engine, EngineConfig, FailureLog, Outcome, Ticket};
-use super::layout::{Identity, ObjectId, WriteRecord};
-use super::mapped::MappedFile;
-use super::store::{LmdbStore, StoreError, DEFAULT_MAP_SIZE, DEFAULT_MAX_MAP_SIZE};
+use oprc_core::batcher::{Engine, EngineConfig, FailureLog, Outcome, Ticket};
+use oprc_core::id::{Identity, ObjectId};
+use oprc_core::store::layout::WriteRecord;
+use oprc_core::store::lmdb::{LmdbStore, DEFAULT_MAP_SIZE, DEFAULT_MAX_MAP_SIZE};
+use oprc_core::store::StoreError;
 
 pyo3::import_exception!(oaas_sdk.errors, StorageError);
 pyo3::import_exception!(oaas_sdk.errors, ConflictError);
@@ -105,18 +107,18 @@ impl PyTicket {
 
 // --- Engine --------------------------------------------------------------------------
 
-#[derive(FromPyObject)]
-enum PyObjectId {
-    Num(u64),
-    Str(String),
-}
-
-impl From<PyObjectId> for ObjectId {
-    fn from(o: PyObjectId) -> ObjectId {
-        match o {
-            PyObjectId::Num(n) => ObjectId::Num(n),
-            PyObjectId::Str(s) => ObjectId::Str(s),
-        }
+/// The object id of a Python call: an int in `[0, 2**64)` or a str (`TypeError` else).
+/// Used as `#[pyo3(from_py_with = object_id)]`.
+pub(crate) fn object_id(ob: &Bound<'_, PyAny>) -> PyResult<ObjectId> {
+    if let Ok(s) = ob.cast::<PyString>() {
+        return Ok(ObjectId::Str(s.to_str()?.to_owned()));
+    }
+    match ob.extract::<u64>() {
+        Ok(n) => Ok(ObjectId::Num(n)),
+        Err(_) => Err(pyo3::exceptions::PyTypeError::new_err(format!(
+            "object_id must be an int in [0, 2**64) or a str, not {}",
+            ob.repr().map_or_else(|_| "?".to_owned(), |r| r.to_string())
+        ))),
     }
 }
 
@@ -381,7 +383,7 @@ impl PyEngine {
         &self,
         cls_id: String,
         partition_id: u32,
-        object_id: PyObjectId,
+        #[pyo3(from_py_with = object_id)] object_id: ObjectId,
         expected_version: u64,
         entries: &Bound<'_, PyDict>,
         deletes: Vec<String>,
@@ -394,7 +396,7 @@ impl PyEngine {
         let identity = Identity {
             cls_id,
             partition_id,
-            object_id: object_id.into(),
+            object_id,
         };
         let mut record = WriteRecord::new(identity, expected_version, time_ms);
         let mut pairs = Vec::with_capacity(entries.len());
@@ -554,13 +556,13 @@ impl PyEngine {
         py: Python<'py>,
         cls_id: String,
         partition_id: u32,
-        object_id: PyObjectId,
+        #[pyo3(from_py_with = object_id)] object_id: ObjectId,
     ) -> PyResult<Option<(u64, i64, i64, Bound<'py, PyDict>)>> {
         let engine = self.engine()?;
         let identity = Identity {
             cls_id,
             partition_id,
-            object_id: object_id.into(),
+            object_id,
         };
         let key = identity.object_key();
         let found = py
@@ -681,108 +683,15 @@ impl Drop for PyEngine {
     }
 }
 
-// --- mapped files --------------------------------------------------------------------
-
-/// A file mapped into memory (memmap2), writable, exposed through the buffer protocol.
-///
-/// `MappedFile(path, size)` creates the file when missing and sizes it to `size` bytes
-/// (an existing file of another size is refused with `ValueError`). `memoryview(m)` and
-/// `numpy.frombuffer(m, ...)` are zero-copy views of the mapping; `flush()` writes dirty
-/// pages to disk (msync) with the GIL released. Raises `StorageError` when the file cannot
-/// be created, sized or mapped.
-#[pyclass(name = "MappedFile", module = "oaas_sdk._native")]
-pub struct PyMappedFile {
-    file: Option<MappedFile>,
-    exports: usize,
-}
-
-impl PyMappedFile {
-    fn get(&self) -> PyResult<&MappedFile> {
-        self.file
-            .as_ref()
-            .ok_or_else(|| PyValueError::new_err("the mapped file is closed"))
-    }
-}
-
-#[pymethods]
-impl PyMappedFile {
-    #[new]
-    fn new(py: Python<'_>, path: PathBuf, size: usize) -> PyResult<Self> {
-        let file = py
-            .detach(move || MappedFile::open(&path, size))
-            .map_err(|e| match e {
-                super::mapped::MapError::SizeMismatch(m) => PyValueError::new_err(m),
-                super::mapped::MapError::Io(m) => StorageError::new_err(m),
-            })?;
-        Ok(PyMappedFile {
-            file: Some(file),
-            exports: 0,
-        })
-    }
-
-    /// Size of the mapping in bytes.
-    fn __len__(&self) -> PyResult<usize> {
-        Ok(self.get()?.len())
-    }
-
-    /// Write dirty pages of the mapping to the file and wait for the disk (msync).
-    fn flush(&self, py: Python<'_>) -> PyResult<()> {
-        let f = self.get()?;
-        py.detach(|| f.flush()).map_err(StorageError::new_err)
-    }
-
-    /// Unmap. Refused with `BufferError` while views of the mapping exist.
-    fn close(&mut self) -> PyResult<()> {
-        if self.exports > 0 {
-            return Err(pyo3::exceptions::PyBufferError::new_err(
-                "cannot close a mapped file while views of it exist",
-            ));
-        }
-        self.file = None;
-        Ok(())
-    }
-
-    /// Buffer protocol: a writable, contiguous, byte-format view of the whole mapping.
-    ///
-    /// # Safety
-    /// Called by CPython with a valid `view` pointer, per the buffer protocol.
-    unsafe fn __getbuffer__(
-        mut slf: PyRefMut<'_, Self>,
-        view: *mut pyo3::ffi::Py_buffer,
-        flags: std::os::raw::c_int,
-    ) -> PyResult<()> {
-        let (ptr, len) = {
-            let f = slf.get()?;
-            (f.as_ptr(), f.len())
-        };
-        let obj = slf.as_ptr();
-        // SAFETY: `view` is valid per the buffer protocol; `ptr..ptr+len` is a live,
-        // writable mapping owned by this object, which stays mapped while `exports > 0`
-        // (close() refuses then, and the buffer holds a reference to this object).
-        unsafe {
-            let rc = pyo3::ffi::PyBuffer_FillInfo(view, obj, ptr.cast(), len as isize, 0, flags);
-            if rc != 0 {
-                return Err(PyErr::fetch(slf.py()));
-            }
-        }
-        slf.exports += 1;
-        Ok(())
-    }
-
-    /// # Safety
-    /// Called by CPython when a view obtained from `__getbuffer__` is released.
-    unsafe fn __releasebuffer__(mut slf: PyRefMut<'_, Self>, _view: *mut pyo3::ffi::Py_buffer) {
-        slf.exports = slf.exports.saturating_sub(1);
-    }
-}
-
 /// Register the engine's Python-facing items on the extension module.
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyEngine>()?;
     m.add_class::<PyTicket>()?;
     m.add_class::<PyFailureLog>()?;
-    m.add_class::<PyMappedFile>()?;
     m.add_function(wrap_pyfunction!(crate::object::front::object_setattr, m)?)?;
-    m.add_function(wrap_pyfunction!(crate::object::front::object_commit_async, m)?)?;
+    m.add_function(wrap_pyfunction!(
+        crate::object::front::object_commit_async,
+        m
+    )?)?;
     crate::object::future::register(m)
 }

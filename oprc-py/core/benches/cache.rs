@@ -10,13 +10,17 @@
 //!
 //! Run: `cargo bench --bench cache` (in `oprc-py/`).
 
+// The allocator of the extension (oprc-py/src/lib.rs), so the figures match it.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::hint::black_box;
 use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
-use oprc_py::data::cache::{EntryCache, Record};
-use oprc_py::engine::layout::{Identity, ObjectId};
+use oprc_core::cache::{EntryCache, Record};
+use oprc_core::id::{Identity, ObjectId};
 
 const OBJECTS: u64 = 10_000;
 const FIELDS: usize = 10;

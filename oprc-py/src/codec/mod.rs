@@ -17,9 +17,9 @@ use pyo3::types::{
     PyByteArray, PyBytes, PyDict, PyFrozenSet, PyList, PySet, PyString, PyTuple, PyType,
 };
 
-use super::ext::{self, Clock, Delta, ObjectId, MAX_DEPTH};
-use super::msgpack::{self as mp, DecodeError, Reader, Token};
-use super::py_fast;
+use crate::ffi as py_fast;
+use oprc_core::codec::ext::{self, Clock, Delta, ObjectId, MAX_DEPTH};
+use oprc_core::codec::msgpack::{self as mp, DecodeError, Reader, Token};
 
 /// Byte values at least this long are not copied into the encoder's scratch buffer: they
 /// are copied once, straight from the Python buffer into the result.
@@ -1738,14 +1738,16 @@ impl Codec {
         Ok(match tok {
             Token::Nil => py.None().into_bound(py),
             Token::Bool(b) => pyo3::types::PyBool::new(py, b).to_owned().into_any(),
-            // SAFETY (these three): the constructors return a new reference or NULL with
+            // SAFETY: the GIL is held; the constructor returns a new reference or NULL with
             // an exception set, which from_owned_ptr_or_err turns into Err.
             Token::Uint(u) => unsafe {
                 Bound::from_owned_ptr_or_err(py, ffi::PyLong_FromUnsignedLongLong(u))?
             },
+            // SAFETY: as for Uint.
             Token::Int(i) => unsafe {
                 Bound::from_owned_ptr_or_err(py, ffi::PyLong_FromLongLong(i))?
             },
+            // SAFETY: as for Uint.
             Token::Float(f) => unsafe {
                 Bound::from_owned_ptr_or_err(py, ffi::PyFloat_FromDouble(f))?
             },
@@ -1764,6 +1766,7 @@ impl Codec {
                     // exception set.
                     let key =
                         unsafe { Bound::from_owned_ptr_or_err(py, self.dec_key_raw(py, r, m))? };
+                    // SAFETY: as for the key.
                     let val = unsafe {
                         Bound::from_owned_ptr_or_err(py, self.dec_raw(py, r, depth + 1, m))?
                     };
@@ -2369,7 +2372,6 @@ impl Codec {
             )
         })
     }
-
 }
 
 impl Codec {

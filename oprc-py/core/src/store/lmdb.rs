@@ -1,5 +1,5 @@
 //! The LMDB store: the environment and layout of `oaas_sdk.stores.lmdb` (`docs/format.md`,
-//! "LMDB environment"), through `lmdb-rkv`, over `vendor/lmdb-rkv-sys`, which builds LMDB
+//! "LMDB environment"), through `lmdb-rkv`, over `oprc-py/vendor/lmdb-rkv-sys`, which builds LMDB
 //! 0.9.36 ([`lmdb_version`]). That LMDB shares data *and lock* files with the `lmdb` PyPI
 //! package (LMDB 0.9.x, lock format 1), so a Python process and a native one can have the
 //! same environment open at once. No pyo3.
@@ -19,6 +19,7 @@ use lmdb::{
 };
 
 use super::layout::{entry_prefix, Meta, StoredObject, WriteRecord, FORMAT_KEY, FORMAT_VALUE};
+use super::{RecordResult, Store, StoreError};
 
 /// Initial map size in bytes (1 GiB); the map doubles when a write finds it full.
 pub const DEFAULT_MAP_SIZE: usize = 1 << 30;
@@ -34,21 +35,6 @@ pub fn lmdb_version() -> (i32, i32, i32) {
     unsafe { lmdb_sys::mdb_version(&mut major, &mut minor, &mut patch) };
     (major, minor, patch)
 }
-
-/// A store failure; the message names the store and why.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct StoreError(pub String);
-
-impl fmt::Display for StoreError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for StoreError {}
-
-/// Result of one record of a batch: written, or refused by the version check.
-pub type RecordResult = Result<(), String>;
 
 /// An LMDB environment in a directory, with databases `meta` and `entries`.
 pub struct LmdbStore {
@@ -374,10 +360,32 @@ fn del(txn: &mut lmdb::RwTransaction<'_>, db: Database, key: &[u8]) -> Result<()
     }
 }
 
+impl Store for LmdbStore {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn read(
+        &self,
+        object_key: &[u8],
+        what: &dyn fmt::Display,
+    ) -> Result<Option<StoredObject>, StoreError> {
+        LmdbStore::read(self, object_key, what)
+    }
+
+    fn scan(&self, prefix: &[u8]) -> Result<Vec<Vec<u8>>, StoreError> {
+        LmdbStore::scan(self, prefix)
+    }
+
+    fn write_batch(&self, records: &[&WriteRecord]) -> Result<Vec<RecordResult>, StoreError> {
+        LmdbStore::write_batch(self, records)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::layout::{Identity, ObjectId};
+    use crate::id::{Identity, ObjectId};
 
     fn rec(oid: u64, expected: u64, entries: &[(&str, &[u8])]) -> WriteRecord {
         let id = Identity {
