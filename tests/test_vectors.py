@@ -96,7 +96,8 @@ def test_native_key_layout_matches_the_vectors(tmp_path: Path) -> None:
         for k in keys:
             engine.submit(k["cls_id"], k["partition_id"], k["object_id"], 0,
                           {k["field"] or "f": b"\xc0"}, time_ms=1).wait(10)
-        stored = {bytes(b).hex() for b in engine.scan(b"")}
+        stored = {bytes(b).hex() for cls in {k["cls_id"] for k in keys}
+                  for b in engine.scan(cls.encode() + b"\x00")}
     finally:
         engine.close()
     assert stored == {k["object_key"] for k in keys}
