@@ -172,8 +172,9 @@ def _cargo_target_dir(manifest: Path) -> Path:
 
 def run_rust(timeout_s: float) -> dict[str, Any]:
     """criterion benchmarks of the Rust core (``cargo bench -p oprc-core`` in the
-    ``oprc-py`` workspace: benches ``codec``, ``cache``, ``batcher`` of ``oprc-py/core``), parsed from the ``bencher`` output format and
-    completed from criterion's own files (see :func:`add_criterion_details`)."""
+    ``oprc-py`` workspace: benches ``codec``, ``cache``, ``batcher`` of ``oprc-py/core``),
+    parsed from the ``bencher`` output format and completed from criterion's own files
+    (see :func:`add_criterion_details`)."""
     manifest = REPO / "oprc-py" / "Cargo.toml"
     benches = manifest.parent / "core" / "benches"
     if not benches.is_dir() or not any(benches.glob("*.rs")):
