@@ -27,6 +27,7 @@ const DAY_US: i64 = 86_400_000_000;
 
 /// Ext 1: checks that a payload is a minimal two's-complement integer outside the
 /// 64-bit range MessagePack ints cover. The caller builds the int from the same bytes.
+#[inline]
 pub fn check_bigint(data: &[u8]) -> Result<(), DecodeError> {
     if data.is_empty() {
         return err("ext 1 (int) with an empty payload");
@@ -63,6 +64,7 @@ fn check_offset(off: i64) -> Result<i64, DecodeError> {
     }
 }
 
+#[inline]
 pub fn put_datetime(out: &mut Vec<u8>, c: &Clock) {
     out.extend_from_slice(&c.year.to_be_bytes());
     out.extend_from_slice(&[c.month, c.day, c.hour, c.minute, c.second]);
@@ -86,6 +88,7 @@ fn be_i64(b: &[u8]) -> i64 {
     i64::from_be_bytes(a)
 }
 
+#[inline]
 pub fn get_datetime(data: &[u8]) -> Result<Clock, DecodeError> {
     if data.len() != 11 && data.len() != 19 {
         return err(format!(
@@ -110,11 +113,13 @@ pub fn get_datetime(data: &[u8]) -> Result<Clock, DecodeError> {
     })
 }
 
+#[inline]
 pub fn put_date(out: &mut Vec<u8>, c: &Clock) {
     out.extend_from_slice(&c.year.to_be_bytes());
     out.extend_from_slice(&[c.month, c.day]);
 }
 
+#[inline]
 pub fn get_date(data: &[u8]) -> Result<Clock, DecodeError> {
     if data.len() != 4 {
         return err(format!(
@@ -130,6 +135,7 @@ pub fn get_date(data: &[u8]) -> Result<Clock, DecodeError> {
     })
 }
 
+#[inline]
 pub fn put_time(out: &mut Vec<u8>, c: &Clock) {
     out.extend_from_slice(&[c.hour, c.minute, c.second]);
     out.extend_from_slice(&c.microsecond.to_be_bytes());
@@ -138,6 +144,7 @@ pub fn put_time(out: &mut Vec<u8>, c: &Clock) {
     }
 }
 
+#[inline]
 pub fn get_time(data: &[u8]) -> Result<Clock, DecodeError> {
     if data.len() != 7 && data.len() != 15 {
         return err(format!(
@@ -168,12 +175,14 @@ pub struct Delta {
     pub microseconds: i32,
 }
 
+#[inline]
 pub fn put_timedelta(out: &mut Vec<u8>, d: &Delta) {
     out.extend_from_slice(&d.days.to_be_bytes());
     out.extend_from_slice(&d.seconds.to_be_bytes());
     out.extend_from_slice(&d.microseconds.to_be_bytes());
 }
 
+#[inline]
 pub fn get_timedelta(data: &[u8]) -> Result<Delta, DecodeError> {
     if data.len() != 12 {
         return err(format!(
@@ -192,6 +201,7 @@ pub fn get_timedelta(data: &[u8]) -> Result<Delta, DecodeError> {
     Ok(d)
 }
 
+#[inline]
 pub fn get_uuid(data: &[u8]) -> Result<u128, DecodeError> {
     if data.len() != 16 {
         return err(format!(
@@ -206,6 +216,7 @@ pub fn get_uuid(data: &[u8]) -> Result<u128, DecodeError> {
 
 /// Whether `s` matches `[<>|][biufcmMS][0-9]+(\[[0-9]*[A-Za-z]+\])?`; returns the item
 /// size (the digits after the kind letter) when it does.
+#[inline]
 pub fn dtype_itemsize(s: &[u8]) -> Option<usize> {
     if s.len() < 3 || !matches!(s[0], b'<' | b'>' | b'|') || !b"biufcmMS".contains(&s[1]) {
         return None;
@@ -240,6 +251,7 @@ pub struct NdHeader<'a> {
     pub data: &'a [u8],
 }
 
+#[inline]
 pub fn put_ndarray_header(
     out: &mut Vec<u8>,
     dtype: &[u8],
@@ -261,12 +273,14 @@ pub fn put_ndarray_header(
     Ok(())
 }
 
+#[inline]
 pub fn ndarray_header_len(dtype: &[u8], ndim: usize) -> usize {
     2 + dtype.len() + 8 * ndim
 }
 
 /// Parses and checks an ext 11 payload before anything is allocated for it: dtype syntax,
 /// dimensions, and that the data length equals `prod(shape) * itemsize` (no overflow).
+#[inline]
 pub fn get_ndarray(data: &[u8]) -> Result<NdHeader<'_>, DecodeError> {
     let n = data.len();
     if n < 2 {
@@ -329,6 +343,7 @@ pub fn get_ndarray(data: &[u8]) -> Result<NdHeader<'_>, DecodeError> {
 }
 
 /// Ext 12 payload: exactly `[cls_id: str, partition_id: u32, object_id: u64 | str]`.
+#[inline]
 pub fn get_ref(data: &[u8]) -> Result<(&str, u32, ObjectId<&str>), DecodeError> {
     let bad = || DecodeError("ext 12 (reference) payload is not [str, u32, u64 or str]".into());
     let mut r = Reader::new(data);
@@ -357,6 +372,7 @@ pub fn get_ref(data: &[u8]) -> Result<(&str, u32, ObjectId<&str>), DecodeError> 
 }
 
 /// Writes the ext 12 payload for an identity.
+#[inline]
 pub fn put_ref(
     out: &mut Vec<u8>,
     cls_id: &str,

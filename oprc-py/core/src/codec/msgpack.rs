@@ -19,6 +19,7 @@ impl fmt::Display for DecodeError {
 
 impl std::error::Error for DecodeError {}
 
+#[inline]
 pub fn err<T>(msg: impl Into<String>) -> Result<T, DecodeError> {
     Err(DecodeError(msg.into()))
 }
@@ -53,6 +54,7 @@ pub struct Small {
 }
 
 impl Small {
+    #[inline]
     pub fn as_slice(&self) -> &[u8] {
         &self.buf[..self.len]
     }
@@ -68,10 +70,12 @@ impl Sink for Small {
     }
 }
 
+#[inline]
 pub fn write_nil(out: &mut impl Sink) {
     out.put_byte(0xc0);
 }
 
+#[inline]
 pub fn write_bool(out: &mut impl Sink, v: bool) {
     out.put_byte(if v { 0xc3 } else { 0xc2 });
 }
@@ -189,6 +193,7 @@ pub fn write_map_header(out: &mut Vec<u8>, len: usize) -> Result<(), DecodeError
 }
 
 /// Ext header for a payload of `len` bytes: fixext when `len` is 1, 2, 4, 8 or 16.
+#[inline]
 pub fn write_ext_header(out: &mut Vec<u8>, len: usize, code: i8) -> Result<(), DecodeError> {
     let fix = match len {
         1 => Some(0xd4),
@@ -207,6 +212,7 @@ pub fn write_ext_header(out: &mut Vec<u8>, len: usize, code: i8) -> Result<(), D
 }
 
 /// Length of the header [`write_ext_header`] writes for a payload of `len` bytes.
+#[inline]
 pub fn ext_header_len(len: usize) -> usize {
     match len {
         1 | 2 | 4 | 8 | 16 => 2,
@@ -242,18 +248,22 @@ pub struct Reader<'a> {
 }
 
 impl<'a> Reader<'a> {
+    #[inline]
     pub fn new(data: &'a [u8]) -> Self {
         Reader { data, pos: 0 }
     }
 
+    #[inline]
     pub fn position(&self) -> usize {
         self.pos
     }
 
+    #[inline]
     pub fn remaining(&self) -> usize {
         self.data.len() - self.pos
     }
 
+    #[inline]
     pub fn is_done(&self) -> bool {
         self.pos == self.data.len()
     }

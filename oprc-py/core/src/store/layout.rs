@@ -60,6 +60,7 @@ impl Identity {
 }
 
 /// Prefix of all entry keys of the object with key `object_key`.
+#[inline]
 pub fn entry_prefix(object_key: &[u8]) -> Vec<u8> {
     let mut k = Vec::with_capacity(object_key.len() + 1);
     k.extend_from_slice(object_key);
@@ -68,6 +69,7 @@ pub fn entry_prefix(object_key: &[u8]) -> Vec<u8> {
 }
 
 /// Entry key of field `name`: `object key | 0x00 | name UTF-8`.
+#[inline]
 pub fn entry_key(object_key: &[u8], name: &str) -> Vec<u8> {
     let mut k = Vec::with_capacity(object_key.len() + 1 + name.len());
     k.extend_from_slice(object_key);
@@ -86,6 +88,7 @@ pub struct Meta {
 
 impl Meta {
     /// The 25-byte record: format u8 (=1), version u64, created i64, updated i64, all BE.
+    #[inline]
     pub fn pack(&self) -> [u8; META_LEN] {
         let mut b = [0u8; META_LEN];
         b[0] = META_FORMAT;
@@ -96,6 +99,7 @@ impl Meta {
     }
 
     /// Inverse of [`Meta::pack`]; `None` when `data` is not a 25-byte record of format 1.
+    #[inline]
     pub fn unpack(data: &[u8]) -> Option<Meta> {
         if data.len() != META_LEN || data[0] != META_FORMAT {
             return None;
@@ -160,6 +164,7 @@ impl Drop for Entries {
 
 impl Entries {
     /// Room for `n` entries of `bytes` name and value bytes in all.
+    #[inline]
     pub fn with_capacity(n: usize, bytes: usize) -> Entries {
         Entries {
             data: Entries::buffer(bytes),
@@ -180,6 +185,7 @@ impl Entries {
         }
     }
 
+    #[inline]
     pub fn push(&mut self, name: &str, value: &[u8]) {
         let start = self.data.len();
         self.data.extend_from_slice(name.as_bytes());
@@ -188,20 +194,24 @@ impl Entries {
         self.value_bytes += value.len();
     }
 
+    #[inline]
     pub fn len(&self) -> usize {
         self.spans.len()
     }
 
+    #[inline]
     pub fn is_empty(&self) -> bool {
         self.spans.is_empty()
     }
 
     /// Bytes of the values (names not counted).
+    #[inline]
     pub fn value_bytes(&self) -> usize {
         self.value_bytes
     }
 
     /// The entries in order.
+    #[inline]
     pub fn iter(&self) -> impl Iterator<Item = (&str, &[u8])> + '_ {
         self.spans.iter().map(move |&(start, n, v)| {
             let name = &self.data[start..start + n];
@@ -213,6 +223,7 @@ impl Entries {
     }
 
     /// Owned copies, as a [`StoredObject`] holds them.
+    #[inline]
     pub fn to_vec(&self) -> Vec<(String, Vec<u8>)> {
         self.iter()
             .map(|(n, v)| (n.to_owned(), v.to_vec()))
@@ -246,6 +257,7 @@ pub struct WriteRecord {
 }
 
 impl WriteRecord {
+    #[inline]
     pub fn new(identity: Identity, expected_version: u64, time_ms: i64) -> WriteRecord {
         let object_key = identity.object_key();
         WriteRecord {
@@ -260,12 +272,14 @@ impl WriteRecord {
     }
 
     /// Bytes of entry values in this record.
+    #[inline]
     pub fn nbytes(&self) -> usize {
         self.entries.value_bytes()
     }
 
     /// The message of the conflict refusing this record when the store holds `found`
     /// (worded as the Python store words it).
+    #[inline]
     pub fn conflict_message(&self, found: u64) -> String {
         let why = if self.expected_version == 0 && !self.delete_object {
             format!("it already exists (version {found})")
@@ -290,6 +304,7 @@ pub struct StoredObject {
 
 impl StoredObject {
     /// Apply a commit that passed the version check (read-your-writes overlay).
+    #[inline]
     pub fn apply(&mut self, r: &WriteRecord) {
         self.meta.version += 1;
         self.meta.updated_ms = r.time_ms;
