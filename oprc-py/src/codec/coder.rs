@@ -82,6 +82,7 @@ pub(crate) fn scalar_bit(t: *mut ffi::PyTypeObject) -> u8 {
 }
 
 /// The scalar types in `types`.
+#[inline]
 pub(crate) fn scalar_bits(types: &[Py<PyType>]) -> u8 {
     types.iter().fold(0, |m, t| {
         m | scalar_bit(t.as_ptr().cast::<ffi::PyTypeObject>())
@@ -233,6 +234,7 @@ impl Coder {
 
     /// `FieldType.encode` on the native backend, once the codec is known to be active
     /// and the value is not one [`Self::encode_scalar`] writes: errors as the Python one.
+    #[inline]
     pub(crate) fn encode<'py>(
         &self,
         py: Python<'py>,
@@ -254,6 +256,7 @@ impl Coder {
 
     /// `FieldType.decode` on the native backend, once the codec is known to be active
     /// and the input is not one [`Self::decode_scalar`] reads: errors as the Python one.
+    #[inline]
     pub(crate) fn decode<'py>(
         &self,
         py: Python<'py>,

@@ -11,6 +11,7 @@ pub(crate) struct MethodDef(pub(crate) std::cell::UnsafeCell<ffi::PyMethodDef>);
 unsafe impl Sync for MethodDef {}
 
 impl MethodDef {
+    #[inline]
     pub(crate) fn get(&self) -> *mut ffi::PyMethodDef {
         self.0.get()
     }
@@ -30,6 +31,7 @@ pub(crate) static FIELD_CLASS: AtomicPtr<ffi::PyTypeObject> = AtomicPtr::new(std
 /// lookup and no argument tuple: exactly what the native `FieldType.encode` does.
 /// `None` when `ft` is not exactly an instance of the installed `FieldType` class (the
 /// caller then calls its `encode` method).
+#[inline]
 pub(crate) fn encode_field<'py>(
     ft: &Bound<'py, PyAny>,
     value: &Bound<'py, PyAny>,
@@ -109,6 +111,7 @@ pub(crate) unsafe fn slot_coder(ft: *mut ffi::PyObject) -> Option<*mut ffi::PyOb
 
 /// Hands a call's result to CPython: a new reference, or NULL with the exception set. A
 /// panic (caught by the caller) becomes a `SerializationError`.
+#[inline]
 pub(crate) fn into_raw(
     py: Python<'_>,
     coder: Option<&Coder>,

@@ -73,6 +73,7 @@ impl KeyCache {
     const BITS: u32 = 9;
     const MAX_LEN: usize = 32;
 
+    #[inline]
     pub(crate) fn new() -> Self {
         KeyCache {
             slots: (0..1usize << Self::BITS)
@@ -85,6 +86,7 @@ impl KeyCache {
         }
     }
 
+    #[inline]
     pub(crate) fn get<'py>(&mut self, py: Python<'py>, s: &[u8]) -> PyResult<Bound<'py, PyAny>> {
         // SAFETY: get_raw returns a new reference or NULL with an exception set.
         unsafe { Bound::from_owned_ptr_or_err(py, self.get_raw(py, s)) }

@@ -88,6 +88,7 @@ pub struct Codec {
     ref_factory: Mutex<Option<Py<PyAny>>>,
 }
 
+#[inline]
 pub(crate) fn ptr_of<T>(t: &Py<T>) -> *mut ffi::PyObject {
     t.as_ptr()
 }
@@ -109,6 +110,7 @@ pub(crate) struct DecodeMode<'py, 'c> {
 }
 
 impl DecodeMode<'_, '_> {
+    #[inline]
     fn key_cache(&mut self) -> Option<&mut KeyCache> {
         if let Some(src) = self.keys_from.take() {
             self.keys = src.try_lock().ok();

@@ -48,6 +48,7 @@ pub(crate) struct Mark {
 }
 
 impl<'py> Out<'py> {
+    #[inline]
     pub(crate) fn new() -> Self {
         let mut buf = SCRATCH.try_with(Cell::take).unwrap_or_default();
         buf.clear();
@@ -60,6 +61,7 @@ impl<'py> Out<'py> {
         }
     }
 
+    #[inline]
     pub(crate) fn mark(&self) -> Mark {
         Mark {
             buf: self.buf.len(),
@@ -68,10 +70,12 @@ impl<'py> Out<'py> {
         }
     }
 
+    #[inline]
     pub(crate) fn len_since(&self, m: Mark) -> usize {
         self.buf.len() - m.buf + self.borrowed - m.borrowed
     }
 
+    #[inline]
     pub(crate) fn reset(&mut self, m: Mark) {
         self.buf.truncate(m.buf);
         self.pieces.truncate(m.pieces);
@@ -80,6 +84,7 @@ impl<'py> Out<'py> {
 
     /// Appends `len` bytes at `ptr`, borrowing them when large. The caller guarantees that
     /// `keep` keeps the memory alive and unmoved.
+    #[inline]
     pub(crate) fn bytes(&mut self, ptr: *const u8, len: usize, keep: Keep<'py>) {
         if len >= PIECE_MIN {
             self.pieces.push(Piece {
@@ -97,6 +102,7 @@ impl<'py> Out<'py> {
         }
     }
 
+    #[inline]
     pub(crate) fn flatten(mut self) -> Vec<u8> {
         if self.pieces.is_empty() {
             return std::mem::take(&mut self.buf);
@@ -113,6 +119,7 @@ impl<'py> Out<'py> {
         v
     }
 
+    #[inline]
     pub(crate) fn into_pybytes(self, py: Python<'py>) -> PyResult<Bound<'py, PyBytes>> {
         if self.pieces.is_empty() {
             return Ok(PyBytes::new(py, &self.buf));

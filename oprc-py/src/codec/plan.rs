@@ -128,6 +128,7 @@ impl PlanNode {
     }
 }
 
+#[inline]
 pub(crate) fn has_type(types: &[Py<PyType>], t: *mut ffi::PyTypeObject) -> bool {
     types
         .iter()
@@ -237,6 +238,7 @@ impl DecPlan {
 impl DecPlan {
     /// Whether decoding may reach an `Any` part, which builds references with the default
     /// reference factory.
+    #[inline]
     pub(crate) fn has_any(&self) -> bool {
         match self {
             // Keys that are not fields decode as under `Any`.

@@ -3,6 +3,7 @@
 use crate::codec::*;
 
 impl Codec {
+    #[inline]
     pub(crate) fn dec_list<'py>(
         &self,
         py: Python<'py>,
@@ -28,6 +29,7 @@ impl Codec {
         Ok(list)
     }
 
+    #[inline]
     pub(crate) fn dec_items<'py>(
         &self,
         py: Python<'py>,
@@ -85,6 +87,7 @@ impl Codec {
         }
     }
 
+    #[inline]
     pub(crate) fn dec_key<'py>(
         &self,
         py: Python<'py>,

@@ -4,6 +4,7 @@
 use crate::codec::*;
 
 impl Codec {
+    #[inline]
     pub(crate) fn make_tz<'py>(
         &self,
         py: Python<'py>,

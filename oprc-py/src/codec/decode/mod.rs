@@ -9,6 +9,7 @@ mod record;
 mod scalar;
 
 impl Codec {
+    #[inline]
     pub(crate) fn dec<'py>(
         &self,
         py: Python<'py>,
@@ -102,6 +103,7 @@ impl Codec {
         }
     }
 
+    #[inline]
     pub(crate) fn check_depth(
         &self,
         py: Python<'_>,

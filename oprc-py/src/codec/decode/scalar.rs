@@ -17,10 +17,12 @@ impl Codec {
         o
     }
 
+    #[inline]
     pub(crate) fn dec_str<'py>(&self, py: Python<'py>, s: &[u8]) -> PyResult<Bound<'py, PyAny>> {
         decode_utf8(py, s).map_err(|e| self.ser_err(py, format!("str is not valid UTF-8: {e}")))
     }
 
+    #[inline]
     pub(crate) fn dec_bin<'py>(
         &self,
         py: Python<'py>,
@@ -36,6 +38,7 @@ impl Codec {
     }
 
     /// A read-only memoryview slice of the decoded input covering `b` (which lies inside it).
+    #[inline]
     pub(crate) fn view_of<'py>(
         &self,
         py: Python<'py>,
@@ -65,6 +68,7 @@ impl Codec {
         Ok(Some(mv.get_item(slice)?))
     }
 
+    #[inline]
     pub(crate) fn dec_bigint<'py>(&self, py: Python<'py>, p: &[u8]) -> PyResult<Bound<'py, PyAny>> {
         ext::check_bigint(p).map_err(|e| self.derr(py, e))?;
         self.int_from_bytes.bind(py).call1((PyBytes::new(py, p),))

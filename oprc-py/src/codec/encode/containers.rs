@@ -4,6 +4,7 @@
 use crate::codec::*;
 
 impl Codec {
+    #[inline]
     pub(crate) fn enc_list<'py>(
         &self,
         v: &Bound<'py, PyAny>,
@@ -90,6 +91,7 @@ impl Codec {
 
     /// Writes an ext header then a payload produced by `body`, which may contain borrowed
     /// pieces: a maximal header is reserved and shrunk once the payload length is known.
+    #[inline]
     pub(crate) fn enc_ext_with<'py>(
         &self,
         py: Python<'py>,
@@ -115,6 +117,7 @@ impl Codec {
         Ok(())
     }
 
+    #[inline]
     pub(crate) fn enc_tuple<'py>(
         &self,
         v: &Bound<'py, PyAny>,
@@ -135,6 +138,7 @@ impl Codec {
         })
     }
 
+    #[inline]
     pub(crate) fn enc_set<'py>(
         &self,
         v: &Bound<'py, PyAny>,

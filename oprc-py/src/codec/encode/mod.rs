@@ -156,6 +156,7 @@ impl Codec {
         self.enc(&prepared, out, depth, false)
     }
 
+    #[inline]
     pub(crate) fn ext(
         &self,
         py: Python<'_>,
@@ -168,6 +169,7 @@ impl Codec {
         Ok(())
     }
 
+    #[inline]
     pub(crate) fn tick(out: &mut Out<'_>, py: Python<'_>) -> PyResult<()> {
         out.ticks += 1;
         if out.ticks >= SIGNAL_EVERY {
@@ -178,6 +180,7 @@ impl Codec {
     }
 
     /// Python's `_prep` for a node, then the result encoded as prepared (no further plan).
+    #[inline]
     pub(crate) fn via_prep<'py>(
         &self,
         prep: &Py<PyAny>,
@@ -305,6 +308,7 @@ impl Codec {
         }
     }
 
+    #[inline]
     pub(crate) fn encode_one<'py>(
         &self,
         py: Python<'py>,

@@ -4,6 +4,7 @@
 use crate::codec::*;
 
 impl Codec {
+    #[inline]
     pub(crate) fn enc_str(&self, v: &Bound<'_, PyAny>, out: &mut Out<'_>) -> PyResult<()> {
         let py = v.py();
         let mut size: ffi::Py_ssize_t = 0;
@@ -20,6 +21,7 @@ impl Codec {
         mp::write_str(&mut out.buf, s).map_err(|e| self.derr(py, e))
     }
 
+    #[inline]
     pub(crate) fn enc_int(&self, v: &Bound<'_, PyAny>, out: &mut Out<'_>) -> PyResult<()> {
         let mut overflow: c_int = 0;
         // SAFETY: `v` is exactly an int; with an overflow flag the call cannot fail.
@@ -40,6 +42,7 @@ impl Codec {
         self.ext(py, out, ext::EXT_BIGINT, payload.as_bytes())
     }
 
+    #[inline]
     pub(crate) fn enc_buffer<'py>(
         &self,
         v: &Bound<'py, PyAny>,

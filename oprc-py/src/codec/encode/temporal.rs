@@ -3,6 +3,7 @@
 use crate::codec::*;
 
 impl Codec {
+    #[inline]
     pub(crate) fn offset_us(&self, v: &Bound<'_, PyAny>) -> PyResult<Option<i64>> {
         if v.getattr("tzinfo")?.is_none() {
             return Ok(None);
@@ -17,6 +18,7 @@ impl Codec {
         Ok(Some((days * 86_400 + secs) * 1_000_000 + us))
     }
 
+    #[inline]
     pub(crate) fn enc_datetime(&self, v: &Bound<'_, PyAny>, out: &mut Out<'_>) -> PyResult<()> {
         let c = Clock {
             year: v.getattr("year")?.extract()?,
@@ -33,6 +35,7 @@ impl Codec {
         self.ext(v.py(), out, ext::EXT_DATETIME, &p)
     }
 
+    #[inline]
     pub(crate) fn enc_time(&self, v: &Bound<'_, PyAny>, out: &mut Out<'_>) -> PyResult<()> {
         let c = Clock {
             hour: v.getattr("hour")?.extract()?,
