@@ -6,6 +6,8 @@
 //! after the batch's first record (or at a flush marker), and writes the batch in one
 //! transaction. Each ticket then completes with its own outcome. Until written, a record
 //! stays in the pending overlay so reads see every acknowledged commit (read-your-writes).
+//! The engine writes through the [`Store`] trait (`Engine<S: Store = LmdbStore>`): the
+//! LMDB store today, the room of a native Redis store (`store::redis`) next.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
@@ -18,7 +20,7 @@ use smallvec::{smallvec, SmallVec};
 
 use crate::store::layout::{StoredObject, WriteRecord};
 use crate::store::lmdb::LmdbStore;
-use crate::store::StoreError;
+use crate::store::{Store, StoreError};
 
 /// How one commit ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -294,9 +296,9 @@ impl std::borrow::Borrow<[u8]> for PendingKey {
     }
 }
 
-struct Shared {
+struct Shared<S> {
     doorbell: Doorbell,
-    store: LmdbStore,
+    store: S,
     pending: Mutex<PendingMap>,
     stats: Mutex<Stats>,
     depth: AtomicI64,
@@ -319,10 +321,11 @@ struct Shared {
 /// See [`Engine::set_notifier`].
 pub type Notifier = Box<dyn Fn() + Send + Sync>;
 
-/// Batches commits from every object and persists them on a background thread.
-pub struct Engine {
+/// Batches commits from every object and persists them on a background thread, into a
+/// [`Store`] (the LMDB store unless said otherwise).
+pub struct Engine<S: Store = LmdbStore> {
     cfg: EngineConfig,
-    shared: Arc<Shared>,
+    shared: Arc<Shared<S>>,
     tx: Sender<Msg>,
     /// The persister thread, to unpark.
     persister: std::thread::Thread,
@@ -376,9 +379,9 @@ fn fork_generation() -> Result<u64, StoreError> {
     Ok(0)
 }
 
-impl Engine {
+impl<S: Store> Engine<S> {
     /// Start an engine over `store`: spawns the persister thread.
-    pub fn start(store: LmdbStore, cfg: EngineConfig) -> Result<Engine, StoreError> {
+    pub fn start(store: S, cfg: EngineConfig) -> Result<Engine<S>, StoreError> {
         let generation = fork_generation()?;
         let shared = Arc::new(Shared {
             doorbell: Doorbell {
@@ -416,7 +419,7 @@ impl Engine {
         })
     }
 
-    pub fn store(&self) -> &LmdbStore {
+    pub fn store(&self) -> &S {
         &self.shared.store
     }
 
@@ -435,13 +438,13 @@ impl Engine {
         if self.closed.load(Ordering::Acquire) {
             return Err(StoreError(format!(
                 "{}: the engine is closed",
-                self.shared.store.name
+                self.shared.store.name()
             )));
         }
         if !self.is_owner() {
             return Err(StoreError(format!(
                 "{}: the engine belongs to the parent process (fork); configure again",
-                self.shared.store.name
+                self.shared.store.name()
             )));
         }
         Ok(())
@@ -510,7 +513,7 @@ impl Engine {
         {
             return Err(StoreError(format!(
                 "{}: the persister stopped",
-                self.shared.store.name
+                self.shared.store.name()
             )));
         }
         Ok(ack)
@@ -685,7 +688,7 @@ impl Engine {
     }
 }
 
-impl Drop for Engine {
+impl<S: Store> Drop for Engine<S> {
     fn drop(&mut self) {
         if self.is_owner() {
             self.close();
@@ -741,7 +744,7 @@ fn next_msg(bell: &Doorbell, rx: &Receiver<Msg>, want: usize, deadline: Option<I
     }
 }
 
-fn persister(sh: Arc<Shared>, rx: Receiver<Msg>, cfg: EngineConfig) {
+fn persister<S: Store>(sh: Arc<Shared<S>>, rx: Receiver<Msg>, cfg: EngineConfig) {
     let mut stop = false;
     // Wait `batch_max_delay` for more commits only when the last batch had company, and
     // only until as many commits as it had are in (its committers are back): a lone
@@ -823,7 +826,7 @@ fn persister(sh: Arc<Shared>, rx: Receiver<Msg>, cfg: EngineConfig) {
     }
 }
 
-fn write_batch(sh: &Shared, batch: Vec<Queued>) {
+fn write_batch<S: Store>(sh: &Shared<S>, batch: Vec<Queued>) {
     if batch.is_empty() {
         return;
     }
