@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging as _logging
 
-from ._native_loader import native_available
+from ._backend import native_available
 from .compat import (
     DebugContext,
     DebugLevel,

@@ -69,9 +69,10 @@ class Engine:
     Raises ``StorageError`` when the store cannot be opened (a file, a corrupt or foreign
     environment, no permission)."""
 
-    def __init__(self, path: str, *, durability: str = "sync", batch_max_entries: int = 4096,
-                 batch_max_delay_ms: float = 2.0, map_size: int = 1 << 30,
-                 max_map_size: int = 1 << 40, pending_max_bytes: int = 256 << 20) -> None: ...
+    def __init__(self, path: str, *, durability: str, batch_max_entries: int,
+                 batch_max_delay_ms: float, pending_max_bytes: int, map_size: int = 1 << 30,
+                 max_map_size: int = 1 << 40) -> None:
+        """The settings without defaults come from ``OaasConfig`` (``ENGINE_DEFAULTS``)."""
     @property
     def name(self) -> str: ...
     def submit(self, cls_id: str, partition_id: int, object_id: int | str,

@@ -31,6 +31,7 @@ from collections.abc import Awaitable, Callable
 from types import ModuleType
 from typing import Any, Protocol
 
+from .config import ENGINE_DEFAULTS as _D
 from .errors import StorageError
 from .stores import ObjectKey, Store, StoredObject, WriteRecord, apply_record
 
@@ -213,8 +214,10 @@ class Engine:
     to wait for).
     """
 
-    def __init__(self, store: Store, *, durability: str = "sync", batch_max_entries: int = 4096,
-                 batch_max_delay_ms: float = 2.0, pending_max_bytes: int = 256 << 20,
+    def __init__(self, store: Store, *, durability: str = _D["durability"],
+                 batch_max_entries: int = _D["batch_max_entries"],
+                 batch_max_delay_ms: float = _D["batch_max_delay_ms"],
+                 pending_max_bytes: int = _D["pending_max_bytes"],
                  inline: bool = False) -> None:
         self.store = store
         self.durability = durability
@@ -511,9 +514,11 @@ class NativeEngine:
     Raises :class:`StorageError` when the store cannot be opened.
     """
 
-    def __init__(self, native: ModuleType, path: str, *, durability: str = "sync",
-                 batch_max_entries: int = 4096, batch_max_delay_ms: float = 2.0,
-                 pending_max_bytes: int = 256 << 20, **store_options: int) -> None:
+    def __init__(self, native: ModuleType, path: str, *, durability: str = _D["durability"],
+                 batch_max_entries: int = _D["batch_max_entries"],
+                 batch_max_delay_ms: float = _D["batch_max_delay_ms"],
+                 pending_max_bytes: int = _D["pending_max_bytes"],
+                 **store_options: int) -> None:
         from .stores.lmdb import claim_environment, release_environment
 
         self._claim: object | None = claim_environment(path, "the native engine")

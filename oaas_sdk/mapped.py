@@ -161,32 +161,27 @@ def mapped(size: int | None = None, *, shape: tuple[int, ...] | int | None = Non
 def mapped_path(obj: OaasObject, name: str) -> str | None:
     """File of field ``name`` of ``obj``: ``<store dir>/mapped/<object key hex>/<name>``,
     or ``None`` with the memory store."""
-    rt = obj._oaas_rt
+    rt = obj._oaas_state.rt
     kind, loc = parse_storage_url(rt.store_url)
     if kind != "lmdb":
         return None
     directory, _ = lmdb_location(loc)
-    m = obj._oaas_meta
+    m = obj._oaas_state.meta
     okey = object_key_bytes((m.cls_id, m.partition_id, m.object_id))
     return os.path.join(directory, "mapped", okey.hex(), name)
 
 
 def _open(obj: OaasObject, f: MappedField) -> Any:
-    path = mapped_path(obj, f.name)
-    native = obj._oaas_rt.native
-    if native is not None and path is not None:
-        return native.MappedFile(path, f.size)
-    return PyMappedFile(path, f.size)
+    return obj._oaas_state.rt.backend.mapped_file(mapped_path(obj, f.name), f.size)
 
 
 def _maps(obj: OaasObject) -> dict[str, tuple[Any, Any]]:
-    """The object's open mapped fields: name -> (file handle, view). Kept as an attribute,
-    never through ``obj.__dict__`` (which would slow every attribute read on CPython 3.11)."""
-    try:
-        maps: dict[str, tuple[Any, Any]] = object.__getattribute__(obj, "_oaas_maps")
-    except AttributeError:
-        maps = {}
-        object.__setattr__(obj, "_oaas_maps", maps)
+    """The object's open mapped fields: name -> (file handle, view), kept in its
+    :class:`~oaas_sdk.model.state.ObjectState` (``maps``)."""
+    st = obj._oaas_state
+    maps = st.maps
+    if maps is None:
+        maps = st.maps = {}
     return maps
 
 

@@ -229,18 +229,19 @@ _Snapshot = tuple[dict[str, Any], dict[str, bytes], set[str], frozenset[str]]
 def _snapshot(obj: OaasObject) -> _Snapshot:
     """What a rollback needs: the fields' current values (mutable ones also encoded, as
     in-place changes would alter the objects themselves), dirty and materialised sets."""
-    cls = type(obj)
-    fields = cls._oaas_fields
-    live = obj._oaas_live
+    st = obj._oaas_state
+    fields = type(obj)._oaas_fields
+    live = st.live
     values = {n: _get(obj, n) for n, f in fields.items() if not f.mutable or n in live}
     encoded = {n: fields[n].ftype.encode(values[n]) for n in live}
-    return values, encoded, set(obj._oaas_dirty), frozenset(live)
+    return values, encoded, set(st.dirty), frozenset(live)
 
 
 def _rollback(obj: OaasObject, snap: _Snapshot) -> None:
     values, encoded, dirty, live_before = snap
     fields = type(obj)._oaas_fields
-    live = obj._oaas_live
+    st = obj._oaas_state
+    live = st.live
     for n in live - live_before:
         _del(obj, n)  # decoded during the call: the next read decodes committed bytes again
     live.clear()
@@ -249,10 +250,10 @@ def _rollback(obj: OaasObject, snap: _Snapshot) -> None:
         _set(obj, n, v)
     for n, data in encoded.items():
         _set(obj, n, fields[n].ftype.decode(data))
-    obj._oaas_dirty.clear()
-    obj._oaas_dirty.update(dirty)
-    rt = obj._oaas_rt
-    if not dirty and obj._oaas_version != 0:
+    st.dirty.clear()
+    st.dirty.update(dirty)
+    rt = st.rt
+    if not dirty and st.version != 0:
         rt.dirty.pop(id(obj), None)
 
 
@@ -267,11 +268,11 @@ async def _call_async(spec: MethodSpec, obj: OaasObject, args: tuple[Any, ...],
     reentrant = oid in held
     turn = None
     token = None
+    st = obj._oaas_state
     if not reentrant:
-        turn = obj._oaas_turn
+        turn = st.turn
         if turn is None:
-            turn = Turn()
-            object.__setattr__(obj, "_oaas_turn", turn)
+            turn = st.turn = Turn()
         if turn.locked:
             await turn.acquire()
         else:
@@ -295,7 +296,7 @@ async def _call_async(spec: MethodSpec, obj: OaasObject, args: tuple[Any, ...],
                     raise _exhausted(spec, e) from e
                 attempt += 1
                 await asyncio.sleep(spec.retry_delay)
-        if not reentrant and obj._oaas_rt.config.auto_commit and obj._oaas_needs_commit():
+        if not reentrant and st.rt.config.auto_commit and obj._oaas_needs_commit():
             await obj.commit_async()
         return result if spec._return_model is None else spec.convert_result(result)
     finally:
@@ -341,10 +342,10 @@ def _call_sync(spec: MethodSpec, obj: OaasObject, args: tuple[Any, ...],
     outer = oid in held  # a call on this object up the chain commits after us
     turn = None
     if not outer and not spec.stateless and _in_running_loop():
-        turn = obj._oaas_turn
+        st = obj._oaas_state
+        turn = st.turn
         if turn is None:
-            turn = Turn()
-            object.__setattr__(obj, "_oaas_turn", turn)
+            turn = st.turn = Turn()
         if turn.locked:
             raise RuntimeError(
                 f"{type(obj).__name__}.{spec.attr_name}() is a sync method called while "
@@ -368,7 +369,7 @@ def _call_sync(spec: MethodSpec, obj: OaasObject, args: tuple[Any, ...],
                     raise _exhausted(spec, e) from e
                 attempt += 1
                 time.sleep(spec.retry_delay)
-        if (not outer and not spec.stateless and obj._oaas_rt.config.auto_commit
+        if (not outer and not spec.stateless and obj._oaas_state.rt.config.auto_commit
                 and obj._oaas_needs_commit()):
             obj.commit()
     finally:

@@ -31,6 +31,7 @@ from . import codec
 from .engine import thrown
 from .errors import ConflictError, ObjectNotFound, SerializationError
 from .mapped import MappedField, flush_mapped
+from .model.state import STATE_ATTR, UNCACHED, ObjectState
 from .runtime import Runtime, current
 
 if typing.TYPE_CHECKING:
@@ -176,7 +177,7 @@ class _FieldRepr(reprlib.Repr):
 
     def repr1(self, x: Any, level: int) -> str:
         if isinstance(x, OaasObject):
-            m = x._oaas_meta
+            m = x._oaas_state.meta
             return f"<{type(x).__name__} {m.cls_id}/{m.partition_id}/{m.object_id}>"
         return super().repr1(x, level)
 
@@ -186,8 +187,6 @@ _REPR.maxstring = _REPR.maxother = 60
 _REPR.maxlist = _REPR.maxtuple = _REPR.maxset = _REPR.maxfrozenset = _REPR.maxdict = 8
 _REPR.maxlevel = 3
 
-# The stale mark of objects whose runtime has no entry cache (the memory store).
-_UNCACHED: list[int] = [0, 0]
 # The SDK never touches ``obj.__dict__`` of an OaaS object: on CPython 3.11 materialising it
 # turns every later attribute read into the slow path (2-3x). These keep inline values.
 _get = object.__getattribute__
@@ -266,20 +265,9 @@ class OaasObject:
     """
 
     # No __slots__: CPython's specialised attribute load is fastest on plain instance
-    # attributes (a "__dict__" slot more than doubles the cost of a read). Internal state
-    # lives beside the fields under names starting with "_oaas_" (never field names).
-    _oaas_meta: ObjectMeta
-    _oaas_version: int
-    _oaas_committed: dict[str, bytes]
-    _oaas_dirty: set[str]
-    _oaas_parked: dict[str, Any]
-    _oaas_live: set[str]
-    _oaas_turn: Any
-    _oaas_deleted: bool
-    _oaas_created_ms: int
-    _oaas_updated_ms: int
-    _oaas_rt: Runtime
-    _oaas_stale: list[int] | None  # this object's mark in rt.cache_stale, once committed
+    # attributes (a "__dict__" slot more than doubles the cost of a read). The SDK's
+    # bookkeeping is one ObjectState in the attribute "_oaas_state" (never a field name).
+    _oaas_state: ObjectState  # the SDK's bookkeeping of this object (model/state.py)
 
     _oaas_fields: ClassVar[dict[str, FieldInfo]] = {}
     _oaas_mutable: ClassVar[tuple[str, ...] | None] = None
@@ -381,19 +369,7 @@ class OaasObject:
         if not cls._oaas_ready:
             cls._oaas_finalize()
         obj = object.__new__(cls)
-        sa = object.__setattr__
-        sa(obj, "_oaas_meta", meta)
-        sa(obj, "_oaas_version", 0)
-        sa(obj, "_oaas_committed", {})
-        sa(obj, "_oaas_dirty", set())
-        sa(obj, "_oaas_parked", {})
-        sa(obj, "_oaas_live", set())
-        sa(obj, "_oaas_turn", None)
-        sa(obj, "_oaas_deleted", False)
-        sa(obj, "_oaas_created_ms", 0)
-        sa(obj, "_oaas_updated_ms", 0)
-        sa(obj, "_oaas_rt", rt)
-        sa(obj, "_oaas_stale", None)
+        _set(obj, STATE_ATTR, ObjectState(meta, rt))
         return obj
 
     @classmethod
@@ -418,16 +394,15 @@ class OaasObject:
             raise ConflictError(f"cannot create {cls._oaas_cls_id}/{pid}/{oid}: it already "
                                 f"exists; use {cls.__name__}.load({oid!r})")
         obj = cls._blank(rt, ObjectMeta(cls._oaas_cls_id, pid, oid))
+        st = obj._oaas_state
         for name, f in cls._oaas_fields.items():
             _set(obj, name, f.new_default())
-        obj._oaas_live.update(cls._oaas_mutable_fields())
+        st.live.update(cls._oaas_mutable_fields())
         for name, value in values.items():
             if name not in cls._oaas_fields:
                 raise TypeError(f"{cls.__name__}.create(): unknown field {name!r}")
             setattr(obj, name, value)
-        now = _now_ms()
-        object.__setattr__(obj, "_oaas_created_ms", now)
-        object.__setattr__(obj, "_oaas_updated_ms", now)
+        st.created_ms = st.updated_ms = _now_ms()
         rt.identity[key] = obj
         rt.dirty[id(obj)] = obj
         return obj
@@ -444,7 +419,7 @@ class OaasObject:
         pid = rt.config.oprc_partition_default if partition_id is None else partition_id
         key: ObjectKey = (cls._oaas_cls_id, pid, obj_id)
         obj = rt.identity.get(key)
-        if obj is not None and not obj._oaas_deleted:
+        if obj is not None and not obj._oaas_state.deleted:
             return obj  # type: ignore[return-value]
         check_identity(cls._oaas_cls_id, pid, obj_id)
         # While an instance with commits the cache lacks is alive (or awaiting its
@@ -489,13 +464,13 @@ class OaasObject:
         for name, f in type(self)._oaas_fields.items():
             if not f.mutable:
                 decoded[name] = self._oaas_decode(name, f, entries.get(name))
-        sa = object.__setattr__
-        sa(self, "_oaas_version", stored.version)
-        sa(self, "_oaas_committed", entries)
-        sa(self, "_oaas_created_ms", stored.created_ms)
-        sa(self, "_oaas_updated_ms", stored.updated_ms)
+        st = self._oaas_state
+        st.version = stored.version
+        st.committed = entries
+        st.created_ms = stored.created_ms
+        st.updated_ms = stored.updated_ms
         for name, value in decoded.items():
-            sa(self, name, value)
+            _set(self, name, value)
 
     @classmethod
     def __oaas_from_identity__(cls, cls_id: str, partition_id: int,
@@ -512,23 +487,23 @@ class OaasObject:
 
     @property
     def __oaas_identity__(self) -> tuple[str, int, int | str]:
-        m = self._oaas_meta
+        m = self._oaas_state.meta
         return (m.cls_id, m.partition_id, m.object_id)
 
     @property
     def meta(self) -> ObjectMeta:
         """Identity of this object (cls_id, partition_id, object_id)."""
-        return self._oaas_meta
+        return self._oaas_state.meta
 
     @property
     def object_id(self) -> int | str:
         """The object's id (u64 or string)."""
-        return self._oaas_meta.object_id
+        return self._oaas_state.meta.object_id
 
     @property
     def version(self) -> int:
         """Committed version this process knows (0: never committed)."""
-        return self._oaas_version
+        return self._oaas_state.version
 
     @property
     def session(self) -> Session:
@@ -536,14 +511,14 @@ class OaasObject:
         every object with uncommitted changes (see :class:`~oaas_sdk.compat.Session`)."""
         from .compat import Session
 
-        return Session(self._oaas_rt)
+        return Session(self._oaas_state.rt)
 
     def as_ref(self) -> ObjectRef:
         """An :class:`~oaas_sdk.ObjectRef` to this object: identity only; calls on it go
         through the engine."""
         from .ref import ObjectRef
 
-        m = self._oaas_meta
+        m = self._oaas_state.meta
         return ObjectRef(m.cls_id, m.object_id, m.partition_id)
 
     def __repr__(self) -> str:
@@ -552,7 +527,7 @@ class OaasObject:
         field through the object: nothing is decoded into it or marked as read."""
         cls = type(self)
         try:
-            m = self._oaas_meta
+            m = self._oaas_state.meta
         except AttributeError:  # not made by create/load
             return f"<{cls.__name__} (uninitialised)>"
         parts = [f"object_id={m.object_id!r}"]
@@ -570,11 +545,12 @@ class OaasObject:
         """A field's value for display, leaving the object as it was: never through the
         lazy descriptor (which would mark the object read), never loading a referenced
         object (references show as ``ObjectRef``)."""
-        if not f.mutable or name in self._oaas_live:
+        st = self._oaas_state
+        if not f.mutable or name in st.live:
             return _get(self, name)  # in the instance (mutable: decoded and live)
-        if name in self._oaas_parked:
-            return self._oaas_parked[name]
-        data = self._oaas_committed.get(name)
+        if name in st.parked:
+            return st.parked[name]
+        data = st.committed.get(name)
         if data is None:
             return f.new_default()
         if _has_reference(f.ftype.hint):
@@ -583,10 +559,11 @@ class OaasObject:
 
     # -- field access ---------------------------------------------------------------------
     def _oaas_materialize(self, name: str, f: FieldInfo) -> Any:
-        parked = self._oaas_parked
+        st = self._oaas_state
+        parked = st.parked
         if name in parked:
             return parked.pop(name)
-        return self._oaas_decode(name, f, self._oaas_committed.get(name))
+        return self._oaas_decode(name, f, st.committed.get(name))
 
     def _oaas_decode(self, name: str, f: FieldInfo, data: bytes | None) -> Any:
         if data is None:
@@ -594,7 +571,7 @@ class OaasObject:
         try:
             return f.ftype.decode(data)
         except SerializationError as e:
-            m = self._oaas_meta
+            m = self._oaas_state.meta
             raise SerializationError(f"{m.cls_id}/{m.partition_id}/{m.object_id} field "
                                      f"{name!r}: stored entry is corrupt: {e}") from None
 
@@ -610,13 +587,14 @@ class OaasObject:
         if type(value) not in c[0]:  # exact type of the field: nothing to convert
             value = c[1].coerce(value, owner=cls.__name__, field=name)
         _set(self, name, value)
+        st = self._oaas_state
         if c[2]:  # a mutable field: live from now on (only mutable fields are parked)
-            self._oaas_live.add(name)
-            if self._oaas_parked:
-                self._oaas_parked.pop(name, None)
-        dirty = self._oaas_dirty
+            st.live.add(name)
+            if st.parked:
+                st.parked.pop(name, None)
+        dirty = st.dirty
         if not dirty:  # invariant: an object with dirty fields is in the dirty registry
-            self._oaas_rt.dirty[id(self)] = self
+            st.rt.dirty[id(self)] = self
         dirty.add(name)
 
     @classmethod
@@ -643,41 +621,43 @@ class OaasObject:
 
     # -- commit ---------------------------------------------------------------------------
     def _oaas_needs_commit(self) -> bool:
-        return bool(self._oaas_dirty or self._oaas_version == 0 or self._oaas_live)
+        st = self._oaas_state
+        return bool(st.dirty or st.version == 0 or st.live)
 
     def _oaas_prepare(self) -> WriteRecord | None:
         """Encode what changed since the last commit into a write record (None: nothing)."""
-        m = self._oaas_meta
-        if self._oaas_deleted:
+        st = self._oaas_state
+        m = st.meta
+        if st.deleted:
             raise ObjectNotFound(f"{m.cls_id}/{m.partition_id}/{m.object_id} was deleted")
         cls = type(self)
         if cls._oaas_mapped:
             flush_mapped(self)  # mapped bytes are durable before the commit resolves
         conv = cls._oaas_conv or cls._oaas_build_conv()
-        live = self._oaas_live
+        live = st.live
         name = ""
         try:
-            if live or self._oaas_version == 0:
+            if live or st.version == 0:
                 entries = self._oaas_encode_changed(conv)
                 if entries is None:
                     self._oaas_settle()
                     return None
             else:  # only assignments since the last commit: encode exactly those
                 entries = {}
-                for name in self._oaas_dirty:
+                for name in st.dirty:
                     entries[name] = conv[name][1].encode(_get(self, name))
                 if not entries:
                     self._oaas_settle()
                     return None
         except (TypeError, SerializationError) as e:
             raise self._oaas_encode_error(e, name) from None
-        return WriteRecord((m.cls_id, m.partition_id, m.object_id), self._oaas_version,
+        return WriteRecord((m.cls_id, m.partition_id, m.object_id), st.version,
                            entries, time_ms=_now_ms())
 
     def _oaas_encode_error(self, e: TypeError | SerializationError,
                            name: str = "") -> TypeError | SerializationError:
         """``e`` reworded to name the class, field and object whose value failed."""
-        m = self._oaas_meta
+        m = self._oaas_state.meta
         name = getattr(e, "_oaas_field", name)
         return type(e)(f"{type(self).__name__}.{name} of {m.cls_id}/{m.partition_id}/"
                        f"{m.object_id}: {e}")
@@ -687,18 +667,19 @@ class OaasObject:
         """Entries of a new object (every field), or of assigned fields and of live
         mutable fields whose bytes changed in place. ``None`` when nothing changed."""
         fields = type(self)._oaas_fields
-        live = self._oaas_live
-        dirty = self._oaas_dirty
-        committed = self._oaas_committed
-        new = self._oaas_version == 0
+        st = self._oaas_state
+        live = st.live
+        dirty = st.dirty
+        committed = st.committed
+        new = st.version == 0
         entries: dict[str, bytes] = {}
         names: Any = fields if new else dirty | live
         for name in names:
             _, ft, mutable = conv[name]
             if not mutable or name in live:
                 value = _get(self, name)
-            elif name in self._oaas_parked:
-                value = self._oaas_parked[name]
+            elif name in st.parked:
+                value = st.parked[name]
             else:  # never read: write what is committed (or the default)
                 value = self._oaas_materialize(name, fields[name])
                 _set(self, name, value)
@@ -717,10 +698,11 @@ class OaasObject:
 
     def _oaas_settle(self) -> None:
         """After a commit: park mutable fields so their next read marks the object again."""
-        live = self._oaas_live
-        rt = self._oaas_rt
+        st = self._oaas_state
+        live = st.live
+        rt = st.rt
         if live:  # only objects with live fields are in rt.touched
-            parked = self._oaas_parked
+            parked = st.parked
             for n in live:
                 parked[n] = _get(self, n)
                 _del(self, n)  # object.__delattr__ keeps CPython's inline values (fast reads)
@@ -736,15 +718,16 @@ class OaasObject:
         (``Runtime.cache_stale``: loads read through the engine), and the object's
         finalizer puts its committed state into the cache when it is dropped.
         """
-        committed = self._oaas_committed
-        undo = (self._oaas_version, committed.copy(), self._oaas_dirty)
+        st = self._oaas_state
+        committed = st.committed
+        undo = (st.version, committed.copy(), st.dirty)
         committed.update(record.entries)
         version = record.expected_version + 1
-        _set(self, "_oaas_version", version)
-        _set(self, "_oaas_updated_ms", record.time_ms)
-        _set(self, "_oaas_dirty", set())
+        st.version = version
+        st.updated_ms = record.time_ms
+        st.dirty = set()
         self._oaas_settle()
-        mark = self._oaas_stale
+        mark = st.stale
         if mark is None:
             self._oaas_mark_stale(record.key, version)
         else:
@@ -752,9 +735,10 @@ class OaasObject:
         return undo
 
     def _oaas_mark_stale(self, key: ObjectKey, version: int) -> None:
-        rt = self._oaas_rt
+        st = self._oaas_state
+        rt = st.rt
         if not rt.cache_enabled:
-            _set(self, "_oaas_stale", _UNCACHED)
+            st.stale = UNCACHED
             return
         mark = rt.cache_stale.get(key)
         if mark is None:
@@ -762,24 +746,24 @@ class OaasObject:
         else:  # an older instance of this object awaits its finalizer
             mark[0] += 1
             mark[1] = max(mark[1], version)
-        _set(self, "_oaas_stale", mark)
+        st.stale = mark
 
     def __del__(self) -> None:
         # Hand the committed state to the entry cache (see _oaas_apply). Only the newest
         # instance of an object writes it; the key stays stale until every instance with
         # commits the cache lacks is gone.
         try:
-            mark = self._oaas_stale
-            if mark is None or mark is _UNCACHED:
+            st = _get(self, STATE_ATTR)
+            mark = st.stale
+            if mark is None or mark is UNCACHED:
                 return
-            rt = self._oaas_rt
-            m = self._oaas_meta
+            rt = st.rt
+            m = st.meta
             key = (m.cls_id, m.partition_id, m.object_id)
             try:
-                if not self._oaas_deleted and self._oaas_version >= mark[1]:
-                    rt.cache.put(key, StoredObject(self._oaas_version, self._oaas_created_ms,
-                                                   self._oaas_updated_ms,
-                                                   self._oaas_committed))
+                if not st.deleted and st.version >= mark[1]:
+                    rt.cache.put(key, StoredObject(st.version, st.created_ms,
+                                                   st.updated_ms, st.committed))
             finally:
                 mark[0] -= 1
                 if mark[0] <= 0 and rt.cache_stale.get(key) is mark:
@@ -796,21 +780,22 @@ class OaasObject:
                            undo: tuple[int, dict[str, bytes], set[str]]) -> None:
         """Undo of a commit of the fields ``entries`` (names) that failed."""
         version, old, dirty = undo
-        if self._oaas_version == new_version:
-            object.__setattr__(self, "_oaas_version", version)
-        committed = self._oaas_committed
+        st = self._oaas_state
+        if st.version == new_version:
+            st.version = version
+        committed = st.committed
         for n in entries:
             b = old.get(n)
             if b is None:
                 committed.pop(n, None)
             else:
                 committed[n] = b
-        self._oaas_dirty.update(dirty)
-        self._oaas_dirty.update(entries)
-        rt = self._oaas_rt
-        mark = self._oaas_stale
-        if mark is not None and mark is not _UNCACHED:
-            mark[1] = self._oaas_version
+        st.dirty.update(dirty)
+        st.dirty.update(entries)
+        rt = st.rt
+        mark = st.stale
+        if mark is not None and mark is not UNCACHED:
+            mark[1] = st.version
         rt.cache.discard(key)
         rt.dirty[id(self)] = self
 
@@ -826,7 +811,7 @@ class OaasObject:
         record = self._oaas_prepare()
         if record is None:
             return
-        rt = self._oaas_rt
+        rt = self._oaas_state.rt
         ticket = rt.engine.submit(record)
         undo = self._oaas_apply(record)
         try:
@@ -846,9 +831,10 @@ class OaasObject:
         a coroutine as well as an awaitable: ``asyncio.run`` and ``asyncio.create_task``
         take it, as they take oaas-sdk2-py's ``async def commit_async``.
         """
-        eng = self._oaas_rt.engine
-        if (eng.commit_object is not None and self._oaas_version and not self._oaas_live
-                and not self._oaas_deleted and not type(self)._oaas_mapped):
+        st = self._oaas_state
+        eng = st.rt.engine
+        if (eng.commit_object is not None and st.version and not st.live
+                and not st.deleted and not type(self)._oaas_mapped):
             return self._oaas_commit_native(eng)
         try:
             record = self._oaas_prepare()
@@ -887,11 +873,12 @@ class OaasObject:
         ``submit`` and ``_oaas_apply``); a durable commit's future is made, and resolved,
         by the engine (``NativeEngine.commit_object_future``), which also runs
         ``_oaas_undo_entries`` when the commit fails."""
-        if not self._oaas_dirty:
-            self._oaas_rt.dirty.pop(id(self), None)
+        st = self._oaas_state
+        if not st.dirty:
+            st.rt.dirty.pop(id(self), None)
             return _DONE
         encoders = type(self)._oaas_encoders or type(self)._oaas_build_encoders()
-        fresh = self._oaas_stale is None
+        fresh = st.stale is None
         if eng.acks_at_submit:  # durability="async": acknowledged once queued
             try:
                 eng.commit_object(self, encoders)
@@ -900,7 +887,7 @@ class OaasObject:
             except BaseException as e:
                 return _failed(e)
             if fresh:
-                self._oaas_mark_stale(self._oaas_key(), self._oaas_version)
+                self._oaas_mark_stale(self._oaas_key(), st.version)
             return _DONE
         try:
             loop = asyncio.get_running_loop()
@@ -913,7 +900,7 @@ class OaasObject:
         except BaseException as e:
             return _failed(e)
         if fresh:
-            self._oaas_mark_stale(self._oaas_key(), self._oaas_version)
+            self._oaas_mark_stale(self._oaas_key(), st.version)
         return fut
 
     async def _oaas_commit_in_loop(self) -> None:
@@ -922,7 +909,7 @@ class OaasObject:
         await self.commit_async()
 
     def _oaas_key(self) -> ObjectKey:
-        m = self._oaas_meta
+        m = self._oaas_state.meta
         return (m.cls_id, m.partition_id, m.object_id)
 
     def refresh(self) -> None:
@@ -931,76 +918,57 @@ class OaasObject:
         Use after a :class:`ConflictError` to see the other writer's state. Raises
         :class:`ObjectNotFound` when the object no longer exists.
         """
-        rt = self._oaas_rt
-        m = self._oaas_meta
+        st = self._oaas_state
+        rt = st.rt
+        m = st.meta
         key = (m.cls_id, m.partition_id, m.object_id)
         rt.cache.discard(key)
         stored = rt.engine.read(key)
         if stored is None:
             raise ObjectNotFound(f"{m.cls_id}/{m.partition_id}/{m.object_id} not found")
         self._oaas_apply_stored(stored)  # raises before changing anything
-        for n in self._oaas_live:
+        for n in st.live:
             _del(self, n)
-        self._oaas_live.clear()
-        self._oaas_parked.clear()
-        self._oaas_dirty.clear()
+        st.live.clear()
+        st.parked.clear()
+        st.dirty.clear()
         rt.dirty.pop(id(self), None)
         rt.touched.pop(id(self), None)
 
     # -- delete ---------------------------------------------------------------------------
     def _oaas_delete_record(self) -> WriteRecord | None:
-        m = self._oaas_meta
+        st = self._oaas_state
+        m = st.meta
         key = (m.cls_id, m.partition_id, m.object_id)
-        rt = self._oaas_rt
-        object.__setattr__(self, "_oaas_deleted", True)
+        rt = st.rt
+        st.deleted = True
         rt.dirty.pop(id(self), None)
         rt.touched.pop(id(self), None)
         if rt.identity.get(key) is self:
             del rt.identity[key]
         rt.cache.discard(key)
-        if self._oaas_version == 0:
+        if st.version == 0:
             return None
-        return WriteRecord(key, self._oaas_version, delete_object=True, time_ms=_now_ms())
+        return WriteRecord(key, st.version, delete_object=True, time_ms=_now_ms())
 
     def delete(self) -> None:
         """Delete this object from the store (blocking). Later loads raise ObjectNotFound."""
         record = self._oaas_delete_record()
         if record is not None:
-            self._oaas_rt.engine.submit(record).wait()
+            self._oaas_state.rt.engine.submit(record).wait()
 
     async def delete_async(self) -> None:
         """Delete this object from the store; resolves as :meth:`commit_async` does."""
         record = self._oaas_delete_record()
         if record is None:
             return
-        eng = self._oaas_rt.engine
+        eng = self._oaas_state.rt.engine
         if eng.acks_at_submit:
             error = eng.submit(record).error
             if error is not None:
                 raise error
             return
         await eng.submit_future(record, asyncio.get_running_loop())
-
-
-def use_native_methods(native: Any, native_engine: bool = True) -> None:
-    """Make ``OaasObject.__setattr__`` and, when the runtime's engine will be the native
-    one (``native_engine``: an LMDB store), ``OaasObject.commit_async`` the native methods
-    of ``native`` (``oaas_sdk._native``; one call with no Python frame, same behaviour as
-    the Python definitions above, which the native ``commit_async`` calls for every case
-    but the one-call commit), or, with ``None``, the Python definitions again. Called by
-    ``Runtime.__init__`` with the implementation it configures."""
-    global _native_methods
-    if native is None:
-        OaasObject.__setattr__ = _PY_SETATTR  # type: ignore[method-assign]
-        OaasObject.commit_async = _PY_COMMIT_ASYNC  # type: ignore[method-assign]
-        return
-    if _native_methods is None or _native_methods[0] is not native:
-        _native_methods = (native, native.object_setattr(OaasObject),
-                           native.object_commit_async(OaasObject))
-    OaasObject.__setattr__ = _native_methods[1]  # type: ignore[method-assign]
-    # On the Python engine the native commit_async could only call the Python one.
-    OaasObject.commit_async = (  # type: ignore[method-assign]
-        _native_methods[2] if native_engine else _PY_COMMIT_ASYNC)
 
 
 class _LazyField:
@@ -1024,8 +992,9 @@ class _LazyField:
         f = cls._oaas_fields[name]
         value = obj._oaas_materialize(name, f)
         _set(obj, name, value)
-        obj._oaas_live.add(name)
-        obj._oaas_rt.touched[id(obj)] = obj
+        st = obj._oaas_state
+        st.live.add(name)
+        st.rt.touched[id(obj)] = obj
         return value
 
 
@@ -1092,12 +1061,11 @@ def _is_classvar(hint: Any) -> bool:
     return hint is ClassVar or typing.get_origin(hint) is ClassVar
 
 
-# The Python __setattr__ and commit_async (the reference; pure-Python implementation) and
-# the native ones of the last extension module used (see use_native_methods), which find
-# the Python commit_async and the awaitables it returns on the class.
+# The Python __setattr__ and commit_async (the reference; pure-Python implementation). The
+# seam (oaas_sdk/_backend.py) installs them, or the native ones, which find the Python
+# commit_async and the awaitables it returns on the class.
 _PY_SETATTR = OaasObject.__dict__["__setattr__"]
 _PY_COMMIT_ASYNC = OaasObject.__dict__["commit_async"]
 OaasObject._oaas_py_commit_async = _PY_COMMIT_ASYNC
 OaasObject._oaas_done = _DONE
 OaasObject._oaas_failed = staticmethod(_failed)
-_native_methods: tuple[Any, Any, Any] | None = None

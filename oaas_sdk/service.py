@@ -147,7 +147,7 @@ class OaasService:
         seen = {id(o) for o in objs}
         objs.extend(o for i, o in list(touched.items()) if i not in seen)
         for o in objs:  # still candidates until their commit settles them
-            if o._oaas_dirty or o._oaas_version == 0:
+            if o._oaas_state.dirty or o._oaas_state.version == 0:
                 rt.dirty[id(o)] = o
             else:
                 rt.touched[id(o)] = o

@@ -128,10 +128,10 @@ def _spec_of(cls: type[OaasObject], fn_id: str) -> Any:
 def _forget(obj: OaasObject) -> None:
     """Drop an object created for this call that must not be persisted, unless another
     call is using it meanwhile (holds or awaits its turn): that call then decides."""
-    turn = obj._oaas_turn
+    turn = obj._oaas_state.turn
     if turn is not None and (turn.locked or turn.waiters):
         return
-    rt = obj._oaas_rt
+    rt = obj._oaas_state.rt
     m = obj.meta
     rt.dirty.pop(id(obj), None)
     key = (m.cls_id, m.partition_id, m.object_id)

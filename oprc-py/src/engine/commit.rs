@@ -14,19 +14,20 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PySet, PyString, PyTuple};
 
-use super::front::set_plain;
 use super::future::CommitFuture;
 use super::layout::{Entries, Identity, ObjectId, WriteRecord};
+use super::state::ObjectState;
 
 /// An object's commit, encoded and not yet queued.
 pub(super) struct Prepared<'py> {
     /// Field name and its new bytes, in the record's order.
     encoded: Vec<(Bound<'py, PyString>, Bound<'py, PyBytes>)>,
+    state: ObjectState<'py>,
     committed: Bound<'py, PyDict>,
     dirty: Bound<'py, PySet>,
     version: u64,
     time_ms: i64,
-    /// `_oaas_rt` and `_oaas_stale` when the caller read them already.
+    /// The state's `rt` and `stale` when the caller read them already.
     rt: Option<Bound<'py, PyAny>>,
     stale: Option<Bound<'py, PyAny>>,
 }
@@ -34,39 +35,37 @@ pub(super) struct Prepared<'py> {
 /// The bookkeeping the native `commit_async` reads to decide on the one-call commit,
 /// handed on so that [`prepare`] and [`apply`] do not read it again.
 pub(super) struct Known<'py> {
+    pub state: ObjectState<'py>,
     pub version: u64,
     pub dirty: Bound<'py, PySet>,
     pub rt: Bound<'py, PyAny>,
     pub stale: Bound<'py, PyAny>,
 }
 
-/// Read `obj`'s bookkeeping and encode its dirty fields into the commit's record with
+/// Read `obj`'s state ([`ObjectState`]) and encode its dirty fields into the commit's record with
 /// `encoders[name]` (the field's `FieldType`; its native `encode` is called directly).
 /// Nothing on the object changes. `known`: the version, dirty set, runtime and stale mark
 /// when the caller read them already (else they are read here). Errors: an encoding error
 /// unchanged, with the field's name as its `_oaas_field` attribute; `TypeError` /
-/// `AttributeError` when the object lacks the bookkeeping; `ValueError` when a dirty
-/// field has no encoder.
+/// `AttributeError` when the object lacks its state; `ValueError` when a dirty field has
+/// no encoder.
 pub(super) fn prepare<'py>(
     obj: &Bound<'py, PyAny>,
     encoders: &Bound<'py, PyDict>,
     known: Option<Known<'py>>,
 ) -> PyResult<(WriteRecord, Prepared<'py>)> {
     let py = obj.py();
-    let meta = obj.getattr(intern!(py, "_oaas_meta"))?;
-    let (version, dirty, rt, stale) = match known {
-        Some(k) => (k.version, k.dirty, Some(k.rt), Some(k.stale)),
-        None => (
-            obj.getattr(intern!(py, "_oaas_version"))?.extract()?,
-            obj.getattr(intern!(py, "_oaas_dirty"))?
-                .cast_into::<PySet>()?,
-            None,
-            None,
-        ),
+    let (state, version, dirty, rt, stale) = match known {
+        Some(k) => (k.state, k.version, k.dirty, Some(k.rt), Some(k.stale)),
+        None => {
+            let state = ObjectState::of(obj)?;
+            let version = state.version()?.extract()?;
+            let dirty = state.dirty()?;
+            (state, version, dirty, None, None)
+        }
     };
-    let committed = obj
-        .getattr(intern!(py, "_oaas_committed"))?
-        .cast_into::<PyDict>()?;
+    let meta = state.meta()?;
+    let committed = state.committed()?;
     let object_id = meta.getattr(intern!(py, "object_id"))?;
     let identity = Identity {
         cls_id: meta.getattr(intern!(py, "cls_id"))?.extract()?,
@@ -117,6 +116,7 @@ pub(super) fn prepare<'py>(
     record.entries = entries;
     let prepared = Prepared {
         encoded,
+        state,
         committed,
         dirty,
         version,
@@ -159,32 +159,23 @@ impl<'py> Prepared<'py> {
     }
 }
 
-/// Apply a queued commit to `obj`, as `OaasObject._oaas_apply` does: the new bytes go
-/// into `_oaas_committed`, `_oaas_version` and `_oaas_updated_ms` (ms since the Unix
-/// epoch) are set through `object.__setattr__`, `_oaas_dirty` is emptied, the object
-/// leaves its runtime's dirty registry (`_oaas_rt.dirty`, keyed by `id(obj)`), and
-/// `_oaas_stale[1]` takes the new version when it is a list. Nothing here fails on a
-/// well-formed object.
+/// Apply a queued commit to `obj`, as `OaasObject._oaas_apply` does, on its state: the
+/// new bytes go into `committed`, `version` and `updated_ms` (ms since the Unix epoch) are
+/// set, `dirty` is emptied, the object leaves its runtime's dirty registry (`rt.dirty`,
+/// keyed by `id(obj)`), and `stale[1]` takes the new version when it is a list. Nothing
+/// here fails on a well-formed object.
 pub(super) fn apply<'py>(obj: &Bound<'py, PyAny>, p: Prepared<'py>) -> PyResult<()> {
     let py = obj.py();
     for (name, data) in p.encoded {
         p.committed.set_item(name, data)?;
     }
     let new_version = p.version + 1;
-    set_plain(
-        obj,
-        intern!(py, "_oaas_version"),
-        new_version.into_pyobject(py)?.as_any(),
-    )?;
-    set_plain(
-        obj,
-        intern!(py, "_oaas_updated_ms"),
-        p.time_ms.into_pyobject(py)?.as_any(),
-    )?;
+    p.state.set_version(new_version)?;
+    p.state.set_updated_ms(p.time_ms)?;
     p.dirty.clear();
     let rt = match p.rt {
         Some(rt) => rt,
-        None => obj.getattr(intern!(py, "_oaas_rt"))?,
+        None => p.state.rt()?,
     };
     let registry = rt.getattr(intern!(py, "dirty"))?.cast_into::<PyDict>()?;
     // Present: an object with dirty fields is in the registry (one lookup, not two).
@@ -195,7 +186,7 @@ pub(super) fn apply<'py>(obj: &Bound<'py, PyAny>, p: Prepared<'py>) -> PyResult<
     }
     let stale = match p.stale {
         Some(stale) => stale,
-        None => obj.getattr(intern!(py, "_oaas_stale"))?,
+        None => p.state.stale()?,
     };
     if let Ok(mark) = stale.cast_into::<PyList>() {
         mark.set_item(1, new_version)?;

@@ -18,10 +18,11 @@ use pyo3::ffi;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyDict, PySet, PyTuple, PyType};
+use pyo3::types::{PyDict, PyTuple, PyType};
 
 use super::commit::Known;
 use super::py::{Failed, PyEngine};
+use super::state::ObjectState;
 
 use crate::data::py_codec::MethodDef;
 
@@ -72,23 +73,19 @@ fn setattr(
             .call_method(intern!(py, "coerce"), (value,), Some(&kw))?
     };
     set_plain(obj, name, &value)?;
+    let state = ObjectState::of(obj)?;
     if field.get_item(2)?.is_truthy()? {
-        obj.getattr(intern!(py, "_oaas_live"))?
-            .cast_into::<PySet>()?
-            .add(name)?;
-        let parked = obj
-            .getattr(intern!(py, "_oaas_parked"))?
-            .cast_into::<PyDict>()?;
+        state.live()?.add(name)?;
+        let parked = state.parked()?;
         if !parked.is_empty() && parked.contains(name)? {
             parked.del_item(name)?;
         }
     }
-    let dirty = obj
-        .getattr(intern!(py, "_oaas_dirty"))?
-        .cast_into::<PySet>()?;
+    let dirty = state.dirty()?;
     if dirty.is_empty() {
         // Invariant: an object with dirty fields is in the dirty registry.
-        obj.getattr(intern!(py, "_oaas_rt"))?
+        state
+            .rt()?
             .getattr(intern!(py, "dirty"))?
             .cast_into::<PyDict>()?
             .set_item(obj.as_ptr() as usize, obj)?;
@@ -215,7 +212,8 @@ fn runs_here(event_loop: &Bound<'_, PyAny>) -> PyResult<bool> {
 fn commit_async_fast<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py, PyAny>>> {
     let py = obj.py();
     let cls = obj.get_type();
-    let rt = obj.getattr(intern!(py, "_oaas_rt"))?;
+    let state = ObjectState::of(obj)?;
+    let rt = state.rt()?;
     let eng = rt.getattr(intern!(py, "_engine"))?;
     if eng.is_none() {
         return Ok(None);
@@ -224,19 +222,17 @@ fn commit_async_fast<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py,
     let Ok(native) = native.cast::<PyEngine>() else {
         return Ok(None);
     };
-    let version = obj.getattr(intern!(py, "_oaas_version"))?;
-    let stale = obj.getattr(intern!(py, "_oaas_stale"))?;
+    let version = state.version()?;
+    let stale = state.stale()?;
     if !version.is_truthy()?
-        || obj.getattr(intern!(py, "_oaas_live"))?.is_truthy()?
-        || obj.getattr(intern!(py, "_oaas_deleted"))?.is_truthy()?
+        || !state.live()?.is_empty()
+        || state.deleted()?
         || cls.getattr(intern!(py, "_oaas_mapped"))?.is_truthy()?
         || stale.is_none()
     {
         return Ok(None);
     }
-    let dirty = obj
-        .getattr(intern!(py, "_oaas_dirty"))?
-        .cast_into::<PySet>()?;
+    let dirty = state.dirty()?;
     if dirty.is_empty() {
         rt.getattr(intern!(py, "dirty"))?
             .cast_into::<PyDict>()?
@@ -251,6 +247,7 @@ fn commit_async_fast<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py,
         return Ok(None);
     }
     let known = Known {
+        state,
         version: version.extract()?,
         dirty,
         rt,

@@ -17,6 +17,7 @@ pub mod mapped;
 mod py;
 pub mod raw;
 pub mod runtime;
+mod state;
 pub mod store;
 
 pub use py::register;

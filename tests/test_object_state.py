@@ -1,0 +1,46 @@
+"""The object-state contract: one ``ObjectState`` per instance, whose slot names Python
+(``oaas_sdk/model/state.py``) and Rust (``oprc-py/src/engine/state.rs``) define alike."""
+
+from __future__ import annotations
+
+import pytest
+
+from oaas_sdk.model.state import STATE_ATTR, STATE_FIELDS, ObjectState, state_of
+
+from .conftest import _need_impl
+from .models import Counter
+
+
+def test_rust_and_python_name_the_same_slots() -> None:
+    _need_impl("native")
+    from oaas_sdk import _native
+
+    assert _native.OBJECT_STATE_ATTR == STATE_ATTR
+    assert tuple(_native.OBJECT_STATE_FIELDS) == STATE_FIELDS
+    assert STATE_FIELDS == ObjectState.__slots__
+
+
+async def test_one_state_per_object_holds_the_bookkeeping(sdk) -> None:
+    a = Counter.create(obj_id=1, count=2)
+    b = Counter.create(obj_id=2)
+    st = state_of(a)
+    assert isinstance(st, ObjectState) and st is not state_of(b)
+    assert (st.meta.object_id, st.version, st.dirty, st.deleted) == (1, 0, {"count"}, False)
+    assert st.created_ms == st.updated_ms > 0
+    await a.commit_async()
+    assert (st.version, st.dirty, st.committed["count"]) == (1, set(), b"\x02")
+    a.count = 3
+    assert st.dirty == {"count"}
+    await a.commit_async()  # on LMDB with native="on": the one-call native commit
+    assert (st.version, st.dirty, st.committed["count"]) == (2, set(), b"\x03")
+    assert state_of(a) is st  # the same record for the object's whole life
+    # No other bookkeeping on the instance: fields and the state only.
+    names = {n for n in vars(a) if n.startswith("_oaas")}
+    assert names == {STATE_ATTR}
+
+
+def test_an_object_not_made_by_create_or_load_has_no_state() -> None:
+    obj = object.__new__(Counter)
+    with pytest.raises(AttributeError):
+        state_of(obj)
+    assert "uninitialised" in repr(obj)
