@@ -44,10 +44,10 @@ from .invocation import (
     ObjectInvocationRequest,
     ResponseStatus,
 )
-from .mapped import Mapped, mapped
-from .methods import constructor, function, getter, method, setter
-from .object import OaasObject, ObjectMeta, field
-from .ref import ObjectRef, ref
+from .model.mapped import Mapped, mapped
+from .model.methods import constructor, function, getter, method, setter
+from .model.object import OaasObject, ObjectMeta, field
+from .model.ref import ObjectRef, ref
 from .service import AgentError, OaasService, ServerError, oaas
 
 __version__ = "0.1.0"

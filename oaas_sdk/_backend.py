@@ -112,7 +112,7 @@ class Backend:
         :class:`~oaas_sdk.mapped.PyMappedFile` (same files, same bytes)."""
         if self.native is not None and path is not None:
             return self.native.MappedFile(path, size)
-        from .mapped import PyMappedFile
+        from .model.mapped import PyMappedFile
 
         return PyMappedFile(path, size)
 
@@ -162,7 +162,7 @@ def _install_object_methods(native: ModuleType | None, native_engine: bool) -> N
     calls for every case but the one-call commit), or, with ``None``, the Python
     definitions again."""
     global _object_methods
-    from .object import _PY_COMMIT_ASYNC, _PY_SETATTR, OaasObject
+    from .model.object import _PY_COMMIT_ASYNC, _PY_SETATTR, OaasObject
 
     if native is None:
         OaasObject.__setattr__ = _PY_SETATTR  # type: ignore[method-assign]

@@ -29,7 +29,7 @@ from .stores import (
 )
 
 if TYPE_CHECKING:
-    from .object import OaasObject
+    from .model.object import OaasObject
 
 __all__ = ["Runtime", "current", "configure", "shutdown"]
 

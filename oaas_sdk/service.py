@@ -11,11 +11,12 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from . import methods as _m
 from . import runtime as _rt
 from .config import OaasConfig
 from .errors import OaasError
-from .object import _CLASSES, OaasObject, class_by_id, registered_classes
+from .model import methods as _m
+from .model.object import OaasObject
+from .model.registry import _CLASSES, class_by_id, registered_classes
 
 if TYPE_CHECKING:
     from .rpc.server import ServerHandle

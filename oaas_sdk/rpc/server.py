@@ -42,8 +42,8 @@ from ..invocation import (
     ObjectInvocationRequest,
     ResponseStatus,
 )
-from ..methods import invoke
-from ..object import OaasObject, class_by_id
+from ..model.methods import invoke
+from ..model.object import OaasObject, class_by_id
 from . import messages as _pb
 from .payload import RESULT_HEADER, decode_args, encode_result, signature_of
 
