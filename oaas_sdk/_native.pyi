@@ -137,13 +137,18 @@ class MappedFile(Buffer):
         """msync (MS_SYNC) with the GIL released."""
     def close(self) -> None: ...
 
+OBJECT_STATE_ATTR: str
+"""The instance attribute holding an object's ``ObjectState`` (``"_oaas_state"``)."""
+OBJECT_STATE_FIELDS: tuple[str, ...]
+"""The ``ObjectState`` slot names the native layer reads (``oaas_sdk.model.state``)."""
+
 def object_setattr(cls: type) -> Any:
     """A method descriptor of ``cls`` (``OaasObject``) running the native ``__setattr__``
-    (``object.use_native_methods`` installs it)."""
+    (the seam, ``oaas_sdk._backend``, installs it)."""
 
 def object_commit_async(cls: type) -> Any:
     """A method descriptor of ``cls`` (``OaasObject``) running the native ``commit_async``:
-    the one-call commit, else ``cls._oaas_py_commit_async`` (``object.use_native_methods``
+    the one-call commit, else ``cls._oaas_py_commit_async`` (``oaas_sdk._backend``
     installs it)."""
 
 def raw_batched_writes(path: str, n_commits: int, n_fields: int = 10, value_len: int = 100,
