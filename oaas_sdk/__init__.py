@@ -44,10 +44,13 @@ from .invocation import (
     ObjectInvocationRequest,
     ResponseStatus,
 )
-from .model.mapped import Mapped, mapped
-from .model.methods import constructor, function, getter, method, setter
-from .model.object import OaasObject, ObjectMeta, field
-from .model.ref import ObjectRef, ref
+
+# Through the old module paths (aliases of oaas_sdk.model.*): importing them here first
+# keeps the package attributes ``mapped`` and ``ref`` the functions, not the modules.
+from .mapped import Mapped, mapped
+from .methods import constructor, function, getter, method, setter
+from .object import OaasObject, ObjectMeta, field
+from .ref import ObjectRef, ref
 from .service import AgentError, OaasService, ServerError, oaas
 
 __version__ = "0.1.0"

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 
 from oaas_sdk.model.state import STATE_ATTR, STATE_FIELDS, ObjectState, state_of
@@ -44,3 +46,20 @@ def test_an_object_not_made_by_create_or_load_has_no_state() -> None:
     with pytest.raises(AttributeError):
         state_of(obj)
     assert "uninitialised" in repr(obj)
+
+
+def test_old_module_paths_are_the_model_modules() -> None:
+    import oaas_sdk
+    import oaas_sdk.mapped
+    import oaas_sdk.methods
+    import oaas_sdk.object
+    import oaas_sdk.ref
+    from oaas_sdk import model
+    from oaas_sdk.model import mapped, methods, object, ref
+
+    assert model is not None
+    assert (oaas_sdk.object, oaas_sdk.methods) == (object, methods)
+    assert (sys.modules["oaas_sdk.mapped"], sys.modules["oaas_sdk.ref"]) == (mapped, ref)
+    # Importing the old paths leaves the package's functions of the same names alone.
+    assert callable(oaas_sdk.mapped) and oaas_sdk.mapped is mapped.mapped
+    assert oaas_sdk.ref is ref.ref
