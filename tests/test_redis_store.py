@@ -432,7 +432,7 @@ def test_created_ids_are_unique_across_processes(shared_url: str) -> None:
 
 
 def test_object_id_layout_and_fork(monkeypatch: pytest.MonkeyPatch) -> None:
-    from oaas_sdk import object as obj
+    from oaas_sdk.model import registry as obj
 
     fixed = (obj._EPOCH_MS + 123_456) * 1_000_000
     monkeypatch.setattr(obj, "_time_ns", lambda: fixed)

@@ -35,8 +35,10 @@ from .fields import (
     _type_hints,
     field,
 )
+from .fields import _resolve_hint as _resolve_hint  # re-exported (old oaas_sdk.object)
 from .mapped import MappedField, flush_mapped
 from .methods import collect_methods
+from .registry import _CLASSES as _CLASSES  # re-exported (old oaas_sdk.object)
 from .registry import (
     ObjectMeta,
     _now_ms,

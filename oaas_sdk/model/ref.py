@@ -98,7 +98,7 @@ class ObjectRef:
         local = class_by_id(self.cls_id)
         route = current().config.route_for(self.cls_id, served_here=local is not None)
         if route is not None:  # served by another process: call over the OaaS protocol
-            from .rpc.client import remote_method
+            from ..rpc.client import remote_method
 
             return remote_method(route, self.cls_id, self.object_id, self.partition_id,
                                  local, name)
