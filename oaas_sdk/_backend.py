@@ -18,6 +18,7 @@ from . import codec
 from .errors import ConfigError
 
 if TYPE_CHECKING:
+    from .cache import Cache
     from .config import OaasConfig
     from .engine import AnyEngine
     from .stores import Store
@@ -77,13 +78,13 @@ class Backend:
         """``"native"`` or ``"python"``."""
         return "native" if self.native is not None else "python"
 
-    def entry_cache(self, max_bytes: int, ttl_s: float | None) -> Any:
+    def entry_cache(self, max_bytes: int, ttl_s: float | None) -> Cache:
         """A fresh entry cache bounded by ``max_bytes`` (0: caches nothing) whose entries
-        expire after ``ttl_s`` seconds (``None``: never); see oaas_sdk/cache.py."""
-        from .stores import StoredObject
-
+        expire after ``ttl_s`` seconds (``None``: never); see oaas_sdk/cache/."""
         if self.native is not None:
-            return self.native.EntryCache(max_bytes, ttl_s, StoredObject)
+            from .cache._native import native_entry_cache
+
+            return native_entry_cache(self.native, max_bytes, ttl_s)
         from .cache import EntryCache
 
         return EntryCache(max_bytes, ttl_s)

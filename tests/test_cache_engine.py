@@ -33,7 +33,7 @@ def test_cache_bounded_by_bytes_evicts_lru():
 
 def test_cache_ttl_expires(monkeypatch):
     now = [1000.0]
-    monkeypatch.setattr("oaas_sdk.cache.time.monotonic", lambda: now[0])
+    monkeypatch.setattr("oaas_sdk.cache._fallback.time.monotonic", lambda: now[0])
     c = EntryCache(max_bytes=10_000, ttl_s=5)
     c.put(("c", 0, 1), obj(10))
     now[0] += 4.9

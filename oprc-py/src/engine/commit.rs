@@ -1,12 +1,12 @@
 //! The native front end of `OaasObject.commit_async` for objects changed by assignments
-//! only (oaas_sdk/object.py, `_oaas_commit_native`): read the object's bookkeeping and
+//! only (oaas_sdk/model/object.py, `_oaas_commit_native`): read the object's bookkeeping and
 //! encode its assigned fields ([`prepare`]), queue the record (`Engine::submit`, in
 //! `py`), apply it to the object ([`apply`]), and, for durable commits, the future the
 //! caller awaits ([`NativeWaiter`]): resolved here, on the event loop's thread, when the
 //! persister reports the commit's batch, with the object's undo run first on failure.
 //!
 //! The Python definitions are the reference: `_oaas_prepare` / `_oaas_apply` /
-//! `_oaas_undo_entries` of `OaasObject` and `_settle` of `oaas_sdk/engine.py`.
+//! `_oaas_undo_entries` of `OaasObject` and `_settle` of `oaas_sdk/engine/protocol.py`.
 
 use pyo3::exceptions::PyKeyError;
 use pyo3::ffi;
@@ -237,7 +237,7 @@ impl NativeWaiter {
     /// (`direct`: from a callback of that loop with no task running, see
     /// [`CommitFuture::resolve`]). A future already done (cancelled) is left alone, but a
     /// failure is still undone: the object must know (as `_settle` in
-    /// oaas_sdk/engine.py). Errors of the undo go to `sys.unraisablehook`: the other
+    /// oaas_sdk/engine/protocol.py). Errors of the undo go to `sys.unraisablehook`: the other
     /// commits of the batch must still resolve.
     pub fn settle(self, py: Python<'_>, error: Option<PyErr>, direct: bool) {
         let NativeWaiter { future, undo, .. } = self;

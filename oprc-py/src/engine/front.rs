@@ -1,7 +1,7 @@
 //! The object model's hottest calls in Rust, as native methods of `OaasObject`:
-//! `__setattr__` and `commit_async`. `oaas_sdk/object.py` keeps the Python definitions
+//! `__setattr__` and `commit_async`. `oaas_sdk/model/object.py` keeps the Python definitions
 //! (the reference, and what the pure-Python implementation runs) and installs these while
-//! the native implementation is configured (`object.use_native_methods`).
+//! the native implementation is configured (the seam, `oaas_sdk/_backend.py`).
 //!
 //! `__setattr__` does the same steps as the Python one: convert the value to the field's
 //! type unless its exact type passes through, store it with `object.__setattr__`, mark a
@@ -43,7 +43,7 @@ pub(super) fn set_plain(
     }
 }
 
-/// The body of `OaasObject.__setattr__` (see the module comment and object.py).
+/// The body of `OaasObject.__setattr__` (see the module comment and oaas_sdk/model/object.py).
 fn setattr(
     obj: &Bound<'_, PyAny>,
     name: &Bound<'_, PyAny>,
@@ -131,7 +131,7 @@ static SETATTR: MethodDef = MethodDef(std::cell::UnsafeCell::new(ffi::PyMethodDe
 }));
 
 /// A method descriptor of class `cls` (`OaasObject`) running the native `__setattr__`;
-/// `object.use_native_methods` stores it as `cls.__setattr__`.
+/// the seam (`oaas_sdk/_backend.py`) stores it as `cls.__setattr__`.
 #[pyfunction]
 pub fn object_setattr(cls: &Bound<'_, PyType>) -> PyResult<Py<PyAny>> {
     method_descriptor(cls, &SETATTR)
@@ -203,7 +203,8 @@ fn runs_here(event_loop: &Bound<'_, PyAny>) -> PyResult<bool> {
     }
 }
 
-/// The one-call path of `OaasObject.commit_async` (object.py, `_oaas_commit_native`):
+/// The one-call path of `OaasObject.commit_async` (oaas_sdk/model/object.py,
+/// `_oaas_commit_native`):
 /// `Some(awaitable)` when taken, `None` when the Python definition must run (the object
 /// is new, has a live mutable field, a mapped field or was deleted; the engine is not
 /// native or not open yet; no running loop, or one not yet watched; the class's encoders
@@ -314,7 +315,7 @@ Python definition."
 }));
 
 /// A method descriptor of class `cls` (`OaasObject`) running the native `commit_async`;
-/// `object.use_native_methods` stores it as `cls.commit_async`. The class provides
+/// the seam (`oaas_sdk/_backend.py`) stores it as `cls.commit_async`. The class provides
 /// `_oaas_py_commit_async` (the Python definition, called for every other case),
 /// `_oaas_done` (the awaitable of a commit acknowledged at once) and `_oaas_failed`
 /// (error -> failed awaitable).

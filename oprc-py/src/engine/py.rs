@@ -478,7 +478,7 @@ impl PyEngine {
     }
 
     /// Commit an object changed by assignments only, in one call: the native front end of
-    /// `OaasObject.commit_async` (oaas_sdk/object.py, `_oaas_commit_native`).
+    /// `OaasObject.commit_async` (oaas_sdk/model/object.py, `_oaas_commit_native`).
     ///
     /// Reads the object's `ObjectState` (`obj._oaas_state`, see `state.rs`: `meta` with
     /// `cls_id`, `partition_id`, `object_id`; `version`; `dirty`, a set of field names;
