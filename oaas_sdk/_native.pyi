@@ -141,6 +141,10 @@ OBJECT_STATE_ATTR: str
 """The instance attribute holding an object's ``ObjectState`` (``"_oaas_state"``)."""
 OBJECT_STATE_FIELDS: tuple[str, ...]
 """The ``ObjectState`` slot names the native layer reads (``oaas_sdk.model.state``)."""
+OBJECT_CLASS_ATTRS: tuple[str, ...]
+"""Attributes and methods of ``OaasObject`` the native layer uses (``CLASS_ATTRS``)."""
+OBJECT_ERROR_FIELD_ATTR: str
+"""The attribute an encoding error gets, naming its field (``"_oaas_field"``)."""
 
 def object_setattr(cls: type) -> Any:
     """A method descriptor of ``cls`` (``OaasObject``) running the native ``__setattr__``

@@ -7,7 +7,15 @@ import sys
 
 import pytest
 
-from oaas_sdk.model.state import STATE_ATTR, STATE_FIELDS, ObjectState, state_of
+from oaas_sdk import OaasObject
+from oaas_sdk.model.state import (
+    CLASS_ATTRS,
+    ERROR_FIELD_ATTR,
+    STATE_ATTR,
+    STATE_FIELDS,
+    ObjectState,
+    state_of,
+)
 
 from .conftest import _need_impl
 from .models import Counter
@@ -20,6 +28,13 @@ def test_rust_and_python_name_the_same_slots() -> None:
     assert _native.OBJECT_STATE_ATTR == STATE_ATTR
     assert tuple(_native.OBJECT_STATE_FIELDS) == STATE_FIELDS
     assert STATE_FIELDS == ObjectState.__slots__
+    assert tuple(_native.OBJECT_CLASS_ATTRS) == CLASS_ATTRS
+    assert _native.OBJECT_ERROR_FIELD_ATTR == ERROR_FIELD_ATTR
+
+
+def test_the_class_has_what_the_native_layer_reads() -> None:
+    for name in CLASS_ATTRS:
+        assert hasattr(OaasObject, name), name
 
 
 async def test_one_state_per_object_holds_the_bookkeeping(sdk) -> None:

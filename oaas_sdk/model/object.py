@@ -46,7 +46,7 @@ from .registry import (
     new_object_id,
     registered_classes,
 )
-from .state import STATE_ATTR, UNCACHED, ObjectState
+from .state import ERROR_FIELD_ATTR, STATE_ATTR, UNCACHED, ObjectState
 
 if typing.TYPE_CHECKING:
     from ..compat import Session
@@ -487,7 +487,7 @@ class OaasObject:
                            name: str = "") -> TypeError | SerializationError:
         """``e`` reworded to name the class, field and object whose value failed."""
         m = self._oaas_state.meta
-        name = getattr(e, "_oaas_field", name)
+        name = getattr(e, ERROR_FIELD_ATTR, name)
         return type(e)(f"{type(self).__name__}.{name} of {m.cls_id}/{m.partition_id}/"
                        f"{m.object_id}: {e}")
 
@@ -516,7 +516,7 @@ class OaasObject:
             try:
                 data = ft.encode(value)
             except (TypeError, SerializationError) as e:
-                e._oaas_field = name  # type: ignore[union-attr]
+                setattr(e, ERROR_FIELD_ATTR, name)
                 raise
             if not new and name not in dirty and committed.get(name) == data:
                 continue

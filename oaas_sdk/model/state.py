@@ -16,7 +16,8 @@ if TYPE_CHECKING:
     from ..runtime import Runtime
     from .registry import ObjectMeta
 
-__all__ = ["ObjectState", "STATE_ATTR", "STATE_FIELDS", "UNCACHED", "state_of"]
+__all__ = ["ObjectState", "STATE_ATTR", "STATE_FIELDS", "CLASS_ATTRS", "ERROR_FIELD_ATTR",
+           "UNCACHED", "state_of"]
 
 #: The instance attribute holding an object's :class:`ObjectState`.
 STATE_ATTR = "_oaas_state"
@@ -86,6 +87,15 @@ class ObjectState:
 
 #: The slot names, in order: what Rust's ``state.rs`` names too.
 STATE_FIELDS: tuple[str, ...] = ObjectState.__slots__
+
+#: Attributes and methods of ``OaasObject`` (the class) the native layer uses: Rust's
+#: ``state.rs`` (``class_attr``) names the same, in this order.
+CLASS_ATTRS: tuple[str, ...] = (
+    "_oaas_conv", "_oaas_build_conv", "_oaas_mapped", "_oaas_encoders", "_oaas_done",
+    "_oaas_failed", "_oaas_py_commit_async", "_oaas_key", "_oaas_undo_entries")
+
+#: The attribute an encoding error gets, naming the field whose value failed.
+ERROR_FIELD_ATTR = "_oaas_field"
 
 
 def state_of(obj: Any) -> ObjectState:

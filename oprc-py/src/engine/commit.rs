@@ -16,7 +16,7 @@ use pyo3::types::{PyBytes, PyDict, PyList, PySet, PyString, PyTuple};
 
 use super::future::CommitFuture;
 use super::layout::{Entries, Identity, ObjectId, WriteRecord};
-use super::state::ObjectState;
+use super::state::{class_attr, ObjectState, ERROR_FIELD_ATTR};
 
 /// An object's commit, encoded and not yet queued.
 pub(super) struct Prepared<'py> {
@@ -102,7 +102,7 @@ pub(super) fn prepare<'py>(
             Ok(d) => d,
             Err(e) => {
                 // Best effort: the caller words the message with the field's name.
-                let _ = e.value(py).setattr(intern!(py, "_oaas_field"), &name);
+                let _ = e.value(py).setattr(intern!(py, ERROR_FIELD_ATTR), &name);
                 return Err(e);
             }
         };
@@ -207,7 +207,7 @@ pub(super) struct Undo {
 impl Undo {
     fn run(&self, py: Python<'_>) -> PyResult<()> {
         let obj = self.obj.bind(py);
-        let key = obj.call_method0(intern!(py, "_oaas_key"))?;
+        let key = obj.call_method0(intern!(py, class_attr::KEY))?;
         let old = PyDict::new(py);
         for (name, bytes) in &self.old {
             if let Some(b) = bytes {
@@ -217,7 +217,7 @@ impl Undo {
         let names = PyList::new(py, self.old.iter().map(|(name, _)| name))?;
         let undo = (self.version, old, PySet::empty(py)?);
         obj.call_method1(
-            intern!(py, "_oaas_undo_entries"),
+            intern!(py, class_attr::UNDO_ENTRIES),
             (key, self.version + 1, names, undo),
         )?;
         Ok(())

@@ -22,7 +22,7 @@ use pyo3::types::{PyDict, PyTuple, PyType};
 
 use super::commit::Known;
 use super::py::{Failed, PyEngine};
-use super::state::ObjectState;
+use super::state::{class_attr, ObjectState};
 
 use crate::data::py_codec::MethodDef;
 
@@ -51,9 +51,9 @@ fn setattr(
 ) -> PyResult<()> {
     let py = obj.py();
     let cls = obj.get_type();
-    let mut conv = cls.getattr(intern!(py, "_oaas_conv"))?;
+    let mut conv = cls.getattr(intern!(py, class_attr::CONV))?;
     if conv.is_none() {
-        conv = cls.call_method0(intern!(py, "_oaas_build_conv"))?;
+        conv = cls.call_method0(intern!(py, class_attr::BUILD_CONV))?;
     }
     let conv = conv.cast_into::<PyDict>()?;
     let Some(field) = conv.get_item(name)? else {
@@ -228,7 +228,7 @@ fn commit_async_fast<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py,
     if !version.is_truthy()?
         || !state.live()?.is_empty()
         || state.deleted()?
-        || cls.getattr(intern!(py, "_oaas_mapped"))?.is_truthy()?
+        || cls.getattr(intern!(py, class_attr::MAPPED))?.is_truthy()?
         || stale.is_none()
     {
         return Ok(None);
@@ -238,9 +238,9 @@ fn commit_async_fast<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py,
         rt.getattr(intern!(py, "dirty"))?
             .cast_into::<PyDict>()?
             .call_method1(intern!(py, "pop"), (obj.as_ptr() as usize, py.None()))?;
-        return cls.getattr(intern!(py, "_oaas_done")).map(Some);
+        return cls.getattr(intern!(py, class_attr::DONE)).map(Some);
     }
-    let encoders = cls.getattr(intern!(py, "_oaas_encoders"))?;
+    let encoders = cls.getattr(intern!(py, class_attr::ENCODERS))?;
     let Ok(encoders) = encoders.cast_into::<PyDict>() else {
         return Ok(None);
     };
@@ -267,7 +267,7 @@ fn commit_async_fast<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py,
             .get()
             .commit_now(obj, &encoders, Some(known))
             .and_then(|()| {
-                cls.getattr(intern!(py, "_oaas_done"))
+                cls.getattr(intern!(py, class_attr::DONE))
                     .map_err(Failed::Final)
             })
     };
@@ -275,7 +275,7 @@ fn commit_async_fast<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py,
         Ok(awaitable) => Ok(Some(awaitable)),
         Err(Failed::Retry(_)) => Ok(None),
         Err(Failed::Final(e)) => cls
-            .getattr(intern!(py, "_oaas_failed"))?
+            .getattr(intern!(py, class_attr::FAILED))?
             .call1((e.into_value(py),))
             .map(Some),
     }
@@ -296,7 +296,7 @@ unsafe extern "C" fn commit_async_raw(
             Some(awaitable) => Ok(awaitable),
             None => obj
                 .get_type()
-                .getattr(intern!(py, "_oaas_py_commit_async"))?
+                .getattr(intern!(py, class_attr::PY_COMMIT_ASYNC))?
                 .call1((obj,)),
         }
     })

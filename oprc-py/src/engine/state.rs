@@ -50,6 +50,46 @@ pub const STATE_FIELDS: &[&str] = &[
     name::MAPS,
 ];
 
+/// Attributes and methods of the class `OaasObject` the native layer uses (also defined
+/// once here, exported as `_native.OBJECT_CLASS_ATTRS` and checked against
+/// `oaas_sdk.model.state.CLASS_ATTRS`, which the test also finds on the class).
+pub mod class_attr {
+    /// `{field name: (exact types stored as they are, FieldType, mutable)}` or `None`.
+    pub const CONV: &str = "_oaas_conv";
+    /// Classmethod building [`CONV`].
+    pub const BUILD_CONV: &str = "_oaas_build_conv";
+    /// Names of the class's memory-mapped fields (a tuple).
+    pub const MAPPED: &str = "_oaas_mapped";
+    /// `{field name: FieldType}` for the one-call commit, or `None` until built.
+    pub const ENCODERS: &str = "_oaas_encoders";
+    /// The awaitable of a commit acknowledged at once.
+    pub const DONE: &str = "_oaas_done";
+    /// error -> failed awaitable.
+    pub const FAILED: &str = "_oaas_failed";
+    /// The Python definition of `commit_async` (every case but the one-call commit).
+    pub const PY_COMMIT_ASYNC: &str = "_oaas_py_commit_async";
+    /// Method: the object's key `(cls_id, partition_id, object_id)`.
+    pub const KEY: &str = "_oaas_key";
+    /// Method: undo a failed commit of some fields.
+    pub const UNDO_ENTRIES: &str = "_oaas_undo_entries";
+}
+
+/// Every name in [`class_attr`].
+pub const CLASS_ATTRS: &[&str] = &[
+    class_attr::CONV,
+    class_attr::BUILD_CONV,
+    class_attr::MAPPED,
+    class_attr::ENCODERS,
+    class_attr::DONE,
+    class_attr::FAILED,
+    class_attr::PY_COMMIT_ASYNC,
+    class_attr::KEY,
+    class_attr::UNDO_ENTRIES,
+];
+
+/// The attribute an encoding error gets, naming the field whose value failed.
+pub const ERROR_FIELD_ATTR: &str = "_oaas_field";
+
 /// An object's `ObjectState`, read once per operation; typed accessors of its slots.
 /// Errors: `AttributeError` when the object has no state (not made by create/load) or a
 /// slot is unset, `TypeError` when a slot holds the wrong type.
@@ -128,10 +168,13 @@ impl<'py> ObjectState<'py> {
     }
 }
 
-/// Add `OBJECT_STATE_ATTR` and `OBJECT_STATE_FIELDS` (a tuple of str) to the module.
+/// Add `OBJECT_STATE_ATTR`, `OBJECT_STATE_FIELDS`, `OBJECT_CLASS_ATTRS` (tuples of str)
+/// and `OBJECT_ERROR_FIELD_ATTR` to the module.
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("OBJECT_STATE_ATTR", STATE_ATTR)?;
-    m.add("OBJECT_STATE_FIELDS", PyTuple::new(m.py(), STATE_FIELDS)?)
+    m.add("OBJECT_STATE_FIELDS", PyTuple::new(m.py(), STATE_FIELDS)?)?;
+    m.add("OBJECT_CLASS_ATTRS", PyTuple::new(m.py(), CLASS_ATTRS)?)?;
+    m.add("OBJECT_ERROR_FIELD_ATTR", ERROR_FIELD_ATTR)
 }
 
 #[cfg(test)]
@@ -141,9 +184,12 @@ mod tests {
     #[test]
     fn slot_names_are_unique_identifiers() {
         let mut seen = std::collections::HashSet::new();
-        for n in STATE_FIELDS {
+        for n in STATE_FIELDS.iter().chain(CLASS_ATTRS) {
             assert!(seen.insert(*n), "duplicate slot {n}");
             assert!(n.chars().all(|c| c.is_ascii_lowercase() || c == '_'));
+        }
+        for n in CLASS_ATTRS {
+            assert!(n.starts_with("_oaas_"));
         }
         assert!(STATE_ATTR.starts_with("_oaas_"));
     }
