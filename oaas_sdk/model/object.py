@@ -312,7 +312,7 @@ class OaasObject:
         except ObjectNotFound:
             from .ref import ObjectRef
 
-            return ObjectRef(cls_id, object_id, partition_id)
+            return ObjectRef._of(cls_id, partition_id, object_id)
 
     @property
     def __oaas_identity__(self) -> tuple[str, int, int | str]:
@@ -348,7 +348,7 @@ class OaasObject:
         from .ref import ObjectRef
 
         m = self._oaas_state.meta
-        return ObjectRef(m.cls_id, m.object_id, m.partition_id)
+        return ObjectRef._of(m.cls_id, m.partition_id, m.object_id)
 
     def __repr__(self) -> str:
         """``Counter(object_id=1, count=2, history=['+1', '+1'])``, as pydantic's repr;

@@ -48,6 +48,14 @@ class ObjectRef:
         return (self.cls_id, self.partition_id, self.object_id)
 
     @classmethod
+    def _of(cls, cls_id: str, partition_id: int, object_id: int | str) -> ObjectRef:
+        """The reference to ``(cls_id, partition_id, object_id)``: the ids in the order of
+        every key (the constructor keeps oaas-sdk2-py's ``(cls_id, object_id,
+        partition_id)``). Internal: a private name, so that no method of the class is
+        shadowed on references. Raises ``ValueError`` for a malformed identity."""
+        return cls(cls_id, object_id, partition_id)
+
+    @classmethod
     def __oaas_from_identity__(cls, cls_id: str, partition_id: int,
                                object_id: int | str) -> ObjectRef:
         return cls(cls_id, object_id, partition_id)
@@ -125,4 +133,4 @@ def ref(cls_id: str, object_id: int | str, partition_id: int = 0) -> ObjectRef:
     return ObjectRef(cls_id, object_id, partition_id)
 
 
-codec.set_default_ref_factory(lambda c, p, o: ObjectRef(c, o, p))
+codec.set_default_ref_factory(ObjectRef._of)
