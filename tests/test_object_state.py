@@ -78,3 +78,23 @@ def test_old_module_paths_are_the_model_modules() -> None:
     # Importing the old paths leaves the package's functions of the same names alone.
     assert callable(oaas_sdk.mapped) and oaas_sdk.mapped is mapped.mapped
     assert oaas_sdk.ref is ref.ref
+
+
+async def test_a_state_of_a_subclass_is_read_the_same(sdk) -> None:
+    """The native layer reads ``ObjectState`` slots at their offsets; a state of another
+    type (a subclass) goes through ``getattr`` and behaves the same."""
+
+    class Sub(ObjectState):
+        __slots__ = ("extra",)
+
+    a = Counter.create(obj_id=1)
+    await a.commit_async()
+    st = state_of(a)
+    sub = Sub(st.meta, st.rt)
+    for n in STATE_FIELDS:
+        setattr(sub, n, getattr(st, n))
+    object.__setattr__(a, STATE_ATTR, sub)
+    a.count = 7
+    assert sub.dirty == {"count"}
+    await a.commit_async()
+    assert (sub.version, sub.dirty, sub.committed["count"]) == (2, set(), b"\x07")

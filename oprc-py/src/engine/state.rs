@@ -9,9 +9,11 @@
 //! `commit_async` (`front`) and the one-call commit (`commit`) read the state only through
 //! [`ObjectState`].
 
+use pyo3::ffi;
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PySet, PyTuple};
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyDict, PySet, PyString, PyTuple, PyType};
 
 /// The instance attribute holding an object's `ObjectState`.
 pub const STATE_ATTR: &str = "_oaas_state";
@@ -49,6 +51,57 @@ pub const STATE_FIELDS: &[&str] = &[
     name::STALE,
     name::MAPS,
 ];
+
+/// The position of each slot in [`STATE_FIELDS`] (and in `__slots__`).
+mod idx {
+    pub const META: usize = 0;
+    pub const RT: usize = 1;
+    pub const VERSION: usize = 2;
+    pub const COMMITTED: usize = 3;
+    pub const DIRTY: usize = 4;
+    pub const PARKED: usize = 5;
+    pub const LIVE: usize = 6;
+    pub const DELETED: usize = 8;
+    pub const STALE: usize = 11;
+}
+
+/// Where the slots live in an `ObjectState` instance: the type they were read from
+/// (compared by pointer before every direct read) and each slot's byte offset, from its
+/// member descriptor. Reading a slot at its offset skips the attribute lookup and the
+/// descriptor call of `getattr` (the object model's hot paths read 3-6 slots per call).
+struct Layout {
+    ty: Py<PyType>,
+    offsets: [ffi::Py_ssize_t; STATE_FIELDS.len()],
+}
+
+/// The layout of the first `ObjectState` type seen (`None`: its slots are not plain
+/// object members, so every read goes through `getattr`).
+static LAYOUT: PyOnceLock<Option<Layout>> = PyOnceLock::new();
+
+fn layout_of(ty: &Bound<'_, PyType>) -> PyResult<Option<Layout>> {
+    let mut offsets = [0; STATE_FIELDS.len()];
+    for (i, name) in STATE_FIELDS.iter().enumerate() {
+        let d = ty.getattr(*name)?;
+        // SAFETY: `d` is a live object; `PyMemberDescr_Type` is a static type object, only
+        // its address is taken.
+        let is_member = unsafe { ffi::Py_TYPE(d.as_ptr()) == &raw mut ffi::PyMemberDescr_Type };
+        if !is_member {
+            return Ok(None);
+        }
+        // SAFETY: `d` is a member descriptor (checked above), so it has the layout of
+        // `PyMemberDescrObject` (CPython >= 3.11, as this crate requires), whose `d_member`
+        // points to the type's `PyMemberDef`, alive as long as the type (held in `Layout`).
+        let def = unsafe { &*(*d.as_ptr().cast::<ffi::PyMemberDescrObject>()).d_member };
+        if def.type_code != ffi::Py_T_OBJECT_EX {
+            return Ok(None);
+        }
+        offsets[i] = def.offset;
+    }
+    Ok(Some(Layout {
+        ty: ty.clone().unbind(),
+        offsets,
+    }))
+}
 
 /// Attributes and methods of the class `OaasObject` the native layer uses (also defined
 /// once here, exported as `_native.OBJECT_CLASS_ATTRS` and checked against
@@ -101,23 +154,53 @@ impl<'py> ObjectState<'py> {
         obj.getattr(intern!(obj.py(), STATE_ATTR)).map(ObjectState)
     }
 
-    fn get(&self, slot: &Bound<'py, pyo3::types::PyString>) -> PyResult<Bound<'py, PyAny>> {
+    /// Slot `i` of [`STATE_FIELDS`] (named `slot`): read at its offset when the object's
+    /// type is the one the layout was read from, else (or when unset) through `getattr`.
+    fn get(&self, i: usize, slot: &Bound<'py, PyString>) -> PyResult<Bound<'py, PyAny>> {
+        #[cfg(not(Py_GIL_DISABLED))]
+        {
+            let py = self.0.py();
+            let layout = LAYOUT.get_or_try_init(py, || layout_of(&self.0.get_type()))?;
+            if let Some(l) = layout {
+                // SAFETY: reading the type pointer of a live object.
+                let same = unsafe { ffi::Py_TYPE(self.0.as_ptr()) } == l.ty.as_ptr().cast();
+                if same {
+                    // SAFETY: the object is an instance of exactly the type the offsets
+                    // were read from, so at `offsets[i]` it holds slot `i`: a `PyObject*`
+                    // owned by the object, or NULL when unset. With the GIL held (no
+                    // free-threaded build here) nobody changes it during this read; the
+                    // new reference is taken before the GIL can be released.
+                    let p = unsafe {
+                        *self
+                            .0
+                            .as_ptr()
+                            .cast::<u8>()
+                            .offset(l.offsets[i])
+                            .cast::<*mut ffi::PyObject>()
+                    };
+                    if !p.is_null() {
+                        // SAFETY: `p` is a live object (held by the slot).
+                        return Ok(unsafe { Bound::from_borrowed_ptr(py, p) });
+                    }
+                }
+            }
+        }
         self.0.getattr(slot)
     }
 
     /// `meta`: the `ObjectMeta` (cls_id, partition_id, object_id).
     pub fn meta(&self) -> PyResult<Bound<'py, PyAny>> {
-        self.get(intern!(self.0.py(), name::META))
+        self.get(idx::META, intern!(self.0.py(), name::META))
     }
 
     /// `rt`: the object's `Runtime`.
     pub fn rt(&self) -> PyResult<Bound<'py, PyAny>> {
-        self.get(intern!(self.0.py(), name::RT))
+        self.get(idx::RT, intern!(self.0.py(), name::RT))
     }
 
     /// `version`: the committed version (an int; 0: never committed).
     pub fn version(&self) -> PyResult<Bound<'py, PyAny>> {
-        self.get(intern!(self.0.py(), name::VERSION))
+        self.get(idx::VERSION, intern!(self.0.py(), name::VERSION))
     }
 
     pub fn set_version(&self, version: u64) -> PyResult<()> {
@@ -131,40 +214,41 @@ impl<'py> ObjectState<'py> {
     /// `committed`: field name -> committed bytes.
     pub fn committed(&self) -> PyResult<Bound<'py, PyDict>> {
         Ok(self
-            .get(intern!(self.0.py(), name::COMMITTED))?
+            .get(idx::COMMITTED, intern!(self.0.py(), name::COMMITTED))?
             .cast_into::<PyDict>()?)
     }
 
     /// `dirty`: names of the fields assigned since the last commit.
     pub fn dirty(&self) -> PyResult<Bound<'py, PySet>> {
         Ok(self
-            .get(intern!(self.0.py(), name::DIRTY))?
+            .get(idx::DIRTY, intern!(self.0.py(), name::DIRTY))?
             .cast_into::<PySet>()?)
     }
 
     /// `parked`: mutable field name -> value kept out of the instance after a commit.
     pub fn parked(&self) -> PyResult<Bound<'py, PyDict>> {
         Ok(self
-            .get(intern!(self.0.py(), name::PARKED))?
+            .get(idx::PARKED, intern!(self.0.py(), name::PARKED))?
             .cast_into::<PyDict>()?)
     }
 
     /// `live`: names of the mutable fields decoded into the instance since the last commit.
     pub fn live(&self) -> PyResult<Bound<'py, PySet>> {
         Ok(self
-            .get(intern!(self.0.py(), name::LIVE))?
+            .get(idx::LIVE, intern!(self.0.py(), name::LIVE))?
             .cast_into::<PySet>()?)
     }
 
     /// `deleted`: whether the object was deleted.
     pub fn deleted(&self) -> PyResult<bool> {
-        self.get(intern!(self.0.py(), name::DELETED))?.is_truthy()
+        self.get(idx::DELETED, intern!(self.0.py(), name::DELETED))?
+            .is_truthy()
     }
 
     /// `stale`: the object's mark in `rt.cache_stale` (a list), or `None` before its first
     /// commit.
     pub fn stale(&self) -> PyResult<Bound<'py, PyAny>> {
-        self.get(intern!(self.0.py(), name::STALE))
+        self.get(idx::STALE, intern!(self.0.py(), name::STALE))
     }
 }
 
@@ -192,5 +276,14 @@ mod tests {
             assert!(n.starts_with("_oaas_"));
         }
         assert!(STATE_ATTR.starts_with("_oaas_"));
+        assert_eq!(STATE_FIELDS[idx::META], name::META);
+        assert_eq!(STATE_FIELDS[idx::RT], name::RT);
+        assert_eq!(STATE_FIELDS[idx::VERSION], name::VERSION);
+        assert_eq!(STATE_FIELDS[idx::COMMITTED], name::COMMITTED);
+        assert_eq!(STATE_FIELDS[idx::DIRTY], name::DIRTY);
+        assert_eq!(STATE_FIELDS[idx::PARKED], name::PARKED);
+        assert_eq!(STATE_FIELDS[idx::LIVE], name::LIVE);
+        assert_eq!(STATE_FIELDS[idx::DELETED], name::DELETED);
+        assert_eq!(STATE_FIELDS[idx::STALE], name::STALE);
     }
 }
