@@ -33,9 +33,6 @@ class Ticket:
     def wait(self, timeout: float | None = None) -> None:
         """Block with the GIL released; raise the commit's error; ``TimeoutError`` after
         ``timeout`` seconds."""
-    def awaitable(self) -> Any:
-        """An asyncio future of the running loop (a Rust future), resolved to ``None`` when
-        the commit completes, or failed with its error."""
 
 class CommitFuture:
     """The future of a durable one-call commit: asyncio's future protocol (``await``,
@@ -155,12 +152,6 @@ def object_commit_async(cls: type) -> Any:
     the one-call commit, else ``cls._oaas_py_commit_async`` (``oaas_sdk._backend``
     installs it)."""
 
-def raw_batched_writes(path: str, n_commits: int, n_fields: int = 10, value_len: int = 100,
-                       batch: int = 256, rewrite: int | None = None) -> float:
-    """Benchmark ceiling: elapsed seconds to write ``n_commits`` commits straight into a
-    store, ``batch`` per fsynced transaction; ``rewrite=k``: ``k`` objects rewritten in
-    turn (as ``k`` committers do), else a new object per commit."""
-
 # ------------------------------------------------------------------ data path (data.rs)
 # Byte format: docs/format.md, "State codec". Used through oaas_sdk.codec and
 # oaas_sdk.runtime; see docs/native.md.
@@ -233,12 +224,6 @@ class Codec:
         """Bytes -> value (raw tuples/sets/``_RawRef`` for hint code when ``ref_factory`` is
         None). ``view_min > 0``: bin values and ndarray data of at least that many bytes
         are read-only views into ``data``. SerializationError for malformed input."""
-    def decode_many(
-        self,
-        items: Sequence[bytes],
-        ref_factory: Callable[[str, int, int | str], Any] | None = None,
-    ) -> list[Any]:
-        """``decode`` of each item; Ctrl-C interrupts long batches."""
 
 class EntryCache:
     """Native ``oaas_sdk.cache.EntryCache`` (moka): bounded by bytes, optional TTL,

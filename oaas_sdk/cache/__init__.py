@@ -11,6 +11,8 @@ a cached object decodes to a fresh instance. Eviction is least-recently-used by 
 
 from __future__ import annotations
 
+from ._fallback import _ENTRY_OVERHEAD as _ENTRY_OVERHEAD  # cache weights (format vectors)
+from ._fallback import _OVERHEAD as _OVERHEAD
 from ._fallback import EntryCache
 from .protocol import Cache
 
