@@ -66,9 +66,10 @@ class Engine:
     Raises ``StorageError`` when the store cannot be opened (a file, a corrupt or foreign
     environment, no permission)."""
 
-    def __init__(self, path: str, *, durability: str = "sync", batch_max_entries: int = 4096,
-                 batch_max_delay_ms: float = 2.0, map_size: int = 1 << 30,
-                 max_map_size: int = 1 << 40, pending_max_bytes: int = 256 << 20) -> None: ...
+    def __init__(self, path: str, *, durability: str, batch_max_entries: int,
+                 batch_max_delay_ms: float, pending_max_bytes: int, map_size: int = 1 << 30,
+                 max_map_size: int = 1 << 40) -> None:
+        """The settings without defaults come from ``OaasConfig`` (``ENGINE_DEFAULTS``)."""
     @property
     def name(self) -> str: ...
     def submit(self, cls_id: str, partition_id: int, object_id: int | str,
@@ -133,13 +134,22 @@ class MappedFile(Buffer):
         """msync (MS_SYNC) with the GIL released."""
     def close(self) -> None: ...
 
+OBJECT_STATE_ATTR: str
+"""The instance attribute holding an object's ``ObjectState`` (``"_oaas_state"``)."""
+OBJECT_STATE_FIELDS: tuple[str, ...]
+"""The ``ObjectState`` slot names the native layer reads (``oaas_sdk.model.state``)."""
+OBJECT_CLASS_ATTRS: tuple[str, ...]
+"""Attributes and methods of ``OaasObject`` the native layer uses (``CLASS_ATTRS``)."""
+OBJECT_ERROR_FIELD_ATTR: str
+"""The attribute an encoding error gets, naming its field (``"_oaas_field"``)."""
+
 def object_setattr(cls: type) -> Any:
     """A method descriptor of ``cls`` (``OaasObject``) running the native ``__setattr__``
-    (``object.use_native_methods`` installs it)."""
+    (the seam, ``oaas_sdk._backend``, installs it)."""
 
 def object_commit_async(cls: type) -> Any:
     """A method descriptor of ``cls`` (``OaasObject``) running the native ``commit_async``:
-    the one-call commit, else ``cls._oaas_py_commit_async`` (``object.use_native_methods``
+    the one-call commit, else ``cls._oaas_py_commit_async`` (``oaas_sdk._backend``
     installs it)."""
 
 # ------------------------------------------------------------------ data path (data.rs)

@@ -33,7 +33,7 @@ def test_cache_bounded_by_bytes_evicts_lru():
 
 def test_cache_ttl_expires(monkeypatch):
     now = [1000.0]
-    monkeypatch.setattr("oaas_sdk.cache.time.monotonic", lambda: now[0])
+    monkeypatch.setattr("oaas_sdk.cache._fallback.time.monotonic", lambda: now[0])
     c = EntryCache(max_bytes=10_000, ttl_s=5)
     c.put(("c", 0, 1), obj(10))
     now[0] += 4.9
@@ -124,7 +124,7 @@ async def test_failed_batch_fails_every_commit_and_keeps_dirty_state(sdk):
     results = await asyncio.gather(a.commit_async(), b.commit_async(), return_exceptions=True)
     assert all(isinstance(r, StorageError) for r in results)
     assert (a.count, b.count) == (5, 6)
-    assert a._oaas_version == 0 and "count" in a._oaas_dirty
+    assert a._oaas_state.version == 0 and "count" in a._oaas_state.dirty
     assert oaas.stats()["failed_commits"] == 2
 
 
@@ -163,7 +163,7 @@ async def test_dropped_object_puts_its_last_commit_into_the_cache(lmdb_sdk):
     hits = oaas.stats()["cache_hits"]
     c = Counter.load(80)
     assert oaas.stats()["cache_hits"] == hits + 1
-    assert (c.count, c._oaas_version) == (3, 3)
+    assert (c.count, c._oaas_state.version) == (3, 3)
 
 
 async def test_load_reads_through_while_an_instance_with_commits_awaits_its_finalizer(lmdb_sdk):
@@ -183,7 +183,7 @@ async def test_load_reads_through_while_an_instance_with_commits_awaits_its_fina
     rt.identity.pop(key)  # as the collector does before running finalizers
     del c
     again = Counter.load(81)
-    assert (again.count, again._oaas_version) == (2, 2)
+    assert (again.count, again._oaas_state.version) == (2, 2)
     again.count = 3
     await again.commit_async()  # no conflict: it saw the latest version
     del keep  # the older instance's finalizer must not put version 2 over version 3
@@ -191,7 +191,7 @@ async def test_load_reads_through_while_an_instance_with_commits_awaits_its_fina
     del again
     assert key not in rt.cache_stale
     fresh = Counter.load(81)
-    assert (fresh.count, fresh._oaas_version) == (3, 3)
+    assert (fresh.count, fresh._oaas_state.version) == (3, 3)
 
 
 async def test_cancelled_commit_that_fails_still_undoes(sdk):
@@ -207,7 +207,7 @@ async def test_cancelled_commit_that_fails_still_undoes(sdk):
     fut.cancel()  # type: ignore[attr-defined]
     oaas.flush()
     await asyncio.sleep(0.05)
-    assert a._oaas_version == 0 and "count" in a._oaas_dirty
+    assert a._oaas_state.version == 0 and "count" in a._oaas_state.dirty
     assert a.count == 5
 
 

@@ -191,7 +191,7 @@ def test_cross_implementation_in_separate_processes(writer, reader, tmp_path):
         c = Counter.load(7)
         c.count += 1
         c.commit()
-        print(oaas.stats()["implementation"], Counter.load(7)._oaas_version)
+        print(oaas.stats()["implementation"], Counter.load(7)._oaas_state.version)
     """)
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == [reader, "2"]
@@ -276,7 +276,7 @@ async def test_full_map_at_its_limit_fails_that_batch_only(lmdb_sdk):
     big.label = "x" * (3 * mib)
     with pytest.raises(StorageError, match="map is full"):
         await big.commit_async()
-    assert big._oaas_version == 0 and big.label == "x" * (3 * mib)  # keeps its changes
+    assert big._oaas_state.version == 0 and big.label == "x" * (3 * mib)  # keeps its changes
     big.label = "small now"
     await big.commit_async()
     lmdb_sdk.reconfigure()

@@ -16,6 +16,7 @@ import pytest
 from oaas_sdk import codec, native_available
 from oaas_sdk import stores as stores_mod
 from oaas_sdk.cache import EntryCache
+from oaas_sdk.config import ENGINE_DEFAULTS
 from oaas_sdk.stores import StoredObject
 from tests.codec_vectors import VECTORS, format_constants
 
@@ -91,7 +92,8 @@ def test_native_key_layout_matches_the_vectors(tmp_path: Path) -> None:
     """The native engine writes each vector's object under the vector's key bytes."""
     native = _native()
     keys = _load("layout.json")["keys"]
-    engine = native.Engine(str(tmp_path / "store"), durability="sync")
+    settings = {**ENGINE_DEFAULTS, "durability": "sync"}  # the native engine has no defaults
+    engine = native.Engine(str(tmp_path / "store"), **settings)
     try:
         for k in keys:
             engine.submit(k["cls_id"], k["partition_id"], k["object_id"], 0,

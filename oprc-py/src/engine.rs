@@ -168,9 +168,6 @@ impl Failed {
     }
 }
 
-/// Default write-throttling bound (`pending_max_bytes`): 256 MiB of unwritten values.
-const DEFAULT_PENDING_MAX_BYTES: u64 = 256 << 20;
-
 /// Write throttling: wait, with the GIL released, while `engine` holds more unwritten
 /// bytes than its bound (`Engine::begin_throttle`); signals are checked every 100 ms, so
 /// Ctrl-C interrupts the wait (`KeyboardInterrupt`; nothing is queued then).
@@ -316,18 +313,20 @@ impl PyEngine {
 impl PyEngine {
     #[new]
     #[allow(clippy::too_many_arguments)]
-    #[pyo3(signature = (path, *, durability="sync", batch_max_entries=4096, batch_max_delay_ms=2.0,
-                        map_size=DEFAULT_MAP_SIZE, max_map_size=DEFAULT_MAX_MAP_SIZE,
-                        pending_max_bytes=DEFAULT_PENDING_MAX_BYTES))]
+    // The engine's settings have no defaults here: they come from Python's configuration
+    // (`OaasConfig`, via `oaas_sdk.config.ENGINE_DEFAULTS`), their one source.
+    #[pyo3(signature = (path, *, durability, batch_max_entries, batch_max_delay_ms,
+                        pending_max_bytes, map_size=DEFAULT_MAP_SIZE,
+                        max_map_size=DEFAULT_MAX_MAP_SIZE))]
     fn new(
         py: Python<'_>,
         path: PathBuf,
         durability: &str,
         batch_max_entries: usize,
         batch_max_delay_ms: f64,
+        pending_max_bytes: u64,
         map_size: usize,
         max_map_size: usize,
-        pending_max_bytes: u64,
     ) -> PyResult<Self> {
         let durable = match durability {
             "sync" => true,
@@ -411,24 +410,24 @@ impl PyEngine {
     }
 
     /// Commit an object changed by assignments only, in one call: the native front end of
-    /// `OaasObject.commit_async` (oaas_sdk/object.py, `_oaas_commit_native`).
+    /// `OaasObject.commit_async` (oaas_sdk/model/object.py, `_oaas_commit_native`).
     ///
-    /// Reads the object's bookkeeping attributes (`_oaas_meta` with `cls_id`,
-    /// `partition_id`, `object_id`; `_oaas_version`; `_oaas_dirty`, a set of field names;
-    /// `_oaas_committed`, `{name: bytes}`), encodes each dirty field (`getattr(obj, name)`)
+    /// Reads the object's `ObjectState` (`obj._oaas_state`, see `state.rs`: `meta` with
+    /// `cls_id`, `partition_id`, `object_id`; `version`; `dirty`, a set of field names;
+    /// `committed`, `{name: bytes}`), encodes each dirty field (`getattr(obj, name)`)
     /// with `encoders[name].encode` (the field's `FieldType`, whose `encode` is a native
     /// method: no Python frame runs) and queues the commit. Then, as
-    /// `OaasObject._oaas_apply` does: the new bytes go into `_oaas_committed`,
-    /// `_oaas_version` and `_oaas_updated_ms` (ms since the Unix epoch) are set through
-    /// `object.__setattr__`, the object leaves its runtime's dirty registry
-    /// (`_oaas_rt.dirty`), and `_oaas_stale[1]` takes the new version when it is a list.
+    /// `OaasObject._oaas_apply` does, on the state: the new bytes go into `committed`,
+    /// `version` and `updated_ms` (ms since the Unix epoch) are set, the object leaves its
+    /// runtime's dirty registry (`rt.dirty`), and `stale[1]` takes the new version when it
+    /// is a list.
     ///
     /// With `durability="async"` the commit is acknowledged once queued; else see
     /// `commit_object_future`.
     ///
     /// Raises an encoding error unchanged, with the field's name as its `_oaas_field`
     /// attribute; `StorageError` when the engine is closed; `TypeError`/`AttributeError`
-    /// when the object lacks the bookkeeping. Nothing is queued or changed then.
+    /// when the object lacks its state. Nothing is queued or changed then.
     fn commit_object(&self, obj: &Bound<'_, PyAny>, encoders: &Bound<'_, PyDict>) -> PyResult<()> {
         self.commit_now(obj, encoders, None)
             .map_err(Failed::into_err)
@@ -693,5 +692,6 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
         crate::object::front::object_commit_async,
         m
     )?)?;
+    crate::object::state::register(m)?;
     crate::object::future::register(m)
 }

@@ -2,7 +2,8 @@
 //!
 //! No Python here: records hold Rust bytes, never Python objects, so moka's maintenance
 //! (run on whichever thread touches the cache) needs no GIL. Eviction is least recently
-//! used (moka's LRU policy) by the summed weight of the records, as in `oaas_sdk/cache.py`.
+//! used (moka's LRU policy) by the summed weight of the records, as in
+//! `oaas_sdk/cache/_fallback.py`.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -13,7 +14,7 @@ use moka::policy::EvictionPolicy;
 use moka::sync::Cache;
 
 /// Weight of one record besides its entries (bytes). The weights are those of the
-/// pure-Python cache (`oaas_sdk/cache.py`, measured there on CPython), so one
+/// pure-Python cache (`oaas_sdk/cache/_fallback.py`, measured there on CPython), so one
 /// `cache_max_bytes` holds the same objects in both implementations; checked against
 /// `tests/vectors/cache.json` by `tests/vectors.rs` (and by pytest for Python).
 pub const OBJECT_OVERHEAD: u64 = 360;

@@ -1,12 +1,12 @@
 //! The native front end of `OaasObject.commit_async` for objects changed by assignments
-//! only (oaas_sdk/object.py, `_oaas_commit_native`): read the object's bookkeeping and
+//! only (oaas_sdk/model/object.py, `_oaas_commit_native`): read the object's bookkeeping and
 //! encode its assigned fields ([`prepare`]), queue the record (`Engine::submit`, in
 //! `py`), apply it to the object ([`apply`]), and, for durable commits, the future the
 //! caller awaits ([`NativeWaiter`]): resolved here, on the event loop's thread, when the
 //! persister reports the commit's batch, with the object's undo run first on failure.
 //!
 //! The Python definitions are the reference: `_oaas_prepare` / `_oaas_apply` /
-//! `_oaas_undo_entries` of `OaasObject` and `_settle` of `oaas_sdk/engine.py`.
+//! `_oaas_undo_entries` of `OaasObject` and `_settle` of `oaas_sdk/engine/protocol.py`.
 
 use pyo3::exceptions::PyKeyError;
 use pyo3::ffi;
@@ -14,20 +14,22 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PySet, PyString, PyTuple};
 
-use super::front::set_plain;
 use super::future::CommitFuture;
 use oprc_core::id::{Identity, ObjectId};
 use oprc_core::store::layout::{Entries, WriteRecord};
+
+use super::state::{class_attr, ObjectState, ERROR_FIELD_ATTR};
 
 /// An object's commit, encoded and not yet queued.
 pub(crate) struct Prepared<'py> {
     /// Field name and its new bytes, in the record's order.
     encoded: Vec<(Bound<'py, PyString>, Bound<'py, PyBytes>)>,
+    state: ObjectState<'py>,
     committed: Bound<'py, PyDict>,
     dirty: Bound<'py, PySet>,
     version: u64,
     time_ms: i64,
-    /// `_oaas_rt` and `_oaas_stale` when the caller read them already.
+    /// The state's `rt` and `stale` when the caller read them already.
     rt: Option<Bound<'py, PyAny>>,
     stale: Option<Bound<'py, PyAny>>,
 }
@@ -35,39 +37,37 @@ pub(crate) struct Prepared<'py> {
 /// The bookkeeping the native `commit_async` reads to decide on the one-call commit,
 /// handed on so that [`prepare`] and [`apply`] do not read it again.
 pub(crate) struct Known<'py> {
+    pub state: ObjectState<'py>,
     pub version: u64,
     pub dirty: Bound<'py, PySet>,
     pub rt: Bound<'py, PyAny>,
     pub stale: Bound<'py, PyAny>,
 }
 
-/// Read `obj`'s bookkeeping and encode its dirty fields into the commit's record with
-/// `encoders[name]` (the field's `FieldType`; its native `encode` is called directly).
-/// Nothing on the object changes. `known`: the version, dirty set, runtime and stale mark
+/// Read `obj`'s state ([`ObjectState`]) and encode its dirty fields into the commit's
+/// record with `encoders[name]` (the field's `FieldType`; its native `encode` is called
+/// directly). Nothing on the object changes. `known`: the version, dirty set, runtime and stale mark
 /// when the caller read them already (else they are read here). Errors: an encoding error
 /// unchanged, with the field's name as its `_oaas_field` attribute; `TypeError` /
-/// `AttributeError` when the object lacks the bookkeeping; `ValueError` when a dirty
-/// field has no encoder.
+/// `AttributeError` when the object lacks its state; `ValueError` when a dirty field has
+/// no encoder.
 pub(crate) fn prepare<'py>(
     obj: &Bound<'py, PyAny>,
     encoders: &Bound<'py, PyDict>,
     known: Option<Known<'py>>,
 ) -> PyResult<(WriteRecord, Prepared<'py>)> {
     let py = obj.py();
-    let meta = obj.getattr(intern!(py, "_oaas_meta"))?;
-    let (version, dirty, rt, stale) = match known {
-        Some(k) => (k.version, k.dirty, Some(k.rt), Some(k.stale)),
-        None => (
-            obj.getattr(intern!(py, "_oaas_version"))?.extract()?,
-            obj.getattr(intern!(py, "_oaas_dirty"))?
-                .cast_into::<PySet>()?,
-            None,
-            None,
-        ),
+    let (state, version, dirty, rt, stale) = match known {
+        Some(k) => (k.state, k.version, k.dirty, Some(k.rt), Some(k.stale)),
+        None => {
+            let state = ObjectState::of(obj)?;
+            let version = state.version()?.extract()?;
+            let dirty = state.dirty()?;
+            (state, version, dirty, None, None)
+        }
     };
-    let committed = obj
-        .getattr(intern!(py, "_oaas_committed"))?
-        .cast_into::<PyDict>()?;
+    let meta = state.meta()?;
+    let committed = state.committed()?;
     let object_id = meta.getattr(intern!(py, "object_id"))?;
     let identity = Identity {
         cls_id: meta.getattr(intern!(py, "cls_id"))?.extract()?,
@@ -104,7 +104,7 @@ pub(crate) fn prepare<'py>(
             Ok(d) => d,
             Err(e) => {
                 // Best effort: the caller words the message with the field's name.
-                let _ = e.value(py).setattr(intern!(py, "_oaas_field"), &name);
+                let _ = e.value(py).setattr(intern!(py, ERROR_FIELD_ATTR), &name);
                 return Err(e);
             }
         };
@@ -118,6 +118,7 @@ pub(crate) fn prepare<'py>(
     record.entries = entries;
     let prepared = Prepared {
         encoded,
+        state,
         committed,
         dirty,
         version,
@@ -160,32 +161,23 @@ impl<'py> Prepared<'py> {
     }
 }
 
-/// Apply a queued commit to `obj`, as `OaasObject._oaas_apply` does: the new bytes go
-/// into `_oaas_committed`, `_oaas_version` and `_oaas_updated_ms` (ms since the Unix
-/// epoch) are set through `object.__setattr__`, `_oaas_dirty` is emptied, the object
-/// leaves its runtime's dirty registry (`_oaas_rt.dirty`, keyed by `id(obj)`), and
-/// `_oaas_stale[1]` takes the new version when it is a list. Nothing here fails on a
-/// well-formed object.
+/// Apply a queued commit to `obj`, as `OaasObject._oaas_apply` does, on its state: the
+/// new bytes go into `committed`, `version` and `updated_ms` (ms since the Unix epoch) are
+/// set, `dirty` is emptied, the object leaves its runtime's dirty registry (`rt.dirty`,
+/// keyed by `id(obj)`), and `stale[1]` takes the new version when it is a list. Nothing
+/// here fails on a well-formed object.
 pub(crate) fn apply<'py>(obj: &Bound<'py, PyAny>, p: Prepared<'py>) -> PyResult<()> {
     let py = obj.py();
     for (name, data) in p.encoded {
         p.committed.set_item(name, data)?;
     }
     let new_version = p.version + 1;
-    set_plain(
-        obj,
-        intern!(py, "_oaas_version"),
-        new_version.into_pyobject(py)?.as_any(),
-    )?;
-    set_plain(
-        obj,
-        intern!(py, "_oaas_updated_ms"),
-        p.time_ms.into_pyobject(py)?.as_any(),
-    )?;
+    p.state.set_version(new_version)?;
+    p.state.set_updated_ms(p.time_ms)?;
     p.dirty.clear();
     let rt = match p.rt {
         Some(rt) => rt,
-        None => obj.getattr(intern!(py, "_oaas_rt"))?,
+        None => p.state.rt()?,
     };
     let registry = rt.getattr(intern!(py, "dirty"))?.cast_into::<PyDict>()?;
     // Present: an object with dirty fields is in the registry (one lookup, not two).
@@ -196,7 +188,7 @@ pub(crate) fn apply<'py>(obj: &Bound<'py, PyAny>, p: Prepared<'py>) -> PyResult<
     }
     let stale = match p.stale {
         Some(stale) => stale,
-        None => obj.getattr(intern!(py, "_oaas_stale"))?,
+        None => p.state.stale()?,
     };
     if let Ok(mark) = stale.cast_into::<PyList>() {
         mark.set_item(1, new_version)?;
@@ -217,7 +209,7 @@ pub(crate) struct Undo {
 impl Undo {
     fn run(&self, py: Python<'_>) -> PyResult<()> {
         let obj = self.obj.bind(py);
-        let key = obj.call_method0(intern!(py, "_oaas_key"))?;
+        let key = obj.call_method0(intern!(py, class_attr::KEY))?;
         let old = PyDict::new(py);
         for (name, bytes) in &self.old {
             if let Some(b) = bytes {
@@ -227,7 +219,7 @@ impl Undo {
         let names = PyList::new(py, self.old.iter().map(|(name, _)| name))?;
         let undo = (self.version, old, PySet::empty(py)?);
         obj.call_method1(
-            intern!(py, "_oaas_undo_entries"),
+            intern!(py, class_attr::UNDO_ENTRIES),
             (key, self.version + 1, names, undo),
         )?;
         Ok(())
@@ -247,7 +239,7 @@ impl NativeWaiter {
     /// (`direct`: from a callback of that loop with no task running, see
     /// [`CommitFuture::resolve`]). A future already done (cancelled) is left alone, but a
     /// failure is still undone: the object must know (as `_settle` in
-    /// oaas_sdk/engine.py). Errors of the undo go to `sys.unraisablehook`: the other
+    /// oaas_sdk/engine/protocol.py). Errors of the undo go to `sys.unraisablehook`: the other
     /// commits of the batch must still resolve.
     pub fn settle(self, py: Python<'_>, error: Option<PyErr>, direct: bool) {
         let NativeWaiter { future, undo, .. } = self;

@@ -1,7 +1,7 @@
 //! The object model's hottest calls in Rust, as native methods of `OaasObject`:
-//! `__setattr__` and `commit_async`. `oaas_sdk/object.py` keeps the Python definitions
+//! `__setattr__` and `commit_async`. `oaas_sdk/model/object.py` keeps the Python definitions
 //! (the reference, and what the pure-Python implementation runs) and installs these while
-//! the native implementation is configured (`object.use_native_methods`).
+//! the native implementation is configured (the seam, `oaas_sdk/_backend.py`).
 //!
 //! `__setattr__` does the same steps as the Python one: convert the value to the field's
 //! type unless its exact type passes through, store it with `object.__setattr__`, mark a
@@ -18,10 +18,12 @@ use pyo3::ffi;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyDict, PySet, PyTuple, PyType};
+use pyo3::types::{PyDict, PyTuple, PyType};
 
 use super::commit::Known;
 use crate::engine::{Failed, PyEngine};
+
+use super::state::{class_attr, ObjectState};
 
 use crate::codec::MethodDef;
 
@@ -42,7 +44,7 @@ pub(crate) fn set_plain(
     }
 }
 
-/// The body of `OaasObject.__setattr__` (see the module comment and object.py).
+/// The body of `OaasObject.__setattr__` (see the module comment and oaas_sdk/model/object.py).
 fn setattr(
     obj: &Bound<'_, PyAny>,
     name: &Bound<'_, PyAny>,
@@ -50,9 +52,9 @@ fn setattr(
 ) -> PyResult<()> {
     let py = obj.py();
     let cls = obj.get_type();
-    let mut conv = cls.getattr(intern!(py, "_oaas_conv"))?;
+    let mut conv = cls.getattr(intern!(py, class_attr::CONV))?;
     if conv.is_none() {
-        conv = cls.call_method0(intern!(py, "_oaas_build_conv"))?;
+        conv = cls.call_method0(intern!(py, class_attr::BUILD_CONV))?;
     }
     let conv = conv.cast_into::<PyDict>()?;
     let Some(field) = conv.get_item(name)? else {
@@ -72,23 +74,19 @@ fn setattr(
             .call_method(intern!(py, "coerce"), (value,), Some(&kw))?
     };
     set_plain(obj, name, &value)?;
+    let state = ObjectState::of(obj)?;
     if field.get_item(2)?.is_truthy()? {
-        obj.getattr(intern!(py, "_oaas_live"))?
-            .cast_into::<PySet>()?
-            .add(name)?;
-        let parked = obj
-            .getattr(intern!(py, "_oaas_parked"))?
-            .cast_into::<PyDict>()?;
+        state.live()?.add(name)?;
+        let parked = state.parked()?;
         if !parked.is_empty() && parked.contains(name)? {
             parked.del_item(name)?;
         }
     }
-    let dirty = obj
-        .getattr(intern!(py, "_oaas_dirty"))?
-        .cast_into::<PySet>()?;
+    let dirty = state.dirty()?;
     if dirty.is_empty() {
         // Invariant: an object with dirty fields is in the dirty registry.
-        obj.getattr(intern!(py, "_oaas_rt"))?
+        state
+            .rt()?
             .getattr(intern!(py, "dirty"))?
             .cast_into::<PyDict>()?
             .set_item(obj.as_ptr() as usize, obj)?;
@@ -134,7 +132,7 @@ static SETATTR: MethodDef = MethodDef(std::cell::UnsafeCell::new(ffi::PyMethodDe
 }));
 
 /// A method descriptor of class `cls` (`OaasObject`) running the native `__setattr__`;
-/// `object.use_native_methods` stores it as `cls.__setattr__`.
+/// the seam (`oaas_sdk/_backend.py`) stores it as `cls.__setattr__`.
 #[pyfunction]
 pub fn object_setattr(cls: &Bound<'_, PyType>) -> PyResult<Py<PyAny>> {
     method_descriptor(cls, &SETATTR)
@@ -206,7 +204,8 @@ fn runs_here(event_loop: &Bound<'_, PyAny>) -> PyResult<bool> {
     }
 }
 
-/// The one-call path of `OaasObject.commit_async` (object.py, `_oaas_commit_native`):
+/// The one-call path of `OaasObject.commit_async` (oaas_sdk/model/object.py,
+/// `_oaas_commit_native`):
 /// `Some(awaitable)` when taken, `None` when the Python definition must run (the object
 /// is new, has a live mutable field, a mapped field or was deleted; the engine is not
 /// native or not open yet; no running loop, or one not yet watched; the class's encoders
@@ -215,7 +214,8 @@ fn runs_here(event_loop: &Bound<'_, PyAny>) -> PyResult<bool> {
 fn commit_async_fast<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py, PyAny>>> {
     let py = obj.py();
     let cls = obj.get_type();
-    let rt = obj.getattr(intern!(py, "_oaas_rt"))?;
+    let state = ObjectState::of(obj)?;
+    let rt = state.rt()?;
     let eng = rt.getattr(intern!(py, "_engine"))?;
     if eng.is_none() {
         return Ok(None);
@@ -224,26 +224,24 @@ fn commit_async_fast<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py,
     let Ok(native) = native.cast::<PyEngine>() else {
         return Ok(None);
     };
-    let version = obj.getattr(intern!(py, "_oaas_version"))?;
-    let stale = obj.getattr(intern!(py, "_oaas_stale"))?;
+    let version = state.version()?;
+    let stale = state.stale()?;
     if !version.is_truthy()?
-        || obj.getattr(intern!(py, "_oaas_live"))?.is_truthy()?
-        || obj.getattr(intern!(py, "_oaas_deleted"))?.is_truthy()?
-        || cls.getattr(intern!(py, "_oaas_mapped"))?.is_truthy()?
+        || !state.live()?.is_empty()
+        || state.deleted()?
+        || cls.getattr(intern!(py, class_attr::MAPPED))?.is_truthy()?
         || stale.is_none()
     {
         return Ok(None);
     }
-    let dirty = obj
-        .getattr(intern!(py, "_oaas_dirty"))?
-        .cast_into::<PySet>()?;
+    let dirty = state.dirty()?;
     if dirty.is_empty() {
         rt.getattr(intern!(py, "dirty"))?
             .cast_into::<PyDict>()?
             .call_method1(intern!(py, "pop"), (obj.as_ptr() as usize, py.None()))?;
-        return cls.getattr(intern!(py, "_oaas_done")).map(Some);
+        return cls.getattr(intern!(py, class_attr::DONE)).map(Some);
     }
-    let encoders = cls.getattr(intern!(py, "_oaas_encoders"))?;
+    let encoders = cls.getattr(intern!(py, class_attr::ENCODERS))?;
     let Ok(encoders) = encoders.cast_into::<PyDict>() else {
         return Ok(None);
     };
@@ -251,6 +249,7 @@ fn commit_async_fast<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py,
         return Ok(None);
     }
     let known = Known {
+        state,
         version: version.extract()?,
         dirty,
         rt,
@@ -269,7 +268,7 @@ fn commit_async_fast<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py,
             .get()
             .commit_now(obj, &encoders, Some(known))
             .and_then(|()| {
-                cls.getattr(intern!(py, "_oaas_done"))
+                cls.getattr(intern!(py, class_attr::DONE))
                     .map_err(Failed::Final)
             })
     };
@@ -277,7 +276,7 @@ fn commit_async_fast<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py,
         Ok(awaitable) => Ok(Some(awaitable)),
         Err(Failed::Retry(_)) => Ok(None),
         Err(Failed::Final(e)) => cls
-            .getattr(intern!(py, "_oaas_failed"))?
+            .getattr(intern!(py, class_attr::FAILED))?
             .call1((e.into_value(py),))
             .map(Some),
     }
@@ -298,7 +297,7 @@ unsafe extern "C" fn commit_async_raw(
             Some(awaitable) => Ok(awaitable),
             None => obj
                 .get_type()
-                .getattr(intern!(py, "_oaas_py_commit_async"))?
+                .getattr(intern!(py, class_attr::PY_COMMIT_ASYNC))?
                 .call1((obj,)),
         }
     })
@@ -317,7 +316,7 @@ Python definition."
 }));
 
 /// A method descriptor of class `cls` (`OaasObject`) running the native `commit_async`;
-/// `object.use_native_methods` stores it as `cls.commit_async`. The class provides
+/// the seam (`oaas_sdk/_backend.py`) stores it as `cls.commit_async`. The class provides
 /// `_oaas_py_commit_async` (the Python definition, called for every other case),
 /// `_oaas_done` (the awaitable of a commit acknowledged at once) and `_oaas_failed`
 /// (error -> failed awaitable).

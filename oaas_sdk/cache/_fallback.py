@@ -1,9 +1,5 @@
-"""Cache of encoded entries: committed objects by identity, bounded by bytes, optional TTL.
-
-Loading an object that is no longer in the identity map asks this cache before the store.
-Values are the encoded entries (codec bytes) and the version, never live Python objects, so
-a cached object decodes to a fresh instance. Eviction is least-recently-used by total bytes.
-"""
+"""The pure-Python entry cache (:class:`EntryCache`); the native one is
+``oaas_sdk._native.EntryCache`` (``oprc-py/src/data/cache.rs``), same behaviour."""
 
 from __future__ import annotations
 
@@ -11,7 +7,7 @@ import threading
 import time
 from collections import OrderedDict
 
-from .stores import ObjectKey, StoredObject
+from ..stores import ObjectKey, StoredObject
 
 __all__ = ["EntryCache"]
 
