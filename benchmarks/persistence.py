@@ -42,7 +42,7 @@ from typing import Any
 
 from oaas_sdk import Mapped, OaasConfig, OaasObject, mapped, oaas
 from oaas_sdk import runtime as _rt
-from oaas_sdk.engine import AnyEngine, Engine, NativeEngine
+from oaas_sdk.engine import Engine, NativeEngine, PythonEngine
 from oaas_sdk.stores import WriteRecord, open_store
 
 
@@ -108,13 +108,13 @@ def engine_rate(impl: str, committers: int, seconds: float, base: Path) -> float
     """Durable commits/s of pre-encoded records submitted straight to one engine by
     ``committers`` tasks (one object each): the engine without the object front end."""
     path = base / f"engine-{impl}-{committers}"
-    eng: AnyEngine
+    eng: Engine
     if impl == "native":
         from oaas_sdk import _native
 
         eng = NativeEngine(_native, str(path), durability="sync", batch_max_delay_ms=1.0)
     else:
-        eng = Engine(open_store(f"lmdb:{path}", sync=True), durability="sync",
+        eng = PythonEngine(open_store(f"lmdb:{path}", sync=True), durability="sync",
                      batch_max_delay_ms=1.0)
     entries = {name: b"\xc4\x64" + b"x" * 100 for name in NAMES}
 

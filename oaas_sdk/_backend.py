@@ -20,7 +20,7 @@ from .errors import ConfigError
 if TYPE_CHECKING:
     from .cache import Cache
     from .config import OaasConfig
-    from .engine import AnyEngine
+    from .engine import Engine
     from .stores import Store
 
 __all__ = ["Backend", "select", "native_module", "native_available", "select_codec"]
@@ -90,12 +90,12 @@ class Backend:
         return EntryCache(max_bytes, ttl_s)
 
     def open_engine(self, config: OaasConfig, store_url: str, store: Store | None,
-                    inline: bool) -> AnyEngine:
+                    inline: bool) -> Engine:
         """The engine of a runtime: native over the LMDB directory of ``store_url`` when
         :attr:`native_engine`, else the Python engine over ``store`` (or the store
         ``store_url`` opens). ``inline``: commit in the caller's thread (memory store).
         Raises :class:`StorageError` when the store cannot be opened."""
-        from .engine import Engine, NativeEngine
+        from .engine import NativeEngine, PythonEngine
         from .stores import lmdb_location, open_store, parse_storage_url
 
         settings = engine_settings(config)
@@ -105,7 +105,7 @@ class Backend:
             return NativeEngine(self.native, path, **settings, **opts)  # type: ignore[arg-type]
         opened = store or open_store(store_url, sync=True,
                                      retry_deadline_s=config.store_retry_deadline_s)
-        return Engine(opened, **settings, inline=inline)
+        return PythonEngine(opened, **settings, inline=inline)
 
     def mapped_file(self, path: str | None, size: int) -> Any:
         """A handle of a mapped field's file (``path``; ``None``: anonymous memory) of

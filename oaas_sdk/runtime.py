@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import _backend
 from .config import OaasConfig
-from .engine import AnyEngine
+from .engine import Engine
 from .errors import StorageError
 from .stores import (
     ObjectKey,
@@ -53,7 +53,7 @@ class Runtime:
         storage = "memory" if config.mock_mode else config.storage
         kind, _ = parse_storage_url(storage)
         self.store_url = storage
-        self._engine: AnyEngine | None = None
+        self._engine: Engine | None = None
         self._engine_lock = threading.Lock()
         # Set when oaas.configure() replaced this runtime: it never opens its store again.
         self._replaced = False
@@ -79,11 +79,11 @@ class Runtime:
             _flush_on_sigterm()  # write-back must survive `kill` as it survives exit()
 
     @property
-    def engine(self) -> AnyEngine:
+    def engine(self) -> Engine:
         """The engine, opening the store on first use (raises :class:`StorageError`).
 
         The native engine when the extension is active and the store is LMDB; otherwise
-        the Python :class:`Engine` over the store."""
+        the Python :class:`PythonEngine` over the store."""
         eng = self._engine
         if eng is None:
             with self._engine_lock:
@@ -94,7 +94,7 @@ class Runtime:
                 eng = self._engine
         return eng
 
-    def _successor_engine(self) -> AnyEngine:
+    def _successor_engine(self) -> Engine:
         """The engine for an object of a replaced runtime (one loaded before the last
         ``oaas.configure()``): the current runtime's when it has the same LMDB directory,
         so the process keeps one handle per environment (LMDB forbids two)."""
@@ -110,7 +110,7 @@ class Runtime:
             f"lmdb store at {lmdb_location(loc)[0]}: closed, because oaas.configure() "
             f"replaced the configuration this object was loaded under; load it again")
 
-    def _open_engine(self) -> AnyEngine:
+    def _open_engine(self) -> Engine:
         return self.backend.open_engine(self.config, self.store_url, self._given_store,
                                         self._inline)
 

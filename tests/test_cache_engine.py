@@ -9,7 +9,7 @@ import pytest
 
 from oaas_sdk import StorageError, oaas
 from oaas_sdk.cache import EntryCache
-from oaas_sdk.engine import Engine
+from oaas_sdk.engine import PythonEngine
 from oaas_sdk.stores import StoredObject, WriteRecord
 from oaas_sdk.stores.memory import MemoryStore
 
@@ -82,7 +82,7 @@ class SlowStore(MemoryStore):
 
 def test_group_commit_batches_concurrent_commits():
     store = SlowStore()
-    eng = Engine(store, durability="sync", batch_max_entries=10_000, batch_max_delay_ms=0)
+    eng = PythonEngine(store, durability="sync", batch_max_entries=10_000, batch_max_delay_ms=0)
     first = eng.submit(WriteRecord(("c", 0, 0), 0, {"f": b"\x01"}))
     tickets = [eng.submit(WriteRecord(("c", 0, i), 0, {"f": b"\x01"})) for i in range(1, 50)]
     store.gate.set()  # the persister was blocked on the first batch; the rest queued up
@@ -96,7 +96,7 @@ def test_group_commit_batches_concurrent_commits():
 
 def test_batch_closes_at_max_entries():
     store = SlowStore()
-    eng = Engine(store, durability="sync", batch_max_entries=5, batch_max_delay_ms=1000)
+    eng = PythonEngine(store, durability="sync", batch_max_entries=5, batch_max_delay_ms=1000)
     tickets = [eng.submit(WriteRecord(("c", 0, i), 0, {"f": b"\x01"})) for i in range(20)]
     store.gate.set()
     for t in tickets:
@@ -129,7 +129,7 @@ async def test_failed_batch_fails_every_commit_and_keeps_dirty_state(sdk):
 
 
 def test_closed_engine_refuses():
-    eng = Engine(MemoryStore(), inline=True)
+    eng = PythonEngine(MemoryStore(), inline=True)
     eng.close()
     with pytest.raises(StorageError, match="closed"):
         eng.submit(WriteRecord(("c", 0, 1), 0, {}))

@@ -1,7 +1,7 @@
 """The write path: engines that batch commits and persist them (group commit).
 
 - ``protocol``: what both engines share (tickets, the commit future, settling waiters).
-- ``_fallback``: :class:`Engine`, the pure-Python engine over any store (memory, LMDB
+- ``_fallback``: :class:`PythonEngine`, the pure-Python engine over any store (memory, LMDB
   with ``native="off"``, Redis).
 - ``_native``: :class:`NativeEngine`, the adapter of the native engine (LMDB).
 
@@ -10,11 +10,15 @@ The runtime gets its engine from the seam (``oaas_sdk._backend``); see docs/engi
 
 from __future__ import annotations
 
-from ._fallback import CommitTicket, Engine
+from ._fallback import CommitTicket, PythonEngine
 from ._native import NativeEngine
 from .protocol import CommitFuture, OnError, Ticket, thrown
 
-__all__ = ["Engine", "CommitFuture", "CommitTicket", "NativeEngine", "Ticket", "AnyEngine",
+__all__ = ["Engine", "PythonEngine", "NativeEngine", "CommitFuture", "CommitTicket", "Ticket",
            "OnError", "thrown"]
 
-AnyEngine = Engine | NativeEngine
+#: The engine a runtime holds: the pure-Python :class:`PythonEngine` or the adapter of the
+#: native one, :class:`NativeEngine` (same interface). One name per layer: ``Engine`` here,
+#: ``PyEngine`` in the bindings crate (``oaas_sdk._native.Engine``), ``batcher::Engine`` in
+#: the core crate.
+Engine = PythonEngine | NativeEngine

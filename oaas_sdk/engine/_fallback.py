@@ -2,7 +2,7 @@
 :class:`~oaas_sdk.stores.Store`, and its commit tickets.
 
 A commit becomes a :class:`~oaas_sdk.stores.WriteRecord` on the caller's thread (encoding
-done); :meth:`Engine.submit` queues it and returns a :class:`CommitTicket`. One background
+done); :meth:`PythonEngine.submit` queues it and returns a :class:`CommitTicket`. One background
 thread (the persister) takes records off the queue, closes a batch at ``batch_max_entries``
 entries or ``batch_max_delay_ms`` after the batch's first record, and writes the batch in
 one store transaction: one fsync for all its commits (group commit). Each ticket then
@@ -30,7 +30,7 @@ from ..stores import ObjectKey, Store, StoredObject, WriteRecord, apply_record
 from . import protocol
 from .protocol import CommitFuture, OnError, _dispatch, _settle, _settle_waiter, _Waiter
 
-__all__ = ["Engine", "CommitTicket"]
+__all__ = ["PythonEngine", "CommitTicket"]
 
 log = logging.getLogger("oaas_sdk")
 
@@ -39,7 +39,7 @@ class CommitTicket:
     """Completion of one submitted commit (or of a flush marker).
 
     ``error`` is ``None`` after success. Wait with :meth:`wait`; async callers use
-    :meth:`Engine.submit_future` instead, whose futures are resolved a batch at a time.
+    :meth:`PythonEngine.submit_future` instead, whose futures are resolved a batch at a time.
     """
 
     __slots__ = ("record", "error", "_done", "_event", "submitted_ns", "_future")
@@ -51,7 +51,7 @@ class CommitTicket:
         self._event: threading.Event | None = None
         self.submitted_ns = time.perf_counter_ns()
         # (loop, future, on_error) to resolve when done; the persister resolves all
-        # futures of a batch with one call_soon_threadsafe per event loop (Engine._write).
+        # futures of a batch with one call_soon_threadsafe per event loop (PythonEngine._write).
         self._future: _Waiter | None = None
 
     def done(self) -> bool:
@@ -80,7 +80,7 @@ _STOP = object()
 
 # Forks this process has gone through (counted in the child): engines compare it per
 # commit instead of calling os.getpid(), a system call (~0.3 µs).
-class Engine:
+class PythonEngine:
     """Batches commits from every object and persists them in the background.
 
     ``durability``: ``"sync"`` completes a ticket once its batch is durable;

@@ -1,5 +1,5 @@
 """The adapter of the native engine (``oaas_sdk._native.Engine``, ``oprc-py/src/engine/``):
-:class:`NativeEngine` offers the Python :class:`~oaas_sdk.engine.Engine`'s interface;
+:class:`NativeEngine` offers the Python :class:`~oaas_sdk.engine.PythonEngine`'s interface;
 batching, persistence and waiting happen in Rust with the GIL released; only the LMDB
 store is native. It is given the extension module by the seam (``oaas_sdk._backend``)."""
 
@@ -46,10 +46,10 @@ class _NativeStoreView:
 
 
 class NativeEngine:
-    """The native engine (``oaas_sdk._native.Engine``) with :class:`Engine`'s interface.
+    """The native engine (``oaas_sdk._native.Engine``) with :class:`PythonEngine`'s interface.
 
     ``path``: directory of the LMDB environment (same layout and files as
-    :class:`~oaas_sdk.stores.lmdb.LmdbStore`). Other arguments as :class:`Engine`, plus
+    :class:`~oaas_sdk.stores.lmdb.LmdbStore`). Other arguments as :class:`PythonEngine`, plus
     ``map_size``/``max_map_size`` (bytes). ``submit`` returns a native ticket whose
     ``wait()`` releases the GIL. ``submit_future`` gives a future of the caller's loop:
     the native persister reports each batch's outcomes at once, and the loop, watching
@@ -79,7 +79,7 @@ class NativeEngine:
         self._submit = self._eng.submit
         #: One call that encodes an object's assigned fields, queues the commit and
         #: applies it to the object (``_native.Engine.commit_object``); ``None`` on
-        #: :class:`Engine`.
+        #: :class:`PythonEngine`.
         self.commit_object = self._eng.commit_object
         self._commit_object_future = self._eng.commit_object_future
         self.durability = durability
@@ -248,7 +248,7 @@ class NativeEngine:
         self._watched = None
 
     def stats(self) -> dict[str, Any]:
-        """Counters, with the keys of :meth:`Engine.stats`."""
+        """Counters, with the keys of :meth:`PythonEngine.stats`."""
         return dict(self._eng.stats())
 
 

@@ -109,7 +109,7 @@ def _dispatch(items: list[tuple[_Waiter, BaseException | None]]) -> None:
 
 
 class Ticket(Protocol):
-    """What :meth:`Engine.submit` and :meth:`NativeEngine.submit` return."""
+    """What :meth:`PythonEngine.submit` and :meth:`NativeEngine.submit` return."""
 
     @property
     def error(self) -> BaseException | None: ...
