@@ -5,7 +5,8 @@ Measures, in one process and one run:
   of 1 KB objects (10 fields of 100 bytes, all rewritten per commit) with 1, 16 and 256
   concurrent committers (asyncio tasks, one object each), native vs pure-Python engine;
 - the ceiling: the same bytes written straight into the store in fsynced batches of 1, 16
-  and 256 commits by Rust with no engine (``_native.raw_batched_writes``): the same
+  and 256 commits by Rust with no engine (the ``raw_ceiling`` example of the ``oprc-core``
+  crate, ``oprc-py/core/examples/raw_ceiling.rs``, built with cargo on first use): the same
   1, 16 or 256 objects rewritten in turn, as the committers do (``raw``), and, for
   reference, a new object per commit (``raw_insert``);
 - the engines alone: durable commits/s of the same records pre-encoded, submitted
@@ -28,10 +29,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import os
 import platform
 import statistics
+import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -39,7 +42,7 @@ from typing import Any
 
 from oaas_sdk import Mapped, OaasConfig, OaasObject, mapped, oaas
 from oaas_sdk import runtime as _rt
-from oaas_sdk.engine import AnyEngine, Engine, NativeEngine
+from oaas_sdk.engine import Engine, NativeEngine, PythonEngine
 from oaas_sdk.stores import WriteRecord, open_store
 
 
@@ -105,13 +108,13 @@ def engine_rate(impl: str, committers: int, seconds: float, base: Path) -> float
     """Durable commits/s of pre-encoded records submitted straight to one engine by
     ``committers`` tasks (one object each): the engine without the object front end."""
     path = base / f"engine-{impl}-{committers}"
-    eng: AnyEngine
+    eng: Engine
     if impl == "native":
         from oaas_sdk import _native
 
         eng = NativeEngine(_native, str(path), durability="sync", batch_max_delay_ms=1.0)
     else:
-        eng = Engine(open_store(f"lmdb:{path}", sync=True), durability="sync",
+        eng = PythonEngine(open_store(f"lmdb:{path}", sync=True), durability="sync",
                      batch_max_delay_ms=1.0)
     entries = {name: b"\xc4\x64" + b"x" * 100 for name in NAMES}
 
@@ -198,17 +201,46 @@ def front_end_us(impl: str, base: Path, n: int = 20000) -> dict[str, float]:
     return out
 
 
+#: The repository's Cargo workspace (the raw ceiling is an example of its core crate).
+_WORKSPACE = Path(__file__).resolve().parent.parent / "oprc-py" / "Cargo.toml"
+
+
+@functools.cache
+def raw_ceiling_binary() -> Path:
+    """Build (release profile, ``cargo build --example raw_ceiling -p oprc-core``) and return
+    the raw-ceiling program: ``raw_ceiling PATH N_COMMITS N_FIELDS VALUE_LEN BATCH
+    [REWRITE]`` prints the elapsed seconds of the timed writes. Raises ``RuntimeError``
+    when cargo is missing or the build fails."""
+    cmd = ["cargo", "build", "--release", "--quiet", "--manifest-path", str(_WORKSPACE),
+           "-p", "oprc-core", "--example", "raw_ceiling", "--message-format", "json"]
+    try:
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise RuntimeError(f"cannot build the raw ceiling ({' '.join(cmd)}): {e!r}") from e
+    if p.returncode != 0:
+        raise RuntimeError(f"cannot build the raw ceiling: {p.stderr[-2000:]}")
+    for line in p.stdout.splitlines():
+        msg = json.loads(line)
+        if msg.get("reason") == "compiler-artifact" and msg.get("executable") \
+                and msg["target"]["name"] == "raw_ceiling":
+            return Path(msg["executable"])
+    raise RuntimeError("cargo built no raw_ceiling executable")
+
+
 def raw_rate(batch: int, base: Path, seconds: float, rewrite: bool = True) -> float:
     """Commits/s of Rust writing the same bytes straight into the store, ``batch`` commits
     per fsynced transaction. ``rewrite``: ``batch`` objects each rewritten in turn (the
     durable-rate workload: every committer rewrites its own object); else a new object
     per commit. A short probe sizes the timed run to about ``seconds``."""
-    from oaas_sdk import _native
+    exe = raw_ceiling_binary()
 
     def run(n: int) -> float:
         path = tempfile.mkdtemp(dir=base, prefix=f"raw-{batch}-")
-        return n / _native.raw_batched_writes(path, n, 10, 100, batch,
-                                              batch if rewrite else None)
+        args = [str(exe), path, str(n), "10", "100", str(batch)]
+        if rewrite:
+            args.append(str(batch))
+        out = subprocess.run(args, capture_output=True, text=True, check=True, timeout=600)
+        return n / float(out.stdout.strip())
 
     probe = max(batch * 20, 200)
     n = max(probe, int(run(probe) * seconds) // batch * batch)

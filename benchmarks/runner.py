@@ -171,14 +171,15 @@ def _cargo_target_dir(manifest: Path) -> Path:
 
 
 def run_rust(timeout_s: float) -> dict[str, Any]:
-    """criterion benchmarks of the Rust core (``cargo bench`` in ``oprc-py``: benches
-    ``codec``, ``cache``, ``batcher``), parsed from the ``bencher`` output format and
-    completed from criterion's own files (see :func:`add_criterion_details`)."""
+    """criterion benchmarks of the Rust core (``cargo bench -p oprc-core`` in the
+    ``oprc-py`` workspace: benches ``codec``, ``cache``, ``batcher`` of ``oprc-py/core``),
+    parsed from the ``bencher`` output format and completed from criterion's own files
+    (see :func:`add_criterion_details`)."""
     manifest = REPO / "oprc-py" / "Cargo.toml"
-    benches = manifest.parent / "benches"
+    benches = manifest.parent / "core" / "benches"
     if not benches.is_dir() or not any(benches.glob("*.rs")):
-        return {"skipped": "oprc-py/benches/ has no criterion benchmark"}
-    bench = ["cargo", "bench", "--manifest-path", str(manifest)]
+        return {"skipped": "oprc-py/core/benches/ has no criterion benchmark"}
+    bench = ["cargo", "bench", "--manifest-path", str(manifest), "-p", "oprc-core"]
     t0 = time.perf_counter()
     try:
         # Build first, with its own allowance: a cold release build takes minutes.
@@ -198,7 +199,8 @@ def run_rust(timeout_s: float) -> dict[str, Any]:
     except (OSError, ValueError, KeyError, subprocess.SubprocessError):
         pass  # the bencher figures stand on their own
     out: dict[str, Any] = {
-        "command": "cargo bench --manifest-path oprc-py/Cargo.toml -- --output-format bencher",
+        "command": "cargo bench --manifest-path oprc-py/Cargo.toml -p oprc-core -- "
+                   "--output-format bencher",
         "build_s": t_build, "wall_s": time.perf_counter() - t0 - t_build, "results": results}
     if p.returncode != 0:
         out.update(error=f"cargo bench exit {p.returncode}", stderr=p.stderr[-4000:])

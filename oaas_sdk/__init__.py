@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging as _logging
 
-from ._native_loader import native_available
+from ._backend import native_available
 from .compat import (
     DebugContext,
     DebugLevel,
@@ -44,6 +44,9 @@ from .invocation import (
     ObjectInvocationRequest,
     ResponseStatus,
 )
+
+# Through the old module paths (aliases of oaas_sdk.model.*): importing them here first
+# keeps the package attributes ``mapped`` and ``ref`` the functions, not the modules.
 from .mapped import Mapped, mapped
 from .methods import constructor, function, getter, method, setter
 from .object import OaasObject, ObjectMeta, field

@@ -33,9 +33,6 @@ class Ticket:
     def wait(self, timeout: float | None = None) -> None:
         """Block with the GIL released; raise the commit's error; ``TimeoutError`` after
         ``timeout`` seconds."""
-    def awaitable(self) -> Any:
-        """An asyncio future of the running loop (a Rust future), resolved to ``None`` when
-        the commit completes, or failed with its error."""
 
 class CommitFuture:
     """The future of a durable one-call commit: asyncio's future protocol (``await``,
@@ -69,9 +66,10 @@ class Engine:
     Raises ``StorageError`` when the store cannot be opened (a file, a corrupt or foreign
     environment, no permission)."""
 
-    def __init__(self, path: str, *, durability: str = "sync", batch_max_entries: int = 4096,
-                 batch_max_delay_ms: float = 2.0, map_size: int = 1 << 30,
-                 max_map_size: int = 1 << 40, pending_max_bytes: int = 256 << 20) -> None: ...
+    def __init__(self, path: str, *, durability: str, batch_max_entries: int,
+                 batch_max_delay_ms: float, pending_max_bytes: int, map_size: int = 1 << 30,
+                 max_map_size: int = 1 << 40) -> None:
+        """The settings without defaults come from ``OaasConfig`` (``ENGINE_DEFAULTS``)."""
     @property
     def name(self) -> str: ...
     def submit(self, cls_id: str, partition_id: int, object_id: int | str,
@@ -136,20 +134,23 @@ class MappedFile(Buffer):
         """msync (MS_SYNC) with the GIL released."""
     def close(self) -> None: ...
 
+OBJECT_STATE_ATTR: str
+"""The instance attribute holding an object's ``ObjectState`` (``"_oaas_state"``)."""
+OBJECT_STATE_FIELDS: tuple[str, ...]
+"""The ``ObjectState`` slot names the native layer reads (``oaas_sdk.model.state``)."""
+OBJECT_CLASS_ATTRS: tuple[str, ...]
+"""Attributes and methods of ``OaasObject`` the native layer uses (``CLASS_ATTRS``)."""
+OBJECT_ERROR_FIELD_ATTR: str
+"""The attribute an encoding error gets, naming its field (``"_oaas_field"``)."""
+
 def object_setattr(cls: type) -> Any:
     """A method descriptor of ``cls`` (``OaasObject``) running the native ``__setattr__``
-    (``object.use_native_methods`` installs it)."""
+    (the seam, ``oaas_sdk._backend``, installs it)."""
 
 def object_commit_async(cls: type) -> Any:
     """A method descriptor of ``cls`` (``OaasObject``) running the native ``commit_async``:
-    the one-call commit, else ``cls._oaas_py_commit_async`` (``object.use_native_methods``
+    the one-call commit, else ``cls._oaas_py_commit_async`` (``oaas_sdk._backend``
     installs it)."""
-
-def raw_batched_writes(path: str, n_commits: int, n_fields: int = 10, value_len: int = 100,
-                       batch: int = 256, rewrite: int | None = None) -> float:
-    """Benchmark ceiling: elapsed seconds to write ``n_commits`` commits straight into a
-    store, ``batch`` per fsynced transaction; ``rewrite=k``: ``k`` objects rewritten in
-    turn (as ``k`` committers do), else a new object per commit."""
 
 # ------------------------------------------------------------------ data path (data.rs)
 # Byte format: docs/format.md, "State codec". Used through oaas_sdk.codec and
@@ -223,12 +224,6 @@ class Codec:
         """Bytes -> value (raw tuples/sets/``_RawRef`` for hint code when ``ref_factory`` is
         None). ``view_min > 0``: bin values and ndarray data of at least that many bytes
         are read-only views into ``data``. SerializationError for malformed input."""
-    def decode_many(
-        self,
-        items: Sequence[bytes],
-        ref_factory: Callable[[str, int, int | str], Any] | None = None,
-    ) -> list[Any]:
-        """``decode`` of each item; Ctrl-C interrupts long batches."""
 
 class EntryCache:
     """Native ``oaas_sdk.cache.EntryCache`` (moka): bounded by bytes, optional TTL,

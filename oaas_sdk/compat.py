@@ -19,7 +19,7 @@ from .errors import SerializationError, ValidationError
 
 if TYPE_CHECKING:
     from .config import OaasConfig
-    from .object import OaasObject
+    from .model.object import OaasObject
     from .runtime import Runtime
 
 __all__ = ["Session", "StateDescriptor", "DebugLevel", "DebugContext", "configure_debug",

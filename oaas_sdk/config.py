@@ -19,7 +19,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from .errors import ConfigError
 
-__all__ = ["OaasConfig", "LEGACY_ENV"]
+__all__ = ["OaasConfig", "LEGACY_ENV", "ENGINE_DEFAULTS"]
 
 LEGACY_ENV: dict[str, str] = {
     "mock_mode": "MOCK_MODE",
@@ -229,3 +229,11 @@ def _describe(e: pydantic.ValidationError) -> str:
         loc = ".".join(str(p) for p in err["loc"]) or "?"
         parts.append(f"OaasConfig.{loc}: {err['msg']} (got {err.get('input')!r})")
     return "invalid configuration: " + "; ".join(parts)
+
+
+ENGINE_DEFAULTS: dict[str, Any] = {
+    n: OaasConfig.model_fields[n].default
+    for n in ("durability", "batch_max_entries", "batch_max_delay_ms", "pending_max_bytes")}
+"""The engine settings' defaults, read from :class:`OaasConfig` (their one source): the
+Python engines take them as their keyword defaults; the native engine has none and is
+always given them (oaas_sdk/_backend.py)."""

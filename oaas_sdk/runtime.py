@@ -16,24 +16,20 @@ import weakref
 from types import FrameType, ModuleType
 from typing import TYPE_CHECKING, Any
 
-from . import codec
-from ._native_loader import native_module
-from .cache import EntryCache
+from . import _backend
 from .config import OaasConfig
-from .engine import AnyEngine, Engine, NativeEngine
+from .engine import Engine
 from .errors import StorageError
 from .stores import (
     ObjectKey,
     Store,
-    StoredObject,
     display_url,
     lmdb_location,
-    open_store,
     parse_storage_url,
 )
 
 if TYPE_CHECKING:
-    from .object import OaasObject
+    from .model.object import OaasObject
 
 __all__ = ["Runtime", "current", "configure", "shutdown"]
 
@@ -52,30 +48,23 @@ class Runtime:
     def __init__(self, config: OaasConfig, store: Store | None = None) -> None:
         self.config = config
         self._given_store = store
-        self.native: ModuleType | None = native_module(config.native)
+        #: The implementations chosen for this configuration (oaas_sdk/_backend.py).
+        self.backend = _backend.select(config, store)
         storage = "memory" if config.mock_mode else config.storage
         kind, _ = parse_storage_url(storage)
         self.store_url = storage
-        self._engine: AnyEngine | None = None
+        self._engine: Engine | None = None
         self._engine_lock = threading.Lock()
         # Set when oaas.configure() replaced this runtime: it never opens its store again.
         self._replaced = False
         self._inline = kind == "memory"
-        # The codec is process-wide: the latest configuration picks its implementation.
-        codec.set_backend(self.native)
-        from .object import use_native_methods  # object imports this module
-
-        use_native_methods(self.native, native_engine=kind == "lmdb" and store is None)
         # A memory store is its own cache: caching its entries again would only cost. A
         # shared (Redis) store is written by other processes too: its entries are cached
         # only when cache_ttl_s bounds how long their commits can go unseen.
         shared = kind.startswith("redis")
         cache_bytes = (0 if kind == "memory" or (shared and config.cache_ttl_s is None)
                        else config.cache_max_bytes)
-        self.cache: Any = (
-            self.native.EntryCache(cache_bytes, config.cache_ttl_s, StoredObject)
-            if self.native is not None
-            else EntryCache(cache_bytes, config.cache_ttl_s))
+        self.cache: Any = self.backend.entry_cache(cache_bytes, config.cache_ttl_s)
         self.cache_enabled = cache_bytes > 0
         # Keys whose cached record lacks commits of an instance still alive or awaiting
         # its finalizer: [instances, newest committed version]. Loads of such keys read
@@ -90,11 +79,11 @@ class Runtime:
             _flush_on_sigterm()  # write-back must survive `kill` as it survives exit()
 
     @property
-    def engine(self) -> AnyEngine:
+    def engine(self) -> Engine:
         """The engine, opening the store on first use (raises :class:`StorageError`).
 
         The native engine when the extension is active and the store is LMDB; otherwise
-        the Python :class:`Engine` over the store."""
+        the Python :class:`PythonEngine` over the store."""
         eng = self._engine
         if eng is None:
             with self._engine_lock:
@@ -105,7 +94,7 @@ class Runtime:
                 eng = self._engine
         return eng
 
-    def _successor_engine(self) -> AnyEngine:
+    def _successor_engine(self) -> Engine:
         """The engine for an object of a replaced runtime (one loaded before the last
         ``oaas.configure()``): the current runtime's when it has the same LMDB directory,
         so the process keeps one handle per environment (LMDB forbids two)."""
@@ -121,24 +110,19 @@ class Runtime:
             f"lmdb store at {lmdb_location(loc)[0]}: closed, because oaas.configure() "
             f"replaced the configuration this object was loaded under; load it again")
 
-    def _open_engine(self) -> AnyEngine:
-        c = self.config
-        kind, loc = parse_storage_url(self.store_url)
-        if self.native is not None and kind == "lmdb" and self._given_store is None:
-            path, opts = lmdb_location(loc)
-            return NativeEngine(self.native, path, durability=c.durability,
-                                batch_max_entries=c.batch_max_entries,
-                                batch_max_delay_ms=c.batch_max_delay_ms,
-                                pending_max_bytes=c.pending_max_bytes, **opts)
-        store = self._given_store or open_store(
-            self.store_url, sync=True, retry_deadline_s=c.store_retry_deadline_s)
-        return Engine(store, durability=c.durability, batch_max_entries=c.batch_max_entries,
-                      batch_max_delay_ms=c.batch_max_delay_ms,
-                      pending_max_bytes=c.pending_max_bytes, inline=self._inline)
+    def _open_engine(self) -> Engine:
+        return self.backend.open_engine(self.config, self.store_url, self._given_store,
+                                        self._inline)
+
+    @property
+    def native(self) -> ModuleType | None:
+        """The native extension module when this runtime uses it, else ``None``."""
+        return self.backend.native
 
     @property
     def implementation(self) -> str:
-        return "native" if self.native is not None else "python"
+        """``"native"`` or ``"python"``."""
+        return self.backend.implementation
 
     def flush(self) -> None:
         if self._engine is not None:

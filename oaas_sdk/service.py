@@ -11,11 +11,12 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from . import methods as _m
 from . import runtime as _rt
 from .config import OaasConfig
 from .errors import OaasError
-from .object import _CLASSES, OaasObject, class_by_id, registered_classes
+from .model import methods as _m
+from .model.object import OaasObject
+from .model.registry import _CLASSES, class_by_id, registered_classes
 
 if TYPE_CHECKING:
     from .rpc.server import ServerHandle
@@ -148,7 +149,7 @@ class OaasService:
         seen = {id(o) for o in objs}
         objs.extend(o for i, o in list(touched.items()) if i not in seen)
         for o in objs:  # still candidates until their commit settles them
-            if o._oaas_dirty or o._oaas_version == 0:
+            if o._oaas_state.dirty or o._oaas_state.version == 0:
                 rt.dirty[id(o)] = o
             else:
                 rt.touched[id(o)] = o

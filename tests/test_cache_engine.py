@@ -9,7 +9,7 @@ import pytest
 
 from oaas_sdk import StorageError, oaas
 from oaas_sdk.cache import EntryCache
-from oaas_sdk.engine import Engine
+from oaas_sdk.engine import PythonEngine
 from oaas_sdk.stores import StoredObject, WriteRecord
 from oaas_sdk.stores.memory import MemoryStore
 
@@ -33,7 +33,7 @@ def test_cache_bounded_by_bytes_evicts_lru():
 
 def test_cache_ttl_expires(monkeypatch):
     now = [1000.0]
-    monkeypatch.setattr("oaas_sdk.cache.time.monotonic", lambda: now[0])
+    monkeypatch.setattr("oaas_sdk.cache._fallback.time.monotonic", lambda: now[0])
     c = EntryCache(max_bytes=10_000, ttl_s=5)
     c.put(("c", 0, 1), obj(10))
     now[0] += 4.9
@@ -82,7 +82,7 @@ class SlowStore(MemoryStore):
 
 def test_group_commit_batches_concurrent_commits():
     store = SlowStore()
-    eng = Engine(store, durability="sync", batch_max_entries=10_000, batch_max_delay_ms=0)
+    eng = PythonEngine(store, durability="sync", batch_max_entries=10_000, batch_max_delay_ms=0)
     first = eng.submit(WriteRecord(("c", 0, 0), 0, {"f": b"\x01"}))
     tickets = [eng.submit(WriteRecord(("c", 0, i), 0, {"f": b"\x01"})) for i in range(1, 50)]
     store.gate.set()  # the persister was blocked on the first batch; the rest queued up
@@ -96,7 +96,7 @@ def test_group_commit_batches_concurrent_commits():
 
 def test_batch_closes_at_max_entries():
     store = SlowStore()
-    eng = Engine(store, durability="sync", batch_max_entries=5, batch_max_delay_ms=1000)
+    eng = PythonEngine(store, durability="sync", batch_max_entries=5, batch_max_delay_ms=1000)
     tickets = [eng.submit(WriteRecord(("c", 0, i), 0, {"f": b"\x01"})) for i in range(20)]
     store.gate.set()
     for t in tickets:
@@ -124,12 +124,12 @@ async def test_failed_batch_fails_every_commit_and_keeps_dirty_state(sdk):
     results = await asyncio.gather(a.commit_async(), b.commit_async(), return_exceptions=True)
     assert all(isinstance(r, StorageError) for r in results)
     assert (a.count, b.count) == (5, 6)
-    assert a._oaas_version == 0 and "count" in a._oaas_dirty
+    assert a._oaas_state.version == 0 and "count" in a._oaas_state.dirty
     assert oaas.stats()["failed_commits"] == 2
 
 
 def test_closed_engine_refuses():
-    eng = Engine(MemoryStore(), inline=True)
+    eng = PythonEngine(MemoryStore(), inline=True)
     eng.close()
     with pytest.raises(StorageError, match="closed"):
         eng.submit(WriteRecord(("c", 0, 1), 0, {}))
@@ -163,7 +163,7 @@ async def test_dropped_object_puts_its_last_commit_into_the_cache(lmdb_sdk):
     hits = oaas.stats()["cache_hits"]
     c = Counter.load(80)
     assert oaas.stats()["cache_hits"] == hits + 1
-    assert (c.count, c._oaas_version) == (3, 3)
+    assert (c.count, c._oaas_state.version) == (3, 3)
 
 
 async def test_load_reads_through_while_an_instance_with_commits_awaits_its_finalizer(lmdb_sdk):
@@ -183,7 +183,7 @@ async def test_load_reads_through_while_an_instance_with_commits_awaits_its_fina
     rt.identity.pop(key)  # as the collector does before running finalizers
     del c
     again = Counter.load(81)
-    assert (again.count, again._oaas_version) == (2, 2)
+    assert (again.count, again._oaas_state.version) == (2, 2)
     again.count = 3
     await again.commit_async()  # no conflict: it saw the latest version
     del keep  # the older instance's finalizer must not put version 2 over version 3
@@ -191,7 +191,7 @@ async def test_load_reads_through_while_an_instance_with_commits_awaits_its_fina
     del again
     assert key not in rt.cache_stale
     fresh = Counter.load(81)
-    assert (fresh.count, fresh._oaas_version) == (3, 3)
+    assert (fresh.count, fresh._oaas_state.version) == (3, 3)
 
 
 async def test_cancelled_commit_that_fails_still_undoes(sdk):
@@ -207,7 +207,7 @@ async def test_cancelled_commit_that_fails_still_undoes(sdk):
     fut.cancel()  # type: ignore[attr-defined]
     oaas.flush()
     await asyncio.sleep(0.05)
-    assert a._oaas_version == 0 and "count" in a._oaas_dirty
+    assert a._oaas_state.version == 0 and "count" in a._oaas_state.dirty
     assert a.count == 5
 
 

@@ -175,14 +175,14 @@ def test_cancel_with_a_message(durable) -> None:
 def test_a_failed_commit_fails_its_future_and_is_undone(durable) -> None:
     async def run() -> None:
         c = await _counter(40)
-        _conflict(40, c._oaas_version)
+        _conflict(40, c._oaas_state.version)
         fut = _pending(c, 5)
         with pytest.raises(ConflictError):
             await fut
         assert isinstance(fut.exception(), ConflictError)
         with pytest.raises(ConflictError):
             fut.result()
-        assert c.count == 5 and "count" in c._oaas_dirty  # the change is kept, dirty
+        assert c.count == 5 and "count" in c._oaas_state.dirty  # the change is kept, dirty
 
     asyncio.run(run())
 
@@ -253,7 +253,7 @@ def test_asyncio_run_and_create_task_take_every_commit_awaitable(durable) -> Non
 
     asyncio.run(run())
     object.__setattr__(c, "count", object())  # bypasses conversion: cannot be encoded
-    c._oaas_dirty.add("count")
+    c._oaas_state.dirty.add("count")
     with pytest.raises(TypeError):
         asyncio.run(c.commit_async())
     durable.reconfigure(durability="sync")

@@ -67,7 +67,7 @@ def test_loops_in_two_threads_commit_objects(durable) -> None:
     for first in (100, 200):
         for i in range(20):
             c = Counter.load(first + i)
-            assert (c.count, c.label, c._oaas_version) == (5, "r5", 6)
+            assert (c.count, c.label, c._oaas_state.version) == (5, "r5", 6)
 
 
 def test_loop_without_add_reader_resolves_and_undoes(durable) -> None:
@@ -79,32 +79,32 @@ def test_loop_without_add_reader_resolves_and_undoes(durable) -> None:
         c, = await _counters(10, 1)
         c.count = 2
         await c.commit_async()
-        assert c._oaas_version == 2
+        assert c._oaas_state.version == 2
         _conflict(10, 2)
         c.count = 3
         with pytest.raises(ConflictError, match="test.Counter/0/10"):
             await c.commit_async()
-        assert (c._oaas_version, c._oaas_dirty, c.count) == (2, {"count"}, 3)
+        assert (c._oaas_state.version, c._oaas_state.dirty, c.count) == (2, {"count"}, 3)
 
     asyncio.run(run())
 
 
 async def test_cancelled_failed_commit_is_still_undone(durable) -> None:
     c, other = await _counters(20, 2)
-    committed = dict(c._oaas_committed)
+    committed = dict(c._oaas_state.committed)
     _conflict(20, 1)
     c.count = 3
     c.label = "mine"
     fut = asyncio.ensure_future(c.commit_async())
-    assert c._oaas_version == 2  # applied optimistically
+    assert c._oaas_state.version == 2  # applied optimistically
     fut.cancel()
     # A later commit resolves after the earlier one's outcome has been handled.
     other.count = 1
     await other.commit_async()
     assert fut.cancelled()
-    assert c._oaas_version == 1
-    assert c._oaas_committed == committed
-    assert c._oaas_dirty == {"count", "label"}
+    assert c._oaas_state.version == 1
+    assert c._oaas_state.committed == committed
+    assert c._oaas_state.dirty == {"count", "label"}
     assert (c.count, c.label) == (3, "mine")
 
 

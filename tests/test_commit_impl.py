@@ -19,7 +19,7 @@ async def test_clean_object_leaves_the_dirty_registry(sdk) -> None:
     rt.dirty[id(c)] = c  # registered with nothing to commit (as after a refused change)
     await c.commit_async()
     assert id(c) not in rt.dirty
-    assert c._oaas_version == 1
+    assert c._oaas_state.version == 1
 
 
 async def test_subclass_commit_async_calls_through(sdk) -> None:
@@ -36,7 +36,7 @@ async def test_subclass_commit_async_calls_through(sdk) -> None:
     for v in (1, 2, 3):
         a.n = v
         await a.commit_async()
-    assert a._commits == 4 and a._oaas_version == 4
+    assert a._commits == 4 and a._oaas_state.version == 4
     sdk.reconfigure()
     assert Logged.load(2).n == 3
 
@@ -50,7 +50,7 @@ async def test_repeated_commits_of_assignments(sdk) -> None:
             o.count = rnd
             o.label = f"r{rnd}"
             await o.commit_async()
-            assert o._oaas_dirty == set() and o._oaas_version == rnd + 1
+            assert o._oaas_state.dirty == set() and o._oaas_state.version == rnd + 1
     sdk.reconfigure()
     assert [(Counter.load(10 + i).count, Counter.load(10 + i).label) for i in range(5)] == [
         (3, "r3")] * 5
@@ -78,4 +78,4 @@ async def test_native_one_call_commit_needs_no_python_frame(sdk, monkeypatch) ->
         assert calls == [c]
     else:  # the Python definition is the method itself
         assert calls == []
-    assert c._oaas_version == 4
+    assert c._oaas_state.version == 4

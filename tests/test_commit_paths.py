@@ -37,16 +37,16 @@ def _stored(key_id: int) -> dict[str, bytes]:
 async def test_assignments_commit_and_apply(durable_sdk):
     c = Counter.create(obj_id=1)
     await c.commit_async()
-    assert c._oaas_version == 1
+    assert c._oaas_state.version == 1
     c.count = 5
     c.label = "five"
     await c.commit_async()
-    assert c._oaas_version == 2
-    assert not c._oaas_dirty
-    assert c._oaas_updated_ms >= c._oaas_created_ms
+    assert c._oaas_state.version == 2
+    assert not c._oaas_state.dirty
+    assert c._oaas_state.updated_ms >= c._oaas_state.created_ms
     stored = _stored(1)
-    assert stored["count"] == c._oaas_committed["count"] == b"\x05"
-    assert stored["label"] == c._oaas_committed["label"] == b"\xa4five"
+    assert stored["count"] == c._oaas_state.committed["count"] == b"\x05"
+    assert stored["label"] == c._oaas_state.committed["label"] == b"\xa4five"
     # a second commit with nothing changed writes nothing
     before = oaas.stats()["commits"]
     await c.commit_async()
@@ -75,14 +75,14 @@ async def test_refused_value_keeps_object_and_store(durable_sdk):
     c = Counter.create(obj_id=3)
     c.label = "ok"
     await c.commit_async()
-    committed = dict(c._oaas_committed)
+    committed = dict(c._oaas_state.committed)
     c.count = 9
     c.label = "\ud800"  # a lone surrogate: the codec refuses it at commit
     with pytest.raises(SerializationError, match=r"Counter\.label of test\.Counter/0/3"):
         await c.commit_async()
-    assert c._oaas_version == 1
-    assert c._oaas_committed == committed
-    assert c._oaas_dirty == {"count", "label"}
+    assert c._oaas_state.version == 1
+    assert c._oaas_state.committed == committed
+    assert c._oaas_state.dirty == {"count", "label"}
     assert (c.count, c.label) == (9, "\ud800")
     assert _stored(3)["count"] == b"\x00"  # nothing of the refused commit was queued
     c.label = "fine"
@@ -97,7 +97,7 @@ async def test_conflict_undoes_the_applied_commit(durable_sdk):
     await c.commit_async()
     rt = runtime.current()
     rt.engine.submit(WriteRecord(("test.Counter", 0, 4), 1, {"count": b"\x07"})).wait()
-    committed = dict(c._oaas_committed)
+    committed = dict(c._oaas_state.committed)
     c.count = 3
     c.label = "mine"
     if rt.engine.acks_at_submit and not rt.engine.inline:
@@ -109,9 +109,9 @@ async def test_conflict_undoes_the_applied_commit(durable_sdk):
         return
     with pytest.raises(ConflictError, match="test.Counter/0/4"):
         await c.commit_async()
-    assert c._oaas_version == 1
-    assert c._oaas_committed == committed
-    assert c._oaas_dirty == {"count", "label"}
+    assert c._oaas_state.version == 1
+    assert c._oaas_state.committed == committed
+    assert c._oaas_state.dirty == {"count", "label"}
     assert (c.count, c.label) == (3, "mine")
     c.refresh()
     assert c.count == 7
@@ -130,7 +130,7 @@ async def test_dropped_object_is_served_from_the_cache(durable_sdk):
     del c
     gc.collect()
     c2 = Counter.load(5)
-    assert c2.count == 12 and c2._oaas_version == 4
+    assert c2.count == 12 and c2._oaas_state.version == 4
     c2.count = 13
     await c2.commit_async()
     durable_sdk.reconfigure()
@@ -143,6 +143,6 @@ async def test_commit_all_after_assignments(durable_sdk):
     for i, o in enumerate(objs):
         o.count = i * 2
     await oaas.commit_all_async()
-    assert all(not o._oaas_dirty for o in objs)
+    assert all(not o._oaas_state.dirty for o in objs)
     durable_sdk.reconfigure()
     assert [Counter.load(100 + i).count for i in range(20)] == [i * 2 for i in range(20)]

@@ -57,7 +57,7 @@ async def test_defect3_optional_datetime_roundtrips_as_datetime(sdk):
     assert j2.when == when and isinstance(j2.when, datetime)
     assert j2.stamp == datetime(2020, 1, 1)
     # stored as a typed extension value, not as a bare string
-    raw = j2._oaas_committed["when"]
+    raw = j2._oaas_state.committed["when"]
     assert raw[0] in (0xC7, 0xD4, 0xD5, 0xD6, 0xD7, 0xD8)  # MessagePack ext family
     assert b"2024" not in raw
 

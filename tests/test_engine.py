@@ -191,7 +191,7 @@ def test_cross_implementation_in_separate_processes(writer, reader, tmp_path):
         c = Counter.load(7)
         c.count += 1
         c.commit()
-        print(oaas.stats()["implementation"], Counter.load(7)._oaas_version)
+        print(oaas.stats()["implementation"], Counter.load(7)._oaas_state.version)
     """)
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == [reader, "2"]
@@ -276,7 +276,7 @@ async def test_full_map_at_its_limit_fails_that_batch_only(lmdb_sdk):
     big.label = "x" * (3 * mib)
     with pytest.raises(StorageError, match="map is full"):
         await big.commit_async()
-    assert big._oaas_version == 0 and big.label == "x" * (3 * mib)  # keeps its changes
+    assert big._oaas_state.version == 0 and big.label == "x" * (3 * mib)  # keeps its changes
     big.label = "small now"
     await big.commit_async()
     lmdb_sdk.reconfigure()
@@ -326,24 +326,24 @@ def test_store_path_is_a_file_or_corrupt_leaves_it_alone(impl, tmp_path):
 
 def test_native_engine_is_used_for_lmdb(lmdb_sdk):
     from oaas_sdk import runtime
-    from oaas_sdk.engine import Engine, NativeEngine
+    from oaas_sdk.engine import NativeEngine, PythonEngine
 
     Counter.create(obj_id=1).commit()
     eng = runtime.current().engine
-    assert isinstance(eng, NativeEngine if lmdb_sdk.impl == "native" else Engine)
+    assert isinstance(eng, NativeEngine if lmdb_sdk.impl == "native" else PythonEngine)
     assert oaas.stats()["implementation"] == lmdb_sdk.impl
 
 
 def test_read_sees_a_commit_written_while_the_store_read_runs() -> None:
-    """``Engine.read`` overlays pending commits on the store's state. A commit the
+    """``PythonEngine.read`` overlays pending commits on the store's state. A commit the
     persister writes while the store read is under way (a Redis round trip) must be in
     one of the two: here the store read returns the state from before the write."""
-    from oaas_sdk.engine import Engine
+    from oaas_sdk.engine import PythonEngine
     from oaas_sdk.stores import WriteRecord
     from oaas_sdk.stores.memory import MemoryStore
 
     class ReadRacingTheWriter(MemoryStore):
-        engine: Engine
+        engine: PythonEngine
 
         def read(self, key):  # type: ignore[no-untyped-def]
             before = super().read(key)
@@ -351,7 +351,7 @@ def test_read_sees_a_commit_written_while_the_store_read_runs() -> None:
             return before
 
     store = ReadRacingTheWriter()
-    engine = Engine(store, durability="async", batch_max_delay_ms=50)
+    engine = PythonEngine(store, durability="async", batch_max_delay_ms=50)
     store.engine = engine
     key = ("t.Racer", 0, 1)
     try:

@@ -138,7 +138,7 @@ def test_readonly_lmdb_store_creates_and_writes_nothing(tmp_path: Path) -> None:
 
 
 def _on(impl: str, fn: Any) -> Any:
-    from oaas_sdk._native_loader import native_module
+    from oaas_sdk._backend import native_module
 
     codec.set_backend(native_module("on") if impl == "native" else None)
     try:

@@ -35,7 +35,8 @@ class Shown(OaasObject):
 
 def _tracking(obj: OaasObject) -> tuple[object, ...]:
     rt = current()
-    return (set(obj._oaas_live), set(obj._oaas_dirty), dict(obj._oaas_parked).keys(),
+    st = obj._oaas_state
+    return (set(st.live), set(st.dirty), dict(st.parked).keys(),
             id(obj) in rt.touched, id(obj) in rt.dirty)
 
 
@@ -77,7 +78,7 @@ def test_repr_of_a_corrupt_entry_does_not_raise(sdk: Sdk) -> None:
     oaas.flush()
     sdk.reconfigure()
     b = Shown.load(1)
-    b._oaas_committed["items"] = b"\xc1"
+    b._oaas_state.committed["items"] = b"\xc1"
     assert "items=<SerializationError>" in repr(b)
 
 

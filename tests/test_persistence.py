@@ -154,7 +154,7 @@ async def test_conflict_within_process_keeps_dirty_state(sdk):
     c.count = 3
     with pytest.raises(ConflictError):
         await c.commit_async()
-    assert c.count == 3 and "count" in c._oaas_dirty
+    assert c.count == 3 and "count" in c._oaas_state.dirty
 
 
 def test_unwritable_store_directory(tmp_path, impl):

@@ -357,14 +357,14 @@ def test_processes_see_each_others_commits_and_stale_writers_conflict(
         c.commit()
     assert c.count == 100  # kept
     c.refresh()
-    assert (c.count, c.history, c._oaas_version) == (2, ["other"], 2)
+    assert (c.count, c.history, c._oaas_state.version) == (2, ["other"], 2)
     c.count = 3
     c.commit()
     assert run_py(f"""
         from oaas_sdk import oaas, OaasConfig
         from tests.models import Counter
         oaas.configure(OaasConfig(**{cfg!r}))
-        print(Counter.load(5).count, Counter.load(5)._oaas_version)
+        print(Counter.load(5).count, Counter.load(5)._oaas_state.version)
         """).split() == ["3", "3"]
 
 
@@ -432,7 +432,7 @@ def test_created_ids_are_unique_across_processes(shared_url: str) -> None:
 
 
 def test_object_id_layout_and_fork(monkeypatch: pytest.MonkeyPatch) -> None:
-    from oaas_sdk import object as obj
+    from oaas_sdk.model import registry as obj
 
     fixed = (obj._EPOCH_MS + 123_456) * 1_000_000
     monkeypatch.setattr(obj, "_time_ns", lambda: fixed)
@@ -472,13 +472,13 @@ def test_commit_while_the_server_is_down_fails_keeps_changes_then_succeeds(
     with pytest.raises(StorageError, match="store_retry_deadline_s"):
         c.commit()
     assert time.monotonic() - t0 < 10
-    assert (c.count, c.history, c._oaas_version) == (2, ["while down"], 1)  # still dirty
+    assert (c.count, c.history, c._oaas_state.version) == (2, ["while down"], 1)  # still dirty
     durable_server.start()
     c.commit()
-    assert c._oaas_version == 2
+    assert c._oaas_state.version == 2
     oaas.configure(OaasConfig(storage=url, native=native_flag(impl)))
     d = Counter.load(1)
-    assert (d.count, d.history, d._oaas_version) == (2, ["while down"], 2)
+    assert (d.count, d.history, d._oaas_state.version) == (2, ["while down"], 2)
 
 
 def test_commit_waits_out_a_restart_within_the_deadline(
@@ -494,7 +494,7 @@ def test_commit_waits_out_a_restart_within_the_deadline(
     c.count = 2
     c.commit()  # retried until the server is back
     restarter.join()
-    assert c._oaas_version == 2
+    assert c._oaas_state.version == 2
     oaas.configure(OaasConfig(storage=url, native=native_flag(impl)))
     assert Counter.load(1).count == 2
 
@@ -575,7 +575,7 @@ def test_sigkill_of_the_server_mid_stream_loses_no_acknowledged_commit(
     assert len(acked) == n_obj
     for oid, v in acked.items():
         c = Counter.load(oid)
-        assert c.count == v and c.label == str(v) and c._oaas_version == v, (oid, v)
+        assert c.count == v and c.label == str(v) and c._oaas_state.version == v, (oid, v)
 
 
 def test_benchmark_runs_and_reports_every_point(tmp_path: Path) -> None:

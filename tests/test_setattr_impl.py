@@ -28,14 +28,14 @@ async def test_assignments_convert_refuse_and_mark_dirty(sdk) -> None:
     c = Counter.create(obj_id=1)
     await c.commit_async()
     c.count = "12"  # converted as pydantic's lax mode does
-    assert c.count == 12 and c._oaas_dirty == {"count"}
+    assert c.count == 12 and c._oaas_state.dirty == {"count"}
     with pytest.raises(ValidationError, match=r"Counter\.count"):
         c.count = "twelve"
     assert c.count == 12  # unchanged
     c.history = ["a"]  # a mutable field: live from now on
-    assert "history" in c._oaas_live
+    assert "history" in c._oaas_state.live
     c._scratch = 5  # not a field: a plain attribute
-    assert c._scratch == 5 and "_scratch" not in c._oaas_dirty
+    assert c._scratch == 5 and "_scratch" not in c._oaas_state.dirty
     await c.commit_async()
     sdk.reconfigure()
     c2 = Counter.load(1)
@@ -54,6 +54,6 @@ def test_subclass_setattr_calls_through(sdk) -> None:
 
     a = Audited.create(obj_id=2)
     a.n = "3"
-    assert a.n == 3 and a._last == "3" and "n" in a._oaas_dirty
+    assert a.n == 3 and a._last == "3" and "n" in a._oaas_state.dirty
     with pytest.raises(TypeError):
         OaasObject.__setattr__(a, "n")  # type: ignore[call-arg]

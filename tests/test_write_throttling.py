@@ -35,7 +35,7 @@ def test_pending_bytes_stay_bounded(lmdb_sdk) -> None:
         c.label = "x" * 100
         c.count = i
         c.commit()
-        largest = max(largest, sum(map(len, c._oaas_committed.values())))
+        largest = max(largest, sum(map(len, c._oaas_state.committed.values())))
         peak = max(peak, rt.engine.stats()["pending_bytes"])
     stats = oaas.stats()
     assert stats["write_throttles"] > 0

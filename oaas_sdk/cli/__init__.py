@@ -23,8 +23,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any, TextIO
 
-from .. import codec
-from .._native_loader import native_module
+from .._backend import select_codec
 from ..errors import ConfigError, OaasError, StorageError
 from ..stores import check_identity
 from .inspector import Corrupt, DecodedObject, Inspector, iso_ms, parse_object_id
@@ -117,7 +116,7 @@ def _use_configured_codec() -> None:
     if choice not in ("auto", "on", "off"):
         raise _Fail(f"OAAS_NATIVE={choice!r}: expected auto, on or off", 2)
     try:
-        codec.set_backend(native_module(choice))
+        select_codec(choice)
     except ConfigError as e:
         raise _Fail(str(e), 2) from None
 

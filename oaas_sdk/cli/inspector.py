@@ -156,7 +156,7 @@ def _key_order(key: ObjectKey) -> tuple[int, int, int | str]:
 def _decode_entry(info: Any, data: bytes) -> Any:
     if info is None:
         return codec.decode_plain(data)
-    from ..object import _has_reference
+    from ..model.fields import _has_reference
 
     ft = info.ftype
     if _has_reference(ft.hint):
@@ -170,7 +170,7 @@ def _import_app(module: str) -> dict[str, Any]:
     """Import ``module`` (from the current directory too, as ``python -m`` would) and
     return the OaaS classes by ``cls_id``: those registered with ``@oaas.service``, and
     the other subclasses of ``OaasObject`` (under their default ``cls_id``)."""
-    from ..object import OaasObject, registered_classes
+    from ..model.object import OaasObject, registered_classes
 
     cwd = os.getcwd()
     if cwd not in sys.path and "" not in sys.path:

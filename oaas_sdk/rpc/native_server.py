@@ -31,7 +31,7 @@ def server_implementation(config: OaasConfig) -> Literal["native", "python"]:
     native implementation is selected (``native="on"``, or ``"auto"`` with the extension
     present) and the extension has the server, else ``"python"`` (grpcio). Raises
     :class:`~oaas_sdk.errors.ConfigError` for ``native="on"`` without the extension."""
-    from .._native_loader import native_module
+    from .._backend import native_module
 
     mod = native_module(config.native)
     return "native" if mod is not None and hasattr(mod, "NativeServer") else "python"

@@ -42,8 +42,8 @@ from ..invocation import (
     ObjectInvocationRequest,
     ResponseStatus,
 )
-from ..methods import invoke
-from ..object import OaasObject, class_by_id
+from ..model.methods import invoke
+from ..model.object import OaasObject, class_by_id
 from . import messages as _pb
 from .payload import RESULT_HEADER, decode_args, encode_result, signature_of
 
@@ -131,10 +131,10 @@ def _spec_of(cls: type[OaasObject], fn_id: str) -> Any:
 def _forget(obj: OaasObject) -> None:
     """Drop an object created for this call that must not be persisted, unless another
     call is using it meanwhile (holds or awaits its turn): that call then decides."""
-    turn = obj._oaas_turn
+    turn = obj._oaas_state.turn
     if turn is not None and (turn.locked or turn.waiters):
         return
-    rt = obj._oaas_rt
+    rt = obj._oaas_state.rt
     m = obj.meta
     rt.dirty.pop(id(obj), None)
     key = (m.cls_id, m.partition_id, m.object_id)

@@ -16,16 +16,23 @@ from typing import Any, cast
 import lmdb
 
 from ..errors import StorageError
-from . import (
-    ObjectKey,
-    StoredObject,
-    WriteRecord,
-    conflict,
+from .layout import (
+    ENTRIES_DB,
+    FIRST_OBJECT_KEY,
+    FORMAT_KEY,
+    FORMAT_VALUE,
+    META_DB,
+    after_class_bytes,
+    class_id_bytes,
+    class_prefix_bytes,
+    entries_prefix_bytes,
     entry_key_bytes,
     object_key_bytes,
     pack_meta,
+    parse_object_key_bytes,
     unpack_meta,
 )
+from .records import ObjectKey, StoredObject, WriteRecord, conflict
 
 __all__ = [
     "LmdbStore",
@@ -38,9 +45,6 @@ __all__ = [
     "claimed_environments",
 ]
 
-#: Key (in ``meta``) of the record that names the layout version of the environment.
-FORMAT_KEY = b"\x00oaas-format"
-FORMAT_VALUE = b"oaas-sdk/1"
 #: Initial map size in bytes; the map doubles when a write finds it full.
 DEFAULT_MAP_SIZE = 1 << 30
 _MAX_MAP_SIZE = 1 << 40
@@ -150,8 +154,8 @@ class LmdbStore:
                 path, map_size=map_size, max_dbs=4, subdir=True, sync=sync, metasync=sync,
                 readahead=False, lock=True, **ENGINE_0_9,
             )
-            self._meta = self._env.open_db(b"meta")
-            self._entries = self._env.open_db(b"entries")
+            self._meta = self._env.open_db(META_DB)
+            self._entries = self._env.open_db(ENTRIES_DB)
             with self._env.begin(write=True, db=self._meta) as txn:
                 fmt = txn.get(FORMAT_KEY)
                 if fmt is None:
@@ -185,8 +189,8 @@ class LmdbStore:
             self._env = lmdb.open(path, readonly=True, max_dbs=4, subdir=True, lock=False,
                                   readahead=False)
         try:
-            self._meta = self._env.open_db(b"meta", create=False)
-            self._entries = self._env.open_db(b"entries", create=False)
+            self._meta = self._env.open_db(META_DB, create=False)
+            self._entries = self._env.open_db(ENTRIES_DB, create=False)
         except lmdb.NotFoundError:
             self._env.close()
             raise StorageError(f"{self.name}: not an oaas-sdk store (no 'meta' and "
@@ -211,7 +215,7 @@ class LmdbStore:
 
     def _read(self, key: ObjectKey) -> StoredObject | None:
         okey = object_key_bytes(key)
-        prefix = okey + b"\x00"
+        prefix = entries_prefix_bytes(okey)
         try:
             with self._env.begin(buffers=False) as txn:
                 meta = txn.get(okey, db=self._meta)
@@ -282,7 +286,7 @@ class LmdbStore:
         return results
 
     def _delete_entries(self, txn: lmdb.Transaction, okey: bytes) -> None:
-        prefix = okey + b"\x00"
+        prefix = entries_prefix_bytes(okey)
         cur = txn.cursor(db=self._entries)
         if cur.set_range(prefix):
             while cast(bytes, cur.key()).startswith(prefix):  # buffers=False: bytes
@@ -290,9 +294,7 @@ class LmdbStore:
                     break
 
     def scan(self, cls_id: str, partition_id: int | None = None) -> Iterator[ObjectKey]:
-        prefix = cls_id.encode() + b"\x00"
-        if partition_id is not None:
-            prefix += partition_id.to_bytes(4, "big")
+        prefix = class_prefix_bytes(cls_id, partition_id)
         keys: list[ObjectKey] = []
         with self._env.begin(db=self._meta) as txn:
             cur = txn.cursor()
@@ -300,24 +302,22 @@ class LmdbStore:
                 for k in cur.iternext(values=False):
                     if not k.startswith(prefix):
                         break
-                    keys.append(_parse_object_key(cls_id, k))
+                    keys.append(parse_object_key_bytes(cls_id, k))
         return iter(keys)
 
     def classes(self) -> list[str]:
         out: list[str] = []
         with self._env.begin(db=self._meta) as txn:
             cur = txn.cursor()
-            # Object keys start with cls_id + 0x00; the format record with 0x00. After a
-            # class, jump past all its keys: cls_id + 0x01 sorts after every one of them.
-            found = cur.set_range(b"\x01")
+            # One seek per class: after a class, jump past all its keys.
+            found = cur.set_range(FIRST_OBJECT_KEY)
             while found:
-                k = cur.key()
-                cls_id, sep, _ = k.partition(b"\x00")
-                if not sep:
+                cls_id = class_id_bytes(cur.key())
+                if cls_id is None:
                     found = cur.next()
                     continue
                 out.append(cls_id.decode())
-                found = cur.set_range(cls_id + b"\x01")
+                found = cur.set_range(after_class_bytes(cls_id))
         return out
 
     def close(self) -> None:
@@ -327,9 +327,3 @@ class LmdbStore:
             release_environment(self._claim)
             self._claim = None
 
-
-def _parse_object_key(cls_id: str, k: bytes) -> ObjectKey:
-    rest = k[len(cls_id) + 1:]
-    pid = int.from_bytes(rest[:4], "big")
-    tag, body = rest[4], rest[5:]
-    return (cls_id, pid, int.from_bytes(body, "big") if tag == 1 else body.decode())

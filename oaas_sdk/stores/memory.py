@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 
-from . import ObjectKey, StoredObject, WriteRecord, apply_record, conflict
+from .records import ObjectKey, StoredObject, WriteRecord, apply_record, conflict
 
 __all__ = ["MemoryStore"]
 

@@ -27,7 +27,11 @@ from typing import Any, TypeVar
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
 from ..errors import ConfigError, StorageError
-from . import ObjectKey, StoredObject, WriteRecord, conflict
+from .layout import DEFAULT_REDIS_PREFIX as DEFAULT_PREFIX
+from .layout import parse_redis_object_key as parse_object_key
+from .layout import redis_object_key as object_key
+from .layout import redis_scan_pattern
+from .records import ObjectKey, StoredObject, WriteRecord, conflict
 
 try:
     import redis
@@ -42,10 +46,7 @@ except ImportError:  # pragma: no cover - exercised only without the extra
 
 __all__ = ["RedisStore", "DEFAULT_PREFIX", "COMMIT_SCRIPT", "object_key", "parse_object_key"]
 
-#: First part of every key the store writes (``?prefix=`` in the URL changes it).
-DEFAULT_PREFIX = "oaas"
 _PREFIX = re.compile(r"[A-Za-z0-9_.:\-]{1,64}")
-_META_FIELDS = (b"@version", b"@created", b"@updated", b"@commit")
 
 #: The commit of one object. KEYS[1]: the object's hash. ARGV: expected version, new
 #: version, time (ms), "w" (write) or "d" (delete the object), commit token, number of
@@ -130,32 +131,6 @@ _TRANSIENT_REPLIES = ("CLUSTERDOWN", "TRYAGAIN", "LOADING", "MASTERDOWN", "READO
 T = TypeVar("T")
 _BACKOFF_FIRST_S = 0.02
 _BACKOFF_MAX_S = 1.0
-
-
-def object_key(prefix: str, key: ObjectKey) -> bytes:
-    """The Redis key of one object's hash: ``<prefix>:{<cls_id>/<pid>/n:<u64>}`` for a
-    numeric id, ``...s:<id>}`` for a string id. ASCII; the braces are the hash tag."""
-    cls_id, pid, oid = key
-    kind = "n" if isinstance(oid, int) else "s"
-    return f"{prefix}:{{{cls_id}/{pid}/{kind}:{oid}}}".encode()
-
-
-def parse_object_key(prefix: str, raw: bytes) -> ObjectKey | None:
-    """Inverse of :func:`object_key`; ``None`` for a key of another shape."""
-    text = raw.decode("ascii", "replace")
-    head = prefix + ":{"
-    if not text.startswith(head) or not text.endswith("}"):
-        return None
-    parts = text[len(head):-1].split("/", 2)
-    if len(parts) != 3 or not parts[1].isdigit() or parts[2][:2] not in ("n:", "s:"):
-        return None
-    cls_id, pid, rest = parts
-    oid: int | str = rest[2:]
-    if rest[0] == "n":
-        if not rest[2:].isdigit():
-            return None
-        oid = int(rest[2:])
-    return (cls_id, int(pid), oid)
 
 
 def _redact(url: str) -> str:
@@ -439,14 +414,13 @@ class RedisStore:
     def scan(self, cls_id: str, partition_id: int | None = None) -> Iterator[ObjectKey]:
         """Identities of the stored objects of ``cls_id`` (one partition when given), in
         no particular order. SCANs the keyspace (every primary on a cluster)."""
-        pattern = f"{self.prefix}:{{{_glob_escape(cls_id)}/"
-        pattern += "*" if partition_id is None else f"{partition_id}/*"
+        pattern = redis_scan_pattern(self.prefix, cls_id, partition_id)
         keys = self._scan_keys(pattern, f"scan of {cls_id}")
         return iter([k for k in keys if k[0] == cls_id])
 
     def classes(self) -> list[str]:
         """Sorted ids of the classes that have stored objects (SCANs the keyspace)."""
-        keys = self._scan_keys(f"{_glob_escape(self.prefix)}:{{*", "scan of classes")
+        keys = self._scan_keys(redis_scan_pattern(self.prefix, None), "scan of classes")
         return sorted({k[0] for k in keys})
 
     def close(self) -> None:
@@ -461,10 +435,6 @@ class RedisStore:
                 client.close()
         except Exception:  # closing a broken connection must not raise
             pass
-
-
-def _glob_escape(text: str) -> str:
-    return re.sub(r"([*?\[\]\\])", r"\\\1", text)
 
 
 def _split_options(url: str) -> tuple[str, str, dict[str, Any]]:

@@ -1,9 +1,18 @@
-//! `oaas_sdk._native`: the native core of oaas-sdk.
+//! `oaas_sdk._native`: the pyo3 bindings of oaas-sdk's native core.
 //!
 //! The Python package `oaas_sdk` decides what is public; users never import this module
-//! directly. Each submodule mirrors a Python component (`data` ~ codec/cache,
-//! `engine` ~ engine/stores, `rpc` ~ rpc) and keeps its pure-Rust logic free of pyo3 so it
-//! is tested with `cargo test`; the `#[pyfunction]` layer here stays thin.
+//! directly. The logic without Python lives in the `oprc-core` crate (codec format, cache,
+//! store layout and LMDB store, batcher, mapped files; tested with `cargo test`); this
+//! crate converts between Python objects and it:
+//! - `ffi`: CPython fast paths (version-specific C API) used by the codec;
+//! - `codec`: `Codec`, `Plan`, `DecodePlan`, `Coder`: Python values <-> codec bytes;
+//! - `cache`: `EntryCache` over `oprc_core::cache`;
+//! - `engine`: `Engine`, `Ticket`, `FailureLog` over `oprc_core::batcher`, and the
+//!   completions of commits (one token map);
+//! - `mapped`: `MappedFile` over `oprc_core::mapped`;
+//! - `object`: the object's native fast paths (`__setattr__`, the one-call commit, the
+//!   commit future).
+#![deny(clippy::undocumented_unsafe_blocks, unsafe_op_in_unsafe_fn)]
 
 use pyo3::prelude::*;
 
@@ -41,9 +50,13 @@ pub fn purge_delay_ms() -> i64 {
     i64::from(unsafe { libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY) })
 }
 
-pub mod data;
-pub mod engine;
-pub mod rpc;
+mod cache;
+pub(crate) mod codec;
+mod engine;
+pub(crate) mod ffi;
+mod mapped;
+mod object;
+mod rpc;
 
 /// The crate version, as in `Cargo.toml`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -75,13 +88,12 @@ fn build_info(py: Python<'_>) -> PyResult<Bound<'_, pyo3::types::PyDict>> {
     alloc.set_item("name", "mimalloc")?;
     alloc.set_item("purge_delay_ms", purge_delay_ms())?;
     d.set_item("allocator", alloc)?;
-    let (major, minor, patch) = engine::store::lmdb_version();
+    let (major, minor, patch) = oprc_core::store::lmdb::lmdb_version();
     d.set_item("lmdb", format!("{major}.{minor}.{patch}"))?;
     d.set_item(
         "components",
-        data::COMPONENTS
+        oprc_core::COMPONENTS
             .iter()
-            .chain(engine::COMPONENTS)
             .chain(rpc::COMPONENTS)
             .collect::<Vec<_>>(),
     )?;
@@ -95,7 +107,12 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(py_build_profile, m)?)?;
     m.add_function(wrap_pyfunction!(build_info, m)?)?;
     engine::register(m)?;
-    data::register(m)?;
+    mapped::register(m)?;
+    m.add_class::<codec::Codec>()?;
+    m.add_class::<codec::Plan>()?;
+    m.add_class::<codec::DecodePlan>()?;
+    m.add_class::<codec::Coder>()?;
+    m.add_class::<cache::PyEntryCache>()?;
     rpc::register(m)?;
     Ok(())
 }

@@ -67,9 +67,10 @@ fn parse() -> Result<Opts, String> {
 
 /// User and system CPU seconds of this process so far.
 fn cpu_seconds() -> (f64, f64) {
-    // SAFETY: getrusage writes into the zero-initialised struct we pass; RUSAGE_SELF is
-    // always valid.
+    // SAFETY: rusage is a plain C struct of integers, valid when all-zero.
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: getrusage writes into the struct we pass, which outlives the call;
+    // RUSAGE_SELF is always valid.
     unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
     let t = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 * 1e-6;
     (t(ru.ru_utime), t(ru.ru_stime))

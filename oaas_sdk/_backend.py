@@ -1,0 +1,178 @@
+"""The one seam between the SDK and its two implementations: native (``oaas_sdk._native``,
+Rust) or pure Python. :func:`select` chooses once, from the configuration, and hands the
+runtime a :class:`Backend` whose factories make the cache, the engine and mapped files;
+choosing also points the codec (``codec.set_backend``) and ``OaasObject``'s hot methods
+(``__setattr__``, ``commit_async``) at the chosen implementation.
+
+Nothing else in the package imports ``oaas_sdk._native`` or patches classes: other modules
+ask the runtime's backend (``Runtime.backend``).
+"""
+
+from __future__ import annotations
+
+import logging
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
+
+from . import codec
+from .errors import ConfigError
+
+if TYPE_CHECKING:
+    from .cache import Cache
+    from .config import OaasConfig
+    from .engine import Engine
+    from .stores import Store
+
+__all__ = ["Backend", "select", "native_module", "native_available", "select_codec"]
+
+log = logging.getLogger("oaas_sdk")
+
+_native: ModuleType | None = None
+_import_error: BaseException | None = None
+try:
+    from . import _native as _native_mod
+
+    _native = _native_mod
+except ImportError as e:  # extension not built or not importable here
+    _import_error = e
+
+
+def native_module(mode: str) -> ModuleType | None:
+    """The extension for ``native=mode``: the module, or ``None`` for the Python path.
+
+    ``"auto"``: the module when it imports; ``"on"``: the module, or :class:`ConfigError`
+    when it is missing; ``"off"``: ``None``.
+    """
+    if mode == "off":
+        return None
+    if _native is None:
+        if mode == "on":
+            raise ConfigError(f"native='on' but the extension oaas_sdk._native is missing: "
+                              f"{_import_error}")
+        log.debug("native extension unavailable, using the Python implementation: %s",
+                  _import_error)
+    return _native
+
+
+def native_available() -> bool:
+    """Whether ``oaas_sdk._native`` imported in this process."""
+    return _native is not None
+
+
+class Backend:
+    """The implementations one configuration uses (see :func:`select`).
+
+    ``native``: the extension module, or ``None`` for pure Python. ``native_engine``:
+    whether the engine is the native one (the native extension with an LMDB store the SDK
+    opens itself); every other store runs the Python engine.
+    """
+
+    __slots__ = ("native", "native_engine")
+
+    def __init__(self, native: ModuleType | None, native_engine: bool) -> None:
+        self.native = native
+        self.native_engine = native_engine
+
+    @property
+    def implementation(self) -> str:
+        """``"native"`` or ``"python"``."""
+        return "native" if self.native is not None else "python"
+
+    def entry_cache(self, max_bytes: int, ttl_s: float | None) -> Cache:
+        """A fresh entry cache bounded by ``max_bytes`` (0: caches nothing) whose entries
+        expire after ``ttl_s`` seconds (``None``: never); see oaas_sdk/cache/."""
+        if self.native is not None:
+            from .cache._native import native_entry_cache
+
+            return native_entry_cache(self.native, max_bytes, ttl_s)
+        from .cache import EntryCache
+
+        return EntryCache(max_bytes, ttl_s)
+
+    def open_engine(self, config: OaasConfig, store_url: str, store: Store | None,
+                    inline: bool) -> Engine:
+        """The engine of a runtime: native over the LMDB directory of ``store_url`` when
+        :attr:`native_engine`, else the Python engine over ``store`` (or the store
+        ``store_url`` opens). ``inline``: commit in the caller's thread (memory store).
+        Raises :class:`StorageError` when the store cannot be opened."""
+        from .engine import NativeEngine, PythonEngine
+        from .stores import lmdb_location, open_store, parse_storage_url
+
+        settings = engine_settings(config)
+        if self.native_engine and self.native is not None:
+            _, loc = parse_storage_url(store_url)
+            path, opts = lmdb_location(loc)
+            return NativeEngine(self.native, path, **settings, **opts)  # type: ignore[arg-type]
+        opened = store or open_store(store_url, sync=True,
+                                     retry_deadline_s=config.store_retry_deadline_s)
+        return PythonEngine(opened, **settings, inline=inline)
+
+    def mapped_file(self, path: str | None, size: int) -> Any:
+        """A handle of a mapped field's file (``path``; ``None``: anonymous memory) of
+        ``size`` bytes: the native ``MappedFile`` for a file when native, else
+        :class:`~oaas_sdk.mapped.PyMappedFile` (same files, same bytes)."""
+        if self.native is not None and path is not None:
+            return self.native.MappedFile(path, size)
+        from .model.mapped import PyMappedFile
+
+        return PyMappedFile(path, size)
+
+
+def engine_settings(config: OaasConfig) -> dict[str, Any]:
+    """The engine's settings from ``config`` (the one source of their defaults):
+    ``durability``, ``batch_max_entries``, ``batch_max_delay_ms``, ``pending_max_bytes``."""
+    return {"durability": config.durability, "batch_max_entries": config.batch_max_entries,
+            "batch_max_delay_ms": config.batch_max_delay_ms,
+            "pending_max_bytes": config.pending_max_bytes}
+
+
+def select_codec(mode: str) -> ModuleType | None:
+    """Point the process-wide codec at the implementation for ``native=mode`` (the CLI's
+    choice, with no runtime); returns the native module or ``None``. Errors as
+    :func:`native_module`."""
+    native = native_module(mode)
+    codec.set_backend(native)
+    return native
+
+
+def select(config: OaasConfig, store: Store | None = None) -> Backend:
+    """Choose the implementations for ``config`` (``config.native``: ``"auto"``, ``"on"``,
+    ``"off"``), once per runtime: the codec (process-wide: the latest configuration
+    picks), ``OaasObject``'s hot methods, and the returned :class:`Backend`'s cache,
+    engine and mapped-file factories. ``store``: a store given to the runtime (the engine
+    is then the Python one). Raises :class:`ConfigError` for ``native="on"`` without the
+    extension."""
+    from .stores import parse_storage_url
+
+    native = select_codec(config.native)
+    kind, _ = parse_storage_url("memory" if config.mock_mode else config.storage)
+    backend = Backend(native, native is not None and kind == "lmdb" and store is None)
+    _install_object_methods(native, backend.native_engine)
+    return backend
+
+
+# The native methods made for the last extension module used: (module, __setattr__,
+# commit_async).
+_object_methods: tuple[Any, Any, Any] | None = None
+
+
+def _install_object_methods(native: ModuleType | None, native_engine: bool) -> None:
+    """Make ``OaasObject.__setattr__`` and, when the engine is the native one,
+    ``OaasObject.commit_async`` the native methods of ``native`` (one call with no Python
+    frame, same behaviour as the Python definitions, which the native ``commit_async``
+    calls for every case but the one-call commit), or, with ``None``, the Python
+    definitions again."""
+    global _object_methods
+    from .model.object import _PY_COMMIT_ASYNC, _PY_SETATTR, OaasObject
+
+    if native is None:
+        OaasObject.__setattr__ = _PY_SETATTR  # type: ignore[method-assign]
+        OaasObject.commit_async = _PY_COMMIT_ASYNC  # type: ignore[method-assign]
+        return
+    if _object_methods is None or _object_methods[0] is not native:
+        _object_methods = (native, native.object_setattr(OaasObject),
+                           native.object_commit_async(OaasObject))
+    OaasObject.__setattr__ = _object_methods[1]  # type: ignore[method-assign]
+    # On the Python engine the native commit_async could only call the Python one.
+    OaasObject.commit_async = (  # type: ignore[method-assign]
+        _object_methods[2] if native_engine else _PY_COMMIT_ASYNC)

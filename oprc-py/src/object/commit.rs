@@ -1,0 +1,308 @@
+//! The native front end of `OaasObject.commit_async` for objects changed by assignments
+//! only (oaas_sdk/model/object.py, `_oaas_commit_native`): read the object's bookkeeping and
+//! encode its assigned fields ([`prepare`]), queue the record (`Engine::submit`, in
+//! `py`), apply it to the object ([`apply`]), and, for durable commits, the future the
+//! caller awaits ([`NativeWaiter`]): resolved here, on the event loop's thread, when the
+//! persister reports the commit's batch, with the object's undo run first on failure.
+//!
+//! The Python definitions are the reference: `_oaas_prepare` / `_oaas_apply` /
+//! `_oaas_undo_entries` of `OaasObject` and `_settle` of `oaas_sdk/engine/protocol.py`.
+
+use pyo3::exceptions::PyKeyError;
+use pyo3::ffi;
+use pyo3::intern;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyList, PySet, PyString, PyTuple};
+
+use super::future::CommitFuture;
+use oprc_core::id::{Identity, ObjectId};
+use oprc_core::store::layout::{Entries, WriteRecord};
+
+use super::state::{class_attr, ObjectState, ERROR_FIELD_ATTR};
+
+/// An object's commit, encoded and not yet queued.
+pub(crate) struct Prepared<'py> {
+    /// Field name and its new bytes, in the record's order.
+    encoded: Vec<(Bound<'py, PyString>, Bound<'py, PyBytes>)>,
+    state: ObjectState<'py>,
+    committed: Bound<'py, PyDict>,
+    dirty: Bound<'py, PySet>,
+    version: u64,
+    time_ms: i64,
+    /// The state's `rt` and `stale` when the caller read them already.
+    rt: Option<Bound<'py, PyAny>>,
+    stale: Option<Bound<'py, PyAny>>,
+}
+
+/// The bookkeeping the native `commit_async` reads to decide on the one-call commit,
+/// handed on so that [`prepare`] and [`apply`] do not read it again.
+pub(crate) struct Known<'py> {
+    pub state: ObjectState<'py>,
+    pub version: u64,
+    pub dirty: Bound<'py, PySet>,
+    pub rt: Bound<'py, PyAny>,
+    pub stale: Bound<'py, PyAny>,
+}
+
+/// Read `obj`'s state ([`ObjectState`]) and encode its dirty fields into the commit's
+/// record with `encoders[name]` (the field's `FieldType`; its native `encode` is called
+/// directly). Nothing on the object changes. `known`: the version, dirty set, runtime and stale mark
+/// when the caller read them already (else they are read here). Errors: an encoding error
+/// unchanged, with the field's name as its `_oaas_field` attribute; `TypeError` /
+/// `AttributeError` when the object lacks its state; `ValueError` when a dirty field has
+/// no encoder.
+pub(crate) fn prepare<'py>(
+    obj: &Bound<'py, PyAny>,
+    encoders: &Bound<'py, PyDict>,
+    known: Option<Known<'py>>,
+) -> PyResult<(WriteRecord, Prepared<'py>)> {
+    let py = obj.py();
+    let (state, version, dirty, rt, stale) = match known {
+        Some(k) => (k.state, k.version, k.dirty, Some(k.rt), Some(k.stale)),
+        None => {
+            let state = ObjectState::of(obj)?;
+            let version = state.version()?.extract()?;
+            let dirty = state.dirty()?;
+            (state, version, dirty, None, None)
+        }
+    };
+    let meta = state.meta()?;
+    let committed = state.committed()?;
+    let object_id = meta.getattr(intern!(py, "object_id"))?;
+    let identity = Identity {
+        cls_id: meta.getattr(intern!(py, "cls_id"))?.extract()?,
+        partition_id: meta.getattr(intern!(py, "partition_id"))?.extract()?,
+        object_id: match object_id.extract::<u64>() {
+            Ok(n) => ObjectId::Num(n),
+            Err(_) => ObjectId::Str(object_id.extract()?),
+        },
+    };
+    // Names first: encoding may run Python code (a hint's conversion) that must not find
+    // the set being iterated. A tuple made in C (cheaper than iterating from here).
+    // SAFETY: `dirty` is a live set; PySequence_Tuple returns a new reference, or NULL
+    // with an exception set.
+    let names = unsafe { Bound::from_owned_ptr_or_err(py, ffi::PySequence_Tuple(dirty.as_ptr())) }?
+        .cast_into::<PyTuple>()?;
+    let mut encoded = Vec::with_capacity(names.len());
+    for name in names.iter() {
+        let name = name.cast_into::<PyString>()?;
+        let data = encoders
+            .get_item(&name)?
+            .ok_or_else(|| {
+                pyo3::exceptions::PyValueError::new_err(format!("no encoder for field {name}"))
+            })
+            .and_then(|enc| {
+                let value = obj.getattr(&name)?;
+                // `FieldType.encode`: a native method, called here directly.
+                let data = match crate::codec::encode_field(&enc, &value) {
+                    Some(r) => r?,
+                    None => enc.call_method1(intern!(py, "encode"), (value,))?,
+                };
+                Ok(data.cast_into::<PyBytes>()?)
+            });
+        let data = match data {
+            Ok(d) => d,
+            Err(e) => {
+                // Best effort: the caller words the message with the field's name.
+                let _ = e.value(py).setattr(intern!(py, ERROR_FIELD_ATTR), &name);
+                return Err(e);
+            }
+        };
+        encoded.push((name, data));
+    }
+    let entries = entries_of(&encoded)?;
+    let time_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    let mut record = WriteRecord::new(identity, version, time_ms);
+    record.entries = entries;
+    let prepared = Prepared {
+        encoded,
+        state,
+        committed,
+        dirty,
+        version,
+        time_ms,
+        rt,
+        stale,
+    };
+    Ok((record, prepared))
+}
+
+/// A record's entries from `(field name, value bytes)` pairs, in their order, sized
+/// for all of them up front (one buffer, see [`Entries`]). Fails only on a name that is
+/// not valid UTF-8 (a lone surrogate).
+pub(crate) fn entries_of(pairs: &[(Bound<'_, PyString>, Bound<'_, PyBytes>)]) -> PyResult<Entries> {
+    let mut size = 0;
+    for (name, data) in pairs {
+        size += name.to_str()?.len() + data.as_bytes().len();
+    }
+    let mut entries = Entries::with_capacity(pairs.len(), size);
+    for (name, data) in pairs {
+        entries.push(name.to_str()?, data.as_bytes());
+    }
+    Ok(entries)
+}
+
+impl<'py> Prepared<'py> {
+    /// What [`Undo::run`] needs to restore `obj` if this commit fails: the committed
+    /// bytes its fields had before (read now, before [`apply`] replaces them).
+    pub fn undo(&self, obj: &Bound<'py, PyAny>) -> PyResult<Undo> {
+        let mut old = Vec::with_capacity(self.encoded.len());
+        for (name, _) in &self.encoded {
+            let bytes = self.committed.get_item(name)?.map(Bound::unbind);
+            old.push((name.clone().unbind(), bytes));
+        }
+        Ok(Undo {
+            obj: obj.clone().unbind(),
+            version: self.version,
+            old,
+        })
+    }
+}
+
+/// Apply a queued commit to `obj`, as `OaasObject._oaas_apply` does, on its state: the
+/// new bytes go into `committed`, `version` and `updated_ms` (ms since the Unix epoch) are
+/// set, `dirty` is emptied, the object leaves its runtime's dirty registry (`rt.dirty`,
+/// keyed by `id(obj)`), and `stale[1]` takes the new version when it is a list. Nothing
+/// here fails on a well-formed object.
+pub(crate) fn apply<'py>(obj: &Bound<'py, PyAny>, p: Prepared<'py>) -> PyResult<()> {
+    let py = obj.py();
+    for (name, data) in p.encoded {
+        p.committed.set_item(name, data)?;
+    }
+    let new_version = p.version + 1;
+    p.state.set_version(new_version)?;
+    p.state.set_updated_ms(p.time_ms)?;
+    p.dirty.clear();
+    let rt = match p.rt {
+        Some(rt) => rt,
+        None => p.state.rt()?,
+    };
+    let registry = rt.getattr(intern!(py, "dirty"))?.cast_into::<PyDict>()?;
+    // Present: an object with dirty fields is in the registry (one lookup, not two).
+    if let Err(e) = registry.del_item(obj.as_ptr() as usize) {
+        if !e.is_instance_of::<PyKeyError>(py) {
+            return Err(e);
+        }
+    }
+    let stale = match p.stale {
+        Some(stale) => stale,
+        None => p.state.stale()?,
+    };
+    if let Ok(mark) = stale.cast_into::<PyList>() {
+        mark.set_item(1, new_version)?;
+    }
+    Ok(())
+}
+
+/// What a failed commit restores on its object: the version it had, and the committed
+/// bytes of the fields it wrote (`None`: the field had none); the fields become dirty
+/// again. Runs `obj._oaas_undo_entries` (the Python reference).
+pub(crate) struct Undo {
+    obj: Py<PyAny>,
+    version: u64,
+    /// Each written field and its committed bytes before the commit.
+    old: Vec<(Py<PyString>, Option<Py<PyAny>>)>,
+}
+
+impl Undo {
+    fn run(&self, py: Python<'_>) -> PyResult<()> {
+        let obj = self.obj.bind(py);
+        let key = obj.call_method0(intern!(py, class_attr::KEY))?;
+        let old = PyDict::new(py);
+        for (name, bytes) in &self.old {
+            if let Some(b) = bytes {
+                old.set_item(name, b)?;
+            }
+        }
+        let names = PyList::new(py, self.old.iter().map(|(name, _)| name))?;
+        let undo = (self.version, old, PySet::empty(py)?);
+        obj.call_method1(
+            intern!(py, class_attr::UNDO_ENTRIES),
+            (key, self.version + 1, names, undo),
+        )?;
+        Ok(())
+    }
+}
+
+/// A durable commit's future (of `event_loop`), registered under the commit's token
+/// until the persister reports its outcome.
+pub(crate) struct NativeWaiter {
+    pub event_loop: Py<PyAny>,
+    pub future: Py<CommitFuture>,
+    pub undo: Undo,
+}
+
+impl NativeWaiter {
+    /// Resolve the future with the commit's outcome, on the thread of its event loop
+    /// (`direct`: from a callback of that loop with no task running, see
+    /// [`CommitFuture::resolve`]). A future already done (cancelled) is left alone, but a
+    /// failure is still undone: the object must know (as `_settle` in
+    /// oaas_sdk/engine/protocol.py). Errors of the undo go to `sys.unraisablehook`: the other
+    /// commits of the batch must still resolve.
+    pub fn settle(self, py: Python<'_>, error: Option<PyErr>, direct: bool) {
+        let NativeWaiter { future, undo, .. } = self;
+        let error = error.map(|e| {
+            if let Err(u) = undo.run(py) {
+                u.write_unraisable(py, Some(undo.obj.bind(py)));
+            }
+            e.into_value(py).into_any()
+        });
+        // Released before the callbacks run: they may run the awaiting task, whose next
+        // steps must not find the object still referenced from here.
+        drop(undo);
+        let fut = future.bind(py);
+        if fut.borrow().is_pending() {
+            CommitFuture::resolve(fut, error, direct);
+        }
+    }
+
+    /// Resolve the future from a thread that is not its loop's: through the loop's
+    /// `call_soon_threadsafe`. When the loop is closed nobody awaits the future; a
+    /// failure is still undone, here.
+    pub fn settle_threadsafe(self, py: Python<'_>, error: Option<PyErr>) {
+        let event_loop = self.event_loop.clone_ref(py);
+        let call = match Bound::new(py, Settle::new(self, error)) {
+            Ok(c) => c,
+            Err(e) => return e.write_unraisable(py, None),
+        };
+        let scheduled = event_loop.call_method1(py, intern!(py, "call_soon_threadsafe"), (&call,));
+        if scheduled.is_err() {
+            // The loop is closed (RuntimeError): nobody awaits the future.
+            if let Some((w, Some(_))) = call.get().take() {
+                if let Err(u) = w.undo.run(py) {
+                    u.write_unraisable(py, Some(w.undo.obj.bind(py)));
+                }
+            }
+        }
+    }
+}
+
+/// The callable `settle_threadsafe` schedules on another loop: settles its waiter once.
+#[pyclass(module = "oaas_sdk._native", frozen)]
+pub(crate) struct Settle {
+    waiter: std::sync::Mutex<Option<(NativeWaiter, Option<PyErr>)>>,
+}
+
+impl Settle {
+    fn new(waiter: NativeWaiter, error: Option<PyErr>) -> Settle {
+        Settle {
+            waiter: std::sync::Mutex::new(Some((waiter, error))),
+        }
+    }
+
+    fn take(&self) -> Option<(NativeWaiter, Option<PyErr>)> {
+        self.waiter.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+}
+
+#[pymethods]
+impl Settle {
+    fn __call__(&self, py: Python<'_>) {
+        // Run by a `call_soon_threadsafe` handle: a loop callback, no task running.
+        if let Some((w, error)) = self.take() {
+            w.settle(py, error, true);
+        }
+    }
+}

@@ -1,0 +1,326 @@
+//! The object model's hottest calls in Rust, as native methods of `OaasObject`:
+//! `__setattr__` and `commit_async`. `oaas_sdk/model/object.py` keeps the Python definitions
+//! (the reference, and what the pure-Python implementation runs) and installs these while
+//! the native implementation is configured (the seam, `oaas_sdk/_backend.py`).
+//!
+//! `__setattr__` does the same steps as the Python one: convert the value to the field's
+//! type unless its exact type passes through, store it with `object.__setattr__`, mark a
+//! mutable field live (and unpark it), and mark the field dirty (entering the runtime's
+//! dirty registry on the first change since a commit).
+//!
+//! `commit_async` takes the one-call path of the Python `commit_async` /
+//! `_oaas_commit_native` (an object changed by assignments only, on the native engine)
+//! with no Python frame, and calls the Python definition for everything else.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use pyo3::ffi;
+use pyo3::intern;
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyDict, PyTuple, PyType};
+
+use super::commit::Known;
+use crate::engine::{Failed, PyEngine};
+
+use super::state::{class_attr, ObjectState};
+
+use crate::codec::MethodDef;
+
+/// `object.__setattr__(obj, name, value)`: the object model's own attributes bypass the
+/// class's `__setattr__` (which converts and marks fields dirty).
+pub(crate) fn set_plain(
+    obj: &Bound<'_, PyAny>,
+    name: &Bound<'_, PyAny>,
+    value: &Bound<'_, PyAny>,
+) -> PyResult<()> {
+    // SAFETY: live, GIL-held references for the whole call; not stolen; -1 with an
+    // exception set on failure.
+    let rc = unsafe { ffi::PyObject_GenericSetAttr(obj.as_ptr(), name.as_ptr(), value.as_ptr()) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(PyErr::fetch(obj.py()))
+    }
+}
+
+/// The body of `OaasObject.__setattr__` (see the module comment and oaas_sdk/model/object.py).
+fn setattr(
+    obj: &Bound<'_, PyAny>,
+    name: &Bound<'_, PyAny>,
+    value: &Bound<'_, PyAny>,
+) -> PyResult<()> {
+    let py = obj.py();
+    let cls = obj.get_type();
+    let mut conv = cls.getattr(intern!(py, class_attr::CONV))?;
+    if conv.is_none() {
+        conv = cls.call_method0(intern!(py, class_attr::BUILD_CONV))?;
+    }
+    let conv = conv.cast_into::<PyDict>()?;
+    let Some(field) = conv.get_item(name)? else {
+        return set_plain(obj, name, value);
+    };
+    // (exact types stored as they are, FieldType, mutable)
+    let field = field.cast_into::<PyTuple>()?;
+    let passthrough = field.get_item(0)?;
+    let value = if passthrough.contains(value.get_type())? {
+        value.clone()
+    } else {
+        let kw = PyDict::new(py);
+        kw.set_item(intern!(py, "owner"), cls.name()?)?;
+        kw.set_item(intern!(py, "field"), name)?;
+        field
+            .get_item(1)?
+            .call_method(intern!(py, "coerce"), (value,), Some(&kw))?
+    };
+    set_plain(obj, name, &value)?;
+    let state = ObjectState::of(obj)?;
+    if field.get_item(2)?.is_truthy()? {
+        state.live()?.add(name)?;
+        let parked = state.parked()?;
+        if !parked.is_empty() && parked.contains(name)? {
+            parked.del_item(name)?;
+        }
+    }
+    let dirty = state.dirty()?;
+    if dirty.is_empty() {
+        // Invariant: an object with dirty fields is in the dirty registry.
+        state
+            .rt()?
+            .getattr(intern!(py, "dirty"))?
+            .cast_into::<PyDict>()?
+            .set_item(obj.as_ptr() as usize, obj)?;
+    }
+    dirty.add(name)
+}
+
+/// The `__setattr__(self, name, value)` method (`METH_FASTCALL`, bound by CPython's
+/// method descriptor, which checks that `slf` is an `OaasObject`).
+unsafe extern "C" fn setattr_raw(
+    slf: *mut ffi::PyObject,
+    args: *mut *mut ffi::PyObject,
+    nargs: ffi::Py_ssize_t,
+) -> *mut ffi::PyObject {
+    // SAFETY: CPython calls a method with the GIL held (the thread is attached).
+    let py = unsafe { Python::assume_attached() };
+    method_result(py, "__setattr__", || {
+        if nargs != 2 {
+            return Err(pyo3::exceptions::PyTypeError::new_err(format!(
+                "__setattr__ expected 2 arguments, got {nargs}"
+            )));
+        }
+        // SAFETY: `slf` and the `nargs` (2) entries of `args` are valid borrowed
+        // references for the duration of the call.
+        let (obj, name, value) = unsafe {
+            (
+                pyo3::Borrowed::from_ptr(py, slf),
+                pyo3::Borrowed::from_ptr(py, *args),
+                pyo3::Borrowed::from_ptr(py, *args.add(1)),
+            )
+        };
+        setattr(&obj, &name, &value).map(|()| py.None().into_bound(py))
+    })
+}
+
+static SETATTR: MethodDef = MethodDef(std::cell::UnsafeCell::new(ffi::PyMethodDef {
+    ml_name: c"__setattr__".as_ptr(),
+    ml_meth: ffi::PyMethodDefPointer {
+        PyCFunctionFast: setattr_raw,
+    },
+    ml_flags: ffi::METH_FASTCALL,
+    ml_doc: c"Convert, store and mark a field dirty (native OaasObject.__setattr__).".as_ptr(),
+}));
+
+/// A method descriptor of class `cls` (`OaasObject`) running the native `__setattr__`;
+/// the seam (`oaas_sdk/_backend.py`) stores it as `cls.__setattr__`.
+#[pyfunction]
+pub fn object_setattr(cls: &Bound<'_, PyType>) -> PyResult<Py<PyAny>> {
+    method_descriptor(cls, &SETATTR)
+}
+
+/// A method descriptor of class `cls` running the static method definition `def`.
+fn method_descriptor(cls: &Bound<'_, PyType>, def: &'static MethodDef) -> PyResult<Py<PyAny>> {
+    // SAFETY: `cls` is a live type object; the definition is static. PyDescr_NewMethod
+    // returns a new reference or NULL with an exception set.
+    unsafe {
+        let d = ffi::PyDescr_NewMethod(cls.as_ptr().cast::<ffi::PyTypeObject>(), def.get());
+        Ok(Bound::from_owned_ptr_or_err(cls.py(), d)?.unbind())
+    }
+}
+
+/// What a native method returns to CPython for `body`'s outcome: the new reference, or
+/// NULL with the error set; a panic becomes `SystemError` naming the method `what`.
+fn method_result<'py>(
+    py: Python<'py>,
+    what: &str,
+    body: impl FnOnce() -> PyResult<Bound<'py, PyAny>>,
+) -> *mut ffi::PyObject {
+    let r = catch_unwind(AssertUnwindSafe(body)).unwrap_or_else(|_| {
+        Err(pyo3::exceptions::PySystemError::new_err(format!(
+            "internal error in the native {what}"
+        )))
+    });
+    match r {
+        Ok(v) => v.into_ptr(),
+        Err(e) => {
+            e.restore(py);
+            std::ptr::null_mut()
+        }
+    }
+}
+
+/// `asyncio.events._get_running_loop` (C-accelerated): the running loop or `None`.
+fn running_loop(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
+    static GET: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+    GET.get_or_try_init(py, || {
+        py.import("asyncio.events")?
+            .getattr("_get_running_loop")
+            .map(Bound::unbind)
+    })?
+    .bind(py)
+    .call0()
+}
+
+/// Whether `event_loop` (the loop the engine last watched, or `None`) is the loop running
+/// on this thread. An asyncio `BaseEventLoop` records the thread running it in
+/// `_thread_id` (set for the whole of `run_forever`, and a thread runs one loop at a time),
+/// which is read here instead of calling `asyncio._get_running_loop`: that one checks the
+/// process id with a `getpid()` system call on every call (CPython 3.11, ~0.3 µs). Other
+/// loops (no `_thread_id`) are compared with the running loop. A forked child never gets
+/// here with its parent's loop: the runtime drops its engine at fork (runtime.py).
+fn runs_here(event_loop: &Bound<'_, PyAny>) -> PyResult<bool> {
+    let py = event_loop.py();
+    if event_loop.is_none() {
+        return Ok(false);
+    }
+    match event_loop.getattr_opt(intern!(py, "_thread_id"))? {
+        Some(tid) if tid.is_none() => Ok(false),
+        Some(tid) => match tid.extract::<std::ffi::c_ulong>() {
+            // SAFETY: a plain query of the calling thread's identifier.
+            Ok(tid) => Ok(tid == unsafe { ffi::PyThread_get_thread_ident() }),
+            Err(_) => Ok(running_loop(py)?.is(event_loop)),
+        },
+        None => Ok(running_loop(py)?.is(event_loop)),
+    }
+}
+
+/// The one-call path of `OaasObject.commit_async` (oaas_sdk/model/object.py,
+/// `_oaas_commit_native`):
+/// `Some(awaitable)` when taken, `None` when the Python definition must run (the object
+/// is new, has a live mutable field, a mapped field or was deleted; the engine is not
+/// native or not open yet; no running loop, or one not yet watched; the class's encoders
+/// are not built; the object was never cached; or the commit failed before anything was
+/// queued, which the Python definition then reports in its own words).
+fn commit_async_fast<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py, PyAny>>> {
+    let py = obj.py();
+    let cls = obj.get_type();
+    let state = ObjectState::of(obj)?;
+    let rt = state.rt()?;
+    let eng = rt.getattr(intern!(py, "_engine"))?;
+    if eng.is_none() {
+        return Ok(None);
+    }
+    let native = eng.getattr(intern!(py, "_eng"))?;
+    let Ok(native) = native.cast::<PyEngine>() else {
+        return Ok(None);
+    };
+    let version = state.version()?;
+    let stale = state.stale()?;
+    if !version.is_truthy()?
+        || !state.live()?.is_empty()
+        || state.deleted()?
+        || cls.getattr(intern!(py, class_attr::MAPPED))?.is_truthy()?
+        || stale.is_none()
+    {
+        return Ok(None);
+    }
+    let dirty = state.dirty()?;
+    if dirty.is_empty() {
+        rt.getattr(intern!(py, "dirty"))?
+            .cast_into::<PyDict>()?
+            .call_method1(intern!(py, "pop"), (obj.as_ptr() as usize, py.None()))?;
+        return cls.getattr(intern!(py, class_attr::DONE)).map(Some);
+    }
+    let encoders = cls.getattr(intern!(py, class_attr::ENCODERS))?;
+    let Ok(encoders) = encoders.cast_into::<PyDict>() else {
+        return Ok(None);
+    };
+    if encoders.is_empty() {
+        return Ok(None);
+    }
+    let known = Known {
+        state,
+        version: version.extract()?,
+        dirty,
+        rt,
+        stale,
+    };
+    let outcome = if native.get().durable() {
+        let event_loop = eng.getattr(intern!(py, "_watched"))?;
+        if !runs_here(&event_loop)? {
+            return Ok(None);
+        }
+        native
+            .get()
+            .commit_future(obj, &encoders, &event_loop, Some(known))
+    } else {
+        native
+            .get()
+            .commit_now(obj, &encoders, Some(known))
+            .and_then(|()| {
+                cls.getattr(intern!(py, class_attr::DONE))
+                    .map_err(Failed::Final)
+            })
+    };
+    match outcome {
+        Ok(awaitable) => Ok(Some(awaitable)),
+        Err(Failed::Retry(_)) => Ok(None),
+        Err(Failed::Final(e)) => cls
+            .getattr(intern!(py, class_attr::FAILED))?
+            .call1((e.into_value(py),))
+            .map(Some),
+    }
+}
+
+/// The `commit_async(self)` method (`METH_NOARGS`, bound by CPython's method descriptor,
+/// which checks that `slf` is an `OaasObject`).
+unsafe extern "C" fn commit_async_raw(
+    slf: *mut ffi::PyObject,
+    _unused: *mut ffi::PyObject,
+) -> *mut ffi::PyObject {
+    // SAFETY: CPython calls a method with the GIL held (the thread is attached).
+    let py = unsafe { Python::assume_attached() };
+    method_result(py, "commit_async", || {
+        // SAFETY: `slf` is a valid borrowed reference for the duration of the call.
+        let obj = unsafe { pyo3::Borrowed::from_ptr(py, slf) };
+        match commit_async_fast(&obj)? {
+            Some(awaitable) => Ok(awaitable),
+            None => obj
+                .get_type()
+                .getattr(intern!(py, class_attr::PY_COMMIT_ASYNC))?
+                .call1((obj,)),
+        }
+    })
+}
+
+static COMMIT_ASYNC: MethodDef = MethodDef(std::cell::UnsafeCell::new(ffi::PyMethodDef {
+    ml_name: c"commit_async".as_ptr(),
+    ml_meth: ffi::PyMethodDefPointer {
+        PyCFunction: commit_async_raw,
+    },
+    ml_flags: ffi::METH_NOARGS,
+    ml_doc: c"Commit this object's changes; the awaitable resolves when the write is durable \
+(durability=\"sync\") or queued (\"async\"). Native OaasObject.commit_async: see the \
+Python definition."
+        .as_ptr(),
+}));
+
+/// A method descriptor of class `cls` (`OaasObject`) running the native `commit_async`;
+/// the seam (`oaas_sdk/_backend.py`) stores it as `cls.commit_async`. The class provides
+/// `_oaas_py_commit_async` (the Python definition, called for every other case),
+/// `_oaas_done` (the awaitable of a commit acknowledged at once) and `_oaas_failed`
+/// (error -> failed awaitable).
+#[pyfunction]
+pub fn object_commit_async(cls: &Bound<'_, PyType>) -> PyResult<Py<PyAny>> {
+    method_descriptor(cls, &COMMIT_ASYNC)
+}
