@@ -42,6 +42,7 @@ class OaasService:
         self._server_running = False
         self._server_port: int | None = None
         self._server: ServerHandle | None = None
+        self._server_impl: str | None = None
         self._agents: dict[str, dict[str, Any]] = {}
         # The decorators, as instance attributes: type checkers then keep their overloads
         # (a staticmethod of an overloaded function loses them).
@@ -177,30 +178,35 @@ class OaasService:
     def start_server(self, port: int | None = None, loop: Any = None,
                      async_mode: bool | None = None) -> None:
         """Serve the registered classes over the OaaS invocation protocol (gRPC service
-        ``oprc.OprcFunction``, pure-Python ``grpc.aio`` server) on
+        ``oprc.OprcFunction``) on
         ``OaasConfig.server_host``:``port``.
 
         ``port``: default ``OaasConfig.http_port`` (``HTTP_PORT``, 8080); 0 picks a free
         port (see :meth:`get_server_info`). ``loop``: run the server on this event loop
         (it starts when the loop runs); by default on the running loop when called from a
         coroutine, else on a background thread with its own loop. ``async_mode`` is
-        accepted for oaas-sdk2-py compatibility. Raises :class:`ServerError` when a server
+        accepted for oaas-sdk2-py compatibility. The server is the native (tonic) one when
+        the native implementation is selected (``OaasConfig.native``), else grpcio's
+        (``get_server_info()["implementation"]``). Raises :class:`ServerError` when a server
         is already running or the address cannot be bound.
         """
         if self._server is not None:
             raise ServerError("the server is already running")
+        from .rpc.native_server import server_implementation
         from .rpc.server import ServerHandle
 
         cfg = self.config
         port = cfg.http_port if port is None else port
+        impl = server_implementation(cfg)
         try:
             self._server = ServerHandle.start(cfg.server_host, port, cfg.rpc_max_message_bytes,
-                                              loop)
+                                              loop, impl)
         except OSError as e:
             raise ServerError(f"cannot start the server on {cfg.server_host}:{port}: {e}") \
                 from None
         self._server_running = True
         self._server_port = self._server.port
+        self._server_impl = impl
         log.info("serving %d classes over oprc.OprcFunction on %s:%d", len(_CLASSES),
                  cfg.server_host, self._server_port)
 
@@ -233,14 +239,16 @@ class OaasService:
     def get_server_info(self) -> dict[str, Any]:
         """Server status: ``running``, ``port`` (bound port or ``None``), ``host``,
         ``async_mode``, ``mock_mode``, ``registered_services`` (and ``services``, the same
-        count), ``inflight`` (calls being served)."""
+        count), ``inflight`` (calls being served), ``implementation`` (``"native"``: the
+        tonic server, ``"python"``: grpcio; ``None`` when not running)."""
         cfg = self.config
         h = self._server
         return {"running": self._server_running, "port": self._server_port,
                 "host": cfg.server_host if h is not None else None,
                 "async_mode": cfg.async_mode, "mock_mode": cfg.mock_mode,
                 "registered_services": len(_CLASSES), "services": len(_CLASSES),
-                "inflight": h.server.inflight if h is not None else 0}
+                "inflight": h.server.inflight if h is not None else 0,
+                "implementation": self._server_impl if h is not None else None}
 
     async def start_agent(self, service_class: type[OaasObject], obj_id: int | str | None = None,
                           partition_id: int | None = None, loop: Any = None) -> str:
@@ -346,7 +354,8 @@ class OaasService:
             await handle.started
         n = len(_CLASSES)
         print(f"oaas-sdk: serving {n} class{'' if n == 1 else 'es'} (oprc.OprcFunction) "
-              f"on {self.config.server_host}:{handle.port}", file=sys.stderr, flush=True)
+              f"on {self.config.server_host}:{handle.port} ({self._server_impl} server)",
+              file=sys.stderr, flush=True)
         await stop.wait()
         log.info("stopping: finishing calls in flight, flushing commits")
         self._server, self._server_running, self._server_port = None, False, None

@@ -194,6 +194,7 @@ def local_server(sdk: Any) -> Iterator[int]:
     try:
         info = oaas.get_server_info()
         assert info["running"] and info["port"]
+        assert info["implementation"] == sdk.impl  # the native server with native on
         wait_ready(f"127.0.0.1:{info['port']}")
         yield int(info["port"])
     finally:

@@ -30,7 +30,7 @@ import json
 import logging
 import re
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from google.protobuf.message import DecodeError
@@ -46,6 +46,9 @@ from ..model.methods import invoke
 from ..model.object import OaasObject, class_by_id
 from . import messages as _pb
 from .payload import RESULT_HEADER, decode_args, encode_result, signature_of
+
+if TYPE_CHECKING:
+    from .native_server import NativeRpcServer
 
 __all__ = ["dispatch", "RpcServer", "ERROR_TYPE_HEADER", "ERROR_MODULE_HEADER",
            "ERROR_FORMAT_HEADER"]
@@ -339,7 +342,7 @@ class ServerHandle:
     Raises ``OSError`` when the address cannot be bound.
     """
 
-    def __init__(self, server: RpcServer, loop: asyncio.AbstractEventLoop,
+    def __init__(self, server: RpcServer | NativeRpcServer, loop: asyncio.AbstractEventLoop,
                  thread: Any = None, started: Any = None) -> None:
         self.server = server
         self.loop = loop
@@ -348,8 +351,17 @@ class ServerHandle:
 
     @classmethod
     def start(cls, host: str, port: int, max_message_bytes: int,
-              loop: asyncio.AbstractEventLoop | None = None) -> ServerHandle:
-        server = RpcServer(host, port, max_message_bytes)
+              loop: asyncio.AbstractEventLoop | None = None,
+              implementation: str = "python") -> ServerHandle:
+        """``implementation``: ``"python"`` (:class:`RpcServer`) or ``"native"``
+        (:class:`~oaas_sdk.rpc.native_server.NativeRpcServer`)."""
+        server: RpcServer | NativeRpcServer
+        if implementation == "native":
+            from .native_server import NativeRpcServer
+
+            server = NativeRpcServer(host, port, max_message_bytes)
+        else:
+            server = RpcServer(host, port, max_message_bytes)
         if loop is None:
             try:
                 loop = asyncio.get_running_loop()
@@ -375,7 +387,7 @@ class ServerHandle:
         return cls(server, loop, started=task)
 
     @classmethod
-    def _start_thread(cls, server: RpcServer) -> ServerHandle:
+    def _start_thread(cls, server: RpcServer | NativeRpcServer) -> ServerHandle:
         import threading
 
         loop = asyncio.new_event_loop()

@@ -56,6 +56,7 @@ mod engine;
 pub(crate) mod ffi;
 mod mapped;
 mod object;
+mod rpc;
 
 /// The crate version, as in `Cargo.toml`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -91,7 +92,10 @@ fn build_info(py: Python<'_>) -> PyResult<Bound<'_, pyo3::types::PyDict>> {
     d.set_item("lmdb", format!("{major}.{minor}.{patch}"))?;
     d.set_item(
         "components",
-        oprc_core::COMPONENTS.iter().collect::<Vec<_>>(),
+        oprc_core::COMPONENTS
+            .iter()
+            .chain(rpc::COMPONENTS)
+            .collect::<Vec<_>>(),
     )?;
     Ok(d)
 }
@@ -109,6 +113,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<codec::DecodePlan>()?;
     m.add_class::<codec::Coder>()?;
     m.add_class::<cache::PyEntryCache>()?;
+    rpc::register(m)?;
     Ok(())
 }
 

@@ -1,0 +1,339 @@
+//! The native server of the OaaS invocation protocol (`oprc.OprcFunction`): the
+//! pure-Rust server of the `oprc-rpc` crate (tonic, tokio) with an [`Invoker`] that hands
+//! each call to Python once.
+//!
+//! The server's I/O (HTTP/2, protobuf decoding and encoding, limits, health, shutdown)
+//! runs on a tokio runtime of its own and never takes the GIL. A call is queued here and
+//! the Python event loop is woken through a socket it watches (`loop.add_reader` on
+//! [`NativeServer::wake_fd`]; one wake-up per batch, written without the GIL). On that
+//! loop, [`NativeServer::drain`] passes each queued call to the Python `entry` callable
+//! (`oaas_sdk.rpc.native_server`), which runs the dispatch and calls the [`Completer`]
+//! with the response fields; the response is encoded in Rust.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use oprc_rpc::pb::InvocationResponse;
+use oprc_rpc::{CallKind, Invocation, Invoker, RunningServer, ServerConfig};
+use pyo3::exceptions::{PyOSError, PyRuntimeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict};
+use tokio::sync::oneshot;
+use tonic::Status;
+
+/// Components this module provides natively, reported by `build_info()`.
+pub const COMPONENTS: &[&str] = &["rpc_server"];
+
+/// The tokio runtime of the native servers (created on first use; its worker threads
+/// never hold the GIL while serving).
+fn runtime() -> PyResult<&'static tokio::runtime::Runtime> {
+    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    if let Some(rt) = RT.get() {
+        return Ok(rt);
+    }
+    let threads = rpc_threads()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .thread_name("oaas-rpc")
+        .enable_all()
+        .build()
+        .map_err(|e| PyRuntimeError::new_err(format!("cannot start the RPC runtime: {e}")))?;
+    Ok(RT.get_or_init(|| rt))
+}
+
+/// Worker threads of the runtime: `OAAS_RPC_THREADS` when set (1 to 64), else
+/// [`DEFAULT_THREADS`].
+fn rpc_threads() -> PyResult<usize> {
+    match std::env::var("OAAS_RPC_THREADS") {
+        Err(_) => Ok(DEFAULT_THREADS),
+        Ok(v) => match v.trim().parse::<usize>() {
+            Ok(n) if (1..=64).contains(&n) => Ok(n),
+            _ => Err(PyValueError::new_err(format!(
+                "OAAS_RPC_THREADS must be a number of threads from 1 to 64, not {v:?}"
+            ))),
+        },
+    }
+}
+
+/// The server's I/O threads by default. The Python side (one event loop thread) is the
+/// limit of a served call, so more I/O threads only compete with it for cores.
+pub const DEFAULT_THREADS: usize = 2;
+
+type Reply = Result<InvocationResponse, Status>;
+
+struct Pending {
+    call: Invocation,
+    reply: oneshot::Sender<Reply>,
+}
+
+/// What the I/O side and the Python loop share.
+struct Bridge {
+    queue: Mutex<Vec<Pending>>,
+    /// A wake-up byte is written and not yet drained.
+    scheduled: AtomicBool,
+    wake_tx: UnixStream,
+    wake_rx: UnixStream,
+}
+
+impl Bridge {
+    fn push(&self, p: Pending) {
+        match self.queue.lock() {
+            Ok(mut q) => q.push(p),
+            Err(poisoned) => poisoned.into_inner().push(p),
+        }
+        if !self.scheduled.swap(true, Ordering::SeqCst) {
+            // A full socket buffer means a wake-up is pending already.
+            let _ = (&self.wake_tx).write(&[1]);
+        }
+    }
+
+    fn take(&self) -> Vec<Pending> {
+        // Consume the wake-up bytes first, then clear the flag, then take the queue: a
+        // call queued after the clear writes a new byte (served by the next drain), one
+        // queued before it is in the queue taken here.
+        let mut buf = [0u8; 256];
+        while matches!((&self.wake_rx).read(&mut buf), Ok(n) if n > 0) {}
+        self.scheduled.store(false, Ordering::SeqCst);
+        match self.queue.lock() {
+            Ok(mut q) => std::mem::take(&mut *q),
+            Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
+        }
+    }
+}
+
+#[derive(Clone)]
+struct PyInvoker {
+    bridge: Arc<Bridge>,
+}
+
+impl Invoker for PyInvoker {
+    fn invoke(&self, call: Invocation) -> impl Future<Output = Reply> + Send + 'static {
+        let (tx, rx) = oneshot::channel();
+        self.bridge.push(Pending { call, reply: tx });
+        async move {
+            rx.await.unwrap_or_else(|_| {
+                Err(Status::unavailable(
+                    "the server stopped before the call was run",
+                ))
+            })
+        }
+    }
+}
+
+/// Completes one call: `done(status, payload, headers, invocation_id)` sends the
+/// response (`payload` bytes or None, `headers` a dict of str); `done.fail(message)` ends
+/// the RPC with gRPC status INTERNAL. Later calls do nothing (the client may be gone).
+#[pyclass(frozen, module = "oaas_sdk._native")]
+pub struct Completer {
+    reply: Mutex<Option<oneshot::Sender<Reply>>>,
+}
+
+impl Completer {
+    fn send(&self, r: Reply) {
+        let tx = match self.reply.lock() {
+            Ok(mut g) => g.take(),
+            Err(p) => p.into_inner().take(),
+        };
+        if let Some(tx) = tx {
+            let _ = tx.send(r);
+        }
+    }
+}
+
+#[pymethods]
+impl Completer {
+    #[pyo3(signature = (status, payload, headers, invocation_id))]
+    fn __call__(
+        &self,
+        status: i32,
+        payload: Option<&[u8]>,
+        headers: HashMap<String, String>,
+        invocation_id: String,
+    ) {
+        self.send(Ok(InvocationResponse {
+            payload: payload.map(Bytes::copy_from_slice),
+            status,
+            headers,
+            invocation_id,
+        }));
+    }
+
+    fn fail(&self, message: String) {
+        self.send(Err(Status::internal(message)));
+    }
+}
+
+/// A running native `oprc.OprcFunction` server.
+///
+/// `NativeServer(host, port, max_message_bytes, entry)` binds and serves at once (port 0:
+/// any free port, see `port`); raises `OSError` when the address cannot be bound,
+/// `ValueError` for a malformed host. Calls wait until the owning event loop drains them:
+/// watch `wake_fd` with `loop.add_reader(fd, server.drain)`. `entry(is_obj, cls_id,
+/// fn_id, object_id, partition_id, payload, options, done)` is called on that loop once
+/// per call (`object_id` str or None, `payload` bytes, `options` dict) and must
+/// eventually call `done` (a `Completer`).
+#[pyclass(frozen, module = "oaas_sdk._native")]
+pub struct NativeServer {
+    bridge: Arc<Bridge>,
+    entry: Py<PyAny>,
+    port: u16,
+    inflight: Arc<AtomicUsize>,
+    server: Mutex<Option<RunningServer>>,
+}
+
+#[pymethods]
+impl NativeServer {
+    #[new]
+    fn new(
+        py: Python<'_>,
+        host: &str,
+        port: u16,
+        max_message_bytes: usize,
+        entry: Py<PyAny>,
+    ) -> PyResult<Self> {
+        let ip: std::net::IpAddr = host
+            .parse()
+            .map_err(|e| PyValueError::new_err(format!("host {host:?}: {e}")))?;
+        let addr = SocketAddr::new(ip, port);
+        let (wake_tx, wake_rx) = UnixStream::pair()?;
+        wake_tx.set_nonblocking(true)?;
+        wake_rx.set_nonblocking(true)?;
+        let bridge = Arc::new(Bridge {
+            queue: Mutex::new(Vec::new()),
+            scheduled: AtomicBool::new(false),
+            wake_tx,
+            wake_rx,
+        });
+        let rt = runtime()?;
+        let invoker = PyInvoker {
+            bridge: bridge.clone(),
+        };
+        let cfg = ServerConfig {
+            max_message_bytes,
+            max_concurrent_streams: None,
+        };
+        let server = py
+            .detach(|| rt.block_on(oprc_rpc::start(addr, invoker, cfg)))
+            .map_err(|e| PyOSError::new_err(format!("cannot bind {addr}: {e}")))?;
+        Ok(NativeServer {
+            bridge,
+            entry,
+            port: server.local_addr().port(),
+            inflight: server.inflight_counter(),
+            server: Mutex::new(Some(server)),
+        })
+    }
+
+    /// The bound port.
+    #[getter]
+    fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Calls being served now (decoded, not yet answered).
+    #[getter]
+    fn inflight(&self) -> usize {
+        self.inflight.load(Ordering::Relaxed)
+    }
+
+    /// A file descriptor that turns readable when calls are queued (for
+    /// `loop.add_reader`); valid until the server is dropped.
+    #[getter]
+    fn wake_fd(&self) -> i32 {
+        self.bridge.wake_rx.as_raw_fd()
+    }
+
+    /// Pass the queued calls to `entry` (on the event loop's thread); returns how many.
+    /// A call whose client is already gone is skipped. An exception raised by `entry`
+    /// fails that call (INTERNAL) and is raised after the others are passed on.
+    fn drain(&self, py: Python<'_>) -> PyResult<usize> {
+        let items = self.bridge.take();
+        let n = items.len();
+        let entry = self.entry.bind(py);
+        let mut first_err: Option<PyErr> = None;
+        for p in items {
+            if p.reply.is_closed() {
+                continue;
+            }
+            let c = p.call;
+            let options = PyDict::new(py);
+            for (k, v) in &c.options {
+                options.set_item(k, v)?;
+            }
+            let done = Py::new(
+                py,
+                Completer {
+                    reply: Mutex::new(Some(p.reply)),
+                },
+            )?;
+            let r = entry.call1((
+                c.kind == CallKind::Obj,
+                c.cls_id,
+                c.fn_id,
+                c.object_id,
+                c.partition_id,
+                PyBytes::new(py, &c.payload),
+                options,
+                done.clone_ref(py),
+            ));
+            if let Err(e) = r {
+                done.get().fail(format!("internal error: {e}"));
+                first_err.get_or_insert(e);
+            }
+        }
+        match first_err {
+            Some(e) => Err(e),
+            None => Ok(n),
+        }
+    }
+
+    /// Stop serving: no new calls, calls in flight get `grace` seconds (None or 0: they
+    /// end at once with UNAVAILABLE), then the port is released. Returns immediately;
+    /// `done(finished: bool)` is called from another thread when stopped (`finished`:
+    /// every call in flight completed in time). A second stop calls `done(True)`.
+    #[pyo3(signature = (grace, done))]
+    fn stop(&self, py: Python<'_>, grace: Option<f64>, done: Py<PyAny>) -> PyResult<()> {
+        let grace = match grace {
+            Some(g) if !(g >= 0.0 && g.is_finite()) => {
+                return Err(PyValueError::new_err(format!(
+                    "grace must be a finite number of seconds >= 0, not {g}"
+                )))
+            }
+            Some(g) => Some(Duration::from_secs_f64(g)),
+            None => None,
+        };
+        let server = match self.server.lock() {
+            Ok(mut g) => g.take(),
+            Err(p) => p.into_inner().take(),
+        };
+        let rt = runtime()?;
+        let Some(server) = server else {
+            done.call1(py, (true,))?;
+            return Ok(());
+        };
+        rt.spawn(async move {
+            let finished = server.stop(grace).await;
+            Python::attach(|py| {
+                if let Err(e) = done.call1(py, (finished,)) {
+                    e.write_unraisable(py, None);
+                }
+            });
+        });
+        Ok(())
+    }
+}
+
+/// Add the RPC classes to the extension module.
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<NativeServer>()?;
+    m.add_class::<Completer>()?;
+    Ok(())
+}
