@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from . import codec
 from .errors import ConfigError
@@ -23,7 +23,8 @@ if TYPE_CHECKING:
     from .engine import Engine
     from .stores import Store
 
-__all__ = ["Backend", "select", "native_module", "native_available", "select_codec"]
+__all__ = ["Backend", "select", "native_module", "native_available", "select_codec",
+           "server_implementation"]
 
 log = logging.getLogger("oaas_sdk")
 
@@ -176,3 +177,12 @@ def _install_object_methods(native: ModuleType | None, native_engine: bool) -> N
     # On the Python engine the native commit_async could only call the Python one.
     OaasObject.commit_async = (  # type: ignore[method-assign]
         _object_methods[2] if native_engine else _PY_COMMIT_ASYNC)
+
+
+def server_implementation(config: OaasConfig) -> Literal["native", "python"]:
+    """Which server ``oaas.start_server()`` runs for ``config``: ``"native"`` when the
+    native implementation is selected (``native="on"``, or ``"auto"`` with the extension
+    present) and the extension has the server, else ``"python"`` (grpcio). Raises
+    :class:`~oaas_sdk.errors.ConfigError` for ``native="on"`` without the extension."""
+    mod = native_module(config.native)
+    return "native" if mod is not None and hasattr(mod, "NativeServer") else "python"

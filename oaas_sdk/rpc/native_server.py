@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Literal
+from typing import Any
 
-from ..config import OaasConfig
+from .._backend import server_implementation  # re-exported: the seam makes the choice
 from ..invocation import InvocationRequest, ObjectInvocationRequest, ResponseStatus
 from .server import dispatch
 
@@ -24,17 +24,6 @@ __all__ = ["NativeRpcServer", "server_implementation"]
 
 log = logging.getLogger("oaas_sdk")
 
-
-
-def server_implementation(config: OaasConfig) -> Literal["native", "python"]:
-    """Which server ``oaas.start_server()`` runs for ``config``: ``"native"`` when the
-    native implementation is selected (``native="on"``, or ``"auto"`` with the extension
-    present) and the extension has the server, else ``"python"`` (grpcio). Raises
-    :class:`~oaas_sdk.errors.ConfigError` for ``native="on"`` without the extension."""
-    from .._backend import native_module
-
-    mod = native_module(config.native)
-    return "native" if mod is not None and hasattr(mod, "NativeServer") else "python"
 
 
 async def _run(is_obj: bool, cls_id: str, fn_id: str, object_id: str | None,
@@ -85,8 +74,10 @@ class NativeRpcServer:
     def bind(self) -> int:
         """Bind and start serving at once (calls wait for the loop to run); returns the
         bound port. Raises ``OSError`` when the address cannot be bound."""
-        from .. import _native
+        from .._backend import native_module
 
+        _native = native_module("on")  # ConfigError without the extension
+        assert _native is not None
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
