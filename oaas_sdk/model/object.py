@@ -662,7 +662,7 @@ class OaasObject:
         """
         st = self._oaas_state
         eng = st.rt.engine
-        if (eng.commit_object is not None and st.version and not st.live
+        if (eng.commit_object is not None and st.version
                 and not st.deleted and not type(self)._oaas_mapped):
             return self._oaas_commit_native(eng)
         try:
@@ -696,14 +696,14 @@ class OaasObject:
             return _failed(e)
 
     def _oaas_commit_native(self, eng: Any) -> Awaitable[None]:
-        """``commit_async`` of a committed object changed by assignments only: one call
-        into the native engine encodes the assigned fields, queues the commit and applies
-        it to the object (``NativeEngine.commit_object``, the work of ``_oaas_prepare``,
-        ``submit`` and ``_oaas_apply``); a durable commit's future is made, and resolved,
-        by the engine (``NativeEngine.commit_object_future``), which also runs
-        ``_oaas_undo_entries`` when the commit fails."""
+        """``commit_async`` of a committed object: one call into the native engine
+        encodes the assigned fields and the live mutable fields changed in place, queues
+        the commit and applies and settles it on the object (``NativeEngine.commit_object``,
+        the work of ``_oaas_prepare``, ``submit`` and ``_oaas_apply``); a durable commit's
+        future is made, and resolved, by the engine (``NativeEngine.commit_object_future``),
+        which also runs ``_oaas_undo_entries`` when the commit fails."""
         st = self._oaas_state
-        if not st.dirty:
+        if not st.dirty and not st.live:
             st.rt.dirty.pop(id(self), None)
             return _DONE
         encoders = type(self)._oaas_encoders or type(self)._oaas_build_encoders()
@@ -730,7 +730,7 @@ class OaasObject:
             return _failed(e)
         if fresh:
             self._oaas_mark_stale(self._oaas_key(), st.version)
-        return fut
+        return _DONE if fut is None else fut
 
     async def _oaas_commit_in_loop(self) -> None:
         """``commit_async`` called outside a running loop: the commit, once a loop runs
