@@ -193,3 +193,62 @@ async def test_commit_all_after_in_place_changes(durable_sdk):
     got = [Counter.load(100 + i) for i in range(30)]
     assert [(o.history, o.tags, o.count) for o in got] == [
         ([str(i)], {str(i): i}, i if i % 3 == 0 else 0) for i in range(30)]
+
+
+async def test_new_object_writes_every_field(durable_sdk, prepares):
+    warm = Counter.create(obj_id=20)
+    await warm.commit_async()  # the loop is watched from now on
+    prepares.clear()
+    c = Counter.create(obj_id=21, count=2, history=["h"])
+    c.tags["t"] = 1
+    await c.commit_async()
+    st = c._oaas_state
+    assert st.version == 1
+    assert not st.dirty and not st.live
+    assert set(st.parked) == {"history", "tags"}
+    assert id(c) not in runtime.current().dirty
+    stored = _stored(21)
+    assert set(stored) == {"count", "history", "tags", "label"}
+    assert stored == st.committed
+    if _native_engine():
+        assert prepares == []
+    c.count = 3
+    await c.commit_async()
+    durable_sdk.reconfigure()
+    c2 = Counter.load(21)
+    assert (c2.count, c2.history, c2.tags, c2.label) == (3, ["h"], {"t": 1}, "")
+
+
+async def test_refused_value_of_a_new_object_queues_nothing(durable_sdk):
+    c = Counter.create(obj_id=22)
+    c.history.append("\ud800")
+    with pytest.raises(SerializationError, match=r"Counter\.history of test\.Counter/0/22"):
+        await c.commit_async()
+    st = c._oaas_state
+    assert st.version == 0 and st.committed == {}
+    assert id(c) in runtime.current().dirty
+    rt = runtime.current()
+    rt.flush()
+    assert rt.engine.read(("test.Counter", 0, 22)) is None
+    c.history[0] = "ok"
+    await c.commit_async()
+    durable_sdk.reconfigure()
+    assert Counter.load(22).history == ["ok"]
+
+
+async def test_conflict_undoes_a_new_object(durable_sdk):
+    c = Counter.create(obj_id=23, count=1)
+    rt = runtime.current()
+    rt.engine.submit(WriteRecord(("test.Counter", 0, 23), 0, {"count": b"\x07"})).wait()
+    if rt.engine.acks_at_submit and not rt.engine.inline:
+        await c.commit_async()
+        rt.flush()
+        assert _stored(23)["count"] == b"\x07"
+        return
+    with pytest.raises(ConflictError, match="test.Counter/0/23"):
+        await c.commit_async()
+    st = c._oaas_state
+    assert st.version == 0 and st.committed == {}
+    assert {"count", "history", "tags", "label"} <= st.dirty
+    assert c.count == 1
+    assert id(c) in rt.dirty

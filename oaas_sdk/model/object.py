@@ -662,8 +662,8 @@ class OaasObject:
         """
         st = self._oaas_state
         eng = st.rt.engine
-        if (eng.commit_object is not None and st.version
-                and not st.deleted and not type(self)._oaas_mapped):
+        if (eng.commit_object is not None and not st.deleted
+                and not type(self)._oaas_mapped):
             return self._oaas_commit_native(eng)
         try:
             record = self._oaas_prepare()
@@ -696,14 +696,14 @@ class OaasObject:
             return _failed(e)
 
     def _oaas_commit_native(self, eng: Any) -> Awaitable[None]:
-        """``commit_async`` of a committed object: one call into the native engine
-        encodes the assigned fields and the live mutable fields changed in place, queues
+        """``commit_async`` on the native engine: one call encodes the assigned fields and
+        the live mutable fields changed in place (every field of a new object), queues
         the commit and applies and settles it on the object (``NativeEngine.commit_object``,
         the work of ``_oaas_prepare``, ``submit`` and ``_oaas_apply``); a durable commit's
         future is made, and resolved, by the engine (``NativeEngine.commit_object_future``),
         which also runs ``_oaas_undo_entries`` when the commit fails."""
         st = self._oaas_state
-        if not st.dirty and not st.live:
+        if not st.dirty and not st.live and st.version:
             st.rt.dirty.pop(id(self), None)
             return _DONE
         encoders = type(self)._oaas_encoders or type(self)._oaas_build_encoders()

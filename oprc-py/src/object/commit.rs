@@ -49,8 +49,8 @@ pub(crate) struct Known<'py> {
 }
 
 /// Read `obj`'s state ([`ObjectState`]) and encode its dirty fields, and its live mutable
-/// fields whose bytes differ from the committed ones, into the commit's record with
-/// `encoders[name]` (the field's `FieldType`; its native `encode` is called
+/// fields whose bytes differ from the committed ones (every field of `encoders` when the
+/// object is new: version 0), into the commit's record with `encoders[name]` (the field's `FieldType`; its native `encode` is called
 /// directly). Nothing on the object changes. `known`: the version, dirty set, runtime and stale mark
 /// when the caller read them already (else they are read here). Errors: an encoding error
 /// unchanged, with the field's name as its `_oaas_field` attribute; `TypeError` /
@@ -87,10 +87,16 @@ pub(crate) fn prepare<'py>(
     // `_oaas_encode_changed` does.
     let live = state.live()?;
     let had_live = !live.is_empty();
+    // A new object (never committed) writes every field, as `_oaas_encode_changed` does.
+    let new = version == 0;
     // Names first: encoding may run Python code (a hint's conversion, the lazy descriptor
     // of a parked field) that must not find the set being iterated. A tuple made in C
     // (cheaper than iterating from here).
-    let names = if had_live {
+    let names = if new {
+        // SAFETY: `encoders` is a live dict (its keys: every field); PySequence_Tuple
+        // returns a new reference, or NULL with an exception set.
+        unsafe { Bound::from_owned_ptr_or_err(py, ffi::PySequence_Tuple(encoders.as_ptr())) }?
+    } else if had_live {
         // SAFETY: `dirty` and `live` are live sets; PyNumber_Or of two sets returns a new
         // set (a new reference), or NULL with an exception set.
         let union = unsafe {
@@ -129,7 +135,7 @@ pub(crate) fn prepare<'py>(
                 return Err(e);
             }
         };
-        if had_live && !dirty.contains(&name)? {
+        if !new && had_live && !dirty.contains(&name)? {
             // Read but not assigned: written only when changed in place.
             if let Some(old) = committed.get_item(&name)? {
                 if let Ok(old) = old.cast::<PyBytes>() {
@@ -177,10 +183,11 @@ pub(crate) fn entries_of(pairs: &[(Bound<'_, PyString>, Bound<'_, PyBytes>)]) ->
 }
 
 impl<'py> Prepared<'py> {
-    /// Whether nothing changed (no assignment; live fields equal to their committed
-    /// bytes): nothing is queued, the object is only settled ([`settle`]).
+    /// Whether nothing changed (a committed object with no assignment and its live fields
+    /// equal to their committed bytes): nothing is queued, the object is only settled
+    /// ([`settle`]). A new object always writes its record.
     pub fn is_empty(&self) -> bool {
-        self.encoded.is_empty()
+        self.encoded.is_empty() && self.version != 0
     }
 
     /// What [`Undo::run`] needs to restore `obj` if this commit fails: the committed
