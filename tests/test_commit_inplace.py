@@ -252,3 +252,26 @@ async def test_conflict_undoes_a_new_object(durable_sdk):
     assert {"count", "history", "tags", "label"} <= st.dirty
     assert c.count == 1
     assert id(c) in rt.dirty
+
+
+def test_blocking_commit_of_in_place_changes(durable_sdk, prepares):
+    c = Counter.create(obj_id=30, history=["a"])
+    c.commit()
+    prepares.clear()
+    c.history.append("b")
+    c.count = 2
+    c.commit()
+    st = c._oaas_state
+    assert st.version == 2 and not st.dirty and not st.live
+    rt = runtime.current()
+    if rt.engine.commit_object is not None and rt.engine.acks_at_submit:
+        assert prepares == []  # durability="async" on the native engine: the one call
+    c.history.append("\ud800")
+    with pytest.raises(SerializationError, match=r"Counter\.history of test\.Counter/0/30"):
+        c.commit()
+    assert st.version == 2 and "history" in st.live
+    c.history[-1] = "c"
+    c.commit()
+    durable_sdk.reconfigure()
+    c2 = Counter.load(30)
+    assert (c2.count, c2.history) == (2, ["a", "b", "c"])
