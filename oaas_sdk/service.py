@@ -15,7 +15,7 @@ from . import runtime as _rt
 from .config import OaasConfig
 from .errors import OaasError
 from .model import methods as _m
-from .model.object import OaasObject
+from .model.object import OaasObject, _Resolved
 from .model.registry import _CLASSES, class_by_id, registered_classes
 
 if TYPE_CHECKING:
@@ -127,9 +127,14 @@ class OaasService:
     async def commit_all_async(self) -> None:
         """Commit every object with uncommitted changes; resolves when all resolved
         (their writes share group-commit batches). Raises the first error."""
-        results = await asyncio.gather(*(o.commit_async() for o in self._candidates()),
-                                       return_exceptions=True)
-        for r in results:
+        aws = [o.commit_async() for o in self._candidates()]
+        # Commits resolved already (acknowledged at submit, nothing to write, refused) need
+        # no task each: only the others are gathered.
+        pending = [a for a in aws if not isinstance(a, _Resolved)]
+        results = iter(await asyncio.gather(*pending, return_exceptions=True)
+                       if pending else ())
+        for a in aws:
+            r = a.error if isinstance(a, _Resolved) else next(results)
             if isinstance(r, BaseException):
                 raise r
 

@@ -275,3 +275,25 @@ def test_blocking_commit_of_in_place_changes(durable_sdk, prepares):
     durable_sdk.reconfigure()
     c2 = Counter.load(30)
     assert (c2.count, c2.history) == (2, ["a", "b", "c"])
+
+
+async def test_commit_all_reports_a_refused_object_and_commits_the_rest(durable_sdk):
+    objs = [Counter.create(obj_id=200 + i) for i in range(5)]
+    await oaas.commit_all_async()
+    for i, o in enumerate(objs):
+        o.count = i + 1
+    objs[2].label = "\ud800"  # refused at commit
+    objs[3].history.append("\ud800")  # refused at commit (an in-place change)
+    with pytest.raises(SerializationError, match=r"Counter\.label of test\.Counter/0/202"):
+        await oaas.commit_all_async()
+    assert [o._oaas_state.version for o in objs] == [2, 2, 1, 1, 2]
+    assert objs[2]._oaas_state.dirty == {"count", "label"}
+    assert "history" in objs[3]._oaas_state.live
+    objs[2].label = "ok"
+    objs[3].history[0] = "ok"
+    await oaas.commit_all_async()  # the refused objects stayed candidates
+    assert [o._oaas_state.version for o in objs] == [2, 2, 2, 2, 2]
+    durable_sdk.reconfigure()
+    got = [Counter.load(200 + i) for i in range(5)]
+    assert [(o.count, o.label, o.history) for o in got] == [
+        (1, "", []), (2, "", []), (3, "ok", []), (4, "", ["ok"]), (5, "", [])]
