@@ -78,14 +78,16 @@ class Engine:
         """Queue one commit; a non-zero ``token`` also reports its outcome through
         :meth:`take_completions`."""
     def commit_object(self, obj: Any, encoders: dict[str, Any]) -> None:
-        """Encode the dirty fields of an ``OaasObject`` changed by assignments only, queue
-        the commit and apply it to the object, in one call (acknowledged once queued).
+        """Encode the dirty fields of a committed ``OaasObject`` and its live mutable
+        fields whose bytes changed, queue the commit and apply and settle it on the object,
+        in one call (acknowledged once queued; nothing queued when nothing changed).
         Encoding errors propagate with ``_oaas_field`` set; ``StorageError`` when closed."""
     def commit_object_future(self, obj: Any, encoders: dict[str, Any],
-                             event_loop: Any) -> CommitFuture:
+                             event_loop: Any) -> CommitFuture | None:
         """``commit_object`` of a durable commit: returns a future of ``event_loop``,
         resolved by :meth:`take_ready` (``here=event_loop``) or through the loop's
-        ``call_soon_threadsafe``; on failure ``obj._oaas_undo_entries`` runs first."""
+        ``call_soon_threadsafe``; on failure ``obj._oaas_undo_entries`` runs first.
+        ``None`` when nothing changed (the object is settled, nothing queued)."""
     def take_completions(self, timeout: float | None = None
                          ) -> list[tuple[int, BaseException | None]] | None:
         """Outcomes of token-carrying commits (typically one batch), ``[]`` on timeout

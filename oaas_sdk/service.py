@@ -15,7 +15,7 @@ from . import runtime as _rt
 from .config import OaasConfig
 from .errors import OaasError
 from .model import methods as _m
-from .model.object import OaasObject
+from .model.object import OaasObject, _Resolved
 from .model.registry import _CLASSES, class_by_id, registered_classes
 
 if TYPE_CHECKING:
@@ -117,20 +117,33 @@ class OaasService:
         number of changed objects, not live ones. Raises the first commit error after
         trying every object."""
         first: BaseException | None = None
-        for obj in self._candidates():
-            try:
-                obj.commit()
-            except BaseException as e:
-                first = first or e
+        objs = self._candidates()
+        try:
+            for obj in objs:
+                try:
+                    obj.commit()
+                except BaseException as e:
+                    first = first or e
+        finally:
+            _keep_unsettled(objs)
         if first is not None:
             raise first
 
     async def commit_all_async(self) -> None:
         """Commit every object with uncommitted changes; resolves when all resolved
         (their writes share group-commit batches). Raises the first error."""
-        results = await asyncio.gather(*(o.commit_async() for o in self._candidates()),
-                                       return_exceptions=True)
-        for r in results:
+        objs = self._candidates()
+        try:
+            aws = [o.commit_async() for o in objs]
+        finally:
+            _keep_unsettled(objs)
+        # Commits resolved already (acknowledged at submit, nothing to write, refused) need
+        # no task each: only the others are gathered.
+        pending = [a for a in aws if not isinstance(a, _Resolved)]
+        results = iter(await asyncio.gather(*pending, return_exceptions=True)
+                       if pending else ())
+        for a in aws:
+            r = a.error if isinstance(a, _Resolved) else next(results)
             if isinstance(r, BaseException):
                 raise r
 
@@ -138,7 +151,8 @@ class OaasService:
         """Objects that may have changed. The registries are swapped for new ones rather
         than iterated in place: a dict keeps its largest table after deletions, so
         iterating one that once held every live object would cost O(live objects).
-        A commit that fails puts its object back."""
+        The caller commits each and then runs :func:`_keep_unsettled` on them (an object
+        whose commit failed, or was never made, stays a candidate)."""
         import weakref
 
         rt = _rt.current()
@@ -148,11 +162,6 @@ class OaasService:
         objs = list(dirty.values())
         seen = {id(o) for o in objs}
         objs.extend(o for i, o in list(touched.items()) if i not in seen)
-        for o in objs:  # still candidates until their commit settles them
-            if o._oaas_state.dirty or o._oaas_state.version == 0:
-                rt.dirty[id(o)] = o
-            else:
-                rt.touched[id(o)] = o
         return objs
 
     def flush(self) -> None:
@@ -384,3 +393,18 @@ class OaasService:
 
 #: The process-wide facade.
 oaas = OaasService()
+
+
+def _keep_unsettled(objs: list[OaasObject]) -> None:
+    """Put back into the registries the candidates of ``commit_all`` that their commit
+    did not settle (refused, or never made when interrupted): changed fields into
+    ``Runtime.dirty``, read mutable fields into ``Runtime.touched``. A commit that fails
+    after it was applied puts its object back itself (``_oaas_undo_entries``). Registering
+    only these, after the commits, spares a weak reference per committed object."""
+    rt = _rt.current()
+    for o in objs:
+        st = o._oaas_state
+        if st.dirty or st.version == 0:
+            rt.dirty[id(o)] = o
+        elif st.live:
+            rt.touched[id(o)] = o

@@ -129,12 +129,13 @@ class NativeEngine:
         return fut
 
     def commit_object_future(self, obj: Any, encoders: dict[str, Any],
-                             loop: asyncio.AbstractEventLoop) -> Awaitable[None]:
+                             loop: asyncio.AbstractEventLoop) -> Awaitable[None] | None:
         """``commit_object`` of a durable commit: returns a future of ``loop`` (the
         running loop), resolved by the engine on that loop when the commit's batch is
         fsynced, or failed with its ``ConflictError`` / ``StorageError`` after the
-        object's changes are restored (``_native.Engine.commit_object_future``). Raises
-        as ``commit_object``; nothing is queued then."""
+        object's changes are restored (``_native.Engine.commit_object_future``); ``None``
+        when nothing changed (the object is settled, nothing queued). Raises as
+        ``commit_object``; nothing is queued then."""
         if loop is not self._watched:
             self._watch(loop)
         return self._commit_object_future(obj, encoders, loop)

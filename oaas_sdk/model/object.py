@@ -637,11 +637,20 @@ class OaasObject:
         :class:`SerializationError` when a value cannot be encoded; in each case the object
         keeps its changes and nothing committed is lost.
         """
+        st = self._oaas_state
+        rt = st.rt
+        eng = rt.engine
+        if (eng.commit_object is not None and eng.acks_at_submit and not st.deleted
+                and not type(self)._oaas_mapped):
+            # Native engine, durability="async": the one-call commit, done once queued.
+            error = self._oaas_commit_queued(eng)
+            if error is not None:
+                raise error
+            return
         record = self._oaas_prepare()
         if record is None:
             return
-        rt = self._oaas_state.rt
-        ticket = rt.engine.submit(record)
+        ticket = eng.submit(record)
         undo = self._oaas_apply(record)
         try:
             ticket.wait()
@@ -662,8 +671,8 @@ class OaasObject:
         """
         st = self._oaas_state
         eng = st.rt.engine
-        if (eng.commit_object is not None and st.version and not st.live
-                and not st.deleted and not type(self)._oaas_mapped):
+        if (eng.commit_object is not None and not st.deleted
+                and not type(self)._oaas_mapped):
             return self._oaas_commit_native(eng)
         try:
             record = self._oaas_prepare()
@@ -696,28 +705,21 @@ class OaasObject:
             return _failed(e)
 
     def _oaas_commit_native(self, eng: Any) -> Awaitable[None]:
-        """``commit_async`` of a committed object changed by assignments only: one call
-        into the native engine encodes the assigned fields, queues the commit and applies
-        it to the object (``NativeEngine.commit_object``, the work of ``_oaas_prepare``,
-        ``submit`` and ``_oaas_apply``); a durable commit's future is made, and resolved,
-        by the engine (``NativeEngine.commit_object_future``), which also runs
-        ``_oaas_undo_entries`` when the commit fails."""
+        """``commit_async`` on the native engine: one call encodes the assigned fields and
+        the live mutable fields changed in place (every field of a new object), queues
+        the commit and applies and settles it on the object (``NativeEngine.commit_object``,
+        the work of ``_oaas_prepare``, ``submit`` and ``_oaas_apply``); a durable commit's
+        future is made, and resolved, by the engine (``NativeEngine.commit_object_future``),
+        which also runs ``_oaas_undo_entries`` when the commit fails."""
+        if eng.acks_at_submit:  # durability="async": acknowledged once queued
+            error = self._oaas_commit_queued(eng)
+            return _DONE if error is None else _failed(error)
         st = self._oaas_state
-        if not st.dirty:
+        if not st.dirty and not st.live and st.version:
             st.rt.dirty.pop(id(self), None)
             return _DONE
         encoders = type(self)._oaas_encoders or type(self)._oaas_build_encoders()
         fresh = st.stale is None
-        if eng.acks_at_submit:  # durability="async": acknowledged once queued
-            try:
-                eng.commit_object(self, encoders)
-            except (TypeError, SerializationError) as e:
-                return _failed(self._oaas_encode_error(e))
-            except BaseException as e:
-                return _failed(e)
-            if fresh:
-                self._oaas_mark_stale(self._oaas_key(), st.version)
-            return _DONE
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:  # no loop yet: commit once one runs this
@@ -730,7 +732,27 @@ class OaasObject:
             return _failed(e)
         if fresh:
             self._oaas_mark_stale(self._oaas_key(), st.version)
-        return fut
+        return _DONE if fut is None else fut
+
+    def _oaas_commit_queued(self, eng: Any) -> BaseException | None:
+        """The one-call commit of :meth:`_oaas_commit_native` on an engine that
+        acknowledges at submit (``durability="async"``): done once queued. Returns the
+        error (the object then keeps its changes, nothing queued), else ``None``."""
+        st = self._oaas_state
+        if not st.dirty and not st.live and st.version:
+            st.rt.dirty.pop(id(self), None)
+            return None
+        encoders = type(self)._oaas_encoders or type(self)._oaas_build_encoders()
+        fresh = st.stale is None
+        try:
+            eng.commit_object(self, encoders)
+        except (TypeError, SerializationError) as e:
+            return self._oaas_encode_error(e)
+        except BaseException as e:
+            return e
+        if fresh:
+            self._oaas_mark_stale(self._oaas_key(), st.version)
+        return None
 
     async def _oaas_commit_in_loop(self) -> None:
         """``commit_async`` called outside a running loop: the commit, once a loop runs

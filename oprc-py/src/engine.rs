@@ -254,26 +254,34 @@ impl PyEngine {
         let engine = self.engine().map_err(Failed::Retry)?;
         throttle(obj.py(), &engine).map_err(Failed::Final)?;
         let (record, p) = commit::prepare(obj, encoders, known).map_err(Failed::Retry)?;
+        if p.is_empty() {
+            return commit::settle(obj, p).map_err(Failed::Final);
+        }
         engine
             .submit(record, 0)
             .map_err(|e| Failed::Retry(storage_err(e)))?;
         commit::apply(obj, p).map_err(Failed::Final)
     }
 
-    /// `commit_object_future`: see there.
+    /// `commit_object_future`: see there. `None`: nothing changed (the object is
+    /// settled, nothing queued).
     pub(crate) fn commit_future<'py>(
         &self,
         obj: &Bound<'py, PyAny>,
         encoders: &Bound<'py, PyDict>,
         event_loop: &Bound<'py, PyAny>,
         known: Option<Known<'py>>,
-    ) -> Result<Bound<'py, PyAny>, Failed> {
+    ) -> Result<Option<Bound<'py, PyAny>>, Failed> {
         let py = obj.py();
         let engine = self.engine().map_err(Failed::Retry)?;
         throttle(py, &engine).map_err(Failed::Final)?;
+        let (record, p) = commit::prepare(obj, encoders, known).map_err(Failed::Retry)?;
+        if p.is_empty() {
+            commit::settle(obj, p).map_err(Failed::Final)?;
+            return Ok(None);
+        }
         let future =
             Py::new(py, CommitFuture::new(event_loop.clone().unbind())).map_err(Failed::Retry)?;
-        let (record, p) = commit::prepare(obj, encoders, known).map_err(Failed::Retry)?;
         let undo = p.undo(obj).map_err(Failed::Retry)?;
         let token = self.next_token.fetch_add(1, Ordering::Relaxed);
         // Registered before it is queued: another thread may take the completion first.
@@ -290,7 +298,7 @@ impl PyEngine {
             return Err(Failed::Retry(storage_err(e)));
         }
         commit::apply(obj, p).map_err(Failed::Final)?;
-        Ok(future.into_bound(py).into_any())
+        Ok(Some(future.into_bound(py).into_any()))
     }
 
     /// Whether commits are acknowledged when written (`durability="sync"`).
@@ -409,18 +417,20 @@ impl PyEngine {
         Ok(PyTicket { ticket })
     }
 
-    /// Commit an object changed by assignments only, in one call: the native front end of
+    /// Commit a committed object in one call: the native front end of
     /// `OaasObject.commit_async` (oaas_sdk/model/object.py, `_oaas_commit_native`).
     ///
     /// Reads the object's `ObjectState` (`obj._oaas_state`, see `state.rs`: `meta` with
-    /// `cls_id`, `partition_id`, `object_id`; `version`; `dirty`, a set of field names;
-    /// `committed`, `{name: bytes}`), encodes each dirty field (`getattr(obj, name)`)
-    /// with `encoders[name].encode` (the field's `FieldType`, whose `encode` is a native
-    /// method: no Python frame runs) and queues the commit. Then, as
-    /// `OaasObject._oaas_apply` does, on the state: the new bytes go into `committed`,
-    /// `version` and `updated_ms` (ms since the Unix epoch) are set, the object leaves its
-    /// runtime's dirty registry (`rt.dirty`), and `stale[1]` takes the new version when it
-    /// is a list.
+    /// `cls_id`, `partition_id`, `object_id`; `version`; `dirty` and `live`, sets of field
+    /// names; `committed`, `{name: bytes}`), encodes each dirty and each live field
+    /// (`getattr(obj, name)`) with `encoders[name].encode` (the field's `FieldType`, whose
+    /// `encode` is a native method: no Python frame runs), keeps a live field that was not
+    /// assigned only when its bytes differ from the committed ones, and queues the commit
+    /// (nothing when no field changed). Then, as `OaasObject._oaas_apply` does, on the
+    /// state: the new bytes go into `committed`, `version` and `updated_ms` (ms since the
+    /// Unix epoch) are set, the object leaves its runtime's dirty registry (`rt.dirty`),
+    /// `stale[1]` takes the new version when it is a list, and the live fields are parked
+    /// (`_oaas_settle`).
     ///
     /// With `durability="async"` the commit is acknowledged once queued; else see
     /// `commit_object_future`.
@@ -445,7 +455,7 @@ impl PyEngine {
         obj: &Bound<'py, PyAny>,
         encoders: &Bound<'py, PyDict>,
         event_loop: &Bound<'py, PyAny>,
-    ) -> PyResult<Bound<'py, PyAny>> {
+    ) -> PyResult<Option<Bound<'py, PyAny>>> {
         self.commit_future(obj, encoders, event_loop, None)
             .map_err(Failed::into_err)
     }

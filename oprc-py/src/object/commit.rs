@@ -1,7 +1,8 @@
-//! The native front end of `OaasObject.commit_async` for objects changed by assignments
-//! only (oaas_sdk/model/object.py, `_oaas_commit_native`): read the object's bookkeeping and
-//! encode its assigned fields ([`prepare`]), queue the record (`Engine::submit`, in
-//! `py`), apply it to the object ([`apply`]), and, for durable commits, the future the
+//! The native front end of `OaasObject.commit_async` for committed objects
+//! (oaas_sdk/model/object.py, `_oaas_commit_native`): read the object's bookkeeping and
+//! encode its assigned fields and the live mutable fields changed in place ([`prepare`]),
+//! queue the record (`Engine::submit`, in `py`), apply and settle it on the object
+//! ([`apply`], [`settle`]: live fields parked), and, for durable commits, the future the
 //! caller awaits ([`NativeWaiter`]): resolved here, on the event loop's thread, when the
 //! persister reports the commit's batch, with the object's undo run first on failure.
 //!
@@ -24,6 +25,9 @@ use super::state::{class_attr, ObjectState, ERROR_FIELD_ATTR};
 pub(crate) struct Prepared<'py> {
     /// Field name and its new bytes, in the record's order.
     encoded: Vec<(Bound<'py, PyString>, Bound<'py, PyBytes>)>,
+    /// Whether the object had live mutable fields (read, maybe changed in place): they
+    /// are parked by [`apply`] / [`settle`].
+    had_live: bool,
     state: ObjectState<'py>,
     committed: Bound<'py, PyDict>,
     dirty: Bound<'py, PySet>,
@@ -44,8 +48,9 @@ pub(crate) struct Known<'py> {
     pub stale: Bound<'py, PyAny>,
 }
 
-/// Read `obj`'s state ([`ObjectState`]) and encode its dirty fields into the commit's
-/// record with `encoders[name]` (the field's `FieldType`; its native `encode` is called
+/// Read `obj`'s state ([`ObjectState`]) and encode its dirty fields, and its live mutable
+/// fields whose bytes differ from the committed ones (every field of `encoders` when the
+/// object is new: version 0), into the commit's record with `encoders[name]` (the field's `FieldType`; its native `encode` is called
 /// directly). Nothing on the object changes. `known`: the version, dirty set, runtime and stale mark
 /// when the caller read them already (else they are read here). Errors: an encoding error
 /// unchanged, with the field's name as its `_oaas_field` attribute; `TypeError` /
@@ -77,12 +82,34 @@ pub(crate) fn prepare<'py>(
             Err(_) => ObjectId::Str(object_id.extract()?),
         },
     };
-    // Names first: encoding may run Python code (a hint's conversion) that must not find
-    // the set being iterated. A tuple made in C (cheaper than iterating from here).
-    // SAFETY: `dirty` is a live set; PySequence_Tuple returns a new reference, or NULL
-    // with an exception set.
-    let names = unsafe { Bound::from_owned_ptr_or_err(py, ffi::PySequence_Tuple(dirty.as_ptr())) }?
-        .cast_into::<PyTuple>()?;
+    // Live mutable fields (read since the last commit, maybe changed in place) are
+    // encoded too and kept only when their bytes differ from the committed ones, as
+    // `_oaas_encode_changed` does.
+    let live = state.live()?;
+    let had_live = !live.is_empty();
+    // A new object (never committed) writes every field, as `_oaas_encode_changed` does.
+    let new = version == 0;
+    // Names first: encoding may run Python code (a hint's conversion, the lazy descriptor
+    // of a parked field) that must not find the set being iterated. A tuple made in C
+    // (cheaper than iterating from here).
+    let names = if new {
+        // SAFETY: `encoders` is a live dict (its keys: every field); PySequence_Tuple
+        // returns a new reference, or NULL with an exception set.
+        unsafe { Bound::from_owned_ptr_or_err(py, ffi::PySequence_Tuple(encoders.as_ptr())) }?
+    } else if had_live {
+        // SAFETY: `dirty` and `live` are live sets; PyNumber_Or of two sets returns a new
+        // set (a new reference), or NULL with an exception set.
+        let union = unsafe {
+            Bound::from_owned_ptr_or_err(py, ffi::PyNumber_Or(dirty.as_ptr(), live.as_ptr()))
+        }?;
+        // SAFETY: `union` is a live set; PySequence_Tuple returns a new reference, or NULL
+        // with an exception set.
+        unsafe { Bound::from_owned_ptr_or_err(py, ffi::PySequence_Tuple(union.as_ptr())) }?
+    } else {
+        // SAFETY: as above, for `dirty`.
+        unsafe { Bound::from_owned_ptr_or_err(py, ffi::PySequence_Tuple(dirty.as_ptr())) }?
+    }
+    .cast_into::<PyTuple>()?;
     let mut encoded = Vec::with_capacity(names.len());
     for name in names.iter() {
         let name = name.cast_into::<PyString>()?;
@@ -108,6 +135,16 @@ pub(crate) fn prepare<'py>(
                 return Err(e);
             }
         };
+        if !new && had_live && !dirty.contains(&name)? {
+            // Read but not assigned: written only when changed in place.
+            if let Some(old) = committed.get_item(&name)? {
+                if let Ok(old) = old.cast::<PyBytes>() {
+                    if old.as_bytes() == data.as_bytes() {
+                        continue;
+                    }
+                }
+            }
+        }
         encoded.push((name, data));
     }
     let entries = entries_of(&encoded)?;
@@ -118,6 +155,7 @@ pub(crate) fn prepare<'py>(
     record.entries = entries;
     let prepared = Prepared {
         encoded,
+        had_live,
         state,
         committed,
         dirty,
@@ -145,6 +183,13 @@ pub(crate) fn entries_of(pairs: &[(Bound<'_, PyString>, Bound<'_, PyBytes>)]) ->
 }
 
 impl<'py> Prepared<'py> {
+    /// Whether nothing changed (a committed object with no assignment and its live fields
+    /// equal to their committed bytes): nothing is queued, the object is only settled
+    /// ([`settle`]). A new object always writes its record.
+    pub fn is_empty(&self) -> bool {
+        self.encoded.is_empty() && self.version != 0
+    }
+
     /// What [`Undo::run`] needs to restore `obj` if this commit fails: the committed
     /// bytes its fields had before (read now, before [`apply`] replaces them).
     pub fn undo(&self, obj: &Bound<'py, PyAny>) -> PyResult<Undo> {
@@ -192,6 +237,85 @@ pub(crate) fn apply<'py>(obj: &Bound<'py, PyAny>, p: Prepared<'py>) -> PyResult<
     };
     if let Ok(mark) = stale.cast_into::<PyList>() {
         mark.set_item(1, new_version)?;
+    }
+    if p.had_live {
+        park(obj, &p.state, &rt)?;
+    }
+    Ok(())
+}
+
+/// A commit with nothing to write ([`Prepared::is_empty`]): settle `obj` as
+/// `OaasObject._oaas_settle` does (its live fields parked, out of the dirty registry).
+pub(crate) fn settle<'py>(obj: &Bound<'py, PyAny>, p: Prepared<'py>) -> PyResult<()> {
+    let py = obj.py();
+    let rt = match p.rt {
+        Some(rt) => rt,
+        None => p.state.rt()?,
+    };
+    if p.had_live {
+        park(obj, &p.state, &rt)?;
+    }
+    let registry = rt.getattr(intern!(py, "dirty"))?.cast_into::<PyDict>()?;
+    if let Err(e) = registry.del_item(obj.as_ptr() as usize) {
+        if !e.is_instance_of::<PyKeyError>(py) {
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
+/// Park `obj`'s live mutable fields (the second half of `OaasObject._oaas_settle`): each
+/// value moves from the instance into `parked`, so the next read (the class's lazy
+/// descriptor) marks the object again; `live` is emptied and the object leaves
+/// `rt.touched` (a `WeakValueDictionary` keyed by `id(obj)`).
+fn park<'py>(
+    obj: &Bound<'py, PyAny>,
+    state: &ObjectState<'py>,
+    rt: &Bound<'py, PyAny>,
+) -> PyResult<()> {
+    let py = obj.py();
+    let live = state.live()?;
+    if live.is_empty() {
+        return Ok(());
+    }
+    let parked = state.parked()?;
+    for name in live.iter() {
+        // SAFETY: live, GIL-held references; PyObject_GenericGetAttr returns a new
+        // reference or NULL with an exception set (the instance attribute: a live field
+        // is in the instance, which wins over the class's non-data descriptor).
+        let value = unsafe {
+            Bound::from_owned_ptr_or_err(
+                py,
+                ffi::PyObject_GenericGetAttr(obj.as_ptr(), name.as_ptr()),
+            )
+        }?;
+        parked.set_item(&name, value)?;
+        // SAFETY: as above; a NULL value deletes the instance attribute
+        // (`object.__delattr__`, which keeps CPython's inline values); -1 with an
+        // exception set on failure.
+        let rc = unsafe {
+            ffi::PyObject_GenericSetAttr(obj.as_ptr(), name.as_ptr(), std::ptr::null_mut())
+        };
+        if rc != 0 {
+            return Err(PyErr::fetch(py));
+        }
+    }
+    live.clear();
+    let touched = rt.getattr(intern!(py, "touched"))?;
+    // `WeakValueDictionary.pop` is Python code: its plain dict of weak references is
+    // popped instead (a dead reference left behind is removed by its own callback).
+    match touched.getattr_opt(intern!(py, "data"))? {
+        Some(data) if data.is_instance_of::<PyDict>() => {
+            let data = data.cast_into::<PyDict>()?;
+            if let Err(e) = data.del_item(obj.as_ptr() as usize) {
+                if !e.is_instance_of::<PyKeyError>(py) {
+                    return Err(e);
+                }
+            }
+        }
+        _ => {
+            touched.call_method1(intern!(py, "pop"), (obj.as_ptr() as usize, py.None()))?;
+        }
     }
     Ok(())
 }

@@ -83,7 +83,7 @@ fn setattr(
         }
     }
     let dirty = state.dirty()?;
-    if dirty.is_empty() {
+    if dirty.is_empty() && state.live()?.is_empty() {
         // Invariant: an object with dirty fields is in the dirty registry.
         state
             .rt()?
@@ -207,7 +207,7 @@ fn runs_here(event_loop: &Bound<'_, PyAny>) -> PyResult<bool> {
 /// The one-call path of `OaasObject.commit_async` (oaas_sdk/model/object.py,
 /// `_oaas_commit_native`):
 /// `Some(awaitable)` when taken, `None` when the Python definition must run (the object
-/// is new, has a live mutable field, a mapped field or was deleted; the engine is not
+/// is new, has a mapped field or was deleted; the engine is not
 /// native or not open yet; no running loop, or one not yet watched; the class's encoders
 /// are not built; the object was never cached; or the commit failed before anything was
 /// queued, which the Python definition then reports in its own words).
@@ -227,7 +227,6 @@ fn commit_async_fast<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py,
     let version = state.version()?;
     let stale = state.stale()?;
     if !version.is_truthy()?
-        || !state.live()?.is_empty()
         || state.deleted()?
         || cls.getattr(intern!(py, class_attr::MAPPED))?.is_truthy()?
         || stale.is_none()
@@ -235,7 +234,7 @@ fn commit_async_fast<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py,
         return Ok(None);
     }
     let dirty = state.dirty()?;
-    if dirty.is_empty() {
+    if dirty.is_empty() && state.live()?.is_empty() {
         rt.getattr(intern!(py, "dirty"))?
             .cast_into::<PyDict>()?
             .call_method1(intern!(py, "pop"), (obj.as_ptr() as usize, py.None()))?;
@@ -263,6 +262,12 @@ fn commit_async_fast<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py,
         native
             .get()
             .commit_future(obj, &encoders, &event_loop, Some(known))
+            .and_then(|fut| match fut {
+                Some(fut) => Ok(fut),
+                None => cls
+                    .getattr(intern!(py, class_attr::DONE))
+                    .map_err(Failed::Final),
+            })
     } else {
         native
             .get()
