@@ -235,6 +235,69 @@ def test_layout_one_hash_per_object(redis_server: RedisServer) -> None:
         store.close()
 
 
+@pytest.mark.parametrize("kind,options", [("redis", ""), ("redis", "&socket_timeout=5"),
+                                          ("cluster", "")])
+def test_which_engine_and_store_run(impl: str, kind: str, options: str,
+                                    request: pytest.FixtureRequest) -> None:
+    """The native implementation runs the native engine and store on one server (a
+    URL whose only option is ``prefix``); redis-py options, TLS and clusters keep the
+    Python engine over the Python store."""
+    from oaas_sdk.engine import NativeEngine, PythonEngine
+    from oaas_sdk.stores.redis import RedisStore
+
+    server = request.getfixturevalue("redis_server" if kind == "redis" else "redis_cluster")
+    oaas.configure(OaasConfig(storage=f"{server.url}?prefix={fresh_prefix()}{options}",
+                              native=native_flag(impl)))
+    c = Counter.create(obj_id=1, count=3)
+    c.commit()
+    eng = runtime.current().engine
+    if impl == "native" and kind == "redis" and not options:
+        assert isinstance(eng, NativeEngine)
+        assert eng.store.name.startswith("redis store at redis://127.0.0.1:")
+    else:
+        assert isinstance(eng, PythonEngine) and isinstance(eng.store, RedisStore)
+    found = eng.read((Counter._oaas_cls_id, 0, 1))
+    assert found is not None and found.version == 1
+
+
+@pytest.mark.parametrize("writer", ["native", "python"])
+def test_each_implementation_reads_what_the_other_wrote(
+        writer: str, redis_server: RedisServer) -> None:
+    """Same keys and bytes: the hashes one implementation writes equal the other's, field
+    for field (but the commit token), and each loads the other's objects."""
+    from oaas_sdk._backend import native_available
+
+    if not native_available():
+        pytest.skip("native extension not built")
+    reader = "python" if writer == "native" else "native"
+    r = redis.Redis(port=redis_server.port)
+    hashes = {}
+    for impl in ("native", "python"):
+        prefix = fresh_prefix()
+        oaas.configure(OaasConfig(storage=f"{redis_server.url}?prefix={prefix}",
+                                  native=native_flag(impl)))
+        c = Counter.create(obj_id=5, count=7, label="x")
+        c.commit()
+        c.history.append("h")
+        c.count = 8
+        c.commit()
+        raw = r.hgetall(f"{prefix}:{{{Counter._oaas_cls_id}/0/n:5}}")
+        assert raw, prefix
+        hashes[impl] = ({k: v for k, v in raw.items()
+                         if k not in (b"@created", b"@updated", b"@commit")}, prefix)
+    assert hashes["native"][0] == hashes["python"][0]
+    assert hashes["native"][0][b"@version"] == b"2"
+    oaas.configure(OaasConfig(storage=f"{redis_server.url}?prefix={hashes[writer][1]}",
+                              native=native_flag(reader)))
+    d = Counter.load(5)
+    assert (d.count, d.label, d.history, d._oaas_state.version) == (8, "x", ["h"], 2)
+    d.count = 9
+    d.commit()  # the reader writes on: the versions line up
+    oaas.configure(OaasConfig(storage=f"{redis_server.url}?prefix={hashes[writer][1]}",
+                              native=native_flag(writer)))
+    assert Counter.load(5).count == 9
+
+
 def test_cluster_keeps_an_object_in_one_slot(redis_cluster: RedisCluster) -> None:
     prefix = fresh_prefix()
     store = open_store(f"{redis_cluster.url}?prefix={prefix}")
@@ -592,6 +655,11 @@ def test_benchmark_runs_and_reports_every_point(tmp_path: Path) -> None:
     med = json.loads(out.read_text())["median_per_s"]
     points = {"redis_benchmark_set_P16", "redis_benchmark_script_P16", "store_batch16",
               "store_batch256", "sdk_insert_python", "sdk_update_python"}
+    from oaas_sdk._backend import native_available
+
+    if native_available():
+        points |= {"native_store_batch16", "native_store_batch256", "sdk_insert_native",
+                   "sdk_update_native"}
     assert points <= set(med) and all(med[k] > 0 for k in points)
 
 

@@ -23,6 +23,7 @@ import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
@@ -53,52 +54,7 @@ _PREFIX = re.compile(r"[A-Za-z0-9_.:\-]{1,64}")
 #: entries n, then n (name, value) pairs, then the names of entries to delete.
 #: Returns {1, version now} when applied (or already applied by this very commit, a
 #: resend), {0, version found} on a version mismatch (nothing written).
-COMMIT_SCRIPT = """
-local key = KEYS[1]
-local found = redis.call('HGET', key, '@version') or '0'
-if found ~= ARGV[1] then
-  if found == ARGV[2] and redis.call('HGET', key, '@commit') == ARGV[5] then
-    return {1, found}
-  end
-  return {0, found}
-end
-if ARGV[4] == 'd' then
-  redis.call('DEL', key)
-  return {1, '0'}
-end
-local n = tonumber(ARGV[6])
-local args = {'@version', ARGV[2], '@updated', ARGV[3], '@commit', ARGV[5]}
-if found == '0' then
-  args[#args + 1] = '@created'
-  args[#args + 1] = ARGV[3]
-end
-local i = 7
-local last = 6 + 2 * n
-while i <= last do
-  args[#args + 1] = ARGV[i]
-  args[#args + 1] = ARGV[i + 1]
-  i = i + 2
-  if #args >= 1000 then
-    redis.call('HSET', key, unpack(args))
-    args = {}
-  end
-end
-if #args > 0 then
-  redis.call('HSET', key, unpack(args))
-end
-local dels = {}
-for j = last + 1, #ARGV do
-  dels[#dels + 1] = ARGV[j]
-  if #dels >= 1000 then
-    redis.call('HDEL', key, unpack(dels))
-    dels = {}
-  end
-end
-if #dels > 0 then
-  redis.call('HDEL', key, unpack(dels))
-end
-return {1, ARGV[2]}
-"""
+COMMIT_SCRIPT = (Path(__file__).parent / "redis_commit.lua").read_text(encoding="utf-8")
 
 # Errors after which the exchange is retried (the server is away, restarting, or the
 # cluster is failing over or resharding).
@@ -435,6 +391,20 @@ class RedisStore:
                 client.close()
         except Exception:  # closing a broken connection must not raise
             pass
+
+
+def native_target(url: str) -> tuple[str, str, str] | None:
+    """What the native Redis store (``oprc-py/core/src/store/redis.rs``) needs to serve
+    ``url``: ``(client URL, key prefix, name for messages)``, or ``None`` when the URL
+    needs the Python store: TLS (``rediss://``), a cluster, or redis-py connection options
+    in the query (only ``prefix`` is understood natively). Raises :class:`ConfigError`
+    for a bad prefix."""
+    if not url.startswith("redis://"):
+        return None
+    prefix, client_url, _ = _split_options(url)
+    if urlsplit(client_url).query:
+        return None
+    return client_url, prefix, f"redis store at {_redact(url)}"
 
 
 def _split_options(url: str) -> tuple[str, str, dict[str, Any]]:

@@ -21,7 +21,8 @@ use oprc_core::batcher::{Engine, EngineConfig, FailureLog, Outcome, Ticket};
 use oprc_core::id::{Identity, ObjectId};
 use oprc_core::store::layout::WriteRecord;
 use oprc_core::store::lmdb::{LmdbStore, DEFAULT_MAP_SIZE, DEFAULT_MAX_MAP_SIZE};
-use oprc_core::store::StoreError;
+use oprc_core::store::redis::RedisStore;
+use oprc_core::store::{AnyStore, StoreError};
 
 pyo3::import_exception!(oaas_sdk.errors, StorageError);
 pyo3::import_exception!(oaas_sdk.errors, ConflictError);
@@ -122,10 +123,14 @@ pub(crate) fn object_id(ob: &Bound<'_, PyAny>) -> PyResult<ObjectId> {
     }
 }
 
-/// The native engine over an LMDB store: batcher, persister (group commit), reads.
+/// The native engine over an LMDB or a Redis store: batcher, persister (group commit),
+/// reads.
 ///
 /// `path`: directory of the LMDB environment (created when missing; layout in
-/// docs/format.md). `durability`: `"sync"` (a ticket completes once its batch is fsynced)
+/// docs/format.md); with `redis=(prefix, name, retry_deadline_s)` instead the URL of one
+/// Redis server (`redis://[[user]:password@]host:port[/db]`, no query), whose keys start
+/// with `prefix`, named `name` in messages, retried for `retry_deadline_s` seconds while
+/// unreachable (oprc-core's `store::redis`). `durability`: `"sync"` (a ticket completes once its batch is fsynced)
 /// or `"async"` (once queued). `batch_max_entries` (count) and `batch_max_delay_ms` (ms)
 /// close a batch. `map_size` / `max_map_size`: initial and largest LMDB map, in bytes.
 /// `pending_max_bytes`: write throttling, a commit waits (GIL released) while more than
@@ -133,7 +138,7 @@ pub(crate) fn object_id(ob: &Bound<'_, PyAny>) -> PyResult<ObjectId> {
 /// Raises `StorageError` when the store cannot be opened.
 #[pyclass(name = "Engine", module = "oaas_sdk._native", frozen)]
 pub struct PyEngine {
-    inner: RwLock<Option<Arc<Engine>>>,
+    inner: RwLock<Option<Arc<Engine<AnyStore>>>>,
     name: String,
     durable: bool,
     /// Futures of durable `commit_object_future` commits, by token, until resolved.
@@ -171,7 +176,7 @@ impl Failed {
 /// Write throttling: wait, with the GIL released, while `engine` holds more unwritten
 /// bytes than its bound (`Engine::begin_throttle`); signals are checked every 100 ms, so
 /// Ctrl-C interrupts the wait (`KeyboardInterrupt`; nothing is queued then).
-fn throttle(py: Python<'_>, engine: &Engine) -> PyResult<()> {
+fn throttle(py: Python<'_>, engine: &Engine<AnyStore>) -> PyResult<()> {
     if !engine.over_pending_limit() {
         return Ok(());
     }
@@ -298,7 +303,7 @@ impl PyEngine {
         self.durable
     }
 
-    fn engine(&self) -> PyResult<Arc<Engine>> {
+    fn engine(&self) -> PyResult<Arc<Engine<AnyStore>>> {
         match &*self.inner.read().unwrap_or_else(|p| p.into_inner()) {
             Some(e) => Ok(Arc::clone(e)),
             None => Err(StorageError::new_err(format!(
@@ -317,7 +322,7 @@ impl PyEngine {
     // (`OaasConfig`, via `oaas_sdk.config.ENGINE_DEFAULTS`), their one source.
     #[pyo3(signature = (path, *, durability, batch_max_entries, batch_max_delay_ms,
                         pending_max_bytes, map_size=DEFAULT_MAP_SIZE,
-                        max_map_size=DEFAULT_MAX_MAP_SIZE))]
+                        max_map_size=DEFAULT_MAX_MAP_SIZE, redis=None))]
     fn new(
         py: Python<'_>,
         path: PathBuf,
@@ -327,6 +332,7 @@ impl PyEngine {
         pending_max_bytes: u64,
         map_size: usize,
         max_map_size: usize,
+        redis: Option<(String, String, f64)>,
     ) -> PyResult<Self> {
         let durable = match durability {
             "sync" => true,
@@ -348,11 +354,23 @@ impl PyEngine {
         };
         let engine = py
             .detach(move || {
-                let store = LmdbStore::open(&path, map_size, max_map_size.max(map_size))?;
+                let store = match redis {
+                    Some((prefix, name, deadline_s)) => {
+                        let url = path.to_string_lossy();
+                        let deadline = Duration::try_from_secs_f64(deadline_s.max(0.0))
+                            .unwrap_or(Duration::MAX);
+                        AnyStore::Redis(Box::new(RedisStore::open(&url, &prefix, name, deadline)?))
+                    }
+                    None => AnyStore::Lmdb(LmdbStore::open(
+                        &path,
+                        map_size,
+                        max_map_size.max(map_size),
+                    )?),
+                };
                 Engine::start(store, cfg)
             })
             .map_err(storage_err)?;
-        let name = engine.store().name.clone();
+        let name = oprc_core::store::Store::name(engine.store()).to_owned();
         Ok(PyEngine {
             inner: RwLock::new(Some(Arc::new(engine))),
             name,
@@ -584,7 +602,7 @@ impl PyEngine {
     fn scan<'py>(&self, py: Python<'py>, prefix: Vec<u8>) -> PyResult<Bound<'py, PyList>> {
         let engine = self.engine()?;
         let keys = py
-            .detach(|| engine.store().scan(&prefix))
+            .detach(|| oprc_core::store::Store::scan(engine.store(), &prefix))
             .map_err(storage_err)?;
         PyList::new(py, keys.iter().map(|k| PyBytes::new(py, k)))
     }
