@@ -58,7 +58,8 @@ class NativeEngine:
     ``submit`` returns a native ticket whose ``wait()`` releases the GIL. ``submit_future``
     gives a future of the caller's loop: the native persister reports each batch's
     outcomes at once, and the loop, watching the engine's completion socket, resolves them
-    on its own thread (:meth:`_watch`; docs/engine.md). ``commit_object`` is the one-call commit of ``commit_async``.
+    on its own thread (:meth:`_watch`; docs/engine.md). ``commit_object`` is the one-call
+    commit of ``commit_async``.
     (A Rust future per commit through pyo3-async-runtimes was measured first: one GIL
     acquisition and one loop wake-up per commit made it 0.6x the Python engine.)
     Raises :class:`StorageError` when the store cannot be opened.
