@@ -64,7 +64,7 @@ class Backend:
 
     ``native``: the extension module, or ``None`` for pure Python. ``native_engine``:
     whether the engine is the native one (the native extension with a store the SDK
-    opens itself: LMDB, or one Redis server without TLS or redis-py options, see
+    opens itself: LMDB, or Redis and Redis Cluster without TLS or redis-py options, see
     :func:`~oaas_sdk.stores.redis.native_target`); every other store runs the Python
     engine.
     """
@@ -103,14 +103,14 @@ class Backend:
         settings = engine_settings(config)
         if self.native_engine and self.native is not None:
             kind, loc = parse_storage_url(store_url)
-            if kind == "redis":
+            if kind in ("redis", "redis+cluster"):
                 from .stores.redis import native_target
 
                 target = native_target(loc)
                 if target is not None:
-                    url, prefix, name = target
-                    return NativeEngine(self.native, url, **settings,
-                                        redis=(prefix, name, config.store_retry_deadline_s))
+                    url, prefix, name, cluster = target
+                    return NativeEngine(self.native, url, **settings, redis=(
+                        prefix, name, config.store_retry_deadline_s, cluster))
             path, opts = lmdb_location(loc)
             return NativeEngine(self.native, path, **settings, **opts)  # type: ignore[arg-type]
         opened = store or open_store(store_url, sync=True,
@@ -157,7 +157,8 @@ def select(config: OaasConfig, store: Store | None = None) -> Backend:
     native = select_codec(config.native)
     kind, _ = parse_storage_url("memory" if config.mock_mode else config.storage)
     backend = Backend(native, native is not None and store is None
-                      and (kind == "lmdb" or (kind == "redis" and _native_redis(config.storage))))
+                      and (kind == "lmdb" or (kind in ("redis", "redis+cluster")
+                                              and _native_redis(config.storage))))
     _install_object_methods(native, backend.native_engine)
     return backend
 

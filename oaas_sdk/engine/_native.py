@@ -1,7 +1,7 @@
 """The adapter of the native engine (``oaas_sdk._native.Engine``, ``oprc-py/src/engine/``):
 :class:`NativeEngine` offers the Python :class:`~oaas_sdk.engine.PythonEngine`'s interface;
 batching, persistence and waiting happen in Rust with the GIL released; the native
-stores are LMDB and one Redis server (``oprc-py/core/src/store/``). It is given the
+stores are LMDB, Redis and Redis Cluster (``oprc-py/core/src/store/``). It is given the
 extension module by the seam (``oaas_sdk._backend``)."""
 
 from __future__ import annotations
@@ -51,7 +51,8 @@ class NativeEngine:
 
     ``path``: directory of the LMDB environment (same layout and files as
     :class:`~oaas_sdk.stores.lmdb.LmdbStore`), or, with ``redis=(prefix, name,
-    retry_deadline_s)``, the URL of one Redis server (``redis://...``, no query; same keys
+    retry_deadline_s, cluster)``, the URL of one Redis server (``redis://...``, no query)
+    or the startup nodes of a cluster (one ``redis://`` URL per line; same keys
     and bytes as :class:`~oaas_sdk.stores.redis.RedisStore`, keys under ``prefix``, ``name``
     in messages, retried for ``retry_deadline_s`` seconds while unreachable). Other
     arguments as :class:`PythonEngine`, plus ``map_size``/``max_map_size`` (bytes, LMDB).
@@ -69,7 +70,7 @@ class NativeEngine:
                  batch_max_entries: int = _D["batch_max_entries"],
                  batch_max_delay_ms: float = _D["batch_max_delay_ms"],
                  pending_max_bytes: int = _D["pending_max_bytes"],
-                 redis: tuple[str, str, float] | None = None,
+                 redis: tuple[str, str, float, bool] | None = None,
                  **store_options: int) -> None:
         from ..stores.lmdb import claim_environment, release_environment
 

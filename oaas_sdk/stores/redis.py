@@ -393,18 +393,37 @@ class RedisStore:
             pass
 
 
-def native_target(url: str) -> tuple[str, str, str] | None:
+def native_target(url: str) -> tuple[str, str, str, bool] | None:
     """What the native Redis store (``oprc-py/core/src/store/redis.rs``) needs to serve
-    ``url``: ``(client URL, key prefix, name for messages)``, or ``None`` when the URL
-    needs the Python store: TLS (``rediss://``), a cluster, or redis-py connection options
-    in the query (only ``prefix`` is understood natively). Raises :class:`ConfigError`
-    for a bad prefix."""
-    if not url.startswith("redis://"):
+    ``url``: ``(client URL, key prefix, name for messages, cluster)``, or ``None`` when the
+    URL needs the Python store: TLS (``rediss://``, ``rediss+cluster://``) or redis-py
+    connection options in the query (only ``prefix`` is understood natively). For a
+    cluster the client URL is the startup nodes' ``redis://[[user]:password@]host:port``
+    URLs, one per line. Raises :class:`ConfigError` for a bad prefix or a malformed
+    cluster URL."""
+    cluster = url.startswith("redis+cluster://")
+    if not (cluster or url.startswith("redis://")):
         return None
-    prefix, client_url, _ = _split_options(url)
-    if urlsplit(client_url).query:
+    prefix, client_url, options = _split_options(url)
+    if options or urlsplit(client_url).query:
         return None
-    return client_url, prefix, f"redis store at {_redact(url)}"
+    name = f"redis store at {_redact(url)}"
+    if not cluster:
+        return client_url, prefix, name, False
+    parts = urlsplit(client_url)
+    creds, at, hosts = parts.netloc.rpartition("@")
+    nodes = []
+    for hp in filter(None, hosts.split(",")):
+        host, sep, port = hp.rpartition(":")
+        if not sep or not port.isdigit():
+            raise ConfigError(f"storage {_redact(url)!r}: cluster node {hp!r} is not host:port")
+        nodes.append(f"redis://{creds}{at}{hp}")
+    if not nodes:
+        raise ConfigError(f"storage {_redact(url)!r}: no cluster node given "
+                          "(redis+cluster://host:port,host:port)")
+    if parts.path not in ("", "/", "/0"):
+        raise ConfigError(f"storage {_redact(url)!r}: a Redis Cluster has only database 0")
+    return "\n".join(nodes), prefix, name, True
 
 
 def _split_options(url: str) -> tuple[str, str, dict[str, Any]]:

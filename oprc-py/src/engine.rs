@@ -127,10 +127,11 @@ pub(crate) fn object_id(ob: &Bound<'_, PyAny>) -> PyResult<ObjectId> {
 /// reads.
 ///
 /// `path`: directory of the LMDB environment (created when missing; layout in
-/// docs/format.md); with `redis=(prefix, name, retry_deadline_s)` instead the URL of one
-/// Redis server (`redis://[[user]:password@]host:port[/db]`, no query), whose keys start
-/// with `prefix`, named `name` in messages, retried for `retry_deadline_s` seconds while
-/// unreachable (oprc-core's `store::redis`). `durability`: `"sync"` (a ticket completes once its batch is fsynced)
+/// docs/format.md); with `redis=(prefix, name, retry_deadline_s, cluster)` instead the URL
+/// of one Redis server (`redis://[[user]:password@]host:port[/db]`, no query) or, with
+/// `cluster`, the startup nodes of a Redis Cluster (`redis://[[user]:password@]host:port`,
+/// one per line), whose keys start with `prefix`, named `name` in messages, retried for
+/// `retry_deadline_s` seconds while unreachable (oprc-core's `store::redis`). `durability`: `"sync"` (a ticket completes once its batch is fsynced)
 /// or `"async"` (once queued). `batch_max_entries` (count) and `batch_max_delay_ms` (ms)
 /// close a batch. `map_size` / `max_map_size`: initial and largest LMDB map, in bytes.
 /// `pending_max_bytes`: write throttling, a commit waits (GIL released) while more than
@@ -332,7 +333,7 @@ impl PyEngine {
         pending_max_bytes: u64,
         map_size: usize,
         max_map_size: usize,
-        redis: Option<(String, String, f64)>,
+        redis: Option<(String, String, f64, bool)>,
     ) -> PyResult<Self> {
         let durable = match durability {
             "sync" => true,
@@ -355,11 +356,13 @@ impl PyEngine {
         let engine = py
             .detach(move || {
                 let store = match redis {
-                    Some((prefix, name, deadline_s)) => {
+                    Some((prefix, name, deadline_s, cluster)) => {
                         let url = path.to_string_lossy();
                         let deadline = Duration::try_from_secs_f64(deadline_s.max(0.0))
                             .unwrap_or(Duration::MAX);
-                        AnyStore::Redis(Box::new(RedisStore::open(&url, &prefix, name, deadline)?))
+                        AnyStore::Redis(Box::new(RedisStore::open(
+                            &url, cluster, &prefix, name, deadline,
+                        )?))
                     }
                     None => AnyStore::Lmdb(LmdbStore::open(
                         &path,

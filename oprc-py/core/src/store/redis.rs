@@ -16,7 +16,10 @@
 //!
 //! The sync API of redis-rs fits the engine: the persister is a plain thread that writes
 //! one batch at a time, so one connection (reopened after a fault) is all it needs.
-//! Redis Cluster and TLS (`rediss://`) are served by the Python store for now.
+//! A Redis Cluster goes through redis-rs's sync cluster client: a batch is one pipeline
+//! per primary; a server error fails the cluster pipeline as a whole, and the commits
+//! are then read back as after a broken exchange. TLS (`rediss://`) is served by the
+//! Python store for now.
 
 use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
@@ -26,6 +29,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use redis::cluster::{ClusterClient, ClusterConnection};
+use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 use redis::{ConnectionLike, ErrorKind, ServerErrorKind, Value};
 
 use super::layout::{Meta, StoredObject, WriteRecord, KEY_NUM_ID, KEY_SEP, KEY_STR_ID};
@@ -127,10 +132,14 @@ fn glob_escape(text: &str) -> String {
 /// Whether retrying can help: the server is away, restarting or loading.
 fn transient(e: &redis::RedisError) -> bool {
     match e.kind() {
-        ErrorKind::Io => true,
+        ErrorKind::Io | ErrorKind::ClusterConnectionNotFound => true,
         ErrorKind::Server(k) => matches!(
             k,
-            ServerErrorKind::BusyLoading
+            // NOSCRIPT out of a cluster pipeline (a primary that lost its scripts):
+            // reconnecting loads the script everywhere, then the landed commits are read
+            // back before the rest is sent again.
+            ServerErrorKind::NoScript
+                | ServerErrorKind::BusyLoading
                 | ServerErrorKind::TryAgain
                 | ServerErrorKind::ClusterDown
                 | ServerErrorKind::MasterDown
@@ -154,12 +163,39 @@ impl From<redis::RedisError> for Failure {
     }
 }
 
-/// A store on one Redis server. See the module documentation.
+impl From<redis::ParsingError> for Failure {
+    fn from(e: redis::ParsingError) -> Failure {
+        Failure::Final(StoreError(format!("unexpected reply: {e}")))
+    }
+}
+
+/// Where the store connects: one server, or a cluster (through its startup nodes).
+enum Target {
+    One(redis::Client),
+    Cluster(ClusterClient),
+}
+
+/// An open connection to the [`Target`].
+enum Conn {
+    One(redis::Connection),
+    Cluster(Box<ClusterConnection>),
+}
+
+impl Conn {
+    fn as_like(&mut self) -> &mut dyn ConnectionLike {
+        match self {
+            Conn::One(c) => c,
+            Conn::Cluster(c) => c.as_mut(),
+        }
+    }
+}
+
+/// A store on one Redis server or a Redis Cluster. See the module documentation.
 pub struct RedisStore {
     name: String,
     prefix: String,
-    client: redis::Client,
-    conn: Mutex<Option<redis::Connection>>,
+    target: Target,
+    conn: Mutex<Option<Conn>>,
     sha: String,
     retry_deadline: Duration,
     closed: AtomicBool,
@@ -177,22 +213,39 @@ impl fmt::Debug for RedisStore {
 
 impl RedisStore {
     /// Open a store on the server of `url` (`redis://[[user]:password@]host:port[/db]`,
-    /// no query: the caller takes out `prefix`), keys under `prefix`. `name` names the
-    /// store in messages (without the password). Connects (retried until
-    /// `retry_deadline`) and loads the commit script. Errors: a malformed URL, or a server
-    /// that cannot be reached (or refuses the password) within the deadline.
+    /// no query: the caller takes out `prefix`) or, with `cluster`, on the Redis Cluster
+    /// whose startup nodes are the `redis://[[user]:password@]host:port` URLs of `url`,
+    /// one per line; keys under `prefix`. `name` names the store in messages (without
+    /// the password). Connects (retried until `retry_deadline`) and loads the commit
+    /// script (on every node of a cluster). Errors: a malformed URL, or a server that
+    /// cannot be reached (or refuses the password) within the deadline.
     pub fn open(
         url: &str,
+        cluster: bool,
         prefix: &str,
         name: String,
         retry_deadline: Duration,
     ) -> Result<RedisStore, StoreError> {
-        let client =
-            redis::Client::open(url).map_err(|e| StoreError(format!("{name}: bad URL: {e}")))?;
+        let bad = |e: redis::RedisError| StoreError(format!("{name}: bad URL: {e}"));
+        let target = if cluster {
+            let nodes: Vec<&str> = url.lines().filter(|l| !l.is_empty()).collect();
+            Target::Cluster(
+                ClusterClient::builder(nodes)
+                    .connection_timeout(CONNECT_TIMEOUT)
+                    .response_timeout(IO_TIMEOUT)
+                    // Our loop retries (with the deadline and the read-back of landed
+                    // commits); the client's own retries stay short.
+                    .retries(2)
+                    .build()
+                    .map_err(bad)?,
+            )
+        } else {
+            Target::One(redis::Client::open(url).map_err(bad)?)
+        };
         let store = RedisStore {
             name,
             prefix: prefix.to_owned(),
-            client,
+            target,
             conn: Mutex::new(None),
             sha: redis::Script::new(COMMIT_SCRIPT).get_hash().to_owned(),
             retry_deadline,
@@ -200,13 +253,7 @@ impl RedisStore {
             tokens: AtomicU64::new(0),
             random: RandomState::new(),
         };
-        store.retrying("connect", |conn| {
-            redis::cmd("SCRIPT")
-                .arg("LOAD")
-                .arg(COMMIT_SCRIPT)
-                .query::<String>(conn)?;
-            Ok(())
-        })?;
+        store.retrying("connect", |_| Ok(()))?;
         Ok(store)
     }
 
@@ -221,7 +268,7 @@ impl RedisStore {
         *self.lock() = None;
     }
 
-    fn lock(&self) -> MutexGuard<'_, Option<redis::Connection>> {
+    fn lock(&self) -> MutexGuard<'_, Option<Conn>> {
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -242,7 +289,7 @@ impl RedisStore {
     fn retrying<T>(
         &self,
         what: &str,
-        mut f: impl FnMut(&mut redis::Connection) -> Result<T, Failure>,
+        mut f: impl FnMut(&mut Conn) -> Result<T, Failure>,
     ) -> Result<T, StoreError> {
         let deadline = Instant::now() + self.retry_deadline;
         let mut delay = BACKOFF_FIRST;
@@ -285,10 +332,18 @@ impl RedisStore {
         }
     }
 
-    fn connect(&self) -> redis::RedisResult<redis::Connection> {
-        let conn = self.client.get_connection_with_timeout(CONNECT_TIMEOUT)?;
-        conn.set_read_timeout(Some(IO_TIMEOUT))?;
-        conn.set_write_timeout(Some(IO_TIMEOUT))?;
+    /// A new connection, with the commit script loaded (on every node of a cluster).
+    fn connect(&self) -> redis::RedisResult<Conn> {
+        let mut conn = match &self.target {
+            Target::One(client) => {
+                let conn = client.get_connection_with_timeout(CONNECT_TIMEOUT)?;
+                conn.set_read_timeout(Some(IO_TIMEOUT))?;
+                conn.set_write_timeout(Some(IO_TIMEOUT))?;
+                Conn::One(conn)
+            }
+            Target::Cluster(client) => Conn::Cluster(Box::new(client.get_connection()?)),
+        };
+        load_script(&mut conn)?;
         Ok(conn)
     }
 
@@ -301,7 +356,7 @@ impl RedisStore {
         let key = object_key_of(&self.prefix, object_key)
             .ok_or_else(|| StoreError(format!("{}: read of {what}: bad key", self.name)))?;
         let raw: Vec<(Vec<u8>, Vec<u8>)> = self.retrying(&format!("read of {what}"), |conn| {
-            Ok(redis::cmd("HGETALL").arg(&key).query(conn)?)
+            Ok(redis::cmd("HGETALL").arg(&key).query(conn.as_like())?)
         })?;
         if raw.is_empty() {
             return Ok(None);
@@ -351,21 +406,20 @@ impl RedisStore {
             .ok_or_else(|| StoreError(format!("{}: scan: bad prefix", self.name)))?;
         let raw: Vec<Vec<u8>> = self.retrying("scan", |conn| {
             let mut out = Vec::new();
-            let mut cursor: u64 = 0;
-            loop {
-                let (next, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
-                    .arg(cursor)
-                    .arg("MATCH")
-                    .arg(&pattern)
-                    .arg("COUNT")
-                    .arg(1000)
-                    .query(conn)?;
-                out.extend(keys);
-                if next == 0 {
-                    return Ok(out);
+            match conn {
+                Conn::One(c) => scan_node(&mut |cmd| c.req_command(cmd), &pattern, &mut out)?,
+                Conn::Cluster(c) => {
+                    for (host, port) in primaries(c)? {
+                        let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
+                            host,
+                            port,
+                        });
+                        let mut run = |cmd: &redis::Cmd| c.route_command(cmd, routing.clone());
+                        scan_node(&mut run, &pattern, &mut out)?;
+                    }
                 }
-                cursor = next;
             }
+            Ok(out)
         })?;
         let mut keys: Vec<Vec<u8>> = raw
             .iter()
@@ -410,10 +464,7 @@ impl RedisStore {
             in_doubt = false;
             if !todo.is_empty() {
                 // A (restarted) server without the script: load it and send those again.
-                redis::cmd("SCRIPT")
-                    .arg("LOAD")
-                    .arg(COMMIT_SCRIPT)
-                    .query::<String>(conn)?;
+                load_script(conn)?;
                 in_doubt = true;
                 todo = self.send(conn, records, &keys, &tokens, &todo, &mut results)?;
                 in_doubt = false;
@@ -433,19 +484,18 @@ impl RedisStore {
     /// refused with NOSCRIPT (not executed).
     fn send(
         &self,
-        conn: &mut redis::Connection,
+        conn: &mut Conn,
         records: &[&WriteRecord],
         keys: &[String],
         tokens: &[String],
         todo: &[usize],
         results: &mut [RecordResult],
     ) -> Result<Vec<usize>, Failure> {
-        let mut pipe = redis::pipe();
+        let mut cmds = Vec::with_capacity(todo.len());
         for &i in todo {
             let r = records[i];
-            let cmd = pipe
-                .cmd("EVALSHA")
-                .arg(&self.sha)
+            let mut cmd = redis::cmd("EVALSHA");
+            cmd.arg(&self.sha)
                 .arg(1)
                 .arg(&keys[i])
                 .arg(r.expected_version)
@@ -460,8 +510,9 @@ impl RedisStore {
             for name in &r.deletes {
                 cmd.arg(name);
             }
+            cmds.push(cmd);
         }
-        let replies = conn.req_packed_commands(&pipe.get_packed_pipeline(), 0, todo.len())?;
+        let replies = pipeline(conn, cmds)?;
         if replies.len() != todo.len() {
             return Err(Failure::Final(StoreError(format!(
                 "{}: {} replies to {} commits",
@@ -524,7 +575,7 @@ fn int_of(v: &Value) -> Option<i64> {
 /// the others. Commits of one object land in order, so the object's stored token names
 /// the last of its commits that landed.
 fn landed(
-    conn: &mut redis::Connection,
+    conn: &mut Conn,
     records: &[&WriteRecord],
     keys: &[String],
     tokens: &[String],
@@ -542,11 +593,21 @@ fn landed(
             })
             .push(i);
     }
-    let mut pipe = redis::pipe();
-    for k in &order {
-        pipe.cmd("HMGET").arg(*k).arg("@version").arg("@commit");
+    let cmds = order
+        .iter()
+        .map(|k| {
+            let mut c = redis::cmd("HMGET");
+            c.arg(*k).arg("@version").arg("@commit");
+            c
+        })
+        .collect();
+    let mut stored: Vec<(Option<u64>, Option<String>)> = Vec::with_capacity(order.len());
+    for v in pipeline(conn, cmds)? {
+        if let Value::ServerError(e) = v {
+            return Err(Failure::Transient(e.into()));
+        }
+        stored.push(redis::from_redis_value(v)?);
     }
-    let stored: Vec<(Option<u64>, Option<String>)> = pipe.query(conn)?;
     let mut rest = Vec::new();
     for (k, (version, token)) in order.iter().zip(stored) {
         let idx = &by_key[k];
@@ -566,6 +627,87 @@ fn landed(
     }
     rest.sort_unstable();
     Ok(rest)
+}
+
+/// Send `cmds` as one pipeline (one per node on a cluster); one reply per command, a
+/// server error as [`Value::ServerError`] on one server. A cluster pipeline fails as a
+/// whole on a server error (other commands may have run: the caller reads back).
+fn pipeline(conn: &mut Conn, cmds: Vec<redis::Cmd>) -> Result<Vec<Value>, Failure> {
+    let n = cmds.len();
+    let replies = match conn {
+        Conn::One(c) => {
+            let mut pipe = redis::pipe();
+            for cmd in cmds {
+                pipe.add_command(cmd);
+            }
+            c.req_packed_commands(&pipe.get_packed_pipeline(), 0, n)?
+        }
+        Conn::Cluster(c) => {
+            let mut pipe = redis::cluster::cluster_pipe();
+            for cmd in cmds {
+                pipe.add_command(cmd);
+            }
+            pipe.query::<Vec<Value>>(c)?
+        }
+    };
+    if replies.len() != n {
+        return Err(Failure::Final(StoreError(format!(
+            "{} replies to a pipeline of {n} commands",
+            replies.len()
+        ))));
+    }
+    Ok(replies)
+}
+
+/// SCRIPT LOAD the commit script (on every node of a cluster).
+fn load_script(conn: &mut Conn) -> redis::RedisResult<()> {
+    redis::cmd("SCRIPT")
+        .arg("LOAD")
+        .arg(COMMIT_SCRIPT)
+        .query::<Value>(conn.as_like())?;
+    Ok(())
+}
+
+/// The (host, port) of every primary of a cluster (`CLUSTER SLOTS`).
+fn primaries(conn: &mut ClusterConnection) -> redis::RedisResult<Vec<(String, u16)>> {
+    let slots: Vec<Vec<Value>> = redis::cmd("CLUSTER").arg("SLOTS").query(conn)?;
+    let mut out: Vec<(String, u16)> = Vec::new();
+    for range in slots {
+        // [start, end, [host, port, id, ...], replicas...]
+        if let Some(Value::Array(node)) = range.get(2) {
+            if let (Some(host), Some(port)) = (node.first(), node.get(1)) {
+                let host: String = redis::from_redis_value_ref(host)?;
+                let port: u16 = redis::from_redis_value_ref(port)?;
+                if !out.contains(&(host.clone(), port)) {
+                    out.push((host, port));
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// SCAN the keys matching `pattern` on one server into `out`; `run` sends a command to it.
+fn scan_node(
+    run: &mut dyn FnMut(&redis::Cmd) -> redis::RedisResult<Value>,
+    pattern: &str,
+    out: &mut Vec<Vec<u8>>,
+) -> redis::RedisResult<()> {
+    let mut cursor: u64 = 0;
+    loop {
+        let mut cmd = redis::cmd("SCAN");
+        cmd.arg(cursor)
+            .arg("MATCH")
+            .arg(pattern)
+            .arg("COUNT")
+            .arg(1000);
+        let (next, keys): (u64, Vec<Vec<u8>>) = redis::from_redis_value(run(&cmd)?)?;
+        out.extend(keys);
+        if next == 0 {
+            return Ok(());
+        }
+        cursor = next;
+    }
 }
 
 impl Store for RedisStore {
