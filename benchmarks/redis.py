@@ -88,12 +88,12 @@ def native_store_rate(url: str, n: int, batch: int) -> float:
 
     target = native_target(url)
     assert target is not None, url
-    client_url, prefix, name, cluster = target
+    client_url, prefix, name, cluster, ca_file = target
     native = native_module("on")
     assert native is not None
     eng = native.Engine(client_url, durability="sync", batch_max_entries=batch,
                         batch_max_delay_ms=1.0, pending_max_bytes=0,
-                        redis=(prefix, name, 30.0, cluster))
+                        redis=(prefix, name, 30.0, cluster, ca_file))
     try:
         entries = {"data": VALUE}
         t0 = time.perf_counter()

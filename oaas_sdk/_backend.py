@@ -64,7 +64,7 @@ class Backend:
 
     ``native``: the extension module, or ``None`` for pure Python. ``native_engine``:
     whether the engine is the native one (the native extension with a store the SDK
-    opens itself: LMDB, or Redis and Redis Cluster without TLS or redis-py options, see
+    opens itself: LMDB, or Redis and Redis Cluster without redis-py options, see
     :func:`~oaas_sdk.stores.redis.native_target`); every other store runs the Python
     engine.
     """
@@ -108,9 +108,9 @@ class Backend:
 
                 target = native_target(loc)
                 if target is not None:
-                    url, prefix, name, cluster = target
+                    url, prefix, name, cluster, ca_file = target
                     return NativeEngine(self.native, url, **settings, redis=(
-                        prefix, name, config.store_retry_deadline_s, cluster))
+                        prefix, name, config.store_retry_deadline_s, cluster, ca_file))
             path, opts = lmdb_location(loc)
             return NativeEngine(self.native, path, **settings, **opts)  # type: ignore[arg-type]
         opened = store or open_store(store_url, sync=True,

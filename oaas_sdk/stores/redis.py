@@ -393,37 +393,43 @@ class RedisStore:
             pass
 
 
-def native_target(url: str) -> tuple[str, str, str, bool] | None:
+def native_target(url: str) -> tuple[str, str, str, bool, str | None] | None:
     """What the native Redis store (``oprc-py/core/src/store/redis.rs``) needs to serve
-    ``url``: ``(client URL, key prefix, name for messages, cluster)``, or ``None`` when the
-    URL needs the Python store: TLS (``rediss://``, ``rediss+cluster://``) or redis-py
-    connection options in the query (only ``prefix`` is understood natively). For a
-    cluster the client URL is the startup nodes' ``redis://[[user]:password@]host:port``
-    URLs, one per line. Raises :class:`ConfigError` for a bad prefix or a malformed
-    cluster URL."""
-    cluster = url.startswith("redis+cluster://")
-    if not (cluster or url.startswith("redis://")):
+    ``url``: ``(client URL, key prefix, name for messages, cluster, CA file)``, or ``None``
+    when the URL needs the Python store: redis-py connection options in the query (the
+    native store understands ``prefix`` and, with TLS, ``ssl_ca_certs``: a PEM file of
+    the CA certificates that verify the server; without it, the system's). For a cluster
+    the client URL is the startup nodes' ``redis[s]://[[user]:password@]host:port`` URLs,
+    one per line. Raises :class:`ConfigError` for a bad prefix or a malformed cluster
+    URL."""
+    scheme, sep, _ = url.partition("://")
+    if not sep or scheme not in ("redis", "rediss", "redis+cluster", "rediss+cluster"):
         return None
+    cluster = scheme.endswith("+cluster")
+    tls = scheme.startswith("rediss")
     prefix, client_url, options = _split_options(url)
-    if options or urlsplit(client_url).query:
+    parts = urlsplit(client_url)
+    query = dict(parse_qsl(parts.query, keep_blank_values=True)) if not cluster else {
+        k: str(v) for k, v in options.items()}
+    ca_file = query.pop("ssl_ca_certs", None) if tls else None
+    if query:
         return None
     name = f"redis store at {_redact(url)}"
     if not cluster:
-        return client_url, prefix, name, False
-    parts = urlsplit(client_url)
+        return parts._replace(query="").geturl(), prefix, name, False, ca_file
     creds, at, hosts = parts.netloc.rpartition("@")
     nodes = []
     for hp in filter(None, hosts.split(",")):
         host, sep, port = hp.rpartition(":")
         if not sep or not port.isdigit():
             raise ConfigError(f"storage {_redact(url)!r}: cluster node {hp!r} is not host:port")
-        nodes.append(f"redis://{creds}{at}{hp}")
+        nodes.append(f"{'rediss' if tls else 'redis'}://{creds}{at}{hp}")
     if not nodes:
         raise ConfigError(f"storage {_redact(url)!r}: no cluster node given "
                           "(redis+cluster://host:port,host:port)")
     if parts.path not in ("", "/", "/0"):
         raise ConfigError(f"storage {_redact(url)!r}: a Redis Cluster has only database 0")
-    return "\n".join(nodes), prefix, name, True
+    return "\n".join(nodes), prefix, name, True, ca_file
 
 
 def _split_options(url: str) -> tuple[str, str, dict[str, Any]]:

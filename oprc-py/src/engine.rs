@@ -127,12 +127,16 @@ pub(crate) fn object_id(ob: &Bound<'_, PyAny>) -> PyResult<ObjectId> {
 /// reads.
 ///
 /// `path`: directory of the LMDB environment (created when missing; layout in
-/// docs/format.md); with `redis=(prefix, name, retry_deadline_s, cluster)` instead the URL
-/// of one Redis server (`redis://[[user]:password@]host:port[/db]`, no query) or, with
-/// `cluster`, the startup nodes of a Redis Cluster (`redis://[[user]:password@]host:port`,
-/// one per line), whose keys start with `prefix`, named `name` in messages, retried for
-/// `retry_deadline_s` seconds while unreachable (oprc-core's `store::redis`). `durability`: `"sync"` (a ticket completes once its batch is fsynced)
-/// or `"async"` (once queued). `batch_max_entries` (count) and `batch_max_delay_ms` (ms)
+/// docs/format.md); with `redis=(prefix, name, retry_deadline_s, cluster, ca_file)`
+/// instead the URL of one Redis server (`redis[s]://[[user]:password@]host:port[/db]`, no
+/// query) or, with `cluster`, the startup nodes of a Redis Cluster
+/// (`redis[s]://[[user]:password@]host:port`, one per line), whose keys start with
+/// `prefix`, named `name` in messages, retried for `retry_deadline_s` seconds while
+/// unreachable; TLS verified against the CA certificates (PEM) in file `ca_file` (`None`:
+/// the system's; oprc-core's `store::redis`).
+///
+/// `durability`: `"sync"` (a ticket completes once its batch is fsynced) or `"async"`
+/// (once queued). `batch_max_entries` (count) and `batch_max_delay_ms` (ms)
 /// close a batch. `map_size` / `max_map_size`: initial and largest LMDB map, in bytes.
 /// `pending_max_bytes`: write throttling, a commit waits (GIL released) while more than
 /// this many bytes of entry values are queued and unwritten (0: no bound).
@@ -333,7 +337,7 @@ impl PyEngine {
         pending_max_bytes: u64,
         map_size: usize,
         max_map_size: usize,
-        redis: Option<(String, String, f64, bool)>,
+        redis: Option<(String, String, f64, bool, Option<PathBuf>)>,
     ) -> PyResult<Self> {
         let durable = match durability {
             "sync" => true,
@@ -356,12 +360,21 @@ impl PyEngine {
         let engine = py
             .detach(move || {
                 let store = match redis {
-                    Some((prefix, name, deadline_s, cluster)) => {
+                    Some((prefix, name, deadline_s, cluster, ca_file)) => {
+                        let ca_pem = match ca_file {
+                            Some(f) => Some(std::fs::read(&f).map_err(|e| {
+                                StoreError(format!(
+                                    "{name}: cannot read ssl_ca_certs {}: {e}",
+                                    f.display()
+                                ))
+                            })?),
+                            None => None,
+                        };
                         let url = path.to_string_lossy();
                         let deadline = Duration::try_from_secs_f64(deadline_s.max(0.0))
                             .unwrap_or(Duration::MAX);
                         AnyStore::Redis(Box::new(RedisStore::open(
-                            &url, cluster, &prefix, name, deadline,
+                            &url, cluster, &prefix, name, deadline, ca_pem,
                         )?))
                     }
                     None => AnyStore::Lmdb(LmdbStore::open(

@@ -18,8 +18,8 @@
 //! one batch at a time, so one connection (reopened after a fault) is all it needs.
 //! A Redis Cluster goes through redis-rs's sync cluster client: a batch is one pipeline
 //! per primary; a server error fails the cluster pipeline as a whole, and the commits
-//! are then read back as after a broken exchange. TLS (`rediss://`) is served by the
-//! Python store for now.
+//! are then read back as after a broken exchange. TLS (`rediss://`) goes through rustls
+//! (ring), verified against the CA certificates given (PEM) or the system's.
 
 use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
@@ -129,8 +129,13 @@ fn glob_escape(text: &str) -> String {
     out
 }
 
-/// Whether retrying can help: the server is away, restarting or loading.
+/// Whether retrying can help: the server is away, restarting or loading (not a
+/// certificate the CA does not vouch for: that stays so).
 fn transient(e: &redis::RedisError) -> bool {
+    let text = e.to_string();
+    if text.contains("certificate") || text.contains("Certificate") {
+        return false;
+    }
     match e.kind() {
         ErrorKind::Io | ErrorKind::ClusterConnectionNotFound => true,
         ErrorKind::Server(k) => matches!(
@@ -219,26 +224,40 @@ impl RedisStore {
     /// the password). Connects (retried until `retry_deadline`) and loads the commit
     /// script (on every node of a cluster). Errors: a malformed URL, or a server that
     /// cannot be reached (or refuses the password) within the deadline.
+    ///
+    /// `ca_pem`: CA certificates (PEM) that verify a `rediss://` server (`None`: the
+    /// system's).
     pub fn open(
         url: &str,
         cluster: bool,
         prefix: &str,
         name: String,
         retry_deadline: Duration,
+        ca_pem: Option<Vec<u8>>,
     ) -> Result<RedisStore, StoreError> {
         let bad = |e: redis::RedisError| StoreError(format!("{name}: bad URL: {e}"));
+        if url.starts_with("rediss://") {
+            // Fails only when a provider is installed already: then that one serves.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+        }
+        let certs = || redis::TlsCertificates {
+            client_tls: None,
+            root_cert: ca_pem.clone(),
+        };
         let target = if cluster {
             let nodes: Vec<&str> = url.lines().filter(|l| !l.is_empty()).collect();
-            Target::Cluster(
-                ClusterClient::builder(nodes)
-                    .connection_timeout(CONNECT_TIMEOUT)
-                    .response_timeout(IO_TIMEOUT)
-                    // Our loop retries (with the deadline and the read-back of landed
-                    // commits); the client's own retries stay short.
-                    .retries(2)
-                    .build()
-                    .map_err(bad)?,
-            )
+            let mut builder = ClusterClient::builder(nodes)
+                .connection_timeout(CONNECT_TIMEOUT)
+                .response_timeout(IO_TIMEOUT)
+                // Our loop retries (with the deadline and the read-back of landed
+                // commits); the client's own retries stay short.
+                .retries(2);
+            if ca_pem.is_some() {
+                builder = builder.certs(certs());
+            }
+            Target::Cluster(builder.build().map_err(bad)?)
+        } else if ca_pem.is_some() {
+            Target::One(redis::Client::build_with_tls(url, certs()).map_err(bad)?)
         } else {
             Target::One(redis::Client::open(url).map_err(bad)?)
         };
