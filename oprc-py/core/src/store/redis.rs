@@ -200,7 +200,10 @@ pub struct RedisStore {
     name: String,
     prefix: String,
     target: Target,
+    /// The connection of the writes (the persister's), and one of the reads and scans,
+    /// so that a load does not wait behind a batch being written (or retried).
     conn: Mutex<Option<Conn>>,
+    read_conn: Mutex<Option<Conn>>,
     sha: String,
     retry_deadline: Duration,
     closed: AtomicBool,
@@ -266,13 +269,14 @@ impl RedisStore {
             prefix: prefix.to_owned(),
             target,
             conn: Mutex::new(None),
+            read_conn: Mutex::new(None),
             sha: redis::Script::new(COMMIT_SCRIPT).get_hash().to_owned(),
             retry_deadline,
             closed: AtomicBool::new(false),
             tokens: AtomicU64::new(0),
             random: RandomState::new(),
         };
-        store.retrying("connect", |_| Ok(()))?;
+        store.retrying(&store.conn, "connect", |_| Ok(()))?;
         Ok(store)
     }
 
@@ -284,11 +288,8 @@ impl RedisStore {
     /// Drop the connection; later calls fail. Idempotent.
     pub fn close(&self) {
         self.closed.store(true, Ordering::SeqCst);
-        *self.lock() = None;
-    }
-
-    fn lock(&self) -> MutexGuard<'_, Option<Conn>> {
-        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+        *lock(&self.conn) = None;
+        *lock(&self.read_conn) = None;
     }
 
     /// A random token per commit (stored by the script in `@commit`).
@@ -303,10 +304,12 @@ impl RedisStore {
         format!("{:016x}", h.finish())
     }
 
-    /// `f(connection)`, retried with exponential backoff on transient errors until
-    /// `retry_deadline` has passed; then a [`StoreError`] naming the last error.
+    /// `f(connection)` on the connection in `slot` (opened when there is none), retried
+    /// with exponential backoff on transient errors until `retry_deadline` has passed;
+    /// then a [`StoreError`] naming the last error.
     fn retrying<T>(
         &self,
+        slot: &Mutex<Option<Conn>>,
         what: &str,
         mut f: impl FnMut(&mut Conn) -> Result<T, Failure>,
     ) -> Result<T, StoreError> {
@@ -316,7 +319,7 @@ impl RedisStore {
             if self.closed.load(Ordering::SeqCst) {
                 return Err(StoreError(format!("{}: the store is closed", self.name)));
             }
-            let mut guard = self.lock();
+            let mut guard = lock(slot);
             let result = match &mut *guard {
                 Some(conn) => f(conn),
                 None => match self.connect() {
@@ -374,9 +377,10 @@ impl RedisStore {
     ) -> Result<Option<StoredObject>, StoreError> {
         let key = object_key_of(&self.prefix, object_key)
             .ok_or_else(|| StoreError(format!("{}: read of {what}: bad key", self.name)))?;
-        let raw: Vec<(Vec<u8>, Vec<u8>)> = self.retrying(&format!("read of {what}"), |conn| {
-            Ok(redis::cmd("HGETALL").arg(&key).query(conn.as_like())?)
-        })?;
+        let raw: Vec<(Vec<u8>, Vec<u8>)> =
+            self.retrying(&self.read_conn, &format!("read of {what}"), |conn| {
+                Ok(redis::cmd("HGETALL").arg(&key).query(conn.as_like())?)
+            })?;
         if raw.is_empty() {
             return Ok(None);
         }
@@ -423,7 +427,7 @@ impl RedisStore {
     pub fn scan(&self, prefix: &[u8]) -> Result<Vec<Vec<u8>>, StoreError> {
         let pattern = scan_pattern(&self.prefix, prefix)
             .ok_or_else(|| StoreError(format!("{}: scan: bad prefix", self.name)))?;
-        let raw: Vec<Vec<u8>> = self.retrying("scan", |conn| {
+        let raw: Vec<Vec<u8>> = self.retrying(&self.read_conn, "scan", |conn| {
             let mut out = Vec::new();
             match conn {
                 Conn::One(c) => scan_node(&mut |cmd| c.req_command(cmd), &pattern, &mut out)?,
@@ -471,7 +475,7 @@ impl RedisStore {
         let mut todo: Vec<usize> = (0..records.len()).collect();
         let mut in_doubt = false;
         let what = format!("write of {} commits", records.len());
-        self.retrying(&what, |conn| {
+        self.retrying(&self.conn, &what, |conn| {
             if in_doubt {
                 todo = landed(conn, records, &keys, &tokens, &todo)?;
             }
@@ -646,6 +650,10 @@ fn landed(
     }
     rest.sort_unstable();
     Ok(rest)
+}
+
+fn lock(slot: &Mutex<Option<Conn>>) -> MutexGuard<'_, Option<Conn>> {
+    slot.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Send `cmds` as one pipeline (one per node on a cluster); one reply per command, a
