@@ -111,6 +111,31 @@ def test_password_in_url_and_never_in_messages(tmp_path: Path) -> None:
         s.stop()
 
 
+def test_password_on_the_native_store(impl: str, tmp_path: Path) -> None:
+    """redis://:password@ on either implementation's engine: a wrong password fails at
+    once (not retried) and shows nowhere; the right one commits."""
+    need_redis()
+    s = RedisServer(tmp_path / "auth", extra=["--requirepass", "n4tive"]).start()
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(StorageError) as e:
+            oaas.configure(OaasConfig(storage=f"redis://:wrong@127.0.0.1:{s.port}/0",
+                                      native=native_flag(impl), store_retry_deadline_s=30))
+            Counter.create(obj_id=1).commit()
+        assert time.monotonic() - t0 < 5
+        assert "wrong" not in str(e.value)
+        url = f"redis://:n4tive@127.0.0.1:{s.port}/2?prefix=pw"
+        oaas.configure(OaasConfig(storage=url, native=native_flag(impl)))
+        Counter.create(obj_id=1, count=5).commit()
+        assert "n4tive" not in runtime.current().engine.store.name
+        assert "n4tive" not in oaas.stats()["store"]
+        assert s.cli("-a", "n4tive", "-n", "2", "hget", "pw:{test.Counter/0/n:1}",
+                     "@version").endswith("1")
+    finally:
+        oaas.configure(OaasConfig(mock_mode=True, native="off"))
+        s.stop()
+
+
 def test_cluster_with_a_password(impl: str, tmp_path: Path) -> None:
     """redis+cluster://:password@...: every node is reached with the password, and the
     password shows nowhere (store name, oaas.stats())."""
