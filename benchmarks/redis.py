@@ -9,10 +9,15 @@ temporary directory; stopped at the end) and measures, in one run:
   entry, a new random key each: what one commit costs the server);
 - ``store``: ``RedisStore.write_batch`` alone, batches of 16 and 256 commits of a new
   object with one 1000-byte entry (one pipeline of script calls per batch), commits/s;
+- ``native_store_batch16`` / ``native_store_batch256``: the native store
+  (``oprc-py/core/src/store/redis.rs``) under the native engine: ``n`` commits of a new
+  object with one 1000-byte entry submitted at once (``Engine.submit``), batches of at most
+  16 or 256 commits (``batch_max_entries``: one pipeline of script calls each) until all
+  are written, commits/s (needs the extension);
 - ``sdk_insert`` / ``sdk_update``: objects with one 1000-byte ``bytes`` field created with
   fresh ids (or changed) and committed by ``await oaas.commit_all_async()`` in groups of 1,000
-  (``durability="sync"``: resolves once Redis answered), objects/s, with the Python and
-  the native codec (both over the Python engine and store).
+  (``durability="sync"``: resolves once Redis answered), objects/s, with the Python
+  implementation (Python engine and store) and the native one (native engine and store).
 
 Run: ``python -m benchmarks.redis [--objects N] [--repeats R] [--requests N]
 [--json PATH]``. Each point runs ``R`` times (default 3); the median is reported, every run
@@ -75,6 +80,33 @@ def store_rate(url: str, n: int, batch: int) -> float:
         store.close()
 
 
+def native_store_rate(url: str, n: int, batch: int) -> float:
+    """Commits/s of the native engine over the native Redis store: ``n`` new objects
+    submitted at once, written in batches of at most ``batch`` commits (pipelines)."""
+    from oaas_sdk._backend import native_module
+    from oaas_sdk.stores.redis import native_target
+
+    target = native_target(url)
+    assert target is not None, url
+    client_url, prefix, name, cluster, ca_file = target
+    native = native_module("on")
+    assert native is not None
+    eng = native.Engine(client_url, durability="sync", batch_max_entries=batch,
+                        batch_max_delay_ms=1.0, pending_max_bytes=0,
+                        redis=(prefix, name, 30.0, cluster, ca_file))
+    try:
+        entries = {"data": VALUE}
+        t0 = time.perf_counter()
+        tickets = [eng.submit("bench.Native", batch, i, 0, entries, time_ms=1)
+                   for i in range(n)]
+        eng.flush()
+        elapsed = time.perf_counter() - t0
+        assert all(t.error is None for t in tickets), next(t.error for t in tickets if t.error)
+        return n / elapsed
+    finally:
+        eng.close()
+
+
 async def sdk_rates(url: str, n: int, native: str) -> tuple[float, float]:
     """(inserts/s, updates/s) of objects committed with ``commit_all_async`` per 1,000."""
     oaas.configure(OaasConfig(storage=url, native=native, durability="sync"))  # type: ignore[arg-type]
@@ -125,6 +157,10 @@ def main() -> None:
                 for batch in (16, 256):
                     add(f"store_batch{batch}",
                         store_rate(f"{server.url}?prefix=s{rep}", n, batch))
+                if native_available():
+                    for batch in (16, 256):
+                        add(f"native_store_batch{batch}", native_store_rate(
+                            f"{server.url}?prefix=n{rep}", n, batch))
                 for native in natives:
                     ins, upd = asyncio.run(sdk_rates(f"{server.url}?prefix=o{rep}{native}", n,
                                                      native))

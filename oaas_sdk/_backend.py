@@ -64,8 +64,10 @@ class Backend:
     """The implementations one configuration uses (see :func:`select`).
 
     ``native``: the extension module, or ``None`` for pure Python. ``native_engine``:
-    whether the engine is the native one (the native extension with an LMDB store the SDK
-    opens itself); every other store runs the Python engine.
+    whether the engine is the native one (the native extension with a store the SDK
+    opens itself: LMDB, or Redis and Redis Cluster without redis-py options, see
+    :func:`~oaas_sdk.stores.redis.native_target`); every other store runs the Python
+    engine.
     """
 
     __slots__ = ("native", "native_engine")
@@ -92,16 +94,24 @@ class Backend:
 
     def open_engine(self, config: OaasConfig, store_url: str, store: Store | None,
                     inline: bool) -> Engine:
-        """The engine of a runtime: native over the LMDB directory of ``store_url`` when
-        :attr:`native_engine`, else the Python engine over ``store`` (or the store
-        ``store_url`` opens). ``inline``: commit in the caller's thread (memory store).
-        Raises :class:`StorageError` when the store cannot be opened."""
+        """The engine of a runtime: native over the LMDB directory or the Redis server of
+        ``store_url`` when :attr:`native_engine`, else the Python engine over ``store``
+        (or the store ``store_url`` opens). ``inline``: commit in the caller's thread
+        (memory store). Raises :class:`StorageError` when the store cannot be opened."""
         from .engine import NativeEngine, PythonEngine
         from .stores import lmdb_location, open_store, parse_storage_url
 
         settings = engine_settings(config)
         if self.native_engine and self.native is not None:
-            _, loc = parse_storage_url(store_url)
+            kind, loc = parse_storage_url(store_url)
+            if kind in ("redis", "redis+cluster"):
+                from .stores.redis import native_target
+
+                target = native_target(loc)
+                if target is not None:
+                    url, prefix, name, cluster, ca_file = target
+                    return NativeEngine(self.native, url, **settings, redis=(
+                        prefix, name, config.store_retry_deadline_s, cluster, ca_file))
             path, opts = lmdb_location(loc)
             return NativeEngine(self.native, path, **settings, **opts)  # type: ignore[arg-type]
         opened = store or open_store(store_url, sync=True,
@@ -147,9 +157,18 @@ def select(config: OaasConfig, store: Store | None = None) -> Backend:
 
     native = select_codec(config.native)
     kind, _ = parse_storage_url("memory" if config.mock_mode else config.storage)
-    backend = Backend(native, native is not None and kind == "lmdb" and store is None)
+    backend = Backend(native, native is not None and store is None
+                      and (kind == "lmdb" or (kind in ("redis", "redis+cluster")
+                                              and _native_redis(config.storage))))
     _install_object_methods(native, backend.native_engine)
     return backend
+
+
+def _native_redis(url: str) -> bool:
+    """Whether the native Redis store serves ``url`` (see ``stores.redis.native_target``)."""
+    from .stores.redis import native_target
+
+    return native_target(url) is not None
 
 
 # The native methods made for the last extension module used: (module, __setattr__,

@@ -61,14 +61,18 @@ class CommitFuture:
 
 
 class Engine:
-    """Native batcher + persister over an LMDB environment in directory ``path``.
+    """Native batcher + persister over an LMDB environment in directory ``path``, or,
+    with ``redis=(prefix, name, retry_deadline_s, cluster, ca_file)``, over the Redis
+    server of URL ``path`` (``cluster``: the Redis Cluster of the startup node URLs in
+    ``path``, one per line; ``ca_file``: PEM CA certificates for TLS).
 
     Raises ``StorageError`` when the store cannot be opened (a file, a corrupt or foreign
-    environment, no permission)."""
+    environment, no permission; a Redis server unreachable within the deadline)."""
 
     def __init__(self, path: str, *, durability: str, batch_max_entries: int,
                  batch_max_delay_ms: float, pending_max_bytes: int, map_size: int = 1 << 30,
-                 max_map_size: int = 1 << 40) -> None:
+                 max_map_size: int = 1 << 40,
+                 redis: tuple[str, str, float, bool, str | None] | None = None) -> None:
         """The settings without defaults come from ``OaasConfig`` (``ENGINE_DEFAULTS``)."""
     @property
     def name(self) -> str: ...

@@ -111,7 +111,32 @@ def test_password_in_url_and_never_in_messages(tmp_path: Path) -> None:
         s.stop()
 
 
-def test_cluster_with_a_password(tmp_path: Path) -> None:
+def test_password_on_the_native_store(impl: str, tmp_path: Path) -> None:
+    """redis://:password@ on either implementation's engine: a wrong password fails at
+    once (not retried) and shows nowhere; the right one commits."""
+    need_redis()
+    s = RedisServer(tmp_path / "auth", extra=["--requirepass", "n4tive"]).start()
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(StorageError) as e:
+            oaas.configure(OaasConfig(storage=f"redis://:wrong@127.0.0.1:{s.port}/0",
+                                      native=native_flag(impl), store_retry_deadline_s=30))
+            Counter.create(obj_id=1).commit()
+        assert time.monotonic() - t0 < 5
+        assert "wrong" not in str(e.value)
+        url = f"redis://:n4tive@127.0.0.1:{s.port}/2?prefix=pw"
+        oaas.configure(OaasConfig(storage=url, native=native_flag(impl)))
+        Counter.create(obj_id=1, count=5).commit()
+        assert "n4tive" not in runtime.current().engine.store.name
+        assert "n4tive" not in oaas.stats()["store"]
+        assert s.cli("-a", "n4tive", "-n", "2", "hget", "pw:{test.Counter/0/n:1}",
+                     "@version").endswith("1")
+    finally:
+        oaas.configure(OaasConfig(mock_mode=True, native="off"))
+        s.stop()
+
+
+def test_cluster_with_a_password(impl: str, tmp_path: Path) -> None:
     """redis+cluster://:password@...: every node is reached with the password, and the
     password shows nowhere (store name, oaas.stats())."""
     need_redis()
@@ -120,12 +145,12 @@ def test_cluster_with_a_password(tmp_path: Path) -> None:
         cluster.start()
         url = f"{cluster.url}?prefix=auth"
         assert url.startswith("redis+cluster://:cl-pw@")
-        oaas.configure(OaasConfig(storage=url, native="off"))
+        oaas.configure(OaasConfig(storage=url, native=native_flag(impl)))
         for i in range(20):  # spread over the three primaries
             Counter.create(obj_id=i, count=i).commit()
         assert "cl-pw" not in oaas.stats()["store"] and ":***@" in oaas.stats()["store"]
         assert "cl-pw" not in runtime.current().engine.store.name
-        oaas.configure(OaasConfig(storage=url, native="off"))
+        oaas.configure(OaasConfig(storage=url, native=native_flag(impl)))
         assert [Counter.load(i).count for i in range(20)] == list(range(20))
         held = [int(n.cli("dbsize")) for n in cluster.nodes]
         assert sum(held) == 20 and min(held) > 0
@@ -175,6 +200,10 @@ def test_tls_url(impl: str, tmp_path: Path) -> None:
         oaas.configure(OaasConfig(storage=url, native=native_flag(impl)))
         c = Counter.create(obj_id=1, count=41)
         c.commit()
+        from oaas_sdk.engine import NativeEngine
+
+        # ssl_ca_certs is understood natively: the native implementation runs its store
+        assert isinstance(runtime.current().engine, NativeEngine) == (impl == "native")
         oaas.configure(OaasConfig(storage=url, native=native_flag(impl)))
         assert Counter.load(1).count == 41
         assert s.cli("-a", "pw", "hget", "tls:{test.Counter/0/n:1}", "@version").endswith("1")
@@ -184,7 +213,8 @@ def test_tls_url(impl: str, tmp_path: Path) -> None:
         s.stop()
 
 
-def test_a_certificate_the_ca_does_not_vouch_for_fails_at_once(tmp_path: Path) -> None:
+def test_a_certificate_the_ca_does_not_vouch_for_fails_at_once(impl: str,
+                                                               tmp_path: Path) -> None:
     """Verification failures are not retried until the deadline: retrying cannot help."""
     need_redis()
     _, cert, key = _certificates(tmp_path / "tls")
@@ -195,9 +225,15 @@ def test_a_certificate_the_ca_does_not_vouch_for_fails_at_once(tmp_path: Path) -
         str(key), "--tls-ca-cert-file", str(other_ca), "--tls-auth-clients", "no"]).start()
     try:
         t0 = time.monotonic()
-        with pytest.raises(StorageError, match="CERTIFICATE_VERIFY_FAILED"):
-            open_store(f"rediss://127.0.0.1:{tls_port}/0?ssl_ca_certs={other_ca}",
-                       retry_deadline_s=30)
+        url = f"rediss://127.0.0.1:{tls_port}/0?ssl_ca_certs={other_ca}"
+        if impl == "python":
+            with pytest.raises(StorageError, match="CERTIFICATE_VERIFY_FAILED"):
+                open_store(url, retry_deadline_s=30)
+        else:  # rustls words it its own way
+            with pytest.raises(StorageError, match="(?i)certificate"):
+                oaas.configure(OaasConfig(storage=url, native="on",
+                                          store_retry_deadline_s=30))
+                Counter.create(obj_id=1).commit()
         assert time.monotonic() - t0 < 10
     finally:
         s.stop()
@@ -233,6 +269,69 @@ def test_layout_one_hash_per_object(redis_server: RedisServer) -> None:
         assert store.read(("pkg.Cls", 3, "7")) is None
     finally:
         store.close()
+
+
+@pytest.mark.parametrize("kind,options", [("redis", ""), ("redis", "&socket_timeout=5"),
+                                          ("cluster", ""), ("cluster", "&socket_timeout=5")])
+def test_which_engine_and_store_run(impl: str, kind: str, options: str,
+                                    request: pytest.FixtureRequest) -> None:
+    """The native implementation runs the native engine and store on one server and on
+    a cluster (a URL whose only option is ``prefix``); redis-py options and TLS keep the
+    Python engine over the Python store."""
+    from oaas_sdk.engine import NativeEngine, PythonEngine
+    from oaas_sdk.stores.redis import RedisStore
+
+    server = request.getfixturevalue("redis_server" if kind == "redis" else "redis_cluster")
+    oaas.configure(OaasConfig(storage=f"{server.url}?prefix={fresh_prefix()}{options}",
+                              native=native_flag(impl)))
+    c = Counter.create(obj_id=1, count=3)
+    c.commit()
+    eng = runtime.current().engine
+    if impl == "native" and not options:
+        assert isinstance(eng, NativeEngine)
+        assert eng.store.name.startswith("redis store at redis")
+    else:
+        assert isinstance(eng, PythonEngine) and isinstance(eng.store, RedisStore)
+    found = eng.read((Counter._oaas_cls_id, 0, 1))
+    assert found is not None and found.version == 1
+
+
+@pytest.mark.parametrize("writer", ["native", "python"])
+def test_each_implementation_reads_what_the_other_wrote(
+        writer: str, redis_server: RedisServer) -> None:
+    """Same keys and bytes: the hashes one implementation writes equal the other's, field
+    for field (but the commit token), and each loads the other's objects."""
+    from oaas_sdk._backend import native_available
+
+    if not native_available():
+        pytest.skip("native extension not built")
+    reader = "python" if writer == "native" else "native"
+    r = redis.Redis(port=redis_server.port)
+    hashes = {}
+    for impl in ("native", "python"):
+        prefix = fresh_prefix()
+        oaas.configure(OaasConfig(storage=f"{redis_server.url}?prefix={prefix}",
+                                  native=native_flag(impl)))
+        c = Counter.create(obj_id=5, count=7, label="x")
+        c.commit()
+        c.history.append("h")
+        c.count = 8
+        c.commit()
+        raw = r.hgetall(f"{prefix}:{{{Counter._oaas_cls_id}/0/n:5}}")
+        assert raw, prefix
+        hashes[impl] = ({k: v for k, v in raw.items()
+                         if k not in (b"@created", b"@updated", b"@commit")}, prefix)
+    assert hashes["native"][0] == hashes["python"][0]
+    assert hashes["native"][0][b"@version"] == b"2"
+    oaas.configure(OaasConfig(storage=f"{redis_server.url}?prefix={hashes[writer][1]}",
+                              native=native_flag(reader)))
+    d = Counter.load(5)
+    assert (d.count, d.label, d.history, d._oaas_state.version) == (8, "x", ["h"], 2)
+    d.count = 9
+    d.commit()  # the reader writes on: the versions line up
+    oaas.configure(OaasConfig(storage=f"{redis_server.url}?prefix={hashes[writer][1]}",
+                              native=native_flag(writer)))
+    assert Counter.load(5).count == 9
 
 
 def test_cluster_keeps_an_object_in_one_slot(redis_cluster: RedisCluster) -> None:
@@ -592,6 +691,11 @@ def test_benchmark_runs_and_reports_every_point(tmp_path: Path) -> None:
     med = json.loads(out.read_text())["median_per_s"]
     points = {"redis_benchmark_set_P16", "redis_benchmark_script_P16", "store_batch16",
               "store_batch256", "sdk_insert_python", "sdk_update_python"}
+    from oaas_sdk._backend import native_available
+
+    if native_available():
+        points |= {"native_store_batch16", "native_store_batch256", "sdk_insert_native",
+                   "sdk_update_native"}
     assert points <= set(med) and all(med[k] > 0 for k in points)
 
 
@@ -617,7 +721,8 @@ def test_classes_on_every_store(kind: str, tmp_path: Path,
         store.close()
 
 
-def test_cluster_failover_to_a_replica_keeps_commits_flowing(tmp_path: Path) -> None:
+def test_cluster_failover_to_a_replica_keeps_commits_flowing(impl: str,
+                                                            tmp_path: Path) -> None:
     """A primary of a cluster with replicas is SIGKILLed and stays down: its replica takes
     over and the writers' commits go on within store_retry_deadline_s. Redis replicates
     asynchronously, so a commit acknowledged just before the kill may miss the replica: the
@@ -628,7 +733,7 @@ def test_cluster_failover_to_a_replica_keeps_commits_flowing(tmp_path: Path) -> 
     try:
         cluster.start()
         url = f"{cluster.url}?prefix=fo"
-        oaas.configure(OaasConfig(storage=url, native="off", store_retry_deadline_s=40,
+        oaas.configure(OaasConfig(storage=url, native=native_flag(impl), store_retry_deadline_s=40,
                                   batch_max_delay_ms=1))
         n_obj, acked, conflicts = 12, {}, [0]
         lock = threading.Lock()
@@ -683,7 +788,7 @@ def test_cluster_failover_to_a_replica_keeps_commits_flowing(tmp_path: Path) -> 
             for t in threads:
                 t.join(timeout=60)
         assert not errors, errors
-        oaas.configure(OaasConfig(storage=url, native="off"))
+        oaas.configure(OaasConfig(storage=url, native=native_flag(impl)))
         for oid, v in acked.items():
             c = Counter.load(oid)
             assert c.count == v and c.label == str(v), (oid, v)

@@ -80,6 +80,17 @@ def test_python_key_layout_matches_the_vectors() -> None:
         assert stores_mod.entry_key_bytes(key, k["field"]).hex() == k["entry_key"], k
 
 
+def test_python_redis_keys_match_the_vectors() -> None:
+    from oaas_sdk.stores import layout
+
+    prefix = _load("layout.json")["constants"]["redis_default_prefix"]
+    assert layout.DEFAULT_REDIS_PREFIX == prefix
+    for k in _load("layout.json")["keys"]:
+        ident = (k["cls_id"], k["partition_id"], k["object_id"])
+        assert layout.redis_object_key(prefix, ident).decode() == k["redis_key"], k
+        assert layout.parse_redis_object_key(prefix, k["redis_key"].encode()) == ident, k
+
+
 def test_python_meta_records_match_the_vectors() -> None:
     for m in _load("layout.json")["meta"]:
         record = stores_mod.pack_meta(m["version"], m["created_ms"], m["updated_ms"])

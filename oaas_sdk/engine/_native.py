@@ -1,7 +1,8 @@
 """The adapter of the native engine (``oaas_sdk._native.Engine``, ``oprc-py/src/engine/``):
 :class:`NativeEngine` offers the Python :class:`~oaas_sdk.engine.PythonEngine`'s interface;
-batching, persistence and waiting happen in Rust with the GIL released; only the LMDB
-store is native. It is given the extension module by the seam (``oaas_sdk._backend``)."""
+batching, persistence and waiting happen in Rust with the GIL released; the native
+stores are LMDB, Redis and Redis Cluster (``oprc-py/core/src/store/``). It is given the
+extension module by the seam (``oaas_sdk._backend``)."""
 
 from __future__ import annotations
 
@@ -49,12 +50,18 @@ class NativeEngine:
     """The native engine (``oaas_sdk._native.Engine``) with :class:`PythonEngine`'s interface.
 
     ``path``: directory of the LMDB environment (same layout and files as
-    :class:`~oaas_sdk.stores.lmdb.LmdbStore`). Other arguments as :class:`PythonEngine`, plus
-    ``map_size``/``max_map_size`` (bytes). ``submit`` returns a native ticket whose
-    ``wait()`` releases the GIL. ``submit_future`` gives a future of the caller's loop:
-    the native persister reports each batch's outcomes at once, and the loop, watching
-    the engine's completion socket, resolves them on its own thread (:meth:`_watch`;
-    docs/engine.md). ``commit_object`` is the one-call commit of ``commit_async``.
+    :class:`~oaas_sdk.stores.lmdb.LmdbStore`), or, with ``redis=(prefix, name,
+    retry_deadline_s, cluster, ca_file)``, the URL of one Redis server (``redis[s]://...``,
+    no query) or the startup nodes of a cluster (one URL per line; TLS verified against
+    the PEM file ``ca_file``, ``None``: the system's CAs; same keys
+    and bytes as :class:`~oaas_sdk.stores.redis.RedisStore`, keys under ``prefix``, ``name``
+    in messages, retried for ``retry_deadline_s`` seconds while unreachable). Other
+    arguments as :class:`PythonEngine`, plus ``map_size``/``max_map_size`` (bytes, LMDB).
+    ``submit`` returns a native ticket whose ``wait()`` releases the GIL. ``submit_future``
+    gives a future of the caller's loop: the native persister reports each batch's
+    outcomes at once, and the loop, watching the engine's completion socket, resolves them
+    on its own thread (:meth:`_watch`; docs/engine.md). ``commit_object`` is the one-call
+    commit of ``commit_async``.
     (A Rust future per commit through pyo3-async-runtimes was measured first: one GIL
     acquisition and one loop wake-up per commit made it 0.6x the Python engine.)
     Raises :class:`StorageError` when the store cannot be opened.
@@ -64,17 +71,22 @@ class NativeEngine:
                  batch_max_entries: int = _D["batch_max_entries"],
                  batch_max_delay_ms: float = _D["batch_max_delay_ms"],
                  pending_max_bytes: int = _D["pending_max_bytes"],
+                 redis: tuple[str, str, float, bool, str | None] | None = None,
                  **store_options: int) -> None:
         from ..stores.lmdb import claim_environment, release_environment
 
-        self._claim: object | None = claim_environment(path, "the native engine")
+        self._claim: object | None = None
+        if redis is None:
+            self._claim = claim_environment(path, "the native engine")
         try:
             self._eng = native.Engine(path, durability=durability,
                                       batch_max_entries=batch_max_entries,
                                       batch_max_delay_ms=batch_max_delay_ms,
-                                      pending_max_bytes=pending_max_bytes, **store_options)
+                                      pending_max_bytes=pending_max_bytes, redis=redis,
+                                      **store_options)
         except BaseException:
-            release_environment(self._claim)
+            if self._claim is not None:
+                release_environment(self._claim)
             raise
         self._submit = self._eng.submit
         #: One call that encodes an object's assigned fields, queues the commit and
@@ -86,7 +98,9 @@ class NativeEngine:
         self.inline = False
         #: Whether a ticket completes before submit returns (no future needed).
         self.acks_at_submit = durability == "async"
-        self.store = _NativeStoreView(self._eng, path)
+        # The view's path: the LMDB directory, or the store's name (a Redis URL may hold a
+        # password).
+        self.store = _NativeStoreView(self._eng, path if redis is None else self._eng.name)
         self._waiters: dict[int, _Waiter] = {}
         self._tokens = itertools.count(1)
         self._dispatcher: threading.Thread | None = None

@@ -23,6 +23,7 @@ import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
@@ -53,52 +54,7 @@ _PREFIX = re.compile(r"[A-Za-z0-9_.:\-]{1,64}")
 #: entries n, then n (name, value) pairs, then the names of entries to delete.
 #: Returns {1, version now} when applied (or already applied by this very commit, a
 #: resend), {0, version found} on a version mismatch (nothing written).
-COMMIT_SCRIPT = """
-local key = KEYS[1]
-local found = redis.call('HGET', key, '@version') or '0'
-if found ~= ARGV[1] then
-  if found == ARGV[2] and redis.call('HGET', key, '@commit') == ARGV[5] then
-    return {1, found}
-  end
-  return {0, found}
-end
-if ARGV[4] == 'd' then
-  redis.call('DEL', key)
-  return {1, '0'}
-end
-local n = tonumber(ARGV[6])
-local args = {'@version', ARGV[2], '@updated', ARGV[3], '@commit', ARGV[5]}
-if found == '0' then
-  args[#args + 1] = '@created'
-  args[#args + 1] = ARGV[3]
-end
-local i = 7
-local last = 6 + 2 * n
-while i <= last do
-  args[#args + 1] = ARGV[i]
-  args[#args + 1] = ARGV[i + 1]
-  i = i + 2
-  if #args >= 1000 then
-    redis.call('HSET', key, unpack(args))
-    args = {}
-  end
-end
-if #args > 0 then
-  redis.call('HSET', key, unpack(args))
-end
-local dels = {}
-for j = last + 1, #ARGV do
-  dels[#dels + 1] = ARGV[j]
-  if #dels >= 1000 then
-    redis.call('HDEL', key, unpack(dels))
-    dels = {}
-  end
-end
-if #dels > 0 then
-  redis.call('HDEL', key, unpack(dels))
-end
-return {1, ARGV[2]}
-"""
+COMMIT_SCRIPT = (Path(__file__).parent / "redis_commit.lua").read_text(encoding="utf-8")
 
 # Errors after which the exchange is retried (the server is away, restarting, or the
 # cluster is failing over or resharding).
@@ -435,6 +391,45 @@ class RedisStore:
                 client.close()
         except Exception:  # closing a broken connection must not raise
             pass
+
+
+def native_target(url: str) -> tuple[str, str, str, bool, str | None] | None:
+    """What the native Redis store (``oprc-py/core/src/store/redis.rs``) needs to serve
+    ``url``: ``(client URL, key prefix, name for messages, cluster, CA file)``, or ``None``
+    when the URL needs the Python store: redis-py connection options in the query (the
+    native store understands ``prefix`` and, with TLS, ``ssl_ca_certs``: a PEM file of
+    the CA certificates that verify the server; without it, the system's). For a cluster
+    the client URL is the startup nodes' ``redis[s]://[[user]:password@]host:port`` URLs,
+    one per line. Raises :class:`ConfigError` for a bad prefix or a malformed cluster
+    URL."""
+    scheme, sep, _ = url.partition("://")
+    if not sep or scheme not in ("redis", "rediss", "redis+cluster", "rediss+cluster"):
+        return None
+    cluster = scheme.endswith("+cluster")
+    tls = scheme.startswith("rediss")
+    prefix, client_url, options = _split_options(url)
+    parts = urlsplit(client_url)
+    query = dict(parse_qsl(parts.query, keep_blank_values=True)) if not cluster else {
+        k: str(v) for k, v in options.items()}
+    ca_file = query.pop("ssl_ca_certs", None) if tls else None
+    if query:
+        return None
+    name = f"redis store at {_redact(url)}"
+    if not cluster:
+        return parts._replace(query="").geturl(), prefix, name, False, ca_file
+    creds, at, hosts = parts.netloc.rpartition("@")
+    nodes = []
+    for hp in filter(None, hosts.split(",")):
+        host, sep, port = hp.rpartition(":")
+        if not sep or not port.isdigit():
+            raise ConfigError(f"storage {_redact(url)!r}: cluster node {hp!r} is not host:port")
+        nodes.append(f"{'rediss' if tls else 'redis'}://{creds}{at}{hp}")
+    if not nodes:
+        raise ConfigError(f"storage {_redact(url)!r}: no cluster node given "
+                          "(redis+cluster://host:port,host:port)")
+    if parts.path not in ("", "/", "/0"):
+        raise ConfigError(f"storage {_redact(url)!r}: a Redis Cluster has only database 0")
+    return "\n".join(nodes), prefix, name, True, ca_file
 
 
 def _split_options(url: str) -> tuple[str, str, dict[str, Any]]:

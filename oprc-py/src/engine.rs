@@ -21,7 +21,8 @@ use oprc_core::batcher::{Engine, EngineConfig, FailureLog, Outcome, Ticket};
 use oprc_core::id::{Identity, ObjectId};
 use oprc_core::store::layout::WriteRecord;
 use oprc_core::store::lmdb::{LmdbStore, DEFAULT_MAP_SIZE, DEFAULT_MAX_MAP_SIZE};
-use oprc_core::store::StoreError;
+use oprc_core::store::redis::RedisStore;
+use oprc_core::store::{AnyStore, StoreError};
 
 pyo3::import_exception!(oaas_sdk.errors, StorageError);
 pyo3::import_exception!(oaas_sdk.errors, ConflictError);
@@ -122,18 +123,27 @@ pub(crate) fn object_id(ob: &Bound<'_, PyAny>) -> PyResult<ObjectId> {
     }
 }
 
-/// The native engine over an LMDB store: batcher, persister (group commit), reads.
+/// The native engine over an LMDB or a Redis store: batcher, persister (group commit),
+/// reads.
 ///
 /// `path`: directory of the LMDB environment (created when missing; layout in
-/// docs/format.md). `durability`: `"sync"` (a ticket completes once its batch is fsynced)
-/// or `"async"` (once queued). `batch_max_entries` (count) and `batch_max_delay_ms` (ms)
+/// docs/format.md); with `redis=(prefix, name, retry_deadline_s, cluster, ca_file)`
+/// instead the URL of one Redis server (`redis[s]://[[user]:password@]host:port[/db]`, no
+/// query) or, with `cluster`, the startup nodes of a Redis Cluster
+/// (`redis[s]://[[user]:password@]host:port`, one per line), whose keys start with
+/// `prefix`, named `name` in messages, retried for `retry_deadline_s` seconds while
+/// unreachable; TLS verified against the CA certificates (PEM) in file `ca_file` (`None`:
+/// the system's; oprc-core's `store::redis`).
+///
+/// `durability`: `"sync"` (a ticket completes once its batch is fsynced) or `"async"`
+/// (once queued). `batch_max_entries` (count) and `batch_max_delay_ms` (ms)
 /// close a batch. `map_size` / `max_map_size`: initial and largest LMDB map, in bytes.
 /// `pending_max_bytes`: write throttling, a commit waits (GIL released) while more than
 /// this many bytes of entry values are queued and unwritten (0: no bound).
 /// Raises `StorageError` when the store cannot be opened.
 #[pyclass(name = "Engine", module = "oaas_sdk._native", frozen)]
 pub struct PyEngine {
-    inner: RwLock<Option<Arc<Engine>>>,
+    inner: RwLock<Option<Arc<Engine<AnyStore>>>>,
     name: String,
     durable: bool,
     /// Futures of durable `commit_object_future` commits, by token, until resolved.
@@ -171,7 +181,7 @@ impl Failed {
 /// Write throttling: wait, with the GIL released, while `engine` holds more unwritten
 /// bytes than its bound (`Engine::begin_throttle`); signals are checked every 100 ms, so
 /// Ctrl-C interrupts the wait (`KeyboardInterrupt`; nothing is queued then).
-fn throttle(py: Python<'_>, engine: &Engine) -> PyResult<()> {
+fn throttle(py: Python<'_>, engine: &Engine<AnyStore>) -> PyResult<()> {
     if !engine.over_pending_limit() {
         return Ok(());
     }
@@ -306,7 +316,7 @@ impl PyEngine {
         self.durable
     }
 
-    fn engine(&self) -> PyResult<Arc<Engine>> {
+    fn engine(&self) -> PyResult<Arc<Engine<AnyStore>>> {
         match &*self.inner.read().unwrap_or_else(|p| p.into_inner()) {
             Some(e) => Ok(Arc::clone(e)),
             None => Err(StorageError::new_err(format!(
@@ -325,7 +335,7 @@ impl PyEngine {
     // (`OaasConfig`, via `oaas_sdk.config.ENGINE_DEFAULTS`), their one source.
     #[pyo3(signature = (path, *, durability, batch_max_entries, batch_max_delay_ms,
                         pending_max_bytes, map_size=DEFAULT_MAP_SIZE,
-                        max_map_size=DEFAULT_MAX_MAP_SIZE))]
+                        max_map_size=DEFAULT_MAX_MAP_SIZE, redis=None))]
     fn new(
         py: Python<'_>,
         path: PathBuf,
@@ -335,6 +345,7 @@ impl PyEngine {
         pending_max_bytes: u64,
         map_size: usize,
         max_map_size: usize,
+        redis: Option<(String, String, f64, bool, Option<PathBuf>)>,
     ) -> PyResult<Self> {
         let durable = match durability {
             "sync" => true,
@@ -356,11 +367,34 @@ impl PyEngine {
         };
         let engine = py
             .detach(move || {
-                let store = LmdbStore::open(&path, map_size, max_map_size.max(map_size))?;
+                let store = match redis {
+                    Some((prefix, name, deadline_s, cluster, ca_file)) => {
+                        let ca_pem = match ca_file {
+                            Some(f) => Some(std::fs::read(&f).map_err(|e| {
+                                StoreError(format!(
+                                    "{name}: cannot read ssl_ca_certs {}: {e}",
+                                    f.display()
+                                ))
+                            })?),
+                            None => None,
+                        };
+                        let url = path.to_string_lossy();
+                        let deadline = Duration::try_from_secs_f64(deadline_s.max(0.0))
+                            .unwrap_or(Duration::MAX);
+                        AnyStore::Redis(Box::new(RedisStore::open(
+                            &url, cluster, &prefix, name, deadline, ca_pem,
+                        )?))
+                    }
+                    None => AnyStore::Lmdb(LmdbStore::open(
+                        &path,
+                        map_size,
+                        max_map_size.max(map_size),
+                    )?),
+                };
                 Engine::start(store, cfg)
             })
             .map_err(storage_err)?;
-        let name = engine.store().name.clone();
+        let name = oprc_core::store::Store::name(engine.store()).to_owned();
         Ok(PyEngine {
             inner: RwLock::new(Some(Arc::new(engine))),
             name,
@@ -594,7 +628,7 @@ impl PyEngine {
     fn scan<'py>(&self, py: Python<'py>, prefix: Vec<u8>) -> PyResult<Bound<'py, PyList>> {
         let engine = self.engine()?;
         let keys = py
-            .detach(|| engine.store().scan(&prefix))
+            .detach(|| oprc_core::store::Store::scan(engine.store(), &prefix))
             .map_err(storage_err)?;
         PyList::new(py, keys.iter().map(|k| PyBytes::new(py, k)))
     }

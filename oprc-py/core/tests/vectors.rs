@@ -10,6 +10,7 @@ use oprc_core::codec::ext;
 use oprc_core::codec::msgpack::{self as mp, Reader, Token};
 use oprc_core::id::{Identity, ObjectId};
 use oprc_core::store::layout::{self, Meta};
+use oprc_core::store::redis;
 use serde_json::Value;
 
 fn load(name: &str) -> Value {
@@ -203,6 +204,19 @@ fn layout_key_vectors() {
         let entry = unhex(k["entry_key"].as_str().unwrap());
         assert_eq!(layout::entry_key(&want, field), entry, "{k}");
         assert!(entry.starts_with(&layout::entry_prefix(&want)), "{k}");
+        let prefix = doc["constants"]["redis_default_prefix"].as_str().unwrap();
+        assert_eq!(prefix, redis::DEFAULT_PREFIX);
+        let rkey = k["redis_key"].as_str().unwrap();
+        assert_eq!(
+            redis::object_key_of(prefix, &want).as_deref(),
+            Some(rkey),
+            "{k}"
+        );
+        assert_eq!(
+            redis::parse_object_key(prefix, rkey.as_bytes()),
+            Some(want),
+            "{k}"
+        );
     }
 }
 

@@ -1,6 +1,7 @@
 //! Stores: the layout shared with the pure-Python stores ([`layout`]: keys, metadata
 //! records, write records; docs/format.md, "Store layout"), the [`Store`] trait the engine
-//! writes through, the LMDB store ([`lmdb`]) and the room of the Redis store ([`redis`]).
+//! writes through, the LMDB store ([`lmdb`]), the Redis store ([`redis`]) and [`AnyStore`], either of
+//! them chosen at run time.
 
 use std::fmt;
 
@@ -46,4 +47,55 @@ pub trait Store: Send + Sync + 'static {
     /// Write `records` in one atomic batch: each record is version-checked on its own
     /// (one result per record, in order); `Err` when the batch as a whole failed.
     fn write_batch(&self, records: &[&WriteRecord]) -> Result<Vec<RecordResult>, StoreError>;
+}
+
+/// One of the native stores, chosen at run time (the bindings' engine is an
+/// `Engine<AnyStore>`): LMDB, or Redis. A `match` per batch, not per entry.
+pub enum AnyStore {
+    Lmdb(lmdb::LmdbStore),
+    Redis(Box<redis::RedisStore>),
+}
+
+impl AnyStore {
+    /// The current LMDB map size in bytes (0 for Redis).
+    pub fn map_size(&self) -> usize {
+        match self {
+            AnyStore::Lmdb(s) => s.map_size(),
+            AnyStore::Redis(_) => 0,
+        }
+    }
+}
+
+impl Store for AnyStore {
+    fn name(&self) -> &str {
+        match self {
+            AnyStore::Lmdb(s) => Store::name(s),
+            AnyStore::Redis(s) => Store::name(s.as_ref()),
+        }
+    }
+
+    fn read(
+        &self,
+        object_key: &[u8],
+        what: &dyn fmt::Display,
+    ) -> Result<Option<StoredObject>, StoreError> {
+        match self {
+            AnyStore::Lmdb(s) => s.read(object_key, what),
+            AnyStore::Redis(s) => s.read(object_key, what),
+        }
+    }
+
+    fn scan(&self, prefix: &[u8]) -> Result<Vec<Vec<u8>>, StoreError> {
+        match self {
+            AnyStore::Lmdb(s) => s.scan(prefix),
+            AnyStore::Redis(s) => s.scan(prefix),
+        }
+    }
+
+    fn write_batch(&self, records: &[&WriteRecord]) -> Result<Vec<RecordResult>, StoreError> {
+        match self {
+            AnyStore::Lmdb(s) => s.write_batch(records),
+            AnyStore::Redis(s) => s.write_batch(records),
+        }
+    }
 }
