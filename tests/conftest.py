@@ -89,6 +89,25 @@ def sdk(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Sdk]:
     oaas.configure(OaasConfig(mock_mode=True, native="off"))
 
 
+@pytest.fixture(params=["sync", "async"])
+def durable_sdk(request: pytest.FixtureRequest, sdk: Sdk) -> Sdk:
+    """``sdk`` with ``durability`` set to each of "sync" and "async"."""
+    sdk.reconfigure(durability=request.param)
+    return sdk
+
+
+def stored_entries(object_id: int, cls_id: str = "test.Counter") -> dict[str, bytes]:
+    """The entries the store holds for ``(cls_id, 0, object_id)`` once pending commits
+    are flushed (fails the test when there is no such object)."""
+    from oaas_sdk import runtime
+
+    rt = runtime.current()
+    rt.flush()
+    stored = rt.engine.read((cls_id, 0, object_id))
+    assert stored is not None
+    return dict(stored.entries)
+
+
 @pytest.fixture
 def lmdb_sdk(impl: str, tmp_path: Path) -> Iterator[Sdk]:
     """Only the durable store, on both implementations."""

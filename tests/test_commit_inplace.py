@@ -16,23 +16,8 @@ import pytest
 from oaas_sdk import ConflictError, OaasObject, SerializationError, oaas, runtime
 from oaas_sdk.stores import WriteRecord
 
+from .conftest import stored_entries as _stored
 from .models import Counter
-
-DURABILITY = ["sync", "async"]
-
-
-@pytest.fixture(params=DURABILITY)
-def durable_sdk(request: pytest.FixtureRequest, sdk):  # type: ignore[no-untyped-def]
-    sdk.reconfigure(durability=request.param)
-    return sdk
-
-
-def _stored(key_id: int) -> dict[str, bytes]:
-    rt = runtime.current()
-    rt.flush()
-    stored = rt.engine.read(("test.Counter", 0, key_id))
-    assert stored is not None
-    return dict(stored.entries)
 
 
 def _native_engine() -> bool:
