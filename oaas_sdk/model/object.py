@@ -234,23 +234,28 @@ class OaasObject:
         a bad field value.
         """
         rt = current()
+        if not cls._oaas_ready:
+            cls._oaas_finalize()
+        plan = cls.__dict__.get("_oaas_plan") or cls._oaas_build_plan()  # checks cls_id
         pid = rt.config.oprc_partition_default if partition_id is None else partition_id
-        oid: int | str = new_object_id() if obj_id is None else obj_id
-        check_identity(cls._oaas_cls_id, pid, oid)
+        if obj_id is None:
+            oid: int | str = new_object_id()
+            if partition_id is not None:  # a fresh id and the configured partition are valid
+                check_identity(cls._oaas_cls_id, pid, oid)
+        else:
+            oid = obj_id
+            check_identity(cls._oaas_cls_id, pid, oid)
         key: ObjectKey = (cls._oaas_cls_id, pid, oid)
         if obj_id is not None and (key in rt.identity or rt.engine.read(key) is not None):
             raise ConflictError(f"cannot create {cls._oaas_cls_id}/{pid}/{oid}: it already "
                                 f"exists; use {cls.__name__}.load({oid!r})")
-        if not cls._oaas_ready:
-            cls._oaas_finalize()
-        plan = cls.__dict__.get("_oaas_plan") or cls._oaas_build_plan()
         fields = cls._oaas_fields
         for name in values:
             if name not in fields:
                 raise TypeError(f"{cls.__name__}.create(): unknown field {name!r}")
         life = _life
         if life is not None:  # the same steps in one native call (oprc-py object/create.rs)
-            return life.create(cls, rt, key, plan[0], plan[1], values or None)  # type: ignore
+            return life.create(cls, rt, key, plan[0], plan[1], values or None)
         obj = cls._blank(rt, ObjectMeta(cls._oaas_cls_id, pid, oid))
         st = obj._oaas_state
         for name, kind, v in plan[0]:
@@ -276,18 +281,17 @@ class OaasObject:
         - the names of the mutable fields (live in a new object);
         - immutable fields decoded at load: ``(name, decode, field)``.
         """
+        check_identity(cls._oaas_cls_id, 0, 0)  # ValueError naming a malformed cls_id
         defaults: list[tuple[str, int, Any]] = []
         for name, f in cls._oaas_fields.items():
             if f.default_factory is None and not f._mutable_default:
                 defaults.append((name, _SHARE, f.default))
                 continue
-            template = f.new_default() if f.default_factory is None else None
+            template: Any = f.new_default() if f.default_factory is None else None
             kind = _COPY_KINDS.get(type(template), _CALL)
-            if kind != _CALL and isinstance(template, dict):
-                scalar = all(type(x) in _SCALARS for x in template) and all(
-                    type(x) in _SCALARS for x in template.values())
-            else:
-                scalar = kind != _CALL and all(type(x) in _SCALARS for x in template)
+            scalar = kind != _CALL and all(type(x) in _SCALARS for x in template)
+            if scalar and kind == _DICT:
+                scalar = all(type(x) in _SCALARS for x in template.values())
             defaults.append((name, kind, template) if scalar else (name, _CALL, f.new_default))
         plan = (tuple(defaults), cls._oaas_mutable_fields(),
                 tuple((n, f.ftype.decode, f) for n, f in cls._oaas_fields.items()
@@ -318,14 +322,15 @@ class OaasObject:
             if stored is None:
                 raise ObjectNotFound(f"{cls._oaas_cls_id}/{pid}/{obj_id} not found "
                                      f"({rt.engine.store.name})")
-            rt.cache.put(key, StoredObject(stored.version, stored.created_ms,
-                                           stored.updated_ms, dict(stored.entries)))
+            if rt.cache_enabled:
+                rt.cache.put(key, StoredObject(stored.version, stored.created_ms,
+                                               stored.updated_ms, dict(stored.entries)))
         if not cls._oaas_ready:
             cls._oaas_finalize()
         life = _life
         if life is not None:  # the same steps in one native call (oprc-py object/create.rs)
             plan = cls.__dict__.get("_oaas_plan") or cls._oaas_build_plan()
-            return life.load(cls, rt, key, stored, plan[2])  # type: ignore[no-any-return]
+            return life.load(cls, rt, key, stored, plan[2])
         obj = cls._blank(rt, ObjectMeta(cls._oaas_cls_id, pid, obj_id))
         obj._oaas_apply_stored(stored)
         rt.identity[key] = obj

@@ -96,7 +96,10 @@ unsafe fn alloc_with_slots<'py>(
         // SAFETY: `off` is the offset of an object slot of this exact type (caller's
         // contract), NULL in a fresh instance; the reference of `v` moves into the slot.
         unsafe {
-            *obj.as_ptr().cast::<u8>().offset(*off).cast::<*mut ffi::PyObject>() = v.into_ptr();
+            *obj.as_ptr()
+                .cast::<u8>()
+                .offset(*off)
+                .cast::<*mut ffi::PyObject>() = v.into_ptr();
         }
     }
     if untrack {
@@ -119,11 +122,23 @@ fn untracked<'py>(o: Bound<'py, PyAny>) -> Bound<'py, PyAny> {
 }
 
 /// `set(items)` (a new set; `items` None: empty), untracked.
-fn name_set<'py>(py: Python<'py>, items: Option<&Bound<'py, PyAny>>) -> PyResult<Bound<'py, PyAny>> {
+fn name_set<'py>(
+    py: Python<'py>,
+    items: Option<&Bound<'py, PyAny>>,
+) -> PyResult<Bound<'py, PyAny>> {
     let arg = items.map_or(std::ptr::null_mut(), Bound::as_ptr);
     // SAFETY: `arg` is NULL or a live iterable; PySet_New returns a new reference or NULL.
     let s = unsafe { Bound::from_owned_ptr_or_err(py, ffi::PySet_New(arg))? };
     Ok(untracked(s))
+}
+
+/// A new reference returned by the C API (NULL: the exception set).
+///
+/// # Safety
+/// `p` is NULL or a new (owned) reference.
+unsafe fn owned(py: Python<'_>, p: *mut ffi::PyObject) -> PyResult<Bound<'_, PyAny>> {
+    // SAFETY: the caller's contract.
+    unsafe { Bound::from_owned_ptr_or_err(py, p) }
 }
 
 fn now_ms() -> i64 {
@@ -133,7 +148,11 @@ fn now_ms() -> i64 {
 }
 
 /// `object.__setattr__(obj, name, value)`.
-fn set_plain(obj: &Bound<'_, PyAny>, name: &Bound<'_, PyAny>, value: &Bound<'_, PyAny>) -> PyResult<()> {
+fn set_plain(
+    obj: &Bound<'_, PyAny>,
+    name: &Bound<'_, PyAny>,
+    value: &Bound<'_, PyAny>,
+) -> PyResult<()> {
     super::front::set_plain(obj, name, value)
 }
 
@@ -164,7 +183,9 @@ impl Lifecycle {
     ) -> PyResult<Bound<'py, PyAny>> {
         let py = cls.py();
         if key.len() != 3 {
-            return Err(PyTypeError::new_err("an object key is (cls_id, partition_id, object_id)"));
+            return Err(PyTypeError::new_err(
+                "an object key is (cls_id, partition_id, object_id)",
+            ));
         }
         // SAFETY: the offsets are ObjectMeta's slots (checked in `new`, same type object).
         let meta = unsafe {
@@ -228,7 +249,9 @@ impl Lifecycle {
         let py = rt.py();
         let ident = rt.getattr(intern!(py, "identity"))?;
         if !ident.get_type().is(self.weak_dict.bind(py))
-            || ident.getattr(intern!(py, "_pending_removals"))?.is_truthy()?
+            || ident
+                .getattr(intern!(py, "_pending_removals"))?
+                .is_truthy()?
         {
             return ident.set_item(key, obj);
         }
@@ -238,7 +261,7 @@ impl Lifecycle {
         // SAFETY: weakref.ref's tp_new (what KeyedRef.__new__ calls) with a KeyedRef
         // subtype and (referent, callback): a new reference or NULL with an exception set.
         let wr = unsafe {
-            let new = (*(&raw mut ffi::_PyWeakref_RefType))
+            let new = ffi::_PyWeakref_RefType
                 .tp_new
                 .ok_or_else(|| PyTypeError::new_err("weakref.ref has no tp_new"))?;
             Bound::from_owned_ptr_or_err(py, new(tp, args.as_ptr(), std::ptr::null_mut()))?
@@ -302,21 +325,24 @@ impl Lifecycle {
             let name = step.get_item(0)?;
             let k: i64 = step.get_item(1)?.extract()?;
             let v = step.get_item(2)?;
-            // SAFETY (each arm): `v` is a live object of the type the plan names (the
-            // plan is built from exact types); each call returns a new reference or NULL
-            // with an exception set.
             let value = match k {
                 kind::SHARE => v,
+                // SAFETY: `v` is a live object; PyList_GetSlice (a list, else an error),
+                // PyDict_Copy (a dict, else an error) and PySet_New (any iterable) return a
+                // new reference or NULL with an exception set.
                 kind::LIST => unsafe {
-                    Bound::from_owned_ptr_or_err(
-                        py,
-                        ffi::PyList_GetSlice(v.as_ptr(), 0, ffi::PY_SSIZE_T_MAX),
-                    )?
+                    owned(py, ffi::PyList_GetSlice(v.as_ptr(), 0, ffi::PY_SSIZE_T_MAX))?
                 },
-                kind::DICT => unsafe { Bound::from_owned_ptr_or_err(py, ffi::PyDict_Copy(v.as_ptr()))? },
-                kind::SET => unsafe { Bound::from_owned_ptr_or_err(py, ffi::PySet_New(v.as_ptr()))? },
+                // SAFETY: as above.
+                kind::DICT => unsafe { owned(py, ffi::PyDict_Copy(v.as_ptr()))? },
+                // SAFETY: as above.
+                kind::SET => unsafe { owned(py, ffi::PySet_New(v.as_ptr()))? },
                 kind::CALL => v.call0()?,
-                _ => return Err(PyTypeError::new_err(format!("unknown default plan kind {k}"))),
+                _ => {
+                    return Err(PyTypeError::new_err(format!(
+                        "unknown default plan kind {k}"
+                    )))
+                }
             };
             set_plain(&obj, &name, &value)?;
         }
@@ -361,16 +387,27 @@ impl Lifecycle {
                 None => field.call_method0(intern!(py, "new_default"))?,
                 Some(data) => match step.get_item(1)?.call1((&data,)) {
                     Ok(v) => v,
-                    Err(_) => obj.call_method1(intern!(py, "_oaas_decode"), (&name, &field, data))?,
+                    Err(_) => {
+                        obj.call_method1(intern!(py, "_oaas_decode"), (&name, &field, data))?
+                    }
                 },
             };
             decoded.push((name, value));
         }
         let state = obj.getattr(intern!(py, STATE_ATTR))?;
-        state.setattr(intern!(py, "version"), stored.getattr(intern!(py, "version"))?)?;
+        state.setattr(
+            intern!(py, "version"),
+            stored.getattr(intern!(py, "version"))?,
+        )?;
         state.setattr(intern!(py, "committed"), &entries)?;
-        state.setattr(intern!(py, "created_ms"), stored.getattr(intern!(py, "created_ms"))?)?;
-        state.setattr(intern!(py, "updated_ms"), stored.getattr(intern!(py, "updated_ms"))?)?;
+        state.setattr(
+            intern!(py, "created_ms"),
+            stored.getattr(intern!(py, "created_ms"))?,
+        )?;
+        state.setattr(
+            intern!(py, "updated_ms"),
+            stored.getattr(intern!(py, "updated_ms"))?,
+        )?;
         for (name, value) in decoded {
             set_plain(&obj, &name, &value)?;
         }
