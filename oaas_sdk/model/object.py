@@ -93,6 +93,8 @@ _del = object.__delattr__
 _SHARE, _LIST, _DICT, _SET, _CALL = 0, 1, 2, 3, 4
 _COPY_KINDS: dict[type, int] = {list: _LIST, dict: _DICT, set: _SET}
 _SCALARS = frozenset({int, float, str, bytes, bool, type(None)})
+_U32 = 1 << 32
+_U64 = 1 << 64
 
 # The native create and load (``oaas_sdk._native.Lifecycle``) when the seam selected the
 # native implementation (oaas_sdk/_backend.py), else None: the Python steps below.
@@ -313,7 +315,12 @@ class OaasObject:
         obj = rt.identity.get(key)
         if obj is not None and not obj._oaas_state.deleted:
             return obj  # type: ignore[return-value]
-        check_identity(cls._oaas_cls_id, pid, obj_id)
+        if not cls._oaas_ready:
+            cls._oaas_finalize()
+        plan = cls.__dict__.get("_oaas_plan") or cls._oaas_build_plan()  # checks cls_id
+        if not (type(obj_id) is int and 0 <= obj_id < _U64 and type(pid) is int
+                and 0 <= pid < _U32):
+            check_identity(cls._oaas_cls_id, pid, obj_id)
         # While an instance with commits the cache lacks is alive (or awaiting its
         # finalizer), the cache is stale for its key: read through the engine.
         stored = None if key in rt.cache_stale else rt.cache.get(key)
@@ -325,11 +332,8 @@ class OaasObject:
             if rt.cache_enabled:
                 rt.cache.put(key, StoredObject(stored.version, stored.created_ms,
                                                stored.updated_ms, dict(stored.entries)))
-        if not cls._oaas_ready:
-            cls._oaas_finalize()
         life = _life
         if life is not None:  # the same steps in one native call (oprc-py object/create.rs)
-            plan = cls.__dict__.get("_oaas_plan") or cls._oaas_build_plan()
             return life.load(cls, rt, key, stored, plan[2])
         obj = cls._blank(rt, ObjectMeta(cls._oaas_cls_id, pid, obj_id))
         obj._oaas_apply_stored(stored)
