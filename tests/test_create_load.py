@@ -145,3 +145,26 @@ def test_few_objects_tracked_per_live_object(impl: str) -> None:
             assert per <= values + 6.05
     finally:
         oaas.configure(OaasConfig(mock_mode=True, native="off"))
+
+
+async def test_objects_are_freed_by_reference_counting(sdk: Sdk) -> None:
+    """The SDK makes no reference cycle (instance <-> state, turns, commits): an object
+    dropped after a method, a commit and a load is freed without the cyclic collector."""
+    import weakref
+
+    gc.disable()
+    try:
+        refs = []
+        for i in range(20):
+            o = Made.create(obj_id=100 + i)
+            o.tags.append("x")
+            o.n += 1
+            await o.commit_async()
+            o2 = Made.load(100 + i)
+            assert o2 is o and o2.scores == {"a": 1}
+            refs.append(weakref.ref(o))
+            del o, o2
+        assert [r() for r in refs] == [None] * 20
+        assert not any(("cl.Made", 0, 100 + i) in current().identity for i in range(20))
+    finally:
+        gc.enable()
