@@ -158,6 +158,22 @@ def object_commit_async(cls: type) -> Any:
     the one-call commit, else ``cls._oaas_py_commit_async`` (``oaas_sdk._backend``
     installs it)."""
 
+class Lifecycle:
+    """Create and load of OaaS objects in one native call (``object/create.rs``); made by
+    the seam (``oaas_sdk._backend``) and called by ``OaasObject.create`` / ``load``."""
+
+    def __init__(self, state_type: type, meta_type: type, keyed_ref: type,
+                 weak_dict: type) -> None: ...
+    def create(self, cls: type, rt: Any, key: tuple[str, int, int | str],
+               plan: tuple[tuple[str, int, Any], ...], live: tuple[str, ...],
+               values: dict[str, Any] | None = None) -> Any:
+        """A new object (defaults by ``plan``, ``values`` assigned), registered in
+        ``rt.identity`` and ``rt.dirty``; errors leave nothing registered."""
+    def load(self, cls: type, rt: Any, key: tuple[str, int, int | str], stored: Any,
+             plan: tuple[tuple[str, Any, Any], ...]) -> Any:
+        """The object from a stored record (immutable fields decoded by ``plan``),
+        registered in ``rt.identity``; errors leave nothing registered."""
+
 # ------------------------------------------------------------------ data path (data.rs)
 # Byte format: docs/format.md, "State codec". Used through oaas_sdk.codec and
 # oaas_sdk.runtime; see docs/native.md.
