@@ -93,7 +93,7 @@ def native_store_rate(url: str, n: int, batch: int) -> float:
     assert native is not None
     eng = native.Engine(client_url, durability="sync", batch_max_entries=batch,
                         batch_max_delay_ms=1.0, pending_max_bytes=0,
-                        redis=(prefix, name, 30.0, cluster, ca_file))
+                        redis=(prefix, name, 30.0, cluster, ca_file, 0, 1.0))
     try:
         entries = {"data": VALUE}
         t0 = time.perf_counter()
@@ -151,9 +151,9 @@ def main() -> None:
                 add("redis_benchmark_set_P16", redis_benchmark(server.port, args.requests))
                 sha = server.cli("script", "load", COMMIT_SCRIPT)
                 add("redis_benchmark_script_P16", redis_benchmark(
-                    server.port, args.requests, "evalsha", sha, "1",
-                    "b:{__rand_int__}", "0", "1", "1", "w", "0123456789abcdef", "1", "data",
-                    "x" * 1000))
+                    server.port, args.requests, "evalsha", sha, "1", "b:{__rand_int__}",
+                    "1", "b:{__rand_int__}", "0", "1", "1", "w", "0123456789abcdef", "1", "0",
+                    "data", "x" * 1000))
                 for batch in (16, 256):
                     add(f"store_batch{batch}",
                         store_rate(f"{server.url}?prefix=s{rep}", n, batch))
