@@ -51,9 +51,9 @@ class NativeEngine:
 
     ``path``: directory of the LMDB environment (same layout and files as
     :class:`~oaas_sdk.stores.lmdb.LmdbStore`), or, with ``redis=(prefix, name,
-    retry_deadline_s, cluster, ca_file, wait_replicas, wait_timeout_s)``, the URL of one Redis server (``redis[s]://...``,
-    no query) or the startup nodes of a cluster (one URL per line; TLS verified against
-    the PEM file ``ca_file``, ``None``: the system's CAs; same keys
+    retry_deadline_s, cluster, ca_file, wait_replicas, wait_timeout_s)``, the URL of one
+    Redis server (``redis[s]://...``, no query) or the startup nodes of a cluster (one URL
+    per line; TLS verified against the PEM file ``ca_file``, ``None``: the system's CAs; same keys
     and bytes as :class:`~oaas_sdk.stores.redis.RedisStore`, keys under ``prefix``, ``name``
     in messages, retried for ``retry_deadline_s`` seconds while unreachable, ``WAIT`` for
     ``wait_replicas`` replicas after each batch when > 0). Other

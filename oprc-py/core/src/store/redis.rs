@@ -489,7 +489,7 @@ impl RedisStore {
             let mut out = Vec::new();
             match conn {
                 Conn::One(c) => scan_node(&mut |cmd| c.req_command(cmd), &pattern, &mut out)?,
-                    Conn::Cluster(c, _) => {
+                Conn::Cluster(c, _) => {
                     for (host, port) in primaries(c)? {
                         let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
                             host,
@@ -558,8 +558,15 @@ impl RedisStore {
             if !again.is_empty() {
                 // A (restarted) server without the script: load it and send those again.
                 load_script(conn)?;
-                let again =
-                    self.send(conn, records, &keys, &tokens, &again, &confirm, &mut results)?;
+                let again = self.send(
+                    conn,
+                    records,
+                    &keys,
+                    &tokens,
+                    &again,
+                    &confirm,
+                    &mut results,
+                )?;
                 if !again.is_empty() {
                     return Err(Failure::Final(StoreError(format!(
                         "{}: the commit script cannot be loaded",
@@ -601,7 +608,10 @@ impl RedisStore {
                 records[i].entries.iter().map(|(_, v)| v.len()).sum()
             }) {
                 let mut cmd = redis::cmd("EVALSHA");
-                cmd.arg(&self.sha).arg(1).arg(&keys[part[0]]).arg(part.len());
+                cmd.arg(&self.sha)
+                    .arg(1)
+                    .arg(&keys[part[0]])
+                    .arg(part.len());
                 for &i in &part {
                     let r = records[i];
                     cmd.arg(&keys[i])
