@@ -114,8 +114,29 @@ def test_a_hash_of_another_node_fails_the_call_before_any_write(
     assert node.cli("exists", keys[0]) == "0"
     out = node.cli("evalsha", sha, "1", keys[0], "1", keys[0], "0", "1", "5", "w", "t1", "1",
                    "0", "f", "x")
-    assert out.split() == ["1", "1"]
+    assert out.split() == []  # no conflicts
     assert node.cli("hget", keys[0], "@commit") == "t1"
+
+
+def test_a_call_sent_twice_lands_once_and_answers_applied(redis_server: RedisServer) -> None:
+    """A client that resends a whole call after losing its answer (two commits of one
+    object and one of another): the second run writes nothing new and answers every
+    commit as applied; a call with another token is a conflict."""
+    p = fresh_prefix()
+    a, b = f"{p}:{{t/0/n:1}}", f"{p}:{{t/0/n:2}}"
+    sha = redis_server.cli("script", "load", COMMIT_SCRIPT)
+    call = ["evalsha", sha, "1", a, "3",
+            a, "0", "1", "5", "w", "ta1", "1", "0", "f", "x",
+            a, "1", "2", "6", "w", "ta2", "1", "0", "f", "y",
+            b, "0", "1", "5", "w", "tb1", "1", "0", "f", "z"]
+    assert redis_server.cli(*call).split() == []  # the reply lists conflicts only
+    assert redis_server.cli(*call).split() == []
+    assert redis_server.cli("hget", a, "f") == "y"
+    assert redis_server.cli("hget", a, "@version") == "2"
+    other = [x.replace("ta1", "zz1").replace("ta2", "zz2") for x in call]
+    # (commit number, version found) of each conflict; b's commit is still a resend
+    assert redis_server.cli(*other).split() == ["1", "2", "2", "2"]
+    assert redis_server.cli("hget", a, "f") == "y"
 
 
 # -- WAIT -------------------------------------------------------------------------------

@@ -55,10 +55,10 @@ _PREFIX = re.compile(r"[A-Za-z0-9_.:\-]{1,64}")
 
 #: The commit of a batch of objects on one node (``redis_commit.lua``, whose head
 #: comment gives its arguments): KEYS[1] routes the call, ARGV holds the commits, each
-#: version-checked and applied in order; the reply holds ``(1, version now)`` (applied, or
-#: already applied by this very commit: a resend) or ``(0, version found)`` (a version
-#: mismatch, nothing of it written) per commit. It reads every hash before writing any,
-#: so a hash the node does not serve fails the call whole ("OAASMOVED ...").
+#: version-checked and applied in order (a resend of a landed commit counts as applied);
+#: the reply lists the conflicts, ``(commit number from 1, version found)`` pairs (a
+#: version mismatch: nothing of that commit written). It reads every hash before writing
+#: any, so a hash the node does not serve fails the call whole ("OAASMOVED ...").
 COMMIT_SCRIPT = (Path(__file__).parent / "redis_commit.lua").read_text(encoding="utf-8")
 #: At most this many commits go into one script call (more: several calls, pipelined) ...
 CALL_MAX_COMMITS = 1024
@@ -73,7 +73,9 @@ _CLUSTER: tuple[type[BaseException], ...] = ()
 if _HAVE_REDIS:
     _TRANSIENT = (rexc.ConnectionError, rexc.TimeoutError, rexc.BusyLoadingError,
                   rexc.ClusterDownError, rexc.TryAgainError, rexc.MasterDownError,
-                  rexc.ReadOnlyError, rexc.SlotNotCoveredError, OSError)
+                  rexc.ReadOnlyError, rexc.SlotNotCoveredError, rexc.AskError, OSError)
+    # AskError (and MovedError, its subclass): a node's own pipeline (the batch calls go
+    # to each node on its connection) met a slot that moved; the client is opened again.
     _CLUSTER = (rexc.ClusterError, rexc.RedisClusterException)
 
 
@@ -407,15 +409,16 @@ class RedisStore:
                 elif isinstance(reply, Exception):
                     raise StorageError(f"{self.name}: commit of {records[idx[0]].key} "
                                        f"failed: {type(reply).__name__}: {reply}")
-                elif not isinstance(reply, list) or len(reply) != 2 * len(idx):
+                elif not isinstance(reply, list) or len(reply) % 2:
                     raise StorageError(f"{self.name}: unexpected reply of the commit "
                                        f"script: {reply!r:.200}")
-                else:
-                    for k, i in enumerate(idx):
-                        if i in confirm:
-                            continue  # it landed before (read back): stays None
-                        ok, found = reply[2 * k], reply[2 * k + 1]
-                        results[i] = None if int(ok) else conflict(records[i], int(found))
+                else:  # the conflicts: (commit number from 1, version found) pairs
+                    for i in idx:
+                        results[i] = None
+                    for c, found in zip(reply[::2], reply[1::2], strict=True):
+                        i = idx[int(c) - 1]
+                        if i not in confirm:  # one that landed before (read back) stays
+                            results[i] = conflict(records[i], int(found))
         again.sort()
         return again
 

@@ -12,87 +12,109 @@
 -- First every hash is read (HMGET @version @commit); a hash this node does not serve
 -- (a stale slot map on a cluster) fails the call before anything is written, with an
 -- error reply starting "OAASMOVED". Then the commits are applied in order, each one
--- version-checked: the reply holds two values per commit, {1, version now} when applied
--- (or already applied by this very commit: a resend; its token is written again), {0,
--- version found} on a version mismatch (nothing of that commit written).
+-- version-checked. A commit whose expected version is not the stored one writes nothing
+-- and is a conflict, unless it is a resend of a call that landed (the stored token is
+-- this commit's or that of a later commit of the same object in this call): then it
+-- counts as applied and the token is written again (the same bytes: a write in the
+-- replication stream, so that a WAIT after this call covers the commit). The reply lists
+-- the conflicts only: {commit number (1-based), version found, ...}; empty when every
+-- commit applied.
 local m = tonumber(ARGV[1])
-local state = {}
+local version, token = {}, {}
+local sent = {} -- commit token -> index in ARGV of that commit
 local i = 2
-for c = 1, m do
+for _ = 1, m do
   local key = ARGV[i]
-  if state[key] == nil then
+  sent[ARGV[i + 5]] = i
+  if version[key] == nil then
     local r = redis.pcall('HMGET', key, '@version', '@commit')
-    if type(r) == 'table' and r.err then
+    if r.err then
       if string.find(r.err, 'non local key', 1, true) or string.find(r.err, 'ASK', 1, true)
           or string.find(r.err, 'TRYAGAIN', 1, true) then
         return redis.error_reply('OAASMOVED ' .. r.err)
       end
       return redis.error_reply(r.err)
     end
-    state[key] = {r[1] or '0', r[2]}
+    version[key] = r[1] or '0'
+    token[key] = r[2]
   end
   i = i + 8 + 2 * tonumber(ARGV[i + 6]) + tonumber(ARGV[i + 7])
 end
 local out = {}
 i = 2
 for c = 1, m do
-  local key = ARGV[i]
-  local expected, new, now, mode, token = ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4],
-    ARGV[i + 5]
+  local at = i
+  local key, expected, new = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local n, d = tonumber(ARGV[i + 6]), tonumber(ARGV[i + 7])
   local first = i + 8
   i = first + 2 * n + d
-  local s = state[key]
-  local found = s[1]
+  local found = version[key]
   if found ~= expected then
-    if found == new and s[2] == token then
-      -- A resend of a commit that landed: rewriting its token (same bytes) puts a write
-      -- in the replication stream, so that a WAIT after this call covers the commit.
-      redis.call('HSET', key, '@commit', token)
-      out[#out + 1] = 1
+    local stored = token[key]
+    local landed = stored and sent[stored]
+    if landed and landed >= at and ARGV[landed] == key and ARGV[landed + 2] == found then
+      redis.call('HSET', key, '@commit', stored)
     else
-      out[#out + 1] = 0
+      out[#out + 1] = c
+      out[#out + 1] = found
     end
-    out[#out + 1] = found
-  elseif mode == 'd' then
+  elseif ARGV[at + 4] == 'd' then
     redis.call('DEL', key)
-    state[key] = {'0', false}
-    out[#out + 1] = 1
-    out[#out + 1] = '0'
+    version[key] = '0'
+    token[key] = false
   else
-    local args = {'@version', new, '@updated', now, '@commit', token}
-    if found == '0' then
-      args[#args + 1] = '@created'
-      args[#args + 1] = now
-    end
-    local j = first
-    local last = first + 2 * n - 1
-    while j <= last do
-      args[#args + 1] = ARGV[j]
-      args[#args + 1] = ARGV[j + 1]
-      j = j + 2
-      if #args >= 1000 then
-        redis.call('HSET', key, unpack(args))
-        args = {}
+    local now, tok = ARGV[at + 3], ARGV[at + 5]
+    if n == 1 then
+      if found == '0' then
+        redis.call('HSET', key, '@version', new, '@updated', now, '@commit', tok,
+          '@created', now, ARGV[first], ARGV[first + 1])
+      else
+        redis.call('HSET', key, '@version', new, '@updated', now, '@commit', tok,
+          ARGV[first], ARGV[first + 1])
+      end
+    else
+      local args = {'@version', new, '@updated', now, '@commit', tok}
+      local k = 7
+      if found == '0' then
+        args[7] = '@created'
+        args[8] = now
+        k = 9
+      end
+      local j = first
+      local last = first + 2 * n - 1
+      while j <= last do
+        args[k] = ARGV[j]
+        args[k + 1] = ARGV[j + 1]
+        k = k + 2
+        j = j + 2
+        if k > 1000 then
+          redis.call('HSET', key, unpack(args, 1, k - 1))
+          args = {}
+          k = 1
+        end
+      end
+      if k > 1 then
+        redis.call('HSET', key, unpack(args, 1, k - 1))
       end
     end
-    if #args > 0 then
-      redis.call('HSET', key, unpack(args))
-    end
-    local dels = {}
-    for k = last + 1, last + d do
-      dels[#dels + 1] = ARGV[k]
-      if #dels >= 1000 then
-        redis.call('HDEL', key, unpack(dels))
-        dels = {}
+    if d > 0 then
+      local dels = {}
+      local k = 1
+      for j = first + 2 * n, i - 1 do
+        dels[k] = ARGV[j]
+        k = k + 1
+        if k > 1000 then
+          redis.call('HDEL', key, unpack(dels, 1, k - 1))
+          dels = {}
+          k = 1
+        end
+      end
+      if k > 1 then
+        redis.call('HDEL', key, unpack(dels, 1, k - 1))
       end
     end
-    if #dels > 0 then
-      redis.call('HDEL', key, unpack(dels))
-    end
-    state[key] = {new, token}
-    out[#out + 1] = 1
-    out[#out + 1] = new
+    version[key] = new
+    token[key] = tok
   end
 end
 return out

@@ -734,17 +734,21 @@ impl RedisStore {
                         ))));
                     }
                 }
-                Value::Array(items) if items.len() == 2 * idx.len() => {
-                    for (&i, pair) in idx.iter().zip(items.chunks_exact(2)) {
-                        if confirm.binary_search(&i).is_ok() {
-                            continue; // it landed before (read back): stays Ok
-                        }
-                        match (int_of(&pair[0]), int_of(&pair[1])) {
-                            (Some(1), Some(_)) => results[i] = Ok(()),
-                            (Some(0), Some(found)) => {
-                                results[i] = Err(records[i].conflict_message(found as u64))
-                            }
-                            _ => return Err(bad_reply(&self.name, &pair)),
+                Value::Array(items) if items.len() % 2 == 0 => {
+                    // The conflicts: (commit number from 1, version found) pairs.
+                    for &i in idx {
+                        results[i] = Ok(());
+                    }
+                    for pair in items.chunks_exact(2) {
+                        let (Some(c), Some(found)) = (int_of(&pair[0]), int_of(&pair[1])) else {
+                            return Err(bad_reply(&self.name, &pair));
+                        };
+                        let Some(&i) = usize::try_from(c - 1).ok().and_then(|c| idx.get(c)) else {
+                            return Err(bad_reply(&self.name, &pair));
+                        };
+                        if confirm.binary_search(&i).is_err() {
+                            // (one that landed before, read back, stays Ok)
+                            results[i] = Err(records[i].conflict_message(found as u64));
                         }
                     }
                 }
@@ -1025,6 +1029,7 @@ mod tests {
     fn script_is_the_python_stores() {
         assert!(COMMIT_SCRIPT.starts_with("#!lua flags=allow-cross-slot-keys\n"));
         assert!(COMMIT_SCRIPT.contains("redis.pcall('HMGET', key, '@version', '@commit')"));
+        assert!(COMMIT_SCRIPT.trim_end().ends_with("return out"));
     }
 
     #[test]
