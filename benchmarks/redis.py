@@ -7,22 +7,31 @@ temporary directory; stopped at the end) and measures, in one run:
   1000-byte values (the ceiling for one small write per request), and the same
   ``redis-benchmark -P 16`` sending the store's commit script (``EVALSHA``, one 1000-byte
   entry, a new random key each: what one commit costs the server);
+- ``redis_benchmark_batch16_P16``: the same ``redis-benchmark -P 16`` sending one script
+  call of 16 commits each (the store's batch protocol: one call per batch and node),
+  reported in commits/s (calls/s x 16): what the server can commit through the script;
 - ``store``: ``RedisStore.write_batch`` alone, batches of 16 and 256 commits of a new
   object with one 1000-byte entry (one pipeline of script calls per batch), commits/s;
 - ``native_store_batch16`` / ``native_store_batch256``: the native store
   (``oprc-py/core/src/store/redis.rs``) under the native engine: ``n`` commits of a new
   object with one 1000-byte entry submitted at once (``Engine.submit``), batches of at most
-  16 or 256 commits (``batch_max_entries``: one pipeline of script calls each) until all
+  16 or 256 commits (``batch_max_entries``: one script call each) until all
   are written, commits/s (needs the extension);
 - ``sdk_insert`` / ``sdk_update``: objects with one 1000-byte ``bytes`` field created with
   fresh ids (or changed) and committed by ``await oaas.commit_all_async()`` in groups of 1,000
   (``durability="sync"``: resolves once Redis answered), objects/s, with the Python
-  implementation (Python engine and store) and the native one (native engine and store).
+  implementation (Python engine and store) and the native one (native engine and store);
+- ``ycsb_<A|B>_cluster_<impl>``: YCSB workloads A (50% read, 50% update) and B (95% read,
+  5% update) of the ``ycsb`` suite (``benchmarks/workload.py``, ``benchmarks/ycsb.py``:
+  records of 10 fields of 100 bytes, zipfian keys, 8 clients on one event loop,
+  ``durability="sync"``) on a 3-primary Redis Cluster started here, operations/s of the
+  run phase (``ycsb`` in the JSON has the load rate and latencies), per implementation.
 
 Run: ``python -m benchmarks.redis [--objects N] [--repeats R] [--requests N]
-[--json PATH]``. Each point runs ``R`` times (default 3); the median is reported, every run
-is in the JSON; ``--requests`` is per redis-benchmark run (default 200,000). Needs
-Debian's ``redis-server`` and ``redis-tools`` and redis-py (``.[test]`` or ``.[redis]``).
+[--ycsb-records N] [--ycsb-operations N] [--json PATH]``. Each point runs ``R`` times
+(default 3); the median is reported, every run is in the JSON; ``--requests`` is per
+redis-benchmark run (default 200,000). Needs Debian's ``redis-server`` and
+``redis-tools`` and redis-py (``.[test]`` or ``.[redis]``).
 """
 
 from __future__ import annotations
@@ -39,10 +48,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks import workload, ycsb
 from oaas_sdk import OaasConfig, OaasObject, native_available, oaas
 from oaas_sdk.stores import WriteRecord, open_store
 from oaas_sdk.stores.redis import COMMIT_SCRIPT
-from tests.redis_servers import RedisServer
+from tests.redis_servers import RedisCluster, RedisServer
 
 VALUE = bytes(range(256)) * 3 + bytes(232)  # 1000 bytes
 assert len(VALUE) == 1000
@@ -93,7 +103,7 @@ def native_store_rate(url: str, n: int, batch: int) -> float:
     assert native is not None
     eng = native.Engine(client_url, durability="sync", batch_max_entries=batch,
                         batch_max_delay_ms=1.0, pending_max_bytes=0,
-                        redis=(prefix, name, 30.0, cluster, ca_file))
+                        redis=(prefix, name, 30.0, cluster, ca_file, 0, 1.0))
     try:
         entries = {"data": VALUE}
         t0 = time.perf_counter()
@@ -128,12 +138,42 @@ async def sdk_rates(url: str, n: int, native: str) -> tuple[float, float]:
     return insert, update
 
 
+def batch_script_args(sha: str, n: int) -> list[str]:
+    """``redis-benchmark`` arguments of one script call committing ``n`` new objects with
+    one 1000-byte entry each (a random key each)."""
+    args = ["evalsha", sha, "1", "b:{__rand_int__}", str(n)]
+    for _ in range(n):
+        args += ["b:{__rand_int__}", "0", "1", "1", "w", "0123456789abcdef", "1", "0", "data",
+                 "x" * 1000]
+    return args
+
+
+def ycsb_on_cluster(url: str, native: str, records: int, operations: int,
+                    workloads: tuple[str, ...] = ("A", "B")) -> dict[str, dict[str, object]]:
+    """YCSB ``workloads`` of the ``ycsb`` suite on the cluster at ``url`` (a fresh key prefix
+    per workload), with ``native`` ("on"/"off"): {workload: the suite's result}."""
+    os.environ[workload.REDIS_ENV] = url
+    try:
+        sdk = workload.Sdk("oaas_sdk", native)
+        out: dict[str, dict[str, object]] = {}
+        for name in workloads:
+            out[name] = asyncio.run(workload._ycsb_one(
+                sdk, ycsb.WORKLOADS[name], "redis", records, operations, 8, seed=ord(name)))
+        sdk.cleanup()
+        return out
+    finally:
+        del os.environ[workload.REDIS_ENV]
+        oaas.configure(OaasConfig(mock_mode=True, native="off"))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--objects", type=int, default=20_000)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--requests", type=int, default=200_000,
                     help="requests per redis-benchmark run")
+    ap.add_argument("--ycsb-records", type=int, default=10_000)
+    ap.add_argument("--ycsb-operations", type=int, default=20_000)
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
     n = args.objects
@@ -151,9 +191,11 @@ def main() -> None:
                 add("redis_benchmark_set_P16", redis_benchmark(server.port, args.requests))
                 sha = server.cli("script", "load", COMMIT_SCRIPT)
                 add("redis_benchmark_script_P16", redis_benchmark(
-                    server.port, args.requests, "evalsha", sha, "1",
-                    "b:{__rand_int__}", "0", "1", "1", "w", "0123456789abcdef", "1", "data",
-                    "x" * 1000))
+                    server.port, args.requests, "evalsha", sha, "1", "b:{__rand_int__}",
+                    "1", "b:{__rand_int__}", "0", "1", "1", "w", "0123456789abcdef", "1", "0",
+                    "data", "x" * 1000))
+                add("redis_benchmark_batch16_P16", 16 * redis_benchmark(
+                    server.port, max(1, args.requests // 16), *batch_script_args(sha, 16)))
                 for batch in (16, 256):
                     add(f"store_batch{batch}",
                         store_rate(f"{server.url}?prefix=s{rep}", n, batch))
@@ -170,16 +212,35 @@ def main() -> None:
             version = server.cli("info", "server")
         finally:
             server.stop()
+        ycsb_runs: dict[str, list[dict[str, object]]] = {}
+        cluster = RedisCluster(Path(tmp) / "cluster")
+        try:
+            cluster.start()
+            for _ in range(args.repeats):
+                for native in natives:
+                    impl = "native" if native == "on" else "python"
+                    for node in cluster.nodes:  # start empty (the key prefixes repeat)
+                        node.cli("flushall")
+                    res = ycsb_on_cluster(cluster.url, native, args.ycsb_records,
+                                          args.ycsb_operations)
+                    for wname, r in res.items():
+                        add(f"ycsb_{wname}_cluster_{impl}", float(r["ops_per_s"]))  # type: ignore[arg-type]
+                        ycsb_runs.setdefault(f"{wname}_{impl}", []).append(r)
+        finally:
+            cluster.stop()
     med = {k: statistics.median(v) for k, v in runs.items()}
     ceiling = med["redis_benchmark_set_P16"]
     print(f"{'point':32} {'per s (median)':>16} {'of SET -P 16':>14}")
     for k, v in med.items():
-        print(f"{k:32} {v:16,.0f} {v / ceiling:14.2f}")
+        ratio = "" if k.startswith("ycsb_") else f"{v / ceiling:14.2f}"
+        print(f"{k:32} {v:16,.0f} {ratio}")
     if args.json is not None:
         m = re.search(r"redis_version:(\S+)", version)
         args.json.write_text(json.dumps({
             "suite": "redis", "objects": n, "repeats": args.repeats, "requests": args.requests,
             "value_bytes": len(VALUE), "median_per_s": med, "runs": runs,
+            "ycsb": {"records": args.ycsb_records, "operations": args.ycsb_operations,
+                     "clients": 8, "store": "3-primary Redis Cluster", "runs": ycsb_runs},
             "redis_version": m.group(1) if m else None,
             "machine": {"python": platform.python_version(), "cpus": os.cpu_count()},
         }, indent=2) + "\n")

@@ -111,11 +111,14 @@ class Backend:
                 if target is not None:
                     url, prefix, name, cluster, ca_file = target
                     return NativeEngine(self.native, url, **settings, redis=(
-                        prefix, name, config.store_retry_deadline_s, cluster, ca_file))
+                        prefix, name, config.store_retry_deadline_s, cluster, ca_file,
+                        config.store_wait_replicas, config.store_wait_timeout_s))
             path, opts = lmdb_location(loc)
             return NativeEngine(self.native, path, **settings, **opts)  # type: ignore[arg-type]
         opened = store or open_store(store_url, sync=True,
-                                     retry_deadline_s=config.store_retry_deadline_s)
+                                     retry_deadline_s=config.store_retry_deadline_s,
+                                     wait_replicas=config.store_wait_replicas,
+                                     wait_timeout_s=config.store_wait_timeout_s)
         return PythonEngine(opened, **settings, inline=inline)
 
     def mapped_file(self, path: str | None, size: int) -> Any:

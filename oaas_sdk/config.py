@@ -88,6 +88,16 @@ class OaasConfig(BaseSettings):
         description="Redis stores: how long a write or read is retried (with backoff) "
         "while the server cannot be reached, in seconds; then StorageError.",
     )
+    store_wait_replicas: int = Field(
+        default=0, ge=0,
+        description="Redis stores: after each batch, WAIT until this many replicas of every "
+        "node written hold it (0: no WAIT); a commit with durability=\"sync\" resolves "
+        "only then. Fewer is retried until store_retry_deadline_s, then StorageError.",
+    )
+    store_wait_timeout_s: float = Field(
+        default=1.0, gt=0,
+        description="Redis stores: the timeout of each WAIT (store_wait_replicas), seconds.",
+    )
     durability: Literal["sync", "async"] = Field(
         default="sync",
         description='"sync": a commit resolves after the batch is fsynced; '

@@ -682,20 +682,23 @@ def test_benchmark_runs_and_reports_every_point(tmp_path: Path) -> None:
     need_redis()
     out = tmp_path / "redis.json"
     p = subprocess.run([sys.executable, "-m", "benchmarks.redis", "--objects", "300",
-                        "--repeats", "1", "--requests", "2000", "--json", str(out)],
+                        "--repeats", "1", "--requests", "2000", "--ycsb-records", "100",
+                        "--ycsb-operations", "200", "--json", str(out)],
                        capture_output=True, text=True, timeout=300, cwd=str(ROOT),
                        env=dict(os.environ, PYTHONPATH=str(ROOT)))
     assert p.returncode == 0, p.stderr
     import json
 
     med = json.loads(out.read_text())["median_per_s"]
-    points = {"redis_benchmark_set_P16", "redis_benchmark_script_P16", "store_batch16",
-              "store_batch256", "sdk_insert_python", "sdk_update_python"}
+    points = {"redis_benchmark_set_P16", "redis_benchmark_script_P16",
+              "redis_benchmark_batch16_P16", "store_batch16", "store_batch256",
+              "sdk_insert_python", "sdk_update_python", "ycsb_A_cluster_python",
+              "ycsb_B_cluster_python"}
     from oaas_sdk._backend import native_available
 
     if native_available():
         points |= {"native_store_batch16", "native_store_batch256", "sdk_insert_native",
-                   "sdk_update_native"}
+                   "sdk_update_native", "ycsb_A_cluster_native", "ycsb_B_cluster_native"}
     assert points <= set(med) and all(med[k] > 0 for k in points)
 
 

@@ -51,11 +51,12 @@ class NativeEngine:
 
     ``path``: directory of the LMDB environment (same layout and files as
     :class:`~oaas_sdk.stores.lmdb.LmdbStore`), or, with ``redis=(prefix, name,
-    retry_deadline_s, cluster, ca_file)``, the URL of one Redis server (``redis[s]://...``,
-    no query) or the startup nodes of a cluster (one URL per line; TLS verified against
-    the PEM file ``ca_file``, ``None``: the system's CAs; same keys
+    retry_deadline_s, cluster, ca_file, wait_replicas, wait_timeout_s)``, the URL of one
+    Redis server (``redis[s]://...``, no query) or the startup nodes of a cluster (one URL
+    per line; TLS verified against the PEM file ``ca_file``, ``None``: the system's CAs; same keys
     and bytes as :class:`~oaas_sdk.stores.redis.RedisStore`, keys under ``prefix``, ``name``
-    in messages, retried for ``retry_deadline_s`` seconds while unreachable). Other
+    in messages, retried for ``retry_deadline_s`` seconds while unreachable, ``WAIT`` for
+    ``wait_replicas`` replicas after each batch when > 0). Other
     arguments as :class:`PythonEngine`, plus ``map_size``/``max_map_size`` (bytes, LMDB).
     ``submit`` returns a native ticket whose ``wait()`` releases the GIL. ``submit_future``
     gives a future of the caller's loop: the native persister reports each batch's
@@ -71,7 +72,7 @@ class NativeEngine:
                  batch_max_entries: int = _D["batch_max_entries"],
                  batch_max_delay_ms: float = _D["batch_max_delay_ms"],
                  pending_max_bytes: int = _D["pending_max_bytes"],
-                 redis: tuple[str, str, float, bool, str | None] | None = None,
+                 redis: tuple[str, str, float, bool, str | None, int, float] | None = None,
                  **store_options: int) -> None:
         from ..stores.lmdb import claim_environment, release_environment
 

@@ -4,9 +4,12 @@ Layout (``docs/format.md``, "Redis"): one hash per object under
 ``<prefix>:{<cls_id>/<partition_id>/n:<u64>}`` (numeric ids) or ``.../s:<string id>``;
 its fields are the entry names (value: codec bytes) plus ``@version``, ``@created``,
 ``@updated`` (decimal) and ``@commit`` (the token of the last commit). The braces are the
-hash tag: every key of one object lies in one cluster slot. A commit of one object is one
-call of a version-checked Lua script, atomic on the server; a batch of commits is one
-pipeline (per node on a cluster). redis-py: https://redis.readthedocs.io/
+hash tag: every key of one object lies in one cluster slot. A batch of commits is one call
+of a Lua script per node (per cluster node that serves the objects' slots; the script
+has the ``allow-cross-slot-keys`` flag), atomic on the server, which checks every
+object's version and writes those that pass; a batch that needs several calls (several
+nodes, or a large batch) sends them as one pipeline (per node on a cluster).
+redis-py: https://redis.readthedocs.io/
 
 Faults: a lost connection or a restarting server is retried with backoff until
 ``retry_deadline_s`` has passed since the batch started; then the batch fails with
@@ -23,6 +26,7 @@ import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
+from collections.abc import Set as AbstractSet
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
@@ -49,12 +53,18 @@ __all__ = ["RedisStore", "DEFAULT_PREFIX", "COMMIT_SCRIPT", "object_key", "parse
 
 _PREFIX = re.compile(r"[A-Za-z0-9_.:\-]{1,64}")
 
-#: The commit of one object. KEYS[1]: the object's hash. ARGV: expected version, new
-#: version, time (ms), "w" (write) or "d" (delete the object), commit token, number of
-#: entries n, then n (name, value) pairs, then the names of entries to delete.
-#: Returns {1, version now} when applied (or already applied by this very commit, a
-#: resend), {0, version found} on a version mismatch (nothing written).
+#: The commit of a batch of objects on one node (``redis_commit.lua``, whose head
+#: comment gives its arguments): KEYS[1] routes the call, ARGV holds the commits, each
+#: version-checked and applied in order (a resend of a landed commit counts as applied);
+#: the reply lists the conflicts, ``(commit number from 1, version found)`` pairs (a
+#: version mismatch: nothing of that commit written). It reads every hash before writing
+#: any, so a hash the node does not serve fails the call whole ("OAASMOVED ...").
 COMMIT_SCRIPT = (Path(__file__).parent / "redis_commit.lua").read_text(encoding="utf-8")
+#: At most this many commits go into one script call (more: several calls, pipelined) ...
+CALL_MAX_COMMITS = 1024
+#: ... and at most about this many bytes of entry values (a call holds the server while it
+#: runs; a single larger commit goes in a call of its own).
+CALL_MAX_BYTES = 4 << 20
 
 # Errors after which the exchange is retried (the server is away, restarting, or the
 # cluster is failing over or resharding).
@@ -63,11 +73,20 @@ _CLUSTER: tuple[type[BaseException], ...] = ()
 if _HAVE_REDIS:
     _TRANSIENT = (rexc.ConnectionError, rexc.TimeoutError, rexc.BusyLoadingError,
                   rexc.ClusterDownError, rexc.TryAgainError, rexc.MasterDownError,
-                  rexc.ReadOnlyError, rexc.SlotNotCoveredError, OSError)
+                  rexc.ReadOnlyError, rexc.SlotNotCoveredError, rexc.AskError, OSError)
+    # AskError (and MovedError, its subclass): a node's own pipeline (the batch calls go
+    # to each node on its connection) met a slot that moved; the client is opened again.
     _CLUSTER = (rexc.ClusterError, rexc.RedisClusterException)
 
 
+class ReplicasBehind(Exception):
+    """``WAIT`` counted fewer replicas than ``wait_replicas`` within ``wait_timeout_s``
+    (retried until the deadline, then reported inside :class:`StorageError`)."""
+
+
 def _transient(e: BaseException) -> bool:
+    if isinstance(e, ReplicasBehind):
+        return True
     if isinstance(e, rexc.AuthenticationError | rexc.AuthorizationError):
         return False  # ConnectionErrors to redis-py, but retrying cannot help
     if isinstance(e, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in str(e):
@@ -83,7 +102,7 @@ def _transient(e: BaseException) -> bool:
 
 
 _TRANSIENT_REPLIES = ("CLUSTERDOWN", "TRYAGAIN", "LOADING", "MASTERDOWN", "READONLY",
-                      "MOVED", "ASK")
+                      "MOVED", "ASK", "OAASMOVED")
 T = TypeVar("T")
 _BACKOFF_FIRST_S = 0.02
 _BACKOFF_MAX_S = 1.0
@@ -105,18 +124,29 @@ class RedisStore:
     default ``oaas``) and redis-py's connection options (``socket_timeout``,
     ``socket_connect_timeout``, ``ssl_cert_reqs``, ...). ``retry_deadline_s``: how long
     (seconds) a batch or read is retried while the server cannot be reached.
+    ``wait_replicas`` (> 0): after the script calls of a batch, ``WAIT wait_replicas
+    wait_timeout_s`` on each node written, on the connection that wrote: the batch
+    succeeds once that many replicas of every node written hold it; fewer is retried (the
+    commits are confirmed and waited for again) until ``retry_deadline_s``, then
+    :class:`StorageError` (docs/format.md, "Durability on Redis").
 
     Raises :class:`ConfigError` for a malformed URL or when redis-py is not installed,
     :class:`StorageError` when the server cannot be reached within the deadline.
     """
 
-    def __init__(self, url: str, *, cluster: bool = False,
-                 retry_deadline_s: float = 30.0) -> None:
+    def __init__(self, url: str, *, cluster: bool = False, retry_deadline_s: float = 30.0,
+                 wait_replicas: int = 0, wait_timeout_s: float = 1.0) -> None:
         if not _HAVE_REDIS:
             raise ConfigError(f"storage {_redact(url)!r} needs redis-py: "
                               "pip install 'oaas-sdk[redis]'")
+        if wait_replicas < 0 or not wait_timeout_s > 0:
+            raise ConfigError(f"storage {_redact(url)!r}: wait_replicas must be >= 0 and "
+                              f"wait_timeout_s > 0 (got {wait_replicas!r}, "
+                              f"{wait_timeout_s!r})")
         self.cluster = cluster
         self.retry_deadline_s = retry_deadline_s
+        self.wait_replicas = wait_replicas
+        self.wait_timeout_s = wait_timeout_s
         self.name = f"redis store at {_redact(url)}"
         self.prefix, client_url, options = _split_options(url)
         self._sha: str | None = None
@@ -259,64 +289,137 @@ class RedisStore:
 
     # -- writes -----------------------------------------------------------------------
     def write_batch(self, records: list[WriteRecord]) -> list[Exception | None]:
-        """Apply ``records`` in order: one script call per commit, pipelined. Returns a
-        result per record (``None`` or :class:`ConflictError`). Raises
-        :class:`StorageError` once the server has been unreachable for
+        """Apply ``records`` in order: one script call per node (per
+        :data:`CALL_MAX_COMMITS` commits), pipelined; with ``wait_replicas``, then ``WAIT``
+        on every node written. Returns a result per record (``None`` or
+        :class:`ConflictError`). Raises :class:`StorageError` once the server has been
+        unreachable (or, with ``wait_replicas``, fewer replicas acknowledged) for
         ``retry_deadline_s``: each commit then either landed whole or not at all (one
         whose answer was lost may have landed; the object's next commit then meets
         :class:`ConflictError`)."""
         results: list[Exception | None] = [None] * len(records)
         todo = list(range(len(records)))
         tokens = [os.urandom(8).hex() for _ in records]
+        # Commits found landed by a read-back: with WAIT they are sent again (the script
+        # confirms them and rewrites their token, which the replicas must then ack).
+        confirm: set[int] = set()
         state = {"in_doubt": False}
 
         def attempt(client: Any) -> None:
-            nonlocal todo
+            nonlocal todo, confirm
             if state["in_doubt"]:
-                todo = self._landed(client, records, tokens, todo)
-            if not todo:
+                pending = sorted(set(todo) | confirm)
+                todo = self._landed(client, records, tokens, pending)
+                if self.wait_replicas:
+                    confirm = set(pending) - set(todo)
+            send = sorted(set(todo) | confirm)
+            if not send:
                 return
             state["in_doubt"] = True  # from here on, a break leaves the outcome unknown
-            todo = self._send(client, records, tokens, todo, results)
-            state["in_doubt"] = False
-            if todo:  # scripts unknown to a (restarted) server: load and send again
+            again = self._send(client, records, tokens, send, results, confirm)
+            if again:  # scripts unknown to a (restarted) server: load and send again
                 self._load_script(client)
-                todo = self._send(client, records, tokens, todo, results)
-                if todo:
+                if self._send(client, records, tokens, again, results, confirm):
                     raise StorageError(f"{self.name}: the commit script cannot be loaded")
+            state["in_doubt"] = False
+            todo, confirm = [], set()
 
         self._retrying(attempt, f"write of {len(records)} commits")
         return results
 
+    def _calls(self, client: Any, records: list[WriteRecord], tokens: list[str],
+               todo: list[int]) -> list[tuple[Any, list[int], list[Any]]]:
+        """The script calls for ``todo``: ``(node, indices, EVALSHA arguments)`` each.
+        The commits are grouped by the node that serves their hash (on one server: one
+        group, node ``None``), in batch order within a group, and a group is cut into
+        calls of at most :data:`CALL_MAX_COMMITS` commits and about
+        :data:`CALL_MAX_BYTES` bytes."""
+        groups: dict[Any, list[int]] = {}
+        keys = {i: object_key(self.prefix, records[i].key) for i in todo}
+        nodes: dict[Any, Any] = {None: None}
+        if self.cluster:
+            for i in todo:
+                node = client.nodes_manager.get_node_from_slot(client.keyslot(keys[i]))
+                nodes[node.name] = node
+                groups.setdefault(node.name, []).append(i)
+        else:
+            groups[None] = list(todo)
+        calls: list[tuple[Any, list[int], list[Any]]] = []
+        for name, idx in groups.items():
+            start = 0
+            while start < len(idx):
+                part: list[int] = []
+                args: list[Any] = []
+                size = 0
+                for i in idx[start:]:
+                    r = records[i]
+                    weight = sum(len(v) for v in r.entries.values())
+                    if part and (len(part) >= CALL_MAX_COMMITS or size + weight > CALL_MAX_BYTES):
+                        break
+                    part.append(i)
+                    size += weight
+                    args += [keys[i], r.expected_version, r.expected_version + 1, r.time_ms,
+                             "d" if r.delete_object else "w", tokens[i], len(r.entries),
+                             len(r.deletes)]
+                    for entry, value in r.entries.items():
+                        args.append(entry)
+                        args.append(value)
+                    args.extend(r.deletes)
+                start += len(part)
+                calls.append((nodes[name], part,
+                              ["EVALSHA", self._sha, 1, keys[part[0]], len(part), *args]))
+        return calls
+
     def _send(self, client: Any, records: list[WriteRecord], tokens: list[str],
-              todo: list[int], results: list[Exception | None]) -> list[int]:
-        """One pipeline of script calls for ``todo``; fills ``results``; returns the
-        indices refused with NOSCRIPT (not executed)."""
-        pipe = client.pipeline(transaction=False)
-        for i in todo:
-            r = records[i]
-            args: list[Any] = [r.expected_version, r.expected_version + 1, r.time_ms,
-                               "d" if r.delete_object else "w", tokens[i], len(r.entries)]
-            for name, value in r.entries.items():
-                args.append(name)
-                args.append(value)
-            args.extend(r.deletes)
-            # execute_command: redis-py blocks the evalsha method in cluster pipelines
-            # (NOSCRIPT is handled here: the script is loaded and the call sent again).
-            pipe.execute_command("EVALSHA", self._sha, 1, object_key(self.prefix, r.key), *args)
-        replies = pipe.execute(raise_on_error=False)
+              todo: list[int], results: list[Exception | None],
+              confirm: AbstractSet[int] = frozenset()) -> list[int]:
+        """The batch-script calls for ``todo`` (see :meth:`_calls`): one pipeline per node
+        (on its one connection; with ``wait_replicas``, ending with ``WAIT``). Fills
+        ``results`` (``confirm``: commits known to have landed, whose replies only
+        confirm them); returns the indices refused with NOSCRIPT (not executed)."""
+        calls = self._calls(client, records, tokens, todo)
+        by_node: dict[Any, list[tuple[list[int], list[Any]]]] = {}
+        for node, idx, args in calls:
+            by_node.setdefault(node.name if node is not None else None, []).append((idx, args))
+        conns = {(n.name if n is not None else None): n for n, _, _ in calls}
         again: list[int] = []
-        for i, reply in zip(todo, replies, strict=True):
-            if isinstance(reply, rexc.NoScriptError):
-                again.append(i)
-            elif _transient(reply):
-                raise reply
-            elif isinstance(reply, Exception):
-                raise StorageError(f"{self.name}: commit of {records[i].key} failed: "
-                                   f"{type(reply).__name__}: {reply}")
-            else:
-                ok, found = reply
-                results[i] = None if int(ok) else conflict(records[i], int(found))
+        for name, node_calls in by_node.items():
+            conn = client if name is None else client.get_redis_connection(conns[name])
+            pipe = conn.pipeline(transaction=False)
+            for _, args in node_calls:
+                pipe.execute_command(*args)
+            if self.wait_replicas:
+                pipe.execute_command("WAIT", self.wait_replicas,
+                                     max(1, round(self.wait_timeout_s * 1000)))
+            replies = pipe.execute(raise_on_error=False)
+            if self.wait_replicas:
+                acked = replies.pop()
+                if isinstance(acked, Exception):
+                    raise acked
+                if int(acked) < self.wait_replicas:
+                    raise ReplicasBehind(
+                        f"WAIT: {acked} of {self.wait_replicas} replicas of "
+                        f"{name or 'the server'} acknowledged within "
+                        f"{self.wait_timeout_s:g} s (store_wait_timeout_s)")
+            for (idx, _), reply in zip(node_calls, replies, strict=True):
+                if isinstance(reply, rexc.NoScriptError):
+                    again.extend(idx)
+                elif _transient(reply):
+                    raise reply
+                elif isinstance(reply, Exception):
+                    raise StorageError(f"{self.name}: commit of {records[idx[0]].key} "
+                                       f"failed: {type(reply).__name__}: {reply}")
+                elif not isinstance(reply, list) or len(reply) % 2:
+                    raise StorageError(f"{self.name}: unexpected reply of the commit "
+                                       f"script: {reply!r:.200}")
+                else:  # the conflicts: (commit number from 1, version found) pairs
+                    for i in idx:
+                        results[i] = None
+                    for c, found in zip(reply[::2], reply[1::2], strict=True):
+                        i = idx[int(c) - 1]
+                        if i not in confirm:  # one that landed before (read back) stays
+                            results[i] = conflict(records[i], int(found))
+        again.sort()
         return again
 
     def _landed(self, client: Any, records: list[WriteRecord], tokens: list[str],

@@ -71,13 +71,16 @@ def lmdb_location(location: str) -> tuple[str, dict[str, int]]:
 
 
 def open_store(url: str, *, sync: bool = True, readonly: bool = False,
-               retry_deadline_s: float = 30.0) -> Store:
+               retry_deadline_s: float = 30.0, wait_replicas: int = 0,
+               wait_timeout_s: float = 1.0) -> Store:
     """Open the store named by a ``storage`` URL (see :func:`parse_storage_url`).
 
     ``sync``: fsync every transaction (LMDB). ``readonly``: open for reading only (the
     inspector): nothing is created or written, and another process may have the store
     open for writing (the Redis stores are opened as usual: reading writes nothing).
-    ``retry_deadline_s``: how long the Redis stores retry an unreachable server, seconds.
+    ``retry_deadline_s``: how long the Redis stores retry an unreachable server, seconds;
+    ``wait_replicas``/``wait_timeout_s``: their ``WAIT`` after each batch (see
+    :class:`~oaas_sdk.stores.redis.RedisStore`).
     Raises :class:`StorageError` when the store cannot be opened (with ``readonly``, also
     when there is no LMDB store there) and :class:`ConfigError` for a malformed URL.
     """
@@ -93,4 +96,5 @@ def open_store(url: str, *, sync: bool = True, readonly: bool = False,
         return LmdbStore(path, sync=sync, readonly=readonly, **opts)
     from .redis import RedisStore
 
-    return RedisStore(url, cluster=kind == "redis+cluster", retry_deadline_s=retry_deadline_s)
+    return RedisStore(url, cluster=kind == "redis+cluster", retry_deadline_s=retry_deadline_s,
+                      wait_replicas=wait_replicas, wait_timeout_s=wait_timeout_s)

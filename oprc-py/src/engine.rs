@@ -127,13 +127,15 @@ pub(crate) fn object_id(ob: &Bound<'_, PyAny>) -> PyResult<ObjectId> {
 /// reads.
 ///
 /// `path`: directory of the LMDB environment (created when missing; layout in
-/// docs/format.md); with `redis=(prefix, name, retry_deadline_s, cluster, ca_file)`
+/// docs/format.md); with `redis=(prefix, name, retry_deadline_s, cluster, ca_file,
+/// wait_replicas, wait_timeout_s)`
 /// instead the URL of one Redis server (`redis[s]://[[user]:password@]host:port[/db]`, no
 /// query) or, with `cluster`, the startup nodes of a Redis Cluster
 /// (`redis[s]://[[user]:password@]host:port`, one per line), whose keys start with
 /// `prefix`, named `name` in messages, retried for `retry_deadline_s` seconds while
 /// unreachable; TLS verified against the CA certificates (PEM) in file `ca_file` (`None`:
-/// the system's; oprc-core's `store::redis`).
+/// the system's; oprc-core's `store::redis`); with `wait_replicas` > 0, `WAIT` for that
+/// many replicas (at most `wait_timeout_s` seconds) after each batch.
 ///
 /// `durability`: `"sync"` (a ticket completes once its batch is fsynced) or `"async"`
 /// (once queued). `batch_max_entries` (count) and `batch_max_delay_ms` (ms)
@@ -327,6 +329,10 @@ impl PyEngine {
     }
 }
 
+/// `redis=(prefix, name, retry_deadline_s, cluster, ca_file, wait_replicas,
+/// wait_timeout_s)` of [`PyEngine::new`].
+type RedisSettings = (String, String, f64, bool, Option<PathBuf>, u32, f64);
+
 #[pymethods]
 impl PyEngine {
     #[new]
@@ -345,7 +351,7 @@ impl PyEngine {
         pending_max_bytes: u64,
         map_size: usize,
         max_map_size: usize,
-        redis: Option<(String, String, f64, bool, Option<PathBuf>)>,
+        redis: Option<RedisSettings>,
     ) -> PyResult<Self> {
         let durable = match durability {
             "sync" => true,
@@ -368,7 +374,7 @@ impl PyEngine {
         let engine = py
             .detach(move || {
                 let store = match redis {
-                    Some((prefix, name, deadline_s, cluster, ca_file)) => {
+                    Some((prefix, name, deadline_s, cluster, ca_file, wait_n, wait_s)) => {
                         let ca_pem = match ca_file {
                             Some(f) => Some(std::fs::read(&f).map_err(|e| {
                                 StoreError(format!(
@@ -381,8 +387,13 @@ impl PyEngine {
                         let url = path.to_string_lossy();
                         let deadline = Duration::try_from_secs_f64(deadline_s.max(0.0))
                             .unwrap_or(Duration::MAX);
+                        let wait = (wait_n > 0).then(|| {
+                            let t = Duration::try_from_secs_f64(wait_s.max(0.001))
+                                .unwrap_or(Duration::MAX);
+                            (wait_n, t)
+                        });
                         AnyStore::Redis(Box::new(RedisStore::open(
-                            &url, cluster, &prefix, name, deadline, ca_pem,
+                            &url, cluster, &prefix, name, deadline, ca_pem, wait,
                         )?))
                     }
                     None => AnyStore::Lmdb(LmdbStore::open(

@@ -6,8 +6,9 @@
 //! - one hash per object under `<prefix>:{<cls_id>/<partition_id>/n:<u64>}` (numeric ids)
 //!   or `.../s:<id>}` (string ids), fields: the entry names (codec bytes) plus
 //!   `@version`, `@created`, `@updated` (decimal) and `@commit` (the last commit's token);
-//! - a commit is one `EVALSHA` of [`COMMIT_SCRIPT`] (the same file the Python store
-//!   reads), version-checked and atomic on the server; a batch is one pipeline;
+//! - a batch of commits is one `EVALSHA` of [`COMMIT_SCRIPT`] (the same file the Python
+//!   store reads) per node, atomic on the server, checking every object's version and
+//!   writing those that pass (a large batch: several calls, one pipeline);
 //! - faults: a lost connection, a refused connection or a loading server is retried with
 //!   backoff until `retry_deadline` has passed since the batch started, then the batch
 //!   fails with a [`StoreError`]. A retry never applies a commit twice: after a broken
@@ -30,7 +31,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use redis::cluster::{ClusterClient, ClusterConnection};
-use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
+use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
 use redis::{ConnectionLike, ErrorKind, ServerErrorKind, Value};
 
 use super::layout::{Meta, StoredObject, WriteRecord, KEY_NUM_ID, KEY_SEP, KEY_STR_ID};
@@ -136,6 +137,11 @@ fn transient(e: &redis::RedisError) -> bool {
     if text.contains("certificate") || text.contains("Certificate") {
         return false;
     }
+    if e.code() == Some("OAASMOVED") {
+        // The commit script met a hash its node does not serve (a stale slot map): it
+        // wrote nothing; reconnecting learns the cluster's layout.
+        return true;
+    }
     match e.kind() {
         ErrorKind::Io | ErrorKind::ClusterConnectionNotFound => true,
         ErrorKind::Server(k) => matches!(
@@ -183,17 +189,56 @@ enum Target {
 /// An open connection to the [`Target`].
 enum Conn {
     One(redis::Connection),
-    Cluster(Box<ClusterConnection>),
+    /// The cluster connection and the slot ranges of the primaries (`CLUSTER SLOTS` when
+    /// it opened): `(first slot, last slot, primary's index)`, sorted.
+    Cluster(Box<ClusterConnection>, Vec<(u16, u16, usize)>),
 }
 
 impl Conn {
     fn as_like(&mut self) -> &mut dyn ConnectionLike {
         match self {
             Conn::One(c) => c,
-            Conn::Cluster(c) => c.as_mut(),
+            Conn::Cluster(c, _) => c.as_mut(),
+        }
+    }
+
+    /// The group of a Redis key: the index of the primary that serves its slot (0 on one
+    /// server; a slot no known primary serves gets a group of its own, and its call
+    /// fails and is retried after reconnecting).
+    fn group_of(&self, key: &str) -> usize {
+        match self {
+            Conn::One(_) => 0,
+            Conn::Cluster(_, slots) => {
+                let slot = key_slot(key.as_bytes());
+                let at = slots.partition_point(|&(_, last, _)| last < slot);
+                match slots.get(at) {
+                    Some(&(first, _, node)) if first <= slot => node,
+                    _ => usize::MAX - usize::from(slot),
+                }
+            }
         }
     }
 }
+
+/// The cluster hash slot of `key` (CRC16/XMODEM of its hash tag, or of the key).
+fn key_slot(key: &[u8]) -> u16 {
+    let tag = key
+        .iter()
+        .position(|&b| b == b'{')
+        .and_then(|open| {
+            let rest = &key[open + 1..];
+            let close = rest.iter().position(|&b| b == b'}')?;
+            (close > 0).then(|| &rest[..close])
+        })
+        .unwrap_or(key);
+    crc16::State::<crc16::XMODEM>::calculate(tag) % 16384
+}
+
+/// At most this many commits go into one script call (more: several calls, pipelined),
+/// and at most about [`CALL_MAX_BYTES`] bytes of entry values; the same bounds as the
+/// Python store's (`CALL_MAX_COMMITS`, `CALL_MAX_BYTES`).
+const CALL_MAX_COMMITS: usize = 1024;
+const CALL_MAX_BYTES: usize = 4 << 20;
 
 /// A store on one Redis server or a Redis Cluster. See the module documentation.
 pub struct RedisStore {
@@ -206,6 +251,9 @@ pub struct RedisStore {
     read_conn: Mutex<Option<Conn>>,
     sha: String,
     retry_deadline: Duration,
+    /// `WAIT` after each batch for this many replicas (0: no WAIT), at most this long.
+    wait_replicas: u32,
+    wait_timeout: Duration,
     closed: AtomicBool,
     tokens: AtomicU64,
     random: RandomState,
@@ -229,7 +277,10 @@ impl RedisStore {
     /// cannot be reached (or refuses the password) within the deadline.
     ///
     /// `ca_pem`: CA certificates (PEM) that verify a `rediss://` server (`None`: the
-    /// system's).
+    /// system's). `wait`: `(replicas, timeout)`: after the script calls of a batch, `WAIT`
+    /// on every node written, on the connection that wrote; fewer replicas than that is
+    /// retried (the commits confirmed and waited for again) until the retry deadline,
+    /// then an error (docs/format.md, "Durability on Redis").
     pub fn open(
         url: &str,
         cluster: bool,
@@ -237,6 +288,7 @@ impl RedisStore {
         name: String,
         retry_deadline: Duration,
         ca_pem: Option<Vec<u8>>,
+        wait: Option<(u32, Duration)>,
     ) -> Result<RedisStore, StoreError> {
         let bad = |e: redis::RedisError| StoreError(format!("{name}: bad URL: {e}"));
         if url.starts_with("rediss://") {
@@ -272,6 +324,8 @@ impl RedisStore {
             read_conn: Mutex::new(None),
             sha: redis::Script::new(COMMIT_SCRIPT).get_hash().to_owned(),
             retry_deadline,
+            wait_replicas: wait.map_or(0, |w| w.0),
+            wait_timeout: wait.map_or(Duration::from_secs(1), |w| w.1),
             closed: AtomicBool::new(false),
             tokens: AtomicU64::new(0),
             random: RandomState::new(),
@@ -363,7 +417,11 @@ impl RedisStore {
                 conn.set_write_timeout(Some(IO_TIMEOUT))?;
                 Conn::One(conn)
             }
-            Target::Cluster(client) => Conn::Cluster(Box::new(client.get_connection()?)),
+            Target::Cluster(client) => {
+                let mut conn = client.get_connection()?;
+                let slots = slot_ranges(&mut conn)?;
+                Conn::Cluster(Box::new(conn), slots)
+            }
         };
         load_script(&mut conn)?;
         Ok(conn)
@@ -431,7 +489,7 @@ impl RedisStore {
             let mut out = Vec::new();
             match conn {
                 Conn::One(c) => scan_node(&mut |cmd| c.req_command(cmd), &pattern, &mut out)?,
-                Conn::Cluster(c) => {
+                Conn::Cluster(c, _) => {
                     for (host, port) in primaries(c)? {
                         let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
                             host,
@@ -454,7 +512,8 @@ impl RedisStore {
         Ok(keys)
     }
 
-    /// Apply `records` in order: one script call per commit, pipelined. One result per
+    /// Apply `records` in order: one script call per node (per [`CALL_MAX_COMMITS`]
+    /// commits), pipelined. One result per
     /// record (`Err`: the conflict's message); `Err` once the server has been unreachable
     /// for the retry deadline (each commit then landed whole or not at all).
     pub fn write_batch(&self, records: &[&WriteRecord]) -> Result<Vec<RecordResult>, StoreError> {
@@ -473,38 +532,115 @@ impl RedisStore {
             })
             .collect();
         let mut todo: Vec<usize> = (0..records.len()).collect();
+        // Commits found landed by a read-back: with WAIT they are sent again (the script
+        // confirms them and rewrites their token, which the replicas must then ack).
+        let mut confirm: Vec<usize> = Vec::new();
         let mut in_doubt = false;
         let what = format!("write of {} commits", records.len());
         self.retrying(&self.conn, &what, |conn| {
             if in_doubt {
-                todo = landed(conn, records, &keys, &tokens, &todo)?;
+                let pending = merged(&todo, &confirm);
+                todo = landed(conn, records, &keys, &tokens, &pending)?;
+                if self.wait_replicas > 0 {
+                    confirm = pending
+                        .iter()
+                        .copied()
+                        .filter(|i| todo.binary_search(i).is_err())
+                        .collect();
+                }
             }
-            if todo.is_empty() {
+            let send = merged(&todo, &confirm);
+            if send.is_empty() {
                 return Ok(());
             }
             in_doubt = true; // from here on a break leaves the outcome unknown
-            todo = self.send(conn, records, &keys, &tokens, &todo, &mut results)?;
-            in_doubt = false;
-            if !todo.is_empty() {
+            let again = self.send(conn, records, &keys, &tokens, &send, &confirm, &mut results)?;
+            if !again.is_empty() {
                 // A (restarted) server without the script: load it and send those again.
                 load_script(conn)?;
-                in_doubt = true;
-                todo = self.send(conn, records, &keys, &tokens, &todo, &mut results)?;
-                in_doubt = false;
-                if !todo.is_empty() {
+                let again = self.send(
+                    conn,
+                    records,
+                    &keys,
+                    &tokens,
+                    &again,
+                    &confirm,
+                    &mut results,
+                )?;
+                if !again.is_empty() {
                     return Err(Failure::Final(StoreError(format!(
                         "{}: the commit script cannot be loaded",
                         self.name
                     ))));
                 }
             }
+            in_doubt = false;
+            todo.clear();
+            confirm.clear();
             Ok(())
         })?;
         Ok(results)
     }
 
-    /// One pipeline of script calls for `todo`; fills `results`; returns the indices
-    /// refused with NOSCRIPT (not executed).
+    /// The script calls for `todo`: the commits grouped by the node that serves their
+    /// hash (one group on one server), in batch order within a group, a group cut into
+    /// calls of at most [`CALL_MAX_COMMITS`] commits and about [`CALL_MAX_BYTES`] bytes;
+    /// `(group, indices, command)` each, a group's calls one after the other.
+    fn calls(
+        &self,
+        conn: &Conn,
+        records: &[&WriteRecord],
+        keys: &[String],
+        tokens: &[String],
+        todo: &[usize],
+    ) -> Vec<(usize, Vec<usize>, redis::Cmd)> {
+        let mut groups: Vec<(usize, Vec<usize>)> = Vec::new();
+        for &i in todo {
+            let g = conn.group_of(&keys[i]);
+            match groups.iter_mut().find(|(k, _)| *k == g) {
+                Some((_, idx)) => idx.push(i),
+                None => groups.push((g, vec![i])),
+            }
+        }
+        let mut calls = Vec::new();
+        for (g, idx) in groups {
+            for part in split_calls(&idx, |i| {
+                records[i].entries.iter().map(|(_, v)| v.len()).sum()
+            }) {
+                let mut cmd = redis::cmd("EVALSHA");
+                cmd.arg(&self.sha)
+                    .arg(1)
+                    .arg(&keys[part[0]])
+                    .arg(part.len());
+                for &i in &part {
+                    let r = records[i];
+                    cmd.arg(&keys[i])
+                        .arg(r.expected_version)
+                        .arg(r.expected_version + 1)
+                        .arg(r.time_ms)
+                        .arg(if r.delete_object { "d" } else { "w" })
+                        .arg(&tokens[i])
+                        .arg(r.entries.len())
+                        .arg(r.deletes.len());
+                    for (name, value) in r.entries.iter() {
+                        cmd.arg(name).arg(value);
+                    }
+                    for name in &r.deletes {
+                        cmd.arg(name);
+                    }
+                }
+                calls.push((g, part, cmd));
+            }
+        }
+        calls
+    }
+
+    /// The batch-script calls for `todo` (see [`Self::calls`]): one pipeline on one
+    /// server, the calls of each node on its connection on a cluster; with
+    /// `wait_replicas`, then `WAIT` on every node written (on the connection that
+    /// wrote). Fills `results` (`confirm`: commits known to have landed, whose replies
+    /// only confirm them); returns the indices refused with NOSCRIPT (not executed).
+    #[allow(clippy::too_many_arguments)]
     fn send(
         &self,
         conn: &mut Conn,
@@ -512,70 +648,145 @@ impl RedisStore {
         keys: &[String],
         tokens: &[String],
         todo: &[usize],
+        confirm: &[usize],
         results: &mut [RecordResult],
     ) -> Result<Vec<usize>, Failure> {
-        let mut cmds = Vec::with_capacity(todo.len());
-        for &i in todo {
-            let r = records[i];
-            let mut cmd = redis::cmd("EVALSHA");
-            cmd.arg(&self.sha)
-                .arg(1)
-                .arg(&keys[i])
-                .arg(r.expected_version)
-                .arg(r.expected_version + 1)
-                .arg(r.time_ms)
-                .arg(if r.delete_object { "d" } else { "w" })
-                .arg(&tokens[i])
-                .arg(r.entries.len());
-            for (name, value) in r.entries.iter() {
-                cmd.arg(name).arg(value);
+        let calls = self.calls(conn, records, keys, tokens, todo);
+        let wait = (self.wait_replicas > 0).then(|| {
+            let mut cmd = redis::cmd("WAIT");
+            cmd.arg(self.wait_replicas)
+                .arg(self.wait_timeout.as_millis().max(1) as u64);
+            cmd
+        });
+        let mut replies: Vec<Value> = Vec::with_capacity(calls.len());
+        let mut acks: Vec<(String, Value)> = Vec::new();
+        match conn {
+            Conn::One(c) => {
+                let mut pipe = redis::pipe();
+                for (_, _, cmd) in &calls {
+                    pipe.add_command(cmd.clone());
+                }
+                let n = calls.len() + usize::from(wait.is_some());
+                if let Some(w) = &wait {
+                    pipe.add_command(w.clone());
+                }
+                replies = c.req_packed_commands(&pipe.get_packed_pipeline(), 0, n)?;
+                if replies.len() != n {
+                    return Err(bad_reply(&self.name, &replies));
+                }
+                if wait.is_some() {
+                    let ack = replies.pop().unwrap_or(Value::Nil);
+                    acks.push(("the server".to_owned(), ack));
+                }
             }
-            for name in &r.deletes {
-                cmd.arg(name);
+            Conn::Cluster(c, _) => {
+                for (at, (g, idx, cmd)) in calls.iter().enumerate() {
+                    // Routed by KEYS[1]; a server error comes back as a reply.
+                    replies.push(match c.req_command(cmd) {
+                        Ok(v) => v,
+                        Err(e) => match e.try_into() {
+                            Ok(server) => Value::ServerError(server),
+                            Err(e) => return Err(Failure::Transient(e)),
+                        },
+                    });
+                    let last_of_node = calls.get(at + 1).is_none_or(|next| next.0 != *g);
+                    if let (Some(w), true) = (&wait, last_of_node) {
+                        let key = &keys[idx[0]];
+                        let route = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(
+                            Route::with_key(key, SlotAddr::Master),
+                        ));
+                        acks.push((format!("the node of {key}"), c.route_command(w, route)?));
+                    }
+                }
             }
-            cmds.push(cmd);
         }
-        let replies = pipeline(conn, cmds)?;
-        if replies.len() != todo.len() {
-            return Err(Failure::Final(StoreError(format!(
-                "{}: {} replies to {} commits",
-                self.name,
-                replies.len(),
-                todo.len()
-            ))));
+        for (node, ack) in acks {
+            if let Value::ServerError(e) = ack {
+                return Err(Failure::Transient(e.into()));
+            }
+            let acked = int_of(&ack).unwrap_or(-1);
+            if acked < i64::from(self.wait_replicas) {
+                return Err(Failure::Transient(redis::RedisError::from((
+                    ErrorKind::Io,
+                    "WAIT: too few replicas acknowledged",
+                    format!(
+                        "{acked} of {} replicas of {node} acknowledged within {:.3} s \
+                         (store_wait_timeout_s)",
+                        self.wait_replicas,
+                        self.wait_timeout.as_secs_f64()
+                    ),
+                ))));
+            }
         }
         let mut again = Vec::new();
-        for (&i, reply) in todo.iter().zip(replies) {
+        for ((_, idx, _), reply) in calls.iter().zip(replies) {
             match reply {
                 Value::ServerError(e) => {
                     let e = redis::RedisError::from(e);
                     if e.kind() == ErrorKind::Server(ServerErrorKind::NoScript) {
-                        again.push(i);
+                        again.extend_from_slice(idx);
                     } else if transient(&e) {
                         return Err(Failure::Transient(e));
                     } else {
                         return Err(Failure::Final(StoreError(format!(
                             "{}: commit of {} failed: {e}",
-                            self.name, records[i].identity
+                            self.name, records[idx[0]].identity
                         ))));
                     }
                 }
-                Value::Array(items) if items.len() == 2 => {
-                    let ok = int_of(&items[0]);
-                    let found = int_of(&items[1]);
-                    match (ok, found) {
-                        (Some(1), Some(_)) => results[i] = Ok(()),
-                        (Some(0), Some(found)) => {
-                            results[i] = Err(records[i].conflict_message(found as u64))
+                Value::Array(items) if items.len() % 2 == 0 => {
+                    // The conflicts: (commit number from 1, version found) pairs.
+                    for &i in idx {
+                        results[i] = Ok(());
+                    }
+                    for pair in items.chunks_exact(2) {
+                        let (Some(c), Some(found)) = (int_of(&pair[0]), int_of(&pair[1])) else {
+                            return Err(bad_reply(&self.name, &pair));
+                        };
+                        let Some(&i) = usize::try_from(c - 1).ok().and_then(|c| idx.get(c)) else {
+                            return Err(bad_reply(&self.name, &pair));
+                        };
+                        if confirm.binary_search(&i).is_err() {
+                            // (one that landed before, read back, stays Ok)
+                            results[i] = Err(records[i].conflict_message(found as u64));
                         }
-                        _ => return Err(bad_reply(&self.name, &items)),
                     }
                 }
                 other => return Err(bad_reply(&self.name, &other)),
             }
         }
+        again.sort_unstable();
         Ok(again)
     }
+}
+
+/// The sorted union of two sorted index lists.
+fn merged(a: &[usize], b: &[usize]) -> Vec<usize> {
+    let mut out: Vec<usize> = a.iter().chain(b).copied().collect();
+    out.sort_unstable();
+    out.dedup();
+    out
+}
+
+/// `idx` cut into runs of at most [`CALL_MAX_COMMITS`] commits whose `weight`s (bytes)
+/// add up to at most [`CALL_MAX_BYTES`] (a heavier commit alone in its run).
+fn split_calls(idx: &[usize], weight: impl Fn(usize) -> usize) -> Vec<Vec<usize>> {
+    let mut out: Vec<Vec<usize>> = Vec::new();
+    let mut part: Vec<usize> = Vec::new();
+    let mut size = 0;
+    for &i in idx {
+        let w = weight(i);
+        if !part.is_empty() && (part.len() >= CALL_MAX_COMMITS || size + w > CALL_MAX_BYTES) {
+            out.push(std::mem::take(&mut part));
+            size = 0;
+        }
+        part.push(i);
+        size += w;
+    }
+    if !part.is_empty() {
+        out.push(part);
+    }
+    out
 }
 
 fn bad_reply(name: &str, reply: &dyn fmt::Debug) -> Failure {
@@ -669,7 +880,7 @@ fn pipeline(conn: &mut Conn, cmds: Vec<redis::Cmd>) -> Result<Vec<Value>, Failur
             }
             c.req_packed_commands(&pipe.get_packed_pipeline(), 0, n)?
         }
-        Conn::Cluster(c) => {
+        Conn::Cluster(c, _) => {
             let mut pipe = redis::cluster::cluster_pipe();
             for cmd in cmds {
                 pipe.add_command(cmd);
@@ -695,23 +906,48 @@ fn load_script(conn: &mut Conn) -> redis::RedisResult<()> {
     Ok(())
 }
 
-/// The (host, port) of every primary of a cluster (`CLUSTER SLOTS`).
-fn primaries(conn: &mut ClusterConnection) -> redis::RedisResult<Vec<(String, u16)>> {
+/// The slot ranges of a cluster's primaries (`CLUSTER SLOTS`): `(first, last, index)`
+/// sorted by slot, the index into the primaries' `(host, port)` list.
+#[allow(clippy::type_complexity)]
+fn cluster_slots(
+    conn: &mut ClusterConnection,
+) -> redis::RedisResult<(Vec<(u16, u16, usize)>, Vec<(String, u16)>)> {
     let slots: Vec<Vec<Value>> = redis::cmd("CLUSTER").arg("SLOTS").query(conn)?;
-    let mut out: Vec<(String, u16)> = Vec::new();
+    let mut nodes: Vec<(String, u16)> = Vec::new();
+    let mut ranges = Vec::new();
     for range in slots {
         // [start, end, [host, port, id, ...], replicas...]
-        if let Some(Value::Array(node)) = range.get(2) {
+        if let (Some(first), Some(last), Some(Value::Array(node))) =
+            (range.first(), range.get(1), range.get(2))
+        {
             if let (Some(host), Some(port)) = (node.first(), node.get(1)) {
                 let host: String = redis::from_redis_value_ref(host)?;
                 let port: u16 = redis::from_redis_value_ref(port)?;
-                if !out.contains(&(host.clone(), port)) {
-                    out.push((host, port));
-                }
+                let at = match nodes.iter().position(|n| n.0 == host && n.1 == port) {
+                    Some(at) => at,
+                    None => {
+                        nodes.push((host, port));
+                        nodes.len() - 1
+                    }
+                };
+                let first: u16 = redis::from_redis_value_ref(first)?;
+                let last: u16 = redis::from_redis_value_ref(last)?;
+                ranges.push((first, last, at));
             }
         }
     }
-    Ok(out)
+    ranges.sort_unstable();
+    Ok((ranges, nodes))
+}
+
+/// The slot ranges of the primaries, see [`cluster_slots`].
+fn slot_ranges(conn: &mut ClusterConnection) -> redis::RedisResult<Vec<(u16, u16, usize)>> {
+    Ok(cluster_slots(conn)?.0)
+}
+
+/// The (host, port) of every primary of a cluster (`CLUSTER SLOTS`).
+fn primaries(conn: &mut ClusterConnection) -> redis::RedisResult<Vec<(String, u16)>> {
+    Ok(cluster_slots(conn)?.1)
 }
 
 /// SCAN the keys matching `pattern` on one server into `out`; `run` sends a command to it.
@@ -791,6 +1027,29 @@ mod tests {
 
     #[test]
     fn script_is_the_python_stores() {
-        assert!(COMMIT_SCRIPT.contains("redis.call('HGET', key, '@version')"));
+        assert!(COMMIT_SCRIPT.starts_with("#!lua flags=allow-cross-slot-keys\n"));
+        assert!(COMMIT_SCRIPT.contains("redis.pcall('HMGET', key, '@version', '@commit')"));
+        assert!(COMMIT_SCRIPT.trim_end().ends_with("return out"));
+    }
+
+    #[test]
+    fn key_slots_are_redis_cluster_slots() {
+        // CLUSTER KEYSLOT of Redis 7.0.
+        assert_eq!(key_slot(b"{a}"), 15495);
+        assert_eq!(key_slot(b"x{b}y"), 3300);
+        assert_eq!(key_slot(b"{}c"), 2617);
+        assert_eq!(key_slot(b"foo"), 12182);
+    }
+
+    #[test]
+    fn calls_are_cut_by_count_and_bytes() {
+        let idx: Vec<usize> = (0..2500).collect();
+        let parts = split_calls(&idx, |_| 10);
+        assert_eq!(
+            parts.iter().map(Vec::len).collect::<Vec<_>>(),
+            [1024, 1024, 452]
+        );
+        let parts = split_calls(&[0, 1, 2], |i| if i == 1 { CALL_MAX_BYTES + 1 } else { 1 });
+        assert_eq!(parts, [vec![0], vec![1], vec![2]]);
     }
 }
