@@ -73,7 +73,7 @@ async def test_native_one_call_commit_needs_no_python_frame(sdk, monkeypatch) ->
         c.count = v
         await c.commit_async()
     on_native_engine = runtime.current().engine.commit_object is not None
-    assert on_native_engine == (sdk.impl == "native" and sdk.store != "memory")
+    assert on_native_engine == (sdk.impl == "native")
     if on_native_engine:
         assert calls == [c]
     else:  # the Python definition is the method itself
