@@ -184,30 +184,34 @@ def _native_redis(url: str) -> bool:
 
 
 # The native methods made for the last extension module used: (module, __setattr__,
-# commit_async).
-_object_methods: tuple[Any, Any, Any] | None = None
+# commit_async, commit).
+_object_methods: tuple[Any, Any, Any, Any] | None = None
 
 
 def _install_object_methods(native: ModuleType | None, native_engine: bool) -> None:
     """Make ``OaasObject.__setattr__`` and, when the engine is the native one,
-    ``OaasObject.commit_async`` the native methods of ``native`` (one call with no Python
-    frame, same behaviour as the Python definitions, which the native ``commit_async``
-    calls for every case but the one-call commit), or, with ``None``, the Python
-    definitions again."""
+    ``OaasObject.commit_async`` and ``OaasObject.commit`` the native methods of
+    ``native`` (one call with no Python frame, same behaviour as the Python definitions,
+    which the native ``commit_async`` / ``commit`` call for every case but the one-call
+    commit), or, with ``None``, the Python definitions again."""
     global _object_methods
-    from .model.object import _PY_COMMIT_ASYNC, _PY_SETATTR, OaasObject
+    from .model.object import _PY_COMMIT, _PY_COMMIT_ASYNC, _PY_SETATTR, OaasObject
 
     if native is None:
         OaasObject.__setattr__ = _PY_SETATTR  # type: ignore[method-assign]
         OaasObject.commit_async = _PY_COMMIT_ASYNC  # type: ignore[method-assign]
+        OaasObject.commit = _PY_COMMIT  # type: ignore[method-assign]
         return
     if _object_methods is None or _object_methods[0] is not native:
         _object_methods = (native, native.object_setattr(OaasObject),
-                           native.object_commit_async(OaasObject))
+                           native.object_commit_async(OaasObject),
+                           native.object_commit(OaasObject))
     OaasObject.__setattr__ = _object_methods[1]  # type: ignore[method-assign]
-    # On the Python engine the native commit_async could only call the Python one.
+    # On the Python engine the native commit methods could only call the Python ones.
     OaasObject.commit_async = (  # type: ignore[method-assign]
         _object_methods[2] if native_engine else _PY_COMMIT_ASYNC)
+    OaasObject.commit = (  # type: ignore[method-assign]
+        _object_methods[3] if native_engine else _PY_COMMIT)
 
 
 def server_implementation(config: OaasConfig) -> Literal["native", "python"]:

@@ -102,6 +102,9 @@ class NativeEngine:
         #: :class:`PythonEngine`.
         self.commit_object = self._eng.commit_object
         self._commit_object_future = self._eng.commit_object_future
+        #: ``commit_object`` of the blocking ``commit()``: returns once the commit is
+        #: written with ``durability="sync"`` (``_native.Engine.commit_object_wait``).
+        self.commit_object_wait = self._eng.commit_object_wait
         self.durability = durability
         #: Whether commits are written in the committing thread (the memory store).
         self.inline = memory is not None

@@ -287,6 +287,42 @@ impl PyEngine {
         Err(Failed::Final(error))
     }
 
+    /// The blocking `commit()`'s one call (`commit_object_wait`): [`Self::commit_now`]
+    /// when commits are acknowledged at submit; with `durability="sync"` the commit is
+    /// queued with a ticket and applied, then waited for with the GIL released. When it
+    /// fails the object is undone (`_oaas_undo_entries`: old version and committed bytes,
+    /// its fields dirty again) and the error is `Failed::Final`.
+    pub(crate) fn commit_wait<'py>(
+        &self,
+        obj: &Bound<'py, PyAny>,
+        encoders: &Bound<'py, PyDict>,
+        known: Option<Known<'py>>,
+    ) -> Result<(), Failed> {
+        if !self.durable {
+            return self.commit_now(obj, encoders, known);
+        }
+        let py = obj.py();
+        let engine = self.engine().map_err(Failed::Retry)?;
+        throttle(py, &engine).map_err(Failed::Final)?;
+        let (record, p) = commit::prepare(obj, encoders, known).map_err(Failed::Retry)?;
+        if p.is_empty() {
+            return commit::settle(obj, p).map_err(Failed::Final);
+        }
+        let undo = p.undo(obj).map_err(Failed::Retry)?;
+        let ticket = engine
+            .submit(record, 0)
+            .map_err(|e| Failed::Retry(storage_err(e)))?;
+        commit::apply(obj, p).map_err(Failed::Final)?;
+        let outcome = py.detach(move || ticket.wait(None));
+        match outcome.as_ref().and_then(outcome_err) {
+            None => Ok(()),
+            Some(error) => {
+                undo.run(py).map_err(Failed::Final)?;
+                Err(Failed::Final(error))
+            }
+        }
+    }
+
     /// `commit_object_future`: see there. `None`: nothing changed (the object is
     /// settled, nothing queued).
     pub(crate) fn commit_future<'py>(
@@ -496,6 +532,21 @@ impl PyEngine {
     /// when the object lacks its state. Nothing is queued or changed then.
     fn commit_object(&self, obj: &Bound<'_, PyAny>, encoders: &Bound<'_, PyDict>) -> PyResult<()> {
         self.commit_now(obj, encoders, None)
+            .map_err(Failed::into_err)
+    }
+
+    /// `commit_object` of the blocking `commit()`: with `durability="async"` (or on the
+    /// memory store) the same; with `"sync"` it returns once the commit's batch is
+    /// written (fsynced), waiting with the GIL released, and raises the commit's
+    /// `ConflictError` / `StorageError` after the object's changes are restored
+    /// (`OaasObject._oaas_undo_entries`). Encoding errors as `commit_object`; nothing is
+    /// queued then.
+    fn commit_object_wait(
+        &self,
+        obj: &Bound<'_, PyAny>,
+        encoders: &Bound<'_, PyDict>,
+    ) -> PyResult<()> {
+        self.commit_wait(obj, encoders, None)
             .map_err(Failed::into_err)
     }
 
@@ -758,6 +809,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
         crate::object::front::object_commit_async,
         m
     )?)?;
+    m.add_function(wrap_pyfunction!(crate::object::front::object_commit, m)?)?;
     crate::object::state::register(m)?;
     crate::object::future::register(m)
 }

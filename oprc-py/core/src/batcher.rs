@@ -1266,7 +1266,10 @@ mod tests {
             .read(&rec(1, 0, b"").object_key, &"o")
             .expect("read")
             .expect("present");
-        assert_eq!((got.meta.version, got.entries[0].1.as_slice()), (3, &2u64.to_be_bytes()[..]));
+        assert_eq!(
+            (got.meta.version, got.entries[0].1.as_slice()),
+            (3, &2u64.to_be_bytes()[..])
+        );
         let (st, depth) = e.stats();
         assert_eq!(
             (st.commits, st.failed_commits, st.batches, depth),

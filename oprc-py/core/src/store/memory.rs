@@ -56,7 +56,8 @@ impl Stored {
             }
         }
         if !r.deletes.is_empty() {
-            self.entries.retain(|(n, _)| !r.deletes.iter().any(|d| **d == **n));
+            self.entries
+                .retain(|(n, _)| !r.deletes.iter().any(|d| **d == **n));
         }
     }
 
@@ -205,7 +206,8 @@ mod tests {
     }
 
     fn read(s: &MemoryStore, r: &WriteRecord) -> Option<StoredObject> {
-        s.read(&r.object_key, &"o").expect("a memory read never fails")
+        s.read(&r.object_key, &"o")
+            .expect("a memory read never fails")
     }
 
     #[test]
