@@ -65,9 +65,10 @@ class Backend:
 
     ``native``: the extension module, or ``None`` for pure Python. ``native_engine``:
     whether the engine is the native one (the native extension with a store the SDK
-    opens itself: LMDB, or Redis and Redis Cluster without redis-py options, see
-    :func:`~oaas_sdk.stores.redis.native_target`); every other store runs the Python
-    engine.
+    opens itself: LMDB, Redis and Redis Cluster without redis-py options, see
+    :func:`~oaas_sdk.stores.redis.native_target`, and memory, or with the native memory
+    store given to the runtime); every other store, and any other store given to the
+    runtime, runs the Python engine.
     """
 
     __slots__ = ("native", "native_engine")
@@ -94,16 +95,22 @@ class Backend:
 
     def open_engine(self, config: OaasConfig, store_url: str, store: Store | None,
                     inline: bool) -> Engine:
-        """The engine of a runtime: native over the LMDB directory or the Redis server of
-        ``store_url`` when :attr:`native_engine`, else the Python engine over ``store``
-        (or the store ``store_url`` opens). ``inline``: commit in the caller's thread
-        (memory store). Raises :class:`StorageError` when the store cannot be opened."""
+        """The engine of a runtime: native over the LMDB directory, the Redis server or
+        the memory store of ``store_url`` (or over ``store``, a native memory store) when
+        :attr:`native_engine`, else the Python engine over ``store`` (or the store
+        ``store_url`` opens). ``inline``: commit in the caller's thread (memory store).
+        Raises :class:`StorageError` when the store cannot be opened."""
         from .engine import NativeEngine, PythonEngine
         from .stores import lmdb_location, open_store, parse_storage_url
+        from .stores.memory import NativeMemoryStore
 
         settings = engine_settings(config)
         if self.native_engine and self.native is not None:
             kind, loc = parse_storage_url(store_url)
+            if isinstance(store, NativeMemoryStore) or kind == "memory":
+                memory = (store if isinstance(store, NativeMemoryStore)
+                          else NativeMemoryStore(self.native))
+                return NativeEngine(self.native, "", **settings, memory=memory)
             if kind in ("redis", "redis+cluster"):
                 from .stores.redis import native_target
 
@@ -154,15 +161,20 @@ def select(config: OaasConfig, store: Store | None = None) -> Backend:
     ``"off"``), once per runtime: the codec (process-wide: the latest configuration
     picks), ``OaasObject``'s hot methods, and the returned :class:`Backend`'s cache,
     engine and mapped-file factories. ``store``: a store given to the runtime (the engine
-    is then the Python one). Raises :class:`ConfigError` for ``native="on"`` without the
+    is then the Python one, except for a native memory store with the native
+    implementation). Raises :class:`ConfigError` for ``native="on"`` without the
     extension."""
     from .stores import parse_storage_url
+    from .stores.memory import NativeMemoryStore
 
     native = select_codec(config.native)
     kind, _ = parse_storage_url("memory" if config.mock_mode else config.storage)
-    backend = Backend(native, native is not None and store is None
-                      and (kind == "lmdb" or (kind in ("redis", "redis+cluster")
-                                              and _native_redis(config.storage))))
+    if store is None:
+        native_store = kind in ("lmdb", "memory") or (
+            kind in ("redis", "redis+cluster") and _native_redis(config.storage))
+    else:
+        native_store = isinstance(store, NativeMemoryStore)
+    backend = Backend(native, native is not None and native_store)
     _install_object_methods(native, backend.native_engine)
     return backend
 
@@ -175,31 +187,36 @@ def _native_redis(url: str) -> bool:
 
 
 # The native methods made for the last extension module used: (module, __setattr__,
-# commit_async).
-_object_methods: tuple[Any, Any, Any] | None = None
+# commit_async, commit).
+_object_methods: tuple[Any, Any, Any, Any] | None = None
 
 
 def _install_object_methods(native: ModuleType | None, native_engine: bool) -> None:
     """Make ``OaasObject.__setattr__`` and, when the engine is the native one,
-    ``OaasObject.commit_async`` the native methods of ``native`` (one call with no Python
-    frame, same behaviour as the Python definitions, which the native ``commit_async``
-    calls for every case but the one-call commit), or, with ``None``, the Python
-    definitions again."""
+    ``OaasObject.commit_async`` and ``OaasObject.commit`` the native methods of
+    ``native`` (one call with no Python frame, same behaviour as the Python definitions,
+    which the native ``commit_async`` / ``commit`` call for every case but the one-call
+    commit), or, with ``None``, the Python definitions again."""
     global _object_methods
-    from .model.object import _PY_COMMIT_ASYNC, _PY_SETATTR, OaasObject, _set_lifecycle
+    from .model.object import (_PY_COMMIT, _PY_COMMIT_ASYNC, _PY_SETATTR, OaasObject,
+                                _set_lifecycle)
 
     _set_lifecycle(_lifecycle(native))
     if native is None:
         OaasObject.__setattr__ = _PY_SETATTR  # type: ignore[method-assign]
         OaasObject.commit_async = _PY_COMMIT_ASYNC  # type: ignore[method-assign]
+        OaasObject.commit = _PY_COMMIT  # type: ignore[method-assign]
         return
     if _object_methods is None or _object_methods[0] is not native:
         _object_methods = (native, native.object_setattr(OaasObject),
-                           native.object_commit_async(OaasObject))
+                           native.object_commit_async(OaasObject),
+                           native.object_commit(OaasObject))
     OaasObject.__setattr__ = _object_methods[1]  # type: ignore[method-assign]
-    # On the Python engine the native commit_async could only call the Python one.
+    # On the Python engine the native commit methods could only call the Python ones.
     OaasObject.commit_async = (  # type: ignore[method-assign]
         _object_methods[2] if native_engine else _PY_COMMIT_ASYNC)
+    OaasObject.commit = (  # type: ignore[method-assign]
+        _object_methods[3] if native_engine else _PY_COMMIT)
 
 
 # The native create and load made for the last extension module used: (module, Lifecycle).

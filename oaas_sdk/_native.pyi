@@ -60,11 +60,35 @@ class CommitFuture:
     def close(self) -> None: ...
 
 
+class MemoryStore:
+    """Objects in process memory with the durable stores' version checks
+    (``oprc-py/core/src/store/memory.rs``); shared by every :class:`Engine` given it."""
+
+    def __init__(self) -> None: ...
+    @property
+    def name(self) -> str:
+        """``"memory store"``."""
+    def __len__(self) -> int: ...
+    def read(self, cls_id: str, partition_id: int,
+             object_id: int | str) -> tuple[int, int, int, dict[str, bytes]] | None:
+        """``(version, created_ms, updated_ms, {field: bytes})`` or ``None``."""
+    def write_batch(self, records: list[tuple[str, int, int | str, int, dict[str, bytes],
+                                              list[str], bool, int]]) -> list[str | None]:
+        """Apply ``(cls_id, partition_id, object_id, expected_version, entries, deletes,
+        delete_object, time_ms)`` records in order; per record ``None`` or the conflict."""
+    def scan(self, prefix: bytes) -> list[bytes]:
+        """Object keys starting with ``prefix``, in key order."""
+
+
 class Engine:
     """Native batcher + persister over an LMDB environment in directory ``path``, or,
-    with ``redis=(prefix, name, retry_deadline_s, cluster, ca_file)``, over the Redis
-    server of URL ``path`` (``cluster``: the Redis Cluster of the startup node URLs in
-    ``path``, one per line; ``ca_file``: PEM CA certificates for TLS).
+    with ``redis=(prefix, name, retry_deadline_s, cluster, ca_file, wait_replicas,
+    wait_timeout_s)``, over the Redis server of URL ``path`` (``cluster``: the Redis
+    Cluster of the startup node URLs in ``path``, one per line; ``ca_file``: PEM CA
+    certificates for TLS; ``WAIT`` for ``wait_replicas`` replicas, at most
+    ``wait_timeout_s`` seconds, after each batch when > 0), or, with
+    ``memory=store``, over that :class:`MemoryStore`, written in the committing thread
+    (no persister; a commit is done when submitted).
 
     Raises ``StorageError`` when the store cannot be opened (a file, a corrupt or foreign
     environment, no permission; a Redis server unreachable within the deadline)."""
@@ -72,7 +96,8 @@ class Engine:
     def __init__(self, path: str, *, durability: str, batch_max_entries: int,
                  batch_max_delay_ms: float, pending_max_bytes: int, map_size: int = 1 << 30,
                  max_map_size: int = 1 << 40,
-                 redis: tuple[str, str, float, bool, str | None] | None = None) -> None:
+                 redis: tuple[str, str, float, bool, str | None, int, float] | None = None,
+                 memory: MemoryStore | None = None) -> None:
         """The settings without defaults come from ``OaasConfig`` (``ENGINE_DEFAULTS``)."""
     @property
     def name(self) -> str: ...
@@ -86,6 +111,10 @@ class Engine:
         fields whose bytes changed, queue the commit and apply and settle it on the object,
         in one call (acknowledged once queued; nothing queued when nothing changed).
         Encoding errors propagate with ``_oaas_field`` set; ``StorageError`` when closed."""
+    def commit_object_wait(self, obj: Any, encoders: dict[str, Any]) -> None:
+        """``commit_object`` of the blocking ``commit()``: with ``durability="sync"``
+        returns once written (GIL released while waiting) or raises the commit's error
+        after undoing the object's changes."""
     def commit_object_future(self, obj: Any, encoders: dict[str, Any],
                              event_loop: Any) -> CommitFuture | None:
         """``commit_object`` of a durable commit: returns a future of ``event_loop``,
@@ -173,6 +202,11 @@ class Lifecycle:
              plan: tuple[tuple[str, Any, Any], ...]) -> Any:
         """The object from a stored record (immutable fields decoded by ``plan``),
         registered in ``rt.identity``; errors leave nothing registered."""
+
+def object_commit(cls: type) -> Any:
+    """A method descriptor of ``cls`` (``OaasObject``) running the native ``commit``: the
+    one-call commit (waited for with the GIL released), else ``cls._oaas_py_commit``
+    (``oaas_sdk._backend`` installs it)."""
 
 # ------------------------------------------------------------------ data path (data.rs)
 # Byte format: docs/format.md, "State codec". Used through oaas_sdk.codec and

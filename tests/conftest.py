@@ -35,6 +35,7 @@ class Sdk:
     store: str
     path: Path | None
     url: str = ""  # the storage URL of the redis stores
+    started: bool = False  # configured once: a memory store is this test's from then on
 
     def config(self, **over: object) -> OaasConfig:
         kw: dict[str, object] = {
@@ -49,16 +50,19 @@ class Sdk:
     def reconfigure(self, **over: object) -> None:
         """Start over as a new process would: empty identity map and cache, same store.
 
-        The memory store object is carried over (it would vanish with a real process)."""
+        The memory store object is carried over (it would vanish with a real process),
+        except on the first call: the test starts with the store its configuration opens
+        (with the native implementation, the native memory store and engine)."""
         from oaas_sdk import runtime
         from oaas_sdk.stores.memory import MemoryStore
 
         store = None
         rt = runtime.current()
-        if self.store == "memory" and isinstance(rt.engine.store, MemoryStore):
+        if self.store == "memory" and self.started and isinstance(rt.engine.store, MemoryStore):
             rt.flush()
             store = rt.engine.store
         runtime.configure(self.config(**over), store=store)
+        self.started = True
 
 
 def _need_impl(impl: str) -> None:

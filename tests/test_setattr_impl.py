@@ -13,13 +13,13 @@ from oaas_sdk import OaasObject, ValidationError, oaas
 from .models import Counter
 
 
-@pytest.mark.parametrize("method", ["__setattr__", "commit_async"])
+@pytest.mark.parametrize("method", ["__setattr__", "commit_async", "commit"])
 def test_implementation_follows_configuration(sdk, method: str) -> None:
-    """The native methods are installed with ``native="on"``; ``commit_async`` only on the
-    native engine's stores, LMDB and Redis (the memory store's engine is the Python one).
-    Else the Python definitions."""
+    """The native methods are installed with ``native="on"`` (``commit_async`` and
+    ``commit`` on the native engine, which runs every store of these tests: LMDB, Redis,
+    memory). Else the Python definitions."""
     impl = OaasObject.__dict__[method]
-    if sdk.impl == "native" and (method == "__setattr__" or sdk.store != "memory"):
+    if sdk.impl == "native":
         assert not isinstance(impl, types.FunctionType)  # a method descriptor
     else:
         assert isinstance(impl, types.FunctionType)

@@ -3,7 +3,8 @@
 - ``protocol``: what both engines share (tickets, the commit future, settling waiters).
 - ``_fallback``: :class:`PythonEngine`, the pure-Python engine over any store (memory, LMDB
   with ``native="off"``, Redis).
-- ``_native``: :class:`NativeEngine`, the adapter of the native engine (LMDB or Redis).
+- ``_native``: :class:`NativeEngine`, the adapter of the native engine (LMDB, Redis or
+  memory).
 
 The runtime gets its engine from the seam (``oaas_sdk._backend``); see docs/engine.md.
 """

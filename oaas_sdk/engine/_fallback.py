@@ -107,6 +107,7 @@ class PythonEngine:
         self.acks_at_submit = inline or durability == "async"
         #: The native engine's one-call commit (see NativeEngine); this engine has none.
         self.commit_object: Any = None
+        self.commit_object_wait: Any = None
         #: The native engine object (see NativeEngine); none here.
         self._eng: Any = None
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()

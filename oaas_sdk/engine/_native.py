@@ -1,8 +1,9 @@
 """The adapter of the native engine (``oaas_sdk._native.Engine``, ``oprc-py/src/engine/``):
 :class:`NativeEngine` offers the Python :class:`~oaas_sdk.engine.PythonEngine`'s interface;
 batching, persistence and waiting happen in Rust with the GIL released; the native
-stores are LMDB, Redis and Redis Cluster (``oprc-py/core/src/store/``). It is given the
-extension module by the seam (``oaas_sdk._backend``)."""
+stores are LMDB, Redis and Redis Cluster, and memory (``oprc-py/core/src/store/``), where
+each commit is written in the committing thread. It is given the extension module by the
+seam (``oaas_sdk._backend``)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from typing import Any
 
 from ..config import ENGINE_DEFAULTS as _D
 from ..stores import ObjectKey, StoredObject, WriteRecord
+from ..stores.memory import NativeMemoryStore
 from . import protocol
 from .protocol import CommitFuture, OnError, _dispatch, _settle, _settle_many, _Waiter
 
@@ -56,8 +58,12 @@ class NativeEngine:
     per line; TLS verified against the PEM file ``ca_file``, ``None``: the system's CAs; same keys
     and bytes as :class:`~oaas_sdk.stores.redis.RedisStore`, keys under ``prefix``, ``name``
     in messages, retried for ``retry_deadline_s`` seconds while unreachable, ``WAIT`` for
-    ``wait_replicas`` replicas after each batch when > 0). Other
-    arguments as :class:`PythonEngine`, plus ``map_size``/``max_map_size`` (bytes, LMDB).
+    ``wait_replicas`` replicas after each batch when > 0), or, with
+    ``memory=store`` (a :class:`~oaas_sdk.stores.memory.NativeMemoryStore`; ``path`` is
+    then unused), that memory store: each commit is written in the committing thread, so
+    it is done (written or refused) when submitted, whatever ``durability`` says, as
+    :class:`PythonEngine` with ``inline=True``. Other arguments as :class:`PythonEngine`,
+    plus ``map_size``/``max_map_size`` (bytes, LMDB).
     ``submit`` returns a native ticket whose ``wait()`` releases the GIL. ``submit_future``
     gives a future of the caller's loop: the native persister reports each batch's
     outcomes at once, and the loop, watching the engine's completion socket, resolves them
@@ -73,17 +79,19 @@ class NativeEngine:
                  batch_max_delay_ms: float = _D["batch_max_delay_ms"],
                  pending_max_bytes: int = _D["pending_max_bytes"],
                  redis: tuple[str, str, float, bool, str | None, int, float] | None = None,
+                 memory: NativeMemoryStore | None = None,
                  **store_options: int) -> None:
         from ..stores.lmdb import claim_environment, release_environment
 
         self._claim: object | None = None
-        if redis is None:
+        if redis is None and memory is None:
             self._claim = claim_environment(path, "the native engine")
         try:
             self._eng = native.Engine(path, durability=durability,
                                       batch_max_entries=batch_max_entries,
                                       batch_max_delay_ms=batch_max_delay_ms,
                                       pending_max_bytes=pending_max_bytes, redis=redis,
+                                      memory=None if memory is None else memory.native,
                                       **store_options)
         except BaseException:
             if self._claim is not None:
@@ -95,13 +103,23 @@ class NativeEngine:
         #: :class:`PythonEngine`.
         self.commit_object = self._eng.commit_object
         self._commit_object_future = self._eng.commit_object_future
+        #: ``commit_object`` of the blocking ``commit()``: returns once the commit is
+        #: written with ``durability="sync"`` (``_native.Engine.commit_object_wait``).
+        self.commit_object_wait = self._eng.commit_object_wait
         self.durability = durability
-        self.inline = False
+        #: Whether commits are written in the committing thread (the memory store).
+        self.inline = memory is not None
         #: Whether a ticket completes before submit returns (no future needed).
-        self.acks_at_submit = durability == "async"
-        # The view's path: the LMDB directory, or the store's name (a Redis URL may hold a
-        # password).
-        self.store = _NativeStoreView(self._eng, path if redis is None else self._eng.name)
+        self.acks_at_submit = durability == "async" or self.inline
+        self.store: _NativeStoreView | NativeMemoryStore
+        if memory is not None:
+            self.store = memory
+            self.read = memory.read  # type: ignore[method-assign]  # nothing is pending
+        else:
+            # The view's path: the LMDB directory, or the store's name (a Redis URL may
+            # hold a password).
+            self.store = _NativeStoreView(self._eng,
+                                          path if redis is None else self._eng.name)
         self._waiters: dict[int, _Waiter] = {}
         self._tokens = itertools.count(1)
         self._dispatcher: threading.Thread | None = None

@@ -134,6 +134,7 @@ class OaasObject:
     # For the native commit_async (set below the class): the Python definition, the
     # awaitable of a commit acknowledged at once, error -> failed awaitable.
     _oaas_py_commit_async: ClassVar[Any]
+    _oaas_py_commit: ClassVar[Any]
     _oaas_done: ClassVar[Any]
     _oaas_failed: ClassVar[Any]
     # Per class (never inherited: read from cls.__dict__): see _oaas_build_plan.
@@ -714,10 +715,11 @@ class OaasObject:
         st = self._oaas_state
         rt = st.rt
         eng = rt.engine
-        if (eng.commit_object is not None and eng.acks_at_submit and not st.deleted
+        if (eng.commit_object is not None and not st.deleted
                 and not type(self)._oaas_mapped):
-            # Native engine, durability="async": the one-call commit, done once queued.
-            error = self._oaas_commit_queued(eng)
+            # Native engine: the one-call commit, done once queued (durability="async",
+            # the memory store) or, waited for with the GIL released, once written.
+            error = self._oaas_commit_queued(eng, eng.commit_object_wait)
             if error is not None:
                 raise error
             return
@@ -808,10 +810,12 @@ class OaasObject:
             self._oaas_mark_stale(self._oaas_key(), st.version)
         return _DONE if fut is None else fut
 
-    def _oaas_commit_queued(self, eng: Any) -> BaseException | None:
+    def _oaas_commit_queued(self, eng: Any, call: Any = None) -> BaseException | None:
         """The one-call commit of :meth:`_oaas_commit_native` on an engine that
-        acknowledges at submit (``durability="async"``): done once queued. Returns the
-        error (the object then keeps its changes, nothing queued), else ``None``."""
+        acknowledges at submit (``durability="async"``, the memory store): done once
+        queued; with ``call=eng.commit_object_wait`` (blocking ``commit()``), once written
+        whatever the durability. Returns the error (the object then keeps its changes),
+        else ``None``."""
         st = self._oaas_state
         if not st.dirty and not st.live and st.version:
             st.rt.dirty.pop(id(self), None)
@@ -819,7 +823,7 @@ class OaasObject:
         encoders = type(self)._oaas_encoders or type(self)._oaas_build_encoders()
         fresh = st.stale is None
         try:
-            eng.commit_object(self, encoders)
+            (call or eng.commit_object)(self, encoders)
         except (TypeError, SerializationError) as e:
             return self._oaas_encode_error(e)
         except BaseException as e:
@@ -941,6 +945,8 @@ def _failed(e: BaseException) -> Awaitable[None]:
 # commit_async and the awaitables it returns on the class.
 _PY_SETATTR = OaasObject.__dict__["__setattr__"]
 _PY_COMMIT_ASYNC = OaasObject.__dict__["commit_async"]
+_PY_COMMIT = OaasObject.__dict__["commit"]
 OaasObject._oaas_py_commit_async = _PY_COMMIT_ASYNC
+OaasObject._oaas_py_commit = _PY_COMMIT
 OaasObject._oaas_done = _DONE
 OaasObject._oaas_failed = staticmethod(_failed)

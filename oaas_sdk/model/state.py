@@ -92,7 +92,8 @@ STATE_FIELDS: tuple[str, ...] = ObjectState.__slots__
 #: ``state.rs`` (``class_attr``) names the same, in this order.
 CLASS_ATTRS: tuple[str, ...] = (
     "_oaas_conv", "_oaas_build_conv", "_oaas_mapped", "_oaas_encoders", "_oaas_done",
-    "_oaas_failed", "_oaas_py_commit_async", "_oaas_key", "_oaas_undo_entries")
+    "_oaas_failed", "_oaas_py_commit_async", "_oaas_key", "_oaas_undo_entries",
+    "_oaas_py_commit")
 
 #: The attribute an encoding error gets, naming the field whose value failed.
 ERROR_FIELD_ATTR = "_oaas_field"

@@ -14,6 +14,7 @@ use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString};
 
+use crate::memory::PyMemoryStore;
 use crate::object::commit::{self, Known, NativeWaiter};
 use crate::object::future::CommitFuture;
 
@@ -123,8 +124,8 @@ pub(crate) fn object_id(ob: &Bound<'_, PyAny>) -> PyResult<ObjectId> {
     }
 }
 
-/// The native engine over an LMDB or a Redis store: batcher, persister (group commit),
-/// reads.
+/// The native engine over an LMDB, a Redis or a memory store: batcher, persister (group
+/// commit), reads.
 ///
 /// `path`: directory of the LMDB environment (created when missing; layout in
 /// docs/format.md); with `redis=(prefix, name, retry_deadline_s, cluster, ca_file,
@@ -142,6 +143,9 @@ pub(crate) fn object_id(ob: &Bound<'_, PyAny>) -> PyResult<ObjectId> {
 /// close a batch. `map_size` / `max_map_size`: initial and largest LMDB map, in bytes.
 /// `pending_max_bytes`: write throttling, a commit waits (GIL released) while more than
 /// this many bytes of entry values are queued and unwritten (0: no bound).
+/// With `memory=store` (a `MemoryStore`; `path` is ignored) the engine writes into that
+/// store, in the committing thread (no persister): a commit's outcome is known when
+/// `submit` or `commit_object` returns, whatever `durability` says.
 /// Raises `StorageError` when the store cannot be opened.
 #[pyclass(name = "Engine", module = "oaas_sdk._native", frozen)]
 pub struct PyEngine {
@@ -257,6 +261,10 @@ impl PyEngine {
 
     /// `commit_object`: see there.
     /// `known`: the object's bookkeeping when the caller read it already.
+    /// On the memory store (inline) the commit is written before this returns; when it
+    /// is refused the object is undone as `OaasObject.commit_async` does after a failed
+    /// submission (applied, then `_oaas_undo_entries`: old version and committed bytes, its
+    /// fields dirty again) and the error is `Failed::Final`.
     pub(crate) fn commit_now<'py>(
         &self,
         obj: &Bound<'py, PyAny>,
@@ -269,10 +277,52 @@ impl PyEngine {
         if p.is_empty() {
             return commit::settle(obj, p).map_err(Failed::Final);
         }
-        engine
+        let outcome = engine
+            .submit_acknowledged(record)
+            .map_err(|e| Failed::Retry(storage_err(e)))?;
+        let Some(error) = outcome_err(&outcome) else {
+            return commit::apply(obj, p).map_err(Failed::Final);
+        };
+        let undo = p.undo(obj).map_err(Failed::Final)?;
+        commit::apply(obj, p).map_err(Failed::Final)?;
+        undo.run(obj.py()).map_err(Failed::Final)?;
+        Err(Failed::Final(error))
+    }
+
+    /// The blocking `commit()`'s one call (`commit_object_wait`): [`Self::commit_now`]
+    /// when commits are acknowledged at submit; with `durability="sync"` the commit is
+    /// queued with a ticket and applied, then waited for with the GIL released. When it
+    /// fails the object is undone (`_oaas_undo_entries`: old version and committed bytes,
+    /// its fields dirty again) and the error is `Failed::Final`.
+    pub(crate) fn commit_wait<'py>(
+        &self,
+        obj: &Bound<'py, PyAny>,
+        encoders: &Bound<'py, PyDict>,
+        known: Option<Known<'py>>,
+    ) -> Result<(), Failed> {
+        if !self.durable {
+            return self.commit_now(obj, encoders, known);
+        }
+        let py = obj.py();
+        let engine = self.engine().map_err(Failed::Retry)?;
+        throttle(py, &engine).map_err(Failed::Final)?;
+        let (record, p) = commit::prepare(obj, encoders, known).map_err(Failed::Retry)?;
+        if p.is_empty() {
+            return commit::settle(obj, p).map_err(Failed::Final);
+        }
+        let undo = p.undo(obj).map_err(Failed::Retry)?;
+        let ticket = engine
             .submit(record, 0)
             .map_err(|e| Failed::Retry(storage_err(e)))?;
-        commit::apply(obj, p).map_err(Failed::Final)
+        commit::apply(obj, p).map_err(Failed::Final)?;
+        let outcome = py.detach(move || ticket.wait(None));
+        match outcome.as_ref().and_then(outcome_err) {
+            None => Ok(()),
+            Some(error) => {
+                undo.run(py).map_err(Failed::Final)?;
+                Err(Failed::Final(error))
+            }
+        }
     }
 
     /// `commit_object_future`: see there. `None`: nothing changed (the object is
@@ -313,7 +363,8 @@ impl PyEngine {
         Ok(Some(future.into_bound(py).into_any()))
     }
 
-    /// Whether commits are acknowledged when written (`durability="sync"`).
+    /// Whether commits are acknowledged when written and that is later than when they
+    /// are submitted (`durability="sync"`, not the memory store).
     pub(crate) fn durable(&self) -> bool {
         self.durable
     }
@@ -341,7 +392,7 @@ impl PyEngine {
     // (`OaasConfig`, via `oaas_sdk.config.ENGINE_DEFAULTS`), their one source.
     #[pyo3(signature = (path, *, durability, batch_max_entries, batch_max_delay_ms,
                         pending_max_bytes, map_size=DEFAULT_MAP_SIZE,
-                        max_map_size=DEFAULT_MAX_MAP_SIZE, redis=None))]
+                        max_map_size=DEFAULT_MAX_MAP_SIZE, redis=None, memory=None))]
     fn new(
         py: Python<'_>,
         path: PathBuf,
@@ -352,6 +403,7 @@ impl PyEngine {
         map_size: usize,
         max_map_size: usize,
         redis: Option<RedisSettings>,
+        memory: Option<PyRef<'_, PyMemoryStore>>,
     ) -> PyResult<Self> {
         let durable = match durability {
             "sync" => true,
@@ -371,8 +423,12 @@ impl PyEngine {
             batch_max_delay: Duration::from_secs_f64(batch_max_delay_ms / 1000.0),
             pending_max_bytes,
         };
+        let memory = memory.map(|m| Arc::clone(&m.0));
         let engine = py
             .detach(move || {
+                if let Some(m) = memory {
+                    return Engine::start(AnyStore::Memory(m), cfg);
+                }
                 let store = match redis {
                     Some((prefix, name, deadline_s, cluster, ca_file, wait_n, wait_s)) => {
                         let ca_pem = match ca_file {
@@ -406,6 +462,8 @@ impl PyEngine {
             })
             .map_err(storage_err)?;
         let name = oprc_core::store::Store::name(engine.store()).to_owned();
+        // Written at submit: acknowledged then, whatever the durability.
+        let durable = durable && !engine.is_inline();
         Ok(PyEngine {
             inner: RwLock::new(Some(Arc::new(engine))),
             name,
@@ -485,6 +543,21 @@ impl PyEngine {
     /// when the object lacks its state. Nothing is queued or changed then.
     fn commit_object(&self, obj: &Bound<'_, PyAny>, encoders: &Bound<'_, PyDict>) -> PyResult<()> {
         self.commit_now(obj, encoders, None)
+            .map_err(Failed::into_err)
+    }
+
+    /// `commit_object` of the blocking `commit()`: with `durability="async"` (or on the
+    /// memory store) the same; with `"sync"` it returns once the commit's batch is
+    /// written (fsynced), waiting with the GIL released, and raises the commit's
+    /// `ConflictError` / `StorageError` after the object's changes are restored
+    /// (`OaasObject._oaas_undo_entries`). Encoding errors as `commit_object`; nothing is
+    /// queued then.
+    fn commit_object_wait(
+        &self,
+        obj: &Bound<'_, PyAny>,
+        encoders: &Bound<'_, PyDict>,
+    ) -> PyResult<()> {
+        self.commit_wait(obj, encoders, None)
             .map_err(Failed::into_err)
     }
 
@@ -747,6 +820,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
         crate::object::front::object_commit_async,
         m
     )?)?;
+    m.add_function(wrap_pyfunction!(crate::object::front::object_commit, m)?)?;
     crate::object::state::register(m)?;
     crate::object::future::register(m)
 }

@@ -55,6 +55,7 @@ pub(crate) mod codec;
 mod engine;
 pub(crate) mod ffi;
 mod mapped;
+mod memory;
 mod object;
 mod rpc;
 
@@ -109,6 +110,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     engine::register(m)?;
     mapped::register(m)?;
     object::create::register(m)?;
+    memory::register(m)?;
     m.add_class::<codec::Codec>()?;
     m.add_class::<codec::Plan>()?;
     m.add_class::<codec::DecodePlan>()?;

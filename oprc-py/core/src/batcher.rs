@@ -6,8 +6,11 @@
 //! after the batch's first record (or at a flush marker), and writes the batch in one
 //! transaction. Each ticket then completes with its own outcome. Until written, a record
 //! stays in the pending overlay so reads see every acknowledged commit (read-your-writes).
-//! The engine writes through the [`Store`] trait (`Engine<S: Store = LmdbStore>`): the
-//! LMDB store today, the room of a native Redis store (`store::redis`) next.
+//! The engine writes through the [`Store`] trait (`Engine<S: Store = LmdbStore>`): LMDB,
+//! Redis, or memory. An inline store ([`Store::inline`], the memory store) has no
+//! persister: each commit is written in the committing thread, one record a batch, and its
+//! ticket completes with its outcome before `submit` returns (the Python engine's
+//! `inline=True`).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
@@ -327,8 +330,11 @@ pub struct Engine<S: Store = LmdbStore> {
     cfg: EngineConfig,
     shared: Arc<Shared<S>>,
     tx: Sender<Msg>,
-    /// The persister thread, to unpark.
-    persister: std::thread::Thread,
+    /// The persister thread, to unpark (`None`: an inline store, written in the caller's
+    /// thread).
+    persister: Option<std::thread::Thread>,
+    /// Whether commits are written in the committing thread ([`Store::inline`]).
+    inline: bool,
     thread: Mutex<Option<JoinHandle<()>>>,
     closed: AtomicBool,
     fork_generation: u64,
@@ -402,18 +408,27 @@ impl<S: Store> Engine<S> {
             failures: Arc::default(),
         });
         let (tx, rx) = crossbeam_channel::unbounded();
-        let sh = Arc::clone(&shared);
-        let c = cfg.clone();
-        let thread = std::thread::Builder::new()
-            .name("oaas-persister".into())
-            .spawn(move || persister(sh, rx, c))
-            .map_err(|e| StoreError(format!("cannot start the persister thread: {e}")))?;
+        let inline = shared.store.inline();
+        // An inline store needs no persister: with the receiver dropped, a flush or a
+        // stop sent to it completes at once.
+        let thread = if inline {
+            None
+        } else {
+            let sh = Arc::clone(&shared);
+            let c = cfg.clone();
+            let t = std::thread::Builder::new()
+                .name("oaas-persister".into())
+                .spawn(move || persister(sh, rx, c))
+                .map_err(|e| StoreError(format!("cannot start the persister thread: {e}")))?;
+            Some(t)
+        };
         Ok(Engine {
             cfg,
             shared,
             tx,
-            persister: thread.thread().clone(),
-            thread: Mutex::new(Some(thread)),
+            persister: thread.as_ref().map(|t| t.thread().clone()),
+            inline,
+            thread: Mutex::new(thread),
             closed: AtomicBool::new(false),
             fork_generation: generation,
         })
@@ -457,7 +472,9 @@ impl<S: Store> Engine<S> {
         let bell = &self.shared.doorbell;
         let queued = bell.queued.fetch_add(1, Ordering::SeqCst) + 1;
         if urgent || queued >= bell.want.load(Ordering::SeqCst) {
-            self.persister.unpark();
+            if let Some(p) = &self.persister {
+                p.unpark();
+            }
         }
         Ok(())
     }
@@ -476,6 +493,50 @@ impl<S: Store> Engine<S> {
         self.queue(record, token, false).map(drop)
     }
 
+    /// Submit a commit whose writer takes its outcome at once: in an inline engine the
+    /// outcome of its write; otherwise it is queued without a ticket and acknowledged
+    /// (`Written`; with `durable: false` a later failure goes to the failure log).
+    pub fn submit_acknowledged(&self, record: WriteRecord) -> Result<Outcome, StoreError> {
+        if self.inline {
+            self.check_usable()?;
+            return Ok(self.write_now(&record, 0));
+        }
+        self.queue(record, 0, false).map(|_| Outcome::Written)
+    }
+
+    /// Whether commits are written in the committing thread ([`Store::inline`]): their
+    /// tickets are complete when `submit` returns.
+    pub fn is_inline(&self) -> bool {
+        self.inline
+    }
+
+    /// An inline engine's write of one commit, in the calling thread: one batch of one
+    /// record, counted in the stats as the persister counts its batches; a non-zero
+    /// `token` reports the outcome through [`Engine::take_completions`] as well.
+    fn write_now(&self, record: &WriteRecord, token: u64) -> Outcome {
+        let sh = &self.shared;
+        let at = Instant::now();
+        let outcome = match sh.store.write_one(record) {
+            Ok(Ok(())) => Outcome::Written,
+            Ok(Err(m)) => Outcome::Conflict(m),
+            Err(e) => {
+                sh.failures
+                    .push(format!("batch of 1 commits failed: {}", e.0));
+                Outcome::Storage(e.0)
+            }
+        };
+        {
+            let mut st = lock(&sh.stats);
+            st.batches += 1;
+            st.records_in_batches += 1;
+            count(&mut st, record, &outcome, at, Instant::now());
+        }
+        if token != 0 {
+            complete_tokens(sh, vec![(token, outcome.clone())]);
+        }
+        outcome
+    }
+
     /// `submit` / `submit_token`: the ticket (`None` when `ticket` is false).
     fn queue(
         &self,
@@ -484,6 +545,13 @@ impl<S: Store> Engine<S> {
         ticket: bool,
     ) -> Result<Option<Ticket>, StoreError> {
         self.check_usable()?;
+        if self.inline {
+            let outcome = self.write_now(&record, token);
+            return Ok(ticket.then(|| match outcome {
+                Outcome::Written => Ticket::written(),
+                other => Ticket::completed(other),
+            }));
+        }
         let record = Arc::new(record);
         {
             let mut pending = lock(&self.shared.pending);
@@ -526,6 +594,9 @@ impl<S: Store> Engine<S> {
         what: &dyn std::fmt::Display,
     ) -> Result<Option<StoredObject>, StoreError> {
         let mut stored = self.shared.store.read(object_key, what)?;
+        if self.inline {
+            return Ok(stored); // nothing is ever pending
+        }
         let pending: Vec<Arc<WriteRecord>> = lock(&self.shared.pending)
             .get(object_key)
             .map(|list| list.to_vec())
@@ -826,6 +897,38 @@ fn persister<S: Store>(sh: Arc<Shared<S>>, rx: Receiver<Msg>, cfg: EngineConfig)
     }
 }
 
+/// Count one written or refused commit, submitted at `at` and done at `now`, in the stats.
+fn count(st: &mut Stats, r: &WriteRecord, res: &Outcome, at: Instant, now: Instant) {
+    match res {
+        Outcome::Written => {
+            st.commits += 1;
+            st.entries_written += r.entries.len() as u64;
+            st.bytes_written += r.nbytes() as u64;
+            if st.latencies_us.len() == LATENCY_WINDOW {
+                st.latencies_us.pop_front();
+            }
+            st.latencies_us
+                .push_back(now.duration_since(at).as_secs_f64() * 1e6);
+        }
+        Outcome::Conflict(m) | Outcome::Storage(m) => {
+            st.failed_commits += 1;
+            st.last_error = Some(m.clone());
+        }
+    }
+}
+
+/// Hand the outcomes of token-carrying commits to [`Engine::take_completions`] and run
+/// the notifier unless it ran and nobody has taken completions since.
+fn complete_tokens<S: Store>(sh: &Shared<S>, done: Vec<(u64, Outcome)>) {
+    lock(&sh.completions).items.extend(done);
+    sh.completions_cv.notify_all();
+    if let Some(notify) = sh.notifier.get() {
+        if !sh.signaled.swap(true, Ordering::SeqCst) {
+            notify();
+        }
+    }
+}
+
 fn write_batch<S: Store>(sh: &Shared<S>, batch: Vec<Queued>) {
     if batch.is_empty() {
         return;
@@ -882,27 +985,14 @@ fn write_batch<S: Store>(sh: &Shared<S>, batch: Vec<Queued>) {
         st.batches += 1;
         st.records_in_batches += batch.len() as u64;
         for ((r, t, at, tok), res) in batch.iter().zip(&results) {
-            match res {
-                Outcome::Written => {
-                    st.commits += 1;
-                    st.entries_written += r.entries.len() as u64;
-                    st.bytes_written += r.nbytes() as u64;
-                    if st.latencies_us.len() == LATENCY_WINDOW {
-                        st.latencies_us.pop_front();
-                    }
-                    st.latencies_us
-                        .push_back(now.duration_since(*at).as_secs_f64() * 1e6);
-                }
-                Outcome::Conflict(m) | Outcome::Storage(m) => {
-                    st.failed_commits += 1;
-                    st.last_error = Some(m.clone());
-                    if t.is_none() && *tok == 0 {
-                        // Acknowledged at submit (write-back): nobody else learns of it.
-                        sh.failures.push(format!(
-                            "write-back of {} failed after acknowledgement: {m}",
-                            r.identity
-                        ));
-                    }
+            count(&mut st, r, res, *at, now);
+            if let Outcome::Conflict(m) | Outcome::Storage(m) = res {
+                if t.is_none() && *tok == 0 {
+                    // Acknowledged at submit (write-back): nobody else learns of it.
+                    sh.failures.push(format!(
+                        "write-back of {} failed after acknowledgement: {m}",
+                        r.identity
+                    ));
                 }
             }
         }
@@ -916,13 +1006,7 @@ fn write_batch<S: Store>(sh: &Shared<S>, batch: Vec<Queued>) {
         .map(|((_, _, _, tok), res)| (*tok, res.clone()))
         .collect();
     if !done.is_empty() {
-        lock(&sh.completions).items.extend(done);
-        sh.completions_cv.notify_all();
-        if let Some(notify) = sh.notifier.get() {
-            if !sh.signaled.swap(true, Ordering::SeqCst) {
-                notify();
-            }
-        }
+        complete_tokens(sh, done);
     }
     for ((_, t, _, _), res) in batch.into_iter().zip(results) {
         if let Some(t) = t {
@@ -1144,6 +1228,59 @@ mod tests {
             );
         }
         e.close();
+    }
+
+    #[test]
+    fn an_inline_store_is_written_in_the_committing_thread() {
+        use crate::store::memory::MemoryStore;
+        let cfg = EngineConfig {
+            durable: true,
+            batch_max_entries: 64,
+            batch_max_delay: Duration::from_secs(60),
+            pending_max_bytes: 1,
+        };
+        let e = Engine::start(MemoryStore::new(), cfg).expect("start");
+        assert!(e.is_inline());
+        assert!(lock(&e.thread).is_none(), "no persister thread");
+        for v in 0..3u64 {
+            // Complete when submit returns, far below the 60 s window.
+            let t = e.submit(rec(1, v, &v.to_be_bytes()), 0).expect("submit");
+            assert_eq!(t.outcome(), Some(Outcome::Written));
+        }
+        let stale = e.submit(rec(1, 1, b"stale"), 0).expect("submit");
+        assert!(matches!(stale.outcome(), Some(Outcome::Conflict(m)) if m.contains("t.C/0/1")));
+        assert!(matches!(
+            e.submit_acknowledged(rec(1, 0, b"again")),
+            Ok(Outcome::Conflict(_))
+        ));
+        assert_eq!(e.submit_acknowledged(rec(2, 0, b"x")), Ok(Outcome::Written));
+        e.submit_token(rec(3, 0, b"x"), 7).expect("submit");
+        assert_eq!(e.take_ready(), vec![(7, Outcome::Written)]);
+        // Nothing is pending, nothing throttled, a flush has nothing to wait for.
+        assert!(!e.over_pending_limit() && e.pending_bytes() == 0);
+        assert_eq!(
+            e.flush_ticket().wait(Some(Duration::from_secs(5))),
+            Some(Outcome::Written)
+        );
+        let got = e
+            .read(&rec(1, 0, b"").object_key, &"o")
+            .expect("read")
+            .expect("present");
+        assert_eq!(
+            (got.meta.version, got.entries[0].1.as_slice()),
+            (3, &2u64.to_be_bytes()[..])
+        );
+        let (st, depth) = e.stats();
+        assert_eq!(
+            (st.commits, st.failed_commits, st.batches, depth),
+            (5, 2, 7, 0)
+        );
+        // Refusals were told to their writers: nothing for the failure log.
+        let log = e.failure_log();
+        e.close();
+        assert_eq!(log.take(None), None);
+        assert!(e.submit(rec(4, 0, b"x"), 0).is_err(), "closed");
+        assert_eq!(e.take_completions(None), None);
     }
 
     #[test]

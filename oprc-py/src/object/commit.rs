@@ -331,7 +331,8 @@ pub(crate) struct Undo {
 }
 
 impl Undo {
-    fn run(&self, py: Python<'_>) -> PyResult<()> {
+    /// Restore the object (`_oaas_undo_entries`).
+    pub(crate) fn run(&self, py: Python<'_>) -> PyResult<()> {
         let obj = self.obj.bind(py);
         let key = obj.call_method0(intern!(py, class_attr::KEY))?;
         let old = PyDict::new(py);

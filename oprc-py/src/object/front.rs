@@ -211,18 +211,36 @@ fn runs_here(event_loop: &Bound<'_, PyAny>) -> PyResult<bool> {
 /// native or not open yet; no running loop, or one not yet watched; the class's encoders
 /// are not built; the object was never cached; or the commit failed before anything was
 /// queued, which the Python definition then reports in its own words).
-fn commit_async_fast<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py, PyAny>>> {
+/// Whether the one-call commit can take `obj` (see [`commit_async_fast`]), and what it
+/// read deciding.
+enum Ready<'py> {
+    /// The Python definition must run.
+    Python,
+    /// Nothing to commit: the object is out of the dirty registry.
+    Clean,
+    /// The one call: the runtime's `NativeEngine` adapter, its native engine, the class's
+    /// encoders and the bookkeeping read.
+    Go(
+        Bound<'py, PyAny>,
+        Bound<'py, PyEngine>,
+        Bound<'py, PyDict>,
+        Known<'py>,
+    ),
+}
+
+/// The checks of the one-call commit shared by `commit_async` and `commit`.
+fn one_call<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Ready<'py>> {
     let py = obj.py();
     let cls = obj.get_type();
     let state = ObjectState::of(obj)?;
     let rt = state.rt()?;
     let eng = rt.getattr(intern!(py, "_engine"))?;
     if eng.is_none() {
-        return Ok(None);
+        return Ok(Ready::Python);
     }
     let native = eng.getattr(intern!(py, "_eng"))?;
-    let Ok(native) = native.cast::<PyEngine>() else {
-        return Ok(None);
+    let Ok(native) = native.cast_into::<PyEngine>() else {
+        return Ok(Ready::Python);
     };
     let version = state.version()?;
     let stale = state.stale()?;
@@ -231,21 +249,21 @@ fn commit_async_fast<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py,
         || cls.getattr(intern!(py, class_attr::MAPPED))?.is_truthy()?
         || stale.is_none()
     {
-        return Ok(None);
+        return Ok(Ready::Python);
     }
     let dirty = state.dirty()?;
     if dirty.is_empty() && state.live()?.is_empty() {
         rt.getattr(intern!(py, "dirty"))?
             .cast_into::<PyDict>()?
             .call_method1(intern!(py, "pop"), (obj.as_ptr() as usize, py.None()))?;
-        return cls.getattr(intern!(py, class_attr::DONE)).map(Some);
+        return Ok(Ready::Clean);
     }
     let encoders = cls.getattr(intern!(py, class_attr::ENCODERS))?;
     let Ok(encoders) = encoders.cast_into::<PyDict>() else {
-        return Ok(None);
+        return Ok(Ready::Python);
     };
     if encoders.is_empty() {
-        return Ok(None);
+        return Ok(Ready::Python);
     }
     let known = Known {
         state,
@@ -253,6 +271,17 @@ fn commit_async_fast<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py,
         dirty,
         rt,
         stale,
+    };
+    Ok(Ready::Go(eng, native, encoders, known))
+}
+
+fn commit_async_fast<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py, PyAny>>> {
+    let py = obj.py();
+    let cls = obj.get_type();
+    let (eng, native, encoders, known) = match one_call(obj)? {
+        Ready::Python => return Ok(None),
+        Ready::Clean => return cls.getattr(intern!(py, class_attr::DONE)).map(Some),
+        Ready::Go(eng, native, encoders, known) => (eng, native, encoders, known),
     };
     let outcome = if native.get().durable() {
         let event_loop = eng.getattr(intern!(py, "_watched"))?;
@@ -319,6 +348,64 @@ static COMMIT_ASYNC: MethodDef = MethodDef(std::cell::UnsafeCell::new(ffi::PyMet
 Python definition."
         .as_ptr(),
 }));
+
+/// The one-call path of the blocking `OaasObject.commit` (oaas_sdk/model/object.py): as
+/// [`commit_async_fast`], with no event loop; with `durability="sync"` it waits for the
+/// write with the GIL released (`PyEngine::commit_wait`). `Ok(true)` when taken (the
+/// commit is done), `Ok(false)` when the Python definition must run; a commit that
+/// failed after it was queued raises its error (the object undone).
+fn commit_fast(obj: &Bound<'_, PyAny>) -> PyResult<bool> {
+    let (native, encoders, known) = match one_call(obj)? {
+        Ready::Python => return Ok(false),
+        Ready::Clean => return Ok(true),
+        Ready::Go(_, native, encoders, known) => (native, encoders, known),
+    };
+    match native.get().commit_wait(obj, &encoders, Some(known)) {
+        Ok(()) => Ok(true),
+        Err(Failed::Retry(_)) => Ok(false),
+        Err(Failed::Final(e)) => Err(e),
+    }
+}
+
+/// The `commit(self)` method (`METH_NOARGS`, bound by CPython's method descriptor, which
+/// checks that `slf` is an `OaasObject`).
+unsafe extern "C" fn commit_raw(
+    slf: *mut ffi::PyObject,
+    _unused: *mut ffi::PyObject,
+) -> *mut ffi::PyObject {
+    // SAFETY: CPython calls a method with the GIL held (the thread is attached).
+    let py = unsafe { Python::assume_attached() };
+    method_result(py, "commit", || {
+        // SAFETY: `slf` is a valid borrowed reference for the duration of the call.
+        let obj = unsafe { pyo3::Borrowed::from_ptr(py, slf) };
+        if commit_fast(&obj)? {
+            return Ok(py.None().into_bound(py));
+        }
+        obj.get_type()
+            .getattr(intern!(py, class_attr::PY_COMMIT))?
+            .call1((obj,))
+    })
+}
+
+static COMMIT: MethodDef = MethodDef(std::cell::UnsafeCell::new(ffi::PyMethodDef {
+    ml_name: c"commit".as_ptr(),
+    ml_meth: ffi::PyMethodDefPointer {
+        PyCFunction: commit_raw,
+    },
+    ml_flags: ffi::METH_NOARGS,
+    ml_doc: c"Commit this object's changes and block until the commit resolves. Native \
+OaasObject.commit: see the Python definition."
+        .as_ptr(),
+}));
+
+/// A method descriptor of class `cls` (`OaasObject`) running the native `commit`; the
+/// seam (`oaas_sdk/_backend.py`) stores it as `cls.commit` while the engine is the native
+/// one. The class provides `_oaas_py_commit` (the Python definition, called for every
+/// other case).
+#[pyfunction]
+pub fn object_commit(cls: &Bound<'_, PyType>) -> PyResult<Py<PyAny>> {
+    method_descriptor(cls, &COMMIT)
+}
 
 /// A method descriptor of class `cls` (`OaasObject`) running the native `commit_async`;
 /// the seam (`oaas_sdk/_backend.py`) stores it as `cls.commit_async`. The class provides

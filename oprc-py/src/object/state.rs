@@ -121,6 +121,8 @@ pub mod class_attr {
     pub const FAILED: &str = "_oaas_failed";
     /// The Python definition of `commit_async` (every case but the one-call commit).
     pub const PY_COMMIT_ASYNC: &str = "_oaas_py_commit_async";
+    /// The Python definition of `commit` (every case but the one-call commit).
+    pub const PY_COMMIT: &str = "_oaas_py_commit";
     /// Method: the object's key `(cls_id, partition_id, object_id)`.
     pub const KEY: &str = "_oaas_key";
     /// Method: undo a failed commit of some fields.
@@ -138,6 +140,7 @@ pub const CLASS_ATTRS: &[&str] = &[
     class_attr::PY_COMMIT_ASYNC,
     class_attr::KEY,
     class_attr::UNDO_ENTRIES,
+    class_attr::PY_COMMIT,
 ];
 
 /// The attribute an encoding error gets, naming the field whose value failed.

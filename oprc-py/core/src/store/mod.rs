@@ -1,12 +1,14 @@
 //! Stores: the layout shared with the pure-Python stores ([`layout`]: keys, metadata
 //! records, write records; docs/format.md, "Store layout"), the [`Store`] trait the engine
-//! writes through, the LMDB store ([`lmdb`]), the Redis store ([`redis`]) and [`AnyStore`], either of
-//! them chosen at run time.
+//! writes through, the LMDB store ([`lmdb`]), the Redis store ([`redis`]), the memory store
+//! ([`memory`]) and [`AnyStore`], one of them chosen at run time.
 
 use std::fmt;
+use std::sync::Arc;
 
 pub mod layout;
 pub mod lmdb;
+pub mod memory;
 pub mod redis;
 
 use layout::{StoredObject, WriteRecord};
@@ -47,13 +49,30 @@ pub trait Store: Send + Sync + 'static {
     /// Write `records` in one atomic batch: each record is version-checked on its own
     /// (one result per record, in order); `Err` when the batch as a whole failed.
     fn write_batch(&self, records: &[&WriteRecord]) -> Result<Vec<RecordResult>, StoreError>;
+
+    /// [`Store::write_batch`] of one record.
+    fn write_one(&self, record: &WriteRecord) -> Result<RecordResult, StoreError> {
+        let mut results = self.write_batch(&[record])?;
+        results
+            .pop()
+            .ok_or_else(|| StoreError(format!("{}: a write returned no result", self.name())))
+    }
+
+    /// Whether a write is applied at once in memory (the memory store): the engine then
+    /// writes each commit in the committing thread, with no persister, batch or pending
+    /// overlay (see [`crate::batcher::Engine`]).
+    fn inline(&self) -> bool {
+        false
+    }
 }
 
 /// One of the native stores, chosen at run time (the bindings' engine is an
-/// `Engine<AnyStore>`): LMDB, or Redis. A `match` per batch, not per entry.
+/// `Engine<AnyStore>`): LMDB, Redis, or memory (shared with its Python view, which keeps
+/// it across engines). A `match` per batch, not per entry.
 pub enum AnyStore {
     Lmdb(lmdb::LmdbStore),
     Redis(Box<redis::RedisStore>),
+    Memory(Arc<memory::MemoryStore>),
 }
 
 impl AnyStore {
@@ -61,7 +80,7 @@ impl AnyStore {
     pub fn map_size(&self) -> usize {
         match self {
             AnyStore::Lmdb(s) => s.map_size(),
-            AnyStore::Redis(_) => 0,
+            AnyStore::Redis(_) | AnyStore::Memory(_) => 0,
         }
     }
 }
@@ -71,6 +90,7 @@ impl Store for AnyStore {
         match self {
             AnyStore::Lmdb(s) => Store::name(s),
             AnyStore::Redis(s) => Store::name(s.as_ref()),
+            AnyStore::Memory(s) => Store::name(s.as_ref()),
         }
     }
 
@@ -82,6 +102,7 @@ impl Store for AnyStore {
         match self {
             AnyStore::Lmdb(s) => s.read(object_key, what),
             AnyStore::Redis(s) => s.read(object_key, what),
+            AnyStore::Memory(s) => s.read(object_key, what),
         }
     }
 
@@ -89,6 +110,7 @@ impl Store for AnyStore {
         match self {
             AnyStore::Lmdb(s) => s.scan(prefix),
             AnyStore::Redis(s) => s.scan(prefix),
+            AnyStore::Memory(s) => s.scan(prefix),
         }
     }
 
@@ -96,6 +118,22 @@ impl Store for AnyStore {
         match self {
             AnyStore::Lmdb(s) => s.write_batch(records),
             AnyStore::Redis(s) => s.write_batch(records),
+            AnyStore::Memory(s) => s.write_batch(records),
         }
+    }
+
+    fn write_one(&self, record: &WriteRecord) -> Result<RecordResult, StoreError> {
+        match self {
+            AnyStore::Memory(s) => Ok(s.write_one(record)),
+            other => other.write_batch(&[record]).and_then(|mut r| {
+                r.pop().ok_or_else(|| {
+                    StoreError(format!("{}: a write returned no result", other.name()))
+                })
+            }),
+        }
+    }
+
+    fn inline(&self) -> bool {
+        matches!(self, AnyStore::Memory(_))
     }
 }
