@@ -73,9 +73,16 @@ fn setattr(
             .get_item(1)?
             .call_method(intern!(py, "coerce"), (value,), Some(&kw))?
     };
-    set_plain(obj, name, &value)?;
     let state = ObjectState::of(obj)?;
-    if field.get_item(2)?.is_truthy()? {
+    let mutable = field.get_item(2)?.is_truthy()?;
+    let undo = state.undo()?;
+    if !undo.is_none() {
+        // A native method call runs on the object: log the value before its first
+        // assignment of this field (see object/method.rs).
+        super::method::log_old_value(obj, &state, &undo, name, mutable)?;
+    }
+    set_plain(obj, name, &value)?;
+    if mutable {
         state.live()?.add(name)?;
         let parked = state.parked()?;
         if !parked.is_empty() && parked.contains(name)? {

@@ -7,4 +7,5 @@
 pub(crate) mod commit;
 pub(crate) mod front;
 pub(crate) mod future;
+pub(crate) mod method;
 pub(crate) mod state;
