@@ -7,6 +7,7 @@ and accessors. The native runner is ``oprc-py/src/object/method.rs``; the refere
 from __future__ import annotations
 
 import asyncio
+import gc
 
 import pytest
 from pydantic import BaseModel
@@ -82,6 +83,23 @@ class Undo(OaasObject):
     @oaas.method()
     async def scaled(self, factor: float, *, offset: int = 0) -> float:
         return self.count * factor + offset
+
+    @oaas.method()
+    def sync_fail(self, n: int) -> None:
+        self.count += n
+        self.items.append(n)
+        raise KeyError("no")
+
+    @oaas.method()
+    def sync_add(self, n: int) -> int:
+        self.items.append(n)
+        return len(self.items)
+
+    @oaas.method()
+    async def calls_sync(self, n: int) -> int:
+        size = self.sync_add(n)  # re-entrant: inside this call's turn, committed with it
+        assert "items" in self._oaas_state.live
+        return size
 
     @oaas.method(stateless=True)
     async def peek(self) -> int:
@@ -232,3 +250,38 @@ async def test_getters_and_setter(sdk):
     assert await task == 5
     sdk.reconfigure()
     assert Undo.load(11).count == 5
+
+
+async def test_dropped_call_rolls_back_and_releases_the_turn(sdk):
+    o = Undo.create(obj_id=12, count=1)
+    await o.commit_async()
+    ev = asyncio.Event()
+    call = o.waits(ev)
+    call.send(None)  # runs the body until it waits
+    assert o.count == -1
+    del call
+    gc.collect()
+    assert o.count == 1
+    assert await asyncio.wait_for(o.slow_set(2, 0), timeout=5) == 2
+
+
+async def test_sync_methods_roll_back_commit_and_respect_the_turn(sdk):
+    o = Undo.create(obj_id=13, items=[1])
+    await o.commit_async()
+    with pytest.raises(KeyError):
+        o.sync_fail(2)
+    assert (o.count, o.items) == (0, [1])
+    assert o.sync_add(2) == 2  # commits before it returns
+    assert stored_entries(13, "test.Undo")["items"] != b""
+    assert await o.calls_sync(3) == 3
+    assert await asyncio.to_thread(o.sync_add, 4) == 4  # no loop in that thread: no turn
+    ev = asyncio.Event()
+    task = asyncio.ensure_future(o.waits(ev))
+    await asyncio.sleep(0)
+    with pytest.raises(RuntimeError, match="holds its turn"):
+        o.sync_add(5)
+    ev.set()
+    await task
+    sdk.reconfigure()
+    o2 = Undo.load(13)
+    assert (o2.items, o2.count) == ([1, 2, 3, 4], -1)

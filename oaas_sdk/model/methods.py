@@ -161,10 +161,10 @@ class MethodSpec:
     def _native_plan(self) -> tuple[Any, ...]:
         """What the native method call (``oprc-py/src/object/method.rs``) needs, made once:
         ``(fn, stateless, argtypes, is_async, converts_result, Turn, _HELD, _call_async,
-        python_only)``. ``argtypes``: per positional parameter ``None`` (no conversion),
+        python_only, _call_sync)``. ``argtypes``: per positional parameter ``None`` (no conversion),
         the simple type an argument passes unconverted with, or ``...`` (always
         converted); ``None`` when every call needs :meth:`convert_args`. ``python_only``:
-        retries or a timeout, which the Python definition runs."""
+        retries or a timeout, which the Python definitions run."""
         params = self._prepare()
         argtypes: tuple[Any, ...] | None = None
         if self._request_param is None:
@@ -181,7 +181,7 @@ class MethodSpec:
             argtypes = tuple(types)
         plan = (self.fn, self.stateless, argtypes, self.is_async,
                 self._return_model is not None, Turn, _HELD, _call_async,
-                bool(self.timeout or self.retry_count))
+                bool(self.timeout or self.retry_count), _call_sync)
         self._nat = plan
         return plan
 
@@ -206,8 +206,10 @@ def _is_model(t: Any) -> bool:
     return isinstance(t, type) and issubclass(t, pydantic.BaseModel)
 
 
-# What runs an async method call: the Python definition, or the native one (use_native).
+# What runs an async / a sync method call: the Python definitions, or the native ones
+# (use_native).
 _run_async: Callable[[MethodSpec, Any, tuple[Any, ...], dict[str, Any]], Any] = _call_async
+_run_sync: Callable[[MethodSpec, Any, tuple[Any, ...], dict[str, Any]], Any] = _call_sync
 # An awaitable of a value known at once, for async getters (native: no coroutine).
 _ready: Callable[[Any], Any] | None = None
 
@@ -221,11 +223,11 @@ def use_native(native: Any) -> None:
     module ``native`` (``oprc-py/src/object/method.rs``), and async getters with its
     ready awaitable; or, with ``None``, with the Python definitions (``calls._call_async``,
     a coroutine per getter call). Called by the seam (``_backend.py``)."""
-    global _run_async, _ready
+    global _run_async, _run_sync, _ready
     if native is None:
-        _run_async, _ready = _call_async, None
+        _run_async, _run_sync, _ready = _call_async, _call_sync, None
     else:
-        _run_async, _ready = native.method_call, native.ready
+        _run_async, _run_sync, _ready = native.method_call, native.method_call_sync, native.ready
     alive = []
     for entry in _ASYNC_GETTERS:
         cls = entry[0]()
@@ -249,7 +251,7 @@ def _make_method(spec: MethodSpec) -> Callable[..., Any]:
     else:
         @functools.wraps(fn)
         def smethod(self: OaasObject, *args: Any, **kwargs: Any) -> Any:
-            return _call_sync(spec, self, args, kwargs)
+            return _run_sync(spec, self, args, kwargs)
 
         wrapper = smethod
     wrapper._oaas_spec = spec  # type: ignore[attr-defined]
@@ -551,7 +553,7 @@ def _make_setter(cls: type, spec: MethodSpec) -> Callable[..., Any]:
     else:
         @functools.wraps(spec.fn)
         def sset(self: OaasObject, value: Any) -> Any:
-            return _call_sync(inner, self, (value,), {})
+            return _run_sync(inner, self, (value,), {})
         wrapper = sset
     wrapper._oaas_spec = spec  # type: ignore[attr-defined]
     wrapper._oaas_run_spec = inner  # type: ignore[attr-defined]

@@ -103,7 +103,8 @@ class OaasObject:
     _oaas_fields: ClassVar[dict[str, FieldInfo]] = {}
     _oaas_mutable: ClassVar[tuple[str, ...] | None] = None
     # field name -> (exact types stored as they are, FieldType, mutable, fast shape)
-    _oaas_conv: ClassVar[dict[str, tuple[frozenset[type], codec.FieldType, bool, Any]] | None] = None
+    _oaas_conv: ClassVar[dict[str, tuple[frozenset[type], codec.FieldType, bool, Any]]
+                         | None] = None
     _oaas_cls_id: ClassVar[str] = "default.OaasObject"
     _oaas_package: ClassVar[str] = "default"
     _oaas_service_name: ClassVar[str] = "OaasObject"

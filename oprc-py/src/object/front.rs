@@ -264,7 +264,7 @@ fn method_result<'py>(
 }
 
 /// `asyncio.events._get_running_loop` (C-accelerated): the running loop or `None`.
-fn running_loop(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
+pub(crate) fn running_loop(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
     static GET: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
     GET.get_or_try_init(py, || {
         py.import("asyncio.events")?

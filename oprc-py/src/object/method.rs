@@ -137,8 +137,10 @@ struct Undo {
 struct Frame {
     /// Not re-entrant: commits after the body.
     outer: bool,
-    /// The turn taken (released at the end) and the context token of `_HELD`.
-    turn: Option<(Py<PyAny>, Py<PyAny>, Py<PyAny>)>,
+    /// The context variable `_HELD` and the token of this call's change of it.
+    held: Option<(Py<PyAny>, Py<PyAny>)>,
+    /// The turn taken (released at the end).
+    turn: Option<Py<PyAny>>,
     /// `None` for a stateless method.
     undo: Option<Undo>,
     /// The call converts its result to the declared model (`MethodSpec.convert_result`).
@@ -211,8 +213,8 @@ fn send_into<'py>(iter: &Bound<'py, PyAny>, sent: Sent<'py>) -> PyResult<Out<'py
 
 /// The call's method plan (`MethodSpec._native_plan()`, cached in `spec._nat`):
 /// `(fn, stateless, argtypes, is_async, convert_result, Turn, _HELD, _call_async,
-/// python_only)`; `python_only`: the Python definition runs every call (retries,
-/// timeout).
+/// python_only, _call_sync)`; `python_only`: the Python definitions run every call
+/// (retries, timeout).
 fn plan_of<'py>(spec: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
     let py = spec.py();
     let plan = spec.getattr(intern!(py, "_nat"))?;
@@ -425,18 +427,162 @@ fn rollback(obj: &Bound<'_, PyAny>, st: &ObjectState<'_>, undo: &Undo) -> PyResu
 
 /// Release what the call holds: the context token of `_HELD`, then the turn.
 fn finish(py: Python<'_>, frame: &Frame) -> PyResult<()> {
-    let Some((turn, var, token)) = &frame.turn else {
-        return Ok(());
+    let reset = match &frame.held {
+        Some((var, token)) => ctx_reset(var.bind(py), token.bind(py)),
+        None => Ok(()),
     };
-    let reset = ctx_reset(var.bind(py), token.bind(py));
-    let turn = turn.bind(py);
-    let waiters = turn.getattr(intern!(py, "waiters"))?;
-    if waiters.len()? == 0 {
-        turn.setattr(intern!(py, "locked"), false)?;
-    } else {
-        turn.call_method0(intern!(py, "release"))?;
+    if let Some(turn) = &frame.turn {
+        let turn = turn.bind(py);
+        let waiters = turn.getattr(intern!(py, "waiters"))?;
+        if waiters.len()? == 0 {
+            turn.setattr(intern!(py, "locked"), false)?;
+        } else {
+            turn.call_method0(intern!(py, "release"))?;
+        }
     }
     reset
+}
+
+type Converted<'py> = (Bound<'py, PyTuple>, Option<Bound<'py, PyDict>>);
+
+/// The call's arguments, converted by `MethodSpec.convert_args` when [`needs_conversion`].
+fn convert_args<'py>(
+    spec: &Bound<'py, PyAny>,
+    obj: &Bound<'py, PyAny>,
+    argtypes: &Bound<'py, PyAny>,
+    args: Bound<'py, PyTuple>,
+    kwargs: Option<Py<PyDict>>,
+) -> PyResult<Converted<'py>> {
+    let py = spec.py();
+    if !needs_conversion(argtypes, &args, kwargs.as_ref())? {
+        return Ok((args, None));
+    }
+    let kw = match kwargs {
+        Some(k) => k.into_bound(py),
+        None => PyDict::new(py),
+    };
+    let r = spec
+        .call_method1(intern!(py, "convert_args"), (args, kw, obj))?
+        .cast_into::<PyTuple>()?;
+    let a = r.get_item(0)?.cast_into::<PyTuple>()?;
+    let k = r.get_item(1)?.cast_into::<PyDict>()?;
+    Ok((a, if k.is_empty() { None } else { Some(k) }))
+}
+
+/// `fn(obj, *args, **kwargs)`.
+fn call_body<'py>(
+    func: &Bound<'py, PyAny>,
+    obj: &Bound<'py, PyAny>,
+    args: &Bound<'py, PyTuple>,
+    kwargs: Option<&Bound<'py, PyDict>>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let mut call_args = Vec::with_capacity(args.len() + 1);
+    call_args.push(obj.clone());
+    call_args.extend(args.iter());
+    func.call(PyTuple::new(func.py(), call_args)?, kwargs)
+}
+
+/// Whether the object changed since its last commit (`OaasObject._oaas_needs_commit`) and
+/// its runtime commits after calls (`auto_commit`).
+fn wants_commit(st: &ObjectState<'_>) -> PyResult<bool> {
+    let py = st.py();
+    let auto = st
+        .rt()?
+        .getattr(intern!(py, "config"))?
+        .getattr(intern!(py, "auto_commit"))?
+        .is_truthy()?;
+    Ok(auto
+        && (!st.dirty()?.is_empty() || !st.version()?.is_truthy()? || !st.live()?.is_empty()))
+}
+
+/// A sync method call of `spec` on `obj` (`oaas_sdk/model/calls.py` `_call_sync`, the
+/// reference): run now in the calling thread, roll back when the body raises, commit
+/// (blocking) after it when `auto_commit` is on and state changed; returns the body's
+/// result. Taking the turn as `_call_sync` does: in a thread running an event loop, unless
+/// re-entrant; a turn held by another call chain, retries and timeouts are handed to the
+/// Python definition (which raises `RuntimeError` for the first).
+#[pyfunction]
+pub fn method_call_sync<'py>(
+    py: Python<'py>,
+    spec: &Bound<'py, PyAny>,
+    obj: &Bound<'py, PyAny>,
+    args: Bound<'py, PyTuple>,
+    kwargs: Bound<'py, PyDict>,
+) -> PyResult<Bound<'py, PyAny>> {
+    let plan = plan_of(spec)?.cast_into::<PyTuple>()?;
+    if plan.get_item(8)?.is_truthy()? {
+        return plan.get_item(9)?.call1((spec, obj, args, kwargs));
+    }
+    let func = plan.get_item(0)?;
+    let stateless = plan.get_item(1)?.is_truthy()?;
+    let argtypes = plan.get_item(2)?;
+    let kw = if kwargs.is_empty() { None } else { Some(kwargs.unbind()) };
+    let (args, kwargs) = convert_args(spec, obj, &argtypes, args, kw)?;
+    let held_var = plan.get_item(6)?;
+    let held = ctx_get(&held_var)?;
+    // SAFETY: a new reference to an int (or NULL with an exception set).
+    let oid =
+        unsafe { Bound::from_owned_ptr_or_err(py, ffi::PyLong_FromVoidPtr(obj.as_ptr().cast()))? };
+    let reentrant = held.contains(&oid)?;
+    let mut frame = Frame {
+        outer: !reentrant,
+        held: None,
+        turn: None,
+        undo: None,
+        convert_result: plan.get_item(4)?.is_truthy()?,
+    };
+    let st = ObjectState::of(obj)?;
+    if !reentrant && !stateless && !super::front::running_loop(py)?.is_none() {
+        let mut t = st.turn()?;
+        if t.is_none() {
+            t = plan.get_item(5)?.call0()?;
+            st.set_turn(&t)?;
+        }
+        if t.getattr(intern!(py, "locked"))?.is_truthy()? {
+            let kw = kwargs.unwrap_or_else(|| PyDict::new(py));
+            return plan.get_item(9)?.call1((spec, obj, args, kw));
+        }
+        t.setattr(intern!(py, "locked"), true)?;
+        frame.turn = Some(t.unbind());
+    }
+    if !reentrant {
+        match ctx_set(&held_var, &with_id(&held, &oid)?) {
+            Ok(token) => frame.held = Some((held_var.unbind(), token.unbind())),
+            Err(e) => {
+                finish(py, &frame)?;
+                return Err(e);
+            }
+        }
+    }
+    if !stateless {
+        match begin_undo(obj, &st) {
+            Ok(u) => frame.undo = Some(u),
+            Err(e) => {
+                finish(py, &frame)?;
+                return Err(e);
+            }
+        }
+    }
+    let result = match call_body(&func, obj, &args, kwargs.as_ref()) {
+        Ok(r) => r,
+        Err(e) => return Err(fail(obj, &frame, e)),
+    };
+    let committed = (|| -> PyResult<()> {
+        if let Some(undo) = &frame.undo {
+            end_undo(&st, undo)?;
+            if frame.outer && wants_commit(&st)? {
+                obj.call_method0(intern!(py, "commit"))?;
+            }
+        }
+        Ok(())
+    })();
+    let finished = finish(py, &frame);
+    committed?;
+    finished?;
+    if frame.convert_result {
+        return spec.call_method1(intern!(py, "convert_result"), (result,));
+    }
+    Ok(result)
 }
 
 enum Started<'py> {
@@ -471,23 +617,12 @@ fn start<'py>(
     let argtypes = plan.get_item(2)?;
     let is_async = plan.get_item(3)?.is_truthy()?;
     let convert_result = plan.get_item(4)?.is_truthy()?;
-    let convert = |args: Bound<'py, PyTuple>, kwargs: Option<Py<PyDict>>| -> PyResult<(Bound<'py, PyTuple>, Option<Bound<'py, PyDict>>)> {
-        if !needs_conversion(&argtypes, &args, kwargs.as_ref())? {
-            return Ok((args, None));
-        }
-        let kw = match kwargs {
-            Some(k) => k.into_bound(py),
-            None => PyDict::new(py),
-        };
-        let r = spec
-            .call_method1(intern!(py, "convert_args"), (args, kw, obj))?
-            .cast_into::<PyTuple>()?;
-        let a = r.get_item(0)?.cast_into::<PyTuple>()?;
-        let k = r.get_item(1)?.cast_into::<PyDict>()?;
-        Ok((a, if k.is_empty() { None } else { Some(k) }))
+    let convert = |args: Bound<'py, PyTuple>, kwargs: Option<Py<PyDict>>| {
+        convert_args(spec, obj, &argtypes, args, kwargs)
     };
     let mut frame = Frame {
         outer: false,
+        held: None,
         turn: None,
         undo: None,
         convert_result,
@@ -525,7 +660,8 @@ fn start<'py>(
                     return Err(e);
                 }
             };
-            frame.turn = Some((t.unbind(), held_var.unbind(), token.unbind()));
+            frame.turn = Some(t.unbind());
+            frame.held = Some((held_var.unbind(), token.unbind()));
             frame.outer = true;
         }
         match begin_undo(obj, &st) {
@@ -537,10 +673,7 @@ fn start<'py>(
         }
         converted
     };
-    let mut call_args = Vec::with_capacity(args.len() + 1);
-    call_args.push(obj.clone());
-    call_args.extend(args.iter());
-    let called = func.call(PyTuple::new(py, call_args)?, kwargs.as_ref());
+    let called = call_body(&func, obj, &args, kwargs.as_ref());
     match called {
         Ok(v) if is_async => Ok(Started::Body(v, frame)),
         Ok(v) => Ok(Started::Returned(v, frame)),
@@ -602,16 +735,7 @@ fn after_body<'py>(
         if !frame.outer {
             return Ok(None);
         }
-        let rt = st.rt()?;
-        let auto = rt
-            .getattr(intern!(py, "config"))?
-            .getattr(intern!(py, "auto_commit"))?
-            .is_truthy()?;
-        if !auto
-            || !(!st.dirty()?.is_empty()
-                || !st.version()?.is_truthy()?
-                || !st.live()?.is_empty())
-        {
+        if !wants_commit(&st)? {
             return Ok(None);
         }
         let aw = obj.call_method0(intern!(py, "commit_async"))?;
@@ -892,8 +1016,10 @@ impl MethodCall {
             Stage::Running | Stage::Done => None,
         };
         if let Some(f) = frame {
-            if let Some((t, v, k)) = &f.turn {
+            if let Some(t) = &f.turn {
                 visit.call(t)?;
+            }
+            if let Some((v, k)) = &f.held {
                 visit.call(v)?;
                 visit.call(k)?;
             }
@@ -919,6 +1045,29 @@ impl MethodCall {
         if matches!(self.stage, Stage::New { .. } | Stage::Done) {
             self.stage = Stage::Done;
         }
+    }
+}
+
+impl Drop for MethodCall {
+    /// A call dropped while its body or commit is suspended (never resumed, as a coroutine
+    /// closed by its finalizer): throw `GeneratorExit` into it, so its changes are rolled
+    /// back and the turn is released, as `close()` does.
+    fn drop(&mut self) {
+        if !matches!(self.stage, Stage::Body { .. } | Stage::Commit { .. }) {
+            return;
+        }
+        let stage = std::mem::replace(&mut self.stage, Stage::Done);
+        Python::attach(|py| {
+            let exit = pyo3::exceptions::PyGeneratorExit::new_err(());
+            let (_, out) = advance(self.spec.bind(py), self.obj.bind(py), stage, Sent::Throw(exit));
+            if let Err(e) = out {
+                if !e.is_instance_of::<pyo3::exceptions::PyGeneratorExit>(py)
+                    && !e.is_instance_of::<PyStopIteration>(py)
+                {
+                    e.write_unraisable(py, Some(self.obj.bind(py)));
+                }
+            }
+        });
     }
 }
 
@@ -1108,5 +1257,6 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     install_am_send::<MethodCall>(py, method_call_send)?;
     install_am_send::<Ready>(py, ready_send)?;
     m.add_function(wrap_pyfunction!(method_call, m)?)?;
+    m.add_function(wrap_pyfunction!(method_call_sync, m)?)?;
     m.add_function(wrap_pyfunction!(ready, m)?)
 }
