@@ -210,8 +210,10 @@ def _is_model(t: Any) -> bool:
 # (use_native).
 _run_async: Callable[[MethodSpec, Any, tuple[Any, ...], dict[str, Any]], Any] = _call_async
 _run_sync: Callable[[MethodSpec, Any, tuple[Any, ...], dict[str, Any]], Any] = _call_sync
-# An awaitable of a value known at once, for async getters (native: no coroutine).
+# Awaitables of a value known at once, for async getters (native: no coroutine): of a
+# value, and of an attribute of an object.
 _ready: Callable[[Any], Any] | None = None
+_ready_attr: Callable[[Any, str], Any] | None = None
 
 
 # Async getters: (class, attribute, Python wrapper, native wrapper).
@@ -223,11 +225,12 @@ def use_native(native: Any) -> None:
     module ``native`` (``oprc-py/src/object/method.rs``), and async getters with its
     ready awaitable; or, with ``None``, with the Python definitions (``calls._call_async``,
     a coroutine per getter call). Called by the seam (``_backend.py``)."""
-    global _run_async, _run_sync, _ready
+    global _run_async, _run_sync, _ready, _ready_attr
     if native is None:
-        _run_async, _run_sync, _ready = _call_async, _call_sync, None
+        _run_async, _run_sync, _ready, _ready_attr = _call_async, _call_sync, None, None
     else:
-        _run_async, _run_sync, _ready = native.method_call, native.method_call_sync, native.ready
+        _run_async, _run_sync = native.method_call, native.method_call_sync
+        _ready, _ready_attr = native.ready, native.ready_attr
     alive = []
     for entry in _ASYNC_GETTERS:
         cls = entry[0]()
@@ -510,11 +513,16 @@ def _make_getter(cls: type, spec: MethodSpec) -> Callable[..., Any]:
         async def aget(self: Any) -> Any:
             return read(self)
 
-        @functools.wraps(spec.fn)
-        def aget_native(self: Any) -> Any:
-            # An awaitable of the value made at once (no coroutine, no Python frame to
-            # resume); what the native implementation installs (see use_native).
-            return _ready(getattr(self, field_name) if plain else read(self))  # type: ignore[misc]
+        if plain:
+            @functools.wraps(spec.fn)
+            def aget_native(self: Any) -> Any:
+                # An awaitable of the value read now (no coroutine, no frame to resume);
+                # what the native implementation installs (see use_native).
+                return _ready_attr(self, field_name)  # type: ignore[misc]
+        else:
+            @functools.wraps(spec.fn)
+            def aget_native(self: Any) -> Any:
+                return _ready(read(self))  # type: ignore[misc]
 
         aget._oaas_spec = aget_native._oaas_spec = spec  # type: ignore[attr-defined]
         _ASYNC_GETTERS.append((weakref.ref(cls), spec.attr_name, aget, aget_native))

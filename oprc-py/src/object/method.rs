@@ -1229,6 +1229,14 @@ pub fn ready(py: Python<'_>, value: Py<PyAny>) -> PyResult<Py<Ready>> {
     Py::new(py, Ready { value: Some(value) })
 }
 
+/// An awaitable whose `await` gives `obj.<name>` read now (an async getter of a field of
+/// an immutable type: one call instead of a read and a call).
+#[pyfunction]
+pub fn ready_attr(obj: &Bound<'_, PyAny>, name: &Bound<'_, pyo3::types::PyString>) -> PyResult<Py<Ready>> {
+    let value = obj.getattr(name)?;
+    Py::new(obj.py(), Ready { value: Some(value.unbind()) })
+}
+
 /// Give the type of `T` the `am_send` slot `send` (pyo3 defines no such slot; the heap
 /// type's async methods live in the type object, which pyo3 made with `__await__`).
 fn install_am_send<T: PyTypeInfo>(py: Python<'_>, send: ffi::sendfunc) -> PyResult<()> {
@@ -1258,5 +1266,6 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     install_am_send::<Ready>(py, ready_send)?;
     m.add_function(wrap_pyfunction!(method_call, m)?)?;
     m.add_function(wrap_pyfunction!(method_call_sync, m)?)?;
-    m.add_function(wrap_pyfunction!(ready, m)?)
+    m.add_function(wrap_pyfunction!(ready, m)?)?;
+    m.add_function(wrap_pyfunction!(ready_attr, m)?)
 }

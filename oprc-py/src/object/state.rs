@@ -196,6 +196,39 @@ impl<'py> ObjectState<'py> {
         self.0.py()
     }
 
+    /// Set slot `i` of [`STATE_FIELDS`] (named `slot`): written at its offset when the
+    /// object's type is the one the layout was read from, else through `setattr`.
+    fn set(&self, i: usize, slot: &Bound<'py, PyString>, value: &Bound<'py, PyAny>) -> PyResult<()> {
+        #[cfg(not(Py_GIL_DISABLED))]
+        {
+            let py = self.0.py();
+            let layout = LAYOUT.get_or_try_init(py, || layout_of(&self.0.get_type()))?;
+            if let Some(l) = layout {
+                // SAFETY: reading the type pointer of a live object.
+                let same = unsafe { ffi::Py_TYPE(self.0.as_ptr()) } == l.ty.as_ptr().cast();
+                if same {
+                    // SAFETY: as in `get`: at `offsets[i]` the instance holds slot `i`, a
+                    // `PyObject*` it owns (or NULL). The new value's reference is handed
+                    // to the slot before the old one's is released (which may run code
+                    // that sees the slot already set, as `setattr` would leave it).
+                    unsafe {
+                        let p = self
+                            .0
+                            .as_ptr()
+                            .cast::<u8>()
+                            .offset(l.offsets[i])
+                            .cast::<*mut ffi::PyObject>();
+                        let old = *p;
+                        *p = value.clone().into_ptr();
+                        ffi::Py_XDECREF(old);
+                    }
+                    return Ok(());
+                }
+            }
+        }
+        self.0.setattr(slot, value)
+    }
+
     /// `meta`: the `ObjectMeta` (cls_id, partition_id, object_id).
     pub fn meta(&self) -> PyResult<Bound<'py, PyAny>> {
         self.get(idx::META, intern!(self.0.py(), name::META))
@@ -265,7 +298,7 @@ impl<'py> ObjectState<'py> {
     }
 
     pub fn set_turn(&self, turn: &Bound<'py, PyAny>) -> PyResult<()> {
-        self.0.setattr(intern!(self.0.py(), name::TURN), turn)
+        self.set(idx::TURN, intern!(self.0.py(), name::TURN), turn)
     }
 
     /// `undo`: the undo log of the native method call running on the object (a dict), or
@@ -282,7 +315,7 @@ impl<'py> ObjectState<'py> {
     }
 
     pub fn set_undo(&self, undo: &Bound<'py, PyAny>) -> PyResult<()> {
-        self.0.setattr(intern!(self.0.py(), name::UNDO), undo)
+        self.set(idx::UNDO, intern!(self.0.py(), name::UNDO), undo)
     }
 }
 
