@@ -128,7 +128,10 @@ fn fast_copy<'py>(
     // The one exact type of a frozenset of one type, else NULL (no fast path).
     let single = |s: Bound<'py, PyAny>| -> *mut ffi::PyObject {
         match s.cast::<pyo3::types::PyFrozenSet>() {
-            Ok(fs) if fs.len() == 1 => fs.iter().next().map_or(std::ptr::null_mut(), |t| t.as_ptr()),
+            Ok(fs) if fs.len() == 1 => fs
+                .iter()
+                .next()
+                .map_or(std::ptr::null_mut(), |t| t.as_ptr()),
             _ => std::ptr::null_mut(),
         }
     };

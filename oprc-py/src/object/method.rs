@@ -65,7 +65,10 @@ fn missing(py: Python<'_>) -> &Bound<'_, PyAny> {
 /// `object.__getattribute__(obj, name)` without the class's descriptors' side effects for
 /// a value in the instance (the lazy field descriptor is a non-data descriptor, so an
 /// instance value wins).
-fn get_plain<'py>(obj: &Bound<'py, PyAny>, name: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+fn get_plain<'py>(
+    obj: &Bound<'py, PyAny>,
+    name: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyAny>> {
     // SAFETY: live GIL-held references; a new reference or NULL with an exception set.
     unsafe {
         Bound::from_owned_ptr_or_err(
@@ -203,9 +206,9 @@ fn send_into<'py>(iter: &Bound<'py, PyAny>, sent: Sent<'py>) -> PyResult<Out<'py
         }
         Sent::Throw(e) => match iter.call_method1(intern!(py, "throw"), (e.into_value(py),)) {
             Ok(v) => Ok(Out::Yield(v)),
-            Err(err) if err.is_instance_of::<PyStopIteration>(py) => Ok(Out::Return(
-                err.value(py).getattr(intern!(py, "value"))?,
-            )),
+            Err(err) if err.is_instance_of::<PyStopIteration>(py) => {
+                Ok(Out::Return(err.value(py).getattr(intern!(py, "value"))?))
+            }
             Err(err) => Err(err),
         },
     }
@@ -268,7 +271,10 @@ fn ctx_get<'py>(var: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
 fn ctx_set<'py>(var: &Bound<'py, PyAny>, value: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
     // SAFETY: live references; returns a new reference to a Token or NULL with an error.
     unsafe {
-        Bound::from_owned_ptr_or_err(var.py(), ffi::PyContextVar_Set(var.as_ptr(), value.as_ptr()))
+        Bound::from_owned_ptr_or_err(
+            var.py(),
+            ffi::PyContextVar_Set(var.as_ptr(), value.as_ptr()),
+        )
     }
 }
 
@@ -298,7 +304,10 @@ fn with_id<'py>(held: &Bound<'py, PyAny>, oid: &Bound<'py, PyAny>) -> PyResult<B
 fn copy_set<'py>(s: &Bound<'py, PySet>) -> PyResult<Bound<'py, PySet>> {
     // SAFETY: PySet_New copies an iterable into a new set (new reference or NULL).
     unsafe {
-        Ok(Bound::from_owned_ptr_or_err(s.py(), ffi::PySet_New(s.as_ptr()))?.cast_into::<PySet>()?)
+        Ok(
+            Bound::from_owned_ptr_or_err(s.py(), ffi::PySet_New(s.as_ptr()))?
+                .cast_into::<PySet>()?,
+        )
     }
 }
 
@@ -402,7 +411,11 @@ fn rollback(obj: &Bound<'_, PyAny>, st: &ObjectState<'_>, undo: &Undo) -> PyResu
             let n = n.bind(py);
             if let Some(c) = conv.get_item(n)? {
                 let ft = c.cast_into::<PyTuple>()?.get_item(1)?;
-                set_plain(obj, n, &ft.call_method1(intern!(py, "decode"), (data.bind(py),))?)?;
+                set_plain(
+                    obj,
+                    n,
+                    &ft.call_method1(intern!(py, "decode"), (data.bind(py),))?,
+                )?;
             }
         }
     }
@@ -491,8 +504,7 @@ fn wants_commit(st: &ObjectState<'_>) -> PyResult<bool> {
         .getattr(intern!(py, "config"))?
         .getattr(intern!(py, "auto_commit"))?
         .is_truthy()?;
-    Ok(auto
-        && (!st.dirty()?.is_empty() || !st.version()?.is_truthy()? || !st.live()?.is_empty()))
+    Ok(auto && (!st.dirty()?.is_empty() || !st.version()?.is_truthy()? || !st.live()?.is_empty()))
 }
 
 /// A sync method call of `spec` on `obj` (`oaas_sdk/model/calls.py` `_call_sync`, the
@@ -516,7 +528,11 @@ pub fn method_call_sync<'py>(
     let func = plan.get_item(0)?;
     let stateless = plan.get_item(1)?.is_truthy()?;
     let argtypes = plan.get_item(2)?;
-    let kw = if kwargs.is_empty() { None } else { Some(kwargs.unbind()) };
+    let kw = if kwargs.is_empty() {
+        None
+    } else {
+        Some(kwargs.unbind())
+    };
     let (args, kwargs) = convert_args(spec, obj, &argtypes, args, kw)?;
     let held_var = plan.get_item(6)?;
     let held = ctx_get(&held_var)?;
@@ -746,7 +762,13 @@ fn after_body<'py>(
     })();
     match commit {
         Ok(None) => done(spec, &frame, result),
-        Ok(Some(iter)) => drive_commit(spec, iter, frame, result, Sent::Value(py.None().into_bound(py))),
+        Ok(Some(iter)) => drive_commit(
+            spec,
+            iter,
+            frame,
+            result,
+            Sent::Value(py.None().into_bound(py)),
+        ),
         Err(e) => {
             let e = match finish(py, &frame) {
                 Ok(()) => e,
@@ -825,10 +847,16 @@ fn advance<'py>(
             }
             match start(spec, obj, args.into_bound(py), kwargs) {
                 Err(e) => (Stage::Done, Err(e)),
-                Ok(Started::Delegate(iter)) => drive_delegate(iter, Sent::Value(py.None().into_bound(py))),
-                Ok(Started::Body(iter, frame)) => {
-                    drive_body(spec, obj, iter, frame, Sent::Value(py.None().into_bound(py)))
+                Ok(Started::Delegate(iter)) => {
+                    drive_delegate(iter, Sent::Value(py.None().into_bound(py)))
                 }
+                Ok(Started::Body(iter, frame)) => drive_body(
+                    spec,
+                    obj,
+                    iter,
+                    frame,
+                    Sent::Value(py.None().into_bound(py)),
+                ),
                 Ok(Started::Returned(v, frame)) => after_body(spec, obj, frame, v),
             }
         }
@@ -837,7 +865,13 @@ fn advance<'py>(
             iter,
             frame,
             result,
-        } => drive_commit(spec, iter.into_bound(py), frame, result.into_bound(py), sent),
+        } => drive_commit(
+            spec,
+            iter.into_bound(py),
+            frame,
+            result.into_bound(py),
+            sent,
+        ),
         Stage::Delegate { iter } => drive_delegate(iter.into_bound(py), sent),
         Stage::Running => (
             Stage::Running,
@@ -854,7 +888,12 @@ fn advance<'py>(
 
 fn drive_delegate<'py>(iter: Bound<'py, PyAny>, sent: Sent<'py>) -> (Stage, PyResult<Out<'py>>) {
     match send_into(&iter, sent) {
-        Ok(Out::Yield(v)) => (Stage::Delegate { iter: iter.unbind() }, Ok(Out::Yield(v))),
+        Ok(Out::Yield(v)) => (
+            Stage::Delegate {
+                iter: iter.unbind(),
+            },
+            Ok(Out::Yield(v)),
+        ),
         Ok(Out::Return(v)) => (Stage::Done, Ok(Out::Return(v))),
         Err(e) => (Stage::Done, Err(e)),
     }
@@ -902,10 +941,7 @@ fn stop_iteration(v: Bound<'_, PyAny>) -> PyErr {
 
 use pyo3::type_object::PyTypeInfo;
 
-fn thrown(
-    typ: &Bound<'_, PyAny>,
-    val: Option<&Bound<'_, PyAny>>,
-) -> PyErr {
+fn thrown(typ: &Bound<'_, PyAny>, val: Option<&Bound<'_, PyAny>>) -> PyErr {
     if typ.is_instance_of::<pyo3::exceptions::PyBaseException>() {
         return PyErr::from_value(typ.clone());
     }
@@ -967,9 +1003,7 @@ impl MethodCall {
         }
         let exit = pyo3::exceptions::PyGeneratorExit::new_err(());
         match MethodCall::step(slf, Sent::Throw(exit)) {
-            Ok(Out::Yield(_)) => Err(PyRuntimeError::new_err(
-                "method call ignored GeneratorExit",
-            )),
+            Ok(Out::Yield(_)) => Err(PyRuntimeError::new_err("method call ignored GeneratorExit")),
             Ok(Out::Return(_)) => Ok(()),
             Err(e) if e.is_instance_of::<pyo3::exceptions::PyGeneratorExit>(py) => Ok(()),
             Err(e) if e.is_instance_of::<PyStopIteration>(py) => Ok(()),
@@ -1059,7 +1093,12 @@ impl Drop for MethodCall {
         let stage = std::mem::replace(&mut self.stage, Stage::Done);
         Python::attach(|py| {
             let exit = pyo3::exceptions::PyGeneratorExit::new_err(());
-            let (_, out) = advance(self.spec.bind(py), self.obj.bind(py), stage, Sent::Throw(exit));
+            let (_, out) = advance(
+                self.spec.bind(py),
+                self.obj.bind(py),
+                stage,
+                Sent::Throw(exit),
+            );
             if let Err(e) = out {
                 if !e.is_instance_of::<pyo3::exceptions::PyGeneratorExit>(py)
                     && !e.is_instance_of::<PyStopIteration>(py)
@@ -1082,6 +1121,8 @@ unsafe extern "C" fn method_call_send(
     // `result` pointer.
     let py = unsafe { Python::assume_attached() };
     let r = catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: `iter` is the live instance CPython called the slot on, borrowed for
+        // the call.
         let slf = unsafe { pyo3::Borrowed::from_ptr(py, iter) };
         let slf = slf.cast::<MethodCall>().map_err(PyErr::from)?;
         let sent = if arg.is_null() {
@@ -1095,7 +1136,11 @@ unsafe extern "C" fn method_call_send(
             Out::Return(v) => (ffi::PySendResult::PYGEN_RETURN, v.into_ptr()),
         })
     }))
-    .unwrap_or_else(|_| Err(PySystemError::new_err("internal error in the native method call")));
+    .unwrap_or_else(|_| {
+        Err(PySystemError::new_err(
+            "internal error in the native method call",
+        ))
+    });
     send_result(py, r, result)
 }
 
@@ -1214,12 +1259,18 @@ unsafe extern "C" fn ready_send(
     // SAFETY: as for `method_call_send`, on a `Ready`.
     let py = unsafe { Python::assume_attached() };
     let r = catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: `iter` is the live instance CPython called the slot on, borrowed for
+        // the call.
         let slf = unsafe { pyo3::Borrowed::from_ptr(py, iter) };
         let slf = slf.cast::<Ready>().map_err(PyErr::from)?;
         let v = slf.borrow_mut().take()?;
         Ok((ffi::PySendResult::PYGEN_RETURN, v.into_ptr()))
     }))
-    .unwrap_or_else(|_| Err(PySystemError::new_err("internal error in the native awaitable")));
+    .unwrap_or_else(|_| {
+        Err(PySystemError::new_err(
+            "internal error in the native awaitable",
+        ))
+    });
     send_result(py, r, result)
 }
 
@@ -1232,9 +1283,17 @@ pub fn ready(py: Python<'_>, value: Py<PyAny>) -> PyResult<Py<Ready>> {
 /// An awaitable whose `await` gives `obj.<name>` read now (an async getter of a field of
 /// an immutable type: one call instead of a read and a call).
 #[pyfunction]
-pub fn ready_attr(obj: &Bound<'_, PyAny>, name: &Bound<'_, pyo3::types::PyString>) -> PyResult<Py<Ready>> {
+pub fn ready_attr(
+    obj: &Bound<'_, PyAny>,
+    name: &Bound<'_, pyo3::types::PyString>,
+) -> PyResult<Py<Ready>> {
     let value = obj.getattr(name)?;
-    Py::new(obj.py(), Ready { value: Some(value.unbind()) })
+    Py::new(
+        obj.py(),
+        Ready {
+            value: Some(value.unbind()),
+        },
+    )
 }
 
 /// Give the type of `T` the `am_send` slot `send` (pyo3 defines no such slot; the heap

@@ -198,7 +198,12 @@ impl<'py> ObjectState<'py> {
 
     /// Set slot `i` of [`STATE_FIELDS`] (named `slot`): written at its offset when the
     /// object's type is the one the layout was read from, else through `setattr`.
-    fn set(&self, i: usize, slot: &Bound<'py, PyString>, value: &Bound<'py, PyAny>) -> PyResult<()> {
+    fn set(
+        &self,
+        i: usize,
+        slot: &Bound<'py, PyString>,
+        value: &Bound<'py, PyAny>,
+    ) -> PyResult<()> {
         #[cfg(not(Py_GIL_DISABLED))]
         {
             let py = self.0.py();
