@@ -184,8 +184,9 @@ def _install_object_methods(native: ModuleType | None, native_engine: bool) -> N
     definitions again."""
     global _object_methods
     from .model.methods import use_native
-    from .model.object import _PY_COMMIT_ASYNC, _PY_SETATTR, OaasObject
+    from .model.object import _PY_COMMIT_ASYNC, _PY_SETATTR, OaasObject, _set_lifecycle
 
+    _set_lifecycle(_lifecycle(native))
     use_native(native)  # method calls and async getters
     if native is None:
         OaasObject.__setattr__ = _PY_SETATTR  # type: ignore[method-assign]
@@ -198,6 +199,28 @@ def _install_object_methods(native: ModuleType | None, native_engine: bool) -> N
     # On the Python engine the native commit_async could only call the Python one.
     OaasObject.commit_async = (  # type: ignore[method-assign]
         _object_methods[2] if native_engine else _PY_COMMIT_ASYNC)
+
+
+# The native create and load made for the last extension module used: (module, Lifecycle).
+_lifecycles: tuple[Any, Any] | None = None
+
+
+def _lifecycle(native: ModuleType | None) -> Any:
+    """The native create and load of ``native`` (``_native.Lifecycle`` over the object
+    model's ObjectState and ObjectMeta and the identity map's weak references), or
+    ``None`` for the Python steps (``OaasObject.create`` / ``load``)."""
+    global _lifecycles
+    if native is None:
+        return None
+    if _lifecycles is None or _lifecycles[0] is not native:
+        import weakref
+
+        from .model.registry import ObjectMeta
+        from .model.state import ObjectState
+
+        _lifecycles = (native, native.Lifecycle(ObjectState, ObjectMeta, weakref.KeyedRef,
+                                                weakref.WeakValueDictionary))
+    return _lifecycles[1]
 
 
 def server_implementation(config: OaasConfig) -> Literal["native", "python"]:

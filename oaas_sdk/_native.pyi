@@ -196,6 +196,22 @@ def ready(value: Any) -> Ready:
 def ready_attr(obj: Any, name: str) -> Ready:
     """An awaitable whose ``await`` gives ``getattr(obj, name)`` read now."""
 
+class Lifecycle:
+    """Create and load of OaaS objects in one native call (``object/create.rs``); made by
+    the seam (``oaas_sdk._backend``) and called by ``OaasObject.create`` / ``load``."""
+
+    def __init__(self, state_type: type, meta_type: type, keyed_ref: type,
+                 weak_dict: type) -> None: ...
+    def create(self, cls: type, rt: Any, key: tuple[str, int, int | str],
+               plan: tuple[tuple[str, int, Any], ...], live: tuple[str, ...],
+               values: dict[str, Any] | None = None) -> Any:
+        """A new object (defaults by ``plan``, ``values`` assigned), registered in
+        ``rt.identity`` and ``rt.dirty``; errors leave nothing registered."""
+    def load(self, cls: type, rt: Any, key: tuple[str, int, int | str], stored: Any,
+             plan: tuple[tuple[str, Any, Any], ...]) -> Any:
+        """The object from a stored record (immutable fields decoded by ``plan``),
+        registered in ``rt.identity``; errors leave nothing registered."""
+
 # ------------------------------------------------------------------ data path (data.rs)
 # Byte format: docs/format.md, "State codec". Used through oaas_sdk.codec and
 # oaas_sdk.runtime; see docs/native.md.

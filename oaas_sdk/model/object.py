@@ -87,6 +87,25 @@ _REPR.maxlevel = 3
 _get = object.__getattribute__
 _set = object.__setattr__
 _del = object.__delattr__
+
+# Kinds of a field's default in a class's create plan (OaasObject._oaas_build_plan; the
+# native create, oprc-py/src/object/create.rs, reads the same numbers).
+_SHARE, _LIST, _DICT, _SET, _CALL = 0, 1, 2, 3, 4
+_COPY_KINDS: dict[type, int] = {list: _LIST, dict: _DICT, set: _SET}
+_SCALARS = frozenset({int, float, str, bytes, bool, type(None)})
+_U32 = 1 << 32
+_U64 = 1 << 64
+
+# The native create and load (``oaas_sdk._native.Lifecycle``) when the seam selected the
+# native implementation (oaas_sdk/_backend.py), else None: the Python steps below.
+_life: Any = None
+
+
+def _set_lifecycle(life: Any) -> None:
+    """Called by the seam only."""
+    global _life
+    _life = life
+
 class OaasObject:
     """Base class of OaaS objects: subclass it, annotate persisted fields, decorate methods.
 
@@ -119,6 +138,8 @@ class OaasObject:
     _oaas_py_commit_async: ClassVar[Any]
     _oaas_done: ClassVar[Any]
     _oaas_failed: ClassVar[Any]
+    # Per class (never inherited: read from cls.__dict__): see _oaas_build_plan.
+    _oaas_plan: ClassVar[Any]
 
     # -- class definition -----------------------------------------------------------------
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -217,26 +238,70 @@ class OaasObject:
         a bad field value.
         """
         rt = current()
+        if not cls._oaas_ready:
+            cls._oaas_finalize()
+        plan = cls.__dict__.get("_oaas_plan") or cls._oaas_build_plan()  # checks cls_id
         pid = rt.config.oprc_partition_default if partition_id is None else partition_id
-        oid: int | str = new_object_id() if obj_id is None else obj_id
-        check_identity(cls._oaas_cls_id, pid, oid)
+        if obj_id is None:
+            oid: int | str = new_object_id()
+            if partition_id is not None:  # a fresh id and the configured partition are valid
+                check_identity(cls._oaas_cls_id, pid, oid)
+        else:
+            oid = obj_id
+            check_identity(cls._oaas_cls_id, pid, oid)
         key: ObjectKey = (cls._oaas_cls_id, pid, oid)
         if obj_id is not None and (key in rt.identity or rt.engine.read(key) is not None):
             raise ConflictError(f"cannot create {cls._oaas_cls_id}/{pid}/{oid}: it already "
                                 f"exists; use {cls.__name__}.load({oid!r})")
+        fields = cls._oaas_fields
+        for name in values:
+            if name not in fields:
+                raise TypeError(f"{cls.__name__}.create(): unknown field {name!r}")
+        life = _life
+        if life is not None:  # the same steps in one native call (oprc-py object/create.rs)
+            return life.create(cls, rt, key, plan[0], plan[1], values or None)
         obj = cls._blank(rt, ObjectMeta(cls._oaas_cls_id, pid, oid))
         st = obj._oaas_state
-        for name, f in cls._oaas_fields.items():
-            _set(obj, name, f.new_default())
-        st.live.update(cls._oaas_mutable_fields())
+        for name, kind, v in plan[0]:
+            _set(obj, name, v if kind == _SHARE else v() if kind == _CALL else v.copy())
+        st.live.update(plan[1])
         for name, value in values.items():
-            if name not in cls._oaas_fields:
-                raise TypeError(f"{cls.__name__}.create(): unknown field {name!r}")
             setattr(obj, name, value)
         st.created_ms = st.updated_ms = _now_ms()
         rt.identity[key] = obj
         rt.dirty[id(obj)] = obj
         return obj
+
+    @classmethod
+    def _oaas_build_plan(cls) -> tuple[tuple[tuple[str, int, Any], ...], tuple[str, ...],
+                                       tuple[tuple[str, Any, FieldInfo], ...]]:
+        """What create and load do per field, built once per class (after
+        :meth:`_oaas_finalize`), in field order:
+
+        - defaults: ``(name, kind, value)``; kind ``_SHARE``: ``value`` itself (immutable),
+          ``_LIST`` / ``_DICT`` / ``_SET``: a shallow copy of ``value`` (a decoded copy of
+          the default holding only scalars, so a shallow copy equals
+          ``FieldInfo.new_default()``), ``_CALL``: ``value()`` (``new_default``);
+        - the names of the mutable fields (live in a new object);
+        - immutable fields decoded at load: ``(name, decode, field)``.
+        """
+        check_identity(cls._oaas_cls_id, 0, 0)  # ValueError naming a malformed cls_id
+        defaults: list[tuple[str, int, Any]] = []
+        for name, f in cls._oaas_fields.items():
+            if f.default_factory is None and not f._mutable_default:
+                defaults.append((name, _SHARE, f.default))
+                continue
+            template: Any = f.new_default() if f.default_factory is None else None
+            kind = _COPY_KINDS.get(type(template), _CALL)
+            scalar = kind != _CALL and all(type(x) in _SCALARS for x in template)
+            if scalar and kind == _DICT:
+                scalar = all(type(x) in _SCALARS for x in template.values())
+            defaults.append((name, kind, template) if scalar else (name, _CALL, f.new_default))
+        plan = (tuple(defaults), cls._oaas_mutable_fields(),
+                tuple((n, f.ftype.decode, f) for n, f in cls._oaas_fields.items()
+                      if not f.mutable))
+        cls._oaas_plan = plan
+        return plan
 
     @classmethod
     def load(cls: type[T], obj_id: int | str, partition_id: int | None = None) -> T:
@@ -252,7 +317,12 @@ class OaasObject:
         obj = rt.identity.get(key)
         if obj is not None and not obj._oaas_state.deleted:
             return obj  # type: ignore[return-value]
-        check_identity(cls._oaas_cls_id, pid, obj_id)
+        if not cls._oaas_ready:
+            cls._oaas_finalize()
+        plan = cls.__dict__.get("_oaas_plan") or cls._oaas_build_plan()  # checks cls_id
+        if not (type(obj_id) is int and 0 <= obj_id < _U64 and type(pid) is int
+                and 0 <= pid < _U32):
+            check_identity(cls._oaas_cls_id, pid, obj_id)
         # While an instance with commits the cache lacks is alive (or awaiting its
         # finalizer), the cache is stale for its key: read through the engine.
         stored = None if key in rt.cache_stale else rt.cache.get(key)
@@ -261,8 +331,12 @@ class OaasObject:
             if stored is None:
                 raise ObjectNotFound(f"{cls._oaas_cls_id}/{pid}/{obj_id} not found "
                                      f"({rt.engine.store.name})")
-            rt.cache.put(key, StoredObject(stored.version, stored.created_ms,
-                                           stored.updated_ms, dict(stored.entries)))
+            if rt.cache_enabled:
+                rt.cache.put(key, StoredObject(stored.version, stored.created_ms,
+                                               stored.updated_ms, dict(stored.entries)))
+        life = _life
+        if life is not None:  # the same steps in one native call (oprc-py object/create.rs)
+            return life.load(cls, rt, key, stored, plan[2])
         obj = cls._blank(rt, ObjectMeta(cls._oaas_cls_id, pid, obj_id))
         obj._oaas_apply_stored(stored)
         rt.identity[key] = obj

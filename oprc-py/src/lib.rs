@@ -108,6 +108,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(build_info, m)?)?;
     engine::register(m)?;
     mapped::register(m)?;
+    object::create::register(m)?;
     m.add_class::<codec::Codec>()?;
     m.add_class::<codec::Plan>()?;
     m.add_class::<codec::DecodePlan>()?;

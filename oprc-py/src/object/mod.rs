@@ -5,6 +5,7 @@
 //! shared with oaas_sdk/model/state.py, defined once).
 
 pub(crate) mod commit;
+pub(crate) mod create;
 pub(crate) mod front;
 pub(crate) mod future;
 pub(crate) mod method;
