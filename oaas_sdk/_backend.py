@@ -198,10 +198,12 @@ def _install_object_methods(native: ModuleType | None, native_engine: bool) -> N
     which the native ``commit_async`` / ``commit`` call for every case but the one-call
     commit), or, with ``None``, the Python definitions again."""
     global _object_methods
+    from .model.methods import use_native
     from .model.object import (_PY_COMMIT, _PY_COMMIT_ASYNC, _PY_SETATTR, OaasObject,
                                 _set_lifecycle)
 
     _set_lifecycle(_lifecycle(native))
+    use_native(native)  # method calls and async getters
     if native is None:
         OaasObject.__setattr__ = _PY_SETATTR  # type: ignore[method-assign]
         OaasObject.commit_async = _PY_COMMIT_ASYNC  # type: ignore[method-assign]

@@ -187,6 +187,44 @@ def object_commit_async(cls: type) -> Any:
     the one-call commit, else ``cls._oaas_py_commit_async`` (``oaas_sdk._backend``
     installs it)."""
 
+class MethodCall:
+    """The awaitable of one method call (oprc-py/src/object/method.rs): turn, undo log,
+    body, rollback, auto-commit. A coroutine too (``send``/``throw``/``close``)."""
+
+    def __await__(self) -> Any: ...
+    def __iter__(self) -> Any: ...
+    def __next__(self) -> Any: ...
+    def send(self, value: Any) -> Any: ...
+    def throw(self, typ: Any, val: Any = None, tb: Any = None) -> Any: ...
+    def close(self) -> None: ...
+
+class Ready:
+    """An awaitable resolved at once with a value (async getters). A coroutine too."""
+
+    def __await__(self) -> Any: ...
+    def __iter__(self) -> Any: ...
+    def __next__(self) -> Any: ...
+    def send(self, value: Any) -> Any: ...
+    def throw(self, typ: Any, val: Any = None, tb: Any = None) -> Any: ...
+    def close(self) -> None: ...
+
+def method_call(spec: Any, obj: Any, args: tuple[Any, ...],
+                kwargs: dict[str, Any]) -> MethodCall:
+    """The awaitable of an async method (or setter) call of ``spec`` (a ``MethodSpec``) on
+    ``obj``; nothing runs until it is awaited (``oaas_sdk.model.calls._call_async`` is the
+    reference)."""
+
+def method_call_sync(spec: Any, obj: Any, args: tuple[Any, ...],
+                     kwargs: dict[str, Any]) -> Any:
+    """Run a sync method (or setter) call now and return its result
+    (``oaas_sdk.model.calls._call_sync`` is the reference)."""
+
+def ready(value: Any) -> Ready:
+    """An awaitable whose ``await`` gives ``value``."""
+
+def ready_attr(obj: Any, name: str) -> Ready:
+    """An awaitable whose ``await`` gives ``getattr(obj, name)`` read now."""
+
 class Lifecycle:
     """Create and load of OaaS objects in one native call (``object/create.rs``); made by
     the seam (``oaas_sdk._backend``) and called by ``OaasObject.create`` / ``load``."""

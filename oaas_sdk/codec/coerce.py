@@ -64,6 +64,57 @@ def _where(owner: str, field: str) -> str:
     return owner or field or "value"
 
 
+# Element types a container's exact-type fast path accepts (see fast_shape).
+_FAST_ELEMS = (int, float, str, bool, bytes)
+
+
+def fast_shape(hint: Any) -> tuple[Any, ...] | None:
+    """The exact-type fast path of assignment to a field of type ``hint``: for a list,
+    set or dict of one simple type (int, float, str, bool, bytes; ``Optional`` of those
+    containers too, ``None`` itself passes already), ``(kind, element types, value
+    types)`` with ``kind`` ``"list"``, ``"set"`` or ``"dict"`` (``value types`` only for
+    dicts, ``element types`` are then the key types); else ``None``.
+
+    A value of exactly that container type whose elements all have exactly those types is
+    what pydantic's lax mode returns unchanged but copied; :func:`fast_copy` makes that
+    copy without calling pydantic (the native ``__setattr__`` does the same)."""
+    import types
+    import typing
+
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        arms = [a for a in typing.get_args(hint) if a is not type(None)]
+        if len(arms) != 1:
+            return None
+        return fast_shape(arms[0])
+    args = typing.get_args(hint)
+    if origin in (list, set) and len(args) == 1 and args[0] in _FAST_ELEMS:
+        return ("list" if origin is list else "set", frozenset({args[0]}), None)
+    if (origin is dict and len(args) == 2 and args[0] in (str, int)
+            and args[1] in _FAST_ELEMS):
+        return ("dict", frozenset({args[0]}), frozenset({args[1]}))
+    return None
+
+
+def fast_copy(value: Any, shape: tuple[Any, ...]) -> Any:
+    """``value`` copied when it passes ``shape`` (see :func:`fast_shape`), else ``None``."""
+    kind, etypes, vtypes = shape
+    t = type(value)
+    if kind == "dict":
+        if t is not dict:
+            return None
+        for k, v in value.items():
+            if type(k) not in etypes or type(v) not in vtypes:
+                return None
+        return value.copy()
+    if t is not (list if kind == "list" else set):
+        return None
+    for x in value:
+        if type(x) not in etypes:
+            return None
+    return value.copy()
+
+
 def _pydantic_reason(e: pydantic.ValidationError) -> str:
     parts = []
     for err in e.errors(include_url=False)[:3]:

@@ -24,7 +24,7 @@ from . import _fallback
 from ._active import ACTIVE
 from ._fallback import _conv_any, _ext_hook, _new_packer, _prep_any, _unpackb
 from ._values import _hint_name, _Mismatch, _too_deep, _TooDeep, _Unsupported
-from .coerce import _check, _convert_pydantic, _where
+from .coerce import _check, _convert_pydantic, _where, fast_copy, fast_shape
 from .format import ZERO_COPY_MIN
 
 # Bound by assignment, not imported: CPython (3.11+) compiles `name.method(...)` on a name
@@ -80,6 +80,7 @@ class FieldType:
         "_plan",
         "_coder",
         "_ncoder",
+        "_fast",
     )
 
     hint: Any
@@ -115,9 +116,19 @@ class FieldType:
         self._plan: Any = None  # (native codec, compiled plan) for the active backend
         self._coder: Any = None  # (native codec, its Coder for this type), see _install
         self._ncoder: Any = None  # that Coder, read by the native encode/decode methods
+        self._fast: Any = None  # coerce.fast_shape(hint) or False, once computed
 
     def __repr__(self) -> str:
         return f"FieldType({self._name})"
+
+    @property
+    def fast_shape(self) -> tuple[Any, ...] | None:
+        """The exact-type fast path of ``coerce`` (:func:`~oaas_sdk.codec.coerce.fast_shape`)
+        for this type, or ``None``."""
+        fast = self._fast
+        if fast is None:
+            fast = self._fast = fast_shape(self.hint) or False
+        return fast or None
 
     def coerce(self, value: Any, *, owner: str = "", field: str = "") -> Any:
         """Check and convert a value assigned to a field of this type.
@@ -135,6 +146,11 @@ class FieldType:
         """
         if type(value) in self.passthrough_types:
             return value
+        shape = self.fast_shape
+        if shape is not None:
+            out = fast_copy(value, shape)
+            if out is not None:
+                return out
         where = _where(owner, field)
         try:
             _check(value, 0)

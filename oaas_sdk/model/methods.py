@@ -15,6 +15,7 @@ import functools
 import inspect
 import time
 import typing
+import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeAlias, TypeVar, cast, overload
 
@@ -22,7 +23,7 @@ import pydantic
 
 from ..errors import ValidationError
 from ..invocation import InvocationRequest, ObjectInvocationRequest
-from .calls import _call_async, _call_sync, _exhausted
+from .calls import _HELD, Turn, _call_async, _call_sync, _exhausted
 
 if TYPE_CHECKING:
     from .object import OaasObject
@@ -44,7 +45,7 @@ class MethodSpec:
 
     __slots__ = ("fn", "name", "kind", "stateless", "strict", "serve_with_agent", "timeout",
                  "retry_count", "retry_delay", "is_async", "field", "projection",
-                 "_params", "_return_model", "_request_param", "attr_name", "owner")
+                 "_params", "_return_model", "_request_param", "attr_name", "owner", "_nat")
 
     def __init__(self, fn: Callable[..., Any], *, name: str = "", kind: str = "method",
                  stateless: bool = False, strict: bool = False, serve_with_agent: bool = False,
@@ -67,6 +68,7 @@ class MethodSpec:
         self._request_param: str | None = None
         self.attr_name = fn.__name__
         self.owner: type | None = None
+        self._nat: tuple[Any, ...] | None = None
 
     @property
     def field_name(self) -> str | None:
@@ -156,6 +158,33 @@ class MethodSpec:
             raise ValidationError(f"{owner}.{self.name}(): parameter {pname!r} cannot take "
                                   f"{value!r} ({type(value).__name__}): {reason}") from None
 
+    def _native_plan(self) -> tuple[Any, ...]:
+        """What the native method call (``oprc-py/src/object/method.rs``) needs, made once:
+        ``(fn, stateless, argtypes, is_async, converts_result, Turn, _HELD, _call_async,
+        python_only, _call_sync)``. ``argtypes``: per positional parameter ``None`` (no conversion),
+        the simple type an argument passes unconverted with, or ``...`` (always
+        converted); ``None`` when every call needs :meth:`convert_args`. ``python_only``:
+        retries or a timeout, which the Python definitions run."""
+        params = self._prepare()
+        argtypes: tuple[Any, ...] | None = None
+        if self._request_param is None:
+            types: list[Any] = []
+            for _name, ann, adapter in params:
+                if ann is inspect.Parameter.VAR_POSITIONAL or ann is inspect.Parameter.VAR_KEYWORD:
+                    break
+                if adapter is None:
+                    types.append(None)
+                elif ann in _SIMPLE:
+                    types.append(ann)
+                else:
+                    types.append(...)
+            argtypes = tuple(types)
+        plan = (self.fn, self.stateless, argtypes, self.is_async,
+                self._return_model is not None, Turn, _HELD, _call_async,
+                bool(self.timeout or self.retry_count), _call_sync)
+        self._nat = plan
+        return plan
+
     def convert_result(self, result: Any) -> Any:
         model = self._return_model
         if model is not None and not isinstance(result, model) and isinstance(result, dict):
@@ -177,18 +206,55 @@ def _is_model(t: Any) -> bool:
     return isinstance(t, type) and issubclass(t, pydantic.BaseModel)
 
 
+# What runs an async / a sync method call: the Python definitions, or the native ones
+# (use_native).
+_run_async: Callable[[MethodSpec, Any, tuple[Any, ...], dict[str, Any]], Any] = _call_async
+_run_sync: Callable[[MethodSpec, Any, tuple[Any, ...], dict[str, Any]], Any] = _call_sync
+# Awaitables of a value known at once, for async getters (native: no coroutine): of a
+# value, and of an attribute of an object.
+_ready: Callable[[Any], Any] | None = None
+_ready_attr: Callable[[Any, str], Any] | None = None
+
+
+# Async getters: (class, attribute, Python wrapper, native wrapper).
+_ASYNC_GETTERS: list[tuple[weakref.ref[type], str, Any, Any]] = []
+
+
+def use_native(native: Any) -> None:
+    """Run async method and setter calls with the native method call of the extension
+    module ``native`` (``oprc-py/src/object/method.rs``), and async getters with its
+    ready awaitable; or, with ``None``, with the Python definitions (``calls._call_async``,
+    a coroutine per getter call). Called by the seam (``_backend.py``)."""
+    global _run_async, _run_sync, _ready, _ready_attr
+    if native is None:
+        _run_async, _run_sync, _ready, _ready_attr = _call_async, _call_sync, None, None
+    else:
+        _run_async, _run_sync = native.method_call, native.method_call_sync
+        _ready, _ready_attr = native.ready, native.ready_attr
+    alive = []
+    for entry in _ASYNC_GETTERS:
+        cls = entry[0]()
+        if cls is None:
+            continue
+        alive.append(entry)
+        want = entry[3] if native is not None else entry[2]
+        if cls.__dict__.get(entry[1]) is not want:
+            setattr(cls, entry[1], want)
+    _ASYNC_GETTERS[:] = alive
+
+
 def _make_method(spec: MethodSpec) -> Callable[..., Any]:
     fn = spec.fn
     if spec.is_async:
         @functools.wraps(fn)
         def amethod(self: OaasObject, *args: Any, **kwargs: Any) -> Any:
-            return _call_async(spec, self, args, kwargs)
+            return _run_async(spec, self, args, kwargs)
 
         wrapper: Callable[..., Any] = amethod
     else:
         @functools.wraps(fn)
         def smethod(self: OaasObject, *args: Any, **kwargs: Any) -> Any:
-            return _call_sync(spec, self, args, kwargs)
+            return _run_sync(spec, self, args, kwargs)
 
         wrapper = smethod
     wrapper._oaas_spec = spec  # type: ignore[attr-defined]
@@ -441,10 +507,26 @@ def _make_getter(cls: type, spec: MethodSpec) -> Callable[..., Any]:
         return copy.deepcopy(_project(value, proj))
 
     if spec.is_async:
+        plain = not finfo.ftype.mutable and proj is None
+
         @functools.wraps(spec.fn)
         async def aget(self: Any) -> Any:
             return read(self)
-        wrapper: Callable[..., Any] = aget
+
+        if plain:
+            @functools.wraps(spec.fn)
+            def aget_native(self: Any) -> Any:
+                # An awaitable of the value read now (no coroutine, no frame to resume);
+                # what the native implementation installs (see use_native).
+                return _ready_attr(self, field_name)  # type: ignore[misc]
+        else:
+            @functools.wraps(spec.fn)
+            def aget_native(self: Any) -> Any:
+                return _ready(read(self))  # type: ignore[misc]
+
+        aget._oaas_spec = aget_native._oaas_spec = spec  # type: ignore[attr-defined]
+        _ASYNC_GETTERS.append((weakref.ref(cls), spec.attr_name, aget, aget_native))
+        wrapper: Callable[..., Any] = aget_native if _ready is not None else aget
     else:
         @functools.wraps(spec.fn)
         def sget(self: Any) -> Any:
@@ -474,12 +556,12 @@ def _make_setter(cls: type, spec: MethodSpec) -> Callable[..., Any]:
     if spec.is_async:
         @functools.wraps(spec.fn)
         def aset(self: OaasObject, value: Any) -> Any:
-            return _call_async(inner, self, (value,), {})
+            return _run_async(inner, self, (value,), {})
         wrapper: Callable[..., Any] = aset
     else:
         @functools.wraps(spec.fn)
         def sset(self: OaasObject, value: Any) -> Any:
-            return _call_sync(inner, self, (value,), {})
+            return _run_sync(inner, self, (value,), {})
         wrapper = sset
     wrapper._oaas_spec = spec  # type: ignore[attr-defined]
     wrapper._oaas_run_spec = inner  # type: ignore[attr-defined]

@@ -121,7 +121,9 @@ class OaasObject:
 
     _oaas_fields: ClassVar[dict[str, FieldInfo]] = {}
     _oaas_mutable: ClassVar[tuple[str, ...] | None] = None
-    _oaas_conv: ClassVar[dict[str, tuple[frozenset[type], codec.FieldType, bool]] | None] = None
+    # field name -> (exact types stored as they are, FieldType, mutable, fast shape)
+    _oaas_conv: ClassVar[dict[str, tuple[frozenset[type], codec.FieldType, bool, Any]]
+                         | None] = None
     _oaas_cls_id: ClassVar[str] = "default.OaasObject"
     _oaas_package: ClassVar[str] = "default"
     _oaas_service_name: ClassVar[str] = "OaasObject"
@@ -502,8 +504,8 @@ class OaasObject:
         dirty.add(name)
 
     @classmethod
-    def _oaas_build_conv(cls) -> dict[str, tuple[frozenset[type], codec.FieldType, bool]]:
-        conv = {n: (f.ftype.passthrough_types, f.ftype, f.mutable)
+    def _oaas_build_conv(cls) -> dict[str, tuple[frozenset[type], codec.FieldType, bool, Any]]:
+        conv = {n: (f.ftype.passthrough_types, f.ftype, f.mutable, f.ftype.fast_shape)
                 for n, f in cls._oaas_fields.items()}
         cls._oaas_conv = conv
         cls._oaas_encoders = None
@@ -567,7 +569,7 @@ class OaasObject:
                        f"{m.object_id}: {e}")
 
     def _oaas_encode_changed(self, conv: dict[str, tuple[frozenset[type], codec.FieldType,
-                                                         bool]]) -> dict[str, bytes] | None:
+                                                         bool, Any]]) -> dict[str, bytes] | None:
         """Entries of a new object (every field), or of assigned fields and of live
         mutable fields whose bytes changed in place. ``None`` when nothing changed."""
         fields = type(self)._oaas_fields
@@ -579,7 +581,7 @@ class OaasObject:
         entries: dict[str, bytes] = {}
         names: Any = fields if new else dirty | live
         for name in names:
-            _, ft, mutable = conv[name]
+            _, ft, mutable, _ = conv[name]
             if not mutable or name in live:
                 value = _get(self, name)
             elif name in st.parked:

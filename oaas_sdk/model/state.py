@@ -44,10 +44,14 @@ class ObjectState:
       instances alive, newest version), :data:`UNCACHED` without an entry cache, ``None``
       before the first commit.
     - ``maps``: open mapped fields, name -> (file handle, view); ``None`` until one opens.
+    - ``undo``: while a native method call runs on the object, its undo log (field name ->
+      value before the call's first assignment, or the native layer's "not in the instance"
+      marker), written by the native ``__setattr__``; ``None`` otherwise (the Python
+      implementation snapshots instead, see ``model/calls.py``).
     """
 
     __slots__ = ("meta", "rt", "version", "committed", "dirty", "parked", "live", "turn",
-                 "deleted", "created_ms", "updated_ms", "stale", "maps")
+                 "deleted", "created_ms", "updated_ms", "stale", "maps", "undo")
 
     meta: ObjectMeta
     rt: Runtime
@@ -62,6 +66,7 @@ class ObjectState:
     updated_ms: int
     stale: list[int] | None
     maps: dict[str, tuple[Any, Any]] | None
+    undo: dict[str, Any] | None
 
     def __init__(self, meta: ObjectMeta, rt: Runtime) -> None:
         self.meta = meta
@@ -77,6 +82,7 @@ class ObjectState:
         self.updated_ms = 0
         self.stale = None
         self.maps = None
+        self.undo = None
 
     def __repr__(self) -> str:
         m = self.meta

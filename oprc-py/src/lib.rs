@@ -117,6 +117,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<codec::Coder>()?;
     m.add_class::<cache::PyEntryCache>()?;
     rpc::register(m)?;
+    object::method::register(m)?;
     Ok(())
 }
 

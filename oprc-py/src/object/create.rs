@@ -214,6 +214,7 @@ impl Lifecycle {
             ms.clone(),
             ms,
             none.clone(),
+            none.clone(),
             none,
         ];
         // SAFETY: the offsets are ObjectState's slots (checked in `new`, same type object).

@@ -65,6 +65,8 @@ fn setattr(
     let passthrough = field.get_item(0)?;
     let value = if passthrough.contains(value.get_type())? {
         value.clone()
+    } else if let Some(copy) = fast_copy(&field, value)? {
+        copy
     } else {
         let kw = PyDict::new(py);
         kw.set_item(intern!(py, "owner"), cls.name()?)?;
@@ -73,9 +75,16 @@ fn setattr(
             .get_item(1)?
             .call_method(intern!(py, "coerce"), (value,), Some(&kw))?
     };
-    set_plain(obj, name, &value)?;
     let state = ObjectState::of(obj)?;
-    if field.get_item(2)?.is_truthy()? {
+    let mutable = field.get_item(2)?.is_truthy()?;
+    let undo = state.undo()?;
+    if !undo.is_none() {
+        // A native method call runs on the object: log the value before its first
+        // assignment of this field (see object/method.rs).
+        super::method::log_old_value(obj, &state, &undo, name, mutable)?;
+    }
+    set_plain(obj, name, &value)?;
+    if mutable {
         state.live()?.add(name)?;
         let parked = state.parked()?;
         if !parked.is_empty() && parked.contains(name)? {
@@ -92,6 +101,94 @@ fn setattr(
             .set_item(obj.as_ptr() as usize, obj)?;
     }
     dirty.add(name)
+}
+
+/// The exact-type fast path of assignment (`oaas_sdk/codec/coerce.py` `fast_shape` /
+/// `fast_copy`): `field` is the class's conversion entry `(exact types, FieldType, mutable,
+/// shape)`; with a shape `(kind, element types, value types)` and a value of exactly that
+/// container whose elements have exactly those types, a copy of it (what pydantic's lax
+/// mode returns for it); else `None` (the value goes through `FieldType.coerce`).
+fn fast_copy<'py>(
+    field: &Bound<'py, PyTuple>,
+    value: &Bound<'py, PyAny>,
+) -> PyResult<Option<Bound<'py, PyAny>>> {
+    let py = value.py();
+    if field.len() < 4 {
+        return Ok(None);
+    }
+    let shape = field.get_item(3)?;
+    let Ok(shape) = shape.cast::<PyTuple>() else {
+        return Ok(None);
+    };
+    if shape.len() != 3 {
+        return Ok(None);
+    }
+    let kind = shape.get_item(0)?;
+    let kind = kind.cast::<pyo3::types::PyString>()?.to_str()?;
+    // The one exact type of a frozenset of one type, else NULL (no fast path).
+    let single = |s: Bound<'py, PyAny>| -> *mut ffi::PyObject {
+        match s.cast::<pyo3::types::PyFrozenSet>() {
+            Ok(fs) if fs.len() == 1 => fs
+                .iter()
+                .next()
+                .map_or(std::ptr::null_mut(), |t| t.as_ptr()),
+            _ => std::ptr::null_mut(),
+        }
+    };
+    let etype = single(shape.get_item(1)?);
+    if etype.is_null() {
+        return Ok(None);
+    }
+    let vptr = value.as_ptr();
+    // SAFETY: every pointer below is read with the GIL held from live objects: `value`
+    // (borrowed for the call), its items (borrowed from it, not kept past the loops, and
+    // nothing runs Python code in between), and type objects kept alive by the class's
+    // conversion table (`shape`), which outlives this call.
+    unsafe {
+        let is_type = |o: *mut ffi::PyObject, t: *mut ffi::PyObject| ffi::Py_TYPE(o).cast() == t;
+        match kind {
+            "list" => {
+                if ffi::Py_TYPE(vptr) != &raw mut ffi::PyList_Type {
+                    return Ok(None);
+                }
+                let n = ffi::PyList_GET_SIZE(vptr);
+                for i in 0..n {
+                    if !is_type(ffi::PyList_GET_ITEM(vptr, i), etype) {
+                        return Ok(None);
+                    }
+                }
+                let copy = ffi::PyList_GetSlice(vptr, 0, n);
+                Bound::from_owned_ptr_or_err(py, copy).map(Some)
+            }
+            "dict" => {
+                let vtype = single(shape.get_item(2)?);
+                if vtype.is_null() || ffi::Py_TYPE(vptr) != &raw mut ffi::PyDict_Type {
+                    return Ok(None);
+                }
+                let mut pos: ffi::Py_ssize_t = 0;
+                let mut k: *mut ffi::PyObject = std::ptr::null_mut();
+                let mut v: *mut ffi::PyObject = std::ptr::null_mut();
+                while ffi::PyDict_Next(vptr, &mut pos, &mut k, &mut v) != 0 {
+                    if !is_type(k, etype) || !is_type(v, vtype) {
+                        return Ok(None);
+                    }
+                }
+                Bound::from_owned_ptr_or_err(py, ffi::PyDict_Copy(vptr)).map(Some)
+            }
+            "set" => {
+                if ffi::Py_TYPE(vptr) != &raw mut ffi::PySet_Type {
+                    return Ok(None);
+                }
+                for x in value.try_iter()? {
+                    if !is_type(x?.as_ptr(), etype) {
+                        return Ok(None);
+                    }
+                }
+                Bound::from_owned_ptr_or_err(py, ffi::PySet_New(vptr)).map(Some)
+            }
+            _ => Ok(None),
+        }
+    }
 }
 
 /// The `__setattr__(self, name, value)` method (`METH_FASTCALL`, bound by CPython's
@@ -170,7 +267,7 @@ fn method_result<'py>(
 }
 
 /// `asyncio.events._get_running_loop` (C-accelerated): the running loop or `None`.
-fn running_loop(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
+pub(crate) fn running_loop(py: Python<'_>) -> PyResult<Bound<'_, PyAny>> {
     static GET: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
     GET.get_or_try_init(py, || {
         py.import("asyncio.events")?

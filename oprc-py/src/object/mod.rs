@@ -8,4 +8,5 @@ pub(crate) mod commit;
 pub(crate) mod create;
 pub(crate) mod front;
 pub(crate) mod future;
+pub(crate) mod method;
 pub(crate) mod state;

@@ -33,6 +33,7 @@ pub mod name {
     pub const UPDATED_MS: &str = "updated_ms";
     pub const STALE: &str = "stale";
     pub const MAPS: &str = "maps";
+    pub const UNDO: &str = "undo";
 }
 
 /// Every slot of `ObjectState`, in the order of its `__slots__`.
@@ -50,6 +51,7 @@ pub const STATE_FIELDS: &[&str] = &[
     name::UPDATED_MS,
     name::STALE,
     name::MAPS,
+    name::UNDO,
 ];
 
 /// The position of each slot in [`STATE_FIELDS`] (and in `__slots__`).
@@ -61,8 +63,10 @@ mod idx {
     pub const DIRTY: usize = 4;
     pub const PARKED: usize = 5;
     pub const LIVE: usize = 6;
+    pub const TURN: usize = 7;
     pub const DELETED: usize = 8;
     pub const STALE: usize = 11;
+    pub const UNDO: usize = 13;
 }
 
 /// Where the slots live in an `ObjectState` instance: the type they were read from
@@ -191,6 +195,48 @@ impl<'py> ObjectState<'py> {
         self.0.getattr(slot)
     }
 
+    pub fn py(&self) -> Python<'py> {
+        self.0.py()
+    }
+
+    /// Set slot `i` of [`STATE_FIELDS`] (named `slot`): written at its offset when the
+    /// object's type is the one the layout was read from, else through `setattr`.
+    fn set(
+        &self,
+        i: usize,
+        slot: &Bound<'py, PyString>,
+        value: &Bound<'py, PyAny>,
+    ) -> PyResult<()> {
+        #[cfg(not(Py_GIL_DISABLED))]
+        {
+            let py = self.0.py();
+            let layout = LAYOUT.get_or_try_init(py, || layout_of(&self.0.get_type()))?;
+            if let Some(l) = layout {
+                // SAFETY: reading the type pointer of a live object.
+                let same = unsafe { ffi::Py_TYPE(self.0.as_ptr()) } == l.ty.as_ptr().cast();
+                if same {
+                    // SAFETY: as in `get`: at `offsets[i]` the instance holds slot `i`, a
+                    // `PyObject*` it owns (or NULL). The new value's reference is handed
+                    // to the slot before the old one's is released (which may run code
+                    // that sees the slot already set, as `setattr` would leave it).
+                    unsafe {
+                        let p = self
+                            .0
+                            .as_ptr()
+                            .cast::<u8>()
+                            .offset(l.offsets[i])
+                            .cast::<*mut ffi::PyObject>();
+                        let old = *p;
+                        *p = value.clone().into_ptr();
+                        ffi::Py_XDECREF(old);
+                    }
+                    return Ok(());
+                }
+            }
+        }
+        self.0.setattr(slot, value)
+    }
+
     /// `meta`: the `ObjectMeta` (cls_id, partition_id, object_id).
     pub fn meta(&self) -> PyResult<Bound<'py, PyAny>> {
         self.get(idx::META, intern!(self.0.py(), name::META))
@@ -253,6 +299,32 @@ impl<'py> ObjectState<'py> {
     pub fn stale(&self) -> PyResult<Bound<'py, PyAny>> {
         self.get(idx::STALE, intern!(self.0.py(), name::STALE))
     }
+
+    /// `turn`: the object's turn (`oaas_sdk.model.calls.Turn`) or `None`.
+    pub fn turn(&self) -> PyResult<Bound<'py, PyAny>> {
+        self.get(idx::TURN, intern!(self.0.py(), name::TURN))
+    }
+
+    pub fn set_turn(&self, turn: &Bound<'py, PyAny>) -> PyResult<()> {
+        self.set(idx::TURN, intern!(self.0.py(), name::TURN), turn)
+    }
+
+    /// `undo`: the undo log of the native method call running on the object (a dict), or
+    /// `None`; also `None` when the slot is unset (a state made before the slot existed).
+    pub fn undo(&self) -> PyResult<Bound<'py, PyAny>> {
+        let py = self.0.py();
+        match self.get(idx::UNDO, intern!(py, name::UNDO)) {
+            Ok(v) => Ok(v),
+            Err(e) if e.is_instance_of::<pyo3::exceptions::PyAttributeError>(py) => {
+                Ok(py.None().into_bound(py))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    pub fn set_undo(&self, undo: &Bound<'py, PyAny>) -> PyResult<()> {
+        self.set(idx::UNDO, intern!(self.0.py(), name::UNDO), undo)
+    }
 }
 
 /// Add `OBJECT_STATE_ATTR`, `OBJECT_STATE_FIELDS`, `OBJECT_CLASS_ATTRS` (tuples of str)
@@ -288,5 +360,7 @@ mod tests {
         assert_eq!(STATE_FIELDS[idx::LIVE], name::LIVE);
         assert_eq!(STATE_FIELDS[idx::DELETED], name::DELETED);
         assert_eq!(STATE_FIELDS[idx::STALE], name::STALE);
+        assert_eq!(STATE_FIELDS[idx::TURN], name::TURN);
+        assert_eq!(STATE_FIELDS[idx::UNDO], name::UNDO);
     }
 }
