@@ -156,11 +156,12 @@ def write_service(directory: Path, package: str = "example",
 
 
 def wait_ready(target: str, proc: subprocess.Popen[bytes] | None = None,
-               timeout: float = 60.0) -> None:
+               timeout: float = 60.0, credentials: Any = None) -> None:
     """Wait until a gRPC server answers at ``target`` (bounded); fail early if ``proc``
-    exits."""
+    exits. ``credentials``: ``grpc.ChannelCredentials`` of a TLS server."""
     deadline = time.monotonic() + timeout
-    with grpc.insecure_channel(target) as ch:
+    with (grpc.insecure_channel(target) if credentials is None
+          else grpc.secure_channel(target, credentials)) as ch:
         fut = grpc.channel_ready_future(ch)
         while True:
             try:
@@ -179,8 +180,9 @@ class ServiceProcess:
     """``HTTP_PORT=<port> python service.py`` with the given implementation and store."""
 
     def __init__(self, script: Path, impl: str, store_dir: Path, port: int | None = None,
-                 **env: str) -> None:
+                 credentials: Any = None, **env: str) -> None:
         self.script = script
+        self.credentials = credentials  # of a TLS server, to see it ready
         self.port = port or free_port()
         self.target = f"127.0.0.1:{self.port}"
         e = {k: v for k, v in os.environ.items() if not k.startswith("OAAS_")}
@@ -196,7 +198,7 @@ class ServiceProcess:
         self.proc = subprocess.Popen([sys.executable, str(self.script)], env=self.env,
                                      cwd=str(self.script.parent), stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT)
-        wait_ready(self.target, self.proc)
+        wait_ready(self.target, self.proc, credentials=self.credentials)
         return self
 
     def terminate(self, sig: int = signal.SIGTERM, timeout: float = 60.0) -> int:
@@ -237,11 +239,12 @@ class PlainClient:
     """A plain grpcio client of ``oprc.OprcFunction`` (generated stubs)."""
 
     def __init__(self, pb2: ModuleType, pb2_grpc: ModuleType, target: str,
-                 max_bytes: int = 64 << 20) -> None:
+                 max_bytes: int = 64 << 20, credentials: Any = None) -> None:
         self.pb2 = pb2
-        self.channel = grpc.insecure_channel(target, options=[
-            ("grpc.max_send_message_length", max_bytes),
-            ("grpc.max_receive_message_length", max_bytes)])
+        options = [("grpc.max_send_message_length", max_bytes),
+                   ("grpc.max_receive_message_length", max_bytes)]
+        self.channel = grpc.insecure_channel(target, options=options) if credentials is None \
+            else grpc.secure_channel(target, credentials, options=options)
         self.stub = pb2_grpc.OprcFunctionStub(self.channel)
 
     def obj(self, fn: str, payload: bytes = b"", object_id: str | None = "1",
