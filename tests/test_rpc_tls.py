@@ -212,7 +212,7 @@ async def test_bad_client_tls_settings_name_the_field(tmp_path: Path) -> None:
         with pytest.raises(ConfigError, match="rpc_tls_key is not set"):
             await ref("x.Thing", 1).anything()
         oaas.config.rpc_tls_key = str(tmp_path / "c.key")
-        with pytest.raises(ConfigError, match="rpc_tls_cert: cannot read"):
+        with pytest.raises(ConfigError, match="rpc_tls_(cert|key): cannot read"):
             await ref("x.Thing", 1).anything()
     finally:
         oaas.configure(OaasConfig(mock_mode=True, native="off"))

@@ -43,6 +43,8 @@ async def _resume(coro: Coroutine[Any, Any, Reply], yielded: Any, done: Any,
                     if yielded is None:
                         await asyncio.sleep(0)
                     else:
+                        # as a task takes a yielded future: it is ours to wait on now
+                        yielded._asyncio_future_blocking = False
                         await yielded
                 except asyncio.CancelledError as e:
                     if yielded is None or not yielded.cancelled():
