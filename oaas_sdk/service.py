@@ -205,7 +205,6 @@ class OaasService:
             raise ServerError("the server is already running")
         from .rpc.native_server import server_implementation
         from .rpc.server import ServerHandle
-
         from .rpc.tls import server_tls
 
         cfg = self.config

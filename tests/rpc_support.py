@@ -108,14 +108,32 @@ class Counter(OaasObject):
 
     @oaas.method()
     async def gated_add(self, started: str, release: str, amount: int) -> int:
-        """Creates the file `started`, waits (60 s at most) for the file `release`."""
+        """Adds `amount` at once, creates the file `started`, waits (60 s at most) for the
+        file `release`; creates `started + ".cancelled"` if cancelled meanwhile."""
+        import os, time
+        self.count += amount
+        self.history.append(f"gated+{amount}")
+        open(started, "w").close()
+        deadline = time.monotonic() + 60
+        try:
+            while not os.path.exists(release) and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+        except asyncio.CancelledError:
+            open(started + ".cancelled", "w").close()
+            raise
+        return self.count
+
+    @oaas.method(stateless=True)
+    def block(self, started: str, release: str) -> None:
+        """Blocks the server's event loop (a sync body) until the file `release` exists
+        and no other call is in flight in the server (60 s at most); creates the file
+        `started` first."""
         import os, time
         open(started, "w").close()
         deadline = time.monotonic() + 60
-        while not os.path.exists(release) and time.monotonic() < deadline:
-            await asyncio.sleep(0.01)
-        self.count += amount
-        return self.count
+        while (not os.path.exists(release) or oaas.get_server_info()["inflight"] > 1) \
+                and time.monotonic() < deadline:
+            time.sleep(0.005)
 
     @oaas.getter("count")
     async def get_count(self) -> int: ...
