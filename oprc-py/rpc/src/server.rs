@@ -141,7 +141,10 @@ impl std::fmt::Debug for TlsConfig {
         // never the key
         f.debug_struct("TlsConfig")
             .field("cert_pem", &format_args!("{} bytes", self.cert_pem.len()))
-            .field("client_ca_pem", &self.client_ca_pem.as_ref().map(|c| c.len()))
+            .field(
+                "client_ca_pem",
+                &self.client_ca_pem.as_ref().map(|c| c.len()),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -374,8 +377,9 @@ pub async fn start<I: Invoker>(
 ) -> io::Result<RunningServer> {
     let mut builder = tonic::transport::Server::builder();
     if let Some(tls) = &cfg.tls {
-        let mut tc = tonic::transport::ServerTlsConfig::new()
-            .identity(tonic::transport::Identity::from_pem(&tls.cert_pem, &tls.key_pem));
+        let mut tc = tonic::transport::ServerTlsConfig::new().identity(
+            tonic::transport::Identity::from_pem(&tls.cert_pem, &tls.key_pem),
+        );
         if let Some(ca) = &tls.client_ca_pem {
             tc = tc.client_ca_root(tonic::transport::Certificate::from_pem(ca));
         }
