@@ -2,10 +2,14 @@
 the ``grpc.aio`` server (:func:`server_implementation`).
 
 The native server (``oaas_sdk._native.NativeServer``, Rust crate ``oprc-py/rpc``) does the
-I/O, protobuf decoding/encoding, limits and health check on its own tokio threads without
-the GIL. Each call enters Python once, on the server's event loop: the loop watches the
-server's wake-up socket (``loop.add_reader``), drains the queued calls and runs
-:func:`oaas_sdk.rpc.server.dispatch` for each as a task; the response fields go back to
+I/O, TLS, protobuf decoding/encoding, limits, deadlines and health check on its own tokio
+threads without the GIL. Each call enters Python once, on the server's event loop: the
+loop watches the server's wake-up socket (``loop.add_reader``) and drains the queued
+calls, each passed with the request's fields as they are. Its coroutine
+(:func:`oaas_sdk.rpc.server.run_call`) is driven one step at once, in a context of its
+own; a call that completes without suspending answers there (no task), one that
+suspends goes on as a task, cancelled when the server reports its client gone (went
+away, deadline passed, a stop's grace period over). The response fields go back to
 Rust, which encodes them. Statuses, headers and limits are those of
 :class:`~oaas_sdk.rpc.server.RpcServer`.
 """
