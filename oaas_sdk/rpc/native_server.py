@@ -33,34 +33,62 @@ log = logging.getLogger("oaas_sdk")
 
 
 
+class _Suspended:
+    """A call that suspended at its first step: its task, whether the task has begun,
+    and whether its client went away before it did."""
+
+    __slots__ = ("task", "started", "gone")
+
+    def __init__(self) -> None:
+        self.task: asyncio.Task[None] | None = None
+        self.started = False
+        self.gone = False
+
+    def cancel(self) -> None:
+        """The client went away: cancel the call where it waits. A task cancelled before
+        its first step would never run its coroutine (the call would keep the object's
+        turn): its first step does the cancellation instead."""
+        if self.started:
+            if self.task is not None:
+                self.task.cancel()
+        else:
+            self.gone = True
+
+
 async def _resume(coro: Coroutine[Any, Any, Reply], yielded: Any, done: Any,
-                  running: dict[int, asyncio.Task[None]]) -> None:
+                  call: _Suspended, running: dict[int, _Suspended]) -> None:
     """Go on with a call's coroutine that suspended at its first step (outside any task),
     as a task would: wait for what it awaits (``yielded``, an asyncio future, or ``None``
     for a bare yield), resume it, until it returns; then answer. Cancelling this task
     cancels what the coroutine awaits, so it sees the cancellation where it waits."""
+    call.started = True
     try:
         try:
+            cancelled: BaseException | None = None
+            if call.gone:  # cancelled before this task began: as Task.cancel() does
+                if yielded is None or not yielded.cancel():
+                    cancelled = asyncio.CancelledError()
             while True:
-                cancelled: BaseException | None = None
-                try:
-                    if yielded is None:
-                        await asyncio.sleep(0)
-                    else:
-                        # as a task takes a yielded future: it is ours to wait on now
-                        yielded._asyncio_future_blocking = False
-                        await yielded
-                except asyncio.CancelledError as e:
-                    if yielded is None or not yielded.cancelled():
-                        cancelled = e  # this task was cancelled: pass it on
-                except BaseException:  # noqa: S110 - the future's own error
-                    pass  # the coroutine reads it from the future when resumed
+                if cancelled is None:
+                    try:
+                        if yielded is None:
+                            await asyncio.sleep(0)
+                        else:
+                            # as a task takes a yielded future: ours to wait on now
+                            yielded._asyncio_future_blocking = False
+                            await yielded
+                    except asyncio.CancelledError as e:
+                        if yielded is None or not yielded.cancelled():
+                            cancelled = e  # this task was cancelled: pass it on
+                    except BaseException:  # noqa: S110 - the future's own error
+                        pass  # the coroutine reads it from the future when resumed
                 try:
                     yielded = coro.throw(cancelled) if cancelled is not None \
                         else coro.send(None)
                 except StopIteration as stop:
                     reply = stop.value
                     break
+                cancelled = None
         finally:
             running.pop(done.id, None)
     except asyncio.CancelledError:
@@ -94,7 +122,7 @@ class NativeRpcServer:
         self._native: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
         # calls that suspended, by call id: cancelled when their client goes away
-        self._running: dict[int, asyncio.Task[None]] = {}
+        self._running: dict[int, _Suspended] = {}
 
     @property
     def io_threads(self) -> int | None:
@@ -150,9 +178,10 @@ class NativeRpcServer:
             done(*internal_error(e))
             return
         assert self._loop is not None
-        task = self._loop.create_task(_resume(coro, yielded, done, self._running),
-                                      context=ctx)
-        self._running[done.id] = task
+        call = _Suspended()
+        call.task = self._loop.create_task(_resume(coro, yielded, done, call, self._running),
+                                           context=ctx)
+        self._running[done.id] = call
 
     def _drain(self) -> None:
         try:
@@ -160,9 +189,9 @@ class NativeRpcServer:
             if gone:
                 running = self._running
                 for call_id in gone:
-                    task = running.get(call_id)
-                    if task is not None:
-                        task.cancel()
+                    call = running.get(call_id)
+                    if call is not None:
+                        call.cancel()
         except Exception:  # pragma: no cover - entry failed; those calls got INTERNAL
             log.exception("passing calls to the event loop failed")
 
