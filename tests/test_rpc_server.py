@@ -215,6 +215,11 @@ def test_calls_on_one_object_take_turns(served: Any) -> None:
     assert _json(c.obj("get_count", object_id="600")) == 40
 
 
+# What a client sees when its deadline passes: DEADLINE_EXCEEDED from its own timer, or,
+# when the tonic server's timer fires first, CANCELLED "Timeout expired" (tonic's status).
+_PAST_DEADLINE = (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED)
+
+
 def _envelope(c: PlainClient, fn: str, object_id: str, *args: Any) -> Any:
     import msgpack
 
@@ -261,7 +266,7 @@ def test_call_past_its_deadline_mid_call_is_cancelled(served: Any, tmp_path: Pat
     with pytest.raises(grpc.RpcError) as ei:
         c.stub.InvokeObj(_envelope(c, "gated_add", "720", str(started), str(release), 5),
                          timeout=1.0)
-    assert ei.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert ei.value.code() in _PAST_DEADLINE
     _wait_for_file(Path(f"{started}.cancelled"), svc)
     release.touch()
     assert _json(c.obj("get_count", object_id="720")) == 0  # nothing committed
@@ -287,7 +292,7 @@ def test_calls_gone_before_they_ran_never_run(served: Any, tmp_path: Path) -> No
             timeout=60)
         with pytest.raises(grpc.RpcError) as ei:
             late.result(timeout=30)
-        assert ei.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        assert ei.value.code() in _PAST_DEADLINE
         gone.cancel()
         release.touch()
         assert blocker.result(timeout=60).status == OKAY
@@ -300,7 +305,7 @@ def test_calls_gone_before_they_ran_never_run(served: Any, tmp_path: Path) -> No
             timeout=0.5)
         with pytest.raises(grpc.RpcError) as ei:
             waiting.result(timeout=30)
-        assert ei.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        assert ei.value.code() in _PAST_DEADLINE
         release2.touch()
         assert json.loads(holder.result(timeout=60).payload) == 1
     finally:

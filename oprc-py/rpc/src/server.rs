@@ -223,9 +223,6 @@ impl<I: Invoker> OprcFunction for Service<I> {
     }
 }
 
-/// Statuses made by tonic itself, as other gRPC servers give them (see
-/// [`fix_oversized_status`]).
-///
 /// tonic ends a request over the decoding limit with `OUT_OF_RANGE`; gRPC servers
 /// (grpcio, grpc-go, the Python server) say `RESOURCE_EXHAUSTED`, which clients expect.
 /// The handlers never answer `OUT_OF_RANGE` themselves: invocation errors travel in the
@@ -245,15 +242,6 @@ fn fix_oversized_status(h: &mut http::HeaderMap) {
         });
     if oversized {
         h.insert("grpc-status", http::HeaderValue::from_static("8"));
-    }
-    // tonic answers a call whose `grpc-timeout` passed with CANCELLED "Timeout expired";
-    // gRPC servers say DEADLINE_EXCEEDED, which clients expect (and may see first).
-    let expired = h.get("grpc-status").is_some_and(|v| v == "1")
-        && h.get("grpc-message").is_some_and(|m| {
-            m.as_bytes() == b"Timeout%20expired" || m.as_bytes() == b"Timeout expired"
-        });
-    if expired {
-        h.insert("grpc-status", http::HeaderValue::from_static("4"));
     }
 }
 
