@@ -470,10 +470,20 @@ except Exception as e:
     print(json.dumps({"error": f"{type(e).__name__}: {e}"}))
     raise SystemExit(0)
 info = oaas.get_server_info()
-names = [open(f"/proc/self/task/{t}/comm").read().strip()
-         for t in os.listdir("/proc/self/task")]
+
+
+def named():  # threads name themselves once they run: wait (bounded) for them
+    return [open(f"/proc/self/task/{t}/comm").read().strip()
+            for t in os.listdir("/proc/self/task")].count("oaas-rpc")
+
+
+import time
+deadline = time.monotonic() + 30
+while named() < info["io_threads"] and time.monotonic() < deadline:
+    time.sleep(0.01)
+n = named()
 oaas.stop_server(grace=0)
-print(json.dumps({"io_threads": info["io_threads"], "named": names.count("oaas-rpc")}))
+print(json.dumps({"io_threads": info["io_threads"], "named": n}))
 '''
 
 
