@@ -136,7 +136,9 @@ class NativeRpcServer:
 
     def bind(self) -> int:
         """Bind and start serving at once (calls wait for the loop to run); returns the
-        bound port. Raises ``OSError`` when the address cannot be bound."""
+        bound port. Raises ``OSError`` when the address cannot be bound,
+        :class:`ConfigError` for a malformed host, a TLS certificate or key rustls does
+        not take, or a bad ``OAAS_RPC_THREADS``."""
         from .._backend import native_module
 
         _native = native_module("on")  # ConfigError without the extension
