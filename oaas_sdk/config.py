@@ -157,6 +157,39 @@ class OaasConfig(BaseSettings):
         default=20.0, ge=0,
         description="On SIGTERM/SIGINT, calls in flight get this long to finish, in seconds."
     )
+    server_tls_cert: str | None = Field(
+        default=None, min_length=1,
+        description="PEM file of the server's certificate chain: with server_tls_key, the "
+        "server speaks TLS (None: plaintext)."
+    )
+    server_tls_key: str | None = Field(
+        default=None, min_length=1,
+        description="PEM file of the private key of server_tls_cert."
+    )
+    server_tls_client_ca: str | None = Field(
+        default=None, min_length=1,
+        description="PEM file of the CAs client certificates must chain to: with it, the "
+        "TLS server requires a client certificate (mutual TLS)."
+    )
+    rpc_tls: bool = Field(
+        default=False,
+        description="Remote calls use TLS (implied by rpc_tls_ca); servers are verified "
+        "against rpc_tls_ca, else the system's CA certificates."
+    )
+    rpc_tls_ca: str | None = Field(
+        default=None, min_length=1,
+        description="PEM file of the CAs that remote servers' certificates must chain to; "
+        "setting it turns TLS on for remote calls."
+    )
+    rpc_tls_cert: str | None = Field(
+        default=None, min_length=1,
+        description="PEM file of the client certificate remote calls present (mutual TLS), "
+        "with rpc_tls_key."
+    )
+    rpc_tls_key: str | None = Field(
+        default=None, min_length=1,
+        description="PEM file of the private key of rpc_tls_cert."
+    )
 
     @classmethod
     def settings_customise_sources(

@@ -197,19 +197,23 @@ class OaasService:
         accepted for oaas-sdk2-py compatibility. The server is the native (tonic) one when
         the native implementation is selected (``OaasConfig.native``), else grpcio's
         (``get_server_info()["implementation"]``). Raises :class:`ServerError` when a server
-        is already running or the address cannot be bound.
+        is already running or the address cannot be bound, :class:`ConfigError` when the
+        TLS settings (``server_tls_cert``, ``server_tls_key``, ``server_tls_client_ca``)
+        are incomplete or their files unreadable or not a certificate and its key.
         """
         if self._server is not None:
             raise ServerError("the server is already running")
         from .rpc.native_server import server_implementation
         from .rpc.server import ServerHandle
+        from .rpc.tls import server_tls
 
         cfg = self.config
         port = cfg.http_port if port is None else port
         impl = server_implementation(cfg)
+        tls = server_tls(cfg)  # ConfigError naming the field
         try:
             self._server = ServerHandle.start(cfg.server_host, port, cfg.rpc_max_message_bytes,
-                                              loop, impl)
+                                              loop, impl, tls)
         except OSError as e:
             raise ServerError(f"cannot start the server on {cfg.server_host}:{port}: {e}") \
                 from None
@@ -249,7 +253,9 @@ class OaasService:
         """Server status: ``running``, ``port`` (bound port or ``None``), ``host``,
         ``async_mode``, ``mock_mode``, ``registered_services`` (and ``services``, the same
         count), ``inflight`` (calls being served), ``implementation`` (``"native"``: the
-        tonic server, ``"python"``: grpcio; ``None`` when not running)."""
+        tonic server, ``"python"``: grpcio; ``None`` when not running), ``tls`` (whether
+        it serves TLS), ``io_threads`` (the native server's I/O threads,
+        ``OAAS_RPC_THREADS``; ``None`` otherwise)."""
         cfg = self.config
         h = self._server
         return {"running": self._server_running, "port": self._server_port,
@@ -257,7 +263,10 @@ class OaasService:
                 "async_mode": cfg.async_mode, "mock_mode": cfg.mock_mode,
                 "registered_services": len(_CLASSES), "services": len(_CLASSES),
                 "inflight": h.server.inflight if h is not None else 0,
-                "implementation": self._server_impl if h is not None else None}
+                "implementation": self._server_impl if h is not None else None,
+                "tls": h is not None and h.server.tls is not None,
+                "io_threads": getattr(h.server, "io_threads", None) if h is not None
+                else None}
 
     async def start_agent(self, service_class: type[OaasObject], obj_id: int | str | None = None,
                           partition_id: int | None = None, loop: Any = None) -> str:

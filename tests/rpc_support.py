@@ -108,14 +108,32 @@ class Counter(OaasObject):
 
     @oaas.method()
     async def gated_add(self, started: str, release: str, amount: int) -> int:
-        """Creates the file `started`, waits (60 s at most) for the file `release`."""
+        """Adds `amount` at once, creates the file `started`, waits (60 s at most) for the
+        file `release`; creates `started + ".cancelled"` if cancelled meanwhile."""
+        import os, time
+        self.count += amount
+        self.history.append(f"gated+{amount}")
+        open(started, "w").close()
+        deadline = time.monotonic() + 60
+        try:
+            while not os.path.exists(release) and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+        except asyncio.CancelledError:
+            open(started + ".cancelled", "w").close()
+            raise
+        return self.count
+
+    @oaas.method(stateless=True)
+    def block(self, started: str, release: str) -> None:
+        """Blocks the server's event loop (a sync body) until the file `release` exists
+        and no other call is in flight in the server (60 s at most); creates the file
+        `started` first."""
         import os, time
         open(started, "w").close()
         deadline = time.monotonic() + 60
-        while not os.path.exists(release) and time.monotonic() < deadline:
-            await asyncio.sleep(0.01)
-        self.count += amount
-        return self.count
+        while (not os.path.exists(release) or oaas.get_server_info()["inflight"] > 1) \
+                and time.monotonic() < deadline:
+            time.sleep(0.005)
 
     @oaas.getter("count")
     async def get_count(self) -> int: ...
@@ -156,11 +174,12 @@ def write_service(directory: Path, package: str = "example",
 
 
 def wait_ready(target: str, proc: subprocess.Popen[bytes] | None = None,
-               timeout: float = 60.0) -> None:
+               timeout: float = 60.0, credentials: Any = None) -> None:
     """Wait until a gRPC server answers at ``target`` (bounded); fail early if ``proc``
-    exits."""
+    exits. ``credentials``: ``grpc.ChannelCredentials`` of a TLS server."""
     deadline = time.monotonic() + timeout
-    with grpc.insecure_channel(target) as ch:
+    with (grpc.insecure_channel(target) if credentials is None
+          else grpc.secure_channel(target, credentials)) as ch:
         fut = grpc.channel_ready_future(ch)
         while True:
             try:
@@ -179,8 +198,9 @@ class ServiceProcess:
     """``HTTP_PORT=<port> python service.py`` with the given implementation and store."""
 
     def __init__(self, script: Path, impl: str, store_dir: Path, port: int | None = None,
-                 **env: str) -> None:
+                 credentials: Any = None, **env: str) -> None:
         self.script = script
+        self.credentials = credentials  # of a TLS server, to see it ready
         self.port = port or free_port()
         self.target = f"127.0.0.1:{self.port}"
         e = {k: v for k, v in os.environ.items() if not k.startswith("OAAS_")}
@@ -196,7 +216,7 @@ class ServiceProcess:
         self.proc = subprocess.Popen([sys.executable, str(self.script)], env=self.env,
                                      cwd=str(self.script.parent), stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT)
-        wait_ready(self.target, self.proc)
+        wait_ready(self.target, self.proc, credentials=self.credentials)
         return self
 
     def terminate(self, sig: int = signal.SIGTERM, timeout: float = 60.0) -> int:
@@ -237,11 +257,12 @@ class PlainClient:
     """A plain grpcio client of ``oprc.OprcFunction`` (generated stubs)."""
 
     def __init__(self, pb2: ModuleType, pb2_grpc: ModuleType, target: str,
-                 max_bytes: int = 64 << 20) -> None:
+                 max_bytes: int = 64 << 20, credentials: Any = None) -> None:
         self.pb2 = pb2
-        self.channel = grpc.insecure_channel(target, options=[
-            ("grpc.max_send_message_length", max_bytes),
-            ("grpc.max_receive_message_length", max_bytes)])
+        options = [("grpc.max_send_message_length", max_bytes),
+                   ("grpc.max_receive_message_length", max_bytes)]
+        self.channel = grpc.insecure_channel(target, options=options) if credentials is None \
+            else grpc.secure_channel(target, credentials, options=options)
         self.stub = pb2_grpc.OprcFunctionStub(self.channel)
 
     def obj(self, fn: str, payload: bytes = b"", object_id: str | None = "1",

@@ -113,3 +113,61 @@ async def test_concurrent_calls_on_a_new_id_keep_the_survivor(sdk: Any) -> None:
     await oaas.commit_all_async()
     stored = current().engine.read(("rpcdispatch.Racer", 0, 19))
     assert stored is not None and codec.decode(stored.entries["count"], int) == 5
+
+
+class _Done:
+    """Stands for the native server's completer of one call."""
+
+    def __init__(self, call_id: int) -> None:
+        self.id = call_id
+        self.reply: tuple[Any, ...] | None = None
+        self.failed: str | None = None
+
+    def __call__(self, *reply: Any) -> None:
+        self.reply = reply
+
+    def fail(self, message: str) -> None:
+        self.failed = message
+
+
+async def test_native_entry_answers_inline_or_goes_on_as_a_task(sdk: Any) -> None:
+    """The native server's entry: a call that does not suspend is answered before the
+    entry returns (no task); one that suspends goes on as a task, and is cancelled (its
+    changes rolled back, nothing committed) when the server reports its client gone."""
+    from types import SimpleNamespace
+
+    from oaas_sdk.rpc.native_server import NativeRpcServer
+
+    srv = NativeRpcServer("127.0.0.1", 0, 1 << 20)
+    srv._loop = asyncio.get_running_loop()
+    d = _Done(1)
+    srv._entry(True, "test.Counter", "get_count", "17", 0, b"", {}, d)
+    assert d.reply is not None and d.reply[:2] == (0, b"0") and not srv._running
+    d = _Done(2)
+    srv._entry(True, "test.Counter", "slow_increment", "18", 0, b"0.01", {}, d)
+    assert d.reply is None and set(srv._running) == {2}  # suspended: a task
+    await srv._running[2].task
+    assert d.reply is not None and d.reply[:2] == (0, b"1") and not srv._running
+    assert _stored_count(18) == 1  # committed before the answer
+    for started in (False, True):  # client gone before / after the task's first step
+        d = _Done(3)
+        srv._entry(True, "test.Counter", "slow_increment", "18", 0, b"60", {}, d)
+        task = srv._running[3].task
+        assert task is not None
+        if started:
+            await asyncio.sleep(0)
+            assert srv._running[3].started
+        srv._native = SimpleNamespace(drain=lambda: [3, 99])  # call 3's client is gone
+        srv._drain()
+        srv._native = None
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+        assert task.cancelled() and d.reply is None and d.failed and not srv._running
+        d = _Done(4)
+        srv._entry(True, "test.Counter", "get_count", "18", 0, b"", {}, d)
+        assert d.reply is not None and d.reply[:2] == (0, b"1")  # rolled back
+        assert _stored_count(18) == 1
+        turn = Counter.load(18)._oaas_state.turn
+        assert turn is None or not turn.locked  # the call let go of the object's turn

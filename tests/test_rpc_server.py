@@ -215,33 +215,105 @@ def test_calls_on_one_object_take_turns(served: Any) -> None:
     assert _json(c.obj("get_count", object_id="600")) == 40
 
 
-def test_client_gone_mid_call(served: Any, tmp_path: Path) -> None:
-    """A client that cancels a call while the method runs: the server keeps serving, and
-    the object is either untouched or has the whole change (never half of it)."""
+# What a client sees when its deadline passes: DEADLINE_EXCEEDED from its own timer, or,
+# when the tonic server's timer fires first, CANCELLED "Timeout expired" (tonic's status).
+_PAST_DEADLINE = (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED)
+
+
+def _envelope(c: PlainClient, fn: str, object_id: str, *args: Any) -> Any:
     import msgpack
 
     from oaas_sdk import codec
 
+    req = c.pb2.ObjectInvocationRequest(cls_id="example.Counter", fn_id=fn,
+                                        object_id=object_id)
+    req.payload = msgpack.packb([[codec.encode(a) for a in args], {}])
+    req.options["oaas-args"] = "envelope"
+    return req
+
+
+def _wait_for_file(path: Path, svc: ServiceProcess) -> None:
+    deadline = time.monotonic() + 60
+    while not path.exists():
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        assert svc.proc is not None and svc.proc.poll() is None, "the service exited"
+        time.sleep(0.01)
+
+
+def test_client_gone_mid_call_cancels_it(served: Any, tmp_path: Path) -> None:
+    """A client that goes away while the method runs: the method is cancelled where it
+    waits, its changes roll back, nothing is committed, and the server keeps serving
+    (grpcio's behaviour, and the native server's)."""
     svc, c = served
     started, release = tmp_path / "started", tmp_path / "release"
-    req = c.pb2.ObjectInvocationRequest(cls_id="example.Counter", fn_id="gated_add",
-                                        object_id="700")
-    req.payload = msgpack.packb([[codec.encode(str(started)), codec.encode(str(release)),
-                                  codec.encode(5)], {}])
-    req.options["oaas-args"] = "envelope"
-    fut = c.stub.InvokeObj.future(req, timeout=60)
-    deadline = time.monotonic() + 60
-    while not started.exists():  # the call is running in the server
-        assert time.monotonic() < deadline and svc.proc.poll() is None
-        time.sleep(0.01)
+    fut = c.stub.InvokeObj.future(
+        _envelope(c, "gated_add", "700", str(started), str(release), 5), timeout=60)
+    _wait_for_file(started, svc)  # the call is running in the server (5 added)
     fut.cancel()  # the client goes away (RST_STREAM)
     assert fut.cancelled()
+    _wait_for_file(Path(f"{started}.cancelled"), svc)  # cancelled where it waited
     release.touch()
     assert _json(c.obj("add", b"1", object_id="701")) == 1  # still serving
-    # a call on the object takes its turn after the gated call (finished or cancelled
-    # in the server): the grpcio server cancels it (rolled back), the native one lets it
-    # finish
-    assert _json(c.obj("add", b"1", object_id="700")) in (1, 6)
+    assert _json(c.obj("add", b"1", object_id="700")) == 1  # the 5 rolled back
+    assert _json(c.obj("get_history", object_id="700")) == ["+1"]
+    assert svc.proc.poll() is None
+
+
+def test_call_past_its_deadline_mid_call_is_cancelled(served: Any, tmp_path: Path) -> None:
+    """A deadline that passes while the method runs cancels it as a client going away."""
+    svc, c = served
+    started, release = tmp_path / "started", tmp_path / "release"
+    with pytest.raises(grpc.RpcError) as ei:
+        c.stub.InvokeObj(_envelope(c, "gated_add", "720", str(started), str(release), 5),
+                         timeout=1.0)
+    assert ei.value.code() in _PAST_DEADLINE
+    _wait_for_file(Path(f"{started}.cancelled"), svc)
+    release.touch()
+    assert _json(c.obj("get_count", object_id="720")) == 0  # nothing committed
+
+
+def test_calls_gone_before_they_ran_never_run(served: Any, tmp_path: Path) -> None:
+    """Calls whose deadline passed or whose client went away while they waited (the
+    server's loop busy with another call, or the object's turn held) do not run."""
+    svc, c = served
+    started, release = tmp_path / "started", tmp_path / "release"
+    started2, release2 = tmp_path / "started2", tmp_path / "release2"
+    try:
+        # `block` holds the server's event loop until `release` exists and no other call
+        # is in flight there any more (the server dropped the two below)
+        blocker = c.stub.InvokeObj.future(
+            _envelope(c, "block", "730", str(started), str(release)), timeout=60)
+        _wait_for_file(started, svc)
+        late = c.stub.InvokeObj.future(c.pb2.ObjectInvocationRequest(
+            cls_id="example.Counter", fn_id="add", payload=b"7", object_id="731"),
+            timeout=0.3)
+        gone = c.stub.InvokeObj.future(c.pb2.ObjectInvocationRequest(
+            cls_id="example.Counter", fn_id="add", payload=b"9", object_id="732"),
+            timeout=60)
+        with pytest.raises(grpc.RpcError) as ei:
+            late.result(timeout=30)
+        assert ei.value.code() in _PAST_DEADLINE
+        gone.cancel()
+        release.touch()
+        assert blocker.result(timeout=60).status == OKAY
+        # a call waiting for the object's turn, then past its deadline
+        holder = c.stub.InvokeObj.future(
+            _envelope(c, "gated_add", "733", str(started2), str(release2), 1), timeout=60)
+        _wait_for_file(started2, svc)
+        waiting = c.stub.InvokeObj.future(c.pb2.ObjectInvocationRequest(
+            cls_id="example.Counter", fn_id="add", payload=b"100", object_id="733"),
+            timeout=0.5)
+        with pytest.raises(grpc.RpcError) as ei:
+            waiting.result(timeout=30)
+        assert ei.value.code() in _PAST_DEADLINE
+        release2.touch()
+        assert json.loads(holder.result(timeout=60).payload) == 1
+    finally:
+        release.touch()
+        release2.touch()
+    assert _json(c.obj("get_count", object_id="731")) == 0
+    assert _json(c.obj("get_count", object_id="732")) == 0
+    assert _json(c.obj("get_count", object_id="733")) == 1  # the 100 never ran
     assert svc.proc.poll() is None
 
 
@@ -386,3 +458,53 @@ def test_gen_writes_the_package_description(tmp_path: Path) -> None:
     bad = subprocess.run([sys.executable, str(script), "gen", "--format", "xml"], env=env,
                          cwd=tmp_path, capture_output=True, timeout=120)
     assert bad.returncode == 2 and b"--format" in bad.stderr
+
+
+_THREADS_SCRIPT = '''
+import json, os
+from oaas_sdk import oaas, OaasConfig
+oaas.configure(OaasConfig(native="on", mock_mode=True, server_host="127.0.0.1"))
+try:
+    oaas.start_server(port=0)
+except Exception as e:
+    print(json.dumps({"error": f"{type(e).__name__}: {e}"}))
+    raise SystemExit(0)
+info = oaas.get_server_info()
+
+
+def named():  # threads name themselves once they run: wait (bounded) for them
+    return [open(f"/proc/self/task/{t}/comm").read().strip()
+            for t in os.listdir("/proc/self/task")].count("oaas-rpc")
+
+
+import time
+deadline = time.monotonic() + 30
+while named() < info["io_threads"] and time.monotonic() < deadline:
+    time.sleep(0.01)
+n = named()
+oaas.stop_server(grace=0)
+print(json.dumps({"io_threads": info["io_threads"], "named": n}))
+'''
+
+
+@pytest.mark.parametrize("threads", [None, "1", "3", "0", "lots"])
+def test_rpc_threads_sets_the_native_servers_io_threads(threads: str | None,
+                                                         tmp_path: Path) -> None:
+    """``OAAS_RPC_THREADS``: the native server's tokio I/O threads (default 2), as
+    ``get_server_info()["io_threads"]`` says and the process's threads show; a value
+    out of 1..64 is a ConfigError naming it."""
+    _need_impl("native")
+    script = tmp_path / "threads.py"
+    script.write_text(_THREADS_SCRIPT)
+    env = {k: v for k, v in __import__("os").environ.items() if not k.startswith("OAAS_")}
+    if threads is not None:
+        env["OAAS_RPC_THREADS"] = threads
+    out = subprocess.run([sys.executable, str(script)], env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    if threads in ("0", "lots"):
+        assert got["error"].startswith("ConfigError") and "OAAS_RPC_THREADS" in got["error"]
+    else:
+        n = 2 if threads is None else int(threads)
+        assert got == {"io_threads": n, "named": n}

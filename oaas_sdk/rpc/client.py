@@ -7,7 +7,9 @@ is re-raised as that type with the remote message; any other type ``T`` as a sub
 :class:`~oaas_sdk.errors.RemoteError` named ``T``. :func:`remote_method` is what
 ``ObjectRef`` attribute access returns for a routed class.
 
-Channels are reused per event loop and target. The deadline of a call is the method's
+Channels are reused per event loop and target. With ``OaasConfig.rpc_tls_ca`` (or
+``rpc_tls``) they speak TLS, presenting ``rpc_tls_cert``/``rpc_tls_key`` when set
+(:mod:`oaas_sdk.rpc.tls`). The deadline of a call is the method's
 ``timeout`` plus :data:`DEADLINE_SLACK_S` (room for the commit and the transport), else
 ``OaasConfig.rpc_timeout_s``; a call that fails with gRPC
 ``UNAVAILABLE`` is retried ``retry_count`` times, ``retry_delay`` seconds apart (the
@@ -33,30 +35,36 @@ from ..invocation import ResponseStatus
 from . import messages as _pb
 from .payload import RESULT_HEADER, decode_result, encode_args, signature_of
 from .server import ERROR_FORMAT_HEADER, ERROR_MODULE_HEADER, ERROR_TYPE_HEADER
+from .tls import client_credentials
 
 __all__ = ["invoke", "remote_method", "close_channels", "DEADLINE_SLACK_S"]
 
 DEADLINE_SLACK_S = 1.0
 """Seconds added to a method's ``timeout`` to make the deadline of a remote call to it."""
 
-# (loop, target, max message bytes) -> channel. A grpc.aio channel belongs to the loop it
-# was created on.
-_channels: dict[tuple[int, str, int], tuple[asyncio.AbstractEventLoop, Any]] = {}
+# (loop, target, max message bytes, TLS files) -> channel. A grpc.aio channel belongs to
+# the loop it was created on.
+_channels: dict[tuple[Any, ...], tuple[asyncio.AbstractEventLoop, Any]] = {}
 
 
-def _channel(target: str, max_bytes: int) -> Any:
+def _channel(target: str, cfg: Any) -> Any:
     loop = asyncio.get_running_loop()
-    key = (id(loop), target, max_bytes)
+    max_bytes = cfg.rpc_max_message_bytes
+    tls = (cfg.rpc_tls, cfg.rpc_tls_ca, cfg.rpc_tls_cert, cfg.rpc_tls_key)
+    key = (id(loop), target, max_bytes, tls)
     hit = _channels.get(key)
     if hit is not None and hit[0] is loop:
         return hit[1]
     for k, (lp, _ch) in list(_channels.items()):
         if lp.is_closed():
             del _channels[k]
-    ch = grpc.aio.insecure_channel(target, options=[
-        ("grpc.max_receive_message_length", max_bytes),
-        ("grpc.max_send_message_length", max_bytes),
-    ])
+    options = [("grpc.max_receive_message_length", max_bytes),
+               ("grpc.max_send_message_length", max_bytes)]
+    creds = client_credentials(cfg)  # ConfigError for unreadable files
+    if creds is None:
+        ch = grpc.aio.insecure_channel(target, options=options)
+    else:
+        ch = grpc.aio.secure_channel(target, creds, options=options)
     _channels[key] = (loop, ch)
     return ch
 
@@ -98,7 +106,7 @@ async def invoke(target: str, cls_id: str, fn_id: str, args: tuple[Any, ...] = (
         path = _pb.INVOKE_FN
     data = msg.SerializeToString()
     timeout = timeout if timeout else cfg.rpc_timeout_s
-    call = _channel(target, cfg.rpc_max_message_bytes).unary_unary(path)
+    call = _channel(target, cfg).unary_unary(path)
     attempt = 0
     while True:
         try:

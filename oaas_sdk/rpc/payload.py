@@ -186,15 +186,16 @@ def _single(hint: Any, payload: bytes, where: str, pname: str) -> Any:
 
 def _json_or_text(payload: bytes) -> Any:
     try:
-        return json.loads(payload)
+        text = payload.decode("utf-8")  # (json.loads of bytes guesses the encoding first)
+    except UnicodeDecodeError:
+        text = None
+    try:
+        return json.loads(payload if text is None else text)  # bytes: UTF-16/32 JSON
     except ValueError:
         pass
     except RecursionError:
         raise _bad("the payload's JSON nests too deep") from None
-    try:
-        return payload.decode("utf-8")
-    except UnicodeDecodeError:
-        return bytes(payload)
+    return bytes(payload) if text is None else text
 
 
 def _decode_envelope(sig: Signature, payload: bytes,

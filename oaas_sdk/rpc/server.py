@@ -49,8 +49,9 @@ from .payload import RESULT_HEADER, decode_args, encode_result, signature_of
 
 if TYPE_CHECKING:
     from .native_server import NativeRpcServer
+    from .tls import ServerTls
 
-__all__ = ["dispatch", "RpcServer", "ERROR_TYPE_HEADER", "ERROR_MODULE_HEADER",
+__all__ = ["dispatch", "run_call", "RpcServer", "ERROR_TYPE_HEADER", "ERROR_MODULE_HEADER",
            "ERROR_FORMAT_HEADER"]
 
 log = logging.getLogger("oaas_sdk")
@@ -66,6 +67,16 @@ _ids = itertools.count(1)
 _NUMERIC_ID = re.compile(r"0|[1-9][0-9]{0,19}")
 
 
+# A response as fields: (status, payload, headers, invocation_id). The native server
+# hands these to Rust, which encodes them; the grpcio server builds the message.
+Reply = tuple[int, "bytes | None", dict[str, str], str]
+
+_OKAY = int(ResponseStatus.OKAY)
+_INVALID = int(ResponseStatus.INVALID_REQUEST)
+_APP_ERROR = int(ResponseStatus.APP_ERROR)
+_SYSTEM_ERROR = int(ResponseStatus.SYSTEM_ERROR)
+
+
 def _response(payload: bytes | None, status: ResponseStatus,
               headers: dict[str, str] | None = None,
               invocation_id: str = "") -> InvocationResponse:
@@ -75,9 +86,8 @@ def _response(payload: bytes | None, status: ResponseStatus,
                                               invocation_id=invocation_id)
 
 
-def _invalid(msg: str) -> InvocationResponse:
-    return _response(payload=msg.encode(), status=ResponseStatus.INVALID_REQUEST,
-                     headers={ERROR_FORMAT_HEADER: "text"})
+def _invalid(msg: str, inv_id: str) -> Reply:
+    return _INVALID, msg.encode(), {ERROR_FORMAT_HEADER: "text"}, inv_id
 
 
 def _message_of(e: BaseException) -> str:
@@ -94,21 +104,24 @@ def _error_headers(e: BaseException, fmt: str) -> dict[str, str]:
             ERROR_FORMAT_HEADER: fmt}
 
 
-def _app_error(e: BaseException) -> InvocationResponse:
-    status = ResponseStatus.SYSTEM_ERROR if isinstance(e, StorageError) \
-        else ResponseStatus.APP_ERROR
-    return _response(payload=_message_of(e).encode("utf-8", "surrogatepass"),
-                     status=status, headers=_error_headers(e, "text"))
+def _app_error(e: BaseException, inv_id: str) -> Reply:
+    status = _SYSTEM_ERROR if isinstance(e, StorageError) else _APP_ERROR
+    return (status, _message_of(e).encode("utf-8", "surrogatepass"),
+            _error_headers(e, "text"), inv_id)
 
 
-def _conversion_error(e: BaseException) -> InvocationResponse:
+def _conversion_error(e: BaseException, inv_id: str) -> Reply:
     """The protocol's answer to a payload that cannot be converted: APP_ERROR with a JSON
     ``SerializationError`` object (as oaas-sdk2-py); the exact local exception type is in
     ``error_class`` and the headers."""
     body = {"error_type": "SerializationError", "error_message": _message_of(e),
             "error_class": type(e).__name__}
-    return _response(payload=json.dumps(body).encode(), status=ResponseStatus.APP_ERROR,
-                     headers=_error_headers(e, "json"))
+    return _APP_ERROR, json.dumps(body).encode(), _error_headers(e, "json"), inv_id
+
+
+def internal_error(e: BaseException) -> Reply:
+    """The answer to a defect of the SDK itself (the server keeps serving)."""
+    return _SYSTEM_ERROR, f"internal error: {e}".encode(), {}, ""
 
 
 def _object_id(raw: str) -> int | str:
@@ -147,59 +160,96 @@ async def dispatch(req: InvocationRequest) -> InvocationResponse:
     an :class:`InvocationRequest` for a class-level function or a stateless method) and
     return its response. Never raises for a request or method error: those become the
     response's status (see the module docstring)."""
-    inv_id = f"{_ID_PREFIX}{next(_ids):x}"
-    cls = class_by_id(req.cls_id)
-    if cls is None:
-        return _with_id(_invalid(f"cls_id '{req.cls_id}' not found"), inv_id)
-    spec = _spec_of(cls, req.fn_id)
-    if spec is None:
-        return _with_id(_invalid(f"fn_id '{req.fn_id}' not found"), inv_id)
     is_obj = isinstance(req, ObjectInvocationRequest)
-    if spec.kind != "function" and not spec.stateless and spec.kind != "getter" \
-            and not is_obj:
-        return _with_id(_invalid(
-            f"fn_id '{req.fn_id}' of '{req.cls_id}' is a method of an object: call it "
-            f"with InvokeObj and an object_id"), inv_id)
-    where = f"{cls.__name__}.{spec.attr_name}()"
+    status, payload, headers, inv_id = await run_call(
+        is_obj, req.cls_id, req.fn_id,
+        req.object_id if is_obj else None,  # type: ignore[attr-defined]
+        req.partition_id, req.payload, req.options, req)
+    return _response(payload=payload, status=ResponseStatus(status), headers=headers,
+                     invocation_id=inv_id)
+
+
+def _request(is_obj: bool, cls_id: str, fn_id: str, object_id: str | None,
+             partition_id: int, payload: bytes,
+             options: dict[str, str]) -> InvocationRequest:
+    if is_obj:
+        return ObjectInvocationRequest.model_construct(
+            partition_id=partition_id, cls_id=cls_id, fn_id=fn_id, options=options,
+            payload=payload, object_id=object_id)
+    return InvocationRequest.model_construct(
+        partition_id=partition_id, cls_id=cls_id, fn_id=fn_id, options=options,
+        payload=payload)
+
+
+async def run_call(is_obj: bool, cls_id: str, fn_id: str, object_id: str | None,
+                   partition_id: int, payload: bytes, options: dict[str, str],
+                   request: InvocationRequest | None = None) -> Reply:
+    """Run one invocation given as the request's fields (``is_obj``: ``InvokeObj``, else
+    ``InvokeFn``; ``object_id``: the wire id or ``None``) and return the response as
+    ``(status, payload, headers, invocation_id)``. ``request``: the request model a
+    parameter annotated ``ObjectInvocationRequest``/``InvocationRequest`` receives (built
+    from the fields only when such a parameter asks for it). Never raises for a request
+    or method error: those become the status (see the module docstring).
+
+    A call that needs not wait (an uncontended turn, a method that does not suspend, a
+    commit acknowledged at once) completes at its first step: the native server drives it
+    without a task."""
+    inv_id = f"{_ID_PREFIX}{next(_ids):x}"
+    cls = class_by_id(cls_id)
+    if cls is None:
+        return _invalid(f"cls_id '{cls_id}' not found", inv_id)
+    spec = _spec_of(cls, fn_id)
+    if spec is None:
+        return _invalid(f"fn_id '{fn_id}' not found", inv_id)
+    kind = spec.kind
+    if kind != "function" and not spec.stateless and kind != "getter" and not is_obj:
+        return _invalid(
+            f"fn_id '{fn_id}' of '{cls_id}' is a method of an object: call it "
+            f"with InvokeObj and an object_id", inv_id)
     sig = signature_of(spec)
     try:
-        args, kwargs = decode_args(sig, req.payload, req.options, where)
+        if payload or options:
+            args, kwargs = decode_args(sig, payload, options,
+                                       f"{cls.__name__}.{spec.attr_name}()")
+        else:
+            args, kwargs = (), {}
     except SerializationError as e:
-        return _with_id(_conversion_error(e), inv_id)
+        return _conversion_error(e, inv_id)
 
     obj: OaasObject | None = None
     created = False
-    if spec.kind != "function":
-        if is_obj and req.object_id is not None:  # type: ignore[attr-defined]
+    if kind != "function":
+        if is_obj and object_id is not None:
             try:
-                oid = _object_id(req.object_id)  # type: ignore[attr-defined]
+                oid = _object_id(object_id)
                 try:
-                    obj = cls.load(oid, req.partition_id)
+                    obj = cls.load(oid, partition_id)
                 except ObjectNotFound:
-                    obj = cls.create(oid, partition_id=req.partition_id)
+                    obj = cls.create(oid, partition_id=partition_id)
                     created = True
             except ValueError as e:  # malformed identity
-                return _with_id(_invalid(f"object_id: {e}"), inv_id)
+                return _invalid(f"object_id: {e}", inv_id)
             except StorageError as e:
-                return _with_id(_app_error(e), inv_id)
+                return _app_error(e, inv_id)
         elif is_obj:
-            return _with_id(_invalid("object_id is missing"), inv_id)
+            return _invalid("object_id is missing", inv_id)
         else:  # InvokeFn of a stateless method or getter: a transient default object
             obj = cls.create()
             created = True
     if sig.request_param is not None:
-        kwargs[sig.request_param] = req
+        kwargs[sig.request_param] = request if request is not None else _request(
+            is_obj, cls_id, fn_id, object_id, partition_id, payload, options)
     try:
         try:
             sig.check_binding(args, kwargs)
         except TypeError as e:
-            raise ValidationError(f"{where}: {e}") from None
-        if spec.kind in ("method", "constructor", "function"):
+            raise ValidationError(f"{cls.__name__}.{spec.attr_name}(): {e}") from None
+        if kind in ("method", "constructor", "function") and spec.needs_conversion():
             spec.convert_args(args, kwargs, obj)  # a conversion error is the caller's
     except ValidationError as e:
         if created and obj is not None:
             _forget(obj)
-        return _with_id(_conversion_error(e), inv_id)
+        return _conversion_error(e, inv_id)
 
     try:
         # as a call through a reference: a sync method or setter waits for the turn too
@@ -207,24 +257,21 @@ async def dispatch(req: InvocationRequest) -> InvocationResponse:
     except Exception as e:
         if created and obj is not None:
             _forget(obj)
-        log.debug("invocation %s.%s failed", req.cls_id, req.fn_id, exc_info=True)
-        if spec.kind == "setter" and isinstance(e, ValidationError):
-            return _with_id(_conversion_error(e), inv_id)  # the value does not fit the field
-        return _with_id(_app_error(e), inv_id)
-    if created and obj is not None and (not is_obj or spec.stateless
-                                        or spec.kind == "getter"):
+        log.debug("invocation %s.%s failed", cls_id, fn_id, exc_info=True)
+        if kind == "setter" and isinstance(e, ValidationError):
+            return _conversion_error(e, inv_id)  # the value does not fit the field
+        return _app_error(e, inv_id)
+    except BaseException:  # cancelled: a new object the call created is not kept
+        if created and obj is not None:
+            _forget(obj)
+        raise
+    if created and obj is not None and (not is_obj or spec.stateless or kind == "getter"):
         _forget(obj)  # a read does not create the object
     try:
-        payload, kind = encode_result(res, req.options)
+        out, rkind = encode_result(res, options)
     except SerializationError as e:
-        return _with_id(_app_error(e), inv_id)
-    return _response(payload=payload, status=ResponseStatus.OKAY,
-                     headers={RESULT_HEADER: kind}, invocation_id=inv_id)
-
-
-def _with_id(r: InvocationResponse, inv_id: str) -> InvocationResponse:
-    r.invocation_id = inv_id
-    return r
+        return _app_error(e, inv_id)
+    return _OKAY, out, {RESULT_HEADER: rkind}, inv_id
 
 
 class RpcServer:
@@ -232,14 +279,17 @@ class RpcServer:
     registered in this process.
 
     ``host``/``port``: bind address (port 0: any free port, see :attr:`port` after
-    :meth:`bind`). ``max_message_bytes``: largest request/response message. Create and use
-    it on one event loop.
+    :meth:`bind`). ``max_message_bytes``: largest request/response message. ``tls``:
+    serve TLS with this certificate and key (and require client certificates chaining to
+    its ``client_ca_pem``); ``None``: plaintext. Create and use it on one event loop.
     """
 
-    def __init__(self, host: str, port: int, max_message_bytes: int) -> None:
+    def __init__(self, host: str, port: int, max_message_bytes: int,
+                 tls: ServerTls | None = None) -> None:
         self.host = host
         self.port = port
         self.max_message_bytes = max_message_bytes
+        self.tls = tls
         self._server: Any = None
         self.inflight = 0
         self.stopping = False
@@ -262,7 +312,14 @@ class RpcServer:
         ))
         addr = f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
         try:
-            bound = server.add_insecure_port(addr)
+            if self.tls is None:
+                bound = server.add_insecure_port(addr)
+            else:
+                creds = grpc.ssl_server_credentials(
+                    [(self.tls.key_pem, self.tls.cert_pem)],
+                    root_certificates=self.tls.client_ca_pem,
+                    require_client_auth=self.tls.client_ca_pem is not None)
+                bound = server.add_secure_port(addr, creds)
         except RuntimeError as e:
             raise OSError(f"cannot bind {addr}: {e}") from None
         if not bound:
@@ -320,13 +377,13 @@ class RpcServer:
             resp = await dispatch(req)
         except Exception as e:  # a defect of the SDK: answer, keep serving
             log.exception("invocation %s.%s failed in the server", req.cls_id, req.fn_id)
-            resp = _response(payload=f"internal error: {e}".encode(),
-                             status=ResponseStatus.SYSTEM_ERROR)
+            status, payload, headers, inv_id = internal_error(e)
+            resp = _response(payload=payload, status=ResponseStatus(status),
+                             headers=headers, invocation_id=inv_id)
         finally:
             self.inflight -= 1
         out: bytes = _pb.response_to_pb(resp).SerializeToString()
         return out
-
 
 
 class ServerHandle:
@@ -352,16 +409,16 @@ class ServerHandle:
     @classmethod
     def start(cls, host: str, port: int, max_message_bytes: int,
               loop: asyncio.AbstractEventLoop | None = None,
-              implementation: str = "python") -> ServerHandle:
+              implementation: str = "python", tls: ServerTls | None = None) -> ServerHandle:
         """``implementation``: ``"python"`` (:class:`RpcServer`) or ``"native"``
-        (:class:`~oaas_sdk.rpc.native_server.NativeRpcServer`)."""
+        (:class:`~oaas_sdk.rpc.native_server.NativeRpcServer`); ``tls``: serve TLS."""
         server: RpcServer | NativeRpcServer
         if implementation == "native":
             from .native_server import NativeRpcServer
 
-            server = NativeRpcServer(host, port, max_message_bytes)
+            server = NativeRpcServer(host, port, max_message_bytes, tls)
         else:
-            server = RpcServer(host, port, max_message_bytes)
+            server = RpcServer(host, port, max_message_bytes, tls)
         if loop is None:
             try:
                 loop = asyncio.get_running_loop()

@@ -16,13 +16,13 @@ use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
 use oprc_rpc::pb::InvocationResponse;
-use oprc_rpc::{CallKind, Invocation, Invoker, RunningServer, ServerConfig};
+use oprc_rpc::{CallKind, Invocation, Invoker, RunningServer, ServerConfig, TlsConfig};
 use pyo3::exceptions::{PyOSError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
@@ -40,6 +40,7 @@ fn runtime() -> PyResult<&'static tokio::runtime::Runtime> {
         return Ok(rt);
     }
     let threads = rpc_threads()?;
+    let _ = THREADS.set(threads);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(threads)
         .thread_name("oaas-rpc")
@@ -48,6 +49,9 @@ fn runtime() -> PyResult<&'static tokio::runtime::Runtime> {
         .map_err(|e| PyRuntimeError::new_err(format!("cannot start the RPC runtime: {e}")))?;
     Ok(RT.get_or_init(|| rt))
 }
+
+/// The worker threads the runtime was built with.
+static THREADS: OnceLock<usize> = OnceLock::new();
 
 /// Worker threads of the runtime: `OAAS_RPC_THREADS` when set (1 to 64), else
 /// [`DEFAULT_THREADS`].
@@ -70,6 +74,7 @@ pub const DEFAULT_THREADS: usize = 2;
 type Reply = Result<InvocationResponse, Status>;
 
 struct Pending {
+    id: u64,
     call: Invocation,
     reply: oneshot::Sender<Reply>,
 }
@@ -77,6 +82,10 @@ struct Pending {
 /// What the I/O side and the Python loop share.
 struct Bridge {
     queue: Mutex<Vec<Pending>>,
+    /// Calls whose client went away (or whose deadline passed, or whose stop's grace
+    /// period ended) before they were answered, by id.
+    gone: Mutex<Vec<u64>>,
+    next_id: AtomicU64,
     /// A wake-up byte is written and not yet drained.
     scheduled: AtomicBool,
     wake_tx: UnixStream,
@@ -89,22 +98,65 @@ impl Bridge {
             Ok(mut q) => q.push(p),
             Err(poisoned) => poisoned.into_inner().push(p),
         }
+        self.wake();
+    }
+
+    fn push_gone(&self, id: u64) {
+        match self.gone.lock() {
+            Ok(mut q) => q.push(id),
+            Err(poisoned) => poisoned.into_inner().push(id),
+        }
+        self.wake();
+    }
+
+    fn wake(&self) {
         if !self.scheduled.swap(true, Ordering::SeqCst) {
             // A full socket buffer means a wake-up is pending already.
             let _ = (&self.wake_tx).write(&[1]);
         }
     }
 
-    fn take(&self) -> Vec<Pending> {
-        // Consume the wake-up bytes first, then clear the flag, then take the queue: a
-        // call queued after the clear writes a new byte (served by the next drain), one
-        // queued before it is in the queue taken here.
+    fn take(&self) -> (Vec<Pending>, Vec<u64>) {
+        // Consume the wake-up bytes first, then clear the flag, then take the queues: an
+        // item queued after the clear writes a new byte (served by the next drain), one
+        // queued before it is in the queues taken here.
         let mut buf = [0u8; 256];
         while matches!((&self.wake_rx).read(&mut buf), Ok(n) if n > 0) {}
         self.scheduled.store(false, Ordering::SeqCst);
-        match self.queue.lock() {
+        let calls = match self.queue.lock() {
             Ok(mut q) => std::mem::take(&mut *q),
             Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
+        };
+        let gone = match self.gone.lock() {
+            Ok(mut q) => std::mem::take(&mut *q),
+            Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
+        };
+        (calls, gone)
+    }
+}
+
+/// Reports a call to the Python side as gone when its future is dropped before the
+/// answer came (tonic drops it when the client resets the stream, the deadline passes,
+/// or a stop's grace period ends): a call still running there is cancelled.
+struct GoneOnDrop {
+    bridge: Arc<Bridge>,
+    id: u64,
+    armed: bool,
+}
+
+impl GoneOnDrop {
+    /// The call was answered: nothing to report. (A method, not a field assignment in
+    /// the future: an `async move` block would capture just the copied field and drop
+    /// the guard when `invoke` returns.)
+    fn disarm(&mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for GoneOnDrop {
+    fn drop(&mut self) {
+        if self.armed {
+            self.bridge.push_gone(self.id);
         }
     }
 }
@@ -117,9 +169,21 @@ struct PyInvoker {
 impl Invoker for PyInvoker {
     fn invoke(&self, call: Invocation) -> impl Future<Output = Reply> + Send + 'static {
         let (tx, rx) = oneshot::channel();
-        self.bridge.push(Pending { call, reply: tx });
+        let id = self.bridge.next_id.fetch_add(1, Ordering::Relaxed);
+        self.bridge.push(Pending {
+            id,
+            call,
+            reply: tx,
+        });
+        let mut guard = GoneOnDrop {
+            bridge: self.bridge.clone(),
+            id,
+            armed: true,
+        };
         async move {
-            rx.await.unwrap_or_else(|_| {
+            let r = rx.await;
+            guard.disarm();
+            r.unwrap_or_else(|_| {
                 Err(Status::unavailable(
                     "the server stopped before the call was run",
                 ))
@@ -133,6 +197,7 @@ impl Invoker for PyInvoker {
 /// the RPC with gRPC status INTERNAL. Later calls do nothing (the client may be gone).
 #[pyclass(frozen, module = "oaas_sdk._native")]
 pub struct Completer {
+    id: u64,
     reply: Mutex<Option<oneshot::Sender<Reply>>>,
 }
 
@@ -150,6 +215,22 @@ impl Completer {
 
 #[pymethods]
 impl Completer {
+    /// The call's id (unique per server), as `NativeServer.drain` reports it when the
+    /// call's client is gone.
+    #[getter]
+    fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Whether the caller no longer waits for the answer (gone, deadline passed).
+    #[getter]
+    fn closed(&self) -> bool {
+        match self.reply.lock() {
+            Ok(g) => g.as_ref().is_none_or(|tx| tx.is_closed()),
+            Err(p) => p.into_inner().as_ref().is_none_or(|tx| tx.is_closed()),
+        }
+    }
+
     #[pyo3(signature = (status, payload, headers, invocation_id))]
     fn __call__(
         &self,
@@ -173,9 +254,12 @@ impl Completer {
 
 /// A running native `oprc.OprcFunction` server.
 ///
-/// `NativeServer(host, port, max_message_bytes, entry)` binds and serves at once (port 0:
-/// any free port, see `port`); raises `OSError` when the address cannot be bound,
-/// `ValueError` for a malformed host. Calls wait until the owning event loop drains them:
+/// `NativeServer(host, port, max_message_bytes, entry, tls_cert=None, tls_key=None,
+/// tls_client_ca=None)` binds and serves at once (port 0: any free port, see `port`);
+/// with `tls_cert` and `tls_key` (PEM bytes: certificate chain, private key) it serves
+/// TLS (rustls), and with `tls_client_ca` (PEM bytes) it requires client certificates
+/// signed by those CAs. Raises `OSError` when the address cannot be bound, `ValueError`
+/// for a malformed host or a certificate/key that does not parse. Calls wait until the owning event loop drains them:
 /// watch `wake_fd` with `loop.add_reader(fd, server.drain)`. `entry(is_obj, cls_id,
 /// fn_id, object_id, partition_id, payload, options, done)` is called on that loop once
 /// per call (`object_id` str or None, `payload` bytes, `options` dict) and must
@@ -192,13 +276,32 @@ pub struct NativeServer {
 #[pymethods]
 impl NativeServer {
     #[new]
+    #[pyo3(signature = (host, port, max_message_bytes, entry, tls_cert=None, tls_key=None,
+                        tls_client_ca=None))]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
         host: &str,
         port: u16,
         max_message_bytes: usize,
         entry: Py<PyAny>,
+        tls_cert: Option<Vec<u8>>,
+        tls_key: Option<Vec<u8>>,
+        tls_client_ca: Option<Vec<u8>>,
     ) -> PyResult<Self> {
+        let tls = match (tls_cert, tls_key) {
+            (Some(cert_pem), Some(key_pem)) => Some(TlsConfig {
+                cert_pem,
+                key_pem,
+                client_ca_pem: tls_client_ca,
+            }),
+            (None, None) if tls_client_ca.is_none() => None,
+            _ => {
+                return Err(PyValueError::new_err(
+                    "TLS needs both a certificate and its key (tls_cert, tls_key)",
+                ))
+            }
+        };
         let ip: std::net::IpAddr = host
             .parse()
             .map_err(|e| PyValueError::new_err(format!("host {host:?}: {e}")))?;
@@ -208,6 +311,8 @@ impl NativeServer {
         wake_rx.set_nonblocking(true)?;
         let bridge = Arc::new(Bridge {
             queue: Mutex::new(Vec::new()),
+            gone: Mutex::new(Vec::new()),
+            next_id: AtomicU64::new(1),
             scheduled: AtomicBool::new(false),
             wake_tx,
             wake_rx,
@@ -219,10 +324,14 @@ impl NativeServer {
         let cfg = ServerConfig {
             max_message_bytes,
             max_concurrent_streams: None,
+            tls,
         };
         let server = py
             .detach(|| rt.block_on(oprc_rpc::start(addr, invoker, cfg)))
-            .map_err(|e| PyOSError::new_err(format!("cannot bind {addr}: {e}")))?;
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::InvalidInput => PyValueError::new_err(e.to_string()),
+                _ => PyOSError::new_err(format!("cannot bind {addr}: {e}")),
+            })?;
         Ok(NativeServer {
             bridge,
             entry,
@@ -238,6 +347,13 @@ impl NativeServer {
         self.port
     }
 
+    /// The I/O (tokio worker) threads serving every native server of this process
+    /// (`OAAS_RPC_THREADS` when the first one started).
+    #[getter]
+    fn io_threads(&self) -> usize {
+        THREADS.get().copied().unwrap_or(DEFAULT_THREADS)
+    }
+
     /// Calls being served now (decoded, not yet answered).
     #[getter]
     fn inflight(&self) -> usize {
@@ -251,12 +367,14 @@ impl NativeServer {
         self.bridge.wake_rx.as_raw_fd()
     }
 
-    /// Pass the queued calls to `entry` (on the event loop's thread); returns how many.
-    /// A call whose client is already gone is skipped. An exception raised by `entry`
-    /// fails that call (INTERNAL) and is raised after the others are passed on.
-    fn drain(&self, py: Python<'_>) -> PyResult<usize> {
-        let items = self.bridge.take();
-        let n = items.len();
+    /// Pass the queued calls to `entry` (on the event loop's thread); returns the ids
+    /// (`Completer.id`) of calls passed on earlier whose client has gone since (gone,
+    /// deadline passed, or a stop's grace period over): the caller cancels those still
+    /// running. A call whose client is already gone is skipped (it never runs). An
+    /// exception raised by `entry` fails that call (INTERNAL) and is raised after the
+    /// others are passed on.
+    fn drain(&self, py: Python<'_>) -> PyResult<Vec<u64>> {
+        let (items, gone) = self.bridge.take();
         let entry = self.entry.bind(py);
         let mut first_err: Option<PyErr> = None;
         for p in items {
@@ -271,6 +389,7 @@ impl NativeServer {
             let done = Py::new(
                 py,
                 Completer {
+                    id: p.id,
                     reply: Mutex::new(Some(p.reply)),
                 },
             )?;
@@ -291,7 +410,7 @@ impl NativeServer {
         }
         match first_err {
             Some(e) => Err(e),
-            None => Ok(n),
+            None => Ok(gone),
         }
     }
 

@@ -21,4 +21,6 @@ pub mod pb {
     tonic::include_proto!("oprc");
 }
 
-pub use server::{start, CallKind, EchoInvoker, Invocation, Invoker, RunningServer, ServerConfig};
+pub use server::{
+    start, CallKind, EchoInvoker, Invocation, Invoker, RunningServer, ServerConfig, TlsConfig,
+};

@@ -122,6 +122,33 @@ impl Invoker for EchoInvoker {
     }
 }
 
+/// TLS of the server (rustls, ring provider): its certificate chain and private key, PEM,
+/// and optionally the CA certificates (PEM) a client certificate must chain to (then
+/// every client must present one).
+#[derive(Clone, Default)]
+pub struct TlsConfig {
+    /// The server's certificate chain, PEM (leaf first).
+    pub cert_pem: Vec<u8>,
+    /// The private key of the leaf certificate, PEM (PKCS#8, PKCS#1 or SEC1).
+    pub key_pem: Vec<u8>,
+    /// CA certificates that client certificates must chain to, PEM; `None`: clients
+    /// are not asked for a certificate.
+    pub client_ca_pem: Option<Vec<u8>>,
+}
+
+impl std::fmt::Debug for TlsConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // never the key
+        f.debug_struct("TlsConfig")
+            .field("cert_pem", &format_args!("{} bytes", self.cert_pem.len()))
+            .field(
+                "client_ca_pem",
+                &self.client_ca_pem.as_ref().map(|c| c.len()),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
 /// Server settings.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
@@ -130,6 +157,8 @@ pub struct ServerConfig {
     pub max_message_bytes: usize,
     /// HTTP/2 streams (concurrent calls) per connection; `None`: h2's default.
     pub max_concurrent_streams: Option<u32>,
+    /// Serve TLS (`None`: plaintext HTTP/2).
+    pub tls: Option<TlsConfig>,
 }
 
 impl Default for ServerConfig {
@@ -137,6 +166,7 @@ impl Default for ServerConfig {
         ServerConfig {
             max_message_bytes: 16 << 20,
             max_concurrent_streams: None,
+            tls: None,
         }
     }
 }
@@ -213,6 +243,18 @@ fn fix_oversized_status(h: &mut http::HeaderMap) {
     if oversized {
         h.insert("grpc-status", http::HeaderValue::from_static("8"));
     }
+}
+
+/// An error and its sources, `: `-separated.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        src = s.source();
+    }
+    out
 }
 
 fn contains(hay: &[u8], needle: &[u8]) -> bool {
@@ -314,12 +356,28 @@ impl RunningServer {
 
 /// Bind `addr` (with `SO_REUSEADDR`, so a restarted server gets its port back at once)
 /// and serve `invoker` on it. Must be called within a tokio runtime. Errors: the address
-/// cannot be bound.
+/// cannot be bound; a TLS certificate, key or CA that does not parse (kind
+/// `InvalidInput`, checked before binding).
 pub async fn start<I: Invoker>(
     addr: SocketAddr,
     invoker: I,
     cfg: ServerConfig,
 ) -> io::Result<RunningServer> {
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = &cfg.tls {
+        let mut tc = tonic::transport::ServerTlsConfig::new().identity(
+            tonic::transport::Identity::from_pem(&tls.cert_pem, &tls.key_pem),
+        );
+        if let Some(ca) = &tls.client_ca_pem {
+            tc = tc.client_ca_root(tonic::transport::Certificate::from_pem(ca));
+        }
+        builder = builder.tls_config(tc).map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("TLS certificate or key: {}", error_chain(&e)),
+            )
+        })?;
+    }
     let socket = if addr.is_ipv4() {
         tokio::net::TcpSocket::new_v4()?
     } else {
@@ -346,7 +404,7 @@ pub async fn start<I: Invoker>(
         .set_service_status(SERVICE, ServingStatus::Serving)
         .await;
     let (tx, rx) = oneshot::channel::<()>();
-    let router = tonic::transport::Server::builder()
+    let router = builder
         .max_concurrent_streams(cfg.max_concurrent_streams)
         .layer(tower::util::MapResponseLayer::new(
             resource_exhausted_for_oversized,

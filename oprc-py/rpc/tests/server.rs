@@ -79,6 +79,7 @@ async fn setup(max: usize) -> Setup {
         ServerConfig {
             max_message_bytes: max,
             max_concurrent_streams: None,
+            tls: None,
         },
     )
     .await
