@@ -199,8 +199,7 @@ def _install_object_methods(native: ModuleType | None, native_engine: bool) -> N
     commit), or, with ``None``, the Python definitions again."""
     global _object_methods
     from .model.methods import use_native
-    from .model.object import (_PY_COMMIT, _PY_COMMIT_ASYNC, _PY_SETATTR, OaasObject,
-                                _set_lifecycle)
+    from .model.object import _PY_COMMIT, _PY_COMMIT_ASYNC, _PY_SETATTR, OaasObject, _set_lifecycle
 
     _set_lifecycle(_lifecycle(native))
     use_native(native)  # method calls and async getters
