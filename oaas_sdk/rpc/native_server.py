@@ -5,10 +5,10 @@ The native server (``oaas_sdk._native.NativeServer``, Rust crate ``oprc-py/rpc``
 I/O, TLS, protobuf decoding/encoding, limits, deadlines and health check on its own tokio
 threads without the GIL. Each call enters Python once, on the server's event loop: the
 loop watches the server's wake-up socket (``loop.add_reader``) and drains the queued
-calls, each passed with the request's fields as they are. Its coroutine
-(:func:`oaas_sdk.rpc.server.run_call`) is driven one step at once, in a context of its
-own; a call that completes without suspending answers there (no task), one that
-suspends goes on as a task, cancelled when the server reports its client gone (went
+calls, each passed with the request's fields as they are. Each call's coroutine
+(:func:`oaas_sdk.rpc.server.run_call`) runs as a task of its own; on Python 3.12+ an eager
+one (its first step runs at once, so a call that does not suspend answers with no
+event-loop round trip). A task is cancelled when the server reports its client gone (went
 away, deadline passed, a stop's grace period over). The response fields go back to
 Rust, which encodes them. Statuses, headers and limits are those of
 :class:`~oaas_sdk.rpc.server.RpcServer`.
@@ -17,8 +17,9 @@ Rust, which encodes them. Statuses, headers and limits are those of
 from __future__ import annotations
 
 import asyncio
-import contextvars
+import inspect
 import logging
+import sys
 from collections.abc import Coroutine
 from typing import Any
 
@@ -33,68 +34,23 @@ log = logging.getLogger("oaas_sdk")
 
 
 
-class _Suspended:
-    """A call that suspended at its first step: its task, whether the task has begun,
-    and whether its client went away before it did."""
-
-    __slots__ = ("task", "started", "gone")
-
-    def __init__(self) -> None:
-        self.task: asyncio.Task[None] | None = None
-        self.started = False
-        self.gone = False
-
-    def cancel(self) -> None:
-        """The client went away: cancel the call where it waits. A task cancelled before
-        its first step would never run its coroutine (the call would keep the object's
-        turn): its first step does the cancellation instead."""
-        if self.started:
-            if self.task is not None:
-                self.task.cancel()
-        else:
-            self.gone = True
+#: Python 3.12+ runs a new task's first step at once (``eager_start``): a call that does not
+#: suspend is answered before the entry returns, inside its task (``asyncio.timeout``,
+#: ``wait_for`` and ``current_task()`` work as in any task), with no event-loop round trip.
+#: On 3.11 each call is a task scheduled on the loop.
+_EAGER = sys.version_info >= (3, 12)
+_EAGER_START: dict[str, Any] = {"eager_start": True}
 
 
-async def _resume(coro: Coroutine[Any, Any, Reply], yielded: Any, done: Any,
-                  call: _Suspended, running: dict[int, _Suspended]) -> None:
-    """Go on with a call's coroutine that suspended at its first step (outside any task),
-    as a task would: wait for what it awaits (``yielded``, an asyncio future, or ``None``
-    for a bare yield), resume it, until it returns; then answer. Cancelling this task
-    cancels what the coroutine awaits, so it sees the cancellation where it waits."""
-    call.started = True
+async def _serve_call(coro: Coroutine[Any, Any, Reply], done: Any) -> None:
+    """Run one call's coroutine (:func:`~oaas_sdk.rpc.server.run_call`) as a task and pass
+    its reply to ``done`` (Rust encodes and sends it). Cancelled (the client went away, the
+    deadline passed, a stop's grace period ended): the coroutine sees the cancellation
+    where it waits (the method's changes roll back, nothing is committed) and the server
+    is told the call failed."""
     try:
-        try:
-            cancelled: BaseException | None = None
-            if call.gone:  # cancelled before this task began: as Task.cancel() does
-                if yielded is None or not yielded.cancel():
-                    cancelled = asyncio.CancelledError()
-            while True:
-                if cancelled is None:
-                    try:
-                        if yielded is None:
-                            await asyncio.sleep(0)
-                        else:
-                            # as a task takes a yielded future: ours to wait on now
-                            yielded._asyncio_future_blocking = False
-                            await yielded
-                    except asyncio.CancelledError as e:
-                        if yielded is None or not yielded.cancelled():
-                            cancelled = e  # this task was cancelled: pass it on
-                    except BaseException:  # noqa: S110 - the future's own error
-                        pass  # the coroutine reads it from the future when resumed
-                try:
-                    yielded = coro.throw(cancelled) if cancelled is not None \
-                        else coro.send(None)
-                except StopIteration as stop:
-                    reply = stop.value
-                    break
-                cancelled = None
-        finally:
-            running.pop(done.id, None)
+        reply = await coro
     except asyncio.CancelledError:
-        # the client went away or the grace period of a stop ended (nobody waits for an
-        # answer then); else the client learns the call was cancelled
-        coro.close()
         done.fail("the call was cancelled in the server")
         raise
     except Exception as e:  # a defect of the SDK: answer, keep serving
@@ -121,8 +77,9 @@ class NativeRpcServer:
         self.stopping = False
         self._native: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        # calls that suspended, by call id: cancelled when their client goes away
-        self._running: dict[int, _Suspended] = {}
+        # calls that suspended (or, on 3.11, have not run yet), by call id: their tasks,
+        # cancelled when their client goes away
+        self._running: dict[int, asyncio.Task[None]] = {}
 
     @property
     def io_threads(self) -> int | None:
@@ -165,25 +122,34 @@ class NativeRpcServer:
     def _entry(self, is_obj: bool, cls_id: str, fn_id: str, object_id: str | None,
                partition_id: int, payload: bytes, options: dict[str, str],
                done: Any) -> None:
-        # The call's first step runs here, in a context of its own (the turn a call holds
-        # is a context variable): a call that completes without suspending (most do)
-        # answers at once, with no task; one that suspends goes on as a task.
-        ctx = contextvars.copy_context()
+        # Each call is a task of its own (the turn a call holds is a context variable of
+        # its context); on 3.12+ its first step runs here, so a call that completes
+        # without suspending (most do) has answered when the task is made.
+        assert self._loop is not None
         coro = run_call(is_obj, cls_id, fn_id, object_id, partition_id, payload, options)
         try:
-            yielded = ctx.run(coro.send, None)
-        except StopIteration as stop:
-            done(*stop.value)
-            return
-        except Exception as e:  # a defect of the SDK: answer, keep serving
+            if _EAGER:
+                task = asyncio.Task(_serve_call(coro, done), loop=self._loop, **_EAGER_START)
+            else:
+                task = self._loop.create_task(_serve_call(coro, done))
+        except Exception as e:  # pragma: no cover - a defect of the SDK: answer, serve on
+            coro.close()
             log.exception("invocation %s.%s failed in the server", cls_id, fn_id)
             done(*internal_error(e))
             return
-        assert self._loop is not None
-        call = _Suspended()
-        call.task = self._loop.create_task(_resume(coro, yielded, done, call, self._running),
-                                           context=ctx)
-        self._running[done.id] = call
+        if task.done():
+            return
+        call_id = done.id
+        self._running[call_id] = task
+
+        def finished(t: asyncio.Task[None]) -> None:
+            self._running.pop(call_id, None)
+            if t.cancelled() and inspect.getcoroutinestate(coro) == inspect.CORO_CREATED:
+                # cancelled before its first step: the method never ran
+                coro.close()
+                done.fail("the call was cancelled in the server")
+
+        task.add_done_callback(finished)
 
     def _drain(self) -> None:
         try:
@@ -191,9 +157,9 @@ class NativeRpcServer:
             if gone:
                 running = self._running
                 for call_id in gone:
-                    call = running.get(call_id)
-                    if call is not None:
-                        call.cancel()
+                    task = running.get(call_id)
+                    if task is not None:
+                        task.cancel()
         except Exception:  # pragma: no cover - entry failed; those calls got INTERNAL
             log.exception("passing calls to the event loop failed")
 
