@@ -439,6 +439,18 @@ fn rollback(obj: &Bound<'_, PyAny>, st: &ObjectState<'_>, undo: &Undo) -> PyResu
 }
 
 /// Release what the call holds: the context token of `_HELD`, then the turn.
+/// [`finish`] after the call failed with `e`: `e`, or the error of `finish` itself with `e`
+/// as its context (as Python chains an exception raised while handling another).
+fn finish_failed(py: Python<'_>, frame: &Frame, e: PyErr) -> PyErr {
+    match finish(py, frame) {
+        Ok(()) => e,
+        Err(fe) => {
+            fe.set_context(py, Some(e));
+            fe
+        }
+    }
+}
+
 fn finish(py: Python<'_>, frame: &Frame) -> PyResult<()> {
     let reset = match &frame.held {
         Some((var, token)) => ctx_reset(var.bind(py), token.bind(py)),
@@ -709,11 +721,7 @@ fn fail(obj: &Bound<'_, PyAny>, frame: &Frame, e: PyErr) -> PyErr {
             err = re;
         }
     }
-    if let Err(fe) = finish(py, frame) {
-        fe.set_context(py, Some(err));
-        err = fe;
-    }
-    err
+    finish_failed(py, frame, err)
 }
 
 fn done<'py>(
@@ -769,16 +777,7 @@ fn after_body<'py>(
             result,
             Sent::Value(py.None().into_bound(py)),
         ),
-        Err(e) => {
-            let e = match finish(py, &frame) {
-                Ok(()) => e,
-                Err(fe) => {
-                    fe.set_context(py, Some(e));
-                    fe
-                }
-            };
-            (Stage::Done, Err(e))
-        }
+        Err(e) => (Stage::Done, Err(finish_failed(py, &frame, e))),
     }
 }
 
@@ -800,16 +799,7 @@ fn drive_commit<'py>(
             Ok(Out::Yield(v)),
         ),
         Ok(Out::Return(_)) => done(spec, &frame, result),
-        Err(e) => {
-            let e = match finish(py, &frame) {
-                Ok(()) => e,
-                Err(fe) => {
-                    fe.set_context(py, Some(e));
-                    fe
-                }
-            };
-            (Stage::Done, Err(e))
-        }
+        Err(e) => (Stage::Done, Err(finish_failed(py, &frame, e))),
     }
 }
 
