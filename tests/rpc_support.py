@@ -101,6 +101,16 @@ class Counter(OaasObject):
         return {"object_id": req.object_id, "fn_id": req.fn_id, "payload": req.payload.decode(),
                 "options": req.options}
 
+    @oaas.method()
+    async def add_in_task(self, amount: int) -> bool:
+        # asyncio APIs that need a current task, in a method that never suspends and in
+        # one that does
+        async with asyncio.timeout(5):
+            self.count += amount
+        if amount > 1:
+            await asyncio.wait_for(asyncio.sleep(0.001), 5)
+        return asyncio.current_task() is not None
+
     @oaas.method(stateless=True, timeout=0.2)
     async def slow(self) -> str:
         await asyncio.sleep(30)

@@ -75,6 +75,15 @@ def test_invoke_fn(served: Any) -> None:
     assert r.status == INVALID_REQUEST and b"InvokeObj" in r.payload
 
 
+def test_methods_run_in_a_task(served: Any) -> None:
+    """A served method runs inside an asyncio task, as a local call does: asyncio.timeout,
+    wait_for and current_task() work, whether the method suspends or not."""
+    _, c = served
+    assert _json(c.obj("add_in_task", b"1", object_id="640")) is True
+    assert _json(c.obj("add_in_task", b"2", object_id="640")) is True
+    assert _json(c.obj("get_count", object_id="640")) == 3
+
+
 def test_result_conventions(served: Any) -> None:
     _, c = served
     r = c.obj("hello", b'"bob"')
