@@ -20,7 +20,7 @@ use crate::object::future::CommitFuture;
 
 use oprc_core::batcher::{Engine, EngineConfig, FailureLog, Outcome, Ticket};
 use oprc_core::id::{Identity, ObjectId};
-use oprc_core::store::layout::WriteRecord;
+use oprc_core::store::layout::{StoredObject, WriteRecord};
 use oprc_core::store::lmdb::{LmdbStore, DEFAULT_MAP_SIZE, DEFAULT_MAX_MAP_SIZE};
 use oprc_core::store::redis::RedisStore;
 use oprc_core::store::{AnyStore, StoreError};
@@ -695,17 +695,7 @@ impl PyEngine {
         let found = py
             .detach(|| engine.read(&key, &identity))
             .map_err(storage_err)?;
-        let Some(obj) = found else { return Ok(None) };
-        let d = PyDict::new(py);
-        for (name, value) in obj.entries {
-            d.set_item(name, PyBytes::new(py, &value))?;
-        }
-        Ok(Some((
-            obj.meta.version,
-            obj.meta.created_ms,
-            obj.meta.updated_ms,
-            d,
-        )))
+        found.map(|obj| stored_to_py(py, obj)).transpose()
     }
 
     /// Object keys (bytes, layout of docs/format.md) of stored objects starting with `prefix`.
@@ -823,4 +813,22 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(crate::object::front::object_commit, m)?)?;
     crate::object::state::register(m)?;
     crate::object::future::register(m)
+}
+
+/// A stored object as Python sees it: `(version, created_ms, updated_ms, {entry name:
+/// bytes})` (the native engine's and the native memory store's `read`).
+pub(crate) fn stored_to_py(
+    py: Python<'_>,
+    obj: StoredObject,
+) -> PyResult<(u64, i64, i64, Bound<'_, PyDict>)> {
+    let d = PyDict::new(py);
+    for (name, value) in obj.entries {
+        d.set_item(name, PyBytes::new(py, &value))?;
+    }
+    Ok((
+        obj.meta.version,
+        obj.meta.created_ms,
+        obj.meta.updated_ms,
+        d,
+    ))
 }

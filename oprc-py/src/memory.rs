@@ -14,7 +14,7 @@ use oprc_core::store::layout::{object_key, WriteRecord};
 use oprc_core::store::memory::{MemoryStore, MEMORY_STORE_NAME};
 use oprc_core::store::Store;
 
-use crate::engine::object_id;
+use crate::engine::{object_id, stored_to_py};
 
 /// Objects in process memory, with the version checks of the durable stores; nothing
 /// persisted. Made empty; shared by every engine it is given to.
@@ -67,16 +67,7 @@ impl PyMemoryStore {
         let Ok(Some(obj)) = self.0.read(&key, &"") else {
             return Ok(None); // a memory read never fails
         };
-        let d = PyDict::new(py);
-        for (name, value) in obj.entries {
-            d.set_item(name, PyBytes::new(py, &value))?;
-        }
-        Ok(Some((
-            obj.meta.version,
-            obj.meta.created_ms,
-            obj.meta.updated_ms,
-            d,
-        )))
+        stored_to_py(py, obj).map(Some)
     }
 
     /// Apply records `(cls_id, partition_id, object_id, expected_version, entries,

@@ -192,18 +192,7 @@ impl Store for MemoryStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::id::{Identity, ObjectId};
-
-    fn rec(oid: u64, expected: u64, entries: &[(&str, &[u8])]) -> WriteRecord {
-        let id = Identity {
-            cls_id: "t.C".into(),
-            partition_id: 0,
-            object_id: ObjectId::Num(oid),
-        };
-        let mut r = WriteRecord::new(id, expected, 1000 + expected as i64);
-        r.entries = entries.iter().copied().collect();
-        r
-    }
+    use crate::store::test_record as rec;
 
     fn read(s: &MemoryStore, r: &WriteRecord) -> Option<StoredObject> {
         s.read(&r.object_key, &"o")

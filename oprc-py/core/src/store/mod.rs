@@ -137,3 +137,17 @@ impl Store for AnyStore {
         matches!(self, AnyStore::Memory(_))
     }
 }
+
+/// A record for the stores' tests: object `oid` of class `t.C`, partition 0, expecting
+/// version `expected`, with `entries`.
+#[cfg(test)]
+pub(crate) fn test_record(oid: u64, expected: u64, entries: &[(&str, &[u8])]) -> WriteRecord {
+    let id = crate::id::Identity {
+        cls_id: "t.C".into(),
+        partition_id: 0,
+        object_id: crate::id::ObjectId::Num(oid),
+    };
+    let mut r = WriteRecord::new(id, expected, 1000 + expected as i64);
+    r.entries = entries.iter().copied().collect();
+    r
+}
