@@ -137,15 +137,35 @@ class OaasService:
             aws = [o.commit_async() for o in objs]
         finally:
             _keep_unsettled(objs)
-        # Commits resolved already (acknowledged at submit, nothing to write, refused) need
-        # no task each: only the others are gathered.
-        pending = [a for a in aws if not isinstance(a, _Resolved)]
-        results = iter(await asyncio.gather(*pending, return_exceptions=True)
-                       if pending else ())
-        for a in aws:
-            r = a.error if isinstance(a, _Resolved) else next(results)
-            if isinstance(r, BaseException):
-                raise r
+        # Commits resolved already (acknowledged at submit, nothing to write, refused) are
+        # read; the others (futures) are awaited in turn rather than gathered: they are
+        # resolved by the same batches, so after the first suspension most are done, and
+        # awaiting a done future costs no done-callback, task or loop iteration.
+        first: BaseException | None = None
+        for i, a in enumerate(aws):
+            if isinstance(a, _Resolved):
+                r = a.error
+            else:
+                try:
+                    await a
+                    continue
+                except asyncio.CancelledError as e:
+                    task = asyncio.current_task()
+                    if task is not None and task.cancelling():
+                        # This call was cancelled, not the commit's future: as gather
+                        # would, cancel the futures not awaited yet (their commits
+                        # stand).
+                        for b in aws[i + 1:]:
+                            if not isinstance(b, _Resolved):
+                                b.cancel()  # type: ignore[attr-defined]
+                        raise
+                    r = e
+                except BaseException as e:  # noqa: BLE001 - reported after the others
+                    r = e
+            if r is not None and first is None:
+                first = r
+        if first is not None:
+            raise first
 
     def _candidates(self) -> list[OaasObject]:
         """Objects that may have changed. The registries are swapped for new ones rather
@@ -160,8 +180,14 @@ class OaasService:
         rt.dirty = {}
         rt.touched = weakref.WeakValueDictionary()
         objs = list(dirty.values())
-        seen = {id(o) for o in objs}
-        objs.extend(o for i, o in list(touched.items()) if i not in seen)
+        if touched:
+            seen = {id(o) for o in objs}
+            # The WeakValueDictionary's own dict of weak references, read in C (its
+            # items() is a Python generator); a dead reference gives None.
+            for r in list(touched.data.values()):  # type: ignore[attr-defined]
+                o = r()
+                if o is not None and id(o) not in seen:
+                    objs.append(o)
         return objs
 
     def flush(self) -> None:

@@ -8,6 +8,7 @@ durabilities, including when the commit fails.
 
 from __future__ import annotations
 
+import asyncio
 import gc
 
 import pytest
@@ -120,6 +121,37 @@ async def test_dropped_object_is_served_from_the_cache(durable_sdk):
     await c2.commit_async()
     durable_sdk.reconfigure()
     assert Counter.load(5).count == 13
+
+
+async def test_commit_all_cancelled_keeps_its_commits(lmdb_sdk):
+    """``commit_all_async`` cancelled while it waits: the cancellation reaches the caller,
+    and the commits, queued already, stand (as with the futures of ``asyncio.gather``)."""
+    objs = [Counter.create(obj_id=300 + i) for i in range(50)]
+    await oaas.commit_all_async()
+    for i, o in enumerate(objs):
+        o.count = i + 1
+    task = asyncio.create_task(oaas.commit_all_async())
+    await asyncio.sleep(0)  # the task queues every commit, then waits for the first
+    assert task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    oaas.flush()
+    lmdb_sdk.reconfigure()
+    assert [Counter.load(300 + i).count for i in range(50)] == list(range(1, 51))
+
+
+async def test_commit_all_waits_for_every_batch(durable_sdk):
+    """Many commits awaited in turn by ``commit_all_async``: it returns when every one is
+    written, whatever batches they were written in."""
+    objs = [Counter.create(obj_id=400 + i) for i in range(300)]
+    await oaas.commit_all_async()
+    assert all(o._oaas_state.version == 1 for o in objs)
+    for i, o in enumerate(objs):
+        o.count = i + 7
+    await oaas.commit_all_async()
+    assert all(not o._oaas_state.dirty and o._oaas_state.version == 2 for o in objs)
+    durable_sdk.reconfigure()
+    assert [Counter.load(400 + i).count for i in range(300)] == [i + 7 for i in range(300)]
 
 
 async def test_commit_all_after_assignments(durable_sdk):

@@ -935,7 +935,18 @@ class _Resolved:
         pass
 
 
-_DONE = _Resolved()
+class _Done(_Resolved):
+    """The ``_Resolved`` of a commit done at once (``None``), the common case: its
+    ``await`` runs no Python frame (``__await__`` is an empty tuple's ``__iter__``, a C
+    function whose iterator is exhausted at once), about half what ``_Resolved``'s
+    generator costs."""
+
+    __slots__ = ()
+    if not typing.TYPE_CHECKING:  # typed as the inherited __await__
+        __await__ = staticmethod(().__iter__)
+
+
+_DONE = _Done()
 
 
 def _failed(e: BaseException) -> Awaitable[None]:

@@ -248,13 +248,21 @@ impl PyEngine {
         // socket) runs the futures' callbacks (the tasks' wake-ups) directly. (Should the
         // check fail, they are scheduled instead: every future taken here must resolve.)
         let direct = here.is_some_and(|h| current_task(py, h).is_ok_and(|t| t.is_none()));
+        // Every future of this loop is done before any callback runs (see
+        // `CommitFuture::set_done`).
+        let mut done = Vec::with_capacity(mine.len());
         for (w, outcome) in mine {
             let error = outcome_err(&outcome);
             if here.is_some_and(|h| h.is(w.event_loop.bind(py))) {
-                w.settle(py, error, direct);
+                if let (future, Some(callbacks)) = w.set_done(py, error) {
+                    done.push((future, callbacks));
+                }
             } else {
                 w.settle_threadsafe(py, error);
             }
+        }
+        for (future, callbacks) in done {
+            CommitFuture::run_callbacks(future.bind(py), callbacks, direct);
         }
         Ok(out)
     }

@@ -13,9 +13,9 @@ use pyo3::exceptions::PyKeyError;
 use pyo3::ffi;
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyList, PySet, PyString, PyTuple};
+use pyo3::types::{PyBytes, PyDict, PyList, PySet, PyString};
 
-use super::future::CommitFuture;
+use super::future::{Callbacks, CommitFuture};
 use oprc_core::id::{Identity, ObjectId};
 use oprc_core::store::layout::{Entries, WriteRecord};
 
@@ -90,29 +90,37 @@ pub(crate) fn prepare<'py>(
     // A new object (never committed) writes every field, as `_oaas_encode_changed` does.
     let new = version == 0;
     // Names first: encoding may run Python code (a hint's conversion, the lazy descriptor
-    // of a parked field) that must not find the set being iterated. A tuple made in C
-    // (cheaper than iterating from here).
-    let names = if new {
-        // SAFETY: `encoders` is a live dict (its keys: every field); PySequence_Tuple
-        // returns a new reference, or NULL with an exception set.
-        unsafe { Bound::from_owned_ptr_or_err(py, ffi::PySequence_Tuple(encoders.as_ptr())) }?
-    } else if had_live {
-        // SAFETY: `dirty` and `live` are live sets; PyNumber_Or of two sets returns a new
-        // set (a new reference), or NULL with an exception set.
-        let union = unsafe {
-            Bound::from_owned_ptr_or_err(py, ffi::PyNumber_Or(dirty.as_ptr(), live.as_ptr()))
-        }?;
-        // SAFETY: `union` is a live set; PySequence_Tuple returns a new reference, or NULL
-        // with an exception set.
-        unsafe { Bound::from_owned_ptr_or_err(py, ffi::PySequence_Tuple(union.as_ptr())) }?
+    // of a parked field) that must not find the set being iterated. Collected into a
+    // vector: no set (`dirty | live`) nor tuple is made, so a commit allocates no object
+    // the cyclic garbage collector tracks (in `commit_all` such allocations, with the
+    // commits' futures alive, set off collections).
+    // `names[assigned..]`: fields read, not assigned (a new object: none).
+    let (names, assigned) = if new {
+        let mut names = Vec::with_capacity(encoders.len());
+        for (name, _) in encoders.iter() {
+            names.push(name.cast_into::<PyString>()?);
+        }
+        let all = names.len();
+        (names, all)
     } else {
-        // SAFETY: as above, for `dirty`.
-        unsafe { Bound::from_owned_ptr_or_err(py, ffi::PySequence_Tuple(dirty.as_ptr())) }?
-    }
-    .cast_into::<PyTuple>()?;
+        let mut names = Vec::with_capacity(dirty.len() + live.len());
+        for name in dirty.iter() {
+            names.push(name.cast_into::<PyString>()?);
+        }
+        let assigned = names.len();
+        if had_live {
+            // Read but not assigned (an assigned field is encoded once).
+            for name in live.iter() {
+                let name = name.cast_into::<PyString>()?;
+                if !dirty.contains(&name)? {
+                    names.push(name);
+                }
+            }
+        }
+        (names, assigned)
+    };
     let mut encoded = Vec::with_capacity(names.len());
-    for name in names.iter() {
-        let name = name.cast_into::<PyString>()?;
+    for (i, name) in names.into_iter().enumerate() {
         let data = encoders
             .get_item(&name)?
             .ok_or_else(|| {
@@ -135,7 +143,7 @@ pub(crate) fn prepare<'py>(
                 return Err(e);
             }
         };
-        if !new && had_live && !dirty.contains(&name)? {
+        if i >= assigned {
             // Read but not assigned: written only when changed in place.
             if let Some(old) = committed.get_item(&name)? {
                 if let Ok(old) = old.cast::<PyBytes>() {
@@ -367,6 +375,20 @@ impl NativeWaiter {
     /// oaas_sdk/engine/protocol.py). Errors of the undo go to `sys.unraisablehook`: the other
     /// commits of the batch must still resolve.
     pub fn settle(self, py: Python<'_>, error: Option<PyErr>, direct: bool) {
+        let (future, done) = self.set_done(py, error);
+        if let Some(done) = done {
+            CommitFuture::run_callbacks(future.bind(py), done, direct);
+        }
+    }
+
+    /// The first half of [`Self::settle`]: the object undone on failure, the future done
+    /// (when still pending); its callbacks, to be run by `CommitFuture::run_callbacks`
+    /// once every future of the batch is done.
+    pub fn set_done(
+        self,
+        py: Python<'_>,
+        error: Option<PyErr>,
+    ) -> (Py<CommitFuture>, Option<(Callbacks, Py<PyAny>)>) {
         let NativeWaiter { future, undo, .. } = self;
         let error = error.map(|e| {
             if let Err(u) = undo.run(py) {
@@ -377,10 +399,8 @@ impl NativeWaiter {
         // Released before the callbacks run: they may run the awaiting task, whose next
         // steps must not find the object still referenced from here.
         drop(undo);
-        let fut = future.bind(py);
-        if fut.borrow().is_pending() {
-            CommitFuture::resolve(fut, error, direct);
-        }
+        let done = CommitFuture::set_done(future.bind(py), error);
+        (future, done)
     }
 
     /// Resolve the future from a thread that is not its loop's: through the loop's

@@ -45,7 +45,7 @@ pub struct CommitFuture {
 }
 
 /// Done-callbacks and their `contextvars.Context` (None: the current one).
-type Callbacks = Vec<(Py<PyAny>, Option<Py<PyAny>>)>;
+pub(crate) type Callbacks = Vec<(Py<PyAny>, Option<Py<PyAny>>)>;
 
 /// `asyncio.CancelledError` / `asyncio.InvalidStateError`.
 fn asyncio_error<'py>(py: Python<'py>, name: &'static str) -> PyResult<Bound<'py, PyType>> {
@@ -117,10 +117,32 @@ impl CommitFuture {
     /// (`KeyboardInterrupt`, `SystemExit`) is raised again from a `call_soon` handle once
     /// every callback has run. Not `direct`: each callback through `loop.call_soon`.
     pub fn resolve(slf: &Bound<'_, CommitFuture>, error: Option<Py<PyAny>>, direct: bool) {
+        if let Some(done) = CommitFuture::set_done(slf, error) {
+            CommitFuture::run_callbacks(slf, done, direct);
+        }
+    }
+
+    /// The first half of [`Self::resolve`]: the future is done (with success, or failed
+    /// with `error`) and its done-callbacks and loop are returned, to be run by
+    /// [`Self::run_callbacks`]; `None` when it was done already. A batch's futures are
+    /// all set done before any of their callbacks runs, as asyncio's `call_soon` would
+    /// order it: a task awaiting several of them in turn (`commit_all_async`) then finds
+    /// the next one done instead of suspending once per future.
+    pub fn set_done(
+        slf: &Bound<'_, CommitFuture>,
+        error: Option<Py<PyAny>>,
+    ) -> Option<(Callbacks, Py<PyAny>)> {
+        CommitFuture::finish(slf, State::Done(error))
+    }
+
+    /// The second half of [`Self::resolve`]: run (`direct`) or schedule the callbacks
+    /// [`Self::set_done`] returned.
+    pub fn run_callbacks(
+        slf: &Bound<'_, CommitFuture>,
+        (callbacks, event_loop): (Callbacks, Py<PyAny>),
+        direct: bool,
+    ) {
         let py = slf.py();
-        let Some((callbacks, event_loop)) = CommitFuture::finish(slf, State::Done(error)) else {
-            return;
-        };
         let event_loop = event_loop.bind(py);
         if !direct {
             for (cb, ctx) in callbacks {

@@ -65,6 +65,7 @@ mod idx {
     pub const LIVE: usize = 6;
     pub const TURN: usize = 7;
     pub const DELETED: usize = 8;
+    pub const UPDATED_MS: usize = 10;
     pub const STALE: usize = 11;
     pub const UNDO: usize = 13;
 }
@@ -253,11 +254,15 @@ impl<'py> ObjectState<'py> {
     }
 
     pub fn set_version(&self, version: u64) -> PyResult<()> {
-        self.0.setattr(intern!(self.0.py(), name::VERSION), version)
+        let py = self.0.py();
+        let v = version.into_pyobject(py)?.into_any();
+        self.set(idx::VERSION, intern!(py, name::VERSION), &v)
     }
 
     pub fn set_updated_ms(&self, ms: i64) -> PyResult<()> {
-        self.0.setattr(intern!(self.0.py(), name::UPDATED_MS), ms)
+        let py = self.0.py();
+        let v = ms.into_pyobject(py)?.into_any();
+        self.set(idx::UPDATED_MS, intern!(py, name::UPDATED_MS), &v)
     }
 
     /// `committed`: field name -> committed bytes.
