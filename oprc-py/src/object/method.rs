@@ -134,6 +134,9 @@ struct Undo {
     dirty_before: Option<Py<PySet>>,
     /// (field name, bytes) of the fields live at the start.
     encoded: Vec<(Py<PyAny>, Py<PyAny>)>,
+    /// The committed state at the start (`committed`, `version`, `created_ms`,
+    /// `updated_ms`): put back when a `refresh()` in the call replaced it.
+    base: [Py<PyAny>; 4],
 }
 
 /// A running call's hold on the object.
@@ -347,6 +350,7 @@ fn begin_undo(obj: &Bound<'_, PyAny>, st: &ObjectState<'_>) -> PyResult<Undo> {
     } else {
         Some(copy_set(&dirty)?.unbind())
     };
+    let base = st.base()?.map(Bound::unbind);
     let log = PyDict::new(py);
     st.set_undo(log.as_any())?;
     Ok(Undo {
@@ -355,6 +359,7 @@ fn begin_undo(obj: &Bound<'_, PyAny>, st: &ObjectState<'_>) -> PyResult<Undo> {
         live_before,
         dirty_before,
         encoded,
+        base,
     })
 }
 
@@ -382,8 +387,14 @@ fn rollback(obj: &Bound<'_, PyAny>, st: &ObjectState<'_>, undo: &Undo) -> PyResu
         if old.is(missing) {
             del_plain(obj, &name)?;
         } else {
+            // A mapped field's entry (`MappedUndo`) goes through its descriptor, which
+            // copies the bytes back into the mapping.
             set_plain(obj, &name, &old)?;
         }
+    }
+    let base = undo.base.each_ref().map(|b| b.bind(py).clone());
+    if !st.committed()?.is(&base[0]) {
+        st.set_base(&base)?; // a refresh() in the call: undone too
     }
     let live = st.live()?;
     let before = undo.live_before.as_ref().map(|s| s.bind(py));
@@ -421,17 +432,26 @@ fn rollback(obj: &Bound<'_, PyAny>, st: &ObjectState<'_>, undo: &Undo) -> PyResu
     }
     let dirty = st.dirty()?;
     dirty.clear();
+    let oid = obj.as_ptr() as usize;
+    if before.is_some() {
+        // The registries hold the object again when a refresh() or commit in the call
+        // took it out (see `Runtime.dirty` / `Runtime.touched`).
+        st.rt()?
+            .getattr(intern!(py, "touched"))?
+            .set_item(oid, obj)?;
+    }
     match &undo.dirty_before {
         Some(d) => {
             for n in d.bind(py).iter() {
                 dirty.add(n)?;
             }
+            st.rt()?.getattr(intern!(py, "dirty"))?.set_item(oid, obj)?;
         }
         None => {
             if st.version()?.is_truthy()? {
                 st.rt()?
                     .getattr(intern!(py, "dirty"))?
-                    .call_method1(intern!(py, "pop"), (obj.as_ptr() as usize, py.None()))?;
+                    .call_method1(intern!(py, "pop"), (oid, py.None()))?;
             }
         }
     }
@@ -1059,6 +1079,9 @@ impl MethodCall {
                 for (n, d) in &u.encoded {
                     visit.call(n)?;
                     visit.call(d)?;
+                }
+                for b in &u.base {
+                    visit.call(b)?;
                 }
             }
         }
