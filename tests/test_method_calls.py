@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import inspect
 
 import pytest
 from pydantic import BaseModel
@@ -387,3 +388,18 @@ async def test_failed_call_undoes_a_refresh_in_it(sdk):
     assert o.label == "after refresh"
     sdk.reconfigure()
     assert (Undo.load(20).count, Undo.load(20).label) == (7, "after refresh")
+
+
+async def test_async_getter_binds_like_a_method(sdk):
+    o = Undo.create(obj_id=30, count=4)
+    getter = Undo.get_count  # on the class: the getter itself
+    assert getter.__name__ == "get_count" and getter._oaas_spec.field_name == "count"
+    assert inspect.signature(getter).return_annotation in (int, "int")
+    bound = o.get_count  # a bound method, as for a function
+    assert bound.__self__ is o
+    assert await bound() == 4
+    assert await Undo.get_count(o) == 4
+    with pytest.raises(TypeError):
+        o.get_count(1)
+    o.count = 6
+    assert await asyncio.gather(o.get_count(), o.get_count()) == [6, 6]

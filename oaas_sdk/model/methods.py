@@ -216,8 +216,12 @@ _ready: Callable[[Any], Any] | None = None
 _ready_attr: Callable[[Any, str], Any] | None = None
 
 
-# Async getters: (class, attribute, Python wrapper, native wrapper).
-_ASYNC_GETTERS: list[tuple[weakref.ref[type], str, Any, Any]] = []
+# Async getters: [class, attribute, Python wrapper, native wrapper, field]. ``field``:
+# the field of a getter that reads an immutable field as it is, whose native wrapper is an
+# ``AsyncGetter`` of the extension (made when first installed); else ``None``.
+_ASYNC_GETTERS: list[list[Any]] = []
+# The extension module while the native implementation is configured.
+_native_mod: Any = None
 
 
 def use_native(native: Any) -> None:
@@ -225,22 +229,35 @@ def use_native(native: Any) -> None:
     module ``native`` (``oprc-py/src/object/method.rs``), and async getters with its
     ready awaitable; or, with ``None``, with the Python definitions (``calls._call_async``,
     a coroutine per getter call). Called by the seam (``_backend.py``)."""
-    global _run_async, _run_sync, _ready, _ready_attr
+    global _run_async, _run_sync, _ready, _ready_attr, _native_mod
     if native is None:
         _run_async, _run_sync, _ready, _ready_attr = _call_async, _call_sync, None, None
     else:
         _run_async, _run_sync = native.method_call, native.method_call_sync
         _ready, _ready_attr = native.ready, native.ready_attr
+    _native_mod = native
     alive = []
     for entry in _ASYNC_GETTERS:
         cls = entry[0]()
         if cls is None:
             continue
         alive.append(entry)
-        want = entry[3] if native is not None else entry[2]
+        want = _native_async_getter(entry) if native is not None else entry[2]
         if cls.__dict__.get(entry[1]) is not want:
             setattr(cls, entry[1], want)
     _ASYNC_GETTERS[:] = alive
+
+
+def _native_async_getter(entry: list[Any]) -> Any:
+    """The native wrapper of an async getter (see ``_ASYNC_GETTERS``)."""
+    getter = entry[3]
+    if getter is None:  # a plain field: the extension's AsyncGetter, made once
+        python = entry[2]
+        getter = _native_mod.AsyncGetter(entry[4])
+        functools.update_wrapper(getter, python.__wrapped__)
+        getter._oaas_spec = python._oaas_spec
+        entry[3] = getter
+    return getter
 
 
 def _make_method(spec: MethodSpec) -> Callable[..., Any]:
@@ -513,20 +530,22 @@ def _make_getter(cls: type, spec: MethodSpec) -> Callable[..., Any]:
         async def aget(self: Any) -> Any:
             return read(self)
 
-        if plain:
-            @functools.wraps(spec.fn)
-            def aget_native(self: Any) -> Any:
-                # An awaitable of the value read now (no coroutine, no frame to resume);
-                # what the native implementation installs (see use_native).
-                return _ready_attr(self, field_name)  # type: ignore[misc]
-        else:
+        aget._oaas_spec = spec  # type: ignore[attr-defined]
+        # The native wrapper: an awaitable of the value read now (no coroutine, no frame
+        # to resume); for a plain field the extension's AsyncGetter (one native call).
+        entry: list[Any] = [weakref.ref(cls), spec.attr_name, aget, None,
+                            field_name if plain else None]
+        if not plain:
             @functools.wraps(spec.fn)
             def aget_native(self: Any) -> Any:
                 return _ready(read(self))  # type: ignore[misc]
 
-        aget._oaas_spec = aget_native._oaas_spec = spec  # type: ignore[attr-defined]
-        _ASYNC_GETTERS.append((weakref.ref(cls), spec.attr_name, aget, aget_native))
-        wrapper: Callable[..., Any] = aget_native if _ready is not None else aget
+            aget_native._oaas_spec = spec  # type: ignore[attr-defined]
+            entry[3] = aget_native
+        _ASYNC_GETTERS.append(entry)
+        if _native_mod is not None:
+            return cast(Callable[..., Any], _native_async_getter(entry))
+        wrapper: Callable[..., Any] = aget
     else:
         @functools.wraps(spec.fn)
         def sget(self: Any) -> Any:

@@ -38,7 +38,7 @@ use pyo3::ffi;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyDict, PySet, PyTuple};
+use pyo3::types::{PyDict, PySet, PyString, PyTuple};
 use pyo3::{PyTraverseError, PyVisit};
 
 use super::front::set_plain;
@@ -1203,8 +1203,10 @@ pub fn method_call(
 }
 
 /// An awaitable resolved at once with a value (what an async getter returns); a
-/// coroutine too, as `MethodCall`.
-#[pyclass(module = "oaas_sdk._native", name = "Ready")]
+/// coroutine too, as `MethodCall`. Short-lived and holding one value, it is not tracked
+/// by the cyclic garbage collector (an allocation that is not counted towards a
+/// collection), and freed instances are reused.
+#[pyclass(module = "oaas_sdk._native", name = "Ready", freelist = 64)]
 pub struct Ready {
     value: Option<Py<PyAny>>,
 }
@@ -1251,17 +1253,6 @@ impl Ready {
     fn close(&mut self) {
         self.value = None;
     }
-
-    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
-        if let Some(v) = &self.value {
-            visit.call(v)?;
-        }
-        Ok(())
-    }
-
-    fn __clear__(&mut self) {
-        self.value = None;
-    }
 }
 
 unsafe extern "C" fn ready_send(
@@ -1287,6 +1278,15 @@ unsafe extern "C" fn ready_send(
     send_result(py, r, result)
 }
 
+/// `am_await` of `Ready`: the object itself (what `__await__` returns), without the
+/// method trampoline.
+unsafe extern "C" fn ready_await(o: *mut ffi::PyObject) -> *mut ffi::PyObject {
+    // SAFETY: CPython calls am_await with the GIL held on a live instance of the type the
+    // slot was installed on; the new reference returned is the caller's.
+    unsafe { ffi::Py_IncRef(o) };
+    o
+}
+
 /// An awaitable whose `await` gives `value` at once.
 #[pyfunction]
 pub fn ready(py: Python<'_>, value: Py<PyAny>) -> PyResult<Py<Ready>> {
@@ -1296,11 +1296,37 @@ pub fn ready(py: Python<'_>, value: Py<PyAny>) -> PyResult<Py<Ready>> {
 /// An awaitable whose `await` gives `obj.<name>` read now (an async getter of a field of
 /// an immutable type: one call instead of a read and a call).
 #[pyfunction]
-pub fn ready_attr(
-    obj: &Bound<'_, PyAny>,
-    name: &Bound<'_, pyo3::types::PyString>,
-) -> PyResult<Py<Ready>> {
-    let value = obj.getattr(name)?;
+pub fn ready_attr(obj: &Bound<'_, PyAny>, name: &Bound<'_, PyString>) -> PyResult<Py<Ready>> {
+    ready_of(obj, name)
+}
+
+/// The async getter of a field of an immutable type, installed as the class attribute
+/// of `@oaas.getter` while the native implementation is configured
+/// (`oaas_sdk/model/methods.py` `_make_getter`): `obj.get_x()` gives a [`Ready`] of
+/// `obj.x` read now, in one native call with no Python frame. It is a method descriptor
+/// (`Py_TPFLAGS_METHOD_DESCRIPTOR`, vectorcall): `obj.get_x()` calls it with `obj` and
+/// makes no bound method; `obj.get_x` is a bound method (`types.MethodType`), `Cls.get_x`
+/// the getter itself. Attributes set on it (`functools.update_wrapper`: `__name__`,
+/// `__wrapped__`, `_oaas_spec`, ...) live in its `__dict__`.
+#[pyclass(module = "oaas_sdk._native", name = "AsyncGetter", frozen, dict)]
+pub struct AsyncGetter {
+    /// The vectorcall entry; read by CPython at `tp_vectorcall_offset`.
+    vectorcall: ffi::vectorcallfunc,
+    /// The field read.
+    field: Py<PyString>,
+}
+
+extern "C" {
+    /// `types.MethodType(func, self)` (CPython API, not declared by pyo3-ffi).
+    fn PyMethod_New(func: *mut ffi::PyObject, slf: *mut ffi::PyObject) -> *mut ffi::PyObject;
+}
+
+/// `tp_vectorcall_offset` of `AsyncGetter`: where `vectorcall` sits in its instances.
+static GETTER_VECTORCALL_OFFSET: PyOnceLock<ffi::Py_ssize_t> = PyOnceLock::new();
+
+/// A [`Ready`] of `obj.<field>`.
+fn ready_of(obj: &Bound<'_, PyAny>, field: &Bound<'_, PyString>) -> PyResult<Py<Ready>> {
+    let value = obj.getattr(field)?;
     Py::new(
         obj.py(),
         Ready {
@@ -1309,9 +1335,129 @@ pub fn ready_attr(
     )
 }
 
+/// The vectorcall of `AsyncGetter`: `getter(obj)`.
+unsafe extern "C" fn getter_vectorcall(
+    callable: *mut ffi::PyObject,
+    args: *const *mut ffi::PyObject,
+    nargsf: usize,
+    kwnames: *mut ffi::PyObject,
+) -> *mut ffi::PyObject {
+    // SAFETY: CPython calls a vectorcall with the GIL held.
+    let py = unsafe { Python::assume_attached() };
+    let r = catch_unwind(AssertUnwindSafe(|| -> PyResult<Py<Ready>> {
+        // SAFETY: `nargsf` as passed by CPython; `kwnames` is NULL or a tuple.
+        let nargs = unsafe { ffi::PyVectorcall_NARGS(nargsf) };
+        let nkw = if kwnames.is_null() {
+            0
+        } else {
+            // SAFETY: a live tuple (see above).
+            unsafe { ffi::PyTuple_GET_SIZE(kwnames) }
+        };
+        if nargs != 1 || nkw != 0 {
+            return Err(pyo3::exceptions::PyTypeError::new_err(format!(
+                "an async getter takes no arguments ({} given)",
+                nargs + nkw - 1
+            )));
+        }
+        // SAFETY: `callable` is the live instance CPython calls (an AsyncGetter: the
+        // vectorcall is installed on that type only) and `args[0]` a live borrowed
+        // reference, both for the duration of the call.
+        let (slf, obj) = unsafe {
+            (
+                pyo3::Borrowed::from_ptr(py, callable),
+                pyo3::Borrowed::from_ptr(py, *args),
+            )
+        };
+        let slf = slf.cast::<AsyncGetter>().map_err(PyErr::from)?;
+        ready_of(&obj, slf.get().field.bind(py))
+    }))
+    .unwrap_or_else(|_| {
+        Err(PySystemError::new_err(
+            "internal error in the native getter",
+        ))
+    });
+    match r {
+        Ok(v) => v.into_ptr(),
+        Err(e) => {
+            e.restore(py);
+            std::ptr::null_mut()
+        }
+    }
+}
+
+#[pymethods]
+impl AsyncGetter {
+    /// `AsyncGetter(field)`: the getter of field `field`.
+    #[new]
+    fn new(field: Bound<'_, PyString>) -> Self {
+        AsyncGetter {
+            vectorcall: getter_vectorcall,
+            field: field.unbind(),
+        }
+    }
+
+    /// The field it reads.
+    #[getter]
+    fn field(&self, py: Python<'_>) -> Py<PyString> {
+        self.field.clone_ref(py)
+    }
+
+    fn __call__(&self, obj: &Bound<'_, PyAny>) -> PyResult<Py<Ready>> {
+        ready_of(obj, self.field.bind(obj.py()))
+    }
+
+    fn __get__(
+        slf: &Bound<'_, Self>,
+        obj: Option<&Bound<'_, PyAny>>,
+        _owner: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
+        match obj {
+            Some(o) if !o.is_none() => {
+                // SAFETY: live references; PyMethod_New returns a new reference or NULL
+                // with an exception set.
+                unsafe {
+                    Bound::from_owned_ptr_or_err(o.py(), PyMethod_New(slf.as_ptr(), o.as_ptr()))
+                        .map(Bound::unbind)
+                }
+            }
+            _ => Ok(slf.clone().into_any().unbind()),
+        }
+    }
+}
+
+/// Make `AsyncGetter` a vectorcall method descriptor (pyo3 sets neither flag): the type
+/// was made by pyo3 and is not yet used; its instances hold the vectorcall entry at the
+/// offset measured on one of them.
+fn install_getter_vectorcall(py: Python<'_>) -> PyResult<()> {
+    let probe = Py::new(py, AsyncGetter::new(PyString::new(py, "probe")))?;
+    let base = probe.as_ptr() as isize;
+    let field = std::ptr::addr_of!(probe.get().vectorcall) as isize;
+    let offset = field - base;
+    GETTER_VECTORCALL_OFFSET.get_or_init(py, || offset);
+    let tp = AsyncGetter::type_object(py);
+    // SAFETY: `tp` is the heap type pyo3 made for AsyncGetter, alive for the module's
+    // life; every instance is an `AsyncGetter` whose `vectorcall` is at `offset` (the
+    // layout of a pyclass is fixed per type) and always set, so CPython may call it as
+    // the instance's vectorcall; calling it with `obj` first is what `__get__(obj)`
+    // then a call does (the contract of Py_TPFLAGS_METHOD_DESCRIPTOR).
+    // PyType_Modified invalidates caches of the type.
+    unsafe {
+        let t = tp.as_ptr().cast::<ffi::PyTypeObject>();
+        (*t).tp_vectorcall_offset = offset;
+        (*t).tp_flags |= ffi::Py_TPFLAGS_HAVE_VECTORCALL | ffi::Py_TPFLAGS_METHOD_DESCRIPTOR;
+        ffi::PyType_Modified(t);
+    }
+    Ok(())
+}
+
 /// Give the type of `T` the `am_send` slot `send` (pyo3 defines no such slot; the heap
-/// type's async methods live in the type object, which pyo3 made with `__await__`).
-fn install_am_send<T: PyTypeInfo>(py: Python<'_>, send: ffi::sendfunc) -> PyResult<()> {
+/// type's async methods live in the type object, which pyo3 made with `__await__`), and
+/// the `am_await` slot `wait` when given (replacing pyo3's, which returns the same).
+fn install_am_send<T: PyTypeInfo>(
+    py: Python<'_>,
+    send: ffi::sendfunc,
+    wait: Option<ffi::unaryfunc>,
+) -> PyResult<()> {
     let tp = T::type_object(py);
     // SAFETY: `tp` is a heap type made by pyo3 with an `__await__`, so `tp_as_async`
     // points to the `as_async` member of its `PyHeapTypeObject` (writable, alive as long
@@ -1324,6 +1470,9 @@ fn install_am_send<T: PyTypeInfo>(py: Python<'_>, send: ffi::sendfunc) -> PyResu
             return Err(PySystemError::new_err("awaitable type without tp_as_async"));
         }
         (*am).am_send = Some(send);
+        if wait.is_some() {
+            (*am).am_await = wait;
+        }
         ffi::PyType_Modified(t);
     }
     Ok(())
@@ -1334,8 +1483,10 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
     m.add_class::<MethodCall>()?;
     m.add_class::<Ready>()?;
-    install_am_send::<MethodCall>(py, method_call_send)?;
-    install_am_send::<Ready>(py, ready_send)?;
+    m.add_class::<AsyncGetter>()?;
+    install_getter_vectorcall(py)?;
+    install_am_send::<MethodCall>(py, method_call_send, None)?;
+    install_am_send::<Ready>(py, ready_send, Some(ready_await))?;
     m.add_function(wrap_pyfunction!(method_call, m)?)?;
     m.add_function(wrap_pyfunction!(method_call_sync, m)?)?;
     m.add_function(wrap_pyfunction!(ready, m)?)?;
