@@ -65,9 +65,11 @@ _get = object.__getattribute__
 _set = object.__setattr__
 _del = object.__delattr__
 
-# (values, encoded, dirty, live, committed state, undo log): see _snapshot.
+# (the undo log replaced, this call's undo log): see _snapshot.
+_UndoLogs = tuple[dict[str, Any] | None, dict[str, Any]]
+# (values, encoded, dirty, live, committed state, undo logs): see _snapshot.
 _Snapshot = tuple[dict[str, Any], dict[str, bytes], set[str], frozenset[str],
-                  tuple[Any, ...], "tuple[dict[str, Any] | None, dict[str, Any]] | None"]
+                  tuple[Any, ...], _UndoLogs | None]
 
 
 def _snapshot(obj: OaasObject) -> _Snapshot:
@@ -83,7 +85,7 @@ def _snapshot(obj: OaasObject) -> _Snapshot:
     live = st.live
     values = {n: _get(obj, n) for n, f in fields.items() if not f.mutable or n in live}
     encoded = {n: fields[n].ftype.encode(values[n]) for n in live}
-    undo = None
+    undo: _UndoLogs | None = None
     if cls._oaas_mapped:
         undo = (st.undo, {})
         st.undo = undo[1]

@@ -1204,9 +1204,9 @@ pub fn method_call(
 
 /// An awaitable resolved at once with a value (what an async getter returns); a
 /// coroutine too, as `MethodCall`. Short-lived and holding one value, it is not tracked
-/// by the cyclic garbage collector (an allocation that is not counted towards a
-/// collection), and freed instances are reused.
-#[pyclass(module = "oaas_sdk._native", name = "Ready", freelist = 64)]
+/// by the cyclic garbage collector (its allocation does not count towards a collection;
+/// measured faster so than with a pyo3 free list).
+#[pyclass(module = "oaas_sdk._native", name = "Ready")]
 pub struct Ready {
     value: Option<Py<PyAny>>,
 }
