@@ -403,3 +403,21 @@ async def test_async_getter_binds_like_a_method(sdk):
         o.get_count(1)
     o.count = 6
     assert await asyncio.gather(o.get_count(), o.get_count()) == [6, 6]
+
+
+async def test_async_method_and_setter_bind_like_methods(sdk):
+    o = Undo.create(obj_id=31)
+    method = Undo.scaled  # on the class: the wrapper itself
+    assert method.__name__ == "scaled" and method._oaas_spec.name == "scaled"
+    assert list(inspect.signature(method).parameters) == ["self", "factor", "offset"]
+    o.count = 2
+    assert await Undo.scaled(o, 1.5, offset=1) == 4.0  # keywords pass through
+    bound = o.scaled
+    assert bound.__self__ is o and await bound(2.0) == 4.0
+    setter = Undo.set_count
+    assert setter._oaas_spec.field_name == "count" and setter._oaas_run_spec.kind == "setter"
+    assert await o.set_count(value=9) == 9
+    with pytest.raises(TypeError):
+        await Undo.scaled()  # no object
+    sdk.reconfigure()
+    assert Undo.load(31).count == 9

@@ -216,10 +216,11 @@ _ready: Callable[[Any], Any] | None = None
 _ready_attr: Callable[[Any, str], Any] | None = None
 
 
-# Async getters: [class, attribute, Python wrapper, native wrapper, field]. ``field``:
-# the field of a getter that reads an immutable field as it is, whose native wrapper is an
-# ``AsyncGetter`` of the extension (made when first installed); else ``None``.
-_ASYNC_GETTERS: list[list[Any]] = []
+# Async methods, setters and getters: [class, attribute, Python wrapper, native wrapper,
+# how to make the native wrapper]. The native wrapper (an ``AsyncMethod`` or
+# ``AsyncGetter`` of the extension, or a Python function) is made when first installed,
+# by ``make(native module)``.
+_ASYNC_WRAPPERS: list[list[Any]] = []
 # The extension module while the native implementation is configured.
 _native_mod: Any = None
 
@@ -237,37 +238,50 @@ def use_native(native: Any) -> None:
         _ready, _ready_attr = native.ready, native.ready_attr
     _native_mod = native
     alive = []
-    for entry in _ASYNC_GETTERS:
+    for entry in _ASYNC_WRAPPERS:
         cls = entry[0]()
         if cls is None:
             continue
         alive.append(entry)
-        want = _native_async_getter(entry) if native is not None else entry[2]
+        want = _native_wrapper(entry) if native is not None else entry[2]
         if cls.__dict__.get(entry[1]) is not want:
             setattr(cls, entry[1], want)
-    _ASYNC_GETTERS[:] = alive
+    _ASYNC_WRAPPERS[:] = alive
 
 
-def _native_async_getter(entry: list[Any]) -> Any:
-    """The native wrapper of an async getter (see ``_ASYNC_GETTERS``)."""
-    getter = entry[3]
-    if getter is None:  # a plain field: the extension's AsyncGetter, made once
+def _native_wrapper(entry: list[Any]) -> Any:
+    """The native wrapper of an async method, setter or getter (see ``_ASYNC_WRAPPERS``)."""
+    wrapper = entry[3]
+    if wrapper is None:
         python = entry[2]
-        getter = _native_mod.AsyncGetter(entry[4])
-        functools.update_wrapper(getter, python.__wrapped__)
-        getter._oaas_spec = python._oaas_spec
-        entry[3] = getter
-    return getter
+        wrapper = entry[4](_native_mod)
+        if not hasattr(wrapper, "__wrapped__"):
+            functools.update_wrapper(wrapper, python.__wrapped__)
+            for attr in ("_oaas_spec", "_oaas_run_spec"):
+                if hasattr(python, attr):
+                    setattr(wrapper, attr, getattr(python, attr))
+        entry[3] = wrapper
+    return wrapper
 
 
-def _make_method(spec: MethodSpec) -> Callable[..., Any]:
+def _register_async(cls: type, attr: str, python: Any, make: Callable[[Any], Any]) -> Any:
+    """Record the two wrappers of an async callable of ``cls``; the one to install now."""
+    entry: list[Any] = [weakref.ref(cls), attr, python, None, make]
+    _ASYNC_WRAPPERS.append(entry)
+    return _native_wrapper(entry) if _native_mod is not None else python
+
+
+def _make_method(cls: type, spec: MethodSpec) -> Callable[..., Any]:
     fn = spec.fn
     if spec.is_async:
         @functools.wraps(fn)
         def amethod(self: OaasObject, *args: Any, **kwargs: Any) -> Any:
             return _run_async(spec, self, args, kwargs)
 
-        wrapper: Callable[..., Any] = amethod
+        amethod._oaas_spec = spec  # type: ignore[attr-defined]
+        # Native: the extension's AsyncMethod (no Python frame per call).
+        return cast(Callable[..., Any], _register_async(
+            cls, spec.attr_name, amethod, lambda native: native.AsyncMethod(spec)))
     else:
         @functools.wraps(fn)
         def smethod(self: OaasObject, *args: Any, **kwargs: Any) -> Any:
@@ -533,19 +547,15 @@ def _make_getter(cls: type, spec: MethodSpec) -> Callable[..., Any]:
         aget._oaas_spec = spec  # type: ignore[attr-defined]
         # The native wrapper: an awaitable of the value read now (no coroutine, no frame
         # to resume); for a plain field the extension's AsyncGetter (one native call).
-        entry: list[Any] = [weakref.ref(cls), spec.attr_name, aget, None,
-                            field_name if plain else None]
-        if not plain:
-            @functools.wraps(spec.fn)
-            def aget_native(self: Any) -> Any:
-                return _ready(read(self))  # type: ignore[misc]
+        @functools.wraps(spec.fn)
+        def aget_native(self: Any) -> Any:
+            return _ready(read(self))  # type: ignore[misc]
 
-            aget_native._oaas_spec = spec  # type: ignore[attr-defined]
-            entry[3] = aget_native
-        _ASYNC_GETTERS.append(entry)
-        if _native_mod is not None:
-            return cast(Callable[..., Any], _native_async_getter(entry))
-        wrapper: Callable[..., Any] = aget
+        aget_native._oaas_spec = spec  # type: ignore[attr-defined]
+        return cast(Callable[..., Any], _register_async(
+            cls, spec.attr_name, aget,
+            (lambda native: native.AsyncGetter(field_name)) if plain
+            else (lambda native: aget_native)))
     else:
         @functools.wraps(spec.fn)
         def sget(self: Any) -> Any:
@@ -576,7 +586,11 @@ def _make_setter(cls: type, spec: MethodSpec) -> Callable[..., Any]:
         @functools.wraps(spec.fn)
         def aset(self: OaasObject, value: Any) -> Any:
             return _run_async(inner, self, (value,), {})
-        wrapper: Callable[..., Any] = aset
+
+        aset._oaas_spec = spec  # type: ignore[attr-defined]
+        aset._oaas_run_spec = inner  # type: ignore[attr-defined]
+        return cast(Callable[..., Any], _register_async(
+            cls, spec.attr_name, aset, lambda native: native.AsyncMethod(inner)))
     else:
         @functools.wraps(spec.fn)
         def sset(self: OaasObject, value: Any) -> Any:
@@ -622,7 +636,7 @@ def collect_methods(cls: type) -> None:
         spec.attr_name = attr
         spec.owner = cls
         if spec.kind in ("method", "constructor"):
-            setattr(cls, attr, _make_method(spec))
+            setattr(cls, attr, _make_method(cls, spec))
         elif spec.kind == "function":
             setattr(cls, attr, _make_function(spec))
         elif spec.kind == "getter":

@@ -1132,29 +1132,35 @@ unsafe extern "C" fn method_call_send(
     // SAFETY: CPython calls am_send with the GIL held, on an instance of the type the slot
     // was installed on (MethodCall), with a borrowed `arg` (or NULL: None) and a valid
     // `result` pointer.
-    let py = unsafe { Python::assume_attached() };
-    let r = catch_unwind(AssertUnwindSafe(|| {
-        // SAFETY: `iter` is the live instance CPython called the slot on, borrowed for
-        // the call.
-        let slf = unsafe { pyo3::Borrowed::from_ptr(py, iter) };
-        let slf = slf.cast::<MethodCall>().map_err(PyErr::from)?;
-        let sent = if arg.is_null() {
-            py.None().into_bound(py)
-        } else {
-            // SAFETY: a live borrowed reference for the call.
-            unsafe { pyo3::Borrowed::from_ptr(py, arg) }.to_owned()
-        };
-        MethodCall::step(&slf, Sent::Value(sent)).map(|o| match o {
-            Out::Yield(v) => (ffi::PySendResult::PYGEN_NEXT, v.into_ptr()),
-            Out::Return(v) => (ffi::PySendResult::PYGEN_RETURN, v.into_ptr()),
-        })
-    }))
-    .unwrap_or_else(|_| {
-        Err(PySystemError::new_err(
-            "internal error in the native method call",
-        ))
-    });
-    send_result(py, r, result)
+    // `attach_unchecked` tells pyo3 that the thread is attached (it holds the GIL, so
+    // PyGILState_Ensure only counts): the references a step drops are released at once
+    // rather than deferred to pyo3's pool (a mutex and a later drain each).
+    let body = |py: Python<'_>| {
+        let r = catch_unwind(AssertUnwindSafe(|| {
+            // SAFETY: `iter` is the live instance CPython called the slot on, borrowed for
+            // the call.
+            let slf = unsafe { pyo3::Borrowed::from_ptr(py, iter) };
+            let slf = slf.cast::<MethodCall>().map_err(PyErr::from)?;
+            let sent = if arg.is_null() {
+                py.None().into_bound(py)
+            } else {
+                // SAFETY: a live borrowed reference for the call.
+                unsafe { pyo3::Borrowed::from_ptr(py, arg) }.to_owned()
+            };
+            MethodCall::step(&slf, Sent::Value(sent)).map(|o| match o {
+                Out::Yield(v) => (ffi::PySendResult::PYGEN_NEXT, v.into_ptr()),
+                Out::Return(v) => (ffi::PySendResult::PYGEN_RETURN, v.into_ptr()),
+            })
+        }))
+        .unwrap_or_else(|_| {
+            Err(PySystemError::new_err(
+                "internal error in the native method call",
+            ))
+        });
+        send_result(py, r, result)
+    };
+    // SAFETY: see above; the interpreter is initialized (it is calling us).
+    unsafe { Python::attach_unchecked(body) }
 }
 
 fn send_result(
@@ -1321,9 +1327,6 @@ extern "C" {
     fn PyMethod_New(func: *mut ffi::PyObject, slf: *mut ffi::PyObject) -> *mut ffi::PyObject;
 }
 
-/// `tp_vectorcall_offset` of `AsyncGetter`: where `vectorcall` sits in its instances.
-static GETTER_VECTORCALL_OFFSET: PyOnceLock<ffi::Py_ssize_t> = PyOnceLock::new();
-
 /// A [`Ready`] of `obj.<field>`.
 fn ready_of(obj: &Bound<'_, PyAny>, field: &Bound<'_, PyString>) -> PyResult<Py<Ready>> {
     let value = obj.getattr(field)?;
@@ -1411,42 +1414,192 @@ impl AsyncGetter {
         obj: Option<&Bound<'_, PyAny>>,
         _owner: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Py<PyAny>> {
-        match obj {
-            Some(o) if !o.is_none() => {
-                // SAFETY: live references; PyMethod_New returns a new reference or NULL
-                // with an exception set.
-                unsafe {
-                    Bound::from_owned_ptr_or_err(o.py(), PyMethod_New(slf.as_ptr(), o.as_ptr()))
-                        .map(Bound::unbind)
-                }
+        bind(slf.as_any(), obj)
+    }
+}
+
+/// The wrapper of an async method or setter, installed as its class attribute while the
+/// native implementation is configured (`oaas_sdk/model/methods.py`): `obj.m(*args,
+/// **kwargs)` is `method_call(spec, obj, args, kwargs)` in one native call, with no
+/// Python frame and no argument tuple or dict made for a wrapper. A method descriptor as
+/// [`AsyncGetter`] is (vectorcall; `obj.m` a bound method, `Cls.m` the wrapper itself;
+/// attributes in its `__dict__`).
+#[pyclass(module = "oaas_sdk._native", name = "AsyncMethod", frozen, dict)]
+pub struct AsyncMethod {
+    /// The vectorcall entry; read by CPython at `tp_vectorcall_offset`.
+    vectorcall: ffi::vectorcallfunc,
+    /// The `MethodSpec` run.
+    spec: Py<PyAny>,
+}
+
+/// The vectorcall of `AsyncMethod`: `wrapper(obj, *args, **kwargs)`.
+unsafe extern "C" fn async_method_vectorcall(
+    callable: *mut ffi::PyObject,
+    args: *const *mut ffi::PyObject,
+    nargsf: usize,
+    kwnames: *mut ffi::PyObject,
+) -> *mut ffi::PyObject {
+    // SAFETY: CPython calls a vectorcall with the GIL held.
+    let py = unsafe { Python::assume_attached() };
+    let r = catch_unwind(AssertUnwindSafe(|| -> PyResult<Py<MethodCall>> {
+        // SAFETY: `nargsf` as passed by CPython.
+        let nargs = unsafe { ffi::PyVectorcall_NARGS(nargsf) };
+        if nargs < 1 {
+            return Err(pyo3::exceptions::PyTypeError::new_err(
+                "a method needs the object it is called on",
+            ));
+        }
+        // SAFETY: `callable` is the live instance CPython calls (an AsyncMethod: the
+        // vectorcall is installed on that type only); `args` holds `nargs` live borrowed
+        // references, then one per name of `kwnames` (NULL or a tuple of str), for the
+        // duration of the call. PyTuple_New gives a new tuple (or NULL with an error) whose
+        // items PyTuple_SET_ITEM fills, stealing a new reference each.
+        let (slf, obj, rest, kwargs) = unsafe {
+            let slf = pyo3::Borrowed::from_ptr(py, callable);
+            let obj = pyo3::Borrowed::from_ptr(py, *args).to_owned();
+            let rest = Bound::from_owned_ptr_or_err(py, ffi::PyTuple_New(nargs - 1))?
+                .cast_into_unchecked::<PyTuple>();
+            for i in 1..nargs {
+                let a = *args.offset(i);
+                ffi::Py_IncRef(a);
+                ffi::PyTuple_SET_ITEM(rest.as_ptr(), i - 1, a);
             }
-            _ => Ok(slf.clone().into_any().unbind()),
+            let kwargs = if kwnames.is_null() || ffi::PyTuple_GET_SIZE(kwnames) == 0 {
+                None
+            } else {
+                let names = pyo3::Borrowed::from_ptr(py, kwnames).cast_unchecked::<PyTuple>();
+                let d = PyDict::new(py);
+                for (j, name) in names.iter().enumerate() {
+                    let v = pyo3::Borrowed::from_ptr(py, *args.offset(nargs + j as isize));
+                    d.set_item(name, v)?;
+                }
+                Some(d.unbind())
+            };
+            (slf, obj, rest, kwargs)
+        };
+        let slf = slf.cast::<AsyncMethod>().map_err(PyErr::from)?;
+        Py::new(
+            py,
+            MethodCall {
+                spec: slf.get().spec.clone_ref(py),
+                obj: obj.unbind(),
+                stage: Stage::New {
+                    args: rest.unbind(),
+                    kwargs,
+                },
+            },
+        )
+    }))
+    .unwrap_or_else(|_| {
+        Err(PySystemError::new_err(
+            "internal error in the native method",
+        ))
+    });
+    match r {
+        Ok(v) => v.into_ptr(),
+        Err(e) => {
+            e.restore(py);
+            std::ptr::null_mut()
         }
     }
 }
 
-/// Make `AsyncGetter` a vectorcall method descriptor (pyo3 sets neither flag): the type
-/// was made by pyo3 and is not yet used; its instances hold the vectorcall entry at the
-/// offset measured on one of them.
-fn install_getter_vectorcall(py: Python<'_>) -> PyResult<()> {
-    let probe = Py::new(py, AsyncGetter::new(PyString::new(py, "probe")))?;
-    let base = probe.as_ptr() as isize;
-    let field = std::ptr::addr_of!(probe.get().vectorcall) as isize;
-    let offset = field - base;
-    GETTER_VECTORCALL_OFFSET.get_or_init(py, || offset);
-    let tp = AsyncGetter::type_object(py);
-    // SAFETY: `tp` is the heap type pyo3 made for AsyncGetter, alive for the module's
-    // life; every instance is an `AsyncGetter` whose `vectorcall` is at `offset` (the
-    // layout of a pyclass is fixed per type) and always set, so CPython may call it as
-    // the instance's vectorcall; calling it with `obj` first is what `__get__(obj)`
-    // then a call does (the contract of Py_TPFLAGS_METHOD_DESCRIPTOR).
-    // PyType_Modified invalidates caches of the type.
+#[pymethods]
+impl AsyncMethod {
+    /// `AsyncMethod(spec)`: the wrapper running `spec` (a `MethodSpec`).
+    #[new]
+    fn new(spec: Py<PyAny>) -> Self {
+        AsyncMethod {
+            vectorcall: async_method_vectorcall,
+            spec,
+        }
+    }
+
+    /// The `MethodSpec` it runs.
+    #[getter]
+    fn spec(&self, py: Python<'_>) -> Py<PyAny> {
+        self.spec.clone_ref(py)
+    }
+
+    #[pyo3(signature = (obj, *args, **kwargs))]
+    fn __call__(
+        &self,
+        py: Python<'_>,
+        obj: Py<PyAny>,
+        args: Py<PyTuple>,
+        kwargs: Option<Bound<'_, PyDict>>,
+    ) -> PyResult<Py<MethodCall>> {
+        method_call(
+            py,
+            self.spec.clone_ref(py),
+            obj,
+            args,
+            kwargs.unwrap_or_else(|| PyDict::new(py)),
+        )
+    }
+
+    fn __get__(
+        slf: &Bound<'_, Self>,
+        obj: Option<&Bound<'_, PyAny>>,
+        _owner: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
+        bind(slf.as_any(), obj)
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        visit.call(&self.spec)
+    }
+}
+
+/// `__get__` of a method descriptor: a bound method of `obj`, or the descriptor itself
+/// when read from the class.
+fn bind(slf: &Bound<'_, PyAny>, obj: Option<&Bound<'_, PyAny>>) -> PyResult<Py<PyAny>> {
+    match obj {
+        Some(o) if !o.is_none() => {
+            // SAFETY: live references; PyMethod_New returns a new reference or NULL with
+            // an exception set.
+            unsafe {
+                Bound::from_owned_ptr_or_err(o.py(), PyMethod_New(slf.as_ptr(), o.as_ptr()))
+                    .map(Bound::unbind)
+            }
+        }
+        _ => Ok(slf.clone().unbind()),
+    }
+}
+
+/// Make `T` a vectorcall method descriptor (pyo3 sets neither flag): the type was made by
+/// pyo3 and is not yet used; its instances hold the vectorcall entry at `offset`
+/// (measured on one of them by the caller).
+///
+/// # Safety
+/// Every instance of `T` must hold a valid, always-set `vectorcallfunc` at `offset`, and
+/// calling it with `obj` first must do what `T.__get__(obj)` then a call does (the
+/// contract of Py_TPFLAGS_METHOD_DESCRIPTOR).
+unsafe fn install_vectorcall<T: PyTypeInfo>(py: Python<'_>, offset: ffi::Py_ssize_t) {
+    let tp = T::type_object(py);
+    // SAFETY: `tp` is the heap type pyo3 made for T, alive for the module's life; the
+    // caller guarantees the instances' layout. PyType_Modified invalidates caches of the
+    // type.
     unsafe {
         let t = tp.as_ptr().cast::<ffi::PyTypeObject>();
         (*t).tp_vectorcall_offset = offset;
         (*t).tp_flags |= ffi::Py_TPFLAGS_HAVE_VECTORCALL | ffi::Py_TPFLAGS_METHOD_DESCRIPTOR;
         ffi::PyType_Modified(t);
     }
+}
+
+/// Install the vectorcalls of `AsyncGetter` and `AsyncMethod`.
+fn install_vectorcalls(py: Python<'_>) -> PyResult<()> {
+    let probe = Py::new(py, AsyncGetter::new(PyString::new(py, "probe")))?;
+    let offset = std::ptr::addr_of!(probe.get().vectorcall) as isize - probe.as_ptr() as isize;
+    // SAFETY: every AsyncGetter holds `getter_vectorcall` in `vectorcall` (the layout of a
+    // pyclass is fixed per type, so at the offset measured on `probe`), which runs what
+    // `__get__(obj)` then a call runs.
+    unsafe { install_vectorcall::<AsyncGetter>(py, offset) };
+    let probe = Py::new(py, AsyncMethod::new(py.None()))?;
+    let offset = std::ptr::addr_of!(probe.get().vectorcall) as isize - probe.as_ptr() as isize;
+    // SAFETY: as above, for AsyncMethod and `async_method_vectorcall`.
+    unsafe { install_vectorcall::<AsyncMethod>(py, offset) };
     Ok(())
 }
 
@@ -1484,7 +1637,8 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<MethodCall>()?;
     m.add_class::<Ready>()?;
     m.add_class::<AsyncGetter>()?;
-    install_getter_vectorcall(py)?;
+    m.add_class::<AsyncMethod>()?;
+    install_vectorcalls(py)?;
     install_am_send::<MethodCall>(py, method_call_send, None)?;
     install_am_send::<Ready>(py, ready_send, Some(ready_await))?;
     m.add_function(wrap_pyfunction!(method_call, m)?)?;
