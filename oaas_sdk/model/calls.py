@@ -84,7 +84,7 @@ def _snapshot(obj: OaasObject) -> _Snapshot:
     fields = cls._oaas_fields
     live = st.live
     values = {n: _get(obj, n) for n, f in fields.items() if not f.mutable or n in live}
-    encoded = {n: fields[n].ftype.encode(values[n]) for n in live}
+    encoded = {n: fields[n].ftype.encode(values[n]) for n in live} if live else {}
     undo: _UndoLogs | None = None
     if cls._oaas_mapped:
         undo = (st.undo, {})
@@ -169,7 +169,8 @@ async def _call_async(spec: MethodSpec, obj: OaasObject, args: tuple[Any, ...],
                     result = await spec.fn(obj, *args, **kwargs)
                 else:
                     result = await _run_body(spec, obj, args, kwargs)
-                _keep(obj, snap)
+                if snap[5] is not None:
+                    _keep(obj, snap)
                 break
             except BaseException as e:
                 _rollback(obj, snap)
@@ -242,7 +243,7 @@ def _call_sync(spec: MethodSpec, obj: OaasObject, args: tuple[Any, ...],
         while True:
             try:
                 result = spec.fn(obj, *args, **kwargs)
-                if snap is not None:
+                if snap is not None and snap[5] is not None:
                     _keep(obj, snap)
                 break
             except BaseException as e:
