@@ -1296,7 +1296,7 @@ unsafe extern "C" fn ready_await(o: *mut ffi::PyObject) -> *mut ffi::PyObject {
 /// An awaitable whose `await` gives `value` at once.
 #[pyfunction]
 pub fn ready(py: Python<'_>, value: Py<PyAny>) -> PyResult<Py<Ready>> {
-    Py::new(py, Ready { value: Some(value) })
+    new_ready(py, value)
 }
 
 /// An awaitable whose `await` gives `obj.<name>` read now (an async getter of a field of
@@ -1330,12 +1330,43 @@ extern "C" {
 /// A [`Ready`] of `obj.<field>`.
 fn ready_of(obj: &Bound<'_, PyAny>, field: &Bound<'_, PyString>) -> PyResult<Py<Ready>> {
     let value = obj.getattr(field)?;
-    Py::new(
-        obj.py(),
-        Ready {
-            value: Some(value.unbind()),
-        },
-    )
+    new_ready(obj.py(), value.unbind())
+}
+
+/// A `Ready` the module keeps (a strong reference, or NULL before the first): reused by
+/// [`new_ready`] while nobody else holds it, which is the common case of
+/// `await obj.get_x()` (the awaitable is dropped when the await returns), so a getter call
+/// allocates and frees nothing.
+#[cfg(not(Py_GIL_DISABLED))]
+static SPARE: std::sync::atomic::AtomicPtr<ffi::PyObject> =
+    std::sync::atomic::AtomicPtr::new(std::ptr::null_mut());
+
+/// A `Ready` of `value`: the spare one when free, else a new one (kept as the spare when
+/// there is none yet).
+fn new_ready(py: Python<'_>, value: Py<PyAny>) -> PyResult<Py<Ready>> {
+    #[cfg(not(Py_GIL_DISABLED))]
+    {
+        use std::sync::atomic::Ordering::Relaxed;
+        let spare = SPARE.load(Relaxed);
+        if spare.is_null() {
+            let r = Py::new(py, Ready { value: Some(value) })?;
+            SPARE.store(r.clone_ref(py).into_ptr(), Relaxed);
+            return Ok(r);
+        }
+        // SAFETY: `spare` is a live `Ready` the module holds a reference to (stored above,
+        // never released). With the GIL held (no free-threaded build here) nobody else can
+        // take a reference meanwhile, and a reference count of 1 means the module's is the
+        // only one: no awaiter, no borrow, so its value may be replaced.
+        unsafe {
+            if ffi::Py_REFCNT(spare) == 1 {
+                let r = Bound::from_borrowed_ptr(py, spare).cast_into_unchecked::<Ready>();
+                let old = r.borrow_mut().value.replace(value);
+                drop(old.map(|o| o.into_bound(py))); // released now, not deferred
+                return Ok(r.unbind());
+            }
+        }
+    }
+    Py::new(py, Ready { value: Some(value) })
 }
 
 /// The vectorcall of `AsyncGetter`: `getter(obj)`.
