@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import inspect
 
 import pytest
 from pydantic import BaseModel
 
-from oaas_sdk import OaasObject, ValidationError, oaas
+from oaas_sdk import ConflictError, Mapped, OaasObject, ValidationError, mapped, oaas, runtime
+from oaas_sdk.stores import WriteRecord
 
 from .conftest import stored_entries
 
@@ -116,6 +118,56 @@ class Undo(OaasObject):
 
     @oaas.setter("count")
     async def set_count(self, value: int) -> int: ...
+
+    @oaas.method()
+    async def refresh_then_fail(self) -> None:
+        self.refresh()
+        self.label = "after refresh"
+        self.items.append(99)
+        raise RuntimeError("after refresh")
+
+    @oaas.method()
+    async def refresh_then_keep(self) -> int:
+        self.refresh()
+        self.label = "after refresh"
+        return self.count
+
+
+@oaas.service("UndoMapped", package="test")
+class UndoMapped(OaasObject):
+    count: int = 0
+    blob: Mapped = mapped(size=16)
+    grid: Mapped = mapped(shape=(2, 4), dtype="int32")
+
+    @oaas.method()
+    async def scribble_then_fail(self) -> None:
+        self.count = 5
+        self.blob[:4] = b"XXXX"  # in place, through the view
+        self.grid[0, 0] = 99
+        raise RuntimeError("scribbled")
+
+    @oaas.method()
+    async def assign_then_fail(self) -> None:
+        self.blob = bytes(range(16))  # copied into the mapping
+        raise RuntimeError("assigned")
+
+    @oaas.method()
+    def sync_scribble_then_fail(self) -> None:
+        self.blob[8:10] = b"SS"
+        raise KeyError("sync")
+
+    @oaas.method()
+    async def outer_catches(self) -> bytes:
+        self.blob[4:6] = b"AB"
+        try:
+            await self.scribble_then_fail()
+        except RuntimeError:
+            pass
+        return bytes(self.blob[:6])
+
+    @oaas.method()
+    async def scribble(self, data: bytes) -> None:
+        self.blob[: len(data)] = data
 
 
 async def test_failed_call_rolls_back_assigned_and_in_place_changes(sdk):
@@ -285,3 +337,100 @@ async def test_sync_methods_roll_back_commit_and_respect_the_turn(sdk):
     sdk.reconfigure()
     o2 = Undo.load(13)
     assert (o2.items, o2.count) == ([1, 2, 3, 4], -1)
+
+
+async def test_failed_call_rolls_back_mapped_fields(sdk):
+    o = UndoMapped.create(obj_id=1)
+    o.blob[:4] = b"init"  # before any call: kept
+    o.grid[1, 1] = 7
+    await o.commit_async()
+    with pytest.raises(RuntimeError, match="scribbled"):
+        await o.scribble_then_fail()
+    assert bytes(o.blob[:4]) == b"init"
+    assert (int(o.grid[0, 0]), int(o.grid[1, 1]), o.count) == (0, 7, 0)
+    with pytest.raises(RuntimeError, match="assigned"):
+        await o.assign_then_fail()
+    assert bytes(o.blob) == b"init" + bytes(12)
+    with pytest.raises(KeyError):
+        o.sync_scribble_then_fail()
+    assert bytes(o.blob[8:10]) == bytes(2)
+    # Nested: the inner call's changes are undone, the outer call's kept.
+    assert await o.outer_catches() == b"initAB"
+    assert o.count == 0 and int(o.grid[0, 0]) == 0
+    await o.scribble(b"ok")  # a call that returns keeps its changes
+    assert bytes(o.blob[:6]) == b"okitAB"
+    assert o._oaas_state.undo is None
+
+
+async def test_failed_call_undoes_a_refresh_in_it(sdk):
+    o = Undo.create(obj_id=20, count=1, items=[1])
+    await o.commit_async()
+    st = o._oaas_state
+    committed = dict(st.committed)
+    rt = runtime.current()
+    rt.engine.submit(WriteRecord(("test.Undo", 0, 20), 1, {"count": b"\x07"})).wait()
+    o.label = "mine"  # not committed
+    o.items.append(2)  # live, changed in place, not committed
+    with pytest.raises(RuntimeError, match="after refresh"):
+        await o.refresh_then_fail()
+    # As before the call: its values, its uncommitted changes and its version.
+    assert (o.count, o.label, o.items) == (1, "mine", [1, 2])
+    assert st.version == 1 and st.committed == committed
+    assert st.dirty == {"label"} and "items" in st.live
+    assert rt.dirty.get(id(o)) is o and rt.touched.get(id(o)) is o
+    if not (rt.engine.acks_at_submit and not rt.engine.inline):
+        with pytest.raises(ConflictError):  # the other writer's commit is still seen
+            await o.commit_async()
+    o.refresh()
+    assert (o.count, o.label) == (7, "")
+    o.label = "x"
+    assert await o.refresh_then_keep() == 7  # a call that returns keeps its refresh
+    assert o.label == "after refresh"
+    sdk.reconfigure()
+    assert (Undo.load(20).count, Undo.load(20).label) == (7, "after refresh")
+
+
+async def test_async_getter_binds_like_a_method(sdk):
+    o = Undo.create(obj_id=30, count=4)
+    getter = Undo.get_count  # on the class: the getter itself
+    assert getter.__name__ == "get_count" and getter._oaas_spec.field_name == "count"
+    assert inspect.signature(getter).return_annotation in (int, "int")
+    bound = o.get_count  # a bound method, as for a function
+    assert bound.__self__ is o
+    assert await bound() == 4
+    assert await Undo.get_count(o) == 4
+    with pytest.raises(TypeError):
+        o.get_count(1)
+    o.count = 6
+    assert await asyncio.gather(o.get_count(), o.get_count()) == [6, 6]
+
+
+async def test_async_method_and_setter_bind_like_methods(sdk):
+    o = Undo.create(obj_id=31)
+    method = Undo.scaled  # on the class: the wrapper itself
+    assert method.__name__ == "scaled" and method._oaas_spec.name == "scaled"
+    assert list(inspect.signature(method).parameters) == ["self", "factor", "offset"]
+    o.count = 2
+    assert await Undo.scaled(o, 1.5, offset=1) == 4.0  # keywords pass through
+    bound = o.scaled
+    assert bound.__self__ is o and await bound(2.0) == 4.0
+    setter = Undo.set_count
+    assert setter._oaas_spec.field_name == "count" and setter._oaas_run_spec.kind == "setter"
+    assert await o.set_count(value=9) == 9
+    with pytest.raises(TypeError):
+        await Undo.scaled()  # no object
+    sdk.reconfigure()
+    assert Undo.load(31).count == 9
+
+
+async def test_async_getter_awaitables_are_independent(sdk):
+    o = Undo.create(obj_id=32, count=6)
+    held = o.get_count()  # not awaited yet
+    o.count = 7
+    assert await o.get_count() == 7
+    assert [await o.get_count() for _ in range(3)] == [7, 7, 7]
+    # The native getter reads the field when called, the Python one when awaited; a
+    # pending awaitable is never given another call's value.
+    assert await held == (6 if sdk.impl == "native" else 7)
+    with pytest.raises(RuntimeError):
+        await held  # awaited once only

@@ -11,6 +11,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from ..errors import DecoratorError
+from .mapped import MappedUndo
 
 if TYPE_CHECKING:
     from .methods import MethodSpec
@@ -64,24 +65,58 @@ _get = object.__getattribute__
 _set = object.__setattr__
 _del = object.__delattr__
 
-_Snapshot = tuple[dict[str, Any], dict[str, bytes], set[str], frozenset[str]]
+# (the undo log replaced, this call's undo log): see _snapshot.
+_UndoLogs = tuple[dict[str, Any] | None, dict[str, Any]]
+# (values, encoded, dirty, live, committed state, undo logs): see _snapshot.
+_Snapshot = tuple[dict[str, Any], dict[str, bytes], set[str], frozenset[str],
+                  tuple[Any, ...], _UndoLogs | None]
 
 
 def _snapshot(obj: OaasObject) -> _Snapshot:
     """What a rollback needs: the fields' current values (mutable ones also encoded, as
-    in-place changes would alter the objects themselves), dirty and materialised sets."""
+    in-place changes would alter the objects themselves), dirty and materialised sets, the
+    committed state (``committed``, ``version``, ``created_ms``, ``updated_ms``: a
+    ``refresh()`` in the call replaces it) and, for a class with mapped fields, the call's
+    undo log (``ObjectState.undo``, where a mapped field keeps its bytes before the call
+    first reaches it, :class:`~oaas_sdk.model.mapped.MappedUndo`) with the one it replaces."""
     st = obj._oaas_state
-    fields = type(obj)._oaas_fields
+    cls = type(obj)
+    fields = cls._oaas_fields
     live = st.live
     values = {n: _get(obj, n) for n, f in fields.items() if not f.mutable or n in live}
-    encoded = {n: fields[n].ftype.encode(values[n]) for n in live}
-    return values, encoded, set(st.dirty), frozenset(live)
+    encoded = {n: fields[n].ftype.encode(values[n]) for n in live} if live else {}
+    undo: _UndoLogs | None = None
+    if cls._oaas_mapped:
+        undo = (st.undo, {})
+        st.undo = undo[1]
+    return (values, encoded, set(st.dirty), frozenset(live),
+            (st.committed, st.version, st.created_ms, st.updated_ms), undo)
+
+
+def _keep(obj: OaasObject, snap: _Snapshot) -> None:
+    """The body returned: hand the call's undo log to the calling method's (the first
+    value of a field wins), or drop it."""
+    undo = snap[5]
+    if undo is None:
+        return
+    prev, log = undo
+    obj._oaas_state.undo = prev
+    if prev is not None:
+        for n, old in log.items():
+            prev.setdefault(n, old)
 
 
 def _rollback(obj: OaasObject, snap: _Snapshot) -> None:
-    values, encoded, dirty, live_before = snap
+    values, encoded, dirty, live_before, base, undo = snap
     fields = type(obj)._oaas_fields
     st = obj._oaas_state
+    if undo is not None:
+        st.undo = undo[0]
+        for n, old in undo[1].items():
+            if type(old) is MappedUndo:
+                _set(obj, n, old)  # MappedField.__set__ copies the bytes back
+    if st.committed is not base[0]:  # a refresh() in the call: undone too
+        st.committed, st.version, st.created_ms, st.updated_ms = base
     live = st.live
     for n in live - live_before:
         _del(obj, n)  # decoded during the call: the next read decodes committed bytes again
@@ -94,8 +129,14 @@ def _rollback(obj: OaasObject, snap: _Snapshot) -> None:
     st.dirty.clear()
     st.dirty.update(dirty)
     rt = st.rt
-    if not dirty and st.version != 0:
+    # The registries hold the object again when a refresh() or commit in the call took
+    # it out (see Runtime.dirty / Runtime.touched).
+    if dirty:
+        rt.dirty[id(obj)] = obj
+    elif st.version != 0:
         rt.dirty.pop(id(obj), None)
+    if live_before:
+        rt.touched[id(obj)] = obj
 
 
 async def _call_async(spec: MethodSpec, obj: OaasObject, args: tuple[Any, ...],
@@ -128,6 +169,8 @@ async def _call_async(spec: MethodSpec, obj: OaasObject, args: tuple[Any, ...],
                     result = await spec.fn(obj, *args, **kwargs)
                 else:
                     result = await _run_body(spec, obj, args, kwargs)
+                if snap[5] is not None:
+                    _keep(obj, snap)
                 break
             except BaseException as e:
                 _rollback(obj, snap)
@@ -200,6 +243,8 @@ def _call_sync(spec: MethodSpec, obj: OaasObject, args: tuple[Any, ...],
         while True:
             try:
                 result = spec.fn(obj, *args, **kwargs)
+                if snap is not None and snap[5] is not None:
+                    _keep(obj, snap)
                 break
             except BaseException as e:
                 if snap is not None:

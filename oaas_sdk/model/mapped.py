@@ -36,6 +36,17 @@ if TYPE_CHECKING:
 __all__ = ["Mapped", "MappedField", "mapped", "PyMappedFile", "mapped_path", "flush_mapped"]
 
 
+class MappedUndo:
+    """A mapped field's bytes before a method call first reached the field: an entry of the
+    call's undo log (``ObjectState.undo``, field name -> entry). Assigning it to the field
+    (what a rollback does) copies the bytes back into the mapping."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+
 class Mapped:
     """Annotation of a memory-mapped field (``frame: Mapped = mapped(...)``)."""
 
@@ -101,24 +112,31 @@ class MappedField:
     def __get__(self, obj: OaasObject | None, owner: type | None = None) -> Any:
         if obj is None:
             return self
-        maps = _maps(obj)
+        st = obj._oaas_state
+        maps = st.maps
+        if maps is None:
+            maps = st.maps = {}
         entry = maps.get(self.name)
         if entry is None:
             handle = _open(obj, self)
             entry = maps[self.name] = (handle, self._view(handle))
+        undo = st.undo
+        if undo is not None and self.name not in undo:
+            # A method call runs: keep the bytes before its first access, for a rollback
+            # (one copy of the field per call that reaches it; see docs/mapped.md).
+            undo[self.name] = MappedUndo(bytes(_raw(entry[0])))
         return entry[1]
 
     def __set__(self, obj: OaasObject, value: Any) -> None:
         """Copy ``value`` (any bytes-like of exactly the field's size) into the mapping."""
-        src = memoryview(value).cast("B")
+        restore = type(value) is MappedUndo  # a rollback, not a change of the running call
+        src = memoryview(value.data if restore else value).cast("B")
         if src.nbytes != self.size:
             raise ValueError(f"{type(obj).__name__}.{self.name}: expected {self.size} bytes, "
                              f"got {src.nbytes}")
-        self.__get__(obj)
-        handle = _maps(obj)[self.name][0]
-        dst = memoryview(handle).cast("B") if not isinstance(handle, PyMappedFile) \
-            else handle.view()
-        dst[:] = src
+        if not restore:
+            self.__get__(obj)
+        _raw(_maps(obj)[self.name][0])[:] = src
 
     def _view(self, handle: Any) -> Any:
         raw = handle.view() if isinstance(handle, PyMappedFile) else memoryview(handle)
@@ -173,6 +191,13 @@ def mapped_path(obj: OaasObject, name: str) -> str | None:
 
 def _open(obj: OaasObject, f: MappedField) -> Any:
     return obj._oaas_state.rt.backend.mapped_file(mapped_path(obj, f.name), f.size)
+
+
+def _raw(handle: Any) -> memoryview:
+    """The bytes of a mapping (a writable ``memoryview``, format ``"B"``)."""
+    if isinstance(handle, PyMappedFile):
+        return handle.view()
+    return memoryview(handle).cast("B")
 
 
 def _maps(obj: OaasObject) -> dict[str, tuple[Any, Any]]:

@@ -216,8 +216,13 @@ _ready: Callable[[Any], Any] | None = None
 _ready_attr: Callable[[Any, str], Any] | None = None
 
 
-# Async getters: (class, attribute, Python wrapper, native wrapper).
-_ASYNC_GETTERS: list[tuple[weakref.ref[type], str, Any, Any]] = []
+# Async methods, setters and getters: [class, attribute, Python wrapper, native wrapper,
+# how to make the native wrapper]. The native wrapper (an ``AsyncMethod`` or
+# ``AsyncGetter`` of the extension, or a Python function) is made when first installed,
+# by ``make(native module)``.
+_ASYNC_WRAPPERS: list[list[Any]] = []
+# The extension module while the native implementation is configured.
+_native_mod: Any = None
 
 
 def use_native(native: Any) -> None:
@@ -225,32 +230,58 @@ def use_native(native: Any) -> None:
     module ``native`` (``oprc-py/src/object/method.rs``), and async getters with its
     ready awaitable; or, with ``None``, with the Python definitions (``calls._call_async``,
     a coroutine per getter call). Called by the seam (``_backend.py``)."""
-    global _run_async, _run_sync, _ready, _ready_attr
+    global _run_async, _run_sync, _ready, _ready_attr, _native_mod
     if native is None:
         _run_async, _run_sync, _ready, _ready_attr = _call_async, _call_sync, None, None
     else:
         _run_async, _run_sync = native.method_call, native.method_call_sync
         _ready, _ready_attr = native.ready, native.ready_attr
+    _native_mod = native
     alive = []
-    for entry in _ASYNC_GETTERS:
+    for entry in _ASYNC_WRAPPERS:
         cls = entry[0]()
         if cls is None:
             continue
         alive.append(entry)
-        want = entry[3] if native is not None else entry[2]
+        want = _native_wrapper(entry) if native is not None else entry[2]
         if cls.__dict__.get(entry[1]) is not want:
             setattr(cls, entry[1], want)
-    _ASYNC_GETTERS[:] = alive
+    _ASYNC_WRAPPERS[:] = alive
 
 
-def _make_method(spec: MethodSpec) -> Callable[..., Any]:
+def _native_wrapper(entry: list[Any]) -> Any:
+    """The native wrapper of an async method, setter or getter (see ``_ASYNC_WRAPPERS``)."""
+    wrapper = entry[3]
+    if wrapper is None:
+        python = entry[2]
+        wrapper = entry[4](_native_mod)
+        if not hasattr(wrapper, "__wrapped__"):
+            functools.update_wrapper(wrapper, python.__wrapped__)
+            for attr in ("_oaas_spec", "_oaas_run_spec"):
+                if hasattr(python, attr):
+                    setattr(wrapper, attr, getattr(python, attr))
+        entry[3] = wrapper
+    return wrapper
+
+
+def _register_async(cls: type, attr: str, python: Any, make: Callable[[Any], Any]) -> Any:
+    """Record the two wrappers of an async callable of ``cls``; the one to install now."""
+    entry: list[Any] = [weakref.ref(cls), attr, python, None, make]
+    _ASYNC_WRAPPERS.append(entry)
+    return _native_wrapper(entry) if _native_mod is not None else python
+
+
+def _make_method(cls: type, spec: MethodSpec) -> Callable[..., Any]:
     fn = spec.fn
     if spec.is_async:
         @functools.wraps(fn)
         def amethod(self: OaasObject, *args: Any, **kwargs: Any) -> Any:
             return _run_async(spec, self, args, kwargs)
 
-        wrapper: Callable[..., Any] = amethod
+        amethod._oaas_spec = spec  # type: ignore[attr-defined]
+        # Native: the extension's AsyncMethod (no Python frame per call).
+        return cast(Callable[..., Any], _register_async(
+            cls, spec.attr_name, amethod, lambda native: native.AsyncMethod(spec)))
     else:
         @functools.wraps(fn)
         def smethod(self: OaasObject, *args: Any, **kwargs: Any) -> Any:
@@ -513,20 +544,18 @@ def _make_getter(cls: type, spec: MethodSpec) -> Callable[..., Any]:
         async def aget(self: Any) -> Any:
             return read(self)
 
-        if plain:
-            @functools.wraps(spec.fn)
-            def aget_native(self: Any) -> Any:
-                # An awaitable of the value read now (no coroutine, no frame to resume);
-                # what the native implementation installs (see use_native).
-                return _ready_attr(self, field_name)  # type: ignore[misc]
-        else:
-            @functools.wraps(spec.fn)
-            def aget_native(self: Any) -> Any:
-                return _ready(read(self))  # type: ignore[misc]
+        aget._oaas_spec = spec  # type: ignore[attr-defined]
+        # The native wrapper: an awaitable of the value read now (no coroutine, no frame
+        # to resume); for a plain field the extension's AsyncGetter (one native call).
+        @functools.wraps(spec.fn)
+        def aget_native(self: Any) -> Any:
+            return _ready(read(self))  # type: ignore[misc]
 
-        aget._oaas_spec = aget_native._oaas_spec = spec  # type: ignore[attr-defined]
-        _ASYNC_GETTERS.append((weakref.ref(cls), spec.attr_name, aget, aget_native))
-        wrapper: Callable[..., Any] = aget_native if _ready is not None else aget
+        aget_native._oaas_spec = spec  # type: ignore[attr-defined]
+        return cast(Callable[..., Any], _register_async(
+            cls, spec.attr_name, aget,
+            (lambda native: native.AsyncGetter(field_name)) if plain
+            else (lambda native: aget_native)))
     else:
         @functools.wraps(spec.fn)
         def sget(self: Any) -> Any:
@@ -557,7 +586,11 @@ def _make_setter(cls: type, spec: MethodSpec) -> Callable[..., Any]:
         @functools.wraps(spec.fn)
         def aset(self: OaasObject, value: Any) -> Any:
             return _run_async(inner, self, (value,), {})
-        wrapper: Callable[..., Any] = aset
+
+        aset._oaas_spec = spec  # type: ignore[attr-defined]
+        aset._oaas_run_spec = inner  # type: ignore[attr-defined]
+        return cast(Callable[..., Any], _register_async(
+            cls, spec.attr_name, aset, lambda native: native.AsyncMethod(inner)))
     else:
         @functools.wraps(spec.fn)
         def sset(self: OaasObject, value: Any) -> Any:
@@ -603,7 +636,7 @@ def collect_methods(cls: type) -> None:
         spec.attr_name = attr
         spec.owner = cls
         if spec.kind in ("method", "constructor"):
-            setattr(cls, attr, _make_method(spec))
+            setattr(cls, attr, _make_method(cls, spec))
         elif spec.kind == "function":
             setattr(cls, attr, _make_function(spec))
         elif spec.kind == "getter":

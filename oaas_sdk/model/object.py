@@ -857,6 +857,14 @@ class OaasObject:
         stored = rt.engine.read(key)
         if stored is None:
             raise ObjectNotFound(f"{m.cls_id}/{m.partition_id}/{m.object_id} not found")
+        undo = st.undo
+        if undo is not None:
+            # In a native method call: log the values replaced below, so that a rollback
+            # undoes the refresh too (the Python call snapshots them; model/calls.py).
+            d = self.__dict__
+            for name, f in type(self)._oaas_fields.items():
+                if not f.mutable and name not in undo and name in d:
+                    undo[name] = d[name]
         self._oaas_apply_stored(stored)  # raises before changing anything
         for n in st.live:
             _del(self, n)

@@ -38,7 +38,7 @@ use pyo3::ffi;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyDict, PySet, PyTuple};
+use pyo3::types::{PyDict, PySet, PyString, PyTuple};
 use pyo3::{PyTraverseError, PyVisit};
 
 use super::front::set_plain;
@@ -134,6 +134,9 @@ struct Undo {
     dirty_before: Option<Py<PySet>>,
     /// (field name, bytes) of the fields live at the start.
     encoded: Vec<(Py<PyAny>, Py<PyAny>)>,
+    /// The committed state at the start (`committed`, `version`, `created_ms`,
+    /// `updated_ms`): put back when a `refresh()` in the call replaced it.
+    base: [Py<PyAny>; 4],
 }
 
 /// A running call's hold on the object.
@@ -347,6 +350,7 @@ fn begin_undo(obj: &Bound<'_, PyAny>, st: &ObjectState<'_>) -> PyResult<Undo> {
     } else {
         Some(copy_set(&dirty)?.unbind())
     };
+    let base = st.base()?.map(Bound::unbind);
     let log = PyDict::new(py);
     st.set_undo(log.as_any())?;
     Ok(Undo {
@@ -355,6 +359,7 @@ fn begin_undo(obj: &Bound<'_, PyAny>, st: &ObjectState<'_>) -> PyResult<Undo> {
         live_before,
         dirty_before,
         encoded,
+        base,
     })
 }
 
@@ -382,8 +387,14 @@ fn rollback(obj: &Bound<'_, PyAny>, st: &ObjectState<'_>, undo: &Undo) -> PyResu
         if old.is(missing) {
             del_plain(obj, &name)?;
         } else {
+            // A mapped field's entry (`MappedUndo`) goes through its descriptor, which
+            // copies the bytes back into the mapping.
             set_plain(obj, &name, &old)?;
         }
+    }
+    let base = undo.base.each_ref().map(|b| b.bind(py).clone());
+    if !st.committed()?.is(&base[0]) {
+        st.set_base(&base)?; // a refresh() in the call: undone too
     }
     let live = st.live()?;
     let before = undo.live_before.as_ref().map(|s| s.bind(py));
@@ -421,17 +432,26 @@ fn rollback(obj: &Bound<'_, PyAny>, st: &ObjectState<'_>, undo: &Undo) -> PyResu
     }
     let dirty = st.dirty()?;
     dirty.clear();
+    let oid = obj.as_ptr() as usize;
+    if before.is_some() {
+        // The registries hold the object again when a refresh() or commit in the call
+        // took it out (see `Runtime.dirty` / `Runtime.touched`).
+        st.rt()?
+            .getattr(intern!(py, "touched"))?
+            .set_item(oid, obj)?;
+    }
     match &undo.dirty_before {
         Some(d) => {
             for n in d.bind(py).iter() {
                 dirty.add(n)?;
             }
+            st.rt()?.getattr(intern!(py, "dirty"))?.set_item(oid, obj)?;
         }
         None => {
             if st.version()?.is_truthy()? {
                 st.rt()?
                     .getattr(intern!(py, "dirty"))?
-                    .call_method1(intern!(py, "pop"), (obj.as_ptr() as usize, py.None()))?;
+                    .call_method1(intern!(py, "pop"), (oid, py.None()))?;
             }
         }
     }
@@ -1060,6 +1080,9 @@ impl MethodCall {
                     visit.call(n)?;
                     visit.call(d)?;
                 }
+                for b in &u.base {
+                    visit.call(b)?;
+                }
             }
         }
         Ok(())
@@ -1109,29 +1132,35 @@ unsafe extern "C" fn method_call_send(
     // SAFETY: CPython calls am_send with the GIL held, on an instance of the type the slot
     // was installed on (MethodCall), with a borrowed `arg` (or NULL: None) and a valid
     // `result` pointer.
-    let py = unsafe { Python::assume_attached() };
-    let r = catch_unwind(AssertUnwindSafe(|| {
-        // SAFETY: `iter` is the live instance CPython called the slot on, borrowed for
-        // the call.
-        let slf = unsafe { pyo3::Borrowed::from_ptr(py, iter) };
-        let slf = slf.cast::<MethodCall>().map_err(PyErr::from)?;
-        let sent = if arg.is_null() {
-            py.None().into_bound(py)
-        } else {
-            // SAFETY: a live borrowed reference for the call.
-            unsafe { pyo3::Borrowed::from_ptr(py, arg) }.to_owned()
-        };
-        MethodCall::step(&slf, Sent::Value(sent)).map(|o| match o {
-            Out::Yield(v) => (ffi::PySendResult::PYGEN_NEXT, v.into_ptr()),
-            Out::Return(v) => (ffi::PySendResult::PYGEN_RETURN, v.into_ptr()),
-        })
-    }))
-    .unwrap_or_else(|_| {
-        Err(PySystemError::new_err(
-            "internal error in the native method call",
-        ))
-    });
-    send_result(py, r, result)
+    // `attach_unchecked` tells pyo3 that the thread is attached (it holds the GIL, so
+    // PyGILState_Ensure only counts): the references a step drops are released at once
+    // rather than deferred to pyo3's pool (a mutex and a later drain each).
+    let body = |py: Python<'_>| {
+        let r = catch_unwind(AssertUnwindSafe(|| {
+            // SAFETY: `iter` is the live instance CPython called the slot on, borrowed for
+            // the call.
+            let slf = unsafe { pyo3::Borrowed::from_ptr(py, iter) };
+            let slf = slf.cast::<MethodCall>().map_err(PyErr::from)?;
+            let sent = if arg.is_null() {
+                py.None().into_bound(py)
+            } else {
+                // SAFETY: a live borrowed reference for the call.
+                unsafe { pyo3::Borrowed::from_ptr(py, arg) }.to_owned()
+            };
+            MethodCall::step(&slf, Sent::Value(sent)).map(|o| match o {
+                Out::Yield(v) => (ffi::PySendResult::PYGEN_NEXT, v.into_ptr()),
+                Out::Return(v) => (ffi::PySendResult::PYGEN_RETURN, v.into_ptr()),
+            })
+        }))
+        .unwrap_or_else(|_| {
+            Err(PySystemError::new_err(
+                "internal error in the native method call",
+            ))
+        });
+        send_result(py, r, result)
+    };
+    // SAFETY: see above; the interpreter is initialized (it is calling us).
+    unsafe { Python::attach_unchecked(body) }
 }
 
 fn send_result(
@@ -1180,7 +1209,9 @@ pub fn method_call(
 }
 
 /// An awaitable resolved at once with a value (what an async getter returns); a
-/// coroutine too, as `MethodCall`.
+/// coroutine too, as `MethodCall`. Short-lived and holding one value, it is not tracked
+/// by the cyclic garbage collector (its allocation does not count towards a collection;
+/// measured faster so than with a pyo3 free list).
 #[pyclass(module = "oaas_sdk._native", name = "Ready")]
 pub struct Ready {
     value: Option<Py<PyAny>>,
@@ -1228,17 +1259,6 @@ impl Ready {
     fn close(&mut self) {
         self.value = None;
     }
-
-    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
-        if let Some(v) = &self.value {
-            visit.call(v)?;
-        }
-        Ok(())
-    }
-
-    fn __clear__(&mut self) {
-        self.value = None;
-    }
 }
 
 unsafe extern "C" fn ready_send(
@@ -1264,31 +1284,364 @@ unsafe extern "C" fn ready_send(
     send_result(py, r, result)
 }
 
+/// `am_await` of `Ready`: the object itself (what `__await__` returns), without the
+/// method trampoline.
+unsafe extern "C" fn ready_await(o: *mut ffi::PyObject) -> *mut ffi::PyObject {
+    // SAFETY: CPython calls am_await with the GIL held on a live instance of the type the
+    // slot was installed on; the new reference returned is the caller's.
+    unsafe { ffi::Py_IncRef(o) };
+    o
+}
+
 /// An awaitable whose `await` gives `value` at once.
 #[pyfunction]
 pub fn ready(py: Python<'_>, value: Py<PyAny>) -> PyResult<Py<Ready>> {
-    Py::new(py, Ready { value: Some(value) })
+    new_ready(py, value)
 }
 
 /// An awaitable whose `await` gives `obj.<name>` read now (an async getter of a field of
 /// an immutable type: one call instead of a read and a call).
 #[pyfunction]
-pub fn ready_attr(
-    obj: &Bound<'_, PyAny>,
-    name: &Bound<'_, pyo3::types::PyString>,
-) -> PyResult<Py<Ready>> {
-    let value = obj.getattr(name)?;
-    Py::new(
-        obj.py(),
-        Ready {
-            value: Some(value.unbind()),
-        },
-    )
+pub fn ready_attr(obj: &Bound<'_, PyAny>, name: &Bound<'_, PyString>) -> PyResult<Py<Ready>> {
+    ready_of(obj, name)
+}
+
+/// The async getter of a field of an immutable type, installed as the class attribute
+/// of `@oaas.getter` while the native implementation is configured
+/// (`oaas_sdk/model/methods.py` `_make_getter`): `obj.get_x()` gives a [`Ready`] of
+/// `obj.x` read now, in one native call with no Python frame. It is a method descriptor
+/// (`Py_TPFLAGS_METHOD_DESCRIPTOR`, vectorcall): `obj.get_x()` calls it with `obj` and
+/// makes no bound method; `obj.get_x` is a bound method (`types.MethodType`), `Cls.get_x`
+/// the getter itself. Attributes set on it (`functools.update_wrapper`: `__name__`,
+/// `__wrapped__`, `_oaas_spec`, ...) live in its `__dict__`.
+#[pyclass(module = "oaas_sdk._native", name = "AsyncGetter", frozen, dict)]
+pub struct AsyncGetter {
+    /// The vectorcall entry; read by CPython at `tp_vectorcall_offset`.
+    vectorcall: ffi::vectorcallfunc,
+    /// The field read.
+    field: Py<PyString>,
+}
+
+extern "C" {
+    /// `types.MethodType(func, self)` (CPython API, not declared by pyo3-ffi).
+    fn PyMethod_New(func: *mut ffi::PyObject, slf: *mut ffi::PyObject) -> *mut ffi::PyObject;
+}
+
+/// A [`Ready`] of `obj.<field>`.
+fn ready_of(obj: &Bound<'_, PyAny>, field: &Bound<'_, PyString>) -> PyResult<Py<Ready>> {
+    let value = obj.getattr(field)?;
+    new_ready(obj.py(), value.unbind())
+}
+
+/// A `Ready` the module keeps (a strong reference, or NULL before the first): reused by
+/// [`new_ready`] while nobody else holds it, which is the common case of
+/// `await obj.get_x()` (the awaitable is dropped when the await returns), so a getter call
+/// allocates and frees nothing.
+#[cfg(not(Py_GIL_DISABLED))]
+static SPARE: std::sync::atomic::AtomicPtr<ffi::PyObject> =
+    std::sync::atomic::AtomicPtr::new(std::ptr::null_mut());
+
+/// A `Ready` of `value`: the spare one when free, else a new one (kept as the spare when
+/// there is none yet).
+fn new_ready(py: Python<'_>, value: Py<PyAny>) -> PyResult<Py<Ready>> {
+    #[cfg(not(Py_GIL_DISABLED))]
+    {
+        use std::sync::atomic::Ordering::Relaxed;
+        let spare = SPARE.load(Relaxed);
+        if spare.is_null() {
+            let r = Py::new(py, Ready { value: Some(value) })?;
+            SPARE.store(r.clone_ref(py).into_ptr(), Relaxed);
+            return Ok(r);
+        }
+        // SAFETY: `spare` is a live `Ready` the module holds a reference to (stored above,
+        // never released). With the GIL held (no free-threaded build here) nobody else can
+        // take a reference meanwhile, and a reference count of 1 means the module's is the
+        // only one: no awaiter, no borrow, so its value may be replaced.
+        unsafe {
+            if ffi::Py_REFCNT(spare) == 1 {
+                let r = Bound::from_borrowed_ptr(py, spare).cast_into_unchecked::<Ready>();
+                let old = r.borrow_mut().value.replace(value);
+                drop(old.map(|o| o.into_bound(py))); // released now, not deferred
+                return Ok(r.unbind());
+            }
+        }
+    }
+    Py::new(py, Ready { value: Some(value) })
+}
+
+/// The vectorcall of `AsyncGetter`: `getter(obj)`.
+unsafe extern "C" fn getter_vectorcall(
+    callable: *mut ffi::PyObject,
+    args: *const *mut ffi::PyObject,
+    nargsf: usize,
+    kwnames: *mut ffi::PyObject,
+) -> *mut ffi::PyObject {
+    // SAFETY: CPython calls a vectorcall with the GIL held.
+    let py = unsafe { Python::assume_attached() };
+    let r = catch_unwind(AssertUnwindSafe(|| -> PyResult<Py<Ready>> {
+        // SAFETY: `nargsf` as passed by CPython; `kwnames` is NULL or a tuple.
+        let nargs = unsafe { ffi::PyVectorcall_NARGS(nargsf) };
+        let nkw = if kwnames.is_null() {
+            0
+        } else {
+            // SAFETY: a live tuple (see above).
+            unsafe { ffi::PyTuple_GET_SIZE(kwnames) }
+        };
+        if nargs != 1 || nkw != 0 {
+            return Err(pyo3::exceptions::PyTypeError::new_err(format!(
+                "an async getter takes no arguments ({} given)",
+                nargs + nkw - 1
+            )));
+        }
+        // SAFETY: `callable` is the live instance CPython calls (an AsyncGetter: the
+        // vectorcall is installed on that type only) and `args[0]` a live borrowed
+        // reference, both for the duration of the call.
+        let (slf, obj) = unsafe {
+            (
+                pyo3::Borrowed::from_ptr(py, callable),
+                pyo3::Borrowed::from_ptr(py, *args),
+            )
+        };
+        let slf = slf.cast::<AsyncGetter>().map_err(PyErr::from)?;
+        ready_of(&obj, slf.get().field.bind(py))
+    }))
+    .unwrap_or_else(|_| {
+        Err(PySystemError::new_err(
+            "internal error in the native getter",
+        ))
+    });
+    match r {
+        Ok(v) => v.into_ptr(),
+        Err(e) => {
+            e.restore(py);
+            std::ptr::null_mut()
+        }
+    }
+}
+
+#[pymethods]
+impl AsyncGetter {
+    /// `AsyncGetter(field)`: the getter of field `field`.
+    #[new]
+    fn new(field: Bound<'_, PyString>) -> Self {
+        AsyncGetter {
+            vectorcall: getter_vectorcall,
+            field: field.unbind(),
+        }
+    }
+
+    /// The field it reads.
+    #[getter]
+    fn field(&self, py: Python<'_>) -> Py<PyString> {
+        self.field.clone_ref(py)
+    }
+
+    fn __call__(&self, obj: &Bound<'_, PyAny>) -> PyResult<Py<Ready>> {
+        ready_of(obj, self.field.bind(obj.py()))
+    }
+
+    fn __get__(
+        slf: &Bound<'_, Self>,
+        obj: Option<&Bound<'_, PyAny>>,
+        _owner: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
+        bind(slf.as_any(), obj)
+    }
+}
+
+/// The wrapper of an async method or setter, installed as its class attribute while the
+/// native implementation is configured (`oaas_sdk/model/methods.py`): `obj.m(*args,
+/// **kwargs)` is `method_call(spec, obj, args, kwargs)` in one native call, with no
+/// Python frame and no argument tuple or dict made for a wrapper. A method descriptor as
+/// [`AsyncGetter`] is (vectorcall; `obj.m` a bound method, `Cls.m` the wrapper itself;
+/// attributes in its `__dict__`).
+#[pyclass(module = "oaas_sdk._native", name = "AsyncMethod", frozen, dict)]
+pub struct AsyncMethod {
+    /// The vectorcall entry; read by CPython at `tp_vectorcall_offset`.
+    vectorcall: ffi::vectorcallfunc,
+    /// The `MethodSpec` run.
+    spec: Py<PyAny>,
+}
+
+/// The vectorcall of `AsyncMethod`: `wrapper(obj, *args, **kwargs)`.
+unsafe extern "C" fn async_method_vectorcall(
+    callable: *mut ffi::PyObject,
+    args: *const *mut ffi::PyObject,
+    nargsf: usize,
+    kwnames: *mut ffi::PyObject,
+) -> *mut ffi::PyObject {
+    // SAFETY: CPython calls a vectorcall with the GIL held.
+    let py = unsafe { Python::assume_attached() };
+    let r = catch_unwind(AssertUnwindSafe(|| -> PyResult<Py<MethodCall>> {
+        // SAFETY: `nargsf` as passed by CPython.
+        let nargs = unsafe { ffi::PyVectorcall_NARGS(nargsf) };
+        if nargs < 1 {
+            return Err(pyo3::exceptions::PyTypeError::new_err(
+                "a method needs the object it is called on",
+            ));
+        }
+        // SAFETY: `callable` is the live instance CPython calls (an AsyncMethod: the
+        // vectorcall is installed on that type only); `args` holds `nargs` live borrowed
+        // references, then one per name of `kwnames` (NULL or a tuple of str), for the
+        // duration of the call. PyTuple_New gives a new tuple (or NULL with an error) whose
+        // items PyTuple_SET_ITEM fills, stealing a new reference each.
+        let (slf, obj, rest, kwargs) = unsafe {
+            let slf = pyo3::Borrowed::from_ptr(py, callable);
+            let obj = pyo3::Borrowed::from_ptr(py, *args).to_owned();
+            let rest = Bound::from_owned_ptr_or_err(py, ffi::PyTuple_New(nargs - 1))?
+                .cast_into_unchecked::<PyTuple>();
+            for i in 1..nargs {
+                let a = *args.offset(i);
+                ffi::Py_IncRef(a);
+                ffi::PyTuple_SET_ITEM(rest.as_ptr(), i - 1, a);
+            }
+            let kwargs = if kwnames.is_null() || ffi::PyTuple_GET_SIZE(kwnames) == 0 {
+                None
+            } else {
+                let names = pyo3::Borrowed::from_ptr(py, kwnames).cast_unchecked::<PyTuple>();
+                let d = PyDict::new(py);
+                for (j, name) in names.iter().enumerate() {
+                    let v = pyo3::Borrowed::from_ptr(py, *args.offset(nargs + j as isize));
+                    d.set_item(name, v)?;
+                }
+                Some(d.unbind())
+            };
+            (slf, obj, rest, kwargs)
+        };
+        let slf = slf.cast::<AsyncMethod>().map_err(PyErr::from)?;
+        Py::new(
+            py,
+            MethodCall {
+                spec: slf.get().spec.clone_ref(py),
+                obj: obj.unbind(),
+                stage: Stage::New {
+                    args: rest.unbind(),
+                    kwargs,
+                },
+            },
+        )
+    }))
+    .unwrap_or_else(|_| {
+        Err(PySystemError::new_err(
+            "internal error in the native method",
+        ))
+    });
+    match r {
+        Ok(v) => v.into_ptr(),
+        Err(e) => {
+            e.restore(py);
+            std::ptr::null_mut()
+        }
+    }
+}
+
+#[pymethods]
+impl AsyncMethod {
+    /// `AsyncMethod(spec)`: the wrapper running `spec` (a `MethodSpec`).
+    #[new]
+    fn new(spec: Py<PyAny>) -> Self {
+        AsyncMethod {
+            vectorcall: async_method_vectorcall,
+            spec,
+        }
+    }
+
+    /// The `MethodSpec` it runs.
+    #[getter]
+    fn spec(&self, py: Python<'_>) -> Py<PyAny> {
+        self.spec.clone_ref(py)
+    }
+
+    #[pyo3(signature = (obj, *args, **kwargs))]
+    fn __call__(
+        &self,
+        py: Python<'_>,
+        obj: Py<PyAny>,
+        args: Py<PyTuple>,
+        kwargs: Option<Bound<'_, PyDict>>,
+    ) -> PyResult<Py<MethodCall>> {
+        method_call(
+            py,
+            self.spec.clone_ref(py),
+            obj,
+            args,
+            kwargs.unwrap_or_else(|| PyDict::new(py)),
+        )
+    }
+
+    fn __get__(
+        slf: &Bound<'_, Self>,
+        obj: Option<&Bound<'_, PyAny>>,
+        _owner: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
+        bind(slf.as_any(), obj)
+    }
+
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        visit.call(&self.spec)
+    }
+}
+
+/// `__get__` of a method descriptor: a bound method of `obj`, or the descriptor itself
+/// when read from the class.
+fn bind(slf: &Bound<'_, PyAny>, obj: Option<&Bound<'_, PyAny>>) -> PyResult<Py<PyAny>> {
+    match obj {
+        Some(o) if !o.is_none() => {
+            // SAFETY: live references; PyMethod_New returns a new reference or NULL with
+            // an exception set.
+            unsafe {
+                Bound::from_owned_ptr_or_err(o.py(), PyMethod_New(slf.as_ptr(), o.as_ptr()))
+                    .map(Bound::unbind)
+            }
+        }
+        _ => Ok(slf.clone().unbind()),
+    }
+}
+
+/// Make `T` a vectorcall method descriptor (pyo3 sets neither flag): the type was made by
+/// pyo3 and is not yet used; its instances hold the vectorcall entry at `offset`
+/// (measured on one of them by the caller).
+///
+/// # Safety
+/// Every instance of `T` must hold a valid, always-set `vectorcallfunc` at `offset`, and
+/// calling it with `obj` first must do what `T.__get__(obj)` then a call does (the
+/// contract of Py_TPFLAGS_METHOD_DESCRIPTOR).
+unsafe fn install_vectorcall<T: PyTypeInfo>(py: Python<'_>, offset: ffi::Py_ssize_t) {
+    let tp = T::type_object(py);
+    // SAFETY: `tp` is the heap type pyo3 made for T, alive for the module's life; the
+    // caller guarantees the instances' layout. PyType_Modified invalidates caches of the
+    // type.
+    unsafe {
+        let t = tp.as_ptr().cast::<ffi::PyTypeObject>();
+        (*t).tp_vectorcall_offset = offset;
+        (*t).tp_flags |= ffi::Py_TPFLAGS_HAVE_VECTORCALL | ffi::Py_TPFLAGS_METHOD_DESCRIPTOR;
+        ffi::PyType_Modified(t);
+    }
+}
+
+/// Install the vectorcalls of `AsyncGetter` and `AsyncMethod`.
+fn install_vectorcalls(py: Python<'_>) -> PyResult<()> {
+    let probe = Py::new(py, AsyncGetter::new(PyString::new(py, "probe")))?;
+    let offset = std::ptr::addr_of!(probe.get().vectorcall) as isize - probe.as_ptr() as isize;
+    // SAFETY: every AsyncGetter holds `getter_vectorcall` in `vectorcall` (the layout of a
+    // pyclass is fixed per type, so at the offset measured on `probe`), which runs what
+    // `__get__(obj)` then a call runs.
+    unsafe { install_vectorcall::<AsyncGetter>(py, offset) };
+    let probe = Py::new(py, AsyncMethod::new(py.None()))?;
+    let offset = std::ptr::addr_of!(probe.get().vectorcall) as isize - probe.as_ptr() as isize;
+    // SAFETY: as above, for AsyncMethod and `async_method_vectorcall`.
+    unsafe { install_vectorcall::<AsyncMethod>(py, offset) };
+    Ok(())
 }
 
 /// Give the type of `T` the `am_send` slot `send` (pyo3 defines no such slot; the heap
-/// type's async methods live in the type object, which pyo3 made with `__await__`).
-fn install_am_send<T: PyTypeInfo>(py: Python<'_>, send: ffi::sendfunc) -> PyResult<()> {
+/// type's async methods live in the type object, which pyo3 made with `__await__`), and
+/// the `am_await` slot `wait` when given (replacing pyo3's, which returns the same).
+fn install_am_send<T: PyTypeInfo>(
+    py: Python<'_>,
+    send: ffi::sendfunc,
+    wait: Option<ffi::unaryfunc>,
+) -> PyResult<()> {
     let tp = T::type_object(py);
     // SAFETY: `tp` is a heap type made by pyo3 with an `__await__`, so `tp_as_async`
     // points to the `as_async` member of its `PyHeapTypeObject` (writable, alive as long
@@ -1301,6 +1654,9 @@ fn install_am_send<T: PyTypeInfo>(py: Python<'_>, send: ffi::sendfunc) -> PyResu
             return Err(PySystemError::new_err("awaitable type without tp_as_async"));
         }
         (*am).am_send = Some(send);
+        if wait.is_some() {
+            (*am).am_await = wait;
+        }
         ffi::PyType_Modified(t);
     }
     Ok(())
@@ -1311,8 +1667,11 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
     m.add_class::<MethodCall>()?;
     m.add_class::<Ready>()?;
-    install_am_send::<MethodCall>(py, method_call_send)?;
-    install_am_send::<Ready>(py, ready_send)?;
+    m.add_class::<AsyncGetter>()?;
+    m.add_class::<AsyncMethod>()?;
+    install_vectorcalls(py)?;
+    install_am_send::<MethodCall>(py, method_call_send, None)?;
+    install_am_send::<Ready>(py, ready_send, Some(ready_await))?;
     m.add_function(wrap_pyfunction!(method_call, m)?)?;
     m.add_function(wrap_pyfunction!(method_call_sync, m)?)?;
     m.add_function(wrap_pyfunction!(ready, m)?)?;

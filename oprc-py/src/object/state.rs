@@ -65,6 +65,7 @@ mod idx {
     pub const LIVE: usize = 6;
     pub const TURN: usize = 7;
     pub const DELETED: usize = 8;
+    pub const CREATED_MS: usize = 9;
     pub const UPDATED_MS: usize = 10;
     pub const STALE: usize = 11;
     pub const UNDO: usize = 13;
@@ -270,6 +271,27 @@ impl<'py> ObjectState<'py> {
         Ok(self
             .get(idx::COMMITTED, intern!(self.0.py(), name::COMMITTED))?
             .cast_into::<PyDict>()?)
+    }
+
+    /// The committed state a `refresh()` replaces: `(committed, version, created_ms,
+    /// updated_ms)`.
+    pub fn base(&self) -> PyResult<[Bound<'py, PyAny>; 4]> {
+        let py = self.0.py();
+        Ok([
+            self.get(idx::COMMITTED, intern!(py, name::COMMITTED))?,
+            self.get(idx::VERSION, intern!(py, name::VERSION))?,
+            self.get(idx::CREATED_MS, intern!(py, name::CREATED_MS))?,
+            self.get(idx::UPDATED_MS, intern!(py, name::UPDATED_MS))?,
+        ])
+    }
+
+    /// Put back a committed state read by [`ObjectState::base`].
+    pub fn set_base(&self, base: &[Bound<'py, PyAny>; 4]) -> PyResult<()> {
+        let py = self.0.py();
+        self.set(idx::COMMITTED, intern!(py, name::COMMITTED), &base[0])?;
+        self.set(idx::VERSION, intern!(py, name::VERSION), &base[1])?;
+        self.set(idx::CREATED_MS, intern!(py, name::CREATED_MS), &base[2])?;
+        self.set(idx::UPDATED_MS, intern!(py, name::UPDATED_MS), &base[3])
     }
 
     /// `dirty`: names of the fields assigned since the last commit.
