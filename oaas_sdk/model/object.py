@@ -948,6 +948,10 @@ def _failed(e: BaseException) -> Awaitable[None]:
 _PY_SETATTR = OaasObject.__dict__["__setattr__"]
 _PY_COMMIT_ASYNC = OaasObject.__dict__["commit_async"]
 _PY_COMMIT = OaasObject.__dict__["commit"]
+# The Python create and load (classmethods): the native ones (Lifecycle.create_entry /
+# load_entry) call their functions for every case they do not take.
+_PY_CREATE = OaasObject.__dict__["create"]
+_PY_LOAD = OaasObject.__dict__["load"]
 OaasObject._oaas_py_commit_async = _PY_COMMIT_ASYNC
 OaasObject._oaas_py_commit = _PY_COMMIT
 OaasObject._oaas_done = _DONE
