@@ -203,7 +203,6 @@ def _install_object_methods(native: ModuleType | None, native_engine: bool) -> N
         _PY_COMMIT,
         _PY_COMMIT_ASYNC,
         _PY_CREATE,
-        _PY_LOAD,
         _PY_SETATTR,
         OaasObject,
         _set_lifecycle,
@@ -213,8 +212,7 @@ def _install_object_methods(native: ModuleType | None, native_engine: bool) -> N
     _set_lifecycle(life)
     use_native(native)  # method calls and async getters
     if native is None:
-        OaasObject.create = _PY_CREATE  # type: ignore[method-assign, assignment]
-        OaasObject.load = _PY_LOAD  # type: ignore[method-assign, assignment]
+        OaasObject.create = _PY_CREATE  # type: ignore[method-assign]
         OaasObject.__setattr__ = _PY_SETATTR  # type: ignore[method-assign]
         OaasObject.commit_async = _PY_COMMIT_ASYNC  # type: ignore[method-assign]
         OaasObject.commit = _PY_COMMIT  # type: ignore[method-assign]
@@ -223,9 +221,8 @@ def _install_object_methods(native: ModuleType | None, native_engine: bool) -> N
         _object_methods = (native, native.object_setattr(OaasObject),
                            native.object_commit_async(OaasObject),
                            native.object_commit(OaasObject))
-    # create and load: one native call each (Lifecycle.create_entry / load_entry).
+    # create: one native call (Lifecycle.create_entry; the cold load is one too).
     OaasObject.create = classmethod(life.create_entry)  # type: ignore[method-assign, assignment]
-    OaasObject.load = classmethod(life.load_entry)  # type: ignore[method-assign, assignment]
     OaasObject.__setattr__ = _object_methods[1]  # type: ignore[method-assign]
     # On the Python engine the native commit methods could only call the Python ones.
     OaasObject.commit_async = (  # type: ignore[method-assign]
@@ -253,7 +250,7 @@ def _lifecycle(native: ModuleType | None) -> Any:
         from .engine._native import NativeEngine, _NativeStoreView
         from .errors import ObjectNotFound
         from .model import registry
-        from .model.object import _PY_CREATE, _PY_LOAD
+        from .model.object import _PY_CREATE
         from .model.state import ObjectState
         from .stores import StoredObject
         from .stores.memory import NativeMemoryStore
@@ -266,7 +263,7 @@ def _lifecycle(native: ModuleType | None) -> Any:
             # of this process never make the same id (model/registry.py new_object_id).
             return registry._ids.node ^ 1, int.from_bytes(os.urandom(8), "big")
 
-        life.bind(runtime, _PY_CREATE.__func__, _PY_LOAD.__func__, StoredObject,
+        life.bind(runtime, _PY_CREATE.__func__, StoredObject,
                   ObjectNotFound, NativeEngine, NativeMemoryStore, _NativeStoreView, *seed())
         registry._reseed_hooks.append(lambda: life.seed_ids(*seed()))
         _lifecycles = (native, life)

@@ -3,7 +3,10 @@
 //! field values (defaults by the class's plan, or the immutable fields decoded from a
 //! stored record) and its identity-map entry. `oaas_sdk/model/object.py` (`create`,
 //! `load`) keeps the Python reference of every step and calls [`Lifecycle`] when the seam
-//! (`oaas_sdk/_backend.py`) installed one.
+//! (`oaas_sdk/_backend.py`) installed one. With it, `OaasObject.create` is
+//! `Lifecycle.create_entry` (the whole create, fresh ids included, without a Python
+//! frame) and a cold `OaasObject.load` is one `Lifecycle.load_cold` call (the record from
+//! the cache or straight from the native store, decoded onto the instance).
 //!
 //! The cyclic garbage collector: of the objects made per live object, only the instance,
 //! its `ObjectState` and the identity map's weak reference stay tracked. The `ObjectMeta`
@@ -215,15 +218,14 @@ impl IdState {
     }
 }
 
-/// What the native `create` / `load` entries need of the Python side (given once by the
-/// seam, `Lifecycle.bind`).
+/// What the native `create` entry and `load_cold` need of the Python side (given once by
+/// the seam, `Lifecycle.bind`).
 struct Binding {
     /// `oaas_sdk.runtime` (its `_current`: the active runtime or None).
     runtime: Py<PyAny>,
-    /// The Python definitions (functions taking `cls` first): every case the native
-    /// entries do not take goes there.
+    /// The Python definition of `create` (a function taking `cls` first): every case
+    /// the native entry does not take goes there.
     py_create: Py<PyAny>,
-    py_load: Py<PyAny>,
     /// `StoredObject` (records put in the cache) and `ObjectNotFound`.
     stored_object: Py<PyAny>,
     not_found: Py<PyAny>,
@@ -232,6 +234,8 @@ struct Binding {
     native_engine: Py<PyAny>,
     memory_store: Py<PyAny>,
     store_view: Py<PyAny>,
+    /// `memory_store.read` (the function).
+    memory_read: Py<PyAny>,
 }
 
 /// A stored record's parts: version, created_ms, updated_ms, entries (`{field: bytes}`).
@@ -250,11 +254,17 @@ fn int_below(ob: &Bound<'_, PyAny>, limit: u128) -> bool {
     ob.extract::<u128>().is_ok_and(|v| v < limit)
 }
 
-/// Whether `ob`'s instance dict holds `name` (a method replaced on the instance).
-fn overridden(ob: &Bound<'_, PyAny>, name: &Bound<'_, PyString>) -> PyResult<bool> {
+/// `ob.__dict__.get(name)`: an attribute set on the instance (a method replaced there).
+fn instance_attr<'py>(
+    ob: &Bound<'py, PyAny>,
+    name: &Bound<'py, PyString>,
+) -> PyResult<Option<Bound<'py, PyAny>>> {
     match ob.getattr(intern!(ob.py(), "__dict__")) {
-        Ok(d) => d.contains(name),
-        Err(_) => Ok(false),
+        Ok(d) => match d.cast_into::<PyDict>() {
+            Ok(d) => d.get_item(name),
+            Err(_) => Ok(None),
+        },
+        Err(_) => Ok(None),
     }
 }
 
@@ -439,13 +449,30 @@ impl Lifecycle {
         key: &Bound<'py, PyTuple>,
     ) -> PyResult<Option<Parts<'py>>> {
         let py = rt.py();
-        let engine = rt.getattr(intern!(py, "engine"))?;
+        // `rt.engine` is a property returning `rt._engine` once opened: read the slot
+        // (no Python frame) unless the engine is still to be opened.
+        let engine = match rt.getattr(intern!(py, "_engine")) {
+            Ok(e) if !e.is_none() => e,
+            _ => rt.getattr(intern!(py, "engine"))?,
+        };
         let read = intern!(py, "read");
         let mut raw = None;
-        if engine.get_type().is(b.native_engine.bind(py)) && !overridden(&engine, read)? {
+        if engine.get_type().is(b.native_engine.bind(py)) {
             let store = engine.getattr(intern!(py, "store"))?;
             let ty = store.get_type();
-            if !overridden(&store, read)? {
+            // The adapter binds a memory store's `read` as its own (nothing is pending):
+            // that one is not a replacement.
+            let own = match instance_attr(&engine, read)? {
+                None => true,
+                Some(r) => {
+                    ty.is(b.memory_store.bind(py))
+                        && r.getattr(intern!(py, "__self__"))
+                            .is_ok_and(|s| s.is(&store))
+                        && r.getattr(intern!(py, "__func__"))
+                            .is_ok_and(|f| f.is(b.memory_read.bind(py)))
+                }
+            };
+            if own && instance_attr(&store, read)?.is_none() {
                 if ty.is(b.memory_store.bind(py)) {
                     raw = Some(store.getattr(intern!(py, "_read"))?);
                 } else if ty.is(b.store_view.bind(py)) {
@@ -480,8 +507,11 @@ impl Lifecycle {
         )))
     }
 
-    /// The body of `load`: the instance from a record's parts, its immutable fields
-    /// decoded by `plan`, registered in `rt.identity` (nothing registered on an error).
+    /// The instance from a stored record's parts: its immutable fields decoded by `plan`
+    /// (`((name, decode, field), ...)`: an entry's bytes go to `decode`; a missing
+    /// entry's value is `field.new_default()`; a failing decode calls the Python
+    /// `obj._oaas_decode(name, field, data)`, which raises the error naming the object
+    /// and field), registered in `rt.identity` (nothing registered on an error).
     fn load_parts<'py>(
         &self,
         cls: &Bound<'py, PyType>,
@@ -497,9 +527,7 @@ impl Lifecycle {
             let step = step.cast_into::<PyTuple>()?;
             let name = step.get_item(0)?;
             let value = match entries.get_item(&name)? {
-                None => step
-                    .get_item(2)?
-                    .call_method0(intern!(py, "new_default"))?,
+                None => step.get_item(2)?.call_method0(intern!(py, "new_default"))?,
                 Some(data) => match step.get_item(1)?.call1((&data,)) {
                     Ok(v) => v,
                     Err(_) => obj.call_method1(
@@ -615,43 +643,16 @@ impl Lifecycle {
         Ok(obj)
     }
 
-    /// The object of `cls` under `key` from a stored record (`stored`: version,
-    /// created_ms, updated_ms, entries), as `OaasObject.load`'s Python steps: the
-    /// immutable fields decoded by `plan` (`((name, decode, field), ...)`: an entry's
-    /// bytes go to `decode`; a missing entry's value is `field.new_default()`), then
-    /// registered in `rt.identity`. A failing decode calls the Python
-    /// `obj._oaas_decode(name, field, data)`, which raises the error naming the object
-    /// and field; nothing is registered then.
-    fn load<'py>(
-        &self,
-        cls: &Bound<'py, PyType>,
-        rt: &Bound<'py, PyAny>,
-        key: &Bound<'py, PyTuple>,
-        stored: &Bound<'py, PyAny>,
-        plan: &Bound<'py, PyTuple>,
-    ) -> PyResult<Bound<'py, PyAny>> {
-        let py = cls.py();
-        let parts = (
-            stored.getattr(intern!(py, "version"))?,
-            stored.getattr(intern!(py, "created_ms"))?,
-            stored.getattr(intern!(py, "updated_ms"))?,
-            stored
-                .getattr(intern!(py, "entries"))?
-                .cast_into::<PyDict>()?,
-        );
-        self.load_parts(cls, rt, key, parts, plan)
-    }
-
     /// Give the native entries what they need of the Python side (once, by the seam):
-    /// the runtime module, the Python `create` / `load` functions, `StoredObject`,
+    /// the runtime module, the Python `create` function, `StoredObject`,
     /// `ObjectNotFound`, the native engine's adapter and its two native store types,
     /// and the id generator's node (12 bits) and seed. `RuntimeError` when bound twice.
     #[allow(clippy::too_many_arguments)]
     fn bind(
         &self,
+        py: Python<'_>,
         runtime: Py<PyAny>,
         py_create: Py<PyAny>,
-        py_load: Py<PyAny>,
         stored_object: Py<PyAny>,
         not_found: Py<PyAny>,
         native_engine: Py<PyAny>,
@@ -661,23 +662,27 @@ impl Lifecycle {
         seed: u64,
     ) -> PyResult<()> {
         self.seed_ids(node, seed);
+        let memory_read = memory_store.getattr(py, intern!(py, "read"))?;
         self.binding
             .set(Binding {
                 runtime,
                 py_create,
-                py_load,
                 stored_object,
                 not_found,
                 native_engine,
                 memory_store,
                 store_view,
+                memory_read,
             })
             .map_err(|_| PyRuntimeError::new_err("Lifecycle.bind: already bound"))
     }
 
     /// Seed the id generator (node: 12 bits; again in a forked child).
     fn seed_ids(&self, node: u64, seed: u64) {
-        let mut st = self.ids.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut st = self
+            .ids
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         *st = IdState {
             node: node & ((1 << ID_NODE_BITS) - 1),
             rng: seed,
@@ -717,9 +722,7 @@ impl Lifecycle {
                 None => PyDict::new(py),
             };
             kw.set_item(intern!(py, "partition_id"), &partition_id)?;
-            b.py_create
-                .bind(py)
-                .call((cls, &obj_id, &local), Some(&kw))
+            b.py_create.bind(py).call((cls, &obj_id, &local), Some(&kw))
         };
         let rt = b.runtime.bind(py).getattr(intern!(py, "_current"))?;
         if rt.is_none() || !cls.getattr(intern!(py, "_oaas_ready"))?.is_truthy()? {
@@ -782,60 +785,30 @@ impl Lifecycle {
         )
     }
 
-    /// `OaasObject.load` in one native call (the seam installs it as the classmethod):
-    /// the live object from the identity map, else the record from the cache or the
-    /// engine's store decoded onto a new instance, as the Python definition's steps; a
-    /// str id, a class not finalized or no runtime yet go to the Python definition.
-    /// Raises `ObjectNotFound` as the Python definition does.
-    #[pyo3(signature = (cls, obj_id, partition_id=None))]
-    fn load_entry<'py>(
+    /// The cold part of `OaasObject.load` (no live instance under `key`), as the Python
+    /// definition's steps: the record from the entry cache (unless `rt.cache_stale`
+    /// holds `key`) or from the engine (the native store's read called directly when
+    /// the engine is the native one and neither its `read` nor its store's is replaced
+    /// on the instance: no `StoredObject`), put into the cache when it is enabled, then
+    /// decoded onto a new instance by `plan` (as `load`) and registered. Raises
+    /// `ObjectNotFound` (`"<cls_id>/<partition>/<id> not found (<store name>)"`) when
+    /// there is no such object, `StorageError` when the store fails.
+    fn load_cold<'py>(
         &self,
         cls: &Bound<'py, PyType>,
-        obj_id: Bound<'py, PyAny>,
-        partition_id: Option<Bound<'py, PyAny>>,
+        rt: &Bound<'py, PyAny>,
+        key: &Bound<'py, PyTuple>,
+        plan: &Bound<'py, PyTuple>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let py = cls.py();
         let b = self.binding()?;
-        let fallback = || b.py_load.bind(py).call1((cls, &obj_id, &partition_id));
-        let rt = b.runtime.bind(py).getattr(intern!(py, "_current"))?;
-        if rt.is_none() {
-            return fallback();
-        }
-        let pid = match &partition_id {
-            Some(p) => p.clone(),
-            None => rt
-                .getattr(intern!(py, "config"))?
-                .getattr(intern!(py, "oprc_partition_default"))?,
-        };
-        let cls_id = cls.getattr(intern!(py, "_oaas_cls_id"))?;
-        let key = PyTuple::new(py, [cls_id.clone(), pid.clone(), obj_id.clone()])?;
-        if let Some(obj) = self.identity_get(&rt, &key)? {
-            let deleted = obj
-                .getattr(intern!(py, STATE_ATTR))?
-                .getattr(intern!(py, "deleted"))?;
-            if !deleted.is_truthy()? {
-                return Ok(obj);
-            }
-        }
-        if !cls.getattr(intern!(py, "_oaas_ready"))?.is_truthy()?
-            || !int_below(&obj_id, 1 << 64)
-            || !int_below(&pid, 1 << 32)
-        {
-            return fallback();
-        }
-        let Some(plan) = own_attr(cls, intern!(py, "_oaas_plan"))? else {
-            return fallback();
-        };
-        let Ok(plan) = plan.cast_into::<PyTuple>() else {
-            return fallback();
-        };
         // While an instance with commits the cache lacks is alive (or awaiting its
         // finalizer), the cache is stale for its key: read through the engine.
         let mut parts = None;
-        if !rt.getattr(intern!(py, "cache_stale"))?.contains(&key)? {
+        if !rt.getattr(intern!(py, "cache_stale"))?.contains(key)? {
             let cached = rt
                 .getattr(intern!(py, "cache"))?
-                .call_method1(intern!(py, "get"), (&key,))?;
+                .call_method1(intern!(py, "get"), (key,))?;
             if !cached.is_none() {
                 parts = Some((
                     cached.getattr(intern!(py, "version"))?,
@@ -850,12 +823,17 @@ impl Lifecycle {
         let parts = match parts {
             Some(p) => p,
             None => {
-                let Some(p) = self.read_stored(b, &rt, &key)? else {
+                let Some(p) = self.read_stored(b, rt, key)? else {
                     let store = rt
                         .getattr(intern!(py, "engine"))?
                         .getattr(intern!(py, "store"))?
                         .getattr(intern!(py, "name"))?;
-                    let msg = format!("{cls_id}/{pid}/{obj_id} not found ({store})");
+                    let msg = format!(
+                        "{}/{}/{} not found ({store})",
+                        key.get_item(0)?,
+                        key.get_item(1)?,
+                        key.get_item(2)?
+                    );
                     return Err(PyErr::from_value(b.not_found.bind(py).call1((msg,))?));
                 };
                 if rt.getattr(intern!(py, "cache_enabled"))?.is_truthy()? {
@@ -864,12 +842,12 @@ impl Lifecycle {
                         .bind(py)
                         .call1((&p.0, &p.1, &p.2, p.3.copy()?))?;
                     rt.getattr(intern!(py, "cache"))?
-                        .call_method1(intern!(py, "put"), (&key, rec))?;
+                        .call_method1(intern!(py, "put"), (key, rec))?;
                 }
                 p
             }
         };
-        self.load_parts(cls, &rt, &key, parts, &plan.get_item(2)?.cast_into::<PyTuple>()?)
+        self.load_parts(cls, rt, key, parts, plan)
     }
 }
 
