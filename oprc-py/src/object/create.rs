@@ -287,7 +287,7 @@ impl Lifecycle {
     /// Instance, meta and state of an object of `cls` with `key` (cls_id, partition_id,
     /// object_id), `live` the names in `live` (or none): from a stored record's parts
     /// (version, times, entries as `committed`), or, without one, version 0, nothing
-    /// committed, created and updated now.
+    /// committed, created and updated at `now` (ms since the epoch).
     fn blank<'py>(
         &self,
         cls: &Bound<'py, PyType>,
@@ -295,6 +295,7 @@ impl Lifecycle {
         key: &Bound<'py, PyTuple>,
         live: Option<&Bound<'py, PyAny>>,
         stored: Option<Parts<'py>>,
+        now: i64,
     ) -> PyResult<Bound<'py, PyAny>> {
         let py = cls.py();
         if key.len() != 3 {
@@ -315,7 +316,7 @@ impl Lifecycle {
         let (version, created, updated, committed) = match stored {
             Some((v, c, u, e)) => (v, c, u, e),
             None => {
-                let ms = now_ms().into_pyobject(py)?.into_any();
+                let ms = now.into_pyobject(py)?.into_any();
                 (
                     0i64.into_pyobject(py)?.into_any(),
                     ms.clone(),
@@ -408,10 +409,70 @@ impl Lifecycle {
 }
 
 impl Lifecycle {
+    /// A fresh object id made at `ms` (ms since the epoch).
+    fn next_id(&self, ms: i64) -> u64 {
+        self.ids
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .next(ms)
+    }
+
     fn binding(&self) -> PyResult<&Binding> {
         self.binding
             .get()
             .ok_or_else(|| PyRuntimeError::new_err("Lifecycle: not bound (see Lifecycle.bind)"))
+    }
+
+    /// `create` with the creation time `now` (ms since the epoch) given.
+    #[allow(clippy::too_many_arguments)]
+    fn create_at<'py>(
+        &self,
+        cls: &Bound<'py, PyType>,
+        rt: &Bound<'py, PyAny>,
+        key: &Bound<'py, PyTuple>,
+        plan: &Bound<'py, PyTuple>,
+        live: &Bound<'py, PyAny>,
+        values: Option<&Bound<'py, PyDict>>,
+        now: i64,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let py = cls.py();
+        let obj = self.blank(cls, rt, key, Some(live), None, now)?;
+        for step in plan.iter() {
+            let step = step.cast_into::<PyTuple>()?;
+            let name = step.get_item(0)?;
+            let k: i64 = step.get_item(1)?.extract()?;
+            let v = step.get_item(2)?;
+            let value = match k {
+                kind::SHARE => v,
+                // SAFETY: `v` is a live object; PyList_GetSlice (a list, else an error),
+                // PyDict_Copy (a dict, else an error) and PySet_New (any iterable) return a
+                // new reference or NULL with an exception set.
+                kind::LIST => unsafe {
+                    owned(py, ffi::PyList_GetSlice(v.as_ptr(), 0, ffi::PY_SSIZE_T_MAX))?
+                },
+                // SAFETY: as above.
+                kind::DICT => unsafe { owned(py, ffi::PyDict_Copy(v.as_ptr()))? },
+                // SAFETY: as above.
+                kind::SET => unsafe { owned(py, ffi::PySet_New(v.as_ptr()))? },
+                kind::CALL => v.call0()?,
+                _ => {
+                    return Err(PyTypeError::new_err(format!(
+                        "unknown default plan kind {k}"
+                    )))
+                }
+            };
+            set_plain(&obj, &name, &value)?;
+        }
+        if let Some(values) = values {
+            for (name, value) in values.iter() {
+                obj.setattr(name.cast_into::<PyString>()?, value)?;
+            }
+        }
+        self.register(rt, key, &obj)?;
+        rt.getattr(intern!(py, "dirty"))?
+            .cast_into::<PyDict>()?
+            .set_item(obj.as_ptr() as usize, &obj)?;
+        Ok(obj)
     }
 
     /// `rt.identity.get(key)`: for a `WeakValueDictionary` with no pending removals its
@@ -522,7 +583,7 @@ impl Lifecycle {
     ) -> PyResult<Bound<'py, PyAny>> {
         let py = cls.py();
         let entries = parts.3.clone();
-        let obj = self.blank(cls, rt, key, None, Some(parts))?;
+        let obj = self.blank(cls, rt, key, None, Some(parts), 0)?;
         for step in plan.iter() {
             let step = step.cast_into::<PyTuple>()?;
             let name = step.get_item(0)?;
@@ -603,44 +664,7 @@ impl Lifecycle {
         live: &Bound<'py, PyAny>,
         values: Option<&Bound<'py, PyDict>>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let py = cls.py();
-        let obj = self.blank(cls, rt, key, Some(live), None)?;
-        for step in plan.iter() {
-            let step = step.cast_into::<PyTuple>()?;
-            let name = step.get_item(0)?;
-            let k: i64 = step.get_item(1)?.extract()?;
-            let v = step.get_item(2)?;
-            let value = match k {
-                kind::SHARE => v,
-                // SAFETY: `v` is a live object; PyList_GetSlice (a list, else an error),
-                // PyDict_Copy (a dict, else an error) and PySet_New (any iterable) return a
-                // new reference or NULL with an exception set.
-                kind::LIST => unsafe {
-                    owned(py, ffi::PyList_GetSlice(v.as_ptr(), 0, ffi::PY_SSIZE_T_MAX))?
-                },
-                // SAFETY: as above.
-                kind::DICT => unsafe { owned(py, ffi::PyDict_Copy(v.as_ptr()))? },
-                // SAFETY: as above.
-                kind::SET => unsafe { owned(py, ffi::PySet_New(v.as_ptr()))? },
-                kind::CALL => v.call0()?,
-                _ => {
-                    return Err(PyTypeError::new_err(format!(
-                        "unknown default plan kind {k}"
-                    )))
-                }
-            };
-            set_plain(&obj, &name, &value)?;
-        }
-        if let Some(values) = values {
-            for (name, value) in values.iter() {
-                obj.setattr(name.cast_into::<PyString>()?, value)?;
-            }
-        }
-        self.register(rt, key, &obj)?;
-        rt.getattr(intern!(py, "dirty"))?
-            .cast_into::<PyDict>()?
-            .set_item(obj.as_ptr() as usize, &obj)?;
-        Ok(obj)
+        self.create_at(cls, rt, key, plan, live, values, now_ms())
     }
 
     /// Give the native entries what they need of the Python side (once, by the seam):
@@ -693,11 +717,7 @@ impl Lifecycle {
 
     /// A fresh object id (see `oaas_sdk.model.registry.new_object_id` for the layout).
     fn new_object_id(&self) -> u64 {
-        let ms = now_ms();
-        self.ids
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .next(ms)
+        self.next_id(now_ms())
     }
 
     /// `OaasObject.create` in one native call (the seam installs it as the classmethod):
@@ -752,14 +772,12 @@ impl Lifecycle {
             return fallback();
         }
         let cls_id = cls.getattr(intern!(py, "_oaas_cls_id"))?;
+        // One clock read: the fresh id's milliseconds and the creation time.
+        let now = now_ms();
         let key = match &obj_id {
             None => PyTuple::new(
                 py,
-                [
-                    cls_id,
-                    pid,
-                    self.new_object_id().into_pyobject(py)?.into_any(),
-                ],
+                [cls_id, pid, self.next_id(now).into_pyobject(py)?.into_any()],
             )?,
             Some(oid) => {
                 if !int_below(oid, 1 << 64) {
@@ -775,13 +793,14 @@ impl Lifecycle {
             }
         };
         let values = values.filter(|v| !v.is_empty());
-        self.create(
+        self.create_at(
             cls,
             &rt,
             &key,
             &plan.get_item(0)?.cast_into::<PyTuple>()?,
             &plan.get_item(1)?,
             values.as_ref(),
+            now,
         )
     }
 
