@@ -228,7 +228,8 @@ def test_fresh_ids_are_unique_increasing_and_laid_out(sdk: Sdk) -> None:
     node = registry._ids.node ^ (1 if sdk.impl == "native" else 0)
     assert nodes == {node}
     first_ms, last_ms = ids[0] >> 22, ids[-1] >> 22
-    assert before <= first_ms <= after + 1 and first_ms <= last_ms
+    # A used-up millisecond borrows the next: a burst of ids runs a few ms ahead.
+    assert before <= first_ms <= after + 10 and first_ms <= last_ms <= after + 10
     py_ids = {registry.new_object_id() for _ in range(100)}
     assert not py_ids & set(ids)
 
