@@ -533,11 +533,15 @@ impl Lifecycle {
                             .is_ok_and(|f| f.is(b.memory_read.bind(py)))
                 }
             };
+            // A store whose shape is not the expected one is read through `engine.read`.
             if own && instance_attr(&store, read)?.is_none() {
                 if ty.is(b.memory_store.bind(py)) {
-                    raw = Some(store.getattr(intern!(py, "_read"))?);
+                    raw = store.getattr(intern!(py, "_read")).ok();
                 } else if ty.is(b.store_view.bind(py)) {
-                    raw = Some(store.getattr(intern!(py, "_native"))?.getattr(read)?);
+                    raw = store
+                        .getattr(intern!(py, "_native"))
+                        .and_then(|n| n.getattr(read))
+                        .ok();
                 }
             }
         }
