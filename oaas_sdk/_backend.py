@@ -199,11 +199,20 @@ def _install_object_methods(native: ModuleType | None, native_engine: bool) -> N
     commit), or, with ``None``, the Python definitions again."""
     global _object_methods
     from .model.methods import use_native
-    from .model.object import _PY_COMMIT, _PY_COMMIT_ASYNC, _PY_SETATTR, OaasObject, _set_lifecycle
+    from .model.object import (
+        _PY_COMMIT,
+        _PY_COMMIT_ASYNC,
+        _PY_CREATE,
+        _PY_SETATTR,
+        OaasObject,
+        _set_lifecycle,
+    )
 
-    _set_lifecycle(_lifecycle(native))
+    life = _lifecycle(native)
+    _set_lifecycle(life)
     use_native(native)  # method calls and async getters
     if native is None:
+        OaasObject.create = _PY_CREATE  # type: ignore[method-assign]
         OaasObject.__setattr__ = _PY_SETATTR  # type: ignore[method-assign]
         OaasObject.commit_async = _PY_COMMIT_ASYNC  # type: ignore[method-assign]
         OaasObject.commit = _PY_COMMIT  # type: ignore[method-assign]
@@ -212,6 +221,8 @@ def _install_object_methods(native: ModuleType | None, native_engine: bool) -> N
         _object_methods = (native, native.object_setattr(OaasObject),
                            native.object_commit_async(OaasObject),
                            native.object_commit(OaasObject))
+    # create: one native call (Lifecycle.create_entry; the cold load is one too).
+    OaasObject.create = classmethod(life.create_entry)  # type: ignore[method-assign, assignment]
     OaasObject.__setattr__ = _object_methods[1]  # type: ignore[method-assign]
     # On the Python engine the native commit methods could only call the Python ones.
     OaasObject.commit_async = (  # type: ignore[method-assign]
@@ -232,13 +243,30 @@ def _lifecycle(native: ModuleType | None) -> Any:
     if native is None:
         return None
     if _lifecycles is None or _lifecycles[0] is not native:
+        import os
         import weakref
 
-        from .model.registry import ObjectMeta
+        from . import runtime
+        from .engine._native import NativeEngine, _NativeStoreView
+        from .errors import ObjectNotFound
+        from .model import registry
+        from .model.object import _PY_CREATE
         from .model.state import ObjectState
+        from .stores import StoredObject
+        from .stores.memory import NativeMemoryStore
 
-        _lifecycles = (native, native.Lifecycle(ObjectState, ObjectMeta, weakref.KeyedRef,
-                                                weakref.WeakValueDictionary))
+        life = native.Lifecycle(ObjectState, registry.ObjectMeta, weakref.KeyedRef,
+                                weakref.WeakValueDictionary)
+
+        def seed() -> tuple[int, int]:
+            # The Python generator's node with its lowest bit flipped: the two generators
+            # of this process never make the same id (model/registry.py new_object_id).
+            return registry._ids.node ^ 1, int.from_bytes(os.urandom(8), "big")
+
+        life.bind(runtime, _PY_CREATE.__func__, StoredObject,
+                  ObjectNotFound, NativeEngine, NativeMemoryStore, _NativeStoreView, *seed())
+        registry._reseed_hooks.append(lambda: life.seed_ids(*seed()))
+        _lifecycles = (native, life)
     return _lifecycles[1]
 
 

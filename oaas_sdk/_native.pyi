@@ -246,19 +246,35 @@ def ready_attr(obj: Any, name: str) -> Ready:
 
 class Lifecycle:
     """Create and load of OaaS objects in one native call (``object/create.rs``); made by
-    the seam (``oaas_sdk._backend``) and called by ``OaasObject.create`` / ``load``."""
+    the seam (``oaas_sdk._backend``), which installs ``create_entry`` as
+    ``OaasObject.create``; ``OaasObject.load`` calls ``load_cold``."""
 
     def __init__(self, state_type: type, meta_type: type, keyed_ref: type,
                  weak_dict: type) -> None: ...
+    def bind(self, runtime: Any, py_create: Any, stored_object: type, not_found: type,
+             native_engine: type, memory_store: type, store_view: type, node: int,
+             seed: int) -> None:
+        """What the native entries need of the Python side (once; ``RuntimeError`` when
+        bound twice): the runtime module, the Python ``create`` function, the record and
+        error types, the native engine's adapter and store types, the id generator's
+        12-bit node and seed."""
+    def seed_ids(self, node: int, seed: int) -> None:
+        """Seed the id generator again (a forked child)."""
+    def new_object_id(self) -> int:
+        """A fresh 63-bit object id (layout of ``model.registry.new_object_id``)."""
     def create(self, cls: type, rt: Any, key: tuple[str, int, int | str],
                plan: tuple[tuple[str, int, Any], ...], live: tuple[str, ...],
                values: dict[str, Any] | None = None) -> Any:
         """A new object (defaults by ``plan``, ``values`` assigned), registered in
         ``rt.identity`` and ``rt.dirty``; errors leave nothing registered."""
-    def load(self, cls: type, rt: Any, key: tuple[str, int, int | str], stored: Any,
-             plan: tuple[tuple[str, Any, Any], ...]) -> Any:
-        """The object from a stored record (immutable fields decoded by ``plan``),
-        registered in ``rt.identity``; errors leave nothing registered."""
+    def create_entry(self, cls: type, obj_id: int | str | None = None, local: Any = None,
+                     *, partition_id: int | None = None, **values: Any) -> Any:
+        """``OaasObject.create`` in one call; the cases it does not take (and every error)
+        go to the Python definition."""
+    def load_cold(self, cls: type, rt: Any, key: tuple[str, int, int | str],
+                  plan: tuple[tuple[str, Any, Any], ...]) -> Any:
+        """The cold part of ``OaasObject.load``: the record from the cache or the engine,
+        decoded onto a new registered instance; ``ObjectNotFound`` when absent."""
 
 def object_commit(cls: type) -> Any:
     """A method descriptor of ``cls`` (``OaasObject``) running the native ``commit``: the

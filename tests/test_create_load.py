@@ -9,7 +9,15 @@ from typing import Optional
 
 import pytest
 
-from oaas_sdk import OaasObject, ObjectNotFound, SerializationError, ValidationError, field, oaas
+from oaas_sdk import (
+    ConflictError,
+    OaasObject,
+    ObjectNotFound,
+    SerializationError,
+    ValidationError,
+    field,
+    oaas,
+)
 from oaas_sdk.model.state import ObjectState, state_of
 from oaas_sdk.runtime import current
 
@@ -168,3 +176,80 @@ async def test_objects_are_freed_by_reference_counting(sdk: Sdk) -> None:
         assert not any(("cl.Made", 0, 100 + i) in current().identity for i in range(20))
     finally:
         gc.enable()
+
+
+def test_create_and_load_errors_match_on_every_path(sdk: Sdk) -> None:
+    # The native create takes fresh and int ids; every other case goes to the Python
+    # definition: the errors are the same on both implementations.
+    with pytest.raises(ValueError, match="partition_id"):
+        Made.create(partition_id=-1)
+    with pytest.raises(ValueError, match="partition_id"):
+        Made.create(5, partition_id=2**32)
+    with pytest.raises(ValueError, match="object_id"):
+        Made.create(2**64)
+    with pytest.raises(ValueError, match="object_id"):
+        Made.create(True)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="object_id"):
+        Made.create("Bad Id")
+    with pytest.raises(TypeError, match="unknown field 'nope'"):
+        Made.create(nope=1)
+    o = Made.create(31, n=3)
+    with pytest.raises(ConflictError, match="cl.Made/0/31"):
+        Made.create(31)  # live
+    o.commit()
+    del o
+    gc.collect()
+    assert ("cl.Made", 0, 31) not in current().identity
+    with pytest.raises(ConflictError, match="cl.Made/0/31"):
+        Made.create(31)  # stored, not live: read from the store
+    s = Made.create("str.id-1", partition_id=3, title="s")
+    assert s.meta == type(s.meta)("cl.Made", 3, "str.id-1") and s.title == "s"
+    p = Made.create(partition_id=4)
+    assert p.meta.partition_id == 4 and type(p.object_id) is int
+    assert Made.load(31).n == 3
+    with pytest.raises(ObjectNotFound, match=r"^'?cl\.Made/0/32 not found \("):
+        Made.load(32)
+    with pytest.raises(ObjectNotFound, match=r"cl\.Made/7/32 not found"):
+        Made.load(32, 7)
+    assert ("cl.Made", 0, 32) not in current().identity
+
+
+def test_fresh_ids_are_unique_increasing_and_laid_out(sdk: Sdk) -> None:
+    from oaas_sdk.model import registry
+
+    before = registry._now_ms() - registry._EPOCH_MS
+    ids = [Made.create().object_id for _ in range(3000)]  # > 1024: borrows milliseconds
+    after = registry._now_ms() - registry._EPOCH_MS
+    assert all(type(i) is int and 0 <= i < 2**63 for i in ids)
+    assert ids == sorted(ids) and len(set(ids)) == len(ids)
+    nodes = {(i >> 10) & 0xFFF for i in ids}
+    # One node per generator: the native one's is the Python one's with its lowest bit
+    # flipped, so the two never make the same id in one process.
+    node = registry._ids.node ^ (1 if sdk.impl == "native" else 0)
+    assert nodes == {node}
+    first_ms, last_ms = ids[0] >> 22, ids[-1] >> 22
+    # A used-up millisecond borrows the next: a burst of ids runs a few ms ahead.
+    assert before <= first_ms <= after + 10 and first_ms <= last_ms <= after + 10
+    py_ids = {registry.new_object_id() for _ in range(100)}
+    assert not py_ids & set(ids)
+
+
+def test_native_ids_are_seeded_again_after_fork() -> None:
+    from oaas_sdk import OaasConfig
+    from oaas_sdk.model import registry
+
+    pytest.importorskip("oaas_sdk._native")
+    oaas.configure(OaasConfig(mock_mode=True, native="on"))
+    try:
+        old = registry._ids
+        registry._reseed_ids()  # what os.register_at_fork runs in a child
+        try:
+            node = registry._ids.node
+            assert ((Made.create().object_id >> 10) & 0xFFF) == node ^ 1
+        finally:
+            registry._ids = old
+            for hook in registry._reseed_hooks:
+                hook()
+        assert ((Made.create().object_id >> 10) & 0xFFF) == old.node ^ 1
+    finally:
+        oaas.configure(OaasConfig(mock_mode=True, native="off"))

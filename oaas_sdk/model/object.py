@@ -324,6 +324,9 @@ class OaasObject:
         if not (type(obj_id) is int and 0 <= obj_id < _U64 and type(pid) is int
                 and 0 <= pid < _U32):
             check_identity(cls._oaas_cls_id, pid, obj_id)
+        life = _life
+        if life is not None:  # the steps below in one native call (oprc-py object/create.rs)
+            return life.load_cold(cls, rt, key, plan[2])
         # While an instance with commits the cache lacks is alive (or awaiting its
         # finalizer), the cache is stale for its key: read through the engine.
         stored = None if key in rt.cache_stale else rt.cache.get(key)
@@ -335,9 +338,6 @@ class OaasObject:
             if rt.cache_enabled:
                 rt.cache.put(key, StoredObject(stored.version, stored.created_ms,
                                                stored.updated_ms, dict(stored.entries)))
-        life = _life
-        if life is not None:  # the same steps in one native call (oprc-py object/create.rs)
-            return life.load(cls, rt, key, stored, plan[2])
         obj = cls._blank(rt, ObjectMeta(cls._oaas_cls_id, pid, obj_id))
         obj._oaas_apply_stored(stored)
         rt.identity[key] = obj
@@ -967,6 +967,9 @@ def _failed(e: BaseException) -> Awaitable[None]:
 _PY_SETATTR = OaasObject.__dict__["__setattr__"]
 _PY_COMMIT_ASYNC = OaasObject.__dict__["commit_async"]
 _PY_COMMIT = OaasObject.__dict__["commit"]
+# The Python create (a classmethod): the native one (Lifecycle.create_entry) calls its
+# function for every case it does not take.
+_PY_CREATE = OaasObject.__dict__["create"]
 OaasObject._oaas_py_commit_async = _PY_COMMIT_ASYNC
 OaasObject._oaas_py_commit = _PY_COMMIT
 OaasObject._oaas_done = _DONE

@@ -62,11 +62,15 @@ class _IdState:
 
 
 _ids = _IdState()
+# Called after the ids are drawn again in a forked child (the native generator's seam).
+_reseed_hooks: list[typing.Callable[[], None]] = []
 
 
 def _reseed_ids() -> None:
     global _ids
     _ids = _IdState()
+    for hook in _reseed_hooks:
+        hook()
 
 
 if hasattr(os, "register_at_fork"):  # a child must not repeat its parent's ids

@@ -3,7 +3,10 @@
 //! field values (defaults by the class's plan, or the immutable fields decoded from a
 //! stored record) and its identity-map entry. `oaas_sdk/model/object.py` (`create`,
 //! `load`) keeps the Python reference of every step and calls [`Lifecycle`] when the seam
-//! (`oaas_sdk/_backend.py`) installed one.
+//! (`oaas_sdk/_backend.py`) installed one. With it, `OaasObject.create` is
+//! `Lifecycle.create_entry` (the whole create, fresh ids included, without a Python
+//! frame) and a cold `OaasObject.load` is one `Lifecycle.load_cold` call (the record from
+//! the cache or straight from the native store, decoded onto the instance).
 //!
 //! The cyclic garbage collector: of the objects made per live object, only the instance,
 //! its `ObjectState` and the identity map's weak reference stay tracked. The `ObjectMeta`
@@ -13,13 +16,14 @@
 //! reference cannot be untracked: a collection moves a weak reference with a callback
 //! whose referent is garbage onto a list of callbacks to call, which needs it tracked.
 
+use std::sync::{Mutex, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use pyo3::exceptions::PyTypeError;
+use pyo3::exceptions::{PyRuntimeError, PyTypeError};
 use pyo3::ffi;
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyString, PyTuple, PyType};
+use pyo3::types::{PyDict, PyInt, PyString, PyTuple, PyType};
 
 use super::state::{STATE_ATTR, STATE_FIELDS};
 
@@ -156,6 +160,114 @@ fn set_plain(
     super::front::set_plain(obj, name, value)
 }
 
+/// Fresh object ids: the layout of `oaas_sdk/model/registry.py` `new_object_id` (41 bits of
+/// milliseconds since 2020, 12 bits of node, 10 bits of a sequence starting at a random
+/// value below 512 in each millisecond; a used-up millisecond or a clock stepping back
+/// borrows the next one). The node is the Python generator's node with its lowest bit
+/// flipped (the seam's choice), so the two generators of one process never make the same
+/// id; the seam seeds it again in a forked child.
+struct IdState {
+    node: u64,
+    rng: u64,
+    last_ms: i64,
+    seq: u64,
+}
+
+const ID_EPOCH_MS: i64 = 1_577_836_800_000; // 2020-01-01T00:00:00Z
+const ID_NODE_BITS: u32 = 12;
+const ID_SEQ_BITS: u32 = 10;
+const ID_SEQ_MASK: u64 = (1 << ID_SEQ_BITS) - 1;
+const ID_MS_MASK: i64 = (1 << 41) - 1;
+
+impl IdState {
+    /// The next value of a splitmix64 generator (the sequence's random starts).
+    fn random(&mut self) -> u64 {
+        self.rng = self.rng.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.rng;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// A random sequence start below 512.
+    fn seq_start(&mut self) -> u64 {
+        self.random() >> (64 - (ID_SEQ_BITS - 1))
+    }
+
+    fn next(&mut self, now_ms: i64) -> u64 {
+        let mut ms = now_ms - ID_EPOCH_MS;
+        let seq;
+        if ms <= self.last_ms {
+            ms = self.last_ms;
+            let next = self.seq + 1;
+            if next > ID_SEQ_MASK {
+                ms += 1; // this millisecond is used up: borrow the next
+                seq = self.seq_start();
+            } else {
+                seq = next;
+            }
+        } else {
+            seq = self.seq_start();
+        }
+        self.last_ms = ms;
+        self.seq = seq;
+        // `ms & ID_MS_MASK` is in [0, 2**41): the cast keeps its value.
+        (((ms & ID_MS_MASK) as u64) << (ID_NODE_BITS + ID_SEQ_BITS))
+            | (self.node << ID_SEQ_BITS)
+            | seq
+    }
+}
+
+/// What the native `create` entry and `load_cold` need of the Python side (given once by
+/// the seam, `Lifecycle.bind`).
+struct Binding {
+    /// `oaas_sdk.runtime` (its `_current`: the active runtime or None).
+    runtime: Py<PyAny>,
+    /// The Python definition of `create` (a function taking `cls` first): every case
+    /// the native entry does not take goes there.
+    py_create: Py<PyAny>,
+    /// `StoredObject` (records put in the cache) and `ObjectNotFound`.
+    stored_object: Py<PyAny>,
+    not_found: Py<PyAny>,
+    /// The native engine's adapter and its two store types whose `read` is one native
+    /// call returning `(version, created_ms, updated_ms, entries)` or None.
+    native_engine: Py<PyAny>,
+    memory_store: Py<PyAny>,
+    store_view: Py<PyAny>,
+    /// `memory_store.read` (the function).
+    memory_read: Py<PyAny>,
+}
+
+/// A stored record's parts: version, created_ms, updated_ms, entries (`{field: bytes}`).
+type Parts<'py> = (
+    Bound<'py, PyAny>,
+    Bound<'py, PyAny>,
+    Bound<'py, PyAny>,
+    Bound<'py, PyDict>,
+);
+
+/// Whether `ob` is an int (not a bool) in `[0, limit)`.
+fn int_below(ob: &Bound<'_, PyAny>, limit: u128) -> bool {
+    if !ob.is_exact_instance_of::<PyInt>() {
+        return false;
+    }
+    ob.extract::<u128>().is_ok_and(|v| v < limit)
+}
+
+/// `ob.__dict__.get(name)`: an attribute set on the instance (a method replaced there).
+fn instance_attr<'py>(
+    ob: &Bound<'py, PyAny>,
+    name: &Bound<'py, PyString>,
+) -> PyResult<Option<Bound<'py, PyAny>>> {
+    match ob.getattr(intern!(ob.py(), "__dict__")) {
+        Ok(d) => match d.cast_into::<PyDict>() {
+            Ok(d) => d.get_item(name),
+            Err(_) => Ok(None),
+        },
+        Err(_) => Ok(None),
+    }
+}
+
 /// The native create and load of OaaS objects (one per extension module, made by the seam
 /// with the classes it fills in: `Lifecycle(ObjectState, ObjectMeta, KeyedRef)`).
 #[pyclass(frozen, module = "oaas_sdk._native")]
@@ -167,19 +279,23 @@ pub struct Lifecycle {
     keyed_ref: Py<PyType>,
     key_off: [ffi::Py_ssize_t; 1],
     weak_dict: Py<PyType>,
+    binding: OnceLock<Binding>,
+    ids: Mutex<IdState>,
 }
 
 impl Lifecycle {
     /// Instance, meta and state of an object of `cls` with `key` (cls_id, partition_id,
-    /// object_id): version 0, nothing committed, `live` the names in `live` (or none),
-    /// created/updated at `ms`.
+    /// object_id), `live` the names in `live` (or none): from a stored record's parts
+    /// (version, times, entries as `committed`), or, without one, version 0, nothing
+    /// committed, created and updated at `now` (ms since the epoch).
     fn blank<'py>(
         &self,
         cls: &Bound<'py, PyType>,
         rt: &Bound<'py, PyAny>,
         key: &Bound<'py, PyTuple>,
         live: Option<&Bound<'py, PyAny>>,
-        ms: i64,
+        stored: Option<Parts<'py>>,
+        now: i64,
     ) -> PyResult<Bound<'py, PyAny>> {
         let py = cls.py();
         if key.len() != 3 {
@@ -197,22 +313,32 @@ impl Lifecycle {
                 true,
             )?
         };
-        let zero = 0i64.into_pyobject(py)?.into_any();
-        let ms = ms.into_pyobject(py)?.into_any();
+        let (version, created, updated, committed) = match stored {
+            Some((v, c, u, e)) => (v, c, u, e),
+            None => {
+                let ms = now.into_pyobject(py)?.into_any();
+                (
+                    0i64.into_pyobject(py)?.into_any(),
+                    ms.clone(),
+                    ms,
+                    PyDict::new(py),
+                )
+            }
+        };
         let none = py.None().into_bound(py);
         // In the order of STATE_FIELDS (oaas_sdk/model/state.py ObjectState.__init__).
         let values = vec![
             meta,
             rt.clone(),
-            zero,
-            PyDict::new(py).into_any(),
+            version,
+            committed.into_any(),
             name_set(py, None)?,
             PyDict::new(py).into_any(),
             name_set(py, live)?,
             none.clone(),
             pyo3::types::PyBool::new(py, false).to_owned().into_any(),
-            ms.clone(),
-            ms,
+            created,
+            updated,
             none.clone(),
             none.clone(),
             none,
@@ -282,35 +408,24 @@ impl Lifecycle {
     }
 }
 
-#[pymethods]
 impl Lifecycle {
-    /// `Lifecycle(ObjectState, ObjectMeta, KeyedRef, WeakValueDictionary)`; `TypeError`
-    /// when a slot the native layer writes is not a plain object slot.
-    #[new]
-    fn new(
-        state_ty: &Bound<'_, PyType>,
-        meta_ty: &Bound<'_, PyType>,
-        keyed_ref: &Bound<'_, PyType>,
-        weak_dict: &Bound<'_, PyType>,
-    ) -> PyResult<Self> {
-        Ok(Lifecycle {
-            state_off: member_offsets(state_ty, STATE_FIELDS)?,
-            state_ty: state_ty.clone().unbind(),
-            meta_off: member_offsets(meta_ty, &META_FIELDS)?,
-            meta_ty: meta_ty.clone().unbind(),
-            key_off: member_offsets(keyed_ref, &["key"])?,
-            keyed_ref: keyed_ref.clone().unbind(),
-            weak_dict: weak_dict.clone().unbind(),
-        })
+    /// A fresh object id made at `ms` (ms since the epoch).
+    fn next_id(&self, ms: i64) -> u64 {
+        self.ids
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .next(ms)
     }
 
-    /// A new object of `cls` under `key`, as `OaasObject.create`'s Python steps: defaults
-    /// by `plan` (`((name, kind, value), ...)`, see `OaasObject._oaas_build_plan`), the
-    /// mutable fields `live`, `values` assigned (`setattr`, converted), then registered
-    /// in `rt.identity` and `rt.dirty`. Errors of an assignment propagate and leave nothing
-    /// registered.
-    #[pyo3(signature = (cls, rt, key, plan, live, values=None))]
-    fn create<'py>(
+    fn binding(&self) -> PyResult<&Binding> {
+        self.binding
+            .get()
+            .ok_or_else(|| PyRuntimeError::new_err("Lifecycle: not bound (see Lifecycle.bind)"))
+    }
+
+    /// `create` with the creation time `now` (ms since the epoch) given.
+    #[allow(clippy::too_many_arguments)]
+    fn create_at<'py>(
         &self,
         cls: &Bound<'py, PyType>,
         rt: &Bound<'py, PyAny>,
@@ -318,9 +433,10 @@ impl Lifecycle {
         plan: &Bound<'py, PyTuple>,
         live: &Bound<'py, PyAny>,
         values: Option<&Bound<'py, PyDict>>,
+        now: i64,
     ) -> PyResult<Bound<'py, PyAny>> {
         let py = cls.py();
-        let obj = self.blank(cls, rt, key, Some(live), now_ms())?;
+        let obj = self.blank(cls, rt, key, Some(live), None, now)?;
         for step in plan.iter() {
             let step = step.cast_into::<PyTuple>()?;
             let name = step.get_item(0)?;
@@ -359,61 +475,402 @@ impl Lifecycle {
         Ok(obj)
     }
 
-    /// The object of `cls` under `key` from a stored record (`stored`: version,
-    /// created_ms, updated_ms, entries), as `OaasObject.load`'s Python steps: the
-    /// immutable fields decoded by `plan` (`((name, decode, field), ...)`: an entry's
-    /// bytes go to `decode`; a missing entry's value is `field.new_default()`), then
-    /// registered in `rt.identity`. A failing decode calls the Python
+    /// `rt.identity.get(key)`: for a `WeakValueDictionary` with no pending removals its
+    /// entry read directly (what its `get` does), else the mapping's `get`.
+    fn identity_get<'py>(
+        &self,
+        rt: &Bound<'py, PyAny>,
+        key: &Bound<'py, PyTuple>,
+    ) -> PyResult<Option<Bound<'py, PyAny>>> {
+        let py = rt.py();
+        let ident = rt.getattr(intern!(py, "identity"))?;
+        if !ident.get_type().is(self.weak_dict.bind(py))
+            || ident
+                .getattr(intern!(py, "_pending_removals"))?
+                .is_truthy()?
+        {
+            let o = ident.call_method1(intern!(py, "get"), (key,))?;
+            return Ok((!o.is_none()).then_some(o));
+        }
+        let data = ident.getattr(intern!(py, "data"))?.cast_into::<PyDict>()?;
+        let Some(wr) = data.get_item(key)? else {
+            return Ok(None);
+        };
+        let o = wr.call0()?;
+        Ok((!o.is_none()).then_some(o))
+    }
+
+    /// `rt.engine.read(key)` as parts: the native store's read called directly when the
+    /// engine is the native adapter and neither its `read` nor its store's is replaced
+    /// on the instance; else the engine's `read` (a `StoredObject` or None).
+    fn read_stored<'py>(
+        &self,
+        b: &Binding,
+        rt: &Bound<'py, PyAny>,
+        key: &Bound<'py, PyTuple>,
+    ) -> PyResult<Option<Parts<'py>>> {
+        let py = rt.py();
+        // `rt.engine` is a property returning `rt._engine` once opened: read the slot
+        // (no Python frame) unless the engine is still to be opened.
+        let engine = match rt.getattr(intern!(py, "_engine")) {
+            Ok(e) if !e.is_none() => e,
+            _ => rt.getattr(intern!(py, "engine"))?,
+        };
+        let read = intern!(py, "read");
+        let mut raw = None;
+        if engine.get_type().is(b.native_engine.bind(py)) {
+            let store = engine.getattr(intern!(py, "store"))?;
+            let ty = store.get_type();
+            // The adapter binds a memory store's `read` as its own (nothing is pending):
+            // that one is not a replacement.
+            let own = match instance_attr(&engine, read)? {
+                None => true,
+                Some(r) => {
+                    ty.is(b.memory_store.bind(py))
+                        && r.getattr(intern!(py, "__self__"))
+                            .is_ok_and(|s| s.is(&store))
+                        && r.getattr(intern!(py, "__func__"))
+                            .is_ok_and(|f| f.is(b.memory_read.bind(py)))
+                }
+            };
+            // A store whose shape is not the expected one is read through `engine.read`.
+            if own && instance_attr(&store, read)?.is_none() {
+                if ty.is(b.memory_store.bind(py)) {
+                    raw = store.getattr(intern!(py, "_read")).ok();
+                } else if ty.is(b.store_view.bind(py)) {
+                    raw = store
+                        .getattr(intern!(py, "_native"))
+                        .and_then(|n| n.getattr(read))
+                        .ok();
+                }
+            }
+        }
+        if let Some(f) = raw {
+            let found = f.call1(key)?;
+            if found.is_none() {
+                return Ok(None);
+            }
+            let t = found.cast_into::<PyTuple>()?;
+            return Ok(Some((
+                t.get_item(0)?,
+                t.get_item(1)?,
+                t.get_item(2)?,
+                t.get_item(3)?.cast_into::<PyDict>()?,
+            )));
+        }
+        let stored = engine.call_method1(read, (key,))?;
+        if stored.is_none() {
+            return Ok(None);
+        }
+        Ok(Some((
+            stored.getattr(intern!(py, "version"))?,
+            stored.getattr(intern!(py, "created_ms"))?,
+            stored.getattr(intern!(py, "updated_ms"))?,
+            stored
+                .getattr(intern!(py, "entries"))?
+                .cast_into::<PyDict>()?,
+        )))
+    }
+
+    /// The instance from a stored record's parts: its immutable fields decoded by `plan`
+    /// (`((name, decode, field), ...)`: an entry's bytes go to `decode`; a missing
+    /// entry's value is `field.new_default()`; a failing decode calls the Python
     /// `obj._oaas_decode(name, field, data)`, which raises the error naming the object
-    /// and field; nothing is registered then.
-    fn load<'py>(
+    /// and field), registered in `rt.identity` (nothing registered on an error).
+    fn load_parts<'py>(
         &self,
         cls: &Bound<'py, PyType>,
         rt: &Bound<'py, PyAny>,
         key: &Bound<'py, PyTuple>,
-        stored: &Bound<'py, PyAny>,
+        parts: Parts<'py>,
         plan: &Bound<'py, PyTuple>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let py = cls.py();
-        let obj = self.blank(cls, rt, key, None, 0)?;
-        let entries = stored
-            .getattr(intern!(py, "entries"))?
-            .cast_into::<PyDict>()?;
-        let mut decoded = Vec::with_capacity(plan.len());
+        let entries = parts.3.clone();
+        let obj = self.blank(cls, rt, key, None, Some(parts), 0)?;
         for step in plan.iter() {
             let step = step.cast_into::<PyTuple>()?;
             let name = step.get_item(0)?;
-            let field = step.get_item(2)?;
             let value = match entries.get_item(&name)? {
-                None => field.call_method0(intern!(py, "new_default"))?,
+                None => step.get_item(2)?.call_method0(intern!(py, "new_default"))?,
                 Some(data) => match step.get_item(1)?.call1((&data,)) {
                     Ok(v) => v,
-                    Err(_) => {
-                        obj.call_method1(intern!(py, "_oaas_decode"), (&name, &field, data))?
-                    }
+                    Err(_) => obj.call_method1(
+                        intern!(py, "_oaas_decode"),
+                        (&name, step.get_item(2)?, data),
+                    )?,
                 },
             };
-            decoded.push((name, value));
-        }
-        let state = obj.getattr(intern!(py, STATE_ATTR))?;
-        state.setattr(
-            intern!(py, "version"),
-            stored.getattr(intern!(py, "version"))?,
-        )?;
-        state.setattr(intern!(py, "committed"), &entries)?;
-        state.setattr(
-            intern!(py, "created_ms"),
-            stored.getattr(intern!(py, "created_ms"))?,
-        )?;
-        state.setattr(
-            intern!(py, "updated_ms"),
-            stored.getattr(intern!(py, "updated_ms"))?,
-        )?;
-        for (name, value) in decoded {
             set_plain(&obj, &name, &value)?;
         }
         self.register(rt, key, &obj)?;
         Ok(obj)
+    }
+}
+
+/// `cls.__dict__.get(name)`: the class's own attribute, not an inherited one.
+fn own_attr<'py>(
+    cls: &Bound<'py, PyType>,
+    name: &Bound<'py, PyString>,
+) -> PyResult<Option<Bound<'py, PyAny>>> {
+    // SAFETY: `cls` is a live type object; `tp_dict` is its attribute dict (set once the
+    // type is ready, which a class object reachable from Python is), borrowed.
+    let d = unsafe { (*cls.as_ptr().cast::<ffi::PyTypeObject>()).tp_dict };
+    if d.is_null() {
+        return Ok(None);
+    }
+    // SAFETY: `d` is a live dict (the type's), borrowed for the duration of this call.
+    let d = unsafe { Bound::from_borrowed_ptr(cls.py(), d) }.cast_into::<PyDict>()?;
+    d.get_item(name)
+}
+
+#[pymethods]
+impl Lifecycle {
+    /// `Lifecycle(ObjectState, ObjectMeta, KeyedRef, WeakValueDictionary)`; `TypeError`
+    /// when a slot the native layer writes is not a plain object slot.
+    #[new]
+    fn new(
+        state_ty: &Bound<'_, PyType>,
+        meta_ty: &Bound<'_, PyType>,
+        keyed_ref: &Bound<'_, PyType>,
+        weak_dict: &Bound<'_, PyType>,
+    ) -> PyResult<Self> {
+        Ok(Lifecycle {
+            state_off: member_offsets(state_ty, STATE_FIELDS)?,
+            state_ty: state_ty.clone().unbind(),
+            meta_off: member_offsets(meta_ty, &META_FIELDS)?,
+            meta_ty: meta_ty.clone().unbind(),
+            key_off: member_offsets(keyed_ref, &["key"])?,
+            keyed_ref: keyed_ref.clone().unbind(),
+            weak_dict: weak_dict.clone().unbind(),
+            binding: OnceLock::new(),
+            ids: Mutex::new(IdState {
+                node: 0,
+                rng: u64::try_from(now_ms()).unwrap_or(0),
+                last_ms: -1,
+                seq: 0,
+            }),
+        })
+    }
+
+    /// A new object of `cls` under `key`, as `OaasObject.create`'s Python steps: defaults
+    /// by `plan` (`((name, kind, value), ...)`, see `OaasObject._oaas_build_plan`), the
+    /// mutable fields `live`, `values` assigned (`setattr`, converted), then registered
+    /// in `rt.identity` and `rt.dirty`. Errors of an assignment propagate and leave nothing
+    /// registered.
+    #[pyo3(signature = (cls, rt, key, plan, live, values=None))]
+    fn create<'py>(
+        &self,
+        cls: &Bound<'py, PyType>,
+        rt: &Bound<'py, PyAny>,
+        key: &Bound<'py, PyTuple>,
+        plan: &Bound<'py, PyTuple>,
+        live: &Bound<'py, PyAny>,
+        values: Option<&Bound<'py, PyDict>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        self.create_at(cls, rt, key, plan, live, values, now_ms())
+    }
+
+    /// Give the native entries what they need of the Python side (once, by the seam):
+    /// the runtime module, the Python `create` function, `StoredObject`,
+    /// `ObjectNotFound`, the native engine's adapter and its two native store types,
+    /// and the id generator's node (12 bits) and seed. `RuntimeError` when bound twice.
+    #[allow(clippy::too_many_arguments)]
+    fn bind(
+        &self,
+        py: Python<'_>,
+        runtime: Py<PyAny>,
+        py_create: Py<PyAny>,
+        stored_object: Py<PyAny>,
+        not_found: Py<PyAny>,
+        native_engine: Py<PyAny>,
+        memory_store: Py<PyAny>,
+        store_view: Py<PyAny>,
+        node: u64,
+        seed: u64,
+    ) -> PyResult<()> {
+        self.seed_ids(node, seed);
+        let memory_read = memory_store.getattr(py, intern!(py, "read"))?;
+        self.binding
+            .set(Binding {
+                runtime,
+                py_create,
+                stored_object,
+                not_found,
+                native_engine,
+                memory_store,
+                store_view,
+                memory_read,
+            })
+            .map_err(|_| PyRuntimeError::new_err("Lifecycle.bind: already bound"))
+    }
+
+    /// Seed the id generator (node: 12 bits; again in a forked child).
+    fn seed_ids(&self, node: u64, seed: u64) {
+        let mut st = self
+            .ids
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        *st = IdState {
+            node: node & ((1 << ID_NODE_BITS) - 1),
+            rng: seed,
+            last_ms: -1,
+            seq: 0,
+        };
+    }
+
+    /// A fresh object id (see `oaas_sdk.model.registry.new_object_id` for the layout).
+    fn new_object_id(&self) -> u64 {
+        self.next_id(now_ms())
+    }
+
+    /// `OaasObject.create` in one native call (the seam installs it as the classmethod):
+    /// the Python definition's steps for a fresh id or an int id with an int partition
+    /// and known field names; every other case (no runtime yet, a class not finalized,
+    /// a str id, a conflict, an error to raise) calls the Python definition, which
+    /// raises what it raises.
+    #[pyo3(signature = (cls, obj_id=None, local=None, *, partition_id=None, **values))]
+    fn create_entry<'py>(
+        &self,
+        cls: &Bound<'py, PyType>,
+        obj_id: Option<Bound<'py, PyAny>>,
+        local: Option<Bound<'py, PyAny>>,
+        partition_id: Option<Bound<'py, PyAny>>,
+        values: Option<Bound<'py, PyDict>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let py = cls.py();
+        let b = self.binding()?;
+        let fallback = || {
+            let kw = match &values {
+                Some(v) => v.copy()?,
+                None => PyDict::new(py),
+            };
+            kw.set_item(intern!(py, "partition_id"), &partition_id)?;
+            b.py_create.bind(py).call((cls, &obj_id, &local), Some(&kw))
+        };
+        let rt = b.runtime.bind(py).getattr(intern!(py, "_current"))?;
+        if rt.is_none() || !cls.getattr(intern!(py, "_oaas_ready"))?.is_truthy()? {
+            return fallback();
+        }
+        let Some(plan) = own_attr(cls, intern!(py, "_oaas_plan"))? else {
+            return fallback();
+        };
+        let Ok(plan) = plan.cast_into::<PyTuple>() else {
+            return fallback();
+        };
+        if let Some(v) = &values {
+            let fields = cls.getattr(intern!(py, "_oaas_fields"))?;
+            for name in v.keys() {
+                if !fields.contains(name)? {
+                    return fallback();
+                }
+            }
+        }
+        let pid = match &partition_id {
+            Some(p) => p.clone(),
+            None => rt
+                .getattr(intern!(py, "config"))?
+                .getattr(intern!(py, "oprc_partition_default"))?,
+        };
+        if !int_below(&pid, 1 << 32) {
+            return fallback();
+        }
+        let cls_id = cls.getattr(intern!(py, "_oaas_cls_id"))?;
+        // One clock read: the fresh id's milliseconds and the creation time.
+        let now = now_ms();
+        let key = match &obj_id {
+            None => PyTuple::new(
+                py,
+                [cls_id, pid, self.next_id(now).into_pyobject(py)?.into_any()],
+            )?,
+            Some(oid) => {
+                if !int_below(oid, 1 << 64) {
+                    return fallback();
+                }
+                let key = PyTuple::new(py, [cls_id, pid, oid.clone()])?;
+                if self.identity_get(&rt, &key)?.is_some()
+                    || self.read_stored(b, &rt, &key)?.is_some()
+                {
+                    return fallback(); // the Python definition raises ConflictError
+                }
+                key
+            }
+        };
+        let values = values.filter(|v| !v.is_empty());
+        self.create_at(
+            cls,
+            &rt,
+            &key,
+            &plan.get_item(0)?.cast_into::<PyTuple>()?,
+            &plan.get_item(1)?,
+            values.as_ref(),
+            now,
+        )
+    }
+
+    /// The cold part of `OaasObject.load` (no live instance under `key`), as the Python
+    /// definition's steps: the record from the entry cache (unless `rt.cache_stale`
+    /// holds `key`) or from the engine (the native store's read called directly when
+    /// the engine is the native one and neither its `read` nor its store's is replaced
+    /// on the instance: no `StoredObject`), put into the cache when it is enabled, then
+    /// decoded onto a new instance by `plan` (as `load`) and registered. Raises
+    /// `ObjectNotFound` (`"<cls_id>/<partition>/<id> not found (<store name>)"`) when
+    /// there is no such object, `StorageError` when the store fails.
+    fn load_cold<'py>(
+        &self,
+        cls: &Bound<'py, PyType>,
+        rt: &Bound<'py, PyAny>,
+        key: &Bound<'py, PyTuple>,
+        plan: &Bound<'py, PyTuple>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let py = cls.py();
+        let b = self.binding()?;
+        // While an instance with commits the cache lacks is alive (or awaiting its
+        // finalizer), the cache is stale for its key: read through the engine.
+        let mut parts = None;
+        if !rt.getattr(intern!(py, "cache_stale"))?.contains(key)? {
+            let cached = rt
+                .getattr(intern!(py, "cache"))?
+                .call_method1(intern!(py, "get"), (key,))?;
+            if !cached.is_none() {
+                parts = Some((
+                    cached.getattr(intern!(py, "version"))?,
+                    cached.getattr(intern!(py, "created_ms"))?,
+                    cached.getattr(intern!(py, "updated_ms"))?,
+                    cached
+                        .getattr(intern!(py, "entries"))?
+                        .cast_into::<PyDict>()?,
+                ));
+            }
+        }
+        let parts = match parts {
+            Some(p) => p,
+            None => {
+                let Some(p) = self.read_stored(b, rt, key)? else {
+                    let store = rt
+                        .getattr(intern!(py, "engine"))?
+                        .getattr(intern!(py, "store"))?
+                        .getattr(intern!(py, "name"))?;
+                    let msg = format!(
+                        "{}/{}/{} not found ({store})",
+                        key.get_item(0)?,
+                        key.get_item(1)?,
+                        key.get_item(2)?
+                    );
+                    return Err(PyErr::from_value(b.not_found.bind(py).call1((msg,))?));
+                };
+                if rt.getattr(intern!(py, "cache_enabled"))?.is_truthy()? {
+                    let rec = b
+                        .stored_object
+                        .bind(py)
+                        .call1((&p.0, &p.1, &p.2, p.3.copy()?))?;
+                    rt.getattr(intern!(py, "cache"))?
+                        .call_method1(intern!(py, "put"), (key, rec))?;
+                }
+                p
+            }
+        };
+        self.load_parts(cls, rt, key, parts, plan)
     }
 }
 
