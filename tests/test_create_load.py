@@ -253,3 +253,13 @@ def test_native_ids_are_seeded_again_after_fork() -> None:
         assert ((Made.create().object_id >> 10) & 0xFFF) == old.node ^ 1
     finally:
         oaas.configure(OaasConfig(mock_mode=True, native="off"))
+
+
+def test_create_and_load_keep_their_user_docs(sdk: Sdk) -> None:
+    """``help(Cls.create)`` / ``help(Cls.load)`` show the public docstring on both
+    implementations (the native create is installed by the seam in place of the Python
+    definition)."""
+    Made.create()  # the seam has installed this implementation's create
+    assert (Made.create.__doc__ or "").startswith("Create a new object of this class")
+    assert "ConflictError" in (Made.create.__doc__ or "")
+    assert (Made.load.__doc__ or "").startswith("The object with this id")

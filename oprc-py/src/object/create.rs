@@ -724,11 +724,21 @@ impl Lifecycle {
         self.next_id(now_ms())
     }
 
-    /// `OaasObject.create` in one native call (the seam installs it as the classmethod):
-    /// the Python definition's steps for a fresh id or an int id with an int partition
-    /// and known field names; every other case (no runtime yet, a class not finalized,
-    /// a str id, a conflict, an error to raise) calls the Python definition, which
-    /// raises what it raises.
+    // `OaasObject.create` in one native call (the seam installs it as the classmethod):
+    // the Python definition's steps for a fresh id or an int id with an int partition
+    // and known field names; every other case (no runtime yet, a class not finalized,
+    // a str id, a conflict, an error to raise) calls the Python definition, which
+    // raises what it raises. The doc comment is the Python definition's docstring, the
+    // one users read in `help(Cls.create)`.
+    /// Create a new object of this class (not yet committed).
+    ///
+    /// ``obj_id``: a u64 or a string ``[a-z0-9._:-]{1,160}``; a fresh time-ordered 63-bit
+    /// id when omitted. ``partition_id``: u32, default the configured partition.
+    /// ``local`` is accepted for oaas-sdk2-py compatibility. ``values`` set fields (each
+    /// converted like an assignment). Raises ``ValueError`` for a malformed id,
+    /// :class:`ConflictError` when an object with ``obj_id`` already exists (use
+    /// :meth:`load` or :meth:`load_or_create`), ``TypeError``/:class:`ValidationError` for
+    /// a bad field value.
     #[pyo3(signature = (cls, obj_id=None, local=None, *, partition_id=None, **values))]
     fn create_entry<'py>(
         &self,
