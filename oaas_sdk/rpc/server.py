@@ -176,7 +176,7 @@ class _Target:
         (so checking them first is not needed)."""
         if kwargs or len(args) > len(self.passes):
             return False
-        for a, t in zip(args, self.passes):
+        for a, t in zip(args, self.passes, strict=False):
             if t is not None and type(a) is not t:
                 return False
         return True

@@ -328,7 +328,8 @@ where
 {
     type Response = http::Response<tonic::body::Body>;
     type Error = S::Error;
-    type Future = futures_util::future::Either<S::Future, BoxFuture<Result<Self::Response, S::Error>>>;
+    type Future =
+        futures_util::future::Either<S::Future, BoxFuture<Result<Self::Response, S::Error>>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)
