@@ -60,8 +60,11 @@ async def _serve_call(server: NativeRpcServer, args: tuple[Any, ...], done: Any)
         reply = internal_error(e)
     finally:
         server._running.pop(done.id, None)
-    if done(*reply):
-        server._flush_soon()
+    if done(*reply) and not server._draining:  # (a drain sends its batch at its end)
+        if server._running:  # other calls go on: their answers leave with this one
+            server._flush_soon()
+        else:  # nothing else in flight here: no batch to wait for
+            server._flush()
 
 
 class NativeRpcServer:
@@ -84,6 +87,8 @@ class NativeRpcServer:
         # calls that suspended (or, on 3.11, have not run yet), by call id: their tasks
         # (cancelled when their client goes away) and completers
         self._running: dict[int, tuple[asyncio.Task[None], Any]] = {}
+        # in NativeServer.drain (eager calls answered there leave at its end)
+        self._draining = False
 
     @property
     def io_threads(self) -> int | None:
@@ -141,6 +146,11 @@ class NativeRpcServer:
         if not task.done():
             self._running[done.id] = (task, done)
 
+    def _flush(self) -> None:
+        native = self._native
+        if native is not None:
+            native.flush()
+
     def _flush_soon(self) -> None:
         """Have the answers queued in this loop turn sent at its end (one wake-up of the
         I/O threads for them, not one per answer; Rust sends a full batch at once)."""
@@ -150,7 +160,11 @@ class NativeRpcServer:
 
     def _drain(self) -> None:
         try:
-            gone = self._native.drain()
+            self._draining = True
+            try:
+                gone = self._native.drain()
+            finally:
+                self._draining = False
             if gone:
                 running = self._running
                 for call_id in gone:
