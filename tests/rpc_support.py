@@ -290,3 +290,45 @@ class PlainClient:
 
     def close(self) -> None:
         self.channel.close()
+
+
+def raw_grpc_call(target: str, path: str, message: bytes, headers: dict[str, str],
+                  wait: float = 30.0) -> tuple[int | None, str]:
+    """One unary gRPC call over plaintext HTTP/2 with the ``h2`` library: ``message`` (the
+    serialized request) to ``path`` with extra request ``headers`` (e.g. ``grpc-timeout``,
+    which a grpcio client cannot send without enforcing it itself). Returns the server's
+    ``(grpc-status, grpc-message)``; ``(None, reason)`` when the stream is reset or the
+    connection closes first. Waits ``wait`` seconds at most (``TimeoutError``)."""
+    import h2.config
+    import h2.connection
+    import h2.events
+
+    host, port = target.rsplit(":", 1)
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True,
+                                                                header_encoding="utf-8"))
+    with socket.create_connection((host, int(port)), timeout=wait) as sock:
+        conn.initiate_connection()
+        sid = conn.get_next_available_stream_id()
+        conn.send_headers(sid, [(":method", "POST"), (":scheme", "http"), (":path", path),
+                                (":authority", target), ("content-type", "application/grpc"),
+                                ("te", "trailers"), *headers.items()])
+        conn.send_data(sid, b"\x00" + len(message).to_bytes(4, "big") + message,
+                       end_stream=True)
+        sock.sendall(conn.data_to_send())
+        deadline = time.monotonic() + wait
+        while True:
+            sock.settimeout(max(0.01, deadline - time.monotonic()))
+            data = sock.recv(65536)
+            if not data:
+                return None, "connection closed"
+            for ev in conn.receive_data(data):
+                if isinstance(ev, h2.events.DataReceived):
+                    conn.acknowledge_received_data(ev.flow_controlled_length, ev.stream_id)
+                elif isinstance(ev, (h2.events.ResponseReceived, h2.events.TrailersReceived)) \
+                        and ev.stream_id == sid:
+                    h = dict(ev.headers)
+                    if "grpc-status" in h:
+                        return int(h["grpc-status"]), h.get("grpc-message", "")
+                elif isinstance(ev, h2.events.StreamReset) and ev.stream_id == sid:
+                    return None, f"stream reset ({ev.error_code!r})"
+            sock.sendall(conn.data_to_send())

@@ -160,14 +160,14 @@ async def test_native_entry_answers_inline_or_goes_on_as_a_task(sdk: Any) -> Non
     d = _Done(2)
     srv._entry(True, "test.Counter", "slow_increment", "18", 0, b"0.01", {}, d)
     assert d.reply is None and set(srv._running) == {2}  # suspended (or not yet run): a task
-    await srv._running[2]
+    await srv._running[2][0]  # (task, completer)
     await asyncio.sleep(0)  # the task's done callback
     assert d.reply is not None and d.reply[:2] == (0, b"1") and not srv._running
     assert _stored_count(18) == 1  # committed before the answer
     for started in (False, True):  # client gone before / after the task's first step
         d = _Done(3)
         srv._entry(True, "test.Counter", "slow_increment", "18", 0, b"60", {}, d)
-        task = srv._running[3]
+        task = srv._running[3][0]
         if started:
             await asyncio.sleep(0)
         srv._native = SimpleNamespace(drain=lambda: [3, 99])  # call 3's client is gone

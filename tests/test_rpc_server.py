@@ -19,7 +19,13 @@ import grpc
 import pytest
 
 from tests.conftest import IMPLS, _need_impl
-from tests.rpc_support import PlainClient, ServiceProcess, compile_proto, write_service
+from tests.rpc_support import (
+    PlainClient,
+    ServiceProcess,
+    compile_proto,
+    raw_grpc_call,
+    write_service,
+)
 
 OKAY, INVALID_REQUEST, APP_ERROR = 0, 1, 2
 
@@ -224,9 +230,9 @@ def test_calls_on_one_object_take_turns(served: Any) -> None:
     assert _json(c.obj("get_count", object_id="600")) == 40
 
 
-# What a client sees when its deadline passes: DEADLINE_EXCEEDED from its own timer, or,
-# when the tonic server's timer fires first, CANCELLED "Timeout expired" (tonic's status).
-_PAST_DEADLINE = (grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED)
+# What a client sees when its deadline passes: DEADLINE_EXCEEDED, from its own timer or
+# the server's (test_server_answers_deadline_exceeded tells them apart).
+_PAST_DEADLINE = (grpc.StatusCode.DEADLINE_EXCEEDED,)
 
 
 def _envelope(c: PlainClient, fn: str, object_id: str, *args: Any) -> Any:
@@ -279,6 +285,41 @@ def test_call_past_its_deadline_mid_call_is_cancelled(served: Any, tmp_path: Pat
     _wait_for_file(Path(f"{started}.cancelled"), svc)
     release.touch()
     assert _json(c.obj("get_count", object_id="720")) == 0  # nothing committed
+
+
+def test_server_answers_deadline_exceeded(served: Any, tmp_path: Path) -> None:
+    """A call whose deadline (``grpc-timeout``) passes: the server itself answers
+    DEADLINE_EXCEEDED, as gRPC servers do (the native server's tonic answered CANCELLED
+    "Timeout expired"). The client here sends the deadline but keeps no timer of its own,
+    so the status is the server's. The method is cancelled and nothing is committed."""
+    import msgpack
+
+    from oaas_sdk import codec
+
+    svc, c = served
+    started, release = tmp_path / "started", tmp_path / "release"
+    req = c.pb2.ObjectInvocationRequest(cls_id="example.Counter", fn_id="gated_add",
+                                        object_id="740")
+    req.payload = msgpack.packb([[codec.encode(a) for a in
+                                  (str(started), str(release), 5)], {}])
+    req.options["oaas-args"] = "envelope"
+    t0 = time.monotonic()
+    status, message = raw_grpc_call(svc.target, "/oprc.OprcFunction/InvokeObj",
+                                    req.SerializeToString(), {"grpc-timeout": "700m"})
+    elapsed = time.monotonic() - t0
+    assert status == grpc.StatusCode.DEADLINE_EXCEEDED.value[0], (status, message)
+    assert 0.5 < elapsed < 20
+    _wait_for_file(Path(f"{started}.cancelled"), svc)  # cancelled where it waited
+    release.touch()
+    assert _json(c.obj("get_count", object_id="740")) == 0  # nothing committed
+    # a call within its deadline is answered as usual
+    status, _ = raw_grpc_call(svc.target, "/oprc.OprcFunction/InvokeObj",
+                              c.pb2.ObjectInvocationRequest(
+                                  cls_id="example.Counter", fn_id="add", payload=b"2",
+                                  object_id="741").SerializeToString(),
+                              {"grpc-timeout": "20S"})
+    assert status == 0
+    assert _json(c.obj("get_count", object_id="741")) == 2
 
 
 def test_calls_gone_before_they_ran_never_run(served: Any, tmp_path: Path) -> None:

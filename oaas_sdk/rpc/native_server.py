@@ -10,22 +10,21 @@ calls, each passed with the request's fields as they are. Each call's coroutine
 one (its first step runs at once, so a call that does not suspend answers with no
 event-loop round trip). A task is cancelled when the server reports its client gone (went
 away, deadline passed, a stop's grace period over). The response fields go back to
-Rust, which encodes them. Statuses, headers and limits are those of
+Rust, which encodes them; the answers of one loop turn are handed to the I/O threads
+together, at the end of the turn (or 16 at a time). Statuses, headers and limits are those of
 :class:`~oaas_sdk.rpc.server.RpcServer`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 import sys
-from collections.abc import Coroutine
 from typing import Any
 
 from .._backend import server_implementation  # re-exported: the seam makes the choice
 from ..errors import ConfigError
-from .server import Reply, internal_error, run_call
+from .server import internal_error, run_call
 from .tls import ServerTls
 
 __all__ = ["NativeRpcServer", "server_implementation"]
@@ -33,31 +32,39 @@ __all__ = ["NativeRpcServer", "server_implementation"]
 log = logging.getLogger("oaas_sdk")
 
 
-
 #: Python 3.12+ runs a new task's first step at once (``eager_start``): a call that does not
 #: suspend is answered before the entry returns, inside its task (``asyncio.timeout``,
 #: ``wait_for`` and ``current_task()`` work as in any task), with no event-loop round trip.
 #: On 3.11 each call is a task scheduled on the loop.
 _EAGER = sys.version_info >= (3, 12)
-_EAGER_START: dict[str, Any] = {"eager_start": True}
+_EAGER_START: dict[str, Any] = {"eager_start": True} if _EAGER else {}
+_Task = asyncio.Task
 
 
-async def _serve_call(coro: Coroutine[Any, Any, Reply], done: Any) -> None:
-    """Run one call's coroutine (:func:`~oaas_sdk.rpc.server.run_call`) as a task and pass
-    its reply to ``done`` (Rust encodes and sends it). Cancelled (the client went away, the
-    deadline passed, a stop's grace period ended): the coroutine sees the cancellation
-    where it waits (the method's changes roll back, nothing is committed) and the server
-    is told the call failed."""
+async def _serve_call(server: NativeRpcServer, args: tuple[Any, ...], done: Any) -> None:
+    """Run one call (:func:`~oaas_sdk.rpc.server.run_call` with ``args``, the request's
+    fields) in its task and pass its reply to ``done`` (Rust encodes and sends it; the
+    answers of a loop turn leave together, see :meth:`NativeRpcServer._flush_soon`).
+    Cancelled (the client went away, the deadline passed, a stop's grace period ended):
+    the method sees the cancellation where it waits (its changes roll back, nothing is
+    committed) and the call is failed (also when cancelled before its first step: the
+    method never ran)."""
     try:
-        reply = await coro
+        reply = await run_call(*args)
     except asyncio.CancelledError:
-        done.fail("the call was cancelled in the server")
+        if done.fail("the call was cancelled in the server"):
+            server._flush_soon()
         raise
     except Exception as e:  # a defect of the SDK: answer, keep serving
         log.exception("an invocation failed in the server")
-        done(*internal_error(e))
-        return
-    done(*reply)
+        reply = internal_error(e)
+    finally:
+        server._running.pop(done.id, None)
+    if done(*reply) and not server._draining:  # (a drain sends its batch at its end)
+        if server._running:  # other calls go on: their answers leave with this one
+            server._flush_soon()
+        else:  # nothing else in flight here: no batch to wait for
+            server._flush()
 
 
 class NativeRpcServer:
@@ -77,9 +84,11 @@ class NativeRpcServer:
         self.stopping = False
         self._native: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        # calls that suspended (or, on 3.11, have not run yet), by call id: their tasks,
-        # cancelled when their client goes away
-        self._running: dict[int, asyncio.Task[None]] = {}
+        # calls that suspended (or, on 3.11, have not run yet), by call id: their tasks
+        # (cancelled when their client goes away) and completers
+        self._running: dict[int, tuple[asyncio.Task[None], Any]] = {}
+        # in NativeServer.drain (eager calls answered there leave at its end)
+        self._draining = False
 
     @property
     def io_threads(self) -> int | None:
@@ -125,41 +134,47 @@ class NativeRpcServer:
         # Each call is a task of its own (the turn a call holds is a context variable of
         # its context); on 3.12+ its first step runs here, so a call that completes
         # without suspending (most do) has answered when the task is made.
-        assert self._loop is not None
-        coro = run_call(is_obj, cls_id, fn_id, object_id, partition_id, payload, options)
         try:
-            if _EAGER:
-                task = asyncio.Task(_serve_call(coro, done), loop=self._loop, **_EAGER_START)
-            else:
-                task = self._loop.create_task(_serve_call(coro, done))
+            task = _Task(_serve_call(self, (is_obj, cls_id, fn_id, object_id, partition_id,
+                                            payload, options), done),
+                         loop=self._loop, **_EAGER_START)
         except Exception as e:  # pragma: no cover - a defect of the SDK: answer, serve on
-            coro.close()
             log.exception("invocation %s.%s failed in the server", cls_id, fn_id)
-            done(*internal_error(e))
+            if done(*internal_error(e)):
+                self._flush_soon()
             return
-        if task.done():
-            return
-        call_id = done.id
-        self._running[call_id] = task
+        if not task.done():
+            self._running[done.id] = (task, done)
 
-        def finished(t: asyncio.Task[None]) -> None:
-            self._running.pop(call_id, None)
-            if t.cancelled() and inspect.getcoroutinestate(coro) == inspect.CORO_CREATED:
-                # cancelled before its first step: the method never ran
-                coro.close()
-                done.fail("the call was cancelled in the server")
+    def _flush(self) -> None:
+        native = self._native
+        if native is not None:
+            native.flush()
 
-        task.add_done_callback(finished)
+    def _flush_soon(self) -> None:
+        """Have the answers queued in this loop turn sent at its end (one wake-up of the
+        I/O threads for them, not one per answer; Rust sends a full batch at once)."""
+        native = self._native
+        if native is not None and self._loop is not None:
+            self._loop.call_soon(native.flush)
 
     def _drain(self) -> None:
         try:
-            gone = self._native.drain()
+            self._draining = True
+            try:
+                gone = self._native.drain()
+            finally:
+                self._draining = False
             if gone:
                 running = self._running
                 for call_id in gone:
-                    task = running.get(call_id)
-                    if task is not None:
-                        task.cancel()
+                    entry = running.pop(call_id, None)
+                    if entry is not None:
+                        task, done = entry
+                        task.cancel()  # the method sees it where it waits
+                        # (answered now: it may not have started, and nobody waits)
+                        if done.fail("the call was cancelled in the server"):
+                            self._flush_soon()
         except Exception:  # pragma: no cover - entry failed; those calls got INTERNAL
             log.exception("passing calls to the event loop failed")
 

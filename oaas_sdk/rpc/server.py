@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import concurrent.futures
+import inspect
 import itertools
 import json
 import logging
@@ -141,6 +142,63 @@ def _spec_of(cls: type[OaasObject], fn_id: str) -> Any:
     return spec
 
 
+class _Target:
+    """What :func:`run_call` needs of one method of one class, resolved once (kept in the
+    class's ``_oaas_rpc_targets``, by ``fn_id``)."""
+
+    __slots__ = ("spec", "sig", "kind", "where", "passes", "direct", "converts", "attr")
+
+    def __init__(self, cls: type[OaasObject], spec: Any) -> None:
+        self.spec = spec
+        self.sig = sig = signature_of(spec)
+        self.kind = kind = spec.kind
+        self.where = f"{cls.__name__}.{spec.attr_name}()"
+        self.attr = spec.attr_name
+        # an async method, setter, getter or function is called as it is (it returns an
+        # awaitable); a sync method or setter goes through ``invoke`` (it waits for the turn)
+        self.direct = spec.is_async
+        self.converts = kind in ("method", "constructor", "function") and \
+            spec.needs_conversion()
+        # Per positional parameter, the type an argument passes the method's argument
+        # conversion with unchanged: ``None`` (no conversion: no hint, or ``Any``), a
+        # simple type (an argument of exactly that type), or ``...`` (converted).
+        P = inspect.Parameter
+        passes: list[Any] = []
+        for prm in sig.params:
+            if prm.kind not in (P.POSITIONAL_ONLY, P.POSITIONAL_OR_KEYWORD):
+                break
+            hint = sig.hints.get(prm.name, Any)
+            passes.append(None if hint is Any else hint if hint in _SIMPLE else ...)
+        self.passes = tuple(passes)
+
+    def unconverted(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+        """Whether the method's argument conversion leaves these arguments as they are
+        (so checking them first is not needed)."""
+        if kwargs or len(args) > len(self.passes):
+            return False
+        for a, t in zip(args, self.passes, strict=False):
+            if t is not None and type(a) is not t:
+                return False
+        return True
+
+
+_SIMPLE = (int, float, str, bool, bytes)
+
+
+def _target_of(cls: type[OaasObject], fn_id: str) -> _Target | None:
+    targets: dict[str, _Target] | None = cls.__dict__.get("_oaas_rpc_targets")
+    if targets is None:
+        targets = {}
+        cls._oaas_rpc_targets = targets  # type: ignore[attr-defined]
+    t = targets.get(fn_id)
+    if t is None:
+        spec = _spec_of(cls, fn_id)
+        if spec is None:
+            return None
+        t = targets[fn_id] = _Target(cls, spec)
+    return t
+
+
 def _forget(obj: OaasObject) -> None:
     """Drop an object created for this call that must not be persisted, unless another
     call is using it meanwhile (holds or awaits its turn): that call then decides."""
@@ -192,25 +250,25 @@ async def run_call(is_obj: bool, cls_id: str, fn_id: str, object_id: str | None,
     or method error: those become the status (see the module docstring).
 
     A call that needs not wait (an uncontended turn, a method that does not suspend, a
-    commit acknowledged at once) completes at its first step: the native server drives it
-    without a task."""
+    commit acknowledged at once) completes at its first step (on Python 3.12+, the
+    native server's eager task answers it before the loop turns)."""
     inv_id = f"{_ID_PREFIX}{next(_ids):x}"
     cls = class_by_id(cls_id)
     if cls is None:
         return _invalid(f"cls_id '{cls_id}' not found", inv_id)
-    spec = _spec_of(cls, fn_id)
-    if spec is None:
+    t = _target_of(cls, fn_id)
+    if t is None:
         return _invalid(f"fn_id '{fn_id}' not found", inv_id)
-    kind = spec.kind
+    spec = t.spec
+    kind = t.kind
     if kind != "function" and not spec.stateless and kind != "getter" and not is_obj:
         return _invalid(
             f"fn_id '{fn_id}' of '{cls_id}' is a method of an object: call it "
             f"with InvokeObj and an object_id", inv_id)
-    sig = signature_of(spec)
+    sig = t.sig
     try:
         if payload or options:
-            args, kwargs = decode_args(sig, payload, options,
-                                       f"{cls.__name__}.{spec.attr_name}()")
+            args, kwargs = decode_args(sig, payload, options, t.where)
         else:
             args, kwargs = (), {}
     except SerializationError as e:
@@ -236,6 +294,10 @@ async def run_call(is_obj: bool, cls_id: str, fn_id: str, object_id: str | None,
         else:  # InvokeFn of a stateless method or getter: a transient default object
             obj = cls.create()
             created = True
+    # The arguments are checked here, so that one the parameters cannot take is a
+    # conversion error (not the method's): unless the method's own conversion passes
+    # them unchanged (the common case: as many simple values as it takes).
+    check = t.converts and not t.unconverted(args, kwargs)
     if sig.request_param is not None:
         kwargs[sig.request_param] = request if request is not None else _request(
             is_obj, cls_id, fn_id, object_id, partition_id, payload, options)
@@ -243,8 +305,8 @@ async def run_call(is_obj: bool, cls_id: str, fn_id: str, object_id: str | None,
         try:
             sig.check_binding(args, kwargs)
         except TypeError as e:
-            raise ValidationError(f"{cls.__name__}.{spec.attr_name}(): {e}") from None
-        if kind in ("method", "constructor", "function") and spec.needs_conversion():
+            raise ValidationError(f"{t.where}: {e}") from None
+        if check:
             spec.convert_args(args, kwargs, obj)  # a conversion error is the caller's
     except ValidationError as e:
         if created and obj is not None:
@@ -252,8 +314,10 @@ async def run_call(is_obj: bool, cls_id: str, fn_id: str, object_id: str | None,
         return _conversion_error(e, inv_id)
 
     try:
-        # as a call through a reference: a sync method or setter waits for the turn too
-        res = await invoke(cls if obj is None else obj, spec, args, kwargs)
+        if t.direct:  # an async method, setter, getter or function: it awaits the turn
+            res = await getattr(cls if obj is None else obj, t.attr)(*args, **kwargs)
+        else:  # as a call through a reference: a sync method or setter waits for the turn
+            res = await invoke(cls if obj is None else obj, spec, args, kwargs)
     except Exception as e:
         if created and obj is not None:
             _forget(obj)

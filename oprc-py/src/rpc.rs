@@ -9,6 +9,12 @@
 //! loop, [`NativeServer::drain`] passes each queued call to the Python `entry` callable
 //! (`oaas_sdk.rpc.native_server`), which runs the dispatch and calls the [`Completer`]
 //! with the response fields; the response is encoded in Rust.
+//!
+//! Answers go back in batches too: a [`Completer`] queues its answer, and a replier task
+//! on the runtime hands the queued answers to their calls when the Python side flushes
+//! ([`NativeServer::flush`], at the end of the loop's turn) or [`FLUSH_AT`] answers are
+//! queued. Waking a tokio worker from the loop's thread (a futex or eventfd write, and the
+//! runtime's queue lock) once per answer cost the loop more than the dispatch itself.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -26,7 +32,7 @@ use oprc_rpc::{CallKind, Invocation, Invoker, RunningServer, ServerConfig, TlsCo
 use pyo3::exceptions::{PyOSError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, Notify};
 use tonic::Status;
 
 /// Components this module provides natively, reported by `build_info()`.
@@ -73,6 +79,11 @@ pub const DEFAULT_THREADS: usize = 2;
 
 type Reply = Result<InvocationResponse, Status>;
 
+/// Queued answers are handed to their calls at once when this many wait (else when the
+/// Python side flushes at the end of its loop's turn): tokio encodes and sends the first
+/// answers while the loop runs the next calls.
+pub const FLUSH_AT: usize = 16;
+
 struct Pending {
     id: u64,
     call: Invocation,
@@ -90,9 +101,44 @@ struct Bridge {
     scheduled: AtomicBool,
     wake_tx: UnixStream,
     wake_rx: UnixStream,
+    /// Answers queued by [`Completer`]s, not yet handed to their calls.
+    out: Mutex<Vec<(oneshot::Sender<Reply>, Reply)>>,
+    /// Wakes the replier task (which hands the queued answers to their calls).
+    out_notify: Arc<Notify>,
+    /// The server object is gone: the replier task ends.
+    closed: AtomicBool,
 }
 
 impl Bridge {
+    /// Queue an answer; returns how many are queued now.
+    fn queue_reply(&self, tx: oneshot::Sender<Reply>, r: Reply) -> usize {
+        let mut q = match self.out.lock() {
+            Ok(q) => q,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        q.push((tx, r));
+        q.len()
+    }
+
+    /// Have the replier task hand the queued answers to their calls (one wake-up of a
+    /// tokio worker for the batch).
+    fn flush(&self) {
+        let pending = match self.out.lock() {
+            Ok(q) => !q.is_empty(),
+            Err(poisoned) => !poisoned.into_inner().is_empty(),
+        };
+        if pending {
+            self.out_notify.notify_one();
+        }
+    }
+
+    fn take_out(&self) -> Vec<(oneshot::Sender<Reply>, Reply)> {
+        match self.out.lock() {
+            Ok(mut q) => std::mem::take(&mut *q),
+            Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
+        }
+    }
+
     fn push(&self, p: Pending) {
         match self.queue.lock() {
             Ok(mut q) => q.push(p),
@@ -192,24 +238,36 @@ impl Invoker for PyInvoker {
     }
 }
 
-/// Completes one call: `done(status, payload, headers, invocation_id)` sends the
+/// Completes one call: `done(status, payload, headers, invocation_id)` answers with the
 /// response (`payload` bytes or None, `headers` a dict of str); `done.fail(message)` ends
 /// the RPC with gRPC status INTERNAL. Later calls do nothing (the client may be gone).
+///
+/// The answer is queued: both return True when it is the first one queued since the
+/// last flush, and the caller must then have `NativeServer.flush()` called soon (at the
+/// end of the event loop's turn: `loop.call_soon(server.flush)`); [`FLUSH_AT`] queued
+/// answers are sent without waiting for it.
 #[pyclass(frozen, module = "oaas_sdk._native")]
 pub struct Completer {
     id: u64,
     reply: Mutex<Option<oneshot::Sender<Reply>>>,
+    bridge: Arc<Bridge>,
 }
 
 impl Completer {
-    fn send(&self, r: Reply) {
+    fn send(&self, r: Reply) -> bool {
         let tx = match self.reply.lock() {
             Ok(mut g) => g.take(),
             Err(p) => p.into_inner().take(),
         };
-        if let Some(tx) = tx {
-            let _ = tx.send(r);
+        let Some(tx) = tx else { return false };
+        if tx.is_closed() {
+            return false; // the caller is gone: nobody to answer
         }
+        let queued = self.bridge.queue_reply(tx, r);
+        if queued >= FLUSH_AT {
+            self.bridge.out_notify.notify_one();
+        }
+        queued == 1
     }
 }
 
@@ -238,17 +296,17 @@ impl Completer {
         payload: Option<&[u8]>,
         headers: HashMap<String, String>,
         invocation_id: String,
-    ) {
+    ) -> bool {
         self.send(Ok(InvocationResponse {
             payload: payload.map(Bytes::copy_from_slice),
             status,
             headers,
             invocation_id,
-        }));
+        }))
     }
 
-    fn fail(&self, message: String) {
-        self.send(Err(Status::internal(message)));
+    fn fail(&self, message: String) -> bool {
+        self.send(Err(Status::internal(message)))
     }
 }
 
@@ -263,7 +321,7 @@ impl Completer {
 /// watch `wake_fd` with `loop.add_reader(fd, server.drain)`. `entry(is_obj, cls_id,
 /// fn_id, object_id, partition_id, payload, options, done)` is called on that loop once
 /// per call (`object_id` str or None, `payload` bytes, `options` dict) and must
-/// eventually call `done` (a `Completer`).
+/// eventually call `done` (a `Completer`) and then, when `done` returns True, `flush`.
 #[pyclass(frozen, module = "oaas_sdk._native")]
 pub struct NativeServer {
     bridge: Arc<Bridge>,
@@ -316,8 +374,12 @@ impl NativeServer {
             scheduled: AtomicBool::new(false),
             wake_tx,
             wake_rx,
+            out: Mutex::new(Vec::new()),
+            out_notify: Arc::new(Notify::new()),
+            closed: AtomicBool::new(false),
         });
         let rt = runtime()?;
+        spawn_replier(rt, &bridge);
         let invoker = PyInvoker {
             bridge: bridge.clone(),
         };
@@ -367,6 +429,12 @@ impl NativeServer {
         self.bridge.wake_rx.as_raw_fd()
     }
 
+    /// Hand the answers `Completer`s queued to their calls (one wake-up of the I/O
+    /// threads for the batch). Cheap when nothing is queued.
+    fn flush(&self) {
+        self.bridge.flush();
+    }
+
     /// Pass the queued calls to `entry` (on the event loop's thread); returns the ids
     /// (`Completer.id`) of calls passed on earlier whose client has gone since (gone,
     /// deadline passed, or a stop's grace period over): the caller cancels those still
@@ -391,6 +459,7 @@ impl NativeServer {
                 Completer {
                     id: p.id,
                     reply: Mutex::new(Some(p.reply)),
+                    bridge: self.bridge.clone(),
                 },
             )?;
             let r = entry.call1((
@@ -408,6 +477,8 @@ impl NativeServer {
                 first_err.get_or_insert(e);
             }
         }
+        // calls that completed at once (eager tasks) leave with this batch
+        self.bridge.flush();
         match first_err {
             Some(e) => Err(e),
             None => Ok(gone),
@@ -433,6 +504,7 @@ impl NativeServer {
             Ok(mut g) => g.take(),
             Err(p) => p.into_inner().take(),
         };
+        self.bridge.flush();
         let rt = runtime()?;
         let Some(server) = server else {
             done.call1(py, (true,))?;
@@ -448,6 +520,37 @@ impl NativeServer {
         });
         Ok(())
     }
+}
+
+impl Drop for NativeServer {
+    fn drop(&mut self) {
+        // the replier task ends (answers still queued are dropped with the bridge: their
+        // calls end with UNAVAILABLE)
+        self.bridge.closed.store(true, Ordering::SeqCst);
+        self.bridge.out_notify.notify_one();
+    }
+}
+
+/// The task that hands queued answers to their calls, on a tokio worker (so waking the
+/// calls' tasks needs no cross-thread wake-up each). It holds the bridge weakly and ends
+/// when the server object is dropped.
+fn spawn_replier(rt: &tokio::runtime::Runtime, bridge: &Arc<Bridge>) {
+    let weak = Arc::downgrade(bridge);
+    let notify = bridge.out_notify.clone();
+    rt.spawn(async move {
+        loop {
+            notify.notified().await;
+            let Some(b) = weak.upgrade() else { break };
+            if b.closed.load(Ordering::SeqCst) {
+                break;
+            }
+            let batch = b.take_out();
+            drop(b);
+            for (tx, r) in batch {
+                let _ = tx.send(r);
+            }
+        }
+    });
 }
 
 /// Add the RPC classes to the extension module.

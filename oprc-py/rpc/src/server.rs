@@ -29,6 +29,10 @@ pub const SERVICE: &str = "oprc.OprcFunction";
 /// How long a stop waits for connections to close once no call runs any more.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How much earlier than tonic's own timer the server's deadline fires (see
+/// [`Deadline`]): more than the timer wheel's 1 ms resolution.
+const DEADLINE_MARGIN: Duration = Duration::from_millis(2);
+
 /// Which rpc a call came through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CallKind {
@@ -292,6 +296,84 @@ impl http_body::Body for FixTrailers {
     }
 }
 
+/// Answers `DEADLINE_EXCEEDED` when a call's deadline (`grpc-timeout`) passes, as gRPC
+/// servers do (grpcio, grpc-go, the Python server). tonic's own deadline timer (outside
+/// the layers a server can add) ends such a call with `CANCELLED` ("Timeout expired");
+/// this one is set [`DEADLINE_MARGIN`] earlier, and tonic polls the service before its
+/// timer, so the call ends here. The call's future is dropped as with tonic's timer
+/// (the call is cancelled where it runs).
+#[derive(Debug, Clone, Copy, Default)]
+struct DeadlineLayer;
+
+impl<S> tower::Layer<S> for DeadlineLayer {
+    type Service = Deadline<S>;
+
+    fn layer(&self, inner: S) -> Deadline<S> {
+        Deadline { inner }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Deadline<S> {
+    inner: S,
+}
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+impl<S, B> tower::Service<http::Request<B>> for Deadline<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<tonic::body::Body>>,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = S::Error;
+    type Future =
+        futures_util::future::Either<S::Future, BoxFuture<Result<Self::Response, S::Error>>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let Some(timeout) = grpc_timeout(req.headers()) else {
+            return futures_util::future::Either::Left(self.inner.call(req));
+        };
+        let sleep = tokio::time::sleep(timeout.saturating_sub(DEADLINE_MARGIN));
+        let call = self.inner.call(req);
+        futures_util::future::Either::Right(Box::pin(async move {
+            tokio::select! {
+                biased;
+                r = call => r,
+                _ = sleep => Ok(Status::deadline_exceeded("Deadline Exceeded").into_http()),
+            }
+        }))
+    }
+}
+
+/// The `grpc-timeout` header's duration (gRPC over HTTP/2: at most 8 digits and a unit);
+/// `None` when absent or malformed (tonic ignores it then too).
+fn grpc_timeout(headers: &http::HeaderMap) -> Option<Duration> {
+    let s = headers.get("grpc-timeout")?.to_str().ok()?;
+    if s.len() < 2 || s.len() > 9 {
+        return None;
+    }
+    let (value, unit) = s.split_at(s.len() - 1);
+    if !value.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let n: u64 = value.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n * 3600),
+        "M" => Duration::from_secs(n * 60),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
 /// A server started by [`start`].
 pub struct RunningServer {
     addr: SocketAddr,
@@ -409,6 +491,7 @@ pub async fn start<I: Invoker>(
         .layer(tower::util::MapResponseLayer::new(
             resource_exhausted_for_oversized,
         ))
+        .layer(DeadlineLayer)
         .add_service(svc)
         .add_service(health_svc);
     let task = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async {
