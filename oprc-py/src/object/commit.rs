@@ -14,7 +14,8 @@ use pyo3::ffi;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyBytes, PyDict, PyList, PySet, PyString, PyType};
+use pyo3::types::{PyBytes, PyDict, PyInt, PyList, PySet, PyString, PyType};
+use smallvec::SmallVec;
 
 use super::future::{Callbacks, CommitFuture};
 use oprc_core::id::{Identity, ObjectId};
@@ -22,10 +23,13 @@ use oprc_core::store::layout::{Entries, WriteRecord};
 
 use super::state::{class_attr, ObjectState, ERROR_FIELD_ATTR};
 
+/// Field names of one commit: held inline up to a few (no allocation per commit).
+type Names<'py> = SmallVec<[Bound<'py, PyString>; 4]>;
+
 /// An object's commit, encoded and not yet queued.
 pub(crate) struct Prepared<'py> {
     /// Field name and its new bytes, in the record's order.
-    encoded: Vec<(Bound<'py, PyString>, Bound<'py, PyBytes>)>,
+    encoded: SmallVec<[(Bound<'py, PyString>, Bound<'py, PyBytes>); 4]>,
     /// Whether the object had live mutable fields (read, maybe changed in place): they
     /// are parked by [`apply`] / [`settle`].
     had_live: bool,
@@ -89,19 +93,19 @@ pub(crate) fn prepare<'py>(
     // commits' futures alive, set off collections).
     // `names[assigned..]`: fields read, not assigned (a new object: none).
     let (names, assigned) = if new {
-        let mut names = Vec::with_capacity(encoders.len());
+        let mut names = Names::with_capacity(encoders.len());
         for (name, _) in encoders.iter() {
             names.push(name.cast_into::<PyString>()?);
         }
         let all = names.len();
         (names, all)
     } else {
-        let mut names = Vec::with_capacity(dirty.len() + live.len());
+        let mut names = Names::with_capacity(dirty.len() + live.len());
         set_names(&dirty, &mut names)?;
         let assigned = names.len();
         if had_live {
             // Read but not assigned (an assigned field is encoded once).
-            let mut read = Vec::with_capacity(live.len());
+            let mut read = Names::with_capacity(live.len());
             set_names(&live, &mut read)?;
             for name in read {
                 if !dirty.contains(&name)? {
@@ -111,7 +115,7 @@ pub(crate) fn prepare<'py>(
         }
         (names, assigned)
     };
-    let mut encoded = Vec::with_capacity(names.len());
+    let mut encoded = SmallVec::with_capacity(names.len());
     for (i, name) in names.into_iter().enumerate() {
         let data = encoders
             .get_item(&name)?
@@ -181,7 +185,7 @@ extern "C" {
 
 /// Append the names in `set` (a set of field names) to `out`, walking its table directly
 /// (no iterator object per commit). `TypeError` when an element is not a str.
-fn set_names<'py>(set: &Bound<'py, PySet>, out: &mut Vec<Bound<'py, PyString>>) -> PyResult<()> {
+fn set_names<'py>(set: &Bound<'py, PySet>, out: &mut Names<'py>) -> PyResult<()> {
     let py = set.py();
     let mut pos: ffi::Py_ssize_t = 0;
     let mut key: *mut ffi::PyObject = std::ptr::null_mut();
@@ -290,12 +294,15 @@ fn identity_of(meta: &Bound<'_, PyAny>) -> PyResult<Identity> {
 /// not valid UTF-8 (a lone surrogate).
 pub(crate) fn entries_of(pairs: &[(Bound<'_, PyString>, Bound<'_, PyBytes>)]) -> PyResult<Entries> {
     let mut size = 0;
+    let mut strs: SmallVec<[(&str, &[u8]); 4]> = SmallVec::with_capacity(pairs.len());
     for (name, data) in pairs {
-        size += name.to_str()?.len() + data.as_bytes().len();
+        let (name, data) = (name.to_str()?, data.as_bytes());
+        size += name.len() + data.len();
+        strs.push((name, data));
     }
     let mut entries = Entries::with_capacity(pairs.len(), size);
-    for (name, data) in pairs {
-        entries.push(name.to_str()?, data.as_bytes());
+    for (name, data) in strs {
+        entries.push(name, data);
     }
     Ok(entries)
 }
@@ -334,9 +341,16 @@ pub(crate) fn apply<'py>(obj: &Bound<'py, PyAny>, p: Prepared<'py>) -> PyResult<
     for (name, data) in p.encoded {
         p.committed.set_item(name, data)?;
     }
-    let new_version = p.version + 1;
-    p.state.set_version(new_version)?;
-    p.state.set_updated_ms(p.time_ms)?;
+    p.state.set_version(p.version + 1)?;
+    // Commits in the same millisecond keep the int already there (no new one per commit).
+    let same_ms = p
+        .state
+        .updated_ms()?
+        .cast::<PyInt>()
+        .is_ok_and(|v| v.extract::<i64>().is_ok_and(|v| v == p.time_ms));
+    if !same_ms {
+        p.state.set_updated_ms(p.time_ms)?;
+    }
     p.dirty.clear();
     let rt = match p.rt {
         Some(rt) => rt,
@@ -354,7 +368,8 @@ pub(crate) fn apply<'py>(obj: &Bound<'py, PyAny>, p: Prepared<'py>) -> PyResult<
         None => p.state.stale()?,
     };
     if let Ok(mark) = stale.cast_into::<PyList>() {
-        mark.set_item(1, new_version)?;
+        // The int just stored (not a second one made).
+        mark.set_item(1, p.state.version()?)?;
     }
     if p.had_live {
         park(obj, &p.state, &rt)?;
