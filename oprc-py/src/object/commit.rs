@@ -13,7 +13,9 @@ use pyo3::exceptions::PyKeyError;
 use pyo3::ffi;
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyList, PySet, PyString};
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyBytes, PyDict, PyInt, PyList, PySet, PyString, PyType};
+use smallvec::SmallVec;
 
 use super::future::{Callbacks, CommitFuture};
 use oprc_core::id::{Identity, ObjectId};
@@ -21,10 +23,13 @@ use oprc_core::store::layout::{Entries, WriteRecord};
 
 use super::state::{class_attr, ObjectState, ERROR_FIELD_ATTR};
 
+/// Field names of one commit: held inline up to a few (no allocation per commit).
+type Names<'py> = SmallVec<[Bound<'py, PyString>; 4]>;
+
 /// An object's commit, encoded and not yet queued.
 pub(crate) struct Prepared<'py> {
     /// Field name and its new bytes, in the record's order.
-    encoded: Vec<(Bound<'py, PyString>, Bound<'py, PyBytes>)>,
+    encoded: SmallVec<[(Bound<'py, PyString>, Bound<'py, PyBytes>); 4]>,
     /// Whether the object had live mutable fields (read, maybe changed in place): they
     /// are parked by [`apply`] / [`settle`].
     had_live: bool,
@@ -73,15 +78,7 @@ pub(crate) fn prepare<'py>(
     };
     let meta = state.meta()?;
     let committed = state.committed()?;
-    let object_id = meta.getattr(intern!(py, "object_id"))?;
-    let identity = Identity {
-        cls_id: meta.getattr(intern!(py, "cls_id"))?.extract()?,
-        partition_id: meta.getattr(intern!(py, "partition_id"))?.extract()?,
-        object_id: match object_id.extract::<u64>() {
-            Ok(n) => ObjectId::Num(n),
-            Err(_) => ObjectId::Str(object_id.extract()?),
-        },
-    };
+    let identity = identity_of(&meta)?;
     // Live mutable fields (read since the last commit, maybe changed in place) are
     // encoded too and kept only when their bytes differ from the committed ones, as
     // `_oaas_encode_changed` does.
@@ -96,22 +93,21 @@ pub(crate) fn prepare<'py>(
     // commits' futures alive, set off collections).
     // `names[assigned..]`: fields read, not assigned (a new object: none).
     let (names, assigned) = if new {
-        let mut names = Vec::with_capacity(encoders.len());
+        let mut names = Names::with_capacity(encoders.len());
         for (name, _) in encoders.iter() {
             names.push(name.cast_into::<PyString>()?);
         }
         let all = names.len();
         (names, all)
     } else {
-        let mut names = Vec::with_capacity(dirty.len() + live.len());
-        for name in dirty.iter() {
-            names.push(name.cast_into::<PyString>()?);
-        }
+        let mut names = Names::with_capacity(dirty.len() + live.len());
+        set_names(&dirty, &mut names)?;
         let assigned = names.len();
         if had_live {
             // Read but not assigned (an assigned field is encoded once).
-            for name in live.iter() {
-                let name = name.cast_into::<PyString>()?;
+            let mut read = Names::with_capacity(live.len());
+            set_names(&live, &mut read)?;
+            for name in read {
                 if !dirty.contains(&name)? {
                     names.push(name);
                 }
@@ -119,7 +115,7 @@ pub(crate) fn prepare<'py>(
         }
         (names, assigned)
     };
-    let mut encoded = Vec::with_capacity(names.len());
+    let mut encoded = SmallVec::with_capacity(names.len());
     for (i, name) in names.into_iter().enumerate() {
         let data = encoders
             .get_item(&name)?
@@ -175,17 +171,138 @@ pub(crate) fn prepare<'py>(
     Ok((record, prepared))
 }
 
+extern "C" {
+    /// CPython's walk over a set's table (`Objects/setobject.c`, exported by CPython
+    /// 3.x): 1 and a borrowed key while entries remain, 0 at the end; -1 with
+    /// `SystemError` set when `set` is not a set. Not in `pyo3-ffi` (a private name).
+    fn _PySet_NextEntry(
+        set: *mut ffi::PyObject,
+        pos: *mut ffi::Py_ssize_t,
+        key: *mut *mut ffi::PyObject,
+        hash: *mut ffi::Py_hash_t,
+    ) -> std::ffi::c_int;
+}
+
+/// Append the names in `set` (a set of field names) to `out`, walking its table directly
+/// (no iterator object per commit). `TypeError` when an element is not a str.
+fn set_names<'py>(set: &Bound<'py, PySet>, out: &mut Names<'py>) -> PyResult<()> {
+    let py = set.py();
+    let mut pos: ffi::Py_ssize_t = 0;
+    let mut key: *mut ffi::PyObject = std::ptr::null_mut();
+    let mut hash: ffi::Py_hash_t = 0;
+    loop {
+        // SAFETY: `set` is a live set (typed `PySet`); the GIL is held and no Python code
+        // runs during the walk (the keys are only borrowed, then made owned at once), so
+        // the table does not change under it.
+        let rc = unsafe { _PySet_NextEntry(set.as_ptr(), &mut pos, &mut key, &mut hash) };
+        match rc {
+            0 => return Ok(()),
+            // SAFETY: `key` is a live element of the set (a borrowed reference).
+            1 => out.push(unsafe { Bound::from_borrowed_ptr(py, key) }.cast_into::<PyString>()?),
+            _ => return Err(PyErr::fetch(py)),
+        }
+    }
+}
+
+/// The slots of `ObjectMeta` (oaas_sdk/model/registry.py, a frozen dataclass with
+/// `__slots__`), in the order read by [`identity_of`].
+const META_SLOTS: [&str; 3] = ["cls_id", "partition_id", "object_id"];
+
+/// Where the slots of the first `ObjectMeta` type seen live in its instances: the type
+/// (compared by pointer before every direct read) and each slot's byte offset, from its
+/// member descriptor; `None` when they are not plain object members (every read goes
+/// through `getattr` then).
+static META_LAYOUT: PyOnceLock<Option<(Py<PyType>, [ffi::Py_ssize_t; 3])>> = PyOnceLock::new();
+
+fn meta_layout(ty: &Bound<'_, PyType>) -> PyResult<Option<(Py<PyType>, [ffi::Py_ssize_t; 3])>> {
+    let mut offsets = [0; 3];
+    for (i, name) in META_SLOTS.iter().enumerate() {
+        let Some(d) = ty.getattr_opt(*name)? else {
+            return Ok(None);
+        };
+        // SAFETY: `d` is a live object; only the address of the static type is taken.
+        let is_member = unsafe { ffi::Py_TYPE(d.as_ptr()) == &raw mut ffi::PyMemberDescr_Type };
+        if !is_member {
+            return Ok(None);
+        }
+        // SAFETY: `d` is a member descriptor (checked above): a `PyMemberDescrObject`,
+        // whose `d_member` points to its type's `PyMemberDef`, alive as long as the type
+        // (held with the offsets).
+        let def = unsafe { &*(*d.as_ptr().cast::<ffi::PyMemberDescrObject>()).d_member };
+        if def.type_code != ffi::Py_T_OBJECT_EX {
+            return Ok(None);
+        }
+        offsets[i] = def.offset;
+    }
+    Ok(Some((ty.clone().unbind(), offsets)))
+}
+
+/// The identity of an object from its `ObjectMeta`: its three slots read at their offsets
+/// (no attribute lookup; `getattr` for another type or an unset slot). Errors: `TypeError`
+/// for a cls_id that is not a str, a partition id that is not a u32, an object id that is
+/// neither a u64 nor a str; `AttributeError` when `meta` lacks a field.
+fn identity_of(meta: &Bound<'_, PyAny>) -> PyResult<Identity> {
+    let py = meta.py();
+    let mut slots: [Option<Bound<'_, PyAny>>; 3] = [None, None, None];
+    #[cfg(not(Py_GIL_DISABLED))]
+    {
+        let layout = META_LAYOUT.get_or_try_init(py, || meta_layout(&meta.get_type()))?;
+        if let Some((ty, offsets)) = layout {
+            // SAFETY: reading the type pointer of a live object.
+            if unsafe { ffi::Py_TYPE(meta.as_ptr()) } == ty.as_ptr().cast() {
+                for (slot, off) in slots.iter_mut().zip(offsets) {
+                    // SAFETY: `meta` is an instance of exactly the type the offsets were
+                    // read from, so at each offset it holds that slot: a `PyObject*` it
+                    // owns, or NULL when unset; with the GIL held nothing changes it
+                    // during this read, and the new reference is taken at once.
+                    let p = unsafe {
+                        *meta
+                            .as_ptr()
+                            .cast::<u8>()
+                            .offset(*off)
+                            .cast::<*mut ffi::PyObject>()
+                    };
+                    if !p.is_null() {
+                        // SAFETY: `p` is a live object (held by the slot).
+                        *slot = Some(unsafe { Bound::from_borrowed_ptr(py, p) });
+                    }
+                }
+            }
+        }
+    }
+    let mut read = |i: usize| -> PyResult<Bound<'_, PyAny>> {
+        match slots[i].take() {
+            Some(v) => Ok(v),
+            None => meta.getattr(META_SLOTS[i]),
+        }
+    };
+    let cls_id = read(0)?;
+    let partition_id = read(1)?;
+    let object_id = read(2)?;
+    Ok(Identity {
+        cls_id: cls_id.cast::<PyString>()?.to_str()?.to_owned(),
+        partition_id: partition_id.extract()?,
+        object_id: match object_id.extract::<u64>() {
+            Ok(n) => ObjectId::Num(n),
+            Err(_) => ObjectId::Str(object_id.extract()?),
+        },
+    })
+}
+
 /// A record's entries from `(field name, value bytes)` pairs, in their order, sized
 /// for all of them up front (one buffer, see [`Entries`]). Fails only on a name that is
 /// not valid UTF-8 (a lone surrogate).
 pub(crate) fn entries_of(pairs: &[(Bound<'_, PyString>, Bound<'_, PyBytes>)]) -> PyResult<Entries> {
     let mut size = 0;
+    let mut strs: SmallVec<[(&str, &[u8]); 4]> = SmallVec::with_capacity(pairs.len());
     for (name, data) in pairs {
-        size += name.to_str()?.len() + data.as_bytes().len();
+        let (name, data) = (name.to_str()?, data.as_bytes());
+        size += name.len() + data.len();
+        strs.push((name, data));
     }
     let mut entries = Entries::with_capacity(pairs.len(), size);
-    for (name, data) in pairs {
-        entries.push(name.to_str()?, data.as_bytes());
+    for (name, data) in strs {
+        entries.push(name, data);
     }
     Ok(entries)
 }
@@ -224,9 +341,16 @@ pub(crate) fn apply<'py>(obj: &Bound<'py, PyAny>, p: Prepared<'py>) -> PyResult<
     for (name, data) in p.encoded {
         p.committed.set_item(name, data)?;
     }
-    let new_version = p.version + 1;
-    p.state.set_version(new_version)?;
-    p.state.set_updated_ms(p.time_ms)?;
+    p.state.set_version(p.version + 1)?;
+    // Commits in the same millisecond keep the int already there (no new one per commit).
+    let same_ms = p
+        .state
+        .updated_ms()?
+        .cast::<PyInt>()
+        .is_ok_and(|v| v.extract::<i64>().is_ok_and(|v| v == p.time_ms));
+    if !same_ms {
+        p.state.set_updated_ms(p.time_ms)?;
+    }
     p.dirty.clear();
     let rt = match p.rt {
         Some(rt) => rt,
@@ -244,7 +368,8 @@ pub(crate) fn apply<'py>(obj: &Bound<'py, PyAny>, p: Prepared<'py>) -> PyResult<
         None => p.state.stale()?,
     };
     if let Ok(mark) = stale.cast_into::<PyList>() {
-        mark.set_item(1, new_version)?;
+        // The int just stored (not a second one made).
+        mark.set_item(1, p.state.version()?)?;
     }
     if p.had_live {
         park(obj, &p.state, &rt)?;

@@ -18,7 +18,7 @@ use pyo3::ffi;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
-use pyo3::types::{PyDict, PyTuple, PyType};
+use pyo3::types::{PyDict, PyString, PyTuple, PyType};
 
 use super::commit::Known;
 use crate::engine::{Failed, PyEngine};
@@ -26,6 +26,39 @@ use crate::engine::{Failed, PyEngine};
 use super::state::{class_attr, ObjectState};
 
 use crate::codec::MethodDef;
+
+extern "C" {
+    /// CPython's lookup of `name` along a type's MRO through the type attribute cache
+    /// (`Objects/typeobject.c`, exported by every CPython 3.x): a borrowed reference or
+    /// NULL (not found), no exception set. Not in `pyo3-ffi` (a private name).
+    fn _PyType_Lookup(ty: *mut ffi::PyTypeObject, name: *mut ffi::PyObject) -> *mut ffi::PyObject;
+}
+
+/// `getattr(cls, name)` of a class attribute the object model keeps as a plain value (a
+/// tuple, dict, `None`, an awaitable): the value found along the MRO through CPython's
+/// type attribute cache, without `type.__getattribute__`'s metatype lookups. Falls back
+/// to `getattr` (same result, slower) when the class's metatype is not `type` (it may
+/// define the name) or the value is a descriptor (its `__get__` must run), and raises
+/// what `getattr` raises when the name is missing.
+pub(crate) fn class_value<'py>(
+    cls: &Bound<'py, PyType>,
+    name: &Bound<'py, PyString>,
+) -> PyResult<Bound<'py, PyAny>> {
+    // SAFETY: `cls` and `name` are live, GIL-held objects; reading type pointers and
+    // the slot `tp_descr_get` of a live type object; `_PyType_Lookup` returns a borrowed
+    // reference (kept alive by the type's MRO dicts) that is made owned at once, before
+    // any Python code can run.
+    unsafe {
+        let meta = ffi::Py_TYPE(cls.as_ptr());
+        if meta == &raw mut ffi::PyType_Type {
+            let v = _PyType_Lookup(cls.as_ptr().cast(), name.as_ptr());
+            if !v.is_null() && (*ffi::Py_TYPE(v)).tp_descr_get.is_none() {
+                return Ok(Bound::from_borrowed_ptr(cls.py(), v));
+            }
+        }
+    }
+    cls.getattr(name)
+}
 
 /// `object.__setattr__(obj, name, value)`: the object model's own attributes bypass the
 /// class's `__setattr__` (which converts and marks fields dirty).
@@ -325,6 +358,41 @@ enum Ready<'py> {
     ),
 }
 
+/// The last runtime engine adapter (`rt._engine`, oaas_sdk/engine/_native.py
+/// `NativeEngine`) seen by [`native_engine`] and its native engine (`adapter._eng`, set
+/// once when the adapter is made). Holding the adapter keeps its address from being
+/// reused, so a pointer comparison identifies it.
+static LAST_ENGINE: std::sync::Mutex<Option<(Py<PyAny>, Py<PyEngine>)>> =
+    std::sync::Mutex::new(None);
+
+/// The native engine of the runtime's engine adapter `eng` (`eng._eng`), `None` when it
+/// has none (the Python engine): read once per adapter. A re-configured runtime has a
+/// new adapter (its object is compared, not the runtime), so it is never answered with
+/// a closed engine's handle; a closed engine refuses the commit (`Failed::Retry`), which
+/// then takes the Python path.
+fn native_engine<'py>(eng: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py, PyEngine>>> {
+    let py = eng.py();
+    {
+        let last = LAST_ENGINE.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((adapter, native)) = &*last {
+            if adapter.is(eng) {
+                return Ok(Some(native.bind(py).clone()));
+            }
+        }
+    }
+    let Ok(native) = eng.getattr(intern!(py, "_eng"))?.cast_into::<PyEngine>() else {
+        return Ok(None);
+    };
+    let old = LAST_ENGINE
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .replace((eng.clone().unbind(), native.clone().unbind()));
+    // Released with the lock not held: dropping the last reference to an adapter may
+    // run Python code (a finalizer) that commits again.
+    drop(old);
+    Ok(Some(native))
+}
+
 /// The checks of the one-call commit shared by `commit_async` and `commit`.
 fn one_call<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Ready<'py>> {
     let py = obj.py();
@@ -335,15 +403,14 @@ fn one_call<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Ready<'py>> {
     if eng.is_none() {
         return Ok(Ready::Python);
     }
-    let native = eng.getattr(intern!(py, "_eng"))?;
-    let Ok(native) = native.cast_into::<PyEngine>() else {
+    let Some(native) = native_engine(&eng)? else {
         return Ok(Ready::Python);
     };
     let version = state.version()?;
     let stale = state.stale()?;
     if !version.is_truthy()?
         || state.deleted()?
-        || cls.getattr(intern!(py, class_attr::MAPPED))?.is_truthy()?
+        || class_value(&cls, intern!(py, class_attr::MAPPED))?.is_truthy()?
         || stale.is_none()
     {
         return Ok(Ready::Python);
@@ -355,7 +422,7 @@ fn one_call<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Ready<'py>> {
             .call_method1(intern!(py, "pop"), (obj.as_ptr() as usize, py.None()))?;
         return Ok(Ready::Clean);
     }
-    let encoders = cls.getattr(intern!(py, class_attr::ENCODERS))?;
+    let encoders = class_value(&cls, intern!(py, class_attr::ENCODERS))?;
     let Ok(encoders) = encoders.cast_into::<PyDict>() else {
         return Ok(Ready::Python);
     };
@@ -377,7 +444,7 @@ fn commit_async_fast<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py,
     let cls = obj.get_type();
     let (eng, native, encoders, known) = match one_call(obj)? {
         Ready::Python => return Ok(None),
-        Ready::Clean => return cls.getattr(intern!(py, class_attr::DONE)).map(Some),
+        Ready::Clean => return class_value(&cls, intern!(py, class_attr::DONE)).map(Some),
         Ready::Go(eng, native, encoders, known) => (eng, native, encoders, known),
     };
     let outcome = if native.get().durable() {
@@ -390,18 +457,13 @@ fn commit_async_fast<'py>(obj: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py,
             .commit_future(obj, &encoders, &event_loop, Some(known))
             .and_then(|fut| match fut {
                 Some(fut) => Ok(fut),
-                None => cls
-                    .getattr(intern!(py, class_attr::DONE))
-                    .map_err(Failed::Final),
+                None => class_value(&cls, intern!(py, class_attr::DONE)).map_err(Failed::Final),
             })
     } else {
         native
             .get()
             .commit_now(obj, &encoders, Some(known))
-            .and_then(|()| {
-                cls.getattr(intern!(py, class_attr::DONE))
-                    .map_err(Failed::Final)
-            })
+            .and_then(|()| class_value(&cls, intern!(py, class_attr::DONE)).map_err(Failed::Final))
     };
     match outcome {
         Ok(awaitable) => Ok(Some(awaitable)),

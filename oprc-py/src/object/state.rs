@@ -260,6 +260,11 @@ impl<'py> ObjectState<'py> {
         self.set(idx::VERSION, intern!(py, name::VERSION), &v)
     }
 
+    /// `updated_ms`: ms since the Unix epoch of the last commit (0: not yet known).
+    pub fn updated_ms(&self) -> PyResult<Bound<'py, PyAny>> {
+        self.get(idx::UPDATED_MS, intern!(self.0.py(), name::UPDATED_MS))
+    }
+
     pub fn set_updated_ms(&self, ms: i64) -> PyResult<()> {
         let py = self.0.py();
         let v = ms.into_pyobject(py)?.into_any();

@@ -130,7 +130,8 @@ pub struct Entries {
 /// about the size of its values (just over a KiB for the benchmark's objects), past the
 /// allocator's small-object fast path: a fresh one costs mimalloc's generic path on the
 /// committing thread and a cross-thread free on the persister's (measured: docs/engine.md).
-/// At most [`POOLED_BUFFERS`] buffers of at most [`POOLED_CAPACITY`] bytes are kept.
+/// At most [`POOLED_BUFFERS`] buffers of more than [`UNPOOLED_MAX`] and at most
+/// [`POOLED_CAPACITY`] bytes are kept.
 fn buffers() -> &'static BufferPool {
     static POOL: OnceLock<BufferPool> = OnceLock::new();
     POOL.get_or_init(|| crossbeam_channel::bounded(POOLED_BUFFERS))
@@ -140,6 +141,10 @@ type BufferPool = (Sender<Vec<u8>>, Receiver<Vec<u8>>);
 
 const POOLED_BUFFERS: usize = 256;
 const POOLED_CAPACITY: usize = 16 << 10;
+/// Buffers up to this many bytes skip the pool: they are on mimalloc's small-object fast
+/// path, cheaper than the pool's channel (a record of one small field, e.g. an int, costs
+/// a receive and a send of about 100 instructions each through the pool).
+const UNPOOLED_MAX: usize = 512;
 
 impl Clone for Entries {
     fn clone(&self) -> Entries {
@@ -156,7 +161,7 @@ impl Clone for Entries {
 impl Drop for Entries {
     fn drop(&mut self) {
         let data = std::mem::take(&mut self.data);
-        if data.capacity() > 0 && data.capacity() <= POOLED_CAPACITY {
+        if data.capacity() > UNPOOLED_MAX && data.capacity() <= POOLED_CAPACITY {
             let _ = buffers().0.try_send(data); // the pool is full: freed
         }
     }
@@ -175,6 +180,9 @@ impl Entries {
 
     /// An empty buffer of at least `bytes` capacity, from the pool when it has one.
     fn buffer(bytes: usize) -> Vec<u8> {
+        if bytes <= UNPOOLED_MAX {
+            return Vec::with_capacity(bytes);
+        }
         match buffers().1.try_recv() {
             Ok(mut b) => {
                 b.clear();
@@ -384,6 +392,19 @@ mod tests {
         assert!(next.is_empty() && next.iter().next().is_none());
         assert_eq!(e.to_vec()[1], ("\u{e9}t\u{e9}".to_string(), Vec::new()));
         assert!(Entries::default().is_empty());
+    }
+
+    #[test]
+    fn pooled_and_small_buffers_start_empty() {
+        let mut big = Entries::with_capacity(1, 2 * UNPOOLED_MAX);
+        big.push("x", &vec![7u8; 2 * UNPOOLED_MAX]);
+        drop(big); // pooled: the next large record may get it
+        let mut next = Entries::with_capacity(1, UNPOOLED_MAX + 1);
+        assert!(next.is_empty() && next.value_bytes() == 0);
+        next.push("y", b"2");
+        assert_eq!(next.to_vec(), vec![("y".to_string(), b"2".to_vec())]);
+        let small = Entries::with_capacity(1, 4); // not pooled
+        assert!(small.is_empty() && small.iter().next().is_none());
     }
 
     #[test]
