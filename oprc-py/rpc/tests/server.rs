@@ -242,9 +242,15 @@ async fn client_gone_mid_call_leaves_server_serving() {
     let mut req = tonic::Request::new(obj(b"wait"));
     req.set_timeout(Duration::from_millis(100));
     let e = c.invoke_obj(req).await.unwrap_err();
-    // the server's answer (tonic's client sends the deadline and keeps no timer of its
-    // own): DEADLINE_EXCEEDED as gRPC servers answer, not tonic's CANCELLED
-    assert_eq!(e.code(), Code::DeadlineExceeded, "{e:?}");
+    // Two timers race here: the server's (DEADLINE_EXCEEDED, 2 ms early) and tonic's
+    // client channel, which times the same `grpc-timeout` itself (CANCELLED "Timeout
+    // expired"); on a loaded machine either wins. The server's own answer is checked
+    // with a client that keeps no timer: tests/test_rpc_server.py
+    // test_server_answers_deadline_exceeded.
+    assert!(
+        matches!(e.code(), Code::DeadlineExceeded | Code::Cancelled),
+        "{e:?}"
+    );
     s.started.recv().await.unwrap();
     // the cancelled call no longer counts as in flight
     for _ in 0..200 {
