@@ -58,3 +58,42 @@ def test_subclass_setattr_calls_through(sdk) -> None:
     assert a.n == 3 and a._last == "3" and "n" in a._oaas_state.dirty
     with pytest.raises(TypeError):
         OaasObject.__setattr__(a, "n")  # type: ignore[call-arg]
+
+
+async def test_first_change_after_commit_enters_the_dirty_registry(sdk) -> None:
+    """Assigning a field after a commit, a mutable one included (it becomes live in the
+    same step), puts the object in the dirty registry, so ``commit_all`` commits it. The
+    native ``__setattr__`` used to skip the registry for a mutable field (it saw the
+    field it had just marked live)."""
+    c = Counter.create(obj_id=3)
+    await c.commit_async()
+    rt = c._oaas_state.rt
+    rt.dirty.pop(id(c), None)
+    c.history = ["a"]
+    assert id(c) in rt.dirty and c._oaas_state.dirty == {"history"}
+    oaas.commit_all()
+    assert not c._oaas_state.dirty
+    c.count = 7  # an immutable field, the same invariant
+    assert id(c) in rt.dirty
+    oaas.commit_all()
+    sdk.reconfigure()
+    c2 = Counter.load(3)
+    assert (c2.count, c2.history) == (7, ["a"])
+
+
+def test_conversion_entry_names_the_one_exact_type(sdk) -> None:
+    """``_oaas_conv``'s last item is the field's only exact type (the native fast path
+    compares it by address), or None when there are several or none; an int field still
+    converts a bool as pydantic does, and a subclass of the exact type is converted too."""
+    conv = Counter._oaas_conv or Counter._oaas_build_conv()
+    assert conv["count"][4] is int and conv["label"][4] is str
+    assert conv["history"][4] is None  # a list field passes nothing through as it is
+    c = Counter.create(obj_id=4)
+
+    class MyInt(int):
+        pass
+
+    c.count = MyInt(5)
+    assert type(c.count) is int and c.count == 5
+    c.count = True
+    assert type(c.count) is int and c.count == 1

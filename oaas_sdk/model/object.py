@@ -86,6 +86,11 @@ _REPR.maxlevel = 3
 # turns every later attribute read into the slow path (2-3x). These keep inline values.
 _get = object.__getattribute__
 _set = object.__setattr__
+
+
+def _only(types: frozenset[type]) -> type | None:
+    """The one type of a set of one type, else None (see ``OaasObject._oaas_conv``)."""
+    return next(iter(types)) if len(types) == 1 else None
 _del = object.__delattr__
 
 # Kinds of a field's default in a class's create plan (OaasObject._oaas_build_plan; the
@@ -121,9 +126,11 @@ class OaasObject:
 
     _oaas_fields: ClassVar[dict[str, FieldInfo]] = {}
     _oaas_mutable: ClassVar[tuple[str, ...] | None] = None
-    # field name -> (exact types stored as they are, FieldType, mutable, fast shape)
-    _oaas_conv: ClassVar[dict[str, tuple[frozenset[type], codec.FieldType, bool, Any]]
-                         | None] = None
+    # field name -> (exact types stored as they are, FieldType, mutable, fast shape, the
+    # one exact type or None): the last item lets the native __setattr__ pass a value of
+    # the field's only exact type with a pointer comparison instead of a set lookup.
+    _oaas_conv: ClassVar[dict[str, tuple[frozenset[type], codec.FieldType, bool, Any,
+                                         type | None]] | None] = None
     _oaas_cls_id: ClassVar[str] = "default.OaasObject"
     _oaas_package: ClassVar[str] = "default"
     _oaas_service_name: ClassVar[str] = "OaasObject"
@@ -504,8 +511,10 @@ class OaasObject:
         dirty.add(name)
 
     @classmethod
-    def _oaas_build_conv(cls) -> dict[str, tuple[frozenset[type], codec.FieldType, bool, Any]]:
-        conv = {n: (f.ftype.passthrough_types, f.ftype, f.mutable, f.ftype.fast_shape)
+    def _oaas_build_conv(cls) -> dict[str, tuple[frozenset[type], codec.FieldType, bool, Any,
+                                                  type | None]]:
+        conv = {n: (f.ftype.passthrough_types, f.ftype, f.mutable, f.ftype.fast_shape,
+                    _only(f.ftype.passthrough_types))
                 for n, f in cls._oaas_fields.items()}
         cls._oaas_conv = conv
         cls._oaas_encoders = None
@@ -569,7 +578,8 @@ class OaasObject:
                        f"{m.object_id}: {e}")
 
     def _oaas_encode_changed(self, conv: dict[str, tuple[frozenset[type], codec.FieldType,
-                                                         bool, Any]]) -> dict[str, bytes] | None:
+                                                         bool, Any, type | None]]
+                             ) -> dict[str, bytes] | None:
         """Entries of a new object (every field), or of assigned fields and of live
         mutable fields whose bytes changed in place. ``None`` when nothing changed."""
         fields = type(self)._oaas_fields
@@ -581,7 +591,7 @@ class OaasObject:
         entries: dict[str, bytes] = {}
         names: Any = fields if new else dirty | live
         for name in names:
-            _, ft, mutable, _ = conv[name]
+            _, ft, mutable, _, _ = conv[name]
             if not mutable or name in live:
                 value = _get(self, name)
             elif name in st.parked:

@@ -19,6 +19,7 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyString, PyTuple, PyType};
+use pyo3::Borrowed;
 
 use super::commit::Known;
 use crate::engine::{Failed, PyEngine};
@@ -78,6 +79,11 @@ pub(crate) fn set_plain(
 }
 
 /// The body of `OaasObject.__setattr__` (see the module comment and oaas_sdk/model/object.py).
+///
+/// Per assignment of a field whose value passes through (an `int` to an `int` field) this
+/// is two dict lookups (the class's conversion table, the instance's `_oaas_state`), one
+/// frozenset lookup, the store and the dirty-set add; the class attribute is read through
+/// the type attribute cache ([`class_value`]) and the state's slots with one layout check.
 fn setattr(
     obj: &Bound<'_, PyAny>,
     name: &Bound<'_, PyAny>,
@@ -85,18 +91,41 @@ fn setattr(
 ) -> PyResult<()> {
     let py = obj.py();
     let cls = obj.get_type();
-    let mut conv = cls.getattr(intern!(py, class_attr::CONV))?;
+    let mut conv = class_value(&cls, intern!(py, class_attr::CONV))?;
     if conv.is_none() {
         conv = cls.call_method0(intern!(py, class_attr::BUILD_CONV))?;
     }
     let conv = conv.cast_into::<PyDict>()?;
-    let Some(field) = conv.get_item(name)? else {
-        return set_plain(obj, name, value);
+    // SAFETY: `conv` is a dict and `name` a live object, both held for the call;
+    // PyDict_GetItemWithError returns a borrowed reference (made owned at once, before any
+    // Python code can run) or NULL, with an exception set only on error (an unhashable
+    // name).
+    let field = unsafe {
+        let f = ffi::PyDict_GetItemWithError(conv.as_ptr(), name.as_ptr());
+        if f.is_null() {
+            if let Some(e) = PyErr::take(py) {
+                return Err(e);
+            }
+            return set_plain(obj, name, value);
+        }
+        Bound::from_borrowed_ptr(py, f)
     };
-    // (exact types stored as they are, FieldType, mutable)
+    // (exact types stored as they are, FieldType, mutable, shape, the one exact type)
     let field = field.cast_into::<PyTuple>()?;
-    let passthrough = field.get_item(0)?;
-    let value = if passthrough.contains(value.get_type())? {
+    if field.len() < 3 {
+        return Err(pyo3::exceptions::PyTypeError::new_err(
+            "a conversion entry has at least 3 items",
+        ));
+    }
+    // SAFETY: `field` is a tuple of at least 3 items (checked above), held for the call;
+    // PyTuple_GET_ITEM returns borrowed references that live as long as the tuple.
+    let item = |i: ffi::Py_ssize_t| unsafe {
+        pyo3::Borrowed::from_ptr(py, ffi::PyTuple_GET_ITEM(field.as_ptr(), i))
+    };
+    // SAFETY: reading the type pointer of a live object.
+    let vtype = unsafe { ffi::Py_TYPE(value.as_ptr()) }.cast::<ffi::PyObject>();
+    let exact = field.len() >= 5 && item(4).as_ptr() == vtype;
+    let value = if exact || passes_through(&item(0), value)? {
         value.clone()
     } else if let Some(copy) = fast_copy(&field, value)? {
         copy
@@ -104,13 +133,23 @@ fn setattr(
         let kw = PyDict::new(py);
         kw.set_item(intern!(py, "owner"), cls.name()?)?;
         kw.set_item(intern!(py, "field"), name)?;
-        field
-            .get_item(1)?
-            .call_method(intern!(py, "coerce"), (value,), Some(&kw))?
+        item(1).call_method(intern!(py, "coerce"), (value,), Some(&kw))?
+    };
+    let mutable = {
+        let m = item(2);
+        // SAFETY: comparing an object's address with the static `True` and `False`.
+        let (t, f) = unsafe { (ffi::Py_True(), ffi::Py_False()) };
+        if m.as_ptr() == t {
+            true
+        } else if m.as_ptr() == f {
+            false
+        } else {
+            m.is_truthy()?
+        }
     };
     let state = ObjectState::of(obj)?;
-    let mutable = field.get_item(2)?.is_truthy()?;
-    let undo = state.undo()?;
+    let slots = state.setattr_view()?;
+    let undo = slots.undo()?;
     if !undo.is_none() {
         // A native method call runs on the object: log the value before its first
         // assignment of this field (see object/method.rs).
@@ -118,22 +157,50 @@ fn setattr(
     }
     set_plain(obj, name, &value)?;
     if mutable {
-        state.live()?.add(name)?;
-        let parked = state.parked()?;
+        slots.live()?.add(name)?;
+        let parked = slots.parked()?;
         if !parked.is_empty() && parked.contains(name)? {
             parked.del_item(name)?;
         }
     }
-    let dirty = state.dirty()?;
-    if dirty.is_empty() && state.live()?.is_empty() {
-        // Invariant: an object with dirty fields is in the dirty registry.
-        state
+    let dirty = slots.dirty()?;
+    if dirty.is_empty() {
+        // Invariant: an object with dirty fields is in the dirty registry (also when a
+        // mutable field, just marked live above, is the first change since a commit).
+        slots
             .rt()?
             .getattr(intern!(py, "dirty"))?
             .cast_into::<PyDict>()?
             .set_item(obj.as_ptr() as usize, obj)?;
     }
-    dirty.add(name)
+    // SAFETY: `dirty` is a set and `name` a live object, both held for the call; PySet_Add
+    // returns -1 with an exception set on failure.
+    if unsafe { ffi::PySet_Add(dirty.as_ptr(), name.as_ptr()) } != 0 {
+        return Err(PyErr::fetch(py));
+    }
+    Ok(())
+}
+
+/// Whether `value`'s exact type is in `passthrough` (the field's exact types stored as they
+/// are, a frozenset as `_oaas_build_conv` makes it): `type(value) in passthrough`, looked up
+/// in the frozenset directly (a type hashes by address) rather than through the generic
+/// `in` of any other container.
+fn passes_through(
+    passthrough: &Borrowed<'_, '_, PyAny>,
+    value: &Bound<'_, PyAny>,
+) -> PyResult<bool> {
+    // SAFETY: `passthrough` and `value` are live, GIL-held objects; PySet_Contains takes
+    // borrowed references and returns 1, 0, or -1 with an exception set.
+    unsafe {
+        if ffi::PyFrozenSet_CheckExact(passthrough.as_ptr()) != 0 {
+            let ty = ffi::Py_TYPE(value.as_ptr()).cast::<ffi::PyObject>();
+            return match ffi::PySet_Contains(passthrough.as_ptr(), ty) {
+                -1 => Err(PyErr::fetch(value.py())),
+                r => Ok(r == 1),
+            };
+        }
+    }
+    passthrough.contains(value.get_type())
 }
 
 /// The exact-type fast path of assignment (`oaas_sdk/codec/coerce.py` `fast_shape` /

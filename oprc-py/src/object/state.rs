@@ -113,7 +113,8 @@ fn layout_of(ty: &Bound<'_, PyType>) -> PyResult<Option<Layout>> {
 /// once here, exported as `_native.OBJECT_CLASS_ATTRS` and checked against
 /// `oaas_sdk.model.state.CLASS_ATTRS`, which the test also finds on the class).
 pub mod class_attr {
-    /// `{field name: (exact types stored as they are, FieldType, mutable)}` or `None`.
+    /// `{field name: (exact types stored as they are (a frozenset), FieldType, mutable,
+    /// fast shape, the one exact type or None)}` or `None`.
     pub const CONV: &str = "_oaas_conv";
     /// Classmethod building [`CONV`].
     pub const BUILD_CONV: &str = "_oaas_build_conv";
@@ -163,9 +164,9 @@ impl<'py> ObjectState<'py> {
         obj.getattr(intern!(obj.py(), STATE_ATTR)).map(ObjectState)
     }
 
-    /// Slot `i` of [`STATE_FIELDS`] (named `slot`): read at its offset when the object's
-    /// type is the one the layout was read from, else (or when unset) through `getattr`.
-    fn get(&self, i: usize, slot: &Bound<'py, PyString>) -> PyResult<Bound<'py, PyAny>> {
+    /// The slot layout, when this state's type is exactly the one it was read from (its
+    /// slots can be read at their offsets); `None`: read them through `getattr`.
+    fn layout(&self) -> PyResult<Option<&'static Layout>> {
         #[cfg(not(Py_GIL_DISABLED))]
         {
             let py = self.0.py();
@@ -174,27 +175,56 @@ impl<'py> ObjectState<'py> {
                 // SAFETY: reading the type pointer of a live object.
                 let same = unsafe { ffi::Py_TYPE(self.0.as_ptr()) } == l.ty.as_ptr().cast();
                 if same {
-                    // SAFETY: the object is an instance of exactly the type the offsets
-                    // were read from, so at `offsets[i]` it holds slot `i`: a `PyObject*`
-                    // owned by the object, or NULL when unset. With the GIL held (no
-                    // free-threaded build here) nobody changes it during this read; the
-                    // new reference is taken before the GIL can be released.
-                    let p = unsafe {
-                        *self
-                            .0
-                            .as_ptr()
-                            .cast::<u8>()
-                            .offset(l.offsets[i])
-                            .cast::<*mut ffi::PyObject>()
-                    };
-                    if !p.is_null() {
-                        // SAFETY: `p` is a live object (held by the slot).
-                        return Ok(unsafe { Bound::from_borrowed_ptr(py, p) });
-                    }
+                    return Ok(Some(l));
                 }
             }
         }
+        Ok(None)
+    }
+
+    /// Slot `i` of [`STATE_FIELDS`] (named `slot`): read at its offset when `layout` (from
+    /// [`ObjectState::layout`] of this state) is known, else (or when unset) through
+    /// `getattr`.
+    fn read(
+        &self,
+        layout: Option<&Layout>,
+        i: usize,
+        slot: &Bound<'py, PyString>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        if let Some(l) = layout {
+            // SAFETY: `layout` is `Some` only when the object is an instance of exactly the
+            // type the offsets were read from (checked by `layout()`), so at `offsets[i]`
+            // it holds slot `i`: a `PyObject*` owned by the object, or NULL when unset.
+            // With the GIL held (no free-threaded build: `layout()` is always `None`
+            // there) nobody changes it during this read; the new reference is taken
+            // before the GIL can be released.
+            let p = unsafe {
+                *self
+                    .0
+                    .as_ptr()
+                    .cast::<u8>()
+                    .offset(l.offsets[i])
+                    .cast::<*mut ffi::PyObject>()
+            };
+            if !p.is_null() {
+                // SAFETY: `p` is a live object (held by the slot).
+                return Ok(unsafe { Bound::from_borrowed_ptr(self.0.py(), p) });
+            }
+        }
         self.0.getattr(slot)
+    }
+
+    /// Slot `i` of [`STATE_FIELDS`] (named `slot`), see [`ObjectState::read`].
+    fn get(&self, i: usize, slot: &Bound<'py, PyString>) -> PyResult<Bound<'py, PyAny>> {
+        self.read(self.layout()?, i, slot)
+    }
+
+    /// The slots a field assignment reads, with one layout check (see [`SetattrView`]).
+    pub fn setattr_view(&self) -> PyResult<SetattrView<'_, 'py>> {
+        Ok(SetattrView {
+            st: self,
+            layout: self.layout()?,
+        })
     }
 
     pub fn py(&self) -> Python<'py> {
@@ -217,7 +247,7 @@ impl<'py> ObjectState<'py> {
                 // SAFETY: reading the type pointer of a live object.
                 let same = unsafe { ffi::Py_TYPE(self.0.as_ptr()) } == l.ty.as_ptr().cast();
                 if same {
-                    // SAFETY: as in `get`: at `offsets[i]` the instance holds slot `i`, a
+                    // SAFETY: as in `read`: at `offsets[i]` the instance holds slot `i`, a
                     // `PyObject*` it owns (or NULL). The new value's reference is handed
                     // to the slot before the old one's is released (which may run code
                     // that sees the slot already set, as `setattr` would leave it).
@@ -356,6 +386,63 @@ impl<'py> ObjectState<'py> {
 
     pub fn set_undo(&self, undo: &Bound<'py, PyAny>) -> PyResult<()> {
         self.set(idx::UNDO, intern!(self.0.py(), name::UNDO), undo)
+    }
+}
+
+/// An [`ObjectState`] whose layout was checked once: the slots `__setattr__` reads (front.rs),
+/// with the same results and errors as the accessors of the same names.
+pub(crate) struct SetattrView<'a, 'py> {
+    st: &'a ObjectState<'py>,
+    layout: Option<&'static Layout>,
+}
+
+impl<'py> SetattrView<'_, 'py> {
+    /// `undo`, as [`ObjectState::undo`] (`None` when unset).
+    pub fn undo(&self) -> PyResult<Bound<'py, PyAny>> {
+        let py = self.st.py();
+        match self
+            .st
+            .read(self.layout, idx::UNDO, intern!(py, name::UNDO))
+        {
+            Ok(v) => Ok(v),
+            Err(e) if e.is_instance_of::<pyo3::exceptions::PyAttributeError>(py) => {
+                Ok(py.None().into_bound(py))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `dirty`, as [`ObjectState::dirty`].
+    pub fn dirty(&self) -> PyResult<Bound<'py, PySet>> {
+        let py = self.st.py();
+        Ok(self
+            .st
+            .read(self.layout, idx::DIRTY, intern!(py, name::DIRTY))?
+            .cast_into::<PySet>()?)
+    }
+
+    /// `live`, as [`ObjectState::live`].
+    pub fn live(&self) -> PyResult<Bound<'py, PySet>> {
+        let py = self.st.py();
+        Ok(self
+            .st
+            .read(self.layout, idx::LIVE, intern!(py, name::LIVE))?
+            .cast_into::<PySet>()?)
+    }
+
+    /// `parked`, as [`ObjectState::parked`].
+    pub fn parked(&self) -> PyResult<Bound<'py, PyDict>> {
+        let py = self.st.py();
+        Ok(self
+            .st
+            .read(self.layout, idx::PARKED, intern!(py, name::PARKED))?
+            .cast_into::<PyDict>()?)
+    }
+
+    /// `rt`, as [`ObjectState::rt`].
+    pub fn rt(&self) -> PyResult<Bound<'py, PyAny>> {
+        self.st
+            .read(self.layout, idx::RT, intern!(self.st.py(), name::RT))
     }
 }
 
