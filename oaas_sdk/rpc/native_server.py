@@ -192,18 +192,11 @@ class NativeRpcServer:
         if native is None:
             return
         loop = asyncio.get_running_loop()
-        stopped: asyncio.Future[bool] = loop.create_future()
-
-        def done(finished: bool) -> None:  # called from a tokio thread
-            def resolve() -> None:
-                if not stopped.done():
-                    stopped.set_result(finished)
-            try:
-                loop.call_soon_threadsafe(resolve)
-            except RuntimeError:  # pragma: no cover - loop closed meanwhile
-                pass
-
-        native.stop(grace, done)
+        native.stop(grace)
+        # Waited for on a thread of the loop's executor (a Python thread: the tokio
+        # threads never call into Python, so none is inside the interpreter when it
+        # finalizes); the loop keeps running the calls in flight meanwhile.
+        stopped = loop.run_in_executor(None, native.wait_stopped)
         try:
             await stopped
         finally:

@@ -329,6 +329,27 @@ pub struct NativeServer {
     port: u16,
     inflight: Arc<AtomicUsize>,
     server: Mutex<Option<RunningServer>>,
+    /// Set once stopped: whether every call in flight completed in time.
+    stopped: Arc<Stopped>,
+}
+
+/// The outcome of [`NativeServer::stop`], handed from the tokio task that stops the
+/// server to a thread waiting in [`NativeServer::wait_stopped`]. No Python is touched on
+/// the tokio side: a tokio thread attaching to the interpreter to report it could still be
+/// releasing its thread state when the interpreter finalizes (a fatal `PyGILState_Release`
+/// error at exit, seen after `stop_server()` right before a process ended).
+#[derive(Default)]
+struct Stopped {
+    finished: Mutex<Option<bool>>,
+    cond: std::sync::Condvar,
+}
+
+impl Stopped {
+    fn set(&self, finished: bool) {
+        let mut g = self.finished.lock().unwrap_or_else(|p| p.into_inner());
+        *g = Some(finished);
+        self.cond.notify_all();
+    }
 }
 
 #[pymethods]
@@ -400,6 +421,7 @@ impl NativeServer {
             port: server.local_addr().port(),
             inflight: server.inflight_counter(),
             server: Mutex::new(Some(server)),
+            stopped: Arc::default(),
         })
     }
 
@@ -487,10 +509,10 @@ impl NativeServer {
 
     /// Stop serving: no new calls, calls in flight get `grace` seconds (None or 0: they
     /// end at once with UNAVAILABLE), then the port is released. Returns immediately;
-    /// `done(finished: bool)` is called from another thread when stopped (`finished`:
-    /// every call in flight completed in time). A second stop calls `done(True)`.
-    #[pyo3(signature = (grace, done))]
-    fn stop(&self, py: Python<'_>, grace: Option<f64>, done: Py<PyAny>) -> PyResult<()> {
+    /// [`NativeServer::wait_stopped`] waits for the end. A second stop changes nothing.
+    /// `ValueError` for a negative or non-finite `grace`.
+    #[pyo3(signature = (grace))]
+    fn stop(&self, grace: Option<f64>) -> PyResult<()> {
         let grace = match grace {
             Some(g) if !(g >= 0.0 && g.is_finite()) => {
                 return Err(PyValueError::new_err(format!(
@@ -507,18 +529,59 @@ impl NativeServer {
         self.bridge.flush();
         let rt = runtime()?;
         let Some(server) = server else {
-            done.call1(py, (true,))?;
             return Ok(());
         };
+        let stopped = self.stopped.clone();
         rt.spawn(async move {
             let finished = server.stop(grace).await;
-            Python::attach(|py| {
-                if let Err(e) = done.call1(py, (finished,)) {
-                    e.write_unraisable(py, None);
-                }
-            });
+            stopped.set(finished);
         });
         Ok(())
+    }
+
+    /// Wait, without the GIL, until the server stopped by [`NativeServer::stop`] has
+    /// stopped: `True` when every call in flight completed in time, `False` when some were
+    /// ended with UNAVAILABLE; `None` when `timeout` seconds (None: no limit) passed first
+    /// or the server was never stopped. Run it on a thread of its own (the server's loop
+    /// must keep running the calls in flight).
+    #[pyo3(signature = (timeout=None))]
+    fn wait_stopped(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<Option<bool>> {
+        let limit = match timeout {
+            Some(t) if !(t >= 0.0 && t.is_finite()) => {
+                return Err(PyValueError::new_err(format!(
+                    "timeout must be a finite number of seconds >= 0, not {t}"
+                )))
+            }
+            Some(t) => Some(std::time::Instant::now() + Duration::from_secs_f64(t)),
+            None => None,
+        };
+        let stopped = self.stopped.clone();
+        let never_started = self.server.lock().map(|g| g.is_some()).unwrap_or(false);
+        if never_started {
+            return Ok(None);
+        }
+        Ok(py.detach(move || {
+            let mut g = stopped.finished.lock().unwrap_or_else(|p| p.into_inner());
+            loop {
+                if let Some(f) = *g {
+                    return Some(f);
+                }
+                match limit {
+                    None => g = stopped.cond.wait(g).unwrap_or_else(|p| p.into_inner()),
+                    Some(at) => {
+                        let left = at.saturating_duration_since(std::time::Instant::now());
+                        if left.is_zero() {
+                            return None;
+                        }
+                        g = stopped
+                            .cond
+                            .wait_timeout(g, left)
+                            .unwrap_or_else(|p| p.into_inner())
+                            .0;
+                    }
+                }
+            }
+        }))
     }
 }
 
