@@ -197,6 +197,11 @@ impl<'py> ObjectState<'py> {
         self.0.getattr(slot)
     }
 
+    /// The state object itself (read by the caller).
+    pub fn from_state(st: Bound<'py, PyAny>) -> Self {
+        ObjectState(st)
+    }
+
     pub fn py(&self) -> Python<'py> {
         self.0.py()
     }
