@@ -104,10 +104,7 @@ fn finalize(obj: &Bound<'_, PyAny>) -> PyResult<()> {
         mark.set_item(0, &n)?;
         if n.le(0)? {
             let stale = rt.getattr(intern!(py, "cache_stale"))?;
-            if stale
-                .call_method1(intern!(py, "get"), (&key,))?
-                .is(&mark)
-            {
+            if stale.call_method1(intern!(py, "get"), (&key,))?.is(&mark) {
                 stale.del_item(&key)?;
             }
         }
@@ -163,10 +160,11 @@ pub fn object_finalizer<'py>(
     let d = gen.getattr(intern!(py, "__del__"))?;
     // SAFETY: reading the type pointer of a live object; `PyWrapperDescr_Type` is a
     // static type object, only its address is taken.
-    let is_wrapper =
-        unsafe { ffi::Py_TYPE(d.as_ptr()) == &raw mut ffi::PyWrapperDescr_Type };
+    let is_wrapper = unsafe { ffi::Py_TYPE(d.as_ptr()) == &raw mut ffi::PyWrapperDescr_Type };
     if !is_wrapper {
-        return Err(PyTypeError::new_err("generator.__del__ is not a slot wrapper"));
+        return Err(PyTypeError::new_err(
+            "generator.__del__ is not a slot wrapper",
+        ));
     }
     // SAFETY: `d` is a slot wrapper (checked above): a `PyWrapperDescrObject`, whose
     // `d_base` points into CPython's static slot table.
