@@ -364,10 +364,9 @@ impl Lifecycle {
     }
 
     /// Put `obj` into `rt.identity` under `key`: a `WeakValueDictionary`'s entry made
-    /// directly (what its `__setitem__` does: a `KeyedRef` with a removal callback,
-    /// without the Python frames of `KeyedRef.__new__` / `__init__`; the callback is the
-    /// native [`IdentityRemove`] of the map, which does what the map's `_remove` does);
-    /// any other mapping: `identity[key] = obj`.
+    /// directly (what its `__setitem__` does: a `KeyedRef` with the map's removal
+    /// callback, without the Python frames of `KeyedRef.__new__` / `__init__`); any other
+    /// mapping: `identity[key] = obj`.
     fn register<'py>(
         &self,
         rt: &Bound<'py, PyAny>,
@@ -383,7 +382,7 @@ impl Lifecycle {
         {
             return ident.set_item(key, obj);
         }
-        let cb = identity_remove(&ident)?;
+        let cb = ident.getattr(intern!(py, "_remove"))?;
         let args = PyTuple::new(py, [obj.clone(), cb])?;
         let tp = self.keyed_ref.as_ptr().cast::<ffi::PyTypeObject>();
         // SAFETY: weakref.ref's tp_new (what KeyedRef.__new__ calls) with a KeyedRef
@@ -885,80 +884,7 @@ impl Lifecycle {
     }
 }
 
-/// The attribute of a `WeakValueDictionary` (its instance dict) holding its
-/// [`IdentityRemove`], made on the first register.
-const REMOVE_ATTR: &str = "_oaas_remove";
-
-/// The removal callback of an identity map's weak references (`rt.identity`, a
-/// `weakref.WeakValueDictionary`), native: the steps of the `remove` function the map's
-/// `__init__` makes (its `_remove`), without a Python frame per dropped object. Called
-/// with the dead `KeyedRef` `wr`: nothing when the map is gone; while the map is being
-/// iterated (`_iterating` not empty), `wr.key` joins `_pending_removals` (the map
-/// removes it once the iteration ends); else the key leaves `data` if the dict still
-/// holds a dead weak reference under it (`_weakref._remove_dead_weakref`: a key a new
-/// object took since stays). `TypeError` when the value under the key is not a weak
-/// reference (as `_remove_dead_weakref`).
-#[pyclass(frozen, module = "oaas_sdk._native")]
-pub struct IdentityRemove {
-    /// `weakref.ref(map)`: the callback does not keep the map alive.
-    map: Py<PyAny>,
-}
-
-#[pymethods]
-impl IdentityRemove {
-    fn __call__(&self, wr: &Bound<'_, PyAny>) -> PyResult<()> {
-        let py = wr.py();
-        let map = self.map.bind(py).call0()?;
-        if map.is_none() {
-            return Ok(());
-        }
-        let key = wr.getattr(intern!(py, "key"))?;
-        if map.getattr(intern!(py, "_iterating"))?.is_truthy()? {
-            map.getattr(intern!(py, "_pending_removals"))?
-                .call_method1(intern!(py, "append"), (key,))?;
-            return Ok(());
-        }
-        let data = map.getattr(intern!(py, "data"))?.cast_into::<PyDict>()?;
-        let Some(v) = data.get_item(&key)? else {
-            return Ok(());
-        };
-        // SAFETY: `v` is a live object; PyWeakref_Check reads its type.
-        if unsafe { ffi::PyWeakref_Check(v.as_ptr()) } == 0 {
-            return Err(PyTypeError::new_err("not a weakref"));
-        }
-        // Dead: calling a weak reference returns None once its referent is gone. The
-        // lookup and the delete run with no Python code in between (str/int keys).
-        if v.call0()?.is_none() {
-            data.del_item(&key)?;
-        }
-        Ok(())
-    }
-}
-
-/// The [`IdentityRemove`] of the `WeakValueDictionary` `map`, made and kept in the
-/// map's instance dict on first use.
-fn identity_remove<'py>(map: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
-    let py = map.py();
-    let name = intern!(py, REMOVE_ATTR);
-    if let Ok(cb) = map.getattr(name) {
-        return Ok(cb);
-    }
-    // SAFETY: `map` is a live object that accepts weak references (a
-    // WeakValueDictionary); PyWeakref_NewRef returns a new reference or NULL with an
-    // exception set.
-    let wr = unsafe {
-        Bound::from_owned_ptr_or_err(
-            py,
-            ffi::PyWeakref_NewRef(map.as_ptr(), std::ptr::null_mut()),
-        )?
-    };
-    let cb = Bound::new(py, IdentityRemove { map: wr.unbind() })?.into_any();
-    map.setattr(name, &cb)?;
-    Ok(cb)
-}
-
-/// Add `Lifecycle` and `IdentityRemove` to the module.
+/// Add `Lifecycle` to the module.
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    m.add_class::<Lifecycle>()?;
-    m.add_class::<IdentityRemove>()
+    m.add_class::<Lifecycle>()
 }
