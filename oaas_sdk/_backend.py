@@ -187,12 +187,12 @@ def _native_redis(url: str) -> bool:
 
 
 # The native methods made for the last extension module used: (module, __setattr__,
-# commit_async, commit).
-_object_methods: tuple[Any, Any, Any, Any] | None = None
+# commit_async, commit, __del__).
+_object_methods: tuple[Any, Any, Any, Any, Any] | None = None
 
 
 def _install_object_methods(native: ModuleType | None, native_engine: bool) -> None:
-    """Make ``OaasObject.__setattr__`` and, when the engine is the native one,
+    """Make ``OaasObject.__setattr__``, ``__del__`` and, when the engine is the native one,
     ``OaasObject.commit_async`` and ``OaasObject.commit`` the native methods of
     ``native`` (one call with no Python frame, same behaviour as the Python definitions,
     which the native ``commit_async`` / ``commit`` call for every case but the one-call
@@ -203,6 +203,7 @@ def _install_object_methods(native: ModuleType | None, native_engine: bool) -> N
         _PY_COMMIT,
         _PY_COMMIT_ASYNC,
         _PY_CREATE,
+        _PY_DEL,
         _PY_SETATTR,
         OaasObject,
         _set_lifecycle,
@@ -216,11 +217,18 @@ def _install_object_methods(native: ModuleType | None, native_engine: bool) -> N
         OaasObject.__setattr__ = _PY_SETATTR  # type: ignore[method-assign]
         OaasObject.commit_async = _PY_COMMIT_ASYNC  # type: ignore[method-assign]
         OaasObject.commit = _PY_COMMIT  # type: ignore[method-assign]
+        OaasObject.__del__ = _PY_DEL  # type: ignore[method-assign]
         return
     if _object_methods is None or _object_methods[0] is not native:
+        from .model.state import UNCACHED
+        from .stores import StoredObject
+
         _object_methods = (native, native.object_setattr(OaasObject),
                            native.object_commit_async(OaasObject),
-                           native.object_commit(OaasObject))
+                           native.object_commit(OaasObject),
+                           native.object_finalizer(OaasObject, UNCACHED, StoredObject))
+    # The finalizer: the C tp_finalize of OaasObject and every subclass (slot wrapper).
+    OaasObject.__del__ = _object_methods[4]  # type: ignore[method-assign]
     # create: one native call (Lifecycle.create_entry; the cold load is one too).
     OaasObject.create = classmethod(life.create_entry)  # type: ignore[method-assign, assignment]
     OaasObject.__setattr__ = _object_methods[1]  # type: ignore[method-assign]

@@ -194,6 +194,85 @@ async def test_load_reads_through_while_an_instance_with_commits_awaits_its_fina
     assert (fresh.count, fresh._oaas_state.version) == (3, 3)
 
 
+def test_native_finalizer_is_every_class_s_finalizer(impl):
+    """The native implementation's ``__del__`` is a slot wrapper (a C ``tp_finalize``) on
+    ``OaasObject``, inherited by classes made before and after it was installed; the
+    Python implementation puts the Python function back."""
+    from oaas_sdk import OaasConfig, OaasObject
+    from oaas_sdk.model.object import _PY_DEL
+
+    oaas.configure(OaasConfig(mock_mode=True, native="on" if impl == "native" else "off"))
+
+    @oaas.service("LateFin", package="test")
+    class Late(OaasObject):
+        n: int = 0
+
+    own = OaasObject.__dict__["__del__"]
+    if impl == "native":
+        assert type(own).__name__ == "wrapper_descriptor" and own is not _PY_DEL
+    else:
+        assert own is _PY_DEL
+    assert Counter.__del__ is own and Late.__del__ is own
+    o = Late.create()
+    o.__del__()  # never committed: nothing to do, and it does not raise
+    assert o.__del__() is None
+
+
+async def test_finalizer_of_a_subclass_with_its_own_del_and_a_class_made_later(lmdb_sdk):
+    """A class defined after the implementation was chosen, and one whose ``__del__``
+    calls ``super().__del__()``, hand their committed state to the cache when dropped."""
+    from oaas_sdk import OaasObject, runtime
+
+    dropped: list[int] = []
+
+    @oaas.service("FinLate", package="test")
+    class Late(OaasObject):
+        n: int = 0
+
+        def __del__(self) -> None:
+            dropped.append(self.n)
+            super().__del__()
+
+    @oaas.service("FinPlain", package="test")
+    class Plain(OaasObject):
+        n: int = 0
+
+    rt = runtime.current()
+    for cls, oid in ((Late, 90), (Plain, 91)):
+        o = cls.create(obj_id=oid)
+        o.n = 7
+        await o.commit_async()
+        key = (cls._oaas_cls_id, 0, oid)
+        assert key in rt.cache_stale
+        del o
+        assert key not in rt.cache_stale
+        got = rt.cache.get(key)
+        assert got is not None and got.version == 1
+        hits = oaas.stats()["cache_hits"]
+        again = cls.load(oid)
+        assert oaas.stats()["cache_hits"] == hits + 1
+        assert (again.n, again._oaas_state.version) == (7, 1)
+        del again
+    assert dropped == [7, 7]  # the committed instance, then the loaded one
+
+
+async def test_dropped_deleted_object_is_not_cached(lmdb_sdk):
+    from oaas_sdk import ObjectNotFound, runtime
+
+    rt = runtime.current()
+    c = Counter.create(obj_id=82, count=1)
+    await c.commit_async()
+    c.count = 2
+    await c.commit_async()
+    key = ("test.Counter", 0, 82)
+    await c.delete_async()
+    del c
+    assert key not in rt.cache_stale
+    assert rt.cache.get(key) is None
+    with pytest.raises(ObjectNotFound):
+        Counter.load(82)
+
+
 async def test_cancelled_commit_that_fails_still_undoes(sdk):
     from oaas_sdk import runtime
     from oaas_sdk.config import OaasConfig

@@ -263,3 +263,33 @@ def test_create_and_load_keep_their_user_docs(sdk: Sdk) -> None:
     assert (Made.create.__doc__ or "").startswith("Create a new object of this class")
     assert "ConflictError" in (Made.create.__doc__ or "")
     assert (Made.load.__doc__ or "").startswith("The object with this id")
+
+
+def test_identity_map_forgets_a_dropped_object_even_while_iterated(sdk):
+    """A dropped object's entry leaves ``rt.identity``: at once, or, while the map is
+    being iterated, once the iteration ends (``WeakValueDictionary``'s pending removals;
+    the native create registers its weak references with the map's own callback)."""
+    from oaas_sdk import runtime
+
+    from .models import Counter
+
+    rt = runtime.current()
+    a = Counter.create(obj_id=301)
+    b = Counter.create(obj_id=302)
+    c = Counter.create(obj_id=303)
+    ka, kb, kc = (("test.Counter", 0, i) for i in (301, 302, 303))
+    for o in (a, b, c):  # never committed: strongly held by rt.dirty until now
+        rt.dirty.pop(id(o))
+    del o, a
+    assert ka not in rt.identity.data and rt.identity.get(ka) is None
+    for k in rt.identity.keys():
+        if k == kb:
+            del b  # dropped while the map is being iterated
+            assert kb in rt.identity._pending_removals
+    assert kb not in rt.identity.data and not rt.identity._pending_removals
+    assert rt.identity.get(kc) is c
+    # A new object under a dropped one's key (never stored: no conflict) is found.
+    del c
+    assert kc not in rt.identity.data
+    c2 = Counter.create(obj_id=303)
+    assert rt.identity.get(kc) is c2

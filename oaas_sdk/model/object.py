@@ -977,6 +977,9 @@ def _failed(e: BaseException) -> Awaitable[None]:
 _PY_SETATTR = OaasObject.__dict__["__setattr__"]
 _PY_COMMIT_ASYNC = OaasObject.__dict__["commit_async"]
 _PY_COMMIT = OaasObject.__dict__["commit"]
+# The finalizer: the native implementation stores a slot wrapper of its own (a C
+# `tp_finalize`, no Python frame per deallocation; oprc-py/src/object/finalize.rs).
+_PY_DEL = OaasObject.__dict__["__del__"]
 # The Python create (a classmethod): the native one (Lifecycle.create_entry) calls its
 # function for every case it does not take.
 _PY_CREATE = OaasObject.__dict__["create"]

@@ -110,6 +110,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     engine::register(m)?;
     mapped::register(m)?;
     object::create::register(m)?;
+    object::finalize::register(m)?;
     memory::register(m)?;
     m.add_class::<codec::Codec>()?;
     m.add_class::<codec::Plan>()?;

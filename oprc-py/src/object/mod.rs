@@ -6,6 +6,7 @@
 
 pub(crate) mod commit;
 pub(crate) mod create;
+pub(crate) mod finalize;
 pub(crate) mod front;
 pub(crate) mod future;
 pub(crate) mod method;

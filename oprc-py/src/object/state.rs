@@ -227,6 +227,11 @@ impl<'py> ObjectState<'py> {
         })
     }
 
+    /// The state object itself (read by the caller).
+    pub fn from_state(st: Bound<'py, PyAny>) -> Self {
+        ObjectState(st)
+    }
+
     pub fn py(&self) -> Python<'py> {
         self.0.py()
     }
